@@ -1,0 +1,13 @@
+//! x86_64 knowledge for kdbg, behind one boundary: nothing outside this crate
+//! names an x86 instruction, a descriptor table or an I/O port.
+//!
+//! Host-testable parts (instruction analysis, relocation, emulation) are plain
+//! Rust over byte slices and [`TrapFrame`]s; the parts that touch the machine
+//! are `unsafe` and fenced.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod frame;
+
+pub use frame::TrapFrame;

@@ -1,0 +1,4 @@
+//! The probe core: kprobes, jprobes and kretprobes, arch-neutral.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;

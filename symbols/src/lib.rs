@@ -1,0 +1,1 @@
+//! ELF and DWARF for the kdbg shell.
