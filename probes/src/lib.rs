@@ -2,3 +2,4 @@
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
+pub mod hooks;
