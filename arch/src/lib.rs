@@ -9,5 +9,7 @@
 extern crate alloc;
 
 pub mod frame;
+pub mod port;
+pub mod uart;
 
 pub use frame::TrapFrame;
