@@ -1,0 +1,616 @@
+//! The monitor command grammar: what `monitor ...` (gdb's `qRcmd`) carries.
+//!
+//! ```text
+//! kprobe LOC
+//! jprobe FUNC [CAPTURE]
+//! kretprobe FUNC [maxactive=N] [CAPTURE]
+//! probes
+//! probe enable|disable|delete ID...
+//! events
+//! tasks
+//! retinst [TASK]
+//! stream on|off|text|record
+//! lookup LOC
+//! help [COMMAND]
+//!
+//! LOC   = ADDRESS | SYMBOL | SYMBOL+OFFSET      (numbers: decimal or 0x-hex)
+//! CAPTURE = see crate::fetch (stack=N fetch=OP,...)
+//! ```
+//!
+//! [`parse`] turns the text into a [`Command`] borrowing symbol names from the
+//! input; `Display` writes the canonical text back (the shell builds commands
+//! with it), and parse(display(c)) == c.
+
+use crate::fetch::{CaptureSpec, FetchError};
+use core::fmt;
+
+/// Most probe ids one `probe enable|disable|delete` takes.
+pub const MAX_IDS: usize = 16;
+
+/// A code location: an absolute address or a symbol plus offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loc<'a> {
+    Addr(u64),
+    Sym { name: &'a str, offset: u64 },
+}
+
+impl<'a> Loc<'a> {
+    /// Parses `0xADDR`, a decimal address, `sym` or `sym+off`.
+    pub fn parse(text: &'a str) -> Result<Loc<'a>, ParseError> {
+        let first = *text.as_bytes().first().ok_or(ParseError::BadLocation)?;
+        if first.is_ascii_digit() {
+            return parse_u64(text)
+                .map(Loc::Addr)
+                .ok_or(ParseError::BadLocation);
+        }
+        let (name, offset) = match text.split_once('+') {
+            Some((n, o)) => (n, parse_u64(o).ok_or(ParseError::BadLocation)?),
+            None => (text, 0),
+        };
+        if name.is_empty() || !name.bytes().all(is_symbol_byte) {
+            return Err(ParseError::BadLocation);
+        }
+        Ok(Loc::Sym { name, offset })
+    }
+}
+
+fn is_symbol_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$' | b':')
+}
+
+impl fmt::Display for Loc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loc::Addr(a) => write!(f, "{a:#x}"),
+            Loc::Sym { name, offset: 0 } => f.write_str(name),
+            Loc::Sym { name, offset } => write!(f, "{name}+{offset:#x}"),
+        }
+    }
+}
+
+/// `probe enable|disable|delete`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeAction {
+    Enable,
+    Disable,
+    Delete,
+}
+
+impl ProbeAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeAction::Enable => "enable",
+            ProbeAction::Disable => "disable",
+            ProbeAction::Delete => "delete",
+        }
+    }
+}
+
+/// Up to [`MAX_IDS`] probe ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdList {
+    ids: [u32; MAX_IDS],
+    len: u8,
+}
+
+impl IdList {
+    pub const fn new() -> Self {
+        IdList {
+            ids: [0; MAX_IDS],
+            len: 0,
+        }
+    }
+
+    /// Adds an id; `Err` when the list is full.
+    pub fn push(&mut self, id: u32) -> Result<(), ParseError> {
+        let slot = self
+            .ids
+            .get_mut(usize::from(self.len))
+            .ok_or(ParseError::TooManyIds)?;
+        *slot = id;
+        self.len += 1;
+        Ok(())
+    }
+
+    pub fn as_slice(&self) -> &[u32] {
+        self.ids.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+impl Default for IdList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the event stream sends while the kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamMode {
+    /// No events (they stay in the ring; drops are counted).
+    Off,
+    /// Readable `event ...` lines (the default; what a gdb user sees).
+    Text,
+    /// `kdbg-record:HEX` lines, one checksummed binary record each (the shell).
+    Record,
+}
+
+impl StreamMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamMode::Off => "off",
+            StreamMode::Text => "text",
+            StreamMode::Record => "record",
+        }
+    }
+}
+
+/// One monitor command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    Kprobe {
+        loc: Loc<'a>,
+    },
+    Jprobe {
+        func: Loc<'a>,
+        capture: CaptureSpec,
+    },
+    Kretprobe {
+        func: Loc<'a>,
+        /// `None`: the default max(10, 2 x CPUs).
+        maxactive: Option<u32>,
+        capture: CaptureSpec,
+    },
+    Probes,
+    Probe {
+        action: ProbeAction,
+        ids: IdList,
+    },
+    Events,
+    Tasks,
+    /// Outstanding kretprobe instances (of one task, or all).
+    RetInst {
+        task: Option<u32>,
+    },
+    Stream(StreamMode),
+    Lookup(Loc<'a>),
+    Help {
+        topic: Option<&'a str>,
+    },
+}
+
+/// Why a monitor command was refused. `Display` says what to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    Empty,
+    UnknownCommand,
+    /// A required argument is missing; names it.
+    Missing(&'static str),
+    /// Extra words after a complete command.
+    UnexpectedArgument,
+    BadLocation,
+    BadNumber,
+    BadProbeAction,
+    BadStreamMode,
+    TooManyIds,
+    Capture(FetchError),
+}
+
+impl From<FetchError> for ParseError {
+    fn from(e: FetchError) -> Self {
+        ParseError::Capture(e)
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Empty => f.write_str("empty command: try `monitor help`"),
+            ParseError::UnknownCommand => f.write_str("unknown command: `monitor help` lists them"),
+            ParseError::Missing(what) => write!(f, "missing {what}: see `monitor help`"),
+            ParseError::UnexpectedArgument => {
+                f.write_str("unexpected extra argument: see `monitor help COMMAND`")
+            }
+            ParseError::BadLocation => {
+                f.write_str("bad location: use an address (0x...), SYMBOL or SYMBOL+OFFSET")
+            }
+            ParseError::BadNumber => f.write_str("bad number: use decimal or 0x-hex"),
+            ParseError::BadProbeAction => {
+                f.write_str("bad action: use probe enable|disable|delete ID...")
+            }
+            ParseError::BadStreamMode => f.write_str("bad mode: use stream on|off|text|record"),
+            ParseError::TooManyIds => f.write_str("too many ids: at most 16 per command"),
+            ParseError::Capture(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl ParseError {
+    /// The stable error code of this refusal (`error code=... msg=...`).
+    pub fn code(&self) -> crate::reply::ErrorCode {
+        use crate::reply::ErrorCode;
+        match self {
+            ParseError::UnknownCommand | ParseError::Empty => ErrorCode::UnknownCommand,
+            ParseError::Capture(_) => ErrorCode::BadCapture,
+            _ => ErrorCode::BadArguments,
+        }
+    }
+}
+
+/// Parses a decimal or `0x`-hex unsigned number.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if h.is_empty() || h.starts_with('+') {
+            return None;
+        }
+        u64::from_str_radix(h, 16).ok()
+    } else {
+        if s.starts_with('+') {
+            return None;
+        }
+        s.parse().ok()
+    }
+}
+
+fn parse_u32(s: &str) -> Result<u32, ParseError> {
+    parse_u64(s)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or(ParseError::BadNumber)
+}
+
+/// Parses one monitor command line.
+pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
+    let mut words = text.split_ascii_whitespace();
+    let name = words.next().ok_or(ParseError::Empty)?;
+    let cmd = match name {
+        "kprobe" => Command::Kprobe {
+            loc: Loc::parse(words.next().ok_or(ParseError::Missing("LOC"))?)?,
+        },
+        "jprobe" => {
+            let func = Loc::parse(words.next().ok_or(ParseError::Missing("FUNC"))?)?;
+            let mut capture = CaptureSpec::default();
+            for w in words.by_ref() {
+                if !capture.apply_token(w)? {
+                    return Err(ParseError::Capture(FetchError::UnknownToken));
+                }
+            }
+            Command::Jprobe { func, capture }
+        }
+        "kretprobe" => {
+            let func = Loc::parse(words.next().ok_or(ParseError::Missing("FUNC"))?)?;
+            let mut capture = CaptureSpec::default();
+            let mut maxactive = None;
+            for w in words.by_ref() {
+                if let Some(n) = w.strip_prefix("maxactive=") {
+                    maxactive = Some(parse_u32(n)?);
+                } else if !capture.apply_token(w)? {
+                    return Err(ParseError::Capture(FetchError::UnknownToken));
+                }
+            }
+            Command::Kretprobe {
+                func,
+                maxactive,
+                capture,
+            }
+        }
+        "probes" => Command::Probes,
+        "probe" => {
+            let action = match words
+                .next()
+                .ok_or(ParseError::Missing("enable|disable|delete"))?
+            {
+                "enable" => ProbeAction::Enable,
+                "disable" => ProbeAction::Disable,
+                "delete" => ProbeAction::Delete,
+                _ => return Err(ParseError::BadProbeAction),
+            };
+            let mut ids = IdList::new();
+            for w in words.by_ref() {
+                ids.push(parse_u32(w)?)?;
+            }
+            if ids.as_slice().is_empty() {
+                return Err(ParseError::Missing("ID"));
+            }
+            Command::Probe { action, ids }
+        }
+        "events" => Command::Events,
+        "tasks" => Command::Tasks,
+        "retinst" => Command::RetInst {
+            task: words.next().map(parse_u32).transpose()?,
+        },
+        "stream" => Command::Stream(
+            match words
+                .next()
+                .ok_or(ParseError::Missing("on|off|text|record"))?
+            {
+                "on" | "text" => StreamMode::Text,
+                "off" => StreamMode::Off,
+                "record" => StreamMode::Record,
+                _ => return Err(ParseError::BadStreamMode),
+            },
+        ),
+        "lookup" => Command::Lookup(Loc::parse(words.next().ok_or(ParseError::Missing("LOC"))?)?),
+        "help" => Command::Help {
+            topic: words.next(),
+        },
+        _ => return Err(ParseError::UnknownCommand),
+    };
+    if words.next().is_some() {
+        return Err(ParseError::UnexpectedArgument);
+    }
+    Ok(cmd)
+}
+
+impl fmt::Display for Command<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Kprobe { loc } => write!(f, "kprobe {loc}"),
+            Command::Jprobe { func, capture } => {
+                write!(f, "jprobe {func}")?;
+                if !capture.is_empty() {
+                    write!(f, " {capture}")?;
+                }
+                Ok(())
+            }
+            Command::Kretprobe {
+                func,
+                maxactive,
+                capture,
+            } => {
+                write!(f, "kretprobe {func}")?;
+                if let Some(n) = maxactive {
+                    write!(f, " maxactive={n}")?;
+                }
+                if !capture.is_empty() {
+                    write!(f, " {capture}")?;
+                }
+                Ok(())
+            }
+            Command::Probes => f.write_str("probes"),
+            Command::Probe { action, ids } => {
+                write!(f, "probe {}", action.as_str())?;
+                for id in ids.as_slice() {
+                    write!(f, " {id}")?;
+                }
+                Ok(())
+            }
+            Command::Events => f.write_str("events"),
+            Command::Tasks => f.write_str("tasks"),
+            Command::RetInst { task: None } => f.write_str("retinst"),
+            Command::RetInst { task: Some(t) } => write!(f, "retinst {t}"),
+            Command::Stream(m) => write!(f, "stream {}", m.as_str()),
+            Command::Lookup(loc) => write!(f, "lookup {loc}"),
+            Command::Help { topic: None } => f.write_str("help"),
+            Command::Help { topic: Some(t) } => write!(f, "help {t}"),
+        }
+    }
+}
+
+/// One row of the command reference: name, usage, one-line summary.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandHelp {
+    pub name: &'static str,
+    pub usage: &'static str,
+    pub summary: &'static str,
+}
+
+/// The command reference (what `monitor help` prints, in this order).
+pub const COMMANDS: &[CommandHelp] = &[
+    CommandHelp {
+        name: "kprobe",
+        usage: "kprobe LOC",
+        summary: "probe any instruction (LOC = 0xADDR | SYMBOL | SYMBOL+OFF); answers the probe id",
+    },
+    CommandHelp {
+        name: "jprobe",
+        usage: "jprobe FUNC [stack=N] [fetch=OP,...]",
+        summary: "entry probe recording arguments rdi..r9 plus an optional capture",
+    },
+    CommandHelp {
+        name: "kretprobe",
+        usage: "kretprobe FUNC [maxactive=N] [stack=N] [fetch=OP,...]",
+        summary: "return probe recording the return value and entry-to-return time",
+    },
+    CommandHelp {
+        name: "probes",
+        usage: "probes",
+        summary: "one row per probe: id type addr sym enabled hits nmissed path",
+    },
+    CommandHelp {
+        name: "probe",
+        usage: "probe enable|disable|delete ID...",
+        summary: "change or remove probes",
+    },
+    CommandHelp {
+        name: "events",
+        usage: "events",
+        summary: "event ring: size, produced, delivered, dropped (and drops per probe)",
+    },
+    CommandHelp {
+        name: "tasks",
+        usage: "tasks",
+        summary: "kernel tasks: id, name, state",
+    },
+    CommandHelp {
+        name: "retinst",
+        usage: "retinst [TASK]",
+        summary: "outstanding kretprobe instances (real return addresses for bt)",
+    },
+    CommandHelp {
+        name: "stream",
+        usage: "stream on|off|text|record",
+        summary: "event stream while the kernel runs: readable lines, binary records, or off",
+    },
+    CommandHelp {
+        name: "lookup",
+        usage: "lookup LOC",
+        summary: "resolve a location through the kernel's symbol table",
+    },
+    CommandHelp {
+        name: "help",
+        usage: "help [COMMAND]",
+        summary: "this list; fetch ops: KIND@BASE[+OFF], KIND=u8|u16|u32|u64|strN, BASE=argI|%reg|$J",
+    },
+];
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_command() {
+        assert_eq!(
+            parse("kprobe sys_open+0x4").unwrap(),
+            Command::Kprobe {
+                loc: Loc::Sym {
+                    name: "sys_open",
+                    offset: 4
+                }
+            }
+        );
+        assert_eq!(
+            parse("  kprobe   0xffffffff80001000 ").unwrap(),
+            Command::Kprobe {
+                loc: Loc::Addr(0xffff_ffff_8000_1000)
+            }
+        );
+        match parse("kretprobe fib maxactive=1 stack=8").unwrap() {
+            Command::Kretprobe {
+                maxactive, capture, ..
+            } => {
+                assert_eq!(maxactive, Some(1));
+                assert_eq!(capture.stack_bytes, 8);
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse("probe delete 1 2 0x3").unwrap() {
+            Command::Probe { action, ids } => {
+                assert_eq!(action, ProbeAction::Delete);
+                assert_eq!(ids.as_slice(), &[1, 2, 3]);
+            }
+            c => panic!("{c:?}"),
+        }
+        assert_eq!(
+            parse("retinst 4").unwrap(),
+            Command::RetInst { task: Some(4) }
+        );
+        assert_eq!(
+            parse("stream record").unwrap(),
+            Command::Stream(StreamMode::Record)
+        );
+        assert_eq!(
+            parse("help kprobe").unwrap(),
+            Command::Help {
+                topic: Some("kprobe")
+            }
+        );
+    }
+
+    #[test]
+    fn refusals_are_typed() {
+        let cases = [
+            ("", ParseError::Empty),
+            ("frob", ParseError::UnknownCommand),
+            ("kprobe", ParseError::Missing("LOC")),
+            ("kprobe 0xzz", ParseError::BadLocation),
+            ("kprobe a+b", ParseError::BadLocation),
+            ("kprobe a b", ParseError::UnexpectedArgument),
+            ("probe delete", ParseError::Missing("ID")),
+            ("probe frob 1", ParseError::BadProbeAction),
+            ("probe delete x", ParseError::BadNumber),
+            ("kretprobe f maxactive=-1", ParseError::BadNumber),
+            (
+                "jprobe f junk",
+                ParseError::Capture(FetchError::UnknownToken),
+            ),
+            ("stream maybe", ParseError::BadStreamMode),
+            ("probes 1", ParseError::UnexpectedArgument),
+        ];
+        for (text, err) in cases {
+            assert_eq!(parse(text).unwrap_err(), err, "{text:?}");
+        }
+        let many = "probe enable 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17";
+        assert_eq!(parse(many).unwrap_err(), ParseError::TooManyIds);
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "kprobe sys_open+0x4",
+            "kprobe 0x1000",
+            "jprobe spawn_task",
+            "jprobe sys_open fetch=str64@arg0",
+            "kretprobe fib maxactive=3 stack=16 fetch=u64@%rsp+0x8",
+            "probes",
+            "probe disable 3 4",
+            "events",
+            "tasks",
+            "retinst",
+            "retinst 2",
+            "stream off",
+            "lookup spawn_task",
+            "help",
+            "help probes",
+        ] {
+            let cmd = parse(text).unwrap();
+            assert_eq!(cmd.to_string(), text);
+            assert_eq!(parse(&cmd.to_string()).unwrap(), cmd);
+        }
+    }
+
+    #[test]
+    fn help_covers_every_command() {
+        for c in COMMANDS {
+            let first = c.usage.split(' ').next().unwrap();
+            assert_eq!(first, c.name);
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let words = [
+            "kprobe",
+            "jprobe",
+            "kretprobe",
+            "probe",
+            "probes",
+            "delete",
+            "help",
+            "0x",
+            "+",
+            "maxactive=",
+            "stack=",
+            "fetch=",
+            "u64@",
+            "arg",
+            "$",
+            "%r",
+            " ",
+            "1",
+            "ff",
+            "\u{e9}",
+            "\0",
+            "events",
+            "stream",
+            "retinst",
+            "lookup",
+            "tasks",
+        ];
+        for _ in 0..50_000 {
+            let mut s = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = seed % 8;
+            for i in 0..n {
+                let w = words[((seed >> (i * 5)) % words.len() as u64) as usize];
+                s.push_str(w);
+            }
+            if let Ok(cmd) = parse(&s) {
+                let again = cmd.to_string();
+                assert_eq!(parse(&again).unwrap(), cmd, "{s:?} -> {again:?}");
+            }
+        }
+    }
+}

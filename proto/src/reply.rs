@@ -1,0 +1,521 @@
+//! Replies to monitor commands: one row per line, `KIND key=value ...`.
+//!
+//! Readable for a gdb user, parseable by the shell. Values never contain
+//! spaces, except `msg=`, which is always last and runs to the end of the
+//! line. Numbers are decimal, addresses `0x`-hex. Rows:
+//!
+//! ```text
+//! ok [id=N]
+//! error code=CODE msg=TEXT...
+//! probe id=N type=kprobe|jprobe|kretprobe addr=0x.. sym=NAME+0xOFF enabled=0|1 hits=N nmissed=N path=emulated|out-of-line|boosted|- maxactive=N
+//! events size=N produced=N delivered=N dropped=N stream=off|text|record
+//! drops id=N dropped=N
+//! task id=N name=NAME state=STATE current=0|1
+//! inst task=N probe=N ret=0x.. sp=0x..
+//! sym addr=0x.. name=NAME+0xOFF
+//! ```
+//!
+//! Unknown keys are ignored by the parsers (rows may grow new keys at the
+//! end); a row kind the reader does not know is skipped. `help` replies are
+//! free text lines starting with two spaces, which are never rows.
+
+use core::fmt;
+
+use crate::command::parse_u64;
+
+/// Stable codes of `error` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    UnknownCommand,
+    BadArguments,
+    BadCapture,
+    UnknownSymbol,
+    /// Not at an instruction boundary.
+    NotBoundary,
+    Blacklisted,
+    OutsideText,
+    /// The instruction there cannot be probed (int3, iret, ...).
+    Unsupported,
+    /// jprobe/kretprobe not at a function's first instruction.
+    NotFunctionEntry,
+    AlreadyProbed,
+    NoSuchProbe,
+    NoMemory,
+    TooManyProbes,
+    /// The probe core is not available in this kernel.
+    Unavailable,
+    Fault,
+    Other,
+}
+
+const CODES: [(ErrorCode, &str); 16] = [
+    (ErrorCode::UnknownCommand, "unknown-command"),
+    (ErrorCode::BadArguments, "bad-arguments"),
+    (ErrorCode::BadCapture, "bad-capture"),
+    (ErrorCode::UnknownSymbol, "unknown-symbol"),
+    (ErrorCode::NotBoundary, "not-boundary"),
+    (ErrorCode::Blacklisted, "blacklisted"),
+    (ErrorCode::OutsideText, "outside-text"),
+    (ErrorCode::Unsupported, "unsupported"),
+    (ErrorCode::NotFunctionEntry, "not-function-entry"),
+    (ErrorCode::AlreadyProbed, "already-probed"),
+    (ErrorCode::NoSuchProbe, "no-such-probe"),
+    (ErrorCode::NoMemory, "no-memory"),
+    (ErrorCode::TooManyProbes, "too-many-probes"),
+    (ErrorCode::Unavailable, "unavailable"),
+    (ErrorCode::Fault, "fault"),
+    (ErrorCode::Other, "other"),
+];
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        CODES
+            .iter()
+            .find(|(c, _)| *c == self)
+            .map_or("other", |(_, s)| s)
+    }
+
+    /// Unknown codes map to [`ErrorCode::Other`].
+    pub fn from_name(s: &str) -> ErrorCode {
+        CODES
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map_or(ErrorCode::Other, |(c, _)| *c)
+    }
+}
+
+/// A row split into its kind and `key=value` fields (no allocation).
+#[derive(Clone, Copy, Debug)]
+pub struct Row<'a> {
+    pub kind: &'a str,
+    rest: &'a str,
+}
+
+impl<'a> Row<'a> {
+    /// Splits a line; `None` for blank lines and free text (leading space).
+    pub fn parse(line: &'a str) -> Option<Row<'a>> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.starts_with(' ') || line.is_empty() {
+            return None;
+        }
+        let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+        Some(Row { kind, rest })
+    }
+
+    /// The value of `key`, if present. `msg` runs to the end of the line.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        let mut rest = self.rest;
+        while !rest.is_empty() {
+            let (field, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if let Some((k, v)) = field.split_once('=') {
+                if k == "msg" {
+                    if k == key {
+                        return rest.get(4..);
+                    }
+                    return None;
+                }
+                if k == key {
+                    return Some(v);
+                }
+            }
+            rest = tail;
+        }
+        None
+    }
+
+    /// `get` parsed as a number (decimal or 0x-hex).
+    pub fn num(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(parse_u64)
+    }
+}
+
+/// Why a row could not be read as the expected type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowError {
+    WrongKind,
+    /// A required key is missing or malformed; names it.
+    Field(&'static str),
+}
+
+fn need<'a>(row: &Row<'a>, key: &'static str) -> Result<&'a str, RowError> {
+    row.get(key).ok_or(RowError::Field(key))
+}
+
+fn need_num(row: &Row<'_>, key: &'static str) -> Result<u64, RowError> {
+    row.num(key).ok_or(RowError::Field(key))
+}
+
+fn row_of<'a>(line: &'a str, kind: &str) -> Result<Row<'a>, RowError> {
+    match Row::parse(line) {
+        Some(r) if r.kind == kind => Ok(r),
+        _ => Err(RowError::WrongKind),
+    }
+}
+
+/// `error code=CODE msg=TEXT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorRow<'a> {
+    pub code: ErrorCode,
+    pub msg: &'a str,
+}
+
+impl<'a> ErrorRow<'a> {
+    pub fn parse(line: &'a str) -> Result<Self, RowError> {
+        let r = row_of(line, "error")?;
+        Ok(ErrorRow {
+            code: ErrorCode::from_name(need(&r, "code")?),
+            msg: r.get("msg").unwrap_or(""),
+        })
+    }
+}
+
+impl fmt::Display for ErrorRow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error code={} msg={}", self.code.as_str(), self.msg)
+    }
+}
+
+/// Probe type as shown in `probes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeType {
+    Kprobe,
+    Jprobe,
+    Kretprobe,
+}
+
+impl ProbeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeType::Kprobe => "kprobe",
+            ProbeType::Jprobe => "jprobe",
+            ProbeType::Kretprobe => "kretprobe",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "kprobe" => Some(ProbeType::Kprobe),
+            "jprobe" => Some(ProbeType::Jprobe),
+            "kretprobe" => Some(ProbeType::Kretprobe),
+            _ => None,
+        }
+    }
+}
+
+/// How a probed instruction executes after the handlers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecPath {
+    Emulated,
+    OutOfLine,
+    Boosted,
+    /// Not decided / not applicable.
+    Unknown,
+}
+
+impl ExecPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecPath::Emulated => "emulated",
+            ExecPath::OutOfLine => "out-of-line",
+            ExecPath::Boosted => "boosted",
+            ExecPath::Unknown => "-",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Self {
+        match s {
+            "emulated" => ExecPath::Emulated,
+            "out-of-line" => ExecPath::OutOfLine,
+            "boosted" => ExecPath::Boosted,
+            _ => ExecPath::Unknown,
+        }
+    }
+}
+
+/// One row of `probes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeRow<'a> {
+    pub id: u32,
+    pub kind: ProbeType,
+    pub addr: u64,
+    /// `name+0xOFF`, or `-` when unknown.
+    pub sym: &'a str,
+    pub sym_offset: u64,
+    pub enabled: bool,
+    pub hits: u64,
+    pub nmissed: u64,
+    pub path: ExecPath,
+    /// kretprobes only; 0 otherwise.
+    pub maxactive: u32,
+}
+
+impl<'a> ProbeRow<'a> {
+    pub fn parse(line: &'a str) -> Result<Self, RowError> {
+        let r = row_of(line, "probe")?;
+        let sym_full = need(&r, "sym")?;
+        let (sym, sym_offset) = match sym_full.rsplit_once('+') {
+            Some((s, o)) => (s, parse_u64(o).ok_or(RowError::Field("sym"))?),
+            None => (sym_full, 0),
+        };
+        Ok(ProbeRow {
+            id: u32::try_from(need_num(&r, "id")?).map_err(|_| RowError::Field("id"))?,
+            kind: ProbeType::from_name(need(&r, "type")?).ok_or(RowError::Field("type"))?,
+            addr: need_num(&r, "addr")?,
+            sym,
+            sym_offset,
+            enabled: need_num(&r, "enabled")? != 0,
+            hits: need_num(&r, "hits")?,
+            nmissed: need_num(&r, "nmissed")?,
+            path: ExecPath::from_name(r.get("path").unwrap_or("-")),
+            maxactive: r
+                .num("maxactive")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
+impl fmt::Display for ProbeRow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "probe id={} type={} addr={:#x} sym={}+{:#x} enabled={} hits={} nmissed={} path={} maxactive={}",
+            self.id,
+            self.kind.as_str(),
+            self.addr,
+            self.sym,
+            self.sym_offset,
+            u8::from(self.enabled),
+            self.hits,
+            self.nmissed,
+            self.path.as_str(),
+            self.maxactive
+        )
+    }
+}
+
+/// The `events` row: the ring's counters. produced = delivered + dropped + queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventsRow {
+    pub size: u64,
+    pub produced: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub stream: crate::command::StreamMode,
+}
+
+impl EventsRow {
+    pub fn parse(line: &str) -> Result<Self, RowError> {
+        use crate::command::StreamMode;
+        let r = row_of(line, "events")?;
+        Ok(EventsRow {
+            size: need_num(&r, "size")?,
+            produced: need_num(&r, "produced")?,
+            delivered: need_num(&r, "delivered")?,
+            dropped: need_num(&r, "dropped")?,
+            stream: match r.get("stream") {
+                Some("off") => StreamMode::Off,
+                Some("record") => StreamMode::Record,
+                _ => StreamMode::Text,
+            },
+        })
+    }
+}
+
+impl fmt::Display for EventsRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "events size={} produced={} delivered={} dropped={} stream={}",
+            self.size,
+            self.produced,
+            self.delivered,
+            self.dropped,
+            self.stream.as_str()
+        )
+    }
+}
+
+/// `drops id=N dropped=N`: events of one probe lost to a full ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropsRow {
+    pub id: u32,
+    pub dropped: u64,
+}
+
+impl DropsRow {
+    pub fn parse(line: &str) -> Result<Self, RowError> {
+        let r = row_of(line, "drops")?;
+        Ok(DropsRow {
+            id: u32::try_from(need_num(&r, "id")?).map_err(|_| RowError::Field("id"))?,
+            dropped: need_num(&r, "dropped")?,
+        })
+    }
+}
+
+impl fmt::Display for DropsRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "drops id={} dropped={}", self.id, self.dropped)
+    }
+}
+
+/// One row of `tasks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskRow<'a> {
+    pub id: u32,
+    pub name: &'a str,
+    pub state: &'a str,
+    pub current: bool,
+}
+
+impl<'a> TaskRow<'a> {
+    pub fn parse(line: &'a str) -> Result<Self, RowError> {
+        let r = row_of(line, "task")?;
+        Ok(TaskRow {
+            id: u32::try_from(need_num(&r, "id")?).map_err(|_| RowError::Field("id"))?,
+            name: need(&r, "name")?,
+            state: r.get("state").unwrap_or("-"),
+            current: r.num("current").unwrap_or(0) != 0,
+        })
+    }
+}
+
+impl fmt::Display for TaskRow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "task id={} name={} state={} current={}",
+            self.id,
+            self.name,
+            self.state,
+            u8::from(self.current)
+        )
+    }
+}
+
+/// One outstanding kretprobe instance: the task's frame at `sp` will return
+/// through the trampoline, really to `ret`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstRow {
+    pub task: u32,
+    pub probe: u32,
+    pub ret: u64,
+    pub sp: u64,
+}
+
+impl InstRow {
+    pub fn parse(line: &str) -> Result<Self, RowError> {
+        let r = row_of(line, "inst")?;
+        Ok(InstRow {
+            task: u32::try_from(need_num(&r, "task")?).map_err(|_| RowError::Field("task"))?,
+            probe: u32::try_from(need_num(&r, "probe")?).map_err(|_| RowError::Field("probe"))?,
+            ret: need_num(&r, "ret")?,
+            sp: need_num(&r, "sp")?,
+        })
+    }
+}
+
+impl fmt::Display for InstRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "inst task={} probe={} ret={:#x} sp={:#x}",
+            self.task, self.probe, self.ret, self.sp
+        )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_row_round_trips() {
+        let row = ProbeRow {
+            id: 3,
+            kind: ProbeType::Kretprobe,
+            addr: 0xffff_ffff_8010_0000,
+            sym: "sys_open",
+            sym_offset: 0,
+            enabled: true,
+            hits: 12,
+            nmissed: 1,
+            path: ExecPath::Boosted,
+            maxactive: 10,
+        };
+        let text = row.to_string();
+        assert_eq!(
+            text,
+            "probe id=3 type=kretprobe addr=0xffffffff80100000 sym=sys_open+0x0 enabled=1 hits=12 nmissed=1 path=boosted maxactive=10"
+        );
+        assert_eq!(ProbeRow::parse(&text).unwrap(), row);
+    }
+
+    #[test]
+    fn error_row_keeps_message() {
+        let e = ErrorRow {
+            code: ErrorCode::NotBoundary,
+            msg: "0x1003 is inside `mov` at 0x1001: use an instruction start",
+        };
+        let text = e.to_string();
+        let back = ErrorRow::parse(&text).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(Row::parse(&text).unwrap().get("code"), Some("not-boundary"));
+    }
+
+    #[test]
+    fn other_rows_round_trip() {
+        let ev = EventsRow {
+            size: 256,
+            produced: 10,
+            delivered: 7,
+            dropped: 3,
+            stream: crate::command::StreamMode::Record,
+        };
+        assert_eq!(EventsRow::parse(&ev.to_string()).unwrap(), ev);
+        let d = DropsRow { id: 2, dropped: 9 };
+        assert_eq!(DropsRow::parse(&d.to_string()).unwrap(), d);
+        let t = TaskRow {
+            id: 1,
+            name: "worker-2",
+            state: "ready",
+            current: true,
+        };
+        assert_eq!(TaskRow::parse(&t.to_string()).unwrap(), t);
+        let i = InstRow {
+            task: 1,
+            probe: 2,
+            ret: 0x1234,
+            sp: 0x8000,
+        };
+        assert_eq!(InstRow::parse(&i.to_string()).unwrap(), i);
+        assert_eq!(
+            ProbeRow::parse("task id=1").unwrap_err(),
+            RowError::WrongKind
+        );
+        assert_eq!(
+            ProbeRow::parse("probe id=1").unwrap_err(),
+            RowError::Field("sym")
+        );
+        assert!(Row::parse("  help text").is_none());
+    }
+
+    #[test]
+    fn row_garbage_never_panics() {
+        for line in [
+            "",
+            "=",
+            "a ==",
+            "probe msg=",
+            "probe id=",
+            "x msg",
+            "probe sym=+",
+            "é=é é",
+        ] {
+            let _ = ProbeRow::parse(line);
+            let _ = ErrorRow::parse(line);
+            let _ = Row::parse(line).map(|r| r.get("msg"));
+        }
+    }
+}
