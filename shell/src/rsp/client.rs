@@ -1,0 +1,607 @@
+//! The RSP client: one connection to a stub, with a reader thread that acks
+//! packets and routes what the stub sends on its own (console output,
+//! events, stop replies while the kernel runs) to an asynchronous sink,
+//! and everything else to the request that is waiting for it.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::packet::{self, Frame};
+use super::transport::{Endpoint, TransportError, Wire};
+
+/// How many times a packet is sent before giving up on acks.
+const SEND_ATTEMPTS: usize = 4;
+
+/// Something the stub sent that no request asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Async {
+    /// An `O` packet while the kernel runs (console text or an event
+    /// record), hex-decoded.
+    Output(Vec<u8>),
+    /// The kernel stopped on its own (breakpoint, watchpoint, fault).
+    Stop(String),
+    /// Bytes outside any packet.
+    Garbage(Vec<u8>),
+    /// The connection is gone.
+    Lost(String),
+}
+
+/// Errors of the RSP client. Each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum RspError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("the connection to the stub is lost ({0}); use `reconnect`")]
+    Lost(String),
+    #[error(
+        "the stub did not answer `{request}` within {secs:.1}s; the kernel may be hung; try `interrupt` or `reconnect`"
+    )]
+    Timeout { request: String, secs: f64 },
+    #[error(
+        "the stub kept rejecting `{0}` (bad checksum each time); the line is noisy; try `reconnect`"
+    )]
+    TooManyNaks(String),
+    #[error("the stub answered `{request}` with error {code}")]
+    Remote { request: String, code: String },
+    #[error("the stub sent an unexpected reply to `{request}`: `{reply}`")]
+    Unexpected { request: String, reply: String },
+    #[error("the kernel is running; stop it first with `interrupt` (or Ctrl-C)")]
+    Running,
+    #[error("write to the stub failed: {0}; use `reconnect`")]
+    Write(std::io::Error),
+}
+
+/// What the client and the reader thread share.
+struct Shared {
+    no_ack: AtomicBool,
+    route: Mutex<Route>,
+    closed: AtomicBool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Route {
+    /// The kernel runs: stop replies are asynchronous.
+    running: bool,
+    /// A request waits for its reply: `O` packets belong to it.
+    in_flight: bool,
+}
+
+#[derive(Debug)]
+enum Incoming {
+    Ack,
+    Nak,
+    Packet(Vec<u8>),
+    Closed(String),
+}
+
+/// Decides whether a hex-decoded `O` payload is an event record, which
+/// always goes to the asynchronous sink.
+pub type EventClassifier = fn(&[u8]) -> bool;
+
+/// Features the stub announced in `qSupported`.
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    pub packet_size: usize,
+    pub no_ack: bool,
+    pub raw: HashMap<String, String>,
+}
+
+impl Features {
+    fn parse(reply: &str) -> Features {
+        let mut raw = HashMap::new();
+        for item in reply.split(';').filter(|s| !s.is_empty()) {
+            if let Some((k, v)) = item.split_once('=') {
+                raw.insert(k.to_string(), v.to_string());
+            } else if let Some(k) = item.strip_suffix('+') {
+                raw.insert(k.to_string(), "+".to_string());
+            } else if let Some(k) = item.strip_suffix('-') {
+                raw.insert(k.to_string(), "-".to_string());
+            } else {
+                raw.insert(item.to_string(), "+".to_string());
+            }
+        }
+        let packet_size = raw
+            .get("PacketSize")
+            .and_then(|v| usize::from_str_radix(v, 16).ok())
+            .unwrap_or(400)
+            .max(64);
+        Features {
+            packet_size,
+            no_ack: false,
+            raw,
+        }
+    }
+
+    pub fn supports(&self, name: &str) -> bool {
+        self.raw.get(name).is_some_and(|v| v == "+")
+    }
+}
+
+pub struct Client {
+    endpoint: Endpoint,
+    writer: Arc<Mutex<Box<dyn Wire>>>,
+    replies: Receiver<Incoming>,
+    pending: VecDeque<Vec<u8>>,
+    shared: Arc<Shared>,
+    sink: Sender<Async>,
+    reader: Option<JoinHandle<()>>,
+    pub features: Features,
+    pub timeout: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn printable(payload: &[u8]) -> String {
+    let s = String::from_utf8_lossy(payload);
+    if s.len() > 60 {
+        format!("{}...", &s[..s.floor_char_boundary(60)])
+    } else {
+        s.into_owned()
+    }
+}
+
+/// Is this reply a stop reply (`T05...`, `S05`, `W00`, `X09`)?
+pub fn is_stop_reply(p: &[u8]) -> bool {
+    matches!(p.first(), Some(b'T' | b'S' | b'W' | b'X'))
+        && p.len() >= 3
+        && p[1].is_ascii_hexdigit()
+        && p[2].is_ascii_hexdigit()
+}
+
+fn decode_o(p: &[u8]) -> Option<Vec<u8>> {
+    if p.first() == Some(&b'O') && p.len() > 1 {
+        packet::from_hex(&p[1..])
+    } else {
+        None
+    }
+}
+
+impl Client {
+    /// Open the endpoint and negotiate (qSupported, no-ack mode). The
+    /// kernel's run state is not touched.
+    pub fn connect(
+        endpoint: &Endpoint,
+        timeout: Duration,
+        sink: Sender<Async>,
+        is_event: EventClassifier,
+    ) -> Result<Client, RspError> {
+        let opened = endpoint.open(timeout)?;
+        let shared = Arc::new(Shared {
+            no_ack: AtomicBool::new(false),
+            route: Mutex::new(Route::default()),
+            closed: AtomicBool::new(false),
+        });
+        let writer = Arc::new(Mutex::new(opened.writer));
+        let (tx, rx) = mpsc::channel();
+        let reader = {
+            let shared = shared.clone();
+            let writer = writer.clone();
+            let sink = sink.clone();
+            std::thread::Builder::new()
+                .name("rsp-reader".into())
+                .spawn(move || reader_loop(opened.reader, writer, shared, tx, sink, is_event))
+                .map_err(RspError::Write)?
+        };
+        let mut client = Client {
+            endpoint: endpoint.clone(),
+            writer,
+            replies: rx,
+            pending: VecDeque::new(),
+            shared,
+            sink,
+            reader: Some(reader),
+            features: Features::default(),
+            timeout,
+        };
+        client.handshake()?;
+        Ok(client)
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn handshake(&mut self) -> Result<(), RspError> {
+        // gdb starts with an ack to flush whatever the stub waits for.
+        self.write_raw(b"+")?;
+        let reply = self.request_str("qSupported:swbreak+;hwbreak+;vContSupported+;no-resumed+")?;
+        self.features = Features::parse(&reply);
+        if self.features.supports("QStartNoAckMode") {
+            let ok = self.request_str("QStartNoAckMode")?;
+            if ok == "OK" {
+                self.shared.no_ack.store(true, Ordering::SeqCst);
+                self.features.no_ack = true;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    pub fn is_running(&self) -> bool {
+        lock(&self.shared.route).running
+    }
+
+    /// Record that the kernel stopped (the session saw an `Async::Stop`).
+    pub fn mark_stopped(&self) {
+        lock(&self.shared.route).running = false;
+    }
+
+    fn set_route(&self, running: Option<bool>, in_flight: bool) {
+        let mut r = lock(&self.shared.route);
+        if let Some(running) = running {
+            r.running = running;
+        }
+        r.in_flight = in_flight;
+    }
+
+    fn write_raw(&self, bytes: &[u8]) -> Result<(), RspError> {
+        if self.is_closed() {
+            return Err(RspError::Lost("closed".into()));
+        }
+        let mut w = lock(&self.writer);
+        w.write_all(bytes)
+            .and_then(|_| w.flush())
+            .map_err(RspError::Write)
+    }
+
+    /// Send one packet; in ack mode wait for `+`, retransmitting on `-` or
+    /// silence.
+    pub fn send(&mut self, payload: &[u8]) -> Result<(), RspError> {
+        let frame = packet::encode(payload);
+        for _ in 0..SEND_ATTEMPTS {
+            self.write_raw(&frame)?;
+            if self.shared.no_ack.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let deadline = Instant::now() + self.timeout / SEND_ATTEMPTS as u32;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.replies.recv_timeout(left) {
+                    Ok(Incoming::Ack) => return Ok(()),
+                    Ok(Incoming::Nak) => break,
+                    Ok(Incoming::Packet(p)) => self.pending.push_back(p),
+                    Ok(Incoming::Closed(why)) => return Err(RspError::Lost(why)),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        return Err(RspError::Lost("reader stopped".into()));
+                    }
+                }
+            }
+        }
+        Err(RspError::TooManyNaks(printable(payload)))
+    }
+
+    /// Wait for the reply to a request that does not resume the kernel: a
+    /// stop reply that arrives meanwhile (the kernel hit a breakpoint while
+    /// the request travelled) goes to the asynchronous sink.
+    fn recv_reply(&mut self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, RspError> {
+        loop {
+            let p = self.recv(request, timeout)?;
+            if is_stop_reply(&p) && self.is_running() {
+                self.mark_stopped();
+                let _ = self
+                    .sink
+                    .send(Async::Stop(String::from_utf8_lossy(&p).into_owned()));
+                continue;
+            }
+            return Ok(p);
+        }
+    }
+
+    /// Wait for the next packet addressed to a request.
+    pub fn recv(&mut self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, RspError> {
+        if let Some(p) = self.pending.pop_front() {
+            return Ok(p);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.replies.recv_timeout(left) {
+                Ok(Incoming::Packet(p)) => return Ok(p),
+                Ok(Incoming::Ack | Incoming::Nak) => continue,
+                Ok(Incoming::Closed(why)) => return Err(RspError::Lost(why)),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(RspError::Timeout {
+                        request: printable(request),
+                        secs: timeout.as_secs_f64(),
+                    });
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(RspError::Lost("reader stopped".into()));
+                }
+            }
+        }
+    }
+
+    /// Drop replies nobody waits for any more (after a timeout).
+    fn drain_stale(&mut self) {
+        self.pending.clear();
+        while let Ok(i) = self.replies.try_recv() {
+            if let Incoming::Closed(_) = i {
+                break;
+            }
+        }
+    }
+
+    /// Send a request and return its reply (not a stop reply: one that
+    /// arrives while waiting is handed to the asynchronous path).
+    pub fn request(&mut self, payload: &[u8]) -> Result<Vec<u8>, RspError> {
+        self.drain_stale();
+        self.set_route(None, true);
+        let r = self
+            .send(payload)
+            .and_then(|_| self.recv_reply(payload, self.timeout));
+        self.set_route(None, false);
+        r
+    }
+
+    pub fn request_str(&mut self, payload: &str) -> Result<String, RspError> {
+        let r = self.request(payload.as_bytes())?;
+        Ok(String::from_utf8_lossy(&r).into_owned())
+    }
+
+    /// A request whose reply is `OK` or `Exx`.
+    pub fn request_ok(&mut self, payload: &str) -> Result<(), RspError> {
+        let reply = self.request_str(payload)?;
+        check_ok(payload, &reply)
+    }
+
+    /// `qRcmd`: a monitor command. Output arrives as `O` packets, then
+    /// `OK`, or as one hex reply.
+    pub fn monitor(&mut self, command: &str) -> Result<String, RspError> {
+        let payload = format!("qRcmd,{}", packet::to_hex(command.as_bytes()));
+        self.drain_stale();
+        self.set_route(None, true);
+        let r = self.monitor_inner(&payload, command);
+        self.set_route(None, false);
+        r
+    }
+
+    fn monitor_inner(&mut self, payload: &str, command: &str) -> Result<String, RspError> {
+        self.send(payload.as_bytes())?;
+        let mut out = Vec::new();
+        loop {
+            let p = self.recv_reply(payload.as_bytes(), self.timeout)?;
+            if p == b"OK" {
+                break;
+            }
+            if let Some(text) = decode_o(&p) {
+                out.extend_from_slice(&text);
+                continue;
+            }
+            if p.is_empty() {
+                return Err(RspError::Unexpected {
+                    request: format!("monitor {command}"),
+                    reply: "(empty: the stub does not know qRcmd)".into(),
+                });
+            }
+            if p.first() == Some(&b'E') && p.len() == 3 {
+                return Err(RspError::Remote {
+                    request: format!("monitor {command}"),
+                    code: String::from_utf8_lossy(&p).into_owned(),
+                });
+            }
+            match packet::from_hex(&p) {
+                Some(text) => {
+                    out.extend_from_slice(&text);
+                    break;
+                }
+                None => {
+                    return Err(RspError::Unexpected {
+                        request: format!("monitor {command}"),
+                        reply: printable(&p),
+                    });
+                }
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Resume (`c`, `vCont;c`...) without waiting: the stop arrives later
+    /// as `Async::Stop`.
+    pub fn resume(&mut self, payload: &str) -> Result<(), RspError> {
+        self.drain_stale();
+        self.set_route(Some(true), false);
+        let r = self.send(payload.as_bytes());
+        if r.is_err() {
+            self.set_route(Some(false), false);
+        }
+        r
+    }
+
+    /// Send a request that resumes and wait for its stop reply (`s`, `?`).
+    pub fn request_stop(&mut self, payload: &str, timeout: Duration) -> Result<String, RspError> {
+        self.drain_stale();
+        self.set_route(Some(true), true);
+        let r = self
+            .send(payload.as_bytes())
+            .and_then(|_| self.wait_stop(payload.as_bytes(), timeout));
+        self.set_route(None, false);
+        r
+    }
+
+    fn wait_stop(&mut self, request: &[u8], timeout: Duration) -> Result<String, RspError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = self.recv(request, left)?;
+            if is_stop_reply(&p) {
+                self.set_route(Some(false), true);
+                return Ok(String::from_utf8_lossy(&p).into_owned());
+            }
+            if decode_o(&p).is_some() {
+                continue;
+            }
+            if p.first() == Some(&b'E') {
+                self.set_route(Some(false), true);
+                return Err(RspError::Remote {
+                    request: printable(request),
+                    code: String::from_utf8_lossy(&p).into_owned(),
+                });
+            }
+        }
+    }
+
+    /// Stop the running kernel with 0x03 and wait for its stop reply.
+    pub fn interrupt(&mut self, timeout: Duration) -> Result<String, RspError> {
+        self.drain_stale();
+        self.set_route(Some(true), true);
+        let r = self
+            .write_raw(&[0x03])
+            .and_then(|_| self.wait_stop(b"interrupt (0x03)", timeout));
+        self.set_route(None, false);
+        r
+    }
+
+    /// Send 0x03 without waiting (Ctrl-C from another thread uses
+    /// [`Client::interrupter`]).
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter {
+            writer: self.writer.clone(),
+        }
+    }
+
+    /// Close the connection; the reader thread ends.
+    pub fn close(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        lock(&self.writer).shutdown();
+        if let Some(h) = self.reader.take() {
+            // A serial reader may stay blocked; never wait for it there.
+            if matches!(self.endpoint, Endpoint::Serial { .. }) {
+                drop(h);
+            } else {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A handle that can send the interrupt byte from any thread.
+#[derive(Clone)]
+pub struct Interrupter {
+    writer: Arc<Mutex<Box<dyn Wire>>>,
+}
+
+impl Interrupter {
+    pub fn interrupt(&self) {
+        let mut w = lock(&self.writer);
+        let _ = w.write_all(&[0x03]).and_then(|_| w.flush());
+    }
+}
+
+/// `OK` is success; `Exx` is the stub's error; anything else is unexpected.
+pub fn check_ok(request: &str, reply: &str) -> Result<(), RspError> {
+    if reply == "OK" {
+        Ok(())
+    } else if reply.starts_with('E') {
+        Err(RspError::Remote {
+            request: request.to_string(),
+            code: reply.to_string(),
+        })
+    } else if reply.is_empty() {
+        Err(RspError::Unexpected {
+            request: request.to_string(),
+            reply: "(empty: the stub does not support this)".into(),
+        })
+    } else {
+        Err(RspError::Unexpected {
+            request: request.to_string(),
+            reply: reply.to_string(),
+        })
+    }
+}
+
+fn reader_loop(
+    mut reader: Box<dyn Read + Send>,
+    writer: Arc<Mutex<Box<dyn Wire>>>,
+    shared: Arc<Shared>,
+    replies: Sender<Incoming>,
+    sink: Sender<Async>,
+    is_event: EventClassifier,
+) {
+    let mut decoder = packet::Decoder::new();
+    let mut buf = [0u8; 4096];
+    let mut frames = Vec::new();
+    let why = loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break "the stub closed the connection".to_string(),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => break format!("read failed: {e}"),
+        };
+        frames.clear();
+        decoder.feed(&buf[..n], &mut frames);
+        for frame in frames.drain(..) {
+            let ack_mode = !shared.no_ack.load(Ordering::SeqCst);
+            match frame {
+                Frame::Ack => {
+                    let _ = replies.send(Incoming::Ack);
+                }
+                Frame::Nak => {
+                    let _ = replies.send(Incoming::Nak);
+                }
+                Frame::BadChecksum { .. } => {
+                    if ack_mode {
+                        let mut w = lock(&writer);
+                        let _ = w.write_all(b"-").and_then(|_| w.flush());
+                    }
+                }
+                Frame::Garbage(g) => {
+                    let _ = sink.send(Async::Garbage(g));
+                }
+                Frame::Packet(p) | Frame::Notification(p) => {
+                    if ack_mode {
+                        let mut w = lock(&writer);
+                        let _ = w.write_all(b"+").and_then(|_| w.flush());
+                    }
+                    route(p, &shared, &replies, &sink, is_event);
+                }
+            }
+        }
+    };
+    if !shared.closed.swap(true, Ordering::SeqCst) {
+        let _ = sink.send(Async::Lost(why.clone()));
+    }
+    let _ = replies.send(Incoming::Closed(why));
+}
+
+fn route(
+    p: Vec<u8>,
+    shared: &Shared,
+    replies: &Sender<Incoming>,
+    sink: &Sender<Async>,
+    is_event: EventClassifier,
+) {
+    let mut r = lock(&shared.route);
+    if let Some(text) = decode_o(&p) {
+        if is_event(&text) || !r.in_flight {
+            let _ = sink.send(Async::Output(text));
+            return;
+        }
+    } else if is_stop_reply(&p) && r.running && !r.in_flight {
+        r.running = false;
+        let _ = sink.send(Async::Stop(String::from_utf8_lossy(&p).into_owned()));
+        return;
+    }
+    let _ = replies.send(Incoming::Packet(p));
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

@@ -1,0 +1,363 @@
+//! The client against a real peer on a local TCP socket: a scripted stub
+//! thread that reads what the client sends and answers as a stub would
+//! (including badly).
+
+use super::*;
+use crate::rsp::packet::{Decoder, encode};
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+
+/// The stub side of a test: reads frames, writes raw bytes.
+struct Peer {
+    s: TcpStream,
+    dec: Decoder,
+    queue: VecDeque<Frame>,
+    /// Raw bytes seen that were not frames (0x03 shows up here).
+    raw: Vec<u8>,
+}
+
+impl Peer {
+    fn next(&mut self) -> Frame {
+        loop {
+            if let Some(f) = self.queue.pop_front() {
+                if let Frame::Garbage(g) = &f {
+                    self.raw.extend_from_slice(g);
+                    if g.contains(&0x03) {
+                        return f;
+                    }
+                    continue;
+                }
+                return f;
+            }
+            let mut buf = [0u8; 4096];
+            let n = self.s.read(&mut buf).unwrap();
+            assert!(n > 0, "client closed");
+            let mut out = Vec::new();
+            self.dec.feed(&buf[..n], &mut out);
+            self.queue.extend(out);
+        }
+    }
+    /// Next packet, skipping acks.
+    fn packet(&mut self) -> Vec<u8> {
+        loop {
+            match self.next() {
+                Frame::Packet(p) => return p,
+                Frame::Ack | Frame::Nak => continue,
+                f => panic!("peer got {f:?}"),
+            }
+        }
+    }
+    fn expect(&mut self, want: &str) {
+        let p = self.packet();
+        assert_eq!(String::from_utf8_lossy(&p), want);
+    }
+    fn send(&mut self, payload: &str) {
+        self.s.write_all(&encode(payload.as_bytes())).unwrap();
+    }
+    fn raw(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+    /// qSupported, then optionally no-ack mode.
+    fn handshake(&mut self, no_ack: bool) {
+        let p = self.packet();
+        assert!(
+            p.starts_with(b"qSupported"),
+            "{}",
+            String::from_utf8_lossy(&p)
+        );
+        self.raw(b"+");
+        if no_ack {
+            self.send("PacketSize=1000;QStartNoAckMode+;vContSupported+");
+            self.expect("QStartNoAckMode");
+            self.raw(b"+");
+            self.send("OK");
+        } else {
+            self.send("PacketSize=1000");
+        }
+    }
+}
+
+fn no_events(_: &[u8]) -> bool {
+    false
+}
+
+fn is_event(t: &[u8]) -> bool {
+    t.starts_with(b"EV")
+}
+
+/// Start a peer running `script`, connect a client to it.
+fn setup(
+    script: impl FnOnce(Peer) + Send + 'static,
+    classifier: EventClassifier,
+) -> (Client, Receiver<Async>, JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        script(Peer {
+            s,
+            dec: Decoder::new(),
+            queue: VecDeque::new(),
+            raw: Vec::new(),
+        });
+    });
+    let (tx, rx) = mpsc::channel();
+    let ep = Endpoint::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let c = Client::connect(&ep, Duration::from_secs(2), tx, classifier).unwrap();
+    (c, rx, h)
+}
+
+#[test]
+fn handshake_and_no_ack_mode() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("g");
+            // No ack expected any more; reply directly.
+            p.send("0011");
+        },
+        no_events,
+    );
+    assert!(c.features.no_ack);
+    assert_eq!(c.features.packet_size, 0x1000);
+    assert_eq!(c.request(b"g").unwrap(), b"0011");
+    h.join().unwrap();
+}
+
+#[test]
+fn retransmits_on_nak() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(false);
+            p.expect("m1000,4");
+            p.raw(b"-");
+            p.expect("m1000,4");
+            p.raw(b"+");
+            p.send("deadbeef");
+            // The client acks our reply.
+            assert_eq!(p.next(), Frame::Ack);
+        },
+        no_events,
+    );
+    assert_eq!(c.request(b"m1000,4").unwrap(), b"deadbeef");
+    h.join().unwrap();
+}
+
+#[test]
+fn naks_our_bad_checksum_and_takes_the_resend() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(false);
+            p.expect("?");
+            p.raw(b"+$S05#00");
+            assert_eq!(p.next(), Frame::Nak);
+            p.send("S05");
+        },
+        no_events,
+    );
+    assert_eq!(c.request(b"?").unwrap(), b"S05");
+    h.join().unwrap();
+}
+
+#[test]
+fn gives_up_after_repeated_naks() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(false);
+            for _ in 0..SEND_ATTEMPTS {
+                p.expect("g");
+                p.raw(b"-");
+            }
+        },
+        no_events,
+    );
+    let e = c.request(b"g").unwrap_err();
+    assert!(matches!(e, RspError::TooManyNaks(_)), "{e}");
+    h.join().unwrap();
+}
+
+#[test]
+fn garbage_goes_to_the_sink_and_the_reply_still_arrives() {
+    let (mut c, rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("g");
+            p.raw(b"\x00\xffnoise\r\n");
+            p.send("1234");
+        },
+        no_events,
+    );
+    assert_eq!(c.request(b"g").unwrap(), b"1234");
+    let got = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(got, Async::Garbage(b"\x00\xffnoise\r\n".to_vec()));
+    h.join().unwrap();
+}
+
+#[test]
+fn peer_that_disappears() {
+    let (mut c, rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("g");
+            // drop the socket without answering
+        },
+        no_events,
+    );
+    let e = c.request(b"g").unwrap_err();
+    assert!(matches!(e, RspError::Lost(_)), "{e}");
+    assert!(e.to_string().contains("reconnect"));
+    h.join().unwrap();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(1)).unwrap(),
+        Async::Lost(_)
+    ));
+    assert!(c.is_closed());
+    // Further requests fail at once with the same advice.
+    let e = c.request(b"g").unwrap_err();
+    assert!(e.to_string().contains("reconnect"), "{e}");
+}
+
+#[test]
+fn peer_that_stops_answering_times_out() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("g");
+            std::thread::sleep(Duration::from_millis(800));
+            // A late reply must not be taken for the next request's.
+            p.send("late");
+            p.expect("m0,1");
+            p.send("00");
+        },
+        no_events,
+    );
+    c.timeout = Duration::from_millis(300);
+    let e = c.request(b"g").unwrap_err();
+    assert!(matches!(e, RspError::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("did not answer `g`"), "{e}");
+    std::thread::sleep(Duration::from_millis(700));
+    c.timeout = Duration::from_secs(2);
+    assert_eq!(c.request(b"m0,1").unwrap(), b"00");
+    h.join().unwrap();
+}
+
+#[test]
+fn monitor_collects_console_output() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect(&format!("qRcmd,{}", packet::to_hex(b"probes")));
+            p.send(&format!("O{}", packet::to_hex(b"id type\n")));
+            p.send(&format!("O{}", packet::to_hex(b"1 kprobe\n")));
+            p.send("OK");
+            p.expect(&format!("qRcmd,{}", packet::to_hex(b"bogus")));
+            p.send("E01");
+            p.expect(&format!("qRcmd,{}", packet::to_hex(b"hex")));
+            p.send(&packet::to_hex(b"all at once"));
+        },
+        no_events,
+    );
+    assert_eq!(c.monitor("probes").unwrap(), "id type\n1 kprobe\n");
+    let e = c.monitor("bogus").unwrap_err().to_string();
+    assert!(e.contains("monitor bogus") && e.contains("E01"), "{e}");
+    assert_eq!(c.monitor("hex").unwrap(), "all at once");
+    h.join().unwrap();
+}
+
+#[test]
+fn async_output_and_stop_while_running() {
+    let (mut c, rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("c");
+            p.send(&format!("O{}", packet::to_hex(b"EV1")));
+            p.send(&format!("O{}", packet::to_hex(b"console\n")));
+            p.send("T05thread:01;");
+            p.expect("g");
+            p.send("00");
+        },
+        is_event,
+    );
+    c.resume("c").unwrap();
+    let t = Duration::from_secs(2);
+    assert_eq!(rx.recv_timeout(t).unwrap(), Async::Output(b"EV1".to_vec()));
+    assert_eq!(
+        rx.recv_timeout(t).unwrap(),
+        Async::Output(b"console\n".to_vec())
+    );
+    assert_eq!(
+        rx.recv_timeout(t).unwrap(),
+        Async::Stop("T05thread:01;".into())
+    );
+    assert!(!c.is_running());
+    assert_eq!(c.request(b"g").unwrap(), b"00");
+    h.join().unwrap();
+}
+
+#[test]
+fn events_during_a_monitor_command_go_to_the_sink() {
+    let (mut c, rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect(&format!("qRcmd,{}", packet::to_hex(b"probes")));
+            p.send(&format!("O{}", packet::to_hex(b"EV2")));
+            p.send(&format!("O{}", packet::to_hex(b"row\n")));
+            p.send("OK");
+        },
+        is_event,
+    );
+    assert_eq!(c.monitor("probes").unwrap(), "row\n");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(1)).unwrap(),
+        Async::Output(b"EV2".to_vec())
+    );
+    h.join().unwrap();
+}
+
+#[test]
+fn interrupt_sends_0x03_and_waits_for_the_stop() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("c");
+            match p.next() {
+                Frame::Garbage(g) => assert_eq!(g, vec![0x03]),
+                f => panic!("expected 0x03, got {f:?}"),
+            }
+            p.send("T02thread:02;");
+            p.expect("s");
+            p.send("T05thread:02;");
+        },
+        no_events,
+    );
+    c.resume("c").unwrap();
+    assert!(c.is_running());
+    assert_eq!(
+        c.interrupt(Duration::from_secs(2)).unwrap(),
+        "T02thread:02;"
+    );
+    assert!(!c.is_running());
+    assert_eq!(
+        c.request_stop("s", Duration::from_secs(2)).unwrap(),
+        "T05thread:02;"
+    );
+    h.join().unwrap();
+}
+
+#[test]
+fn run_length_encoded_reply() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("g");
+            // As gdbstub compresses runs: '0' then ('"' - 29) = 5 more.
+            p.send("0*\"1");
+        },
+        no_events,
+    );
+    assert_eq!(c.request(b"g").unwrap(), b"0000001");
+    h.join().unwrap();
+}
