@@ -9,6 +9,7 @@
 extern crate alloc;
 
 pub mod frame;
+pub mod insn;
 pub mod port;
 pub mod uart;
 
