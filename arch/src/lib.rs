@@ -14,3 +14,5 @@ pub mod port;
 pub mod uart;
 
 pub use frame::TrapFrame;
+pub mod debugreg;
+pub mod mem;
