@@ -265,6 +265,18 @@ pub fn analyze(code: &[u8], func_start: u64, addr: u64) -> Result<Analysis, Refu
         .ok_or(Refusal::Undecodable)?
         .copy_from_slice(src);
     let exec = classify(&instr)?;
+    if let Execution::Emulate(e) = exec {
+        // 0x66 on a near branch: Intel ignores it, AMD truncates rip to 16
+        // bits (and `66 e8`/`66 e9` are even different lengths). Compilers
+        // never emit it; refuse rather than guess the vendor.
+        let branch = !matches!(
+            e,
+            Emulation::Cli | Emulation::Sti | Emulation::Pushf | Emulation::Popf
+        );
+        if branch && prefixes(src).contains(&0x66) {
+            return Err(Refusal::OperandSize16);
+        }
+    }
     Ok(Analysis {
         addr,
         len: len as u8,
@@ -273,16 +285,23 @@ pub fn analyze(code: &[u8], func_start: u64, addr: u64) -> Result<Analysis, Refu
     })
 }
 
+/// Legacy and REX prefix bytes at the start of an instruction.
+fn prefixes(bytes: &[u8]) -> &[u8] {
+    let n = bytes.iter().take_while(|b| is_prefix(**b)).count();
+    bytes.get(..n).unwrap_or(&[])
+}
+
+fn is_prefix(b: u8) -> bool {
+    matches!(
+        b,
+        0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x40..=0x4f
+    )
+}
+
 /// Name the refusal for bytes iced reports as invalid in 64-bit mode but
 /// that the issue refuses by name (into, pop %ss, far call/jmp ptr16:32).
 fn refuse_invalid(bytes: &[u8]) -> Refusal {
-    let opcode = bytes.iter().copied().find(|b| {
-        !matches!(
-            b,
-            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x40
-                ..=0x4f
-        )
-    });
+    let opcode = bytes.iter().copied().find(|b| !is_prefix(*b));
     match opcode {
         Some(0xce) => Refusal::Into,
         Some(0x17) => Refusal::PopSs,
