@@ -128,8 +128,9 @@ pub fn popf_result(old: u64, popped: u64) -> u64 {
 ///
 /// LOOP/LOOPE/LOOPNE decrement the counter first and test the new value;
 /// JRCXZ tests without decrementing. With the 0x67 prefix the counter is
-/// ECX; the decrement writes ECX only and leaves rcx[63:32] unchanged, as
-/// measured on hardware by the host test `loop_matches_native`.
+/// ECX, and the decrement writes ECX like any 32-bit register write: rcx's
+/// upper half becomes zero (measured on hardware by the host test
+/// `loop_family_matches_native`; Linux's emulation keeps the upper half).
 #[inline]
 pub fn loop_step(kind: LoopKind, ecx: bool, rcx: u64, rflags_now: u64) -> (bool, u64) {
     let zf = rflags_now & rflags::ZF != 0;
@@ -142,7 +143,7 @@ pub fn loop_step(kind: LoopKind, ecx: bool, rcx: u64, rflags_now: u64) -> (bool,
         }
         (_, true) => {
             let c = u64::from((rcx as u32).wrapping_sub(1));
-            (c, (rcx & !0xffff_ffff) | c)
+            (c, c)
         }
     };
     let taken = match kind {
