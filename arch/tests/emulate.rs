@@ -3,6 +3,9 @@
 //! CPU executing the same instruction natively (jcc on every flag
 //! combination, the loop family on edge counters).
 
+// Test code: a failed unwrap/expect/panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use arch::TrapFrame;
 use arch::frame::rflags::{AF, CF, IF, OF, PF, RF, SF, TF, ZF};
 use arch::insn::{Cond, EmuFault, Emulation, Reg, StackMem, analyze, emulate};
@@ -49,29 +52,30 @@ impl StackMem for VecStack {
 }
 
 fn frame() -> TrapFrame {
-    let mut f = TrapFrame::default();
     // Distinct values in every register.
-    f.rax = 0x1000_0000_0000_00a0;
-    f.rcx = 0x1000_0000_0000_00c0;
-    f.rdx = 0x1000_0000_0000_00d0;
-    f.rbx = 0x1000_0000_0000_00b0;
-    f.rbp = 0x1000_0000_0000_00bb;
-    f.rsi = 0x1000_0000_0000_0051;
-    f.rdi = 0x1000_0000_0000_00d1;
-    f.r8 = 0x1000_0000_0000_0008;
-    f.r9 = 0x1000_0000_0000_0009;
-    f.r10 = 0x1000_0000_0000_0010;
-    f.r11 = 0x1000_0000_0000_0011;
-    f.r12 = 0x1000_0000_0000_0012;
-    f.r13 = 0x1000_0000_0000_0013;
-    f.r14 = 0x1000_0000_0000_0014;
-    f.r15 = 0x1000_0000_0000_0015;
-    f.rsp = STACK_BASE + 0x800;
-    f.rip = ADDR + 1; // as reported by the int3 trap
-    f.rflags = 0x202;
-    f.cs = 0x8;
-    f.ss = 0x10;
-    f
+    TrapFrame {
+        rax: 0x1000_0000_0000_00a0,
+        rcx: 0x1000_0000_0000_00c0,
+        rdx: 0x1000_0000_0000_00d0,
+        rbx: 0x1000_0000_0000_00b0,
+        rbp: 0x1000_0000_0000_00bb,
+        rsi: 0x1000_0000_0000_0051,
+        rdi: 0x1000_0000_0000_00d1,
+        r8: 0x1000_0000_0000_0008,
+        r9: 0x1000_0000_0000_0009,
+        r10: 0x1000_0000_0000_0010,
+        r11: 0x1000_0000_0000_0011,
+        r12: 0x1000_0000_0000_0012,
+        r13: 0x1000_0000_0000_0013,
+        r14: 0x1000_0000_0000_0014,
+        r15: 0x1000_0000_0000_0015,
+        rsp: STACK_BASE + 0x800,
+        rip: ADDR + 1, // as reported by the int3 trap
+        rflags: 0x202,
+        cs: 0x8,
+        ss: 0x10,
+        ..TrapFrame::default()
+    }
 }
 
 /// Analyze `bytes` at ADDR and emulate them on `f`.

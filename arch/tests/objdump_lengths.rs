@@ -1,0 +1,212 @@
+//! Differential test of instruction lengths: every instruction `objdump -d`
+//! prints for the whole `.text` of a real binary must decode to the same
+//! length with the decoder `analyze` uses, and `analyze`/`slot_code` must
+//! handle every one of them without panicking (the relocation of every
+//! RIP-relative instruction is checked by decoding the copy).
+//!
+//! Binaries: `/usr/bin/gdb` (~6 MB of .text, ~1.5 M instructions; about
+//! 10-20 s in a debug build) and the reference kernel (env `KDBG_KERNEL`, or
+//! `target/kdbg/kernel` as built by `cargo xtask`). Missing binaries or a
+//! missing `objdump` fail the test with what to do.
+
+// Test code: a failed unwrap/expect/panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use arch::insn::{Execution, Refusal, Tail, analyze, slot_code};
+use iced_x86::{Decoder, DecoderOptions};
+
+#[derive(Default, Debug)]
+struct Stats {
+    compared: u64,
+    bad: u64,
+    mismatches: Vec<String>,
+    refused: u64,
+    emulated: u64,
+    out_of_line: u64,
+    boostable: u64,
+    rip_relative: u64,
+}
+
+/// Parse one `objdump -d --insn-width=15` instruction line:
+/// `  <hex addr>:\t<hex bytes>\t<disassembly>`.
+fn parse_line(line: &str) -> Option<(u64, Vec<u8>, &str)> {
+    let (addr, rest) = line.split_once(":\t")?;
+    let addr = u64::from_str_radix(addr.trim(), 16).ok()?;
+    let (hex, asm) = rest.split_once('\t').unwrap_or((rest, ""));
+    let mut bytes = Vec::with_capacity(16);
+    for tok in hex.split_whitespace() {
+        bytes.push(u8::from_str_radix(tok, 16).ok()?);
+    }
+    if bytes.is_empty() {
+        return None;
+    }
+    Some((addr, bytes, asm.trim()))
+}
+
+fn check_instruction(stats: &mut Stats, addr: u64, bytes: &[u8], asm: &str) {
+    if asm.starts_with("(bad)") || asm.starts_with(".byte") {
+        // objdump could not decode it either: not a length comparison.
+        stats.bad += 1;
+        return;
+    }
+    stats.compared += 1;
+    let mut dec = Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE);
+    let i = dec.decode();
+    if i.is_invalid() || i.len() != bytes.len() {
+        if stats.mismatches.len() < 50 {
+            stats.mismatches.push(format!(
+                "{addr:#x}: objdump {} bytes `{asm}` {bytes:02x?}, iced {} ({:?})",
+                bytes.len(),
+                if i.is_invalid() { 0 } else { i.len() },
+                i.code()
+            ));
+        }
+        return;
+    }
+    // The analysis on the same bytes (as a one-instruction function).
+    match analyze(bytes, addr, addr) {
+        Err(_) => stats.refused += 1,
+        Ok(a) => {
+            assert_eq!(
+                a.len as usize,
+                bytes.len(),
+                "{addr:#x} `{asm}`: analysis length"
+            );
+            match a.exec {
+                Execution::Emulate(_) => stats.emulated += 1,
+                Execution::OutOfLine {
+                    boostable,
+                    rip_relative,
+                } => {
+                    stats.out_of_line += 1;
+                    stats.boostable += boostable as u64;
+                    stats.rip_relative += rip_relative as u64;
+                    assert_eq!(
+                        rip_relative,
+                        i.is_ip_rel_memory_operand(),
+                        "{addr:#x} `{asm}`"
+                    );
+                    let slot = addr.wrapping_sub(0x1000_0000);
+                    match slot_code(&a, slot, Tail::JmpBack) {
+                        Ok(s) => {
+                            let copy =
+                                Decoder::with_ip(64, s.as_bytes(), slot, DecoderOptions::NONE)
+                                    .decode();
+                            assert_eq!(copy.code(), i.code(), "{addr:#x} `{asm}`: copy");
+                            if rip_relative {
+                                assert_eq!(
+                                    copy.ip_rel_memory_address(),
+                                    i.ip_rel_memory_address(),
+                                    "{addr:#x} `{asm}`: relocated target"
+                                );
+                            }
+                        }
+                        Err(Refusal::RipRelOutOfRange) => {
+                            let target = i.ip_rel_memory_address();
+                            let from = slot + bytes.len() as u64;
+                            assert!(
+                                i32::try_from(target.wrapping_sub(from) as i64).is_err(),
+                                "{addr:#x} `{asm}`: refused although reachable"
+                            );
+                        }
+                        Err(e) => panic!("{addr:#x} `{asm}`: slot_code failed: {e:?}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn compare(binary: &Path) -> Stats {
+    let mut child = Command::new("objdump")
+        .args(["-d", "--insn-width=15", "-j", ".text"])
+        .arg(binary)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run objdump (install binutils): {e}"));
+    let out = child.stdout.take().unwrap();
+    let mut stats = Stats::default();
+    let mut pending: Option<(u64, Vec<u8>, String)> = None;
+    for line in BufReader::new(out).lines() {
+        let line = line.expect("objdump output is text");
+        let Some((addr, bytes, asm)) = parse_line(&line) else {
+            continue;
+        };
+        if asm.is_empty() {
+            // A continuation line of the previous instruction's bytes.
+            if let Some(p) = pending.as_mut() {
+                p.1.extend_from_slice(&bytes);
+            }
+            continue;
+        }
+        if let Some((a, b, s)) = pending.take() {
+            check_instruction(&mut stats, a, &b, &s);
+        }
+        pending = Some((addr, bytes, asm.to_string()));
+    }
+    if let Some((a, b, s)) = pending.take() {
+        check_instruction(&mut stats, a, &b, &s);
+    }
+    let status = child.wait().expect("objdump exits");
+    assert!(
+        status.success(),
+        "objdump -d {} failed: {status}",
+        binary.display()
+    );
+    stats
+}
+
+fn run(binary: &Path, min_instructions: u64) {
+    let start = std::time::Instant::now();
+    let s = compare(binary);
+    println!(
+        "{}: {} instructions compared with objdump in {:.1?}, {} length mismatches, {} skipped as (bad)/.byte",
+        binary.display(),
+        s.compared,
+        start.elapsed(),
+        s.mismatches.len(),
+        s.bad
+    );
+    println!(
+        "  decisions: {} refused, {} emulated, {} out of line ({} boostable, {} RIP-relative)",
+        s.refused, s.emulated, s.out_of_line, s.boostable, s.rip_relative
+    );
+    assert!(
+        s.compared >= min_instructions,
+        "only {} instructions in {}'s .text: is it the right binary?",
+        s.compared,
+        binary.display()
+    );
+    assert!(
+        s.mismatches.is_empty(),
+        "length mismatches with objdump:\n{}",
+        s.mismatches.join("\n")
+    );
+}
+
+#[test]
+fn gdb_text_lengths_match_objdump() {
+    let gdb = Path::new("/usr/bin/gdb");
+    assert!(
+        gdb.exists(),
+        "/usr/bin/gdb is missing: install gdb (the test needs a large system binary)"
+    );
+    run(gdb, 1_000_000);
+}
+
+#[test]
+fn kernel_text_lengths_match_objdump() {
+    let kernel = std::env::var_os("KDBG_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kdbg/kernel"));
+    assert!(
+        kernel.exists(),
+        "reference kernel {} is missing: build it with `cargo xtask build` (or set KDBG_KERNEL to the kernel ELF)",
+        kernel.display()
+    );
+    run(&kernel, 1_000);
+}
