@@ -8,9 +8,15 @@
 
 extern crate alloc;
 
+pub mod cpu;
 pub mod frame;
+pub mod gdt;
+pub mod idt;
+pub mod pic;
+pub mod pit;
 pub mod insn;
 pub mod port;
+pub mod trap;
 pub mod uart;
 
 pub use frame::TrapFrame;

@@ -1,1 +1,93 @@
-fn main() {}
+//! `cargo xtask`: build the kernel, boot it in QEMU, run every test.
+//!
+//! ```text
+//! cargo xtask build                      kernel -> target/kdbg/kernel, and the kdbg binary
+//! cargo xtask qemu [--stub CHARDEV] [--append ARGS] [--timeout S] [--icount]
+//! cargo xtask run [--append ARGS] [-- KDBG_ARGS...]
+//! cargo xtask test                       host tests, kernel selftests, end-to-end tests
+//! cargo xtask clippy                     clippy -D warnings, host and kernel crates
+//! ```
+
+mod build;
+mod kallsyms;
+mod qemu;
+mod run;
+mod test;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build                      build the kernel (target/kdbg/kernel) and the kdbg binary
+  qemu [options]             boot the reference kernel, console on stdout
+      --stub CHARDEV         where COM2 (the GDB stub) goes: tcp:127.0.0.1:PORT (default: a free port),
+                             unix:PATH, pty, ...
+      --append ARGS          kernel command line (default: serve)
+      --timeout S            kill QEMU after S seconds (default: 3600)
+      --icount               run with -icount shift=0 (deterministic, TSC = instructions)
+  run [--append ARGS] [-- KDBG_ARGS...]
+                             build, boot, and open the kdbg shell on the kernel
+  test                       every test: kernel selftests in QEMU, host unit tests, end-to-end tests
+  clippy                     cargo clippy -D warnings for the host crates and the kernel crates
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match real_main(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: &[String]) -> Result<ExitCode> {
+    let Some((cmd, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return Ok(ExitCode::from(2));
+    };
+    match cmd.as_str() {
+        "build" => {
+            no_args(rest)?;
+            build::kernel()?;
+            build::kdbg()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "qemu" => qemu::command(rest),
+        "run" => run::command(rest),
+        "test" => {
+            no_args(rest)?;
+            test::command()
+        }
+        "clippy" => {
+            no_args(rest)?;
+            build::clippy()
+        }
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown command `{other}`\n{USAGE}"),
+    }
+}
+
+fn no_args(rest: &[String]) -> Result<()> {
+    if let Some(a) = rest.first() {
+        bail!("unexpected argument `{a}`\n{USAGE}");
+    }
+    Ok(())
+}
+
+/// Takes the value of option `name` at `args[*i]`, advancing `i`.
+pub fn option_value<'a>(args: &'a [String], i: &mut usize, name: &str) -> Result<&'a str> {
+    *i += 1;
+    match args.get(*i) {
+        Some(v) => Ok(v),
+        None => bail!("{name} needs a value\n{USAGE}"),
+    }
+}

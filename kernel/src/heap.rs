@@ -1,0 +1,67 @@
+//! The kernel heap: `linked_list_allocator` over the RAM right after the
+//! image, behind an interrupt-safe lock (a handler that allocates — the GDB
+//! stub, the probe core registering a probe — can never find the heap locked
+//! by the code it interrupted). Not probe-able.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+
+use linked_list_allocator::Heap;
+
+use crate::sync::IrqMutex;
+
+/// Heap size. QEMU is started with `-m 128M`; the image and the heap fit in 64 MiB.
+pub const HEAP_SIZE: usize = 32 * 1024 * 1024;
+
+struct KernelHeap(IrqMutex<Heap>);
+
+#[global_allocator]
+static HEAP: KernelHeap = KernelHeap(IrqMutex::new(Heap::empty()));
+
+// SAFETY: allocation is delegated to linked_list_allocator under a lock that
+// also keeps interrupts off, so every call sees a consistent heap.
+unsafe impl GlobalAlloc for KernelHeap {
+    #[unsafe(link_section = ".text.noprobe")]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match self.0.lock().allocate_first_fit(layout) {
+            Ok(p) => p.as_ptr(),
+            Err(()) => core::ptr::null_mut(),
+        }
+    }
+
+    #[unsafe(link_section = ".text.noprobe")]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(p) = NonNull::new(ptr) {
+            // SAFETY: the caller guarantees ptr came from `alloc` with this layout.
+            unsafe { self.0.lock().deallocate(p, layout) };
+        }
+    }
+}
+
+unsafe extern "C" {
+    static __image_end: u8;
+}
+
+/// Puts the heap right after the image (2 MiB aligned).
+///
+/// # Safety
+/// Call once, before the first allocation; the RAM `[image end, +HEAP_SIZE)` must exist and be unused.
+pub unsafe fn init() {
+    let end = core::ptr::addr_of!(__image_end) as usize;
+    let start = (end + 0x1F_FFFF) & !0x1F_FFFF;
+    // SAFETY: the caller guarantees the region is free RAM, identity-mapped by the boot page tables.
+    unsafe { HEAP.0.lock().init(start as *mut u8, HEAP_SIZE) };
+}
+
+/// Heap usage in bytes: (used, free).
+pub fn usage() -> (usize, usize) {
+    let heap = HEAP.0.lock();
+    (heap.used(), heap.free())
+}
+
+/// The heap's address range.
+pub fn range() -> core::ops::Range<usize> {
+    let heap = HEAP.0.lock();
+    let bottom = heap.bottom() as usize;
+    bottom..bottom + heap.size()
+}

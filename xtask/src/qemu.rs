@@ -1,0 +1,155 @@
+//! `cargo xtask qemu`, and finding (or installing) QEMU.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tests::{KernelExit, QemuConfig, Wiring};
+
+use crate::option_value;
+
+/// Makes sure `qemu-system-x86_64` is available: found on PATH, or installed
+/// with apt when we are root; otherwise an error with the exact command.
+pub fn ensure() -> Result<PathBuf> {
+    if let Ok(p) = tests::qemu_binary() {
+        return Ok(p);
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let has_apt = Command::new("apt-get").arg("--version").output().is_ok();
+    if !(is_root && has_apt) {
+        bail!(
+            "{} is missing and cannot be installed from here (needs root and apt-get). Install it with:\n    {}",
+            tests::QEMU,
+            tests::QEMU_INSTALL_HINT
+        );
+    }
+    eprintln!(
+        "xtask: {} not found; installing {} with apt-get",
+        tests::QEMU,
+        tests::QEMU_PACKAGE
+    );
+    for args in [
+        vec!["update"],
+        vec![
+            "install",
+            "-y",
+            "--no-install-recommends",
+            tests::QEMU_PACKAGE,
+        ],
+    ] {
+        let status = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!(
+                "apt-get {} failed ({status}); install QEMU by hand:\n    {}",
+                args.join(" "),
+                tests::QEMU_INSTALL_HINT
+            );
+        }
+    }
+    tests::qemu_binary()
+        .context("apt-get installed qemu-system-x86 but qemu-system-x86_64 is still not on PATH")
+}
+
+/// Maps the kernel's exit to xtask's exit code, with a message.
+pub fn report_exit(exit: KernelExit) -> ExitCode {
+    match exit {
+        KernelExit::Success => ExitCode::SUCCESS,
+        KernelExit::Failure => {
+            eprintln!("xtask: the kernel exited with failure (status 35)");
+            ExitCode::FAILURE
+        }
+        KernelExit::Fatal => {
+            eprintln!(
+                "xtask: the kernel died (fatal trap or panic, status 37); see the console above"
+            );
+            ExitCode::FAILURE
+        }
+        KernelExit::Other(c) => {
+            eprintln!("xtask: QEMU exited with status {c}");
+            ExitCode::FAILURE
+        }
+        KernelExit::Signaled => {
+            eprintln!("xtask: QEMU was killed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn command(args: &[String]) -> Result<ExitCode> {
+    let mut stub: Option<Wiring> = None;
+    let mut append = "serve".to_string();
+    let mut timeout = 3600.0f64;
+    let mut icount = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--stub" => {
+                let v = option_value(args, &mut i, "--stub")?;
+                stub = Some(Wiring::parse(v).map_err(anyhow::Error::msg)?);
+            }
+            "--append" => append = option_value(args, &mut i, "--append")?.to_string(),
+            "--timeout" => {
+                let v = option_value(args, &mut i, "--timeout")?;
+                timeout = v.parse().ok().filter(|t: &f64| *t > 0.0).with_context(|| {
+                    format!("--timeout `{v}`: give a positive number of seconds")
+                })?;
+            }
+            "--icount" => icount = true,
+            other => bail!(
+                "unknown option `{other}` for `cargo xtask qemu`\n{}",
+                crate::USAGE
+            ),
+        }
+        i += 1;
+    }
+    ensure()?;
+    let stub = match stub {
+        Some(s) => s,
+        None => Wiring::Tcp(tests::free_tcp_port().context("finding a free TCP port")?),
+    };
+    if let Wiring::Tcp(port) = stub {
+        tests::check_port_free(port)?;
+    }
+    let kernel = crate::build::kernel()?;
+    let mut cfg = QemuConfig::new();
+    cfg.kernel = kernel.clone();
+    cfg.append = append;
+    cfg.console = Wiring::Stdio;
+    cfg.stub = stub.clone();
+    cfg.debugcon = Some(crate::build::root().join("target/kdbg/debugcon.log"));
+    cfg.icount = icount;
+    cfg.timeout = Duration::from_secs_f64(timeout);
+    eprintln!(
+        "xtask: booting {} (stub on {}, ground truth in {})",
+        kernel.display(),
+        stub.describe(),
+        cfg.debugcon
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    if let Wiring::Tcp(port) = stub {
+        eprintln!(
+            "xtask: attach with: kdbg --connect tcp:127.0.0.1:{port} --symbols {k}   or   gdb {k} -ex 'target remote 127.0.0.1:{port}'",
+            k = kernel.display()
+        );
+    }
+    let mut vm = cfg.spawn()?;
+    match vm.wait_exit(cfg.timeout) {
+        Ok(exit) => Ok(report_exit(exit)),
+        Err(tests::HarnessError::Timeout { .. }) => {
+            eprintln!("xtask: timeout of {timeout}s reached; QEMU killed");
+            Ok(ExitCode::from(124))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,223 @@
+//! `cargo xtask test`: the kernel selftests in QEMU, then every host test
+//! (unit tests and the end-to-end tests in `tests/`) through `cargo test`.
+//! Prints a final `N passed, N failed` line; any failure fails the command.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tests::{KernelExit, QemuConfig, Wiring};
+
+/// Upper bound for the whole in-kernel selftest run.
+const SELFTEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: Vec<String>,
+}
+
+pub fn command() -> Result<ExitCode> {
+    let started = Instant::now();
+    crate::qemu::ensure()?;
+    let kernel = crate::build::kernel()?;
+    let kdbg = crate::build::kdbg()?;
+    let mut tally = Tally::default();
+
+    eprintln!("xtask: kernel selftests (QEMU, -append selftest)");
+    selftests(&kernel, &mut tally)?;
+
+    eprintln!("xtask: host and end-to-end tests (cargo test)");
+    host_tests(&kernel, &kdbg, &mut tally)?;
+
+    println!();
+    if !tally.failed.is_empty() {
+        println!("failed:");
+        for f in &tally.failed {
+            println!("    {f}");
+        }
+    }
+    println!(
+        "{} passed, {} failed ({:.0}s)",
+        tally.passed,
+        tally.failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if tally.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One selftest result line: `test SUITE::CASE ... ok` / `... FAILED: reason`.
+fn parse_selftest_line(line: &str) -> Option<(String, bool)> {
+    let rest = line.trim().strip_prefix("test ")?;
+    let (name, outcome) = rest.split_once(" ... ")?;
+    if outcome.trim() == "ok" {
+        Some((name.trim().to_string(), true))
+    } else if outcome.starts_with("FAILED") {
+        Some((name.trim().to_string(), false))
+    } else {
+        None
+    }
+}
+
+fn selftests(kernel: &std::path::Path, tally: &mut Tally) -> Result<()> {
+    let dir = tests::target_dir().join("e2e/xtask-selftest");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let console = dir.join("console.log");
+    let _ = std::fs::remove_file(&console);
+    let mut cfg = QemuConfig::new();
+    cfg.kernel = kernel.to_path_buf();
+    cfg.append = "selftest kdbg.truth".into();
+    cfg.console = Wiring::File(console.clone());
+    cfg.debugcon = Some(dir.join("debugcon.log"));
+    cfg.icount = true;
+    cfg.timeout = SELFTEST_TIMEOUT;
+    let mut vm = cfg.spawn()?;
+    let mut shown = 0usize;
+    let deadline = Instant::now() + SELFTEST_TIMEOUT;
+    let exit = loop {
+        let exited = vm.try_exit();
+        let text = vm.console();
+        if text.len() > shown {
+            print!("{}", &text[shown..]);
+            let _ = std::io::stdout().flush();
+            shown = text.len();
+        }
+        if let Some(e) = exited {
+            break Some(e);
+        }
+        if Instant::now() >= deadline {
+            vm.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = vm.console();
+    let mut seen = 0;
+    for line in text.lines() {
+        if let Some((name, ok)) = parse_selftest_line(line) {
+            seen += 1;
+            if ok {
+                tally.passed += 1;
+            } else {
+                tally.failed.push(format!("kernel selftest {name}"));
+            }
+        }
+    }
+    match exit {
+        Some(KernelExit::Success) if seen > 0 => {}
+        Some(KernelExit::Success) => tally.failed.push("kernel selftests: no test ran".into()),
+        Some(KernelExit::Failure) => {
+            if tally.failed.is_empty() {
+                tally
+                    .failed
+                    .push("kernel selftests: the kernel reported failure".into());
+            }
+        }
+        Some(other) => tally.failed.push(format!(
+            "kernel selftests: the kernel died ({other:?}) after {seen} tests; console in {}",
+            console.display()
+        )),
+        None => tally.failed.push(format!(
+            "kernel selftests: timed out after {}s; console in {}",
+            SELFTEST_TIMEOUT.as_secs(),
+            console.display()
+        )),
+    }
+    Ok(())
+}
+
+/// `test result: ok. 4 passed; 1 failed; ...` -> (4, 1).
+fn parse_result_line(line: &str) -> Option<(usize, usize)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let num = |key: &str| -> Option<usize> {
+        let idx = rest.find(key)?;
+        rest[..idx]
+            .trim_end()
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((num(" passed")?, num(" failed")?))
+}
+
+fn host_tests(kernel: &std::path::Path, kdbg: &std::path::Path, tally: &mut Tally) -> Result<()> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(crate::build::root())
+        .args(["test", "--no-fail-fast"])
+        .env("KDBG_KERNEL", kernel)
+        .env("KDBG_BIN", kdbg)
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("running cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut current_binary = String::new();
+    let mut results = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.trim().strip_prefix("Running ") {
+            current_binary = rest.to_string();
+        }
+        if let Some(name) = line
+            .trim()
+            .strip_prefix("test ")
+            .and_then(|r| r.strip_suffix(" ... FAILED"))
+        {
+            tally.failed.push(format!("{name} ({current_binary})"));
+        }
+        if let Some((p, _f)) = parse_result_line(&line) {
+            tally.passed += p;
+            results += 1;
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() && results == 0 {
+        tally
+            .failed
+            .push("cargo test: did not build (see the errors above)".into());
+    } else if !status.success() && tally.failed.is_empty() {
+        tally
+            .failed
+            .push(format!("cargo test exited with {status}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn selftest_lines() {
+        assert_eq!(
+            parse_selftest_line("test trap::int3 ... ok"),
+            Some(("trap::int3".into(), true))
+        );
+        assert_eq!(
+            parse_selftest_line("test sched::progress ... FAILED: task 3 stuck"),
+            Some(("sched::progress".into(), false))
+        );
+        assert_eq!(parse_selftest_line("selftest: 3 passed, 0 failed"), None);
+        assert_eq!(parse_selftest_line("test x ... running"), None);
+    }
+
+    #[test]
+    fn cargo_result_lines() {
+        assert_eq!(
+            parse_result_line(
+                "test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"
+            ),
+            Some((4, 0))
+        );
+        assert_eq!(
+            parse_result_line("test result: FAILED. 12 passed; 3 failed; 0 ignored"),
+            Some((12, 3))
+        );
+        assert_eq!(parse_result_line("running 4 tests"), None);
+    }
+}
