@@ -2,21 +2,121 @@
 //! `debug` return `true` when the stub handled the trap (it was gdb's), after
 //! the debugger has resumed the kernel.
 
+use core::sync::atomic::Ordering;
+
 use arch::TrapFrame;
+use arch::uart::{COM2, Uart};
+use gdbstub::common::Signal;
+
+use crate::session::{SESSION, SIGSEGV, SIGTRAP, StopReason};
 
 /// #BP not claimed by the probe core.
-pub fn breakpoint(_frame: &mut TrapFrame) -> bool {
+///
+/// gdb's own int3: rewinds rip to the breakpoint and stops (`swbreak`).
+/// Any other int3 while a debugger is attached (or the boot-time
+/// `kdbg.wait` int3) stops with SIGTRAP just after it; otherwise the trap is
+/// not the stub's (`false`).
+pub fn breakpoint(frame: &mut TrapFrame) -> bool {
+    let Some(mut s) = SESSION.try_lock() else {
+        return false;
+    };
+    let addr = frame.rip.wrapping_sub(1);
+    let tid = tid_of_current(&s.target);
+    if s.target.sw.contains(addr) {
+        frame.rip = addr;
+        s.stop(frame, StopReason::SwBreak(tid));
+        return true;
+    }
+    if crate::WAIT_REQUESTED.swap(false, Ordering::AcqRel) || s.attached() {
+        s.stop(
+            frame,
+            StopReason::SignalWithThread {
+                tid,
+                signal: SIGTRAP,
+            },
+        );
+        return true;
+    }
     false
 }
 
+fn tid_of_current(t: &crate::target::KdbgTarget) -> gdbstub::common::Tid {
+    let task = (t.ops.current_task)();
+    core::num::NonZeroUsize::new(crate::kernel::tid_of_task(task))
+        .unwrap_or(core::num::NonZeroUsize::MIN)
+}
+
 /// #DB not claimed by the probe core (single-step, hardware break/watchpoint).
-pub fn debug(_frame: &mut TrapFrame) -> bool {
+pub fn debug(frame: &mut TrapFrame) -> bool {
+    let dr6 = arch::debugreg::read_dr6();
+    let Some(mut s) = SESSION.try_lock() else {
+        return false;
+    };
+    let tid = tid_of_current(&s.target);
+    if let Some(i) = dr6.hit_slot()
+        && let Some((slot, kind)) = s.target.hw.hit(i)
+    {
+        arch::debugreg::clear_dr6();
+        let reason = match kind {
+            None => StopReason::HwBreak(tid),
+            Some(kind) => StopReason::Watch {
+                tid,
+                kind,
+                addr: slot.addr,
+            },
+        };
+        s.stop(frame, reason);
+        return true;
+    }
+    if dr6.single_step() && s.stepping() {
+        arch::debugreg::clear_dr6();
+        s.stop(
+            frame,
+            StopReason::SignalWithThread {
+                tid,
+                signal: SIGTRAP,
+            },
+        );
+        return true;
+    }
     false
 }
 
 /// COM2 receive interrupt: bytes from the host while the kernel runs
 /// (a Ctrl-C 0x03 or the start of a packet stops the kernel in the stub).
-pub fn serial_irq(_frame: &mut TrapFrame) {}
+pub fn serial_irq(frame: &mut TrapFrame) {
+    let uart = Uart::new(COM2);
+    let Some(mut s) = SESSION.try_lock() else {
+        // The stub is busy on this CPU (cannot happen with interrupts off in
+        // the stop loop); leave the bytes in the FIFO.
+        return;
+    };
+    while let Some(b) = uart.try_read_byte() {
+        if let Some(reason) = s.receive_running(b) {
+            s.stop(frame, reason);
+            return;
+        }
+        if s.interrupted() {
+            s.stop_interrupted(frame);
+            return;
+        }
+    }
+}
 
 /// The kernel is about to die: let an attached debugger see the state.
-pub fn fatal(_frame: &mut TrapFrame) {}
+pub fn fatal(frame: &mut TrapFrame) {
+    let Some(mut s) = SESSION.try_lock() else {
+        return;
+    };
+    if !s.attached() {
+        return;
+    }
+    let tid = tid_of_current(&s.target);
+    let signal = match frame.vector {
+        0 => Signal(8),   // #DE: SIGFPE
+        6 => Signal(4),   // #UD: SIGILL
+        3 | 1 => SIGTRAP, // unclaimed #BP/#DB
+        _ => SIGSEGV,     // #GP, #PF, #DF, ...
+    };
+    s.stop(frame, StopReason::SignalWithThread { tid, signal });
+}

@@ -1,3 +1,79 @@
-//! The in-kernel GDB stub: gdbstub `Target` over the trap frame, monitor commands.
+//! The in-kernel GDB stub: `gdbstub` over COM2 with a `Target` over the
+//! stopped CPU's trap frame, kdbg's monitor commands, and the probe event
+//! stream.
+//!
+//! The kernel calls [`init`] once (after its IDT and COM2 interrupt are set
+//! up), [`wait_for_debugger`] when the command line says `kdbg.wait`, and
+//! [`poll`] from its timer tick or idle loop to stream events; its trap
+//! dispatcher calls the functions in [`hooks`].
+//!
+//! Threads: gdb thread id = kernel task id + 1. `kill` from gdb removes
+//! gdb's breakpoints and calls the kernel's `kill` (the reference kernel
+//! powers QEMU off). `detach` removes gdb's breakpoints; probes keep
+//! running and a new gdb can attach at any time.
 #![cfg_attr(not(test), no_std)]
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+pub mod breakpoints;
+pub mod conn;
+pub mod events;
+pub mod framer;
 pub mod hooks;
+pub mod kernel;
+pub mod monitor;
+pub mod probecmd;
+pub mod regs;
+pub mod session;
+pub mod target;
+
+pub use kernel::{KernelOps, SavedRegs, TaskInfo};
+
+/// Set by [`wait_for_debugger`]: the next unclaimed int3 is the stub's.
+static WAIT_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Why the stub could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitError {
+    /// No UART at COM2 (e.g. `-M microvm`): the stub stays off.
+    NoUart,
+}
+
+/// Sets up COM2 and the session. Interrupt-driven receive is enabled, so
+/// the kernel must route COM2's IRQ (PIC line 3) to [`hooks::serial_irq`].
+pub fn init(ops: KernelOps) -> Result<(), InitError> {
+    let uart = arch::uart::Uart::new(arch::uart::COM2);
+    // SAFETY: COM2 belongs to the stub (DESIGN.md section 5); on a PC
+    // machine a 16550 or nothing lives there, and `init` probes for it.
+    unsafe { uart.init() }.map_err(|_| InitError::NoUart)?;
+    // Drop anything that arrived before the session existed.
+    while uart.try_read_byte().is_some() {}
+    {
+        let mut s = session::SESSION.lock();
+        s.target.ops = ops;
+    }
+    uart.enable_rx_interrupt();
+    Ok(())
+}
+
+/// Stops the kernel here until gdb attaches and continues (`kdbg.wait`).
+pub fn wait_for_debugger() {
+    WAIT_REQUESTED.store(true, Ordering::Release);
+    // SAFETY: int3 traps to the kernel's #BP handler, which hands it to
+    // `hooks::breakpoint`; WAIT_REQUESTED makes the stub claim it and
+    // resume after the instruction.
+    unsafe { core::arch::asm!("int3", options(nomem, nostack)) };
+}
+
+/// Streams pending probe events to an attached debugger (call from the
+/// timer tick or the idle loop; never blocks on the lock).
+pub fn poll() {
+    if let Some(mut s) = session::SESSION.try_lock() {
+        s.stream_events(16);
+    }
+}
+
+/// A debugger is attached right now.
+pub fn attached() -> bool {
+    session::SESSION.try_lock().is_some_and(|s| s.attached())
+}

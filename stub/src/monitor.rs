@@ -1,0 +1,177 @@
+//! kdbg's commands as gdb `monitor` commands (`qRcmd`): parse with
+//! [`proto::command`], answer with [`proto::reply`] rows.
+
+use core::fmt::{self, Write};
+
+use proto::command::{COMMANDS, Command, Loc, StreamMode};
+use proto::reply::{ErrorCode, EventsRow, TaskRow};
+
+use crate::kernel::KernelOps;
+
+/// What monitor commands may change in the stub.
+pub struct MonitorState {
+    pub stream: StreamMode,
+}
+
+/// Runs one command line and writes the reply rows to `out`.
+pub fn run(
+    text: &str,
+    ops: &KernelOps,
+    state: &mut MonitorState,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    let cmd = match proto::command::parse(text) {
+        Ok(c) => c,
+        Err(e) => {
+            return writeln!(out, "error code={} msg={e}", e.code().as_str());
+        }
+    };
+    match cmd {
+        Command::Help { topic } => help(topic, out),
+        Command::Tasks => {
+            let mut res = Ok(());
+            let current = (ops.current_task)();
+            (ops.for_each_task)(&mut |t| {
+                if res.is_ok() {
+                    let row = TaskRow {
+                        id: t.id,
+                        name: t.name,
+                        state: t.state,
+                        current: t.id == current,
+                    };
+                    res = writeln!(out, "{row}");
+                }
+            });
+            res
+        }
+        Command::Events => {
+            let s = crate::events::stats();
+            let row = EventsRow {
+                size: s.size,
+                produced: s.produced,
+                delivered: s.delivered,
+                dropped: s.dropped,
+                stream: state.stream,
+            };
+            writeln!(out, "{row}")?;
+            crate::events::for_each_drop(&mut |row| {
+                let _ = writeln!(out, "{row}");
+            });
+            Ok(())
+        }
+        Command::Stream(mode) => {
+            state.stream = mode;
+            writeln!(out, "ok stream={}", mode.as_str())
+        }
+        Command::Lookup(loc) => lookup(loc, ops, out),
+        Command::Kprobe { .. }
+        | Command::Jprobe { .. }
+        | Command::Kretprobe { .. }
+        | Command::Probes
+        | Command::Probe { .. }
+        | Command::RetInst { .. } => crate::probecmd::run(&cmd, ops, out),
+    }
+}
+
+/// Writes an `error` row.
+pub fn error(out: &mut dyn Write, code: ErrorCode, msg: &dyn fmt::Display) -> fmt::Result {
+    writeln!(out, "error code={} msg={msg}", code.as_str())
+}
+
+fn help(topic: Option<&str>, out: &mut dyn Write) -> fmt::Result {
+    if let Some(t) = topic {
+        return match COMMANDS.iter().find(|c| c.name == t) {
+            Some(c) => writeln!(out, "  {}\n      {}", c.usage, c.summary),
+            None => error(
+                out,
+                ErrorCode::UnknownCommand,
+                &"no such command: `monitor help` lists them",
+            ),
+        };
+    }
+    writeln!(out, "  kdbg monitor commands:")?;
+    for c in COMMANDS {
+        writeln!(out, "  {:<52} {}", c.usage, c.summary)?;
+    }
+    Ok(())
+}
+
+fn lookup(loc: Loc<'_>, ops: &KernelOps, out: &mut dyn Write) -> fmt::Result {
+    let addr = match resolve(loc, ops) {
+        Ok(a) => a,
+        Err(UnknownSymbol) => {
+            return error(
+                out,
+                ErrorCode::UnknownSymbol,
+                &"no kernel symbol by that name: check the spelling",
+            );
+        }
+    };
+    match (ops.symbol_at)(addr) {
+        Some((name, start)) => writeln!(out, "sym addr={addr:#x} name={name}+{:#x}", addr - start),
+        None => writeln!(out, "sym addr={addr:#x} name=-"),
+    }
+}
+
+/// kallsyms has no symbol by that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownSymbol;
+
+/// A location's address through kallsyms.
+pub fn resolve(loc: Loc<'_>, ops: &KernelOps) -> Result<u64, UnknownSymbol> {
+    match loc {
+        Loc::Addr(a) => Ok(a),
+        Loc::Sym { name, offset } => (ops.symbol_named)(name)
+            .map(|a| a.wrapping_add(offset))
+            .ok_or(UnknownSymbol),
+    }
+}
+
+/// Accumulates console output and hands it on in whole lines (one gdb `O`
+/// packet per line instead of one per `write!` fragment).
+pub struct LineBuf<'a> {
+    buf: [u8; 512],
+    len: usize,
+    sink: &'a mut dyn FnMut(&[u8]),
+}
+
+impl<'a> LineBuf<'a> {
+    pub fn new(sink: &'a mut dyn FnMut(&[u8])) -> Self {
+        LineBuf {
+            buf: [0; 512],
+            len: 0,
+            sink,
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            (self.sink)(self.buf.get(..self.len).unwrap_or(&[]));
+            self.len = 0;
+        }
+    }
+}
+
+impl Write for LineBuf<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len >= self.buf.len() {
+                self.flush();
+            }
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+                self.len += 1;
+            }
+            if b == b'\n' {
+                self.flush();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LineBuf<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

@@ -1,0 +1,366 @@
+//! The debugging session: gdbstub's state machine kept in a static across
+//! resumes, and the stop loop that runs while the kernel is stopped.
+//!
+//! States as the kernel sees them:
+//! - **detached**: a fresh machine in `Idle`, nobody attached. The kernel
+//!   runs; the first byte of a packet (or a Ctrl-C) on COM2 stops it in the
+//!   stop loop, which answers gdb's handshake (attaching stops the kernel,
+//!   like attaching to a process).
+//! - **running**: gdb attached and said continue/step (`Running`). Bytes are
+//!   fed from the COM2 interrupt; a Ctrl-C stops the kernel; probe events
+//!   stream as `O` packets.
+//! - **stopped**: inside [`stop`], polling COM2 with interrupts off until gdb
+//!   resumes or detaches.
+//!
+//! gdbstub's error paths consume the machine; every packet is framed and
+//! checksum-checked first ([`crate::framer`]) so line noise never reaches
+//! it, and if it still fails (a malformed command) the stub answers `E01`
+//! and starts a fresh machine, keeping the kernel alive.
+
+use arch::TrapFrame;
+use gdbstub::common::Signal;
+use gdbstub::conn::Connection;
+use gdbstub::stub::state_machine::GdbStubStateMachine;
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
+use spin::Mutex;
+
+use crate::conn::{Com2, write_console, write_packet};
+use crate::framer::{Frame, Framer, MAX_PACKET};
+use crate::target::{KdbgTarget, Resume};
+
+type Machine = GdbStubStateMachine<'static, KdbgTarget, Com2>;
+pub type StopReason = MultiThreadStopReason<u64>;
+
+/// Everything the stub keeps between stops.
+pub struct Session {
+    machine: Option<Machine>,
+    pub target: KdbgTarget,
+    framer: Framer,
+    /// gdb sent at least one packet since the machine was made.
+    attached: bool,
+    /// The last resume was a single step.
+    stepping: bool,
+    /// A complete packet in the framer waits for the stop loop.
+    pending: bool,
+}
+
+// SAFETY: `Machine` holds the COM2 handle, the static packet buffer and the
+// target type marker; all are only touched under `SESSION`'s lock.
+unsafe impl Send for Session {}
+
+pub static SESSION: Mutex<Session> = Mutex::new(Session {
+    machine: None,
+    target: KdbgTarget::new(),
+    framer: Framer::new(),
+    attached: false,
+    stepping: false,
+    pending: false,
+});
+
+/// gdbstub's packet buffer. Only the one live machine borrows it.
+static mut PACKET_BUFFER: [u8; MAX_PACKET] = [0; MAX_PACKET];
+
+/// Signal numbers gdb knows.
+pub const SIGINT: Signal = Signal(2);
+pub const SIGTRAP: Signal = Signal(5);
+pub const SIGSEGV: Signal = Signal(11);
+
+impl Session {
+    /// A fresh machine (after boot, detach, kill or a fatal protocol error).
+    fn restart(&mut self) {
+        // Drop the old machine first: it holds the packet buffer.
+        self.machine = None;
+        self.attached = false;
+        self.framer.reset();
+        // SAFETY: the previous machine (the only other borrower of the
+        // buffer) was dropped above, and `SESSION`'s lock serialises callers.
+        let buf: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(PACKET_BUFFER) };
+        let stub = match GdbStub::<KdbgTarget, Com2>::builder(Com2::new())
+            .with_packet_buffer(buf)
+            .build()
+        {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        self.machine = stub.run_state_machine(&mut self.target).ok();
+    }
+
+    /// A debugger is attached and the kernel runs under it.
+    pub fn running(&self) -> bool {
+        matches!(self.machine, Some(GdbStubStateMachine::Running(_)))
+    }
+
+    pub fn attached(&self) -> bool {
+        self.attached
+    }
+
+    /// Feeds bytes to gdbstub; on a protocol failure (a malformed command)
+    /// answers `E01` and starts a fresh machine, the kernel stays put.
+    fn feed(&mut self, bytes: &[u8]) -> Fed {
+        let fed = feed_machine(&mut self.machine, &mut self.target, bytes);
+        if let Fed::Failed = fed {
+            write_packet(&Com2::new().0, b"E01");
+            self.restart();
+            self.attached = true;
+        }
+        fed
+    }
+
+    /// Feeds the packet in the framer. A `qSupported` from a new gdb while
+    /// an old session is still open (the host went away without `D`) ends
+    /// the old session first: its breakpoints go, the protocol state resets.
+    fn feed_packet(&mut self) -> Fed {
+        if self.framer.packet().starts_with(b"$qSupported") && self.attached {
+            self.target.clear_breakpoints();
+            self.restart();
+        }
+        self.attached = true;
+        // Disjoint fields: the framer's buffer is fed without a copy.
+        let fed = feed_machine(&mut self.machine, &mut self.target, self.framer.packet());
+        if let Fed::Failed = fed {
+            write_packet(&Com2::new().0, b"E01");
+            self.restart();
+            self.attached = true;
+        }
+        fed
+    }
+
+    /// Ends the session on gdb's `D` or `k`: every gdb breakpoint goes,
+    /// probes stay, a new machine waits for the next attach.
+    fn detach(&mut self, reason: DisconnectReason) {
+        self.target.clear_breakpoints();
+        self.target.resume = Resume::Continue;
+        self.restart();
+        if reason == DisconnectReason::Kill {
+            (self.target.ops.kill)();
+        }
+    }
+
+    /// Reports `reason` to gdb (if it is waiting for a stop) and serves gdb
+    /// until it resumes the kernel. `frame` is the stopped context.
+    pub fn stop(&mut self, frame: &mut TrapFrame, reason: StopReason) {
+        if self.machine.is_none() {
+            self.restart();
+        }
+        self.target.set_frame(frame);
+        self.target.current_task = (self.target.ops.current_task)();
+        self.target.resume = Resume::Continue;
+        match self.machine.take() {
+            Some(GdbStubStateMachine::Running(r)) => {
+                match r.report_stop(&mut self.target, reason) {
+                    Ok(m) => self.machine = Some(m),
+                    Err(_) => self.restart(),
+                }
+            }
+            other => self.machine = other,
+        }
+        self.serve(frame);
+    }
+
+    /// The stop loop proper: poll COM2 until gdb resumes or detaches.
+    fn serve(&mut self, frame: &mut TrapFrame) {
+        let uart = Com2::new().0;
+        if core::mem::take(&mut self.pending) {
+            match self.feed_packet() {
+                Fed::Resumed => return self.resume(frame),
+                Fed::Detached(reason) => {
+                    self.detach(reason);
+                    return self.resume(frame);
+                }
+                _ => {}
+            }
+        }
+        loop {
+            // An interrupt raised while running is answered with SIGINT.
+            if let Some(GdbStubStateMachine::CtrlCInterrupt(_)) = &self.machine
+                && let Some(GdbStubStateMachine::CtrlCInterrupt(c)) = self.machine.take()
+            {
+                let tid = self.target.current_tid();
+                let reason = StopReason::SignalWithThread {
+                    tid,
+                    signal: SIGINT,
+                };
+                match c.interrupt_handled(&mut self.target, Some(reason)) {
+                    Ok(m) => self.machine = Some(m),
+                    Err(_) => self.restart(),
+                }
+            }
+            let Some(b) = uart.try_read_byte() else {
+                core::hint::spin_loop();
+                continue;
+            };
+            let fed = match self.framer.feed(b) {
+                Frame::None | Frame::Nak => Fed::Stay,
+                Frame::Ack => self.feed(b"+"),
+                Frame::Interrupt => {
+                    // Already stopped: a Ctrl-C (or a flood of them) is
+                    // absorbed here, one stop total.
+                    Fed::Stay
+                }
+                Frame::BadChecksum | Frame::Oversized => {
+                    uart.write_byte(b'-');
+                    Fed::Stay
+                }
+                Frame::Packet => self.feed_packet(),
+            };
+            match fed {
+                Fed::Stay | Fed::Interrupted | Fed::Failed => {}
+                Fed::Resumed => break,
+                Fed::Detached(reason) => {
+                    self.detach(reason);
+                    break;
+                }
+            }
+        }
+        self.resume(frame);
+    }
+
+    /// Applies gdb's resume action to the frame and the debug registers.
+    fn resume(&mut self, frame: &mut TrapFrame) {
+        use arch::frame::rflags::{RF, TF};
+        self.stepping = self.target.resume == Resume::Step;
+        if self.stepping {
+            frame.rflags |= TF;
+        } else {
+            frame.rflags &= !TF;
+        }
+        // Resume over an instruction breakpoint at rip without re-hitting it.
+        frame.rflags |= RF;
+        // SAFETY: the slots hold only what gdb asked for; the #DB path is
+        // the stub's own and refuses re-entry (SESSION is locked).
+        unsafe { self.target.hw.slots.load() };
+        arch::debugreg::clear_dr6();
+        self.target.set_frame(core::ptr::null_mut());
+    }
+
+    /// The last resume was a step (a #DB with BS is ours).
+    pub fn stepping(&self) -> bool {
+        self.stepping
+    }
+
+    /// Bytes that arrived while the kernel runs (COM2 interrupt). Returns
+    /// the stop reason when they ask to stop the kernel.
+    pub fn receive_running(&mut self, b: u8) -> Option<StopReason> {
+        if self.machine.is_none() {
+            self.restart();
+        }
+        let running = self.running();
+        match self.framer.feed(b) {
+            Frame::Interrupt => {
+                if running {
+                    // Let gdbstub see the 0x03 and move to CtrlCInterrupt;
+                    // the stop loop answers it.
+                    self.feed(&[0x03]);
+                    None
+                } else {
+                    Some(StopReason::SignalWithThread {
+                        tid: self.target.current_tid(),
+                        signal: SIGINT,
+                    })
+                }
+            }
+            Frame::Packet if running && !self.framer.packet().starts_with(b"$qSupported") => {
+                match self.feed_packet() {
+                    Fed::Detached(reason) => {
+                        self.detach(reason);
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            Frame::Packet => {
+                // Not attached (or a new gdb): the stop loop answers it.
+                self.pending = true;
+                Some(StopReason::SignalWithThread {
+                    tid: self.target.current_tid(),
+                    signal: SIGINT,
+                })
+            }
+            Frame::BadChecksum | Frame::Oversized => {
+                Com2::new().0.write_byte(b'-');
+                None
+            }
+            Frame::None if !running && self.framer.busy() => {
+                // A packet starts while nobody is attached: stop the kernel
+                // so the stop loop can answer the handshake.
+                Some(StopReason::SignalWithThread {
+                    tid: self.target.current_tid(),
+                    signal: SIGINT,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// gdbstub moved to CtrlCInterrupt (a Ctrl-C while running).
+    pub fn interrupted(&self) -> bool {
+        matches!(self.machine, Some(GdbStubStateMachine::CtrlCInterrupt(_)))
+    }
+
+    /// Stops with `frame` for a Ctrl-C that gdbstub already saw: the stop
+    /// loop reports it.
+    pub fn stop_interrupted(&mut self, frame: &mut TrapFrame) {
+        self.target.set_frame(frame);
+        self.target.current_task = (self.target.ops.current_task)();
+        self.target.resume = Resume::Continue;
+        self.serve(frame);
+    }
+
+    /// Sends pending probe events while gdb waits for the kernel to stop.
+    pub fn stream_events(&mut self, budget: usize) -> usize {
+        if !self.running() {
+            return 0;
+        }
+        let uart = Com2::new().0;
+        crate::events::drain(self.target.monitor.stream, budget, &mut |line| {
+            write_console(&uart, line)
+        })
+    }
+
+    /// Flushes the connection (gdbstub API symmetry; COM2 writes are polled).
+    pub fn flush(&mut self) {
+        let _ = Com2::new().flush();
+    }
+}
+
+enum Fed {
+    Stay,
+    Resumed,
+    Interrupted,
+    Detached(DisconnectReason),
+    /// gdbstub refused the input and consumed the machine.
+    Failed,
+}
+
+/// Feeds `bytes` to the machine one by one and says where it ended up.
+fn feed_machine(machine: &mut Option<Machine>, target: &mut KdbgTarget, bytes: &[u8]) -> Fed {
+    let mut result = Fed::Stay;
+    for &b in bytes {
+        let Some(m) = machine.take() else {
+            return Fed::Failed;
+        };
+        let next = match m {
+            GdbStubStateMachine::Idle(i) => i.incoming_data(target, b),
+            GdbStubStateMachine::Running(r) => r.incoming_data(target, b),
+            GdbStubStateMachine::CtrlCInterrupt(c) => {
+                c.interrupt_handled(target, None::<StopReason>)
+            }
+            GdbStubStateMachine::Disconnected(d) => {
+                let reason = d.get_reason();
+                *machine = Some(GdbStubStateMachine::Disconnected(d));
+                return Fed::Detached(reason);
+            }
+        };
+        let Ok(next) = next else {
+            return Fed::Failed;
+        };
+        result = match &next {
+            GdbStubStateMachine::Running(_) => Fed::Resumed,
+            GdbStubStateMachine::Disconnected(d) => Fed::Detached(d.get_reason()),
+            GdbStubStateMachine::CtrlCInterrupt(_) => Fed::Interrupted,
+            GdbStubStateMachine::Idle(_) => Fed::Stay,
+        };
+        *machine = Some(next);
+    }
+    result
+}
