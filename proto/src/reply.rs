@@ -11,7 +11,7 @@
 //! events size=N produced=N delivered=N dropped=N stream=off|text|record
 //! drops id=N dropped=N
 //! task id=N name=NAME state=STATE current=0|1
-//! inst task=N probe=N ret=0x.. sp=0x..
+//! inst task=N func=0x.. sp=0x.. ret=0x..
 //! sym addr=0x.. name=NAME+0xOFF
 //! ```
 //!
@@ -393,14 +393,16 @@ impl fmt::Display for TaskRow<'_> {
     }
 }
 
-/// One outstanding kretprobe instance: the task's frame at `sp` will return
-/// through the trampoline, really to `ret`.
+/// One outstanding kretprobe instance: in `task`, the return address slot at
+/// `sp` (pointing at the trampoline) belongs to a call of `func` and really
+/// returns to `ret`. A host unwinder that finds the trampoline in slot `sp`
+/// substitutes `ret`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InstRow {
     pub task: u32,
-    pub probe: u32,
-    pub ret: u64,
+    pub func: u64,
     pub sp: u64,
+    pub ret: u64,
 }
 
 impl InstRow {
@@ -408,9 +410,9 @@ impl InstRow {
         let r = row_of(line, "inst")?;
         Ok(InstRow {
             task: u32::try_from(need_num(&r, "task")?).map_err(|_| RowError::Field("task"))?,
-            probe: u32::try_from(need_num(&r, "probe")?).map_err(|_| RowError::Field("probe"))?,
-            ret: need_num(&r, "ret")?,
+            func: need_num(&r, "func")?,
             sp: need_num(&r, "sp")?,
+            ret: need_num(&r, "ret")?,
         })
     }
 }
@@ -419,8 +421,8 @@ impl fmt::Display for InstRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "inst task={} probe={} ret={:#x} sp={:#x}",
-            self.task, self.probe, self.ret, self.sp
+            "inst task={} func={:#x} sp={:#x} ret={:#x}",
+            self.task, self.func, self.sp, self.ret
         )
     }
 }
@@ -485,9 +487,9 @@ mod tests {
         assert_eq!(TaskRow::parse(&t.to_string()).unwrap(), t);
         let i = InstRow {
             task: 1,
-            probe: 2,
-            ret: 0x1234,
+            func: 0x1000,
             sp: 0x8000,
+            ret: 0x1234,
         };
         assert_eq!(InstRow::parse(&i.to_string()).unwrap(), i);
         assert_eq!(
