@@ -4,21 +4,30 @@
 
 use arch::TrapFrame;
 
-/// #BP (vector 3). `frame.rip` points just past the int3 byte.
-pub fn breakpoint(_frame: &mut TrapFrame) -> bool {
-    false
+use crate::CORE;
+
+/// #BP (vector 3). `frame.rip` points just past the int3 byte. An int3 that
+/// is not a probe's (nor the kretprobe trampoline, nor a slot's tail)
+/// returns `false`: it is never silently resumed.
+pub fn breakpoint(frame: &mut TrapFrame) -> bool {
+    CORE.on_breakpoint(frame)
 }
 
-/// #DB (vector 1).
+/// #DB (vector 1). The probe core does not single-step (no TF): always
+/// `false`, the stub owns debug traps.
 pub fn debug(_frame: &mut TrapFrame) -> bool {
     false
 }
 
-/// A fault (#PF, #GP, #UD, #DE, ...) — for faults inside out-of-line slots and
-/// fault-safe fetches.
-pub fn fault(_frame: &mut TrapFrame) -> bool {
-    false
+/// A fault (#PF, #GP, #UD, #DE, ...) — for faults inside out-of-line slots
+/// and probe handlers. `true`: a probe's fault handler handled it. `false`
+/// with the frame rewritten: the fault happened in a slot and now looks as
+/// if it happened at the probed address; the kernel handles it there.
+pub fn fault(frame: &mut TrapFrame) -> bool {
+    CORE.on_fault(frame)
 }
 
 /// A task is exiting: give back its kretprobe instances.
-pub fn task_exit(_task_id: u32) {}
+pub fn task_exit(task_id: u32) {
+    CORE.task_exit(task_id);
+}

@@ -1,5 +1,273 @@
 //! The probe core: kprobes, jprobes and kretprobes, arch-neutral.
+//!
+//! - [`register_kprobe`], [`register_jprobe`], [`register_kretprobe`]: the
+//!   seed-style in-kernel API (seed 003, section 4), with [`unregister`],
+//!   [`enable`], [`disable`] at any time.
+//! - [`monitor`]: what the stub's `monitor` commands use (capture probes
+//!   that write event records, listings, ring statistics, draining).
+//! - [`hooks`]: what the kernel's trap dispatcher calls.
+//! - [`platform::Platform`]: what the kernel installs at boot ([`init`]).
+//!
+//! How a hit runs (DESIGN.md section 4): the address was analysed at
+//! registration (`arch::insn`); instructions that change rip or IF are
+//! emulated in the trap handler, the rest run out of line from a slot
+//! followed by an int3 (post handlers run at that second trap) or, boosted,
+//! by a jump back. A per-CPU control block tracks the phase; a hit inside a
+//! handler runs the instruction without handlers and counts `nmissed`.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
+
+mod capture;
+pub mod error;
+mod hit;
 pub mod hooks;
+pub mod kcb;
+pub mod kretprobe;
+pub mod monitor;
+pub mod platform;
+mod point;
+pub mod probe;
+mod register;
+pub mod ring;
+pub mod stacktrace;
+mod table;
+
+#[cfg(test)]
+mod tests;
+
+use core::sync::atomic::AtomicU64;
+
+use arch::slots::SLOT_COUNT;
+
+pub use error::{ProbeError, Refusal};
+pub use kretprobe::{EntryHandler, Kretprobe, RetCtx, RetHandler};
+pub use platform::{Platform, Symbol};
+pub use probe::{
+    ExecPath, FaultHandler, Kprobe, PostHandler, PreHandler, Probe, ProbeId, ProbeInfo, ProbeKind,
+};
+pub use register::At;
+pub use ring::RingStats;
+
+use kcb::{Kcb, MAX_CPUS};
+use kretprobe::{RetPool, ReturnAction, TaskChains};
+use point::Point;
+use probe::Action;
+use register::Registry;
+use ring::CpuRing;
+use table::AddrTable;
+
+/// All state of one probe core. The kernel uses the global one through the
+/// free functions of this crate; host tests build their own.
+pub struct Core {
+    platform: spin::Once<Platform>,
+    table: AddrTable<Point>,
+    kcbs: [Kcb; MAX_CPUS],
+    rings: [CpuRing; MAX_CPUS],
+    chains: TaskChains,
+    registry: spin::Mutex<Registry>,
+    drain_lock: spin::Mutex<()>,
+    slot_base: AtomicU64,
+    slot_owners: [AtomicU64; SLOT_COUNT],
+}
+
+impl Core {
+    /// An uninitialised core.
+    pub const fn new() -> Core {
+        Core {
+            platform: spin::Once::new(),
+            table: AddrTable::new(),
+            kcbs: [const { Kcb::new() }; MAX_CPUS],
+            rings: [const { CpuRing::new() }; MAX_CPUS],
+            chains: TaskChains::new(),
+            registry: spin::Mutex::new(Registry::new()),
+            drain_lock: spin::Mutex::new(()),
+            slot_base: AtomicU64::new(0),
+            slot_owners: [const { AtomicU64::new(0) }; SLOT_COUNT],
+        }
+    }
+
+    /// Installs the platform. Only the first call counts.
+    pub fn init(&self, platform: Platform) {
+        self.platform.call_once(|| platform);
+    }
+
+    pub(crate) fn platform(&self) -> Option<&Platform> {
+        self.platform.get()
+    }
+
+    /// Registers a kprobe.
+    pub fn register_kprobe(&self, at: At<'_>, kp: Kprobe) -> Result<ProbeId, ProbeError> {
+        self.add(at, false, |id, addr, sym, _| {
+            Ok(Probe::new(
+                id,
+                addr,
+                sym.name,
+                addr - sym.start,
+                kp.data,
+                Action::Kprobe(kp),
+            ))
+        })
+    }
+
+    /// Registers a jprobe: `entry` is the address of an `extern "C"`
+    /// function with the probed function's prototype.
+    pub fn register_jprobe(
+        &self,
+        at: At<'_>,
+        entry: usize,
+        data: usize,
+    ) -> Result<ProbeId, ProbeError> {
+        self.add(at, true, |id, addr, sym, _| {
+            Ok(Probe::new(
+                id,
+                addr,
+                sym.name,
+                0,
+                data,
+                Action::Jprobe {
+                    entry: entry as u64,
+                },
+            ))
+        })
+    }
+
+    /// Registers a kretprobe.
+    pub fn register_kretprobe(&self, at: At<'_>, rp: Kretprobe) -> Result<ProbeId, ProbeError> {
+        let action = ReturnAction::Handlers {
+            handler: rp.handler,
+            entry_handler: rp.entry_handler,
+        };
+        self.add_kretprobe(at, rp.maxactive, rp.data_size, rp.data, action)
+    }
+
+    pub(crate) fn add_kretprobe(
+        &self,
+        at: At<'_>,
+        maxactive: i32,
+        data_size: usize,
+        data: usize,
+        action: ReturnAction,
+    ) -> Result<ProbeId, ProbeError> {
+        if data_size > kretprobe::MAX_DATA {
+            return Err(ProbeError::DataTooLarge);
+        }
+        self.add(at, true, |id, addr, sym, pf| {
+            let n = match usize::try_from(maxactive) {
+                Ok(n) if n > 0 => n,
+                _ => 10.max(2 * (pf.cpu_count)()),
+            };
+            if n > kretprobe::MAX_ACTIVE {
+                return Err(ProbeError::TooManyInstances);
+            }
+            let pool = RetPool::new(n, data_size, action);
+            Ok(Probe::new(
+                id,
+                addr,
+                sym.name,
+                0,
+                data,
+                Action::Kretprobe(pool),
+            ))
+        })
+    }
+
+    /// Enables a probe.
+    pub fn enable(&self, id: ProbeId) -> Result<(), ProbeError> {
+        self.set_enabled(id, true)
+    }
+
+    /// Disables a probe (it stays registered; its int3 goes when no probe
+    /// at the address is enabled).
+    pub fn disable(&self, id: ProbeId) -> Result<(), ProbeError> {
+        self.set_enabled(id, false)
+    }
+
+    /// A task exits: its outstanding kretprobe instances go back to their pools.
+    pub fn task_exit(&self, task: u32) {
+        self.chains.reclaim(task);
+    }
+
+    /// The real return address when `value`, read from the stack slot at
+    /// `slot`, is the kretprobe trampoline; `value` otherwise.
+    pub fn real_return_address(&self, task: u32, slot: u64, value: u64) -> u64 {
+        match self.platform() {
+            Some(pf) if value == (pf.trampoline)() => {
+                self.chains.real_return(task, slot).unwrap_or(value)
+            }
+            _ => value,
+        }
+    }
+
+    /// Calls `f(function, stack_slot, real_return_address)` for each
+    /// outstanding kretprobe instance of `task`, most recent first. Read
+    /// while the kernel is stopped.
+    pub fn for_each_instance(&self, task: u32, f: &mut dyn FnMut(u64, u64, u64)) {
+        self.chains.for_each(task, f);
+    }
+
+    /// Calls `f(task)` for each task with a kretprobe instance chain.
+    pub fn tasks_with_instances(&self, f: &mut dyn FnMut(u32)) {
+        self.chains.tasks(f);
+    }
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The kernel's probe core.
+pub static CORE: Core = Core::new();
+
+/// Installs the platform of the running kernel (once, at boot).
+pub fn init(platform: Platform) {
+    CORE.init(platform);
+}
+
+/// Seed API: registers a kprobe at an address or `symbol+offset`.
+pub fn register_kprobe(at: At<'_>, kp: Kprobe) -> Result<ProbeId, ProbeError> {
+    CORE.register_kprobe(at, kp)
+}
+
+/// Seed API: registers a jprobe; `entry` is the address of an `extern "C"`
+/// handler with the probed function's prototype (`handler as usize`).
+pub fn register_jprobe(at: At<'_>, entry: usize) -> Result<ProbeId, ProbeError> {
+    CORE.register_jprobe(at, entry, 0)
+}
+
+/// Seed API: registers a kretprobe (handler, maxactive, entry_handler, data_size).
+pub fn register_kretprobe(at: At<'_>, rp: Kretprobe) -> Result<ProbeId, ProbeError> {
+    CORE.register_kretprobe(at, rp)
+}
+
+/// Removes any probe.
+pub fn unregister(id: ProbeId) -> Result<(), ProbeError> {
+    CORE.unregister(id)
+}
+
+/// Enables a probe.
+pub fn enable(id: ProbeId) -> Result<(), ProbeError> {
+    CORE.enable(id)
+}
+
+/// Disables a probe.
+pub fn disable(id: ProbeId) -> Result<(), ProbeError> {
+    CORE.disable(id)
+}
+
+/// The listing row of a probe.
+pub fn info(id: ProbeId) -> Option<ProbeInfo> {
+    CORE.info(id)
+}
+
+/// See [`Core::real_return_address`].
+pub fn real_return_address(task: u32, slot: u64, value: u64) -> u64 {
+    CORE.real_return_address(task, slot, value)
+}
+
+/// Address of the kretprobe trampoline.
+pub fn trampoline_address() -> u64 {
+    arch::trampoline::address()
+}

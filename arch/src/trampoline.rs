@@ -1,0 +1,26 @@
+//! The kretprobe trampoline: where hijacked returns land.
+//!
+//! It is a single `int3`. The probe core recognises a breakpoint whose
+//! address is [`address`] and, from the trap handler, runs the return
+//! handlers, restores the real return address into the frame's `rip` and
+//! resumes there; execution never continues past the `int3`.
+
+use core::arch::global_asm;
+
+global_asm!(
+    ".pushsection .text.kdbg_trampoline, \"ax\", @progbits",
+    ".globl kdbg_kretprobe_trampoline",
+    "kdbg_kretprobe_trampoline:",
+    "int3",
+    "ud2",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    static kdbg_kretprobe_trampoline: u8;
+}
+
+/// Address of the trampoline's `int3` (what hijacked return addresses hold).
+pub fn address() -> u64 {
+    core::ptr::addr_of!(kdbg_kretprobe_trampoline) as u64
+}

@@ -1,0 +1,399 @@
+//! The trap path: what a breakpoint or a fault does to the per-CPU control
+//! block, the frame and the probes. No allocation, no formatting, no lock
+//! shared with other CPUs, lookups by hash.
+
+use arch::TrapFrame;
+use arch::frame::rflags::IF;
+use arch::insn::{EmuFault, Execution, StackMem, emulate};
+
+use crate::Core;
+use crate::capture::{self, Hit};
+use crate::kcb::{Kcb, Level, State};
+use crate::kretprobe::{self, Env, ReturnAction};
+use crate::platform::Platform;
+use crate::point::Point;
+use crate::probe::{Action, Probe};
+
+/// The interrupted stack through the platform's fault-safe accessors.
+struct PlatformStack<'a>(&'a Platform);
+
+impl StackMem for PlatformStack<'_> {
+    fn read_u64(&mut self, addr: u64) -> Result<u64, EmuFault> {
+        let mut b = [0u8; 8];
+        if (self.0.read)(addr, &mut b) {
+            Ok(u64::from_le_bytes(b))
+        } else {
+            Err(EmuFault { addr, write: false })
+        }
+    }
+    fn write_u64(&mut self, addr: u64, value: u64) -> Result<(), EmuFault> {
+        if (self.0.write)(addr, &value.to_le_bytes()) {
+            Ok(())
+        } else {
+            Err(EmuFault { addr, write: true })
+        }
+    }
+}
+
+impl Core {
+    /// #BP. `true`: kdbg's, handled, resume the frame.
+    pub fn on_breakpoint(&self, frame: &mut TrapFrame) -> bool {
+        let Some(pf) = self.platform() else {
+            return false;
+        };
+        let Some(kcb) = self.kcbs.get((pf.cpu_id)()) else {
+            return false;
+        };
+        kcb.pin();
+        let handled = self.breakpoint_pinned(pf, kcb, frame);
+        kcb.unpin();
+        handled
+    }
+
+    fn breakpoint_pinned(&self, pf: &Platform, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
+        let addr = frame.rip.wrapping_sub(1);
+        if addr == (pf.trampoline)() {
+            return self.trampoline_hit(pf, kcb, frame);
+        }
+        let cur = kcb.cur();
+        if matches!(cur.state, State::SingleStep | State::Reenter) {
+            // SAFETY: a non-idle control block pins its point (see `grace`).
+            if let Some(point) = unsafe { cur.point.as_ref() }
+                && point.slot.is_some_and(|s| s.trap_rip == frame.rip)
+            {
+                self.finish_out_of_line(kcb, cur, point, frame);
+                return true;
+            }
+        }
+        let Some(point) = self.table.get(addr) else {
+            // Not ours, or removed between the trap and the lookup: if the
+            // byte is no longer an int3, run the restored instruction.
+            let mut b = [0u8; 1];
+            if (pf.read)(addr, &mut b) && b[0] != arch::text::BREAKPOINT {
+                frame.rip = addr;
+                return true;
+            }
+            return false;
+        };
+        match cur.state {
+            State::Idle => self.hit(pf, kcb, point, frame),
+            State::Active | State::SingleStepDone | State::SingleStep => {
+                self.reenter(pf, kcb, cur, point, frame)
+            }
+            State::Reenter => (pf.fatal)(
+                "kdbg: probe hit while a re-entered probe runs (double re-entry); probe state is unrecoverable",
+            ),
+        }
+        true
+    }
+
+    fn hit(&self, pf: &Platform, kcb: &Kcb, point: &Point, frame: &mut TrapFrame) {
+        kcb.set_cur(Level {
+            state: State::Active,
+            point,
+            saved_if: 0,
+        });
+        for p in &point.probes {
+            if !p.is_enabled() {
+                continue;
+            }
+            p.hits.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            if self.run_pre(pf, p, frame) {
+                kcb.set_cur(Level::IDLE);
+                return;
+            }
+        }
+        self.execute(pf, kcb, point, frame, false);
+    }
+
+    fn reenter(&self, pf: &Platform, kcb: &Kcb, cur: Level, point: &Point, frame: &mut TrapFrame) {
+        for p in &point.probes {
+            if p.is_enabled() {
+                p.missed();
+            }
+        }
+        kcb.set_prev(cur);
+        kcb.set_cur(Level {
+            state: State::Reenter,
+            point,
+            saved_if: 0,
+        });
+        self.execute(pf, kcb, point, frame, true);
+    }
+
+    /// Back to the saved level after a re-entered hit, or to idle.
+    fn done(kcb: &Kcb, reenter: bool) {
+        if reenter {
+            kcb.set_cur(kcb.prev());
+            kcb.set_prev(Level::IDLE);
+        } else {
+            kcb.set_cur(Level::IDLE);
+        }
+    }
+
+    fn execute(
+        &self,
+        pf: &Platform,
+        kcb: &Kcb,
+        point: &Point,
+        frame: &mut TrapFrame,
+        reenter: bool,
+    ) {
+        match point.analysis.exec {
+            Execution::Emulate(e) => {
+                let mut mem = PlatformStack(pf);
+                if emulate(&e, point.analysis.next_ip(), frame, &mut mem).is_err() {
+                    (pf.fatal)(
+                        "kdbg: an emulated push/pop of a probed instruction faulted (bad stack)",
+                    );
+                }
+                if reenter {
+                    Self::done(kcb, true);
+                } else {
+                    self.post(kcb, point, frame);
+                }
+            }
+            Execution::OutOfLine { .. } => {
+                let Some(slot) = point.slot else {
+                    (pf.fatal)("kdbg: out-of-line probe point without a slot");
+                };
+                match slot.boost {
+                    Some((if_clear, if_set)) if point.boost => {
+                        if frame.rflags & IF != 0 {
+                            frame.rflags &= !IF;
+                            frame.rip = if_set;
+                        } else {
+                            frame.rip = if_clear;
+                        }
+                        Self::done(kcb, reenter);
+                    }
+                    _ => {
+                        let state = if reenter {
+                            State::Reenter
+                        } else {
+                            State::SingleStep
+                        };
+                        kcb.set_cur(Level {
+                            state,
+                            point,
+                            saved_if: frame.rflags & IF,
+                        });
+                        frame.rflags &= !IF;
+                        frame.rip = slot.trap_entry;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_out_of_line(&self, kcb: &Kcb, cur: Level, point: &Point, frame: &mut TrapFrame) {
+        frame.rip = point.analysis.next_ip();
+        frame.rflags = (frame.rflags & !IF) | cur.saved_if;
+        if cur.state == State::Reenter {
+            Self::done(kcb, true);
+        } else {
+            self.post(kcb, point, frame);
+        }
+    }
+
+    fn post(&self, kcb: &Kcb, point: &Point, frame: &mut TrapFrame) {
+        kcb.set_cur(Level {
+            state: State::SingleStepDone,
+            point,
+            saved_if: 0,
+        });
+        for p in &point.probes {
+            if let Action::Kprobe(k) = &p.action
+                && let Some(post) = k.post_handler
+                && p.is_enabled()
+            {
+                post(p, frame);
+            }
+        }
+        kcb.set_cur(Level::IDLE);
+    }
+
+    /// Runs one probe's entry work; `true` = skip the instruction.
+    fn run_pre(&self, pf: &Platform, p: &Probe, frame: &mut TrapFrame) -> bool {
+        match &p.action {
+            Action::Kprobe(k) => k.pre_handler.is_some_and(|h| h(p, frame)),
+            Action::Jprobe { entry } => {
+                let mut stack = [0u64; arch::callout::MAX_STACK_WORDS];
+                let mut bytes = [0u8; 8 * arch::callout::MAX_STACK_WORDS];
+                if (pf.read)(frame.rsp.wrapping_add(8), &mut bytes) {
+                    for (w, c) in stack.iter_mut().zip(bytes.chunks_exact(8)) {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(c);
+                        *w = u64::from_le_bytes(a);
+                    }
+                }
+                let args = frame.args();
+                (pf.call_with_args)(*entry, &args, &stack);
+                false
+            }
+            Action::Kretprobe(pool) => {
+                let read = |a: u64| {
+                    let mut b = [0u8; 8];
+                    (pf.read)(a, &mut b).then(|| u64::from_le_bytes(b))
+                };
+                let write = |a: u64, v: u64| (pf.write)(a, &v.to_le_bytes());
+                let env = Env {
+                    read_u64: &read,
+                    write_u64: &write,
+                    task: (pf.task_id)(),
+                    tsc: (pf.timestamp)(),
+                    trampoline: (pf.trampoline)(),
+                };
+                kretprobe::on_entry(&self.chains, p, pool, frame, &env);
+                false
+            }
+            Action::Record { kind, spec } => {
+                let cpu = (pf.cpu_id)();
+                if let Some(ring) = self.rings.get(cpu) {
+                    let hit = Hit {
+                        probe: p,
+                        kind: *kind,
+                        cpu,
+                        task: (pf.task_id)(),
+                        tsc: (pf.timestamp)(),
+                        ip: p.addr,
+                        args: frame.args(),
+                        ret: None,
+                        duration: None,
+                    };
+                    capture::record(pf, ring, &hit, spec, frame, frame.rsp.wrapping_add(8));
+                }
+                false
+            }
+        }
+    }
+
+    fn trampoline_hit(&self, pf: &Platform, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
+        let task = (pf.task_id)();
+        let cur = kcb.cur();
+        let handlers = cur.state == State::Idle;
+        if handlers {
+            kcb.set_cur(Level {
+                state: State::Active,
+                point: core::ptr::null(),
+                saved_if: 0,
+            });
+        }
+        let cpu = (pf.cpu_id)();
+        let now = (pf.timestamp)();
+        let mut run = |r: kretprobe::Returned<'_>, frame: &mut TrapFrame| {
+            let kretprobe::Returned { probe, mut ctx } = r;
+            probe
+                .hits
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            let Action::Kretprobe(pool) = &probe.action else {
+                return;
+            };
+            match pool.action {
+                ReturnAction::Handlers {
+                    handler: Some(h), ..
+                } => {
+                    h(&mut ctx, frame);
+                }
+                ReturnAction::Handlers { handler: None, .. } => {}
+                ReturnAction::Record(spec) => {
+                    if let Some(ring) = self.rings.get(cpu) {
+                        let hit = Hit {
+                            probe,
+                            kind: proto::EventKind::KretprobeReturn,
+                            cpu,
+                            task: ctx.task,
+                            tsc: now,
+                            ip: probe.addr,
+                            args: ctx.args,
+                            ret: Some(frame.rax),
+                            duration: Some(now.wrapping_sub(ctx.entry_tsc)),
+                        };
+                        capture::record(pf, ring, &hit, &spec, frame, frame.rsp);
+                    }
+                }
+            }
+        };
+        let r = kretprobe::on_return(&self.chains, task, frame, handlers, &mut run);
+        if handlers {
+            kcb.set_cur(Level::IDLE);
+        }
+        if r.is_err() {
+            (pf.fatal)(
+                "kdbg: kretprobe trampoline reached with no instance for this task and frame: the real return address is lost",
+            );
+        }
+        true
+    }
+
+    /// A fault (#PF, #GP, #UD, ...). `true`: a fault handler handled it.
+    pub fn on_fault(&self, frame: &mut TrapFrame) -> bool {
+        let Some(pf) = self.platform() else {
+            return false;
+        };
+        let Some(kcb) = self.kcbs.get((pf.cpu_id)()) else {
+            return false;
+        };
+        kcb.pin();
+        let handled = self.fault_pinned(kcb, frame);
+        kcb.unpin();
+        handled
+    }
+
+    fn fault_pinned(&self, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
+        let cur = kcb.cur();
+        // SAFETY: a non-idle control block pins its point.
+        let point = unsafe { cur.point.as_ref() };
+        match (cur.state, point) {
+            (State::SingleStep | State::Reenter, Some(point))
+                if point.slot.is_some_and(|s| s.trap_entry == frame.rip) =>
+            {
+                // The out-of-line instruction faulted: make it look in place.
+                frame.rip = point.addr;
+                frame.rflags = (frame.rflags & !IF) | cur.saved_if;
+                if cur.state == State::Reenter {
+                    Self::done(kcb, true);
+                    return false;
+                }
+                kcb.set_cur(Level {
+                    state: State::Active,
+                    ..cur
+                });
+                let handled = Self::call_fault_handlers(point, frame);
+                kcb.set_cur(Level::IDLE);
+                handled
+            }
+            (State::Active | State::SingleStepDone, Some(point)) => {
+                // A handler faulted.
+                Self::call_fault_handlers(point, frame)
+            }
+            (State::Idle, _) => {
+                // A boosted slot's instruction faulted.
+                let Some(addr) = self.slot_owner(frame.rip) else {
+                    return false;
+                };
+                if let Some(point) = self.table.get(addr)
+                    && let Some(slot) = point.slot
+                    && let Some((orig, set_if)) = slot.fault_origin(&point.analysis, frame.rip)
+                {
+                    frame.rip = orig;
+                    if set_if {
+                        frame.rflags |= IF;
+                    }
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn call_fault_handlers(point: &Point, frame: &mut TrapFrame) -> bool {
+        let vector = frame.vector;
+        point.probes.iter().any(|p| match &p.action {
+            Action::Kprobe(k) if p.is_enabled() => {
+                k.fault_handler.is_some_and(|h| h(p, frame, vector))
+            }
+            _ => false,
+        })
+    }
+}

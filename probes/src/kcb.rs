@@ -1,0 +1,131 @@
+//! The per-CPU control block: which probe this CPU is handling and in which
+//! phase, with one saved level for a re-entered hit.
+//!
+//! Only the owning CPU reads or writes the state, from trap handlers with
+//! interrupts off; nested traps (a probe hit inside a handler) are the only
+//! concurrency, so the state is copied in and out, never borrowed across a
+//! call that can trap. `pins` and `gen` are what other CPUs look at: a
+//! writer retiring a point waits until every CPU with pins has moved on.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::point::Point;
+
+/// Most CPUs the core supports.
+pub const MAX_CPUS: usize = 16;
+
+/// The phase of a hit on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not handling a probe.
+    Idle,
+    /// Running pre handlers (or kretprobe/jprobe/capture work).
+    Active,
+    /// Executing the instruction out of line; the tail trap is pending.
+    SingleStep,
+    /// Running post handlers.
+    SingleStepDone,
+    /// Executing a re-entered hit's instruction without handlers.
+    Reenter,
+}
+
+/// One level of the control block.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Level {
+    pub state: State,
+    pub point: *const Point,
+    /// IF of the interrupted context while the slot runs with IF clear.
+    pub saved_if: u64,
+}
+
+impl Level {
+    pub const IDLE: Level = Level {
+        state: State::Idle,
+        point: ptr::null(),
+        saved_if: 0,
+    };
+}
+
+#[derive(Clone, Copy)]
+struct Levels {
+    cur: Level,
+    prev: Level,
+}
+
+/// One CPU's control block.
+pub(crate) struct Kcb {
+    levels: UnsafeCell<Levels>,
+    /// Hook entries in progress plus one while `cur` is not idle.
+    pins: AtomicU32,
+    /// Incremented every time `pins` drops to zero.
+    epoch: AtomicU64,
+}
+
+// SAFETY: `levels` is only accessed by the owning CPU (see the module docs);
+// the atomics are what other CPUs read.
+unsafe impl Sync for Kcb {}
+
+impl Kcb {
+    pub const fn new() -> Kcb {
+        Kcb {
+            levels: UnsafeCell::new(Levels {
+                cur: Level::IDLE,
+                prev: Level::IDLE,
+            }),
+            pins: AtomicU32::new(0),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    pub fn cur(&self) -> Level {
+        // SAFETY: owning CPU only; a plain copy, no reference is kept.
+        unsafe { ptr::read_volatile(ptr::addr_of!((*self.levels.get()).cur)) }
+    }
+
+    pub fn prev(&self) -> Level {
+        // SAFETY: as in `cur`.
+        unsafe { ptr::read_volatile(ptr::addr_of!((*self.levels.get()).prev)) }
+    }
+
+    /// Sets the current level, keeping the "not idle" pin in step.
+    pub fn set_cur(&self, l: Level) {
+        let was_idle = self.cur().state == State::Idle;
+        let idle = l.state == State::Idle;
+        if was_idle && !idle {
+            self.pin();
+        }
+        // SAFETY: as in `cur`.
+        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*self.levels.get()).cur), l) };
+        if !was_idle && idle {
+            self.unpin();
+        }
+    }
+
+    pub fn set_prev(&self, l: Level) {
+        // SAFETY: as in `cur`.
+        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*self.levels.get()).prev), l) };
+    }
+
+    /// Entering a hook (before any table lookup).
+    pub fn pin(&self) {
+        self.pins.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Leaving a hook.
+    pub fn unpin(&self) {
+        if self.pins.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Some hit is in progress on this CPU.
+    pub fn busy(&self) -> bool {
+        self.pins.load(Ordering::SeqCst) != 0
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,117 @@
+//! What the stub's `monitor` commands use: probes that record events
+//! (the stub's kprobes, jprobe captures, kretprobe captures), the ring's
+//! counters, and draining the ring.
+
+use proto::{CaptureSpec, EventKind};
+
+use crate::kretprobe::ReturnAction;
+use crate::probe::{Action, Probe};
+use crate::register::At;
+use crate::ring::RingStats;
+use crate::{CORE, Core, ProbeError, ProbeId};
+
+impl Core {
+    /// A kprobe at `at` that records an event (probe, CPU, task, time, ip,
+    /// argument registers) per hit.
+    pub fn capture_kprobe(&self, at: At<'_>) -> Result<ProbeId, ProbeError> {
+        self.add(at, false, |id, addr, sym, _| {
+            let action = Action::Record {
+                kind: EventKind::Kprobe,
+                spec: CaptureSpec::default(),
+            };
+            Ok(Probe::new(id, addr, sym.name, addr - sym.start, 0, action))
+        })
+    }
+
+    /// An entry capture at a function's first byte: argument registers,
+    /// `spec.stack_bytes` of stack above the return address, and the
+    /// results of `spec.program`.
+    pub fn capture_entry(&self, at: At<'_>, spec: CaptureSpec) -> Result<ProbeId, ProbeError> {
+        self.add(at, true, |id, addr, sym, _| {
+            let action = Action::Record {
+                kind: EventKind::JprobeEntry,
+                spec,
+            };
+            Ok(Probe::new(id, addr, sym.name, 0, 0, action))
+        })
+    }
+
+    /// A return capture: the return value, the arguments stashed at entry,
+    /// the entry-to-return time, and `spec` evaluated at the return (argI
+    /// bases are the stashed arguments). `maxactive` `None`: the default.
+    pub fn capture_return(
+        &self,
+        at: At<'_>,
+        maxactive: Option<u32>,
+        spec: CaptureSpec,
+    ) -> Result<ProbeId, ProbeError> {
+        let n = maxactive.map_or(0, |m| i32::try_from(m).unwrap_or(i32::MAX));
+        self.add_kretprobe(at, n, 0, 0, ReturnAction::Record(spec))
+    }
+
+    /// The counters of all rings together.
+    pub fn ring_stats(&self) -> RingStats {
+        self.rings
+            .iter()
+            .fold(RingStats::default(), |acc, r| acc.plus(r.stats()))
+    }
+
+    /// Moves every queued record (an encoded `proto::Record`) to `f`, oldest
+    /// first per CPU. Returns how many were delivered.
+    pub fn drain(&self, f: &mut dyn FnMut(&[u8])) -> usize {
+        let _consumer = self.drain_lock.lock();
+        let mut buf = [0u8; crate::ring::MAX_RECORD];
+        let mut n = 0;
+        for ring in &self.rings {
+            while let Some(len) = ring.pop(&mut buf) {
+                f(buf.get(..len).unwrap_or(&[]));
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// See [`Core::capture_kprobe`].
+pub fn kprobe(at: At<'_>) -> Result<ProbeId, ProbeError> {
+    CORE.capture_kprobe(at)
+}
+
+/// See [`Core::capture_entry`].
+pub fn jprobe(at: At<'_>, spec: CaptureSpec) -> Result<ProbeId, ProbeError> {
+    CORE.capture_entry(at, spec)
+}
+
+/// See [`Core::capture_return`].
+pub fn kretprobe(
+    at: At<'_>,
+    maxactive: Option<u32>,
+    spec: CaptureSpec,
+) -> Result<ProbeId, ProbeError> {
+    CORE.capture_return(at, maxactive, spec)
+}
+
+/// Calls `f` with every probe's row.
+pub fn list(f: &mut dyn FnMut(&crate::ProbeInfo)) -> Result<(), ProbeError> {
+    CORE.list(f)
+}
+
+/// Ring counters: size, produced, delivered, dropped.
+pub fn ring_stats() -> RingStats {
+    CORE.ring_stats()
+}
+
+/// Drains queued event records.
+pub fn drain(f: &mut dyn FnMut(&[u8])) -> usize {
+    CORE.drain(f)
+}
+
+/// Outstanding kretprobe instances of `task`: `f(function, stack_slot, real_return)`.
+pub fn instances(task: u32, f: &mut dyn FnMut(u64, u64, u64)) {
+    CORE.for_each_instance(task, f);
+}
+
+/// Tasks that have outstanding kretprobe instances.
+pub fn tasks(f: &mut dyn FnMut(u32)) {
+    CORE.tasks_with_instances(f);
+}

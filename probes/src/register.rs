@@ -1,0 +1,372 @@
+//! Registration: resolving, deciding, arming, disarming and retiring probe
+//! points. Serialised by the registry lock, which the hit path never takes.
+//!
+//! Arm: write the slot, publish the point, then write the int3.
+//! Disarm: restore the byte, unpublish, wait until no CPU is in a hit that
+//! may use the point (a grace period), then free the point and its slot.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use arch::insn::{Analysis, Execution, analyze};
+use arch::slots::{SLOT_SIZE, SlotImage, SlotPool};
+
+use crate::Core;
+use crate::error::ProbeError;
+use crate::platform::{Platform, Symbol};
+use crate::point::Point;
+use crate::probe::{Action, Probe, ProbeId, ProbeInfo};
+
+/// Where to put a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At<'a> {
+    /// An absolute address.
+    Addr(u64),
+    /// A function name and a byte offset into it.
+    Symbol(&'a str, u64),
+}
+
+/// Largest function the analysis reads (bytes).
+const MAX_FUNCTION: u64 = 1 << 20;
+
+pub(crate) struct PointEntry {
+    ptr: *mut Point,
+    armed: bool,
+}
+
+pub(crate) struct Registry {
+    next_id: u32,
+    probes: BTreeMap<u32, Arc<Probe>>,
+    points: BTreeMap<u64, PointEntry>,
+    slots: SlotPool,
+    slots_ready: bool,
+    /// Unregistered kretprobes with instances still outstanding.
+    zombies: Vec<Arc<Probe>>,
+}
+
+// SAFETY: the raw point pointers are owned by the registry (boxes it
+// created); moving the registry between CPUs moves that ownership.
+unsafe impl Send for Registry {}
+
+impl Registry {
+    pub const fn new() -> Registry {
+        Registry {
+            next_id: 1,
+            probes: BTreeMap::new(),
+            points: BTreeMap::new(),
+            slots: SlotPool::new(0, 0),
+            slots_ready: false,
+            zombies: Vec::new(),
+        }
+    }
+
+    fn point(&self, addr: u64) -> Option<&Point> {
+        // SAFETY: the registry owns the published point until it retires it.
+        self.points
+            .get(&addr)
+            .and_then(|e| unsafe { e.ptr.as_ref() })
+    }
+}
+
+impl Core {
+    fn lock(&self) -> Result<(&Platform, spin::MutexGuard<'_, Registry>), ProbeError> {
+        let pf = self.platform().ok_or(ProbeError::NotInitialised)?;
+        if self.kcbs.get((pf.cpu_id)()).is_some_and(|k| k.busy()) {
+            return Err(ProbeError::InHandler);
+        }
+        for _ in 0..1_000_000 {
+            if let Some(mut g) = self.registry.try_lock() {
+                if !g.slots_ready {
+                    let (base, size) = (pf.slot_area)();
+                    g.slots = SlotPool::new(base, size);
+                    g.slots_ready = true;
+                    self.slot_base.store(base, Ordering::Release);
+                }
+                g.zombies.retain(|p| match &p.action {
+                    Action::Kretprobe(pool) => !pool.all_free(),
+                    _ => false,
+                });
+                return Ok((pf, g));
+            }
+            core::hint::spin_loop();
+        }
+        Err(ProbeError::Busy)
+    }
+
+    fn resolve(pf: &Platform, at: At<'_>) -> Result<(u64, Symbol), ProbeError> {
+        let addr = match at {
+            At::Addr(a) => a,
+            At::Symbol(name, off) => {
+                let s = (pf.symbol_named)(name).ok_or(ProbeError::UnknownSymbol)?;
+                if off >= s.size {
+                    return Err(ProbeError::PastEnd);
+                }
+                s.start + off
+            }
+        };
+        if !(pf.is_text)(addr) {
+            return Err(ProbeError::NotText);
+        }
+        let sym = (pf.symbol_at)(addr).ok_or(ProbeError::NoFunction)?;
+        if !sym.contains(addr) {
+            return Err(ProbeError::PastEnd);
+        }
+        if (pf.is_blacklisted)(addr) {
+            return Err(ProbeError::Blacklisted);
+        }
+        Ok((addr, sym))
+    }
+
+    /// Decodes the function from its start, reading through other probes'
+    /// int3 bytes to the originals.
+    fn analyse(
+        pf: &Platform,
+        reg: &Registry,
+        addr: u64,
+        sym: &Symbol,
+    ) -> Result<Analysis, ProbeError> {
+        let size = sym.size.min(MAX_FUNCTION);
+        let len = usize::try_from(size).map_err(|_| ProbeError::Unreadable)?;
+        let mut code = vec![0u8; len];
+        if !(pf.read)(sym.start, &mut code) {
+            return Err(ProbeError::Unreadable);
+        }
+        for (&a, _) in reg.points.range(sym.start..sym.start + size) {
+            if let (Some(p), Ok(off)) = (reg.point(a), usize::try_from(a - sym.start))
+                && let Some(b) = code.get_mut(off)
+            {
+                *b = p.original_byte();
+            }
+        }
+        Ok(analyze(&code, sym.start, addr)?)
+    }
+
+    /// Adds a probe built by `make` at `at`. `entry_only`: function entry only.
+    pub(crate) fn add(
+        &self,
+        at: At<'_>,
+        entry_only: bool,
+        make: impl FnOnce(ProbeId, u64, &Symbol, &Platform) -> Result<Probe, ProbeError>,
+    ) -> Result<ProbeId, ProbeError> {
+        let (pf, mut reg) = self.lock()?;
+        let (addr, sym) = Self::resolve(pf, at)?;
+        if entry_only && addr != sym.start {
+            return Err(ProbeError::NotFunctionEntry);
+        }
+        let id = ProbeId(reg.next_id);
+        let probe = Arc::new(make(id, addr, &sym, pf)?);
+        if matches!(probe.action, Action::Jprobe { .. })
+            && reg.point(addr).is_some_and(|p| {
+                p.probes
+                    .iter()
+                    .any(|q| matches!(q.action, Action::Jprobe { .. }))
+            })
+        {
+            return Err(ProbeError::JprobeExists);
+        }
+        let (analysis, slot, mut probes, fresh) = match reg.point(addr) {
+            Some(old) => (old.analysis, old.slot, old.probes.clone(), false),
+            None => {
+                let analysis = Self::analyse(pf, &reg, addr, &sym)?;
+                let slot = match analysis.exec {
+                    Execution::Emulate(_) => None,
+                    Execution::OutOfLine { .. } => {
+                        let base = reg.slots.alloc().ok_or(ProbeError::NoSlot)?;
+                        match SlotImage::build(&analysis, base) {
+                            Ok(img) => {
+                                (pf.write_text)(base, &img.bytes);
+                                self.set_slot_owner(base, addr);
+                                Some(img)
+                            }
+                            Err(r) => {
+                                reg.slots.free(base);
+                                return Err(ProbeError::Refused(r));
+                            }
+                        }
+                    }
+                };
+                (analysis, slot, Vec::new(), true)
+            }
+        };
+        probes.push(probe.clone());
+        let point =
+            alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(analysis, slot, probes)));
+        let old = match self.table.publish(point) {
+            Ok(old) => old,
+            Err(p) => {
+                // SAFETY: `p` is the box created above, never published.
+                drop(unsafe { alloc::boxed::Box::from_raw(p) });
+                if fresh && let Some(img) = slot {
+                    self.set_slot_owner(img.trap_entry, 0);
+                    reg.slots.free(img.trap_entry);
+                }
+                return Err(ProbeError::TableFull);
+            }
+        };
+        let armed = reg.points.get(&addr).is_some_and(|e| e.armed);
+        reg.points.insert(addr, PointEntry { ptr: point, armed });
+        reg.next_id += 1;
+        reg.probes.insert(id.0, probe);
+        if let Some(old) = old {
+            self.synchronize(pf);
+            // SAFETY: unpublished and past a grace period: no CPU uses it.
+            drop(unsafe { alloc::boxed::Box::from_raw(old) });
+        }
+        Self::update_arming(pf, &mut reg, addr);
+        Ok(id)
+    }
+
+    /// Writes or restores the int3 so it matches "some probe is enabled".
+    fn update_arming(pf: &Platform, reg: &mut Registry, addr: u64) {
+        let Some(want) = reg.point(addr).map(|p| p.any_enabled()) else {
+            return;
+        };
+        let original = reg.point(addr).map_or(0, |p| p.original_byte());
+        if let Some(e) = reg.points.get_mut(&addr)
+            && e.armed != want
+        {
+            let byte = if want {
+                arch::text::BREAKPOINT
+            } else {
+                original
+            };
+            (pf.write_text)(addr, &[byte]);
+            e.armed = want;
+        }
+    }
+
+    /// Removes a probe. Safe while other CPUs execute the probed code; a
+    /// kretprobe's outstanding instances still return to the right place.
+    pub fn unregister(&self, id: ProbeId) -> Result<(), ProbeError> {
+        let (pf, mut reg) = self.lock()?;
+        let probe = reg.probes.remove(&id.0).ok_or(ProbeError::NoSuchProbe)?;
+        probe.gone.store(true, Ordering::Release);
+        probe.enabled.store(false, Ordering::Release);
+        let addr = probe.addr;
+        let remaining: Vec<Arc<Probe>> = reg
+            .point(addr)
+            .map(|p| p.probes.iter().filter(|q| q.id != id).cloned().collect())
+            .unwrap_or_default();
+        if remaining.is_empty() {
+            if let Some(entry) = reg.points.remove(&addr) {
+                // SAFETY: owned by the registry until retired below.
+                let point = unsafe { &*entry.ptr };
+                if entry.armed {
+                    (pf.write_text)(addr, &[point.original_byte()]);
+                }
+                let slot = point.slot;
+                self.table.remove(addr);
+                self.synchronize(pf);
+                // SAFETY: unpublished and past a grace period.
+                drop(unsafe { alloc::boxed::Box::from_raw(entry.ptr) });
+                if let Some(img) = slot {
+                    self.set_slot_owner(img.trap_entry, 0);
+                    reg.slots.free(img.trap_entry);
+                }
+            }
+        } else if let Some(old) = reg.point(addr) {
+            let point = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(
+                old.analysis,
+                old.slot,
+                remaining,
+            )));
+            if let Ok(Some(old_ptr)) = self.table.publish(point) {
+                if let Some(e) = reg.points.get_mut(&addr) {
+                    e.ptr = point;
+                }
+                self.synchronize(pf);
+                // SAFETY: unpublished and past a grace period.
+                drop(unsafe { alloc::boxed::Box::from_raw(old_ptr) });
+            }
+            Self::update_arming(pf, &mut reg, addr);
+        }
+        if let Action::Kretprobe(pool) = &probe.action
+            && !pool.all_free()
+        {
+            reg.zombies.push(probe);
+        }
+        Ok(())
+    }
+
+    /// Enables or disables a probe (the int3 is removed when no probe at
+    /// the address is enabled).
+    pub fn set_enabled(&self, id: ProbeId, on: bool) -> Result<(), ProbeError> {
+        let (pf, mut reg) = self.lock()?;
+        let probe = reg
+            .probes
+            .get(&id.0)
+            .ok_or(ProbeError::NoSuchProbe)?
+            .clone();
+        probe.enabled.store(on, Ordering::Release);
+        Self::update_arming(pf, &mut reg, probe.addr);
+        Ok(())
+    }
+
+    /// The listing row of one probe.
+    pub fn info(&self, id: ProbeId) -> Option<ProbeInfo> {
+        let (_, reg) = self.lock().ok()?;
+        reg.probes.get(&id.0).map(|p| ProbeInfo::of(p))
+    }
+
+    /// Calls `f` with every probe's row, in id order.
+    pub fn list(&self, f: &mut dyn FnMut(&ProbeInfo)) -> Result<(), ProbeError> {
+        let (_, reg) = self.lock()?;
+        for p in reg.probes.values() {
+            f(&ProbeInfo::of(p));
+        }
+        Ok(())
+    }
+
+    /// Probes registered now.
+    pub fn count(&self) -> usize {
+        self.lock().map_or(0, |(_, r)| r.probes.len())
+    }
+
+    /// Free out-of-line slots.
+    pub fn free_slots(&self) -> usize {
+        self.lock().map_or(0, |(_, r)| r.slots.available())
+    }
+
+    /// Waits until no other CPU is in a hit that may use a just-retired
+    /// point: each CPU that is busy must finish (its generation changes).
+    /// Then a short pause covers a CPU that has just left its trap for a
+    /// boosted slot (at most three instructions, interrupts off).
+    fn synchronize(&self, pf: &Platform) {
+        let me = (pf.cpu_id)();
+        for (cpu, kcb) in self.kcbs.iter().enumerate() {
+            if cpu == me || !kcb.busy() {
+                continue;
+            }
+            let epoch = kcb.generation();
+            while kcb.busy() && kcb.generation() == epoch {
+                core::hint::spin_loop();
+            }
+        }
+        for _ in 0..1000 {
+            core::hint::spin_loop();
+        }
+    }
+
+    fn set_slot_owner(&self, slot: u64, addr: u64) {
+        let base = self.slot_base.load(Ordering::Acquire);
+        if let Some(off) = slot.checked_sub(base)
+            && let Some(o) = self.slot_owners.get((off / SLOT_SIZE as u64) as usize)
+        {
+            o.store(addr, Ordering::Release);
+        }
+    }
+
+    /// The probed address whose slot contains `rip`.
+    pub(crate) fn slot_owner(&self, rip: u64) -> Option<u64> {
+        let base = self.slot_base.load(Ordering::Acquire);
+        let off = rip.checked_sub(base)?;
+        let a = self
+            .slot_owners
+            .get((off / SLOT_SIZE as u64) as usize)?
+            .load(Ordering::Acquire);
+        (a != 0).then_some(a)
+    }
+}

@@ -1,0 +1,851 @@
+//! The probe state machine over a simulated CPU: fake memory, fake symbols,
+//! fake trap frames. Each test drives the hooks the way the CPU would
+//! (int3 trap with `rip` past the int3, the slot's tail trap, a fault at the
+//! slot) and checks frames, handler calls and counters.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arch::TrapFrame;
+use arch::frame::rflags::IF;
+
+use super::*;
+
+/// The fake function `work` at FUNC:
+///   +0x00 55                    push rbp               out of line (boostable)
+///   +0x01 48 89 e5              mov rbp, rsp           out of line
+///   +0x04 48 8b 05 f5 0f 00 00  mov rax, [rip+0xff5]   RIP-relative load
+///   +0x0b 74 02                 je +2                  emulated
+///   +0x0d 31 c0                 xor eax, eax
+///   +0x0f 5d                    pop rbp
+///   +0x10 c3                    ret                    emulated
+///   +0x11 cc                    int3                   refused
+///   +0x12 0f 0b                 ud2                    refused
+const FUNC: u64 = 0x10_0000;
+const CODE: [u8; 0x14] = [
+    0x55, 0x48, 0x89, 0xe5, 0x48, 0x8b, 0x05, 0xf5, 0x0f, 0x00, 0x00, 0x74, 0x02, 0x31, 0xc0, 0x5d,
+    0xc3, 0xcc, 0x0f, 0x0b,
+];
+const BLACK: u64 = 0x11_0000;
+const SLOTS: u64 = 0x20_0000;
+const TRAMP: u64 = 0x30_0000;
+const STACK: u64 = 0x7000_0000;
+
+struct Fake {
+    mem: BTreeMap<u64, u8>,
+    cpu: usize,
+    task: u32,
+    tsc: u64,
+    text_writes: usize,
+}
+
+thread_local! {
+    static FAKE: RefCell<Fake> = const { RefCell::new(Fake { mem: BTreeMap::new(), cpu: 0, task: 1, tsc: 0, text_writes: 0 }) };
+    static CORE_UNDER_TEST: RefCell<Option<&'static Core>> = const { RefCell::new(None) };
+    static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn log(s: String) {
+    LOG.with(|l| l.borrow_mut().push(s));
+}
+fn take_log() -> Vec<String> {
+    LOG.with(|l| std::mem::take(&mut *l.borrow_mut()))
+}
+
+fn poke(addr: u64, bytes: &[u8]) {
+    FAKE.with(|f| {
+        let mut f = f.borrow_mut();
+        for (i, &b) in bytes.iter().enumerate() {
+            f.mem.insert(addr + i as u64, b);
+        }
+    });
+}
+fn peek(addr: u64) -> u8 {
+    FAKE.with(|f| f.borrow().mem.get(&addr).copied().unwrap_or(0xee))
+}
+fn peek_u64(addr: u64) -> u64 {
+    let mut b = [0u8; 8];
+    assert!(fake_read(addr, &mut b));
+    u64::from_le_bytes(b)
+}
+
+fn fake_read(addr: u64, buf: &mut [u8]) -> bool {
+    FAKE.with(|f| {
+        let f = f.borrow();
+        for (i, b) in buf.iter_mut().enumerate() {
+            match f.mem.get(&(addr + i as u64)) {
+                Some(v) => *b = *v,
+                None => return false,
+            }
+        }
+        true
+    })
+}
+fn fake_write(addr: u64, buf: &[u8]) -> bool {
+    FAKE.with(|f| {
+        let mut f = f.borrow_mut();
+        if (0..buf.len()).any(|i| !f.mem.contains_key(&(addr + i as u64))) {
+            return false;
+        }
+        for (i, &b) in buf.iter().enumerate() {
+            f.mem.insert(addr + i as u64, b);
+        }
+        true
+    })
+}
+fn fake_write_text(addr: u64, buf: &[u8]) {
+    FAKE.with(|f| f.borrow_mut().text_writes += 1);
+    poke(addr, buf);
+}
+fn sym(name: &str) -> Option<Symbol> {
+    match name {
+        "work" => Some(Symbol {
+            start: FUNC,
+            size: CODE.len() as u64,
+            name: "work",
+        }),
+        "black" => Some(Symbol {
+            start: BLACK,
+            size: 4,
+            name: "black",
+        }),
+        _ => None,
+    }
+}
+fn sym_at(addr: u64) -> Option<Symbol> {
+    ["work", "black"]
+        .into_iter()
+        .filter_map(sym)
+        .find(|s| s.contains(addr))
+}
+
+fn platform() -> Platform {
+    Platform {
+        cpu_id: || FAKE.with(|f| f.borrow().cpu),
+        cpu_count: || 2,
+        task_id: || FAKE.with(|f| f.borrow().task),
+        timestamp: || {
+            FAKE.with(|f| {
+                let mut f = f.borrow_mut();
+                f.tsc += 10;
+                f.tsc
+            })
+        },
+        symbol_at: sym_at,
+        symbol_named: sym,
+        is_text: |a| (FUNC..FUNC + 0x10_0000).contains(&a) || (BLACK..BLACK + 4).contains(&a),
+        is_blacklisted: |a| (BLACK..BLACK + 4).contains(&a),
+        read: fake_read,
+        write: fake_write,
+        write_text: fake_write_text,
+        slot_area: || (SLOTS, 16 * arch::slots::SLOT_SIZE),
+        trampoline: || TRAMP,
+        call_with_args: |entry, regs, stack| {
+            // SAFETY: tests only register extern "C" handlers of integer arguments.
+            unsafe { arch::callout::call_with_args(entry, regs, stack) }
+        },
+        fatal: |msg| panic!("fatal: {msg}"),
+    }
+}
+
+/// A fresh core over fresh fake memory (leaked: handlers find it by a
+/// thread-local `&'static`).
+fn setup() -> &'static Core {
+    FAKE.with(|f| {
+        *f.borrow_mut() = Fake {
+            mem: BTreeMap::new(),
+            cpu: 0,
+            task: 1,
+            tsc: 0,
+            text_writes: 0,
+        };
+    });
+    poke(FUNC, &CODE);
+    poke(BLACK, &[0x90, 0x90, 0x90, 0xc3]);
+    poke(SLOTS, &[0xcc; 16 * arch::slots::SLOT_SIZE]);
+    poke(TRAMP, &[0xcc]);
+    poke(STACK - 0x1000, &[0u8; 0x2000]);
+    let core: &'static Core = Box::leak(Box::new(Core::new()));
+    core.init(platform());
+    CORE_UNDER_TEST.with(|c| *c.borrow_mut() = Some(core));
+    take_log();
+    core
+}
+
+fn core() -> &'static Core {
+    CORE_UNDER_TEST.with(|c| c.borrow().unwrap())
+}
+
+/// The frame of an int3 hit at `addr` (rip past the int3).
+fn trap_at(addr: u64) -> TrapFrame {
+    TrapFrame {
+        rip: addr + 1,
+        rsp: STACK,
+        rflags: 0x202,
+        vector: 3,
+        rax: 7,
+        rdi: 11,
+        ..Default::default()
+    }
+}
+
+fn pre(p: &Probe, f: &mut TrapFrame) -> bool {
+    log(format!("pre {} rip={:#x}", p.id().0, f.rip));
+    false
+}
+fn post(p: &Probe, f: &mut TrapFrame) {
+    log(format!("post {} rip={:#x}", p.id().0, f.rip));
+}
+fn handlers() -> Kprobe {
+    Kprobe {
+        pre_handler: Some(pre),
+        post_handler: Some(post),
+        fault_handler: None,
+        data: 0,
+    }
+}
+
+#[test]
+fn out_of_line_with_post_handler_takes_two_traps() {
+    let c = setup();
+    let id = c
+        .register_kprobe(At::Symbol("work", 1), handlers())
+        .unwrap();
+    assert_eq!(peek(FUNC + 1), 0xcc, "armed");
+    let info = c.info(id).unwrap();
+    assert_eq!(info.path, ExecPath::OutOfLine);
+    let mut f = trap_at(FUNC + 1);
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(take_log(), [format!("pre {} rip={:#x}", id.0, FUNC + 2)]);
+    assert_eq!(f.rip, SLOTS, "runs the slot");
+    assert_eq!(f.rflags & IF, 0, "with interrupts off");
+    // The slot holds the original instruction, then int3.
+    assert_eq!(
+        [
+            peek(SLOTS),
+            peek(SLOTS + 1),
+            peek(SLOTS + 2),
+            peek(SLOTS + 3)
+        ],
+        [0x48, 0x89, 0xe5, 0xcc]
+    );
+    // The CPU runs `mov rbp, rsp` and traps on the tail int3.
+    f.rbp = f.rsp;
+    f.rip = SLOTS + 4;
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(f.rip, FUNC + 4, "continues after the probed instruction");
+    assert_eq!(f.rflags & IF, IF, "IF restored");
+    assert_eq!(take_log(), [format!("post {} rip={:#x}", id.0, FUNC + 4)]);
+    assert_eq!(c.info(id).unwrap().hits, 1);
+    assert_eq!(c.info(id).unwrap().nmissed, 0);
+}
+
+#[test]
+fn boosted_probe_takes_one_trap_and_keeps_no_state() {
+    let c = setup();
+    let id = c
+        .register_kprobe(
+            At::Addr(FUNC),
+            Kprobe {
+                pre_handler: Some(pre),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(c.info(id).unwrap().path, ExecPath::Boosted);
+    let mut f = trap_at(FUNC);
+    assert!(c.on_breakpoint(&mut f));
+    // IF was set: the sti variant (insn; sti; jmp back), entered with IF clear.
+    assert_eq!(f.rip, SLOTS + 64);
+    assert_eq!(f.rflags & IF, 0);
+    assert_eq!(
+        [peek(SLOTS + 64), peek(SLOTS + 65), peek(SLOTS + 66)],
+        [0x55, 0xfb, 0xe9]
+    );
+    let rel = i32::from_le_bytes([
+        peek(SLOTS + 67),
+        peek(SLOTS + 68),
+        peek(SLOTS + 69),
+        peek(SLOTS + 70),
+    ]);
+    assert_eq!(
+        (SLOTS + 71).wrapping_add_signed(rel.into()),
+        FUNC + 1,
+        "jumps back"
+    );
+    let mut g = trap_at(FUNC);
+    g.rflags = 0x2;
+    assert!(c.on_breakpoint(&mut g));
+    assert_eq!(g.rip, SLOTS + 32, "IF clear: the plain variant");
+    assert_eq!([peek(SLOTS + 32), peek(SLOTS + 33)], [0x55, 0xe9]);
+    assert!(!c.kcbs[0].busy(), "no second trap pending");
+    // Adding a post handler at the same address un-boosts the point.
+    let id2 = c.register_kprobe(At::Addr(FUNC), handlers()).unwrap();
+    assert_eq!(c.info(id).unwrap().path, ExecPath::OutOfLine);
+    let mut h = trap_at(FUNC);
+    assert!(c.on_breakpoint(&mut h));
+    assert_eq!(h.rip, SLOTS);
+    h.rip = SLOTS + 2;
+    assert!(c.on_breakpoint(&mut h));
+    assert_eq!(h.rip, FUNC + 1);
+    assert_eq!(c.info(id).unwrap().hits, 3);
+    assert_eq!(c.info(id2).unwrap().hits, 1);
+}
+
+#[test]
+fn emulated_ret_and_jcc() {
+    let c = setup();
+    let ret = c
+        .register_kprobe(At::Symbol("work", 0x10), handlers())
+        .unwrap();
+    let jcc = c
+        .register_kprobe(At::Symbol("work", 0xb), handlers())
+        .unwrap();
+    assert_eq!(c.info(ret).unwrap().path, ExecPath::Emulated);
+    poke(STACK, &0xdead_beef_u64.to_le_bytes());
+    let mut f = trap_at(FUNC + 0x10);
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(f.rip, 0xdead_beef);
+    assert_eq!(f.rsp, STACK + 8);
+    assert_eq!(take_log().len(), 2, "pre and post ran");
+    // je taken (ZF=1) and not taken.
+    let mut t = trap_at(FUNC + 0xb);
+    t.rflags |= arch::frame::rflags::ZF;
+    assert!(c.on_breakpoint(&mut t));
+    assert_eq!(t.rip, FUNC + 0xf);
+    let mut n = trap_at(FUNC + 0xb);
+    assert!(c.on_breakpoint(&mut n));
+    assert_eq!(n.rip, FUNC + 0xd);
+    assert_eq!(c.info(jcc).unwrap().hits, 2);
+}
+
+#[test]
+fn rip_relative_instruction_is_retargeted_in_the_slot() {
+    let c = setup();
+    c.register_kprobe(At::Symbol("work", 4), handlers())
+        .unwrap();
+    // The slot's copy addresses the same absolute target FUNC+0xb+0xff5.
+    let disp = i32::from_le_bytes([
+        peek(SLOTS + 3),
+        peek(SLOTS + 4),
+        peek(SLOTS + 5),
+        peek(SLOTS + 6),
+    ]);
+    assert_eq!(
+        (SLOTS + 7).wrapping_add_signed(disp.into()),
+        FUNC + 0xb + 0xff5
+    );
+}
+
+fn nested_pre(p: &Probe, f: &mut TrapFrame) -> bool {
+    log(format!("outer pre {}", p.id().0));
+    // The handler "calls" code probed at FUNC+0x10 (emulated ret) and FUNC+1.
+    poke(STACK - 0x100, &0x1234_u64.to_le_bytes());
+    let mut inner = trap_at(FUNC + 0x10);
+    inner.rsp = STACK - 0x100;
+    assert!(core().on_breakpoint(&mut inner));
+    assert_eq!(
+        inner.rip, 0x1234,
+        "the re-entered instruction still executes"
+    );
+    let mut inner2 = trap_at(FUNC + 1);
+    assert!(core().on_breakpoint(&mut inner2));
+    assert_eq!(inner2.rip, SLOTS + 128, "out of line, no handlers");
+    inner2.rip = core().table.get(FUNC + 1).unwrap().slot.unwrap().trap_rip;
+    assert!(core().on_breakpoint(&mut inner2));
+    assert_eq!(inner2.rip, FUNC + 4);
+    assert_eq!(
+        core().kcbs[0].cur().state,
+        kcb::State::Active,
+        "outer level restored"
+    );
+    f.rax = 99;
+    false
+}
+
+#[test]
+fn hits_inside_a_handler_are_missed_and_counted() {
+    let c = setup();
+    let outer = c
+        .register_kprobe(
+            At::Addr(FUNC),
+            Kprobe {
+                pre_handler: Some(nested_pre),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let ret = c
+        .register_kprobe(At::Symbol("work", 0x10), handlers())
+        .unwrap();
+    let mov = c
+        .register_kprobe(At::Symbol("work", 1), handlers())
+        .unwrap();
+    let mut f = trap_at(FUNC);
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(
+        take_log(),
+        [format!("outer pre {}", outer.0)],
+        "inner handlers did not run"
+    );
+    assert_eq!(f.rax, 99);
+    assert_eq!(c.info(ret).unwrap().nmissed, 1);
+    assert_eq!(c.info(mov).unwrap().nmissed, 1);
+    assert_eq!(c.info(ret).unwrap().hits, 0);
+    assert_eq!(c.info(outer).unwrap().hits, 1);
+}
+
+#[test]
+fn double_reentry_is_fatal() {
+    let c = setup();
+    c.register_kprobe(At::Symbol("work", 1), handlers())
+        .unwrap();
+    c.register_kprobe(At::Symbol("work", 4), handlers())
+        .unwrap();
+    // Force a re-entered state, then hit again (as an NMI would).
+    let point = c.table.get(FUNC + 1).unwrap();
+    c.kcbs[0].set_cur(kcb::Level {
+        state: kcb::State::Reenter,
+        point,
+        saved_if: IF,
+    });
+    let r = std::panic::catch_unwind(|| {
+        let mut f = trap_at(FUNC + 4);
+        core().on_breakpoint(&mut f)
+    });
+    let msg = r.unwrap_err();
+    let msg = msg.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("double re-entry"), "{msg}");
+}
+
+#[test]
+fn foreign_int3_is_not_ours_and_vanished_probe_retries() {
+    let c = setup();
+    let mut f = trap_at(FUNC + 0x11);
+    assert!(
+        !c.on_breakpoint(&mut f),
+        "a kernel int3 goes to the stub / fatal path"
+    );
+    assert_eq!(f.rip, FUNC + 0x12);
+    // An int3 hit racing with unregistration: the byte is back, retry it.
+    let mut g = trap_at(FUNC + 1);
+    assert!(c.on_breakpoint(&mut g));
+    assert_eq!(g.rip, FUNC + 1);
+}
+
+#[test]
+fn refusals_have_their_own_errors() {
+    let c = setup();
+    let k = Kprobe::default;
+    assert_eq!(
+        c.register_kprobe(At::Addr(FUNC + 2), k()),
+        Err(ProbeError::NotBoundary)
+    );
+    assert_eq!(
+        c.register_kprobe(At::Symbol("work", 0x40), k()),
+        Err(ProbeError::PastEnd)
+    );
+    assert_eq!(
+        c.register_kprobe(At::Symbol("nope", 0), k()),
+        Err(ProbeError::UnknownSymbol)
+    );
+    assert_eq!(
+        c.register_kprobe(At::Addr(0x5000), k()),
+        Err(ProbeError::NotText)
+    );
+    assert_eq!(
+        c.register_kprobe(At::Addr(BLACK + 1), k()),
+        Err(ProbeError::Blacklisted)
+    );
+    assert_eq!(
+        c.register_kprobe(At::Symbol("work", 0x11), k()),
+        Err(ProbeError::Refused(Refusal::Int3))
+    );
+    assert_eq!(
+        c.register_kprobe(At::Symbol("work", 0x12), k()),
+        Err(ProbeError::Refused(Refusal::Ud))
+    );
+    assert_eq!(
+        c.register_jprobe(At::Symbol("work", 1), 0, 0),
+        Err(ProbeError::NotFunctionEntry)
+    );
+    assert_eq!(c.count(), 0);
+}
+
+#[test]
+fn analysis_reads_through_other_probes_int3() {
+    let c = setup();
+    c.register_kprobe(At::Addr(FUNC), Kprobe::default())
+        .unwrap();
+    c.register_kprobe(At::Addr(FUNC + 1), Kprobe::default())
+        .unwrap();
+    // With int3 at +0 and +1 the decode from the start must still find +4.
+    let id = c
+        .register_kprobe(At::Addr(FUNC + 4), Kprobe::default())
+        .unwrap();
+    assert!(c.info(id).is_some());
+    assert_eq!(
+        c.register_kprobe(At::Addr(FUNC + 2), Kprobe::default()),
+        Err(ProbeError::NotBoundary)
+    );
+}
+
+#[test]
+fn enable_disable_unregister_restore_the_text() {
+    let c = setup();
+    let a = c.register_kprobe(At::Addr(FUNC + 1), handlers()).unwrap();
+    let b = c.register_kprobe(At::Addr(FUNC + 1), handlers()).unwrap();
+    c.disable(a).unwrap();
+    assert_eq!(peek(FUNC + 1), 0xcc, "b still enabled");
+    let mut f = trap_at(FUNC + 1);
+    assert!(c.on_breakpoint(&mut f));
+    f.rip = SLOTS + 4;
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(
+        take_log(),
+        [
+            format!("pre {} rip={:#x}", b.0, FUNC + 2),
+            format!("post {} rip={:#x}", b.0, FUNC + 4)
+        ]
+    );
+    c.disable(b).unwrap();
+    assert_eq!(peek(FUNC + 1), 0x48, "all disabled: original byte back");
+    c.enable(a).unwrap();
+    assert_eq!(peek(FUNC + 1), 0xcc);
+    c.unregister(a).unwrap();
+    assert_eq!(peek(FUNC + 1), 0x48, "b is disabled");
+    c.unregister(b).unwrap();
+    assert_eq!(peek(FUNC + 1), 0x48);
+    assert!(c.table.get(FUNC + 1).is_none());
+    assert_eq!(c.unregister(b), Err(ProbeError::NoSuchProbe));
+    assert_eq!(c.free_slots(), 16, "slot freed");
+}
+
+#[test]
+fn ten_thousand_register_unregister_cycles() {
+    let c = setup();
+    for i in 0..10_000u64 {
+        let off = [0u64, 1, 4, 0xb, 0x10][(i % 5) as usize];
+        let id = c.register_kprobe(At::Addr(FUNC + off), handlers()).unwrap();
+        c.unregister(id).unwrap();
+    }
+    assert_eq!(c.free_slots(), 16);
+    assert_eq!(c.count(), 0);
+    assert_eq!(
+        &FAKE.with(|f| f
+            .borrow()
+            .mem
+            .range(FUNC..FUNC + 0x14)
+            .map(|(_, v)| *v)
+            .collect::<Vec<_>>()),
+        &CODE
+    );
+}
+
+fn fixup(p: &Probe, f: &mut TrapFrame, vector: u64) -> bool {
+    log(format!(
+        "fault {} vector={vector} rip={:#x}",
+        p.id().0,
+        f.rip
+    ));
+    f.rax = 0xbad;
+    f.rip = p.addr() + 7;
+    true
+}
+
+#[test]
+fn fault_in_the_out_of_line_instruction() {
+    let c = setup();
+    // Unhandled: the fault is made to look as if it happened in place.
+    let id = c.register_kprobe(At::Addr(FUNC + 4), handlers()).unwrap();
+    let mut f = trap_at(FUNC + 4);
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(f.rflags & IF, 0);
+    f.vector = 14;
+    assert!(!c.on_fault(&mut f));
+    assert_eq!(f.rip, FUNC + 4);
+    assert_eq!(f.rflags & IF, IF);
+    assert!(!c.kcbs[0].busy());
+    c.unregister(id).unwrap();
+    take_log();
+    // Handled by the probe's fault handler.
+    let id = c
+        .register_kprobe(
+            At::Addr(FUNC + 4),
+            Kprobe {
+                fault_handler: Some(fixup),
+                ..handlers()
+            },
+        )
+        .unwrap();
+    let mut f = trap_at(FUNC + 4);
+    assert!(c.on_breakpoint(&mut f));
+    let slot = f.rip;
+    f.vector = 14;
+    assert!(c.on_fault(&mut f));
+    assert_eq!(f.rip, FUNC + 0xb);
+    assert_eq!(f.rax, 0xbad);
+    let log = take_log();
+    assert_eq!(
+        log[1],
+        format!("fault {} vector=14 rip={:#x}", id.0, FUNC + 4)
+    );
+    // A fault elsewhere is not ours.
+    let mut g = TrapFrame {
+        rip: slot + 1000,
+        vector: 14,
+        ..Default::default()
+    };
+    assert!(!c.on_fault(&mut g));
+}
+
+fn ret_handler(ctx: &mut RetCtx<'_>, f: &mut TrapFrame) -> i32 {
+    log(format!(
+        "ret {} rax={} rip={:#x} data={}",
+        ctx.probe.0, f.rax, f.rip, ctx.data[0]
+    ));
+    0
+}
+fn entry_handler(ctx: &mut RetCtx<'_>, f: &mut TrapFrame) -> i32 {
+    ctx.data[0] = f.rdi as u8;
+    i32::from(f.rdi == 0)
+}
+
+/// Simulates `call work` from `caller` with `rdi` at stack `sp`.
+fn enter(c: &Core, sp: u64, caller: u64, rdi: u64) -> TrapFrame {
+    poke(sp, &caller.to_le_bytes());
+    let mut f = trap_at(FUNC);
+    f.rsp = sp;
+    f.rdi = rdi;
+    assert!(c.on_breakpoint(&mut f));
+    f
+}
+
+/// Simulates `ret` at `sp` returning `rax`: where the CPU goes next.
+fn leave(c: &Core, sp: u64, rax: u64) -> TrapFrame {
+    let target = peek_u64(sp);
+    let mut f = TrapFrame {
+        rip: target + 1,
+        rsp: sp + 8,
+        rax,
+        rflags: 0x202,
+        ..Default::default()
+    };
+    if target == TRAMP {
+        assert!(c.on_breakpoint(&mut f));
+    } else {
+        f.rip = target;
+    }
+    f
+}
+
+#[test]
+fn kretprobe_nested_returns_in_order_with_real_addresses() {
+    let c = setup();
+    let rp = Kretprobe {
+        handler: Some(ret_handler),
+        entry_handler: Some(entry_handler),
+        maxactive: 3,
+        data_size: 8,
+        data: 0,
+    };
+    let id = c.register_kretprobe(At::Symbol("work", 0), rp).unwrap();
+    assert_eq!(
+        c.register_kretprobe(At::Symbol("work", 1), rp),
+        Err(ProbeError::NotFunctionEntry)
+    );
+    // Recursion depth 4 with 3 instances: the innermost call is missed.
+    let sps = [STACK - 0x100, STACK - 0x200, STACK - 0x300, STACK - 0x400];
+    for (i, &sp) in sps.iter().enumerate() {
+        enter(c, sp, 0xc0de_0000 + i as u64, 10 + i as u64);
+    }
+    assert_eq!(peek_u64(sps[0]), TRAMP);
+    assert_eq!(
+        peek_u64(sps[3]),
+        0xc0de_0003,
+        "no instance left: not hijacked"
+    );
+    assert_eq!(c.info(id).unwrap().nmissed, 1);
+    // Stack trace of a hijacked frame maps back.
+    assert_eq!(c.real_return_address(1, sps[1], TRAMP), 0xc0de_0001);
+    for (i, &sp) in sps.iter().enumerate().rev() {
+        let f = leave(c, sp, 100 + i as u64);
+        assert_eq!(f.rip, 0xc0de_0000 + i as u64, "returns to the real caller");
+    }
+    assert_eq!(
+        take_log(),
+        [
+            format!("ret {} rax=102 rip={:#x} data=12", id.0, 0xc0de_0002_u64),
+            format!("ret {} rax=101 rip={:#x} data=11", id.0, 0xc0de_0001_u64),
+            format!("ret {} rax=100 rip={:#x} data=10", id.0, 0xc0de_0000_u64),
+        ]
+    );
+    assert_eq!(c.info(id).unwrap().free_instances, 3);
+    // entry_handler returning non-zero (rdi == 0) skips this call.
+    enter(c, sps[0], 0xc0de, 0);
+    assert_eq!(peek_u64(sps[0]), 0xc0de);
+    assert_eq!(c.info(id).unwrap().free_instances, 3);
+}
+
+#[test]
+fn two_kretprobes_on_one_function_and_task_exit_and_unregister() {
+    let c = setup();
+    let rp = Kretprobe {
+        handler: Some(ret_handler),
+        maxactive: 2,
+        data_size: 1,
+        ..Default::default()
+    };
+    let a = c.register_kretprobe(At::Addr(FUNC), rp).unwrap();
+    let b = c.register_kretprobe(At::Addr(FUNC), rp).unwrap();
+    enter(c, STACK - 0x100, 0xaaaa, 1);
+    let f = leave(c, STACK - 0x100, 5);
+    assert_eq!(f.rip, 0xaaaa);
+    assert_eq!(
+        take_log(),
+        [
+            format!("ret {} rax=5 rip=0xaaaa data=0", b.0),
+            format!("ret {} rax=5 rip=0xaaaa data=0", a.0)
+        ]
+    );
+    // Task 1 enters and exits without returning: reclaimed.
+    enter(c, STACK - 0x100, 0xaaaa, 1);
+    assert_eq!(c.info(a).unwrap().free_instances, 1);
+    c.task_exit(1);
+    assert_eq!(c.info(a).unwrap().free_instances, 2);
+    assert_eq!(c.info(b).unwrap().free_instances, 2);
+    // Task 2 enters; the probes go away; its return still lands right.
+    FAKE.with(|f| f.borrow_mut().task = 2);
+    enter(c, STACK - 0x200, 0xbbbb, 1);
+    c.unregister(a).unwrap();
+    c.unregister(b).unwrap();
+    assert_eq!(peek(FUNC), 0x55);
+    let f = leave(c, STACK - 0x200, 6);
+    assert_eq!(f.rip, 0xbbbb);
+    assert!(take_log().is_empty(), "gone probes run no handler");
+}
+
+extern "C" fn jhandler(a: u64, b: u64, c: u64, d: u64, e: u64, f: u64, g: u64, mut h: u64) -> u64 {
+    log(format!("jprobe {a} {b} {c} {d} {e} {f} {g} {h}"));
+    h += 1; // writes its copy only
+    h
+}
+
+#[test]
+fn jprobe_sees_register_and_stack_arguments() {
+    let c = setup();
+    let id = c
+        .register_jprobe(At::Symbol("work", 0), jhandler as *const () as usize, 0)
+        .unwrap();
+    assert_eq!(
+        c.register_jprobe(At::Symbol("work", 0), jhandler as *const () as usize, 0),
+        Err(ProbeError::JprobeExists)
+    );
+    poke(STACK, &0x1111_u64.to_le_bytes());
+    poke(STACK + 8, &7u64.to_le_bytes());
+    poke(STACK + 16, &8u64.to_le_bytes());
+    let mut f = trap_at(FUNC);
+    (f.rdi, f.rsi, f.rdx, f.rcx, f.r8, f.r9) = (1, 2, 3, 4, 5, 6);
+    let before = f;
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(take_log(), ["jprobe 1 2 3 4 5 6 7 8"]);
+    assert_eq!(f.args(), before.args(), "registers untouched");
+    assert_eq!(peek_u64(STACK + 16), 8, "stack untouched");
+    assert_eq!(c.info(id).unwrap().kind, ProbeKind::Jprobe);
+}
+
+#[test]
+fn capture_records_fetches_faults_and_counts_drops() {
+    let c = setup();
+    poke(0x50_0000, b"/etc/motd\0");
+    let spec = proto::CaptureSpec::parse("stack=16 fetch=str32@arg0,u32@arg1+4,u64@arg2").unwrap();
+    let id = c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    poke(0x50_0100, &[1, 2, 3, 4, 0x78, 0x56, 0x34, 0x12]);
+    poke(STACK + 8, &[9u8; 16]);
+    let mut f = trap_at(FUNC);
+    (f.rdi, f.rsi, f.rdx) = (0x50_0000, 0x50_0100, 0xdead_0000);
+    assert!(c.on_breakpoint(&mut f));
+    let mut records = Vec::new();
+    assert_eq!(c.drain(&mut |r| records.push(r.to_vec())), 1);
+    let proto::Record::Event(ev) = proto::Record::decode(&records[0]).unwrap() else {
+        panic!("not an event");
+    };
+    assert_eq!(ev.probe_id, id.0);
+    assert_eq!(ev.kind, proto::EventKind::JprobeEntry);
+    assert_eq!(ev.args[0], 0x50_0000);
+    let r = ev.results();
+    assert_eq!(ev.string_bytes(&r[0]), b"/etc/motd");
+    assert_eq!(r[1], proto::FetchResult::Value(0x1234_5678));
+    assert_eq!(r[2], proto::FetchResult::Fault { addr: 0xdead_0000 });
+    assert_eq!(ev.stack(), &[9u8; 16]);
+    // Flood: produced == delivered + dropped, drops per probe exact.
+    for _ in 0..1000 {
+        let mut f = trap_at(FUNC);
+        (f.rdi, f.rsi, f.rdx) = (0x50_0000, 0x50_0100, 0xdead_0000);
+        assert!(c.on_breakpoint(&mut f));
+    }
+    let delivered = c.drain(&mut |_| {});
+    let s = c.ring_stats();
+    assert_eq!(s.produced, 1001);
+    assert_eq!(s.produced, s.delivered + s.dropped);
+    assert_eq!(s.delivered, 1 + delivered as u64);
+    assert_eq!(c.info(id).unwrap().dropped, s.dropped);
+    assert!(s.dropped > 0);
+}
+
+#[test]
+fn return_capture_records_return_value_args_and_duration() {
+    let c = setup();
+    let id = c
+        .capture_return(At::Symbol("work", 0), None, proto::CaptureSpec::default())
+        .unwrap();
+    assert_eq!(c.info(id).unwrap().maxactive, 10);
+    enter(c, STACK - 0x100, 0xcafe, 42);
+    let f = leave(c, STACK - 0x100, (-2i64) as u64);
+    assert_eq!(f.rip, 0xcafe);
+    let mut rec = Vec::new();
+    c.drain(&mut |r| rec.push(proto::Record::decode(r).unwrap()));
+    let proto::Record::Event(ev) = rec[0] else {
+        panic!()
+    };
+    assert_eq!(ev.kind, proto::EventKind::KretprobeReturn);
+    assert_eq!(ev.ret, Some((-2i64) as u64));
+    assert_eq!(ev.args[0], 42);
+    assert!(ev.duration.unwrap() > 0);
+}
+
+static HITS: AtomicUsize = AtomicUsize::new(0);
+fn count(_: &Probe, _: &mut TrapFrame) -> bool {
+    HITS.fetch_add(1, Ordering::Relaxed);
+    false
+}
+
+#[test]
+fn unregister_from_a_handler_is_refused() {
+    let c = setup();
+    fn evil(_: &Probe, _: &mut TrapFrame) -> bool {
+        assert_eq!(core().unregister(ProbeId(1)), Err(ProbeError::InHandler));
+        assert_eq!(
+            core().register_kprobe(At::Addr(FUNC + 4), Kprobe::default()),
+            Err(ProbeError::InHandler)
+        );
+        count(
+            &core().table.get(FUNC).unwrap().probes[0],
+            &mut TrapFrame::default(),
+        )
+    }
+    c.register_kprobe(
+        At::Addr(FUNC),
+        Kprobe {
+            pre_handler: Some(evil),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let before = HITS.load(Ordering::Relaxed);
+    let mut f = trap_at(FUNC);
+    assert!(c.on_breakpoint(&mut f));
+    assert!(HITS.load(Ordering::Relaxed) > before);
+}
