@@ -139,7 +139,7 @@ fn check_slots(a: &Analysis) -> Result<(), String> {
         let reachable = !riprel
             || eip
             || i32::try_from(orig.ip_rel_memory_address().wrapping_sub(slot_next) as i64).is_ok();
-        for tail in [Tail::Trap, Tail::JmpBack] {
+        for tail in [Tail::Trap, Tail::JmpBack, Tail::StiJmpBack] {
             if !reachable {
                 if slot_code(a, slot, tail) != Err(Refusal::RipRelOutOfRange) {
                     return Err(format!(
@@ -184,7 +184,22 @@ fn check_slots(a: &Analysis) -> Result<(), String> {
                         return Err("tail_trap_rip is not the address after the int3".into());
                     }
                 }
-                Tail::JmpBack => {
+                Tail::JmpBack | Tail::StiJmpBack => {
+                    let t = if tail == Tail::StiJmpBack {
+                        if t.code() != iced_x86::Code::Sti {
+                            return Err(format!(
+                                "slot at {delta:+#x}: {:?} where sti belongs",
+                                t.code()
+                            ));
+                        }
+                        dec.decode()
+                    } else {
+                        t
+                    };
+                    let end = if tail == Tail::StiJmpBack { 6 } else { 5 };
+                    if s.len as usize != a.insn().len() + end {
+                        return Err(format!("slot at {delta:+#x}: code length {}", s.len));
+                    }
                     if !t.is_jmp_short_or_near() || t.near_branch_target() != a.next_ip() {
                         return Err(format!(
                             "slot at {delta:+#x}: tail {:?} -> {:#x}, want jmp -> {:#x}",
@@ -211,7 +226,9 @@ fn check_slots(a: &Analysis) -> Result<(), String> {
     if !riprel && slot_code(a, far, Tail::Trap).is_err() {
         return Err("non-RIP-relative copy with an int3 tail must work at any distance".into());
     }
-    if slot_code(a, far, Tail::JmpBack) != Err(Refusal::RipRelOutOfRange) {
+    if slot_code(a, far, Tail::JmpBack) != Err(Refusal::RipRelOutOfRange)
+        || slot_code(a, far, Tail::StiJmpBack) != Err(Refusal::RipRelOutOfRange)
+    {
         return Err("jmp back from 8 GB away was not refused".into());
     }
     Ok(())

@@ -150,6 +150,40 @@ pub enum Emulation {
     Popf,
 }
 
+impl Emulation {
+    /// Short name of the emulated class, for listings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Emulation::CallRel { .. } => "call",
+            Emulation::JmpRel { .. } => "jmp",
+            Emulation::Jcc { .. } => "jcc",
+            Emulation::Loop {
+                kind: LoopKind::Loop,
+                ..
+            } => "loop",
+            Emulation::Loop {
+                kind: LoopKind::Loope,
+                ..
+            } => "loope",
+            Emulation::Loop {
+                kind: LoopKind::Loopne,
+                ..
+            } => "loopne",
+            Emulation::Loop {
+                kind: LoopKind::Jrcxz,
+                ..
+            } => "jrcxz",
+            Emulation::Ret { .. } => "ret",
+            Emulation::CallReg { .. } => "call *reg",
+            Emulation::JmpReg { .. } => "jmp *reg",
+            Emulation::Cli => "cli",
+            Emulation::Sti => "sti",
+            Emulation::Pushf => "pushf",
+            Emulation::Popf => "popf",
+        }
+    }
+}
+
 /// How the probed instruction is executed on a hit.
 ///
 /// Obligations of the probe core:

@@ -6,12 +6,13 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, Register};
 use super::analysis::{Analysis, Execution, MAX_INSN_LEN};
 use super::refusal::Refusal;
 
-/// Bytes a slot must offer: the longest instruction plus a `jmp rel32`,
+/// Bytes a slot must offer: the longest instruction plus `sti; jmp rel32`,
 /// rounded up to 32.
 pub const SLOT_CODE_MAX: usize = 32;
 
 const INT3: u8 = 0xcc;
 const JMP_REL32: u8 = 0xe9;
+const STI: u8 = 0xfb;
 
 /// What follows the copied instruction in the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,6 +22,11 @@ pub enum Tail {
     Trap,
     /// `jmp orig+len`: boosted, no second trap.
     JmpBack,
+    /// `sti; jmp orig+len`: boosted for a context that had interrupts
+    /// enabled, entered with IF cleared. The instruction runs with
+    /// interrupts off and the `sti` shadow covers the `jmp`, so no interrupt
+    /// (and no preemption) ever finds a CPU inside the slot.
+    StiJmpBack,
 }
 
 /// The code to write into one slot.
@@ -125,12 +131,13 @@ pub fn slot_code(a: &Analysis, slot_addr: u64, tail: Tail) -> Result<SlotCode, R
             n + 1
         }
         Tail::JmpBack => {
-            let after = slot_addr.wrapping_add(n as u64 + 5);
-            let rel = rel32(a.next_ip(), after)?;
-            let jmp = bytes.get_mut(n..n + 5).ok_or(Refusal::Undecodable)?;
-            jmp[0] = JMP_REL32;
-            jmp[1..].copy_from_slice(&rel.to_le_bytes());
+            put_jmp(&mut bytes, n, slot_addr, a.next_ip())?;
             n + 5
+        }
+        Tail::StiJmpBack => {
+            *bytes.get_mut(n).ok_or(Refusal::Undecodable)? = STI;
+            put_jmp(&mut bytes, n + 1, slot_addr, a.next_ip())?;
+            n + 6
         }
     };
     Ok(SlotCode {
@@ -139,6 +146,21 @@ pub fn slot_code(a: &Analysis, slot_addr: u64, tail: Tail) -> Result<SlotCode, R
         insn_len: n as u8,
         tail,
     })
+}
+
+/// Write `jmp target` at `bytes[at..at + 5]` of the slot at `slot_addr`.
+fn put_jmp(
+    bytes: &mut [u8; SLOT_CODE_MAX],
+    at: usize,
+    slot_addr: u64,
+    target: u64,
+) -> Result<(), Refusal> {
+    let after = slot_addr.wrapping_add(at as u64 + 5);
+    let rel = rel32(target, after)?;
+    let jmp = bytes.get_mut(at..at + 5).ok_or(Refusal::Undecodable)?;
+    jmp[0] = JMP_REL32;
+    jmp[1..].copy_from_slice(&rel.to_le_bytes());
+    Ok(())
 }
 
 fn decode_one(bytes: &[u8], ip: u64) -> Result<Instruction, Refusal> {
