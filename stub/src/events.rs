@@ -13,44 +13,14 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use proto::command::StreamMode;
 use proto::event::{MAX_RECORD, Record};
 use proto::reply::DropsRow;
-use spin::Mutex;
 
-/// Counters of the ring (all since boot).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RingCounters {
-    /// Capacity in records (approximate for byte rings).
-    pub size: u64,
-    pub produced: u64,
-    pub dropped: u64,
-}
-
-/// Where records come from (the probe core installs this).
-#[derive(Clone, Copy)]
-pub struct EventSource {
-    /// Pops one encoded record into the buffer; its length.
-    pub pop: fn(&mut [u8]) -> Option<usize>,
-    pub counters: fn() -> RingCounters,
-    /// Calls `f(probe_id, dropped)` for every probe with drops.
-    pub drops: fn(&mut dyn FnMut(u32, u64)),
-}
-
-static SOURCE: Mutex<Option<EventSource>> = Mutex::new(None);
-static DELIVERED: AtomicU64 = AtomicU64::new(0);
 static REPORTED_DROPS: AtomicU64 = AtomicU64::new(0);
-
-/// Installs the record source (the probe core's ring).
-pub fn set_source(src: EventSource) {
-    *SOURCE.lock() = Some(src);
-}
-
-fn source() -> Option<EventSource> {
-    SOURCE.try_lock().and_then(|s| *s)
-}
 
 /// Counters as `monitor events` reports them: produced = delivered +
 /// dropped + still queued.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
+    /// Ring capacity in bytes (records are variable-length).
     pub size: u64,
     pub produced: u64,
     pub delivered: u64,
@@ -58,49 +28,49 @@ pub struct Stats {
 }
 
 pub fn stats() -> Stats {
-    let c = source().map(|s| (s.counters)()).unwrap_or_default();
+    let r = probes::monitor::ring_stats();
     Stats {
-        size: c.size,
-        produced: c.produced,
-        delivered: DELIVERED.load(Ordering::Relaxed),
-        dropped: c.dropped,
+        size: r.size,
+        produced: r.produced,
+        delivered: r.delivered,
+        dropped: r.dropped,
     }
 }
 
-/// Writes one `drops` row per probe that lost events.
+/// Calls `f` with a `drops` row for every probe that lost events.
 pub fn for_each_drop(f: &mut dyn FnMut(DropsRow)) {
-    if let Some(s) = source() {
-        (s.drops)(&mut |id, dropped| f(DropsRow { id, dropped }));
-    }
+    let _ = probes::monitor::list(&mut |p| {
+        if p.dropped > 0 {
+            f(DropsRow {
+                id: p.id.0,
+                dropped: p.dropped,
+            });
+        }
+    });
 }
 
-/// Sends up to `budget` records as console lines through `emit`.
-/// Returns how many were sent.
-pub fn drain(mode: StreamMode, budget: usize, emit: &mut dyn FnMut(&[u8])) -> usize {
-    if mode == StreamMode::Off {
-        return 0;
-    }
-    let Some(src) = source() else { return 0 };
-    let mut sent = 0;
-    let mut bin = [0u8; MAX_RECORD];
+/// Sends every queued record as a console line through `emit`. Returns how
+/// many were sent. (With the stream off nobody drains: records wait in the
+/// ring and, once it is full, count as drops.)
+pub fn drain(mode: StreamMode, emit: &mut dyn FnMut(&[u8])) -> usize {
     let mut line = [0u8; 2 * MAX_RECORD + 32];
-    while sent < budget {
-        let Some(n) = (src.pop)(&mut bin) else { break };
-        let Some(bytes) = bin.get(..n) else { break };
-        let Ok(rec) = Record::decode(bytes) else {
-            continue;
-        };
-        if let Some(len) = render(&rec, mode, &mut line) {
+    let mut sent = 0;
+    probes::monitor::drain(&mut |bytes| {
+        if let Ok(rec) = Record::decode(bytes)
+            && let Some(len) = render(&rec, mode, &mut line)
+        {
             emit(line.get(..len).unwrap_or(&[]));
+            sent += 1;
         }
-        DELIVERED.fetch_add(1, Ordering::Relaxed);
-        sent += 1;
-    }
+    });
     // Drops that grew since the last report become records too.
-    let total = (src.counters)().dropped;
+    let total = probes::monitor::ring_stats().dropped;
     if total != REPORTED_DROPS.swap(total, Ordering::Relaxed) {
-        (src.drops)(&mut |probe_id, dropped| {
-            let rec = Record::Drops { probe_id, dropped };
+        for_each_drop(&mut |row| {
+            let rec = Record::Drops {
+                probe_id: row.id,
+                dropped: row.dropped,
+            };
             if let Some(len) = render(&rec, mode, &mut line) {
                 emit(line.get(..len).unwrap_or(&[]));
             }

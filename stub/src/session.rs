@@ -307,12 +307,12 @@ impl Session {
     }
 
     /// Sends pending probe events while gdb waits for the kernel to stop.
-    pub fn stream_events(&mut self, budget: usize) -> usize {
-        if !self.running() {
+    pub fn stream_events(&mut self) -> usize {
+        if !self.running() || self.target.monitor.stream == proto::command::StreamMode::Off {
             return 0;
         }
         let uart = Com2::new().0;
-        crate::events::drain(self.target.monitor.stream, budget, &mut |line| {
+        crate::events::drain(self.target.monitor.stream, &mut |line| {
             write_console(&uart, line)
         })
     }
