@@ -210,3 +210,11 @@ fn kernel_text_lengths_match_objdump() {
     );
     run(&kernel, 1_000);
 }
+
+#[test]
+fn libc_text_lengths_match_objdump() {
+    // glibc's string functions bring AVX2/AVX-512 (VEX/EVEX) encodings.
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    assert!(libc.exists(), "{} is missing: this test expects a Debian/Ubuntu x86_64 glibc", libc.display());
+    run(libc, 100_000);
+}

@@ -46,7 +46,7 @@ fn random_bytes_never_panic() {
         let len = (rng.next() % 24) as usize;
         let mut code: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         // Bias towards interesting prefixes/opcodes.
-        if len > 0 && rng.next() % 4 == 0 {
+        if len > 0 && rng.next().is_multiple_of(4) {
             let hot = [
                 0x0f, 0x66, 0x67, 0x48, 0xf3, 0xf2, 0xff, 0xc4, 0xc5, 0x62, 0x8f, 0xe8, 0xc3, 0x70,
             ];
