@@ -4,6 +4,8 @@
 //! Every function may be called from a trap handler with interrupts off:
 //! no allocation, no lock another context may hold while interrupted.
 
+use arch::TrapFrame;
+
 /// One kernel task, as `tasks` and gdb's thread list show it.
 #[derive(Clone, Copy, Debug)]
 pub struct TaskInfo<'a> {
@@ -12,21 +14,6 @@ pub struct TaskInfo<'a> {
     pub name: &'a str,
     /// `running`, `ready`, `blocked`, `dead`, ...
     pub state: &'a str,
-}
-
-/// Registers of a task that is switched out, as the context switch saved
-/// them (callee-saved registers, stack pointer, resume address).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SavedRegs {
-    pub rip: u64,
-    pub rsp: u64,
-    pub rbp: u64,
-    pub rbx: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-    pub rflags: u64,
 }
 
 /// Visits tasks: `for_each_task(&mut |task| ...)`.
@@ -39,8 +26,11 @@ pub struct KernelOps {
     pub current_task: fn() -> u32,
     /// Calls `f` for every live task (the current one included).
     pub for_each_task: TaskVisitor,
-    /// Saved registers of a task that is not running.
-    pub saved_regs: fn(u32) -> Option<SavedRegs>,
+    /// Saved registers of a task that is not running (`None` for the
+    /// running task or an unknown id).
+    pub saved_frame: fn(u32) -> Option<TrapFrame>,
+    /// Replaces a switched-out task's saved registers; `false` if refused.
+    pub set_saved_frame: fn(u32, &TrapFrame) -> bool,
     /// kallsyms: address of a function by name.
     pub symbol_named: fn(&str) -> Option<u64>,
     /// kallsyms: (name, start address) of the function containing an address.
@@ -63,8 +53,11 @@ fn no_tasks(f: &mut dyn FnMut(TaskInfo<'_>)) {
         state: "running",
     });
 }
-fn no_regs(_: u32) -> Option<SavedRegs> {
+fn no_frame(_: u32) -> Option<TrapFrame> {
     None
+}
+fn no_set_frame(_: u32, _: &TrapFrame) -> bool {
+    false
 }
 fn no_symbol(_: &str) -> Option<u64> {
     None
@@ -85,7 +78,8 @@ impl KernelOps {
     pub const MINIMAL: KernelOps = KernelOps {
         current_task: no_task,
         for_each_task: no_tasks,
-        saved_regs: no_regs,
+        saved_frame: no_frame,
+        set_saved_frame: no_set_frame,
         symbol_named: no_symbol,
         symbol_at: no_symbol_at,
         write_text: no_text,

@@ -27,7 +27,7 @@ pub mod regs;
 pub mod session;
 pub mod target;
 
-pub use kernel::{KernelOps, SavedRegs, TaskInfo};
+pub use kernel::{KernelOps, TaskInfo};
 
 /// Set by [`wait_for_debugger`]: the next unclaimed int3 is the stub's.
 static WAIT_REQUESTED: AtomicBool = AtomicBool::new(false);

@@ -123,25 +123,6 @@ pub fn to_frame(regs: &X86_64CoreRegs, f: &mut TrapFrame) {
     put(fx, 24, &(regs.mxcsr & 0xFFFF).to_le_bytes());
 }
 
-/// Registers of a task that is not running, as its last context switch left
-/// them (the kernel's [`crate::kernel::SavedRegs`]); the rest read as 0.
-pub fn from_saved(s: &crate::kernel::SavedRegs, regs: &mut X86_64CoreRegs) {
-    *regs = X86_64CoreRegs::default();
-    regs.regs[1] = s.rbx;
-    regs.regs[6] = s.rbp;
-    regs.regs[7] = s.rsp;
-    regs.regs[12] = s.r12;
-    regs.regs[13] = s.r13;
-    regs.regs[14] = s.r14;
-    regs.regs[15] = s.r15;
-    regs.rip = s.rip;
-    regs.eflags = s.rflags as u32;
-    regs.segments.cs = 0x8;
-    regs.segments.ss = 0x10;
-    regs.fpu.fctrl = 0x37f;
-    regs.mxcsr = 0x1f80;
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -147,16 +147,22 @@ impl MultiThreadBase for KdbgTarget {
             return Ok(());
         }
         let task = task_of_tid(tid.get()).ok_or(TargetError::Errno(EINVAL))?;
-        let saved = (self.ops.saved_regs)(task).ok_or(TargetError::Errno(EINVAL))?;
-        crate::regs::from_saved(&saved, regs);
+        let saved = (self.ops.saved_frame)(task).ok_or(TargetError::Errno(EINVAL))?;
+        crate::regs::from_frame(&saved, regs);
         Ok(())
     }
 
     fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
         if !self.is_current(tid) {
-            // Switched-out tasks' registers are read-only (a switch would
-            // restore only part of them).
-            return Err(TargetError::Errno(EINVAL));
+            // A switched-out task: its saved frame is what it resumes with.
+            let task = task_of_tid(tid.get()).ok_or(TargetError::Errno(EINVAL))?;
+            let mut saved = (self.ops.saved_frame)(task).ok_or(TargetError::Errno(EINVAL))?;
+            crate::regs::to_frame(regs, &mut saved);
+            return if (self.ops.set_saved_frame)(task, &saved) {
+                Ok(())
+            } else {
+                Err(TargetError::Errno(EINVAL))
+            };
         }
         let f = self.frame().ok_or(TargetError::Errno(EINVAL))?;
         crate::regs::to_frame(regs, f);
