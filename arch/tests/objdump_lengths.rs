@@ -29,6 +29,12 @@ struct Stats {
     out_of_line: u64,
     boostable: u64,
     rip_relative: u64,
+    /// `.text` as printed by objdump: start address and bytes.
+    text_start: u64,
+    text: Vec<u8>,
+    /// Every instruction start objdump printed.
+    starts: std::collections::HashSet<u64>,
+    keep_text: bool,
 }
 
 /// Parse one `objdump -d --insn-width=15` instruction line:
@@ -48,6 +54,15 @@ fn parse_line(line: &str) -> Option<(u64, Vec<u8>, &str)> {
 }
 
 fn check_instruction(stats: &mut Stats, addr: u64, bytes: &[u8], asm: &str) {
+    if stats.keep_text {
+        if stats.text.is_empty() {
+            stats.text_start = addr;
+        }
+        let end = stats.text_start + stats.text.len() as u64;
+        assert_eq!(addr, end, "objdump skipped bytes at {end:#x}");
+        stats.text.extend_from_slice(bytes);
+        stats.starts.insert(addr);
+    }
     if asm.starts_with("(bad)") || asm.starts_with(".byte") {
         // objdump could not decode it either: not a length comparison.
         stats.bad += 1;
@@ -121,7 +136,7 @@ fn check_instruction(stats: &mut Stats, addr: u64, bytes: &[u8], asm: &str) {
     }
 }
 
-fn compare(binary: &Path) -> Stats {
+fn compare(binary: &Path, keep_text: bool) -> Stats {
     let mut child = Command::new("objdump")
         .args(["-d", "--insn-width=15", "-j", ".text"])
         .arg(binary)
@@ -129,7 +144,10 @@ fn compare(binary: &Path) -> Stats {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run objdump (install binutils): {e}"));
     let out = child.stdout.take().unwrap();
-    let mut stats = Stats::default();
+    let mut stats = Stats {
+        keep_text,
+        ..Stats::default()
+    };
     let mut pending: Option<(u64, Vec<u8>, String)> = None;
     for line in BufReader::new(out).lines() {
         let line = line.expect("objdump output is text");
@@ -160,9 +178,95 @@ fn compare(binary: &Path) -> Stats {
     stats
 }
 
-fn run(binary: &Path, min_instructions: u64) {
+/// Function symbols `(start, size, name)` from `nm -S --defined-only [-D]`.
+fn functions(binary: &Path, dynamic: bool) -> Vec<(u64, u64, String)> {
+    let mut cmd = Command::new("nm");
+    cmd.args(["-S", "--defined-only"]);
+    if dynamic {
+        cmd.arg("-D");
+    }
+    let out = cmd
+        .arg(binary)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nm (install binutils): {e}"));
+    assert!(out.status.success(), "nm {} failed", binary.display());
+    let mut f: Vec<(u64, u64, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (a, sz, t, name) = (w.next()?, w.next()?, w.next()?, w.next()?);
+            if !matches!(t, "t" | "T" | "W" | "i") {
+                return None;
+            }
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(sz, 16).ok()?,
+                name.to_string(),
+            ))
+        })
+        .filter(|(_, sz, _)| *sz > 0)
+        .collect();
+    f.sort();
+    f.dedup_by_key(|x| x.0);
+    f
+}
+
+/// Probe every byte offset of functions: `analyze` must accept (or refuse
+/// for a reason other than `NotBoundary`) exactly at objdump's instruction
+/// starts. Returns (functions, offsets) checked.
+fn check_boundaries(
+    s: &Stats,
+    funcs: &[(u64, u64, String)],
+    max_size: u64,
+    max_funcs: usize,
+) -> (usize, u64) {
+    let end = s.text_start + s.text.len() as u64;
+    let mut nfuncs = 0;
+    let mut offsets = 0;
+    let mut errors = Vec::new();
+    for (start, size, name) in funcs {
+        if nfuncs >= max_funcs {
+            break;
+        }
+        if *start < s.text_start || start + size > end || *size > max_size {
+            continue;
+        }
+        nfuncs += 1;
+        let lo = (start - s.text_start) as usize;
+        let code = &s.text[lo..lo + *size as usize];
+        for off in 0..*size {
+            offsets += 1;
+            let addr = start + off;
+            let r = analyze(code, *start, addr);
+            let boundary = s.starts.contains(&addr);
+            let ok = match r {
+                Err(Refusal::NotBoundary) => !boundary,
+                // Undecodable bytes before the address: nothing proven either way.
+                Err(Refusal::Undecodable) => true,
+                _ => boundary,
+            };
+            if !ok && errors.len() < 20 {
+                errors.push(format!(
+                    "{name}+{off:#x} ({addr:#x}): objdump boundary={boundary}, analyze={r:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "boundary decisions disagree with objdump:\n{}",
+        errors.join("\n")
+    );
+    (nfuncs, offsets)
+}
+
+fn run(binary: &Path, min_instructions: u64) -> Stats {
+    run_keep(binary, min_instructions, false)
+}
+
+fn run_keep(binary: &Path, min_instructions: u64, keep_text: bool) -> Stats {
     let start = std::time::Instant::now();
-    let s = compare(binary);
+    let s = compare(binary, keep_text);
     println!(
         "{}: {} instructions compared with objdump in {:.1?}, {} length mismatches, {} skipped as (bad)/.byte",
         binary.display(),
@@ -186,6 +290,7 @@ fn run(binary: &Path, min_instructions: u64) {
         "length mismatches with objdump:\n{}",
         s.mismatches.join("\n")
     );
+    s
 }
 
 #[test]
@@ -195,7 +300,7 @@ fn gdb_text_lengths_match_objdump() {
         gdb.exists(),
         "/usr/bin/gdb is missing: install gdb (the test needs a large system binary)"
     );
-    run(gdb, 1_000_000);
+    let _ = run(gdb, 1_000_000);
 }
 
 #[test]
@@ -208,13 +313,34 @@ fn kernel_text_lengths_match_objdump() {
         "reference kernel {} is missing: build it with `cargo xtask build` (or set KDBG_KERNEL to the kernel ELF)",
         kernel.display()
     );
-    run(&kernel, 1_000);
+    let s = run_keep(&kernel, 1_000, true);
+    let funcs = functions(&kernel, false);
+    // Functions up to 8 KB (the walk from the start is quadratic per function).
+    let (n, offsets) = check_boundaries(&s, &funcs, 8192, usize::MAX);
+    println!(
+        "  every byte offset of {n} kernel functions probed ({offsets} offsets): boundaries agree with objdump"
+    );
+    assert!(
+        n >= 20,
+        "only {n} function symbols in the kernel: is it stripped?"
+    );
 }
 
 #[test]
 fn libc_text_lengths_match_objdump() {
     // glibc's string functions bring AVX2/AVX-512 (VEX/EVEX) encodings.
     let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
-    assert!(libc.exists(), "{} is missing: this test expects a Debian/Ubuntu x86_64 glibc", libc.display());
-    run(libc, 100_000);
+    assert!(
+        libc.exists(),
+        "{} is missing: this test expects a Debian/Ubuntu x86_64 glibc",
+        libc.display()
+    );
+    let s = run_keep(libc, 100_000, true);
+    // Every byte offset of the first 300 exported functions up to 2 KB.
+    let funcs = functions(libc, true);
+    let (n, offsets) = check_boundaries(&s, &funcs, 2048, 300);
+    println!(
+        "  every byte offset of {n} libc functions probed ({offsets} offsets): boundaries agree with objdump"
+    );
+    assert!(n >= 100, "only {n} libc functions checked");
 }
