@@ -1,0 +1,216 @@
+//! Addresses to source lines with inline chains, and source lines to addresses.
+
+use crate::dwarf::{Frame, SourceLocation};
+use crate::elf::Elf;
+use crate::error::{Error, Result};
+
+/// A frame plus where its DIE is (unit header offset, offset in unit).
+pub(crate) struct RawFrame {
+    pub(crate) frame: Frame,
+    pub(crate) die: Option<usize>,
+    pub(crate) unit: Option<usize>,
+}
+
+/// One address found for a `file:line`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineMatch {
+    /// The first address of a block of code for the line.
+    pub address: u64,
+    /// The full file name the suffix matched.
+    pub file: String,
+    /// The line that has code (the asked line, or the next one with code).
+    pub line: u32,
+}
+
+fn location(l: addr2line::Location<'_>) -> SourceLocation {
+    SourceLocation {
+        file: l.file.unwrap_or("").to_string(),
+        line: l.line.unwrap_or(0),
+        column: l.column.unwrap_or(0),
+    }
+}
+
+/// True if `path` ends with `suffix` at a path component boundary.
+pub(crate) fn path_matches(path: &str, suffix: &str) -> bool {
+    let suffix = suffix.trim_start_matches("./");
+    path == suffix
+        || path
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.ends_with('/'))
+}
+
+impl Elf {
+    /// The inline chain at `address`, innermost first (as `addr2line -i`).
+    /// The last frame is the function the code was compiled into. Without
+    /// DWARF: one frame named from the symbol table, no location. Empty if
+    /// nothing is known.
+    pub fn frames(&self, address: u64) -> Result<Vec<Frame>> {
+        Ok(self
+            .raw_frames(address)?
+            .into_iter()
+            .map(|f| f.frame)
+            .collect())
+    }
+
+    pub(crate) fn raw_frames(&self, address: u64) -> Result<Vec<RawFrame>> {
+        let dw = match self.state.dwarf() {
+            Ok(dw) => dw,
+            Err(Error::NoDwarf { .. }) => {
+                return Ok(self
+                    .symbolize(address)
+                    .map(|s| RawFrame {
+                        frame: Frame {
+                            function: Some(s.symbol.name.to_string()),
+                            demangled: Some(s.symbol.demangled().into_owned()),
+                            location: None,
+                            inlined: false,
+                        },
+                        die: None,
+                        unit: None,
+                    })
+                    .into_iter()
+                    .collect());
+            }
+            Err(e) => return Err(e),
+        };
+        let path = &self.state.path;
+        let unit = dw
+            .ctx
+            .find_dwarf_and_unit(address)
+            .skip_all_loads()
+            .map(|u| u.unit.header.offset().0);
+        let mut iter = dw
+            .ctx
+            .find_frames(address)
+            .skip_all_loads()
+            .map_err(|e| Error::dwarf(path, e))?;
+        let mut out = Vec::new();
+        while let Some(f) = iter.next().map_err(|e| Error::dwarf(path, e))? {
+            let (function, demangled) = match &f.function {
+                Some(n) => (
+                    n.raw_name().ok().map(|s| s.into_owned()),
+                    n.demangle().ok().map(|s| s.into_owned()),
+                ),
+                None => (None, None),
+            };
+            out.push(RawFrame {
+                frame: Frame {
+                    function,
+                    demangled,
+                    location: f.location.map(location),
+                    inlined: true,
+                },
+                die: f.dw_die_offset.map(|o| o.0),
+                unit,
+            });
+        }
+        if let Some(last) = out.last_mut() {
+            last.frame.inlined = false;
+        }
+        Ok(out)
+    }
+
+    /// The source position of `address` (innermost, like `addr2line`
+    /// without `-i`). `Ok(None)` if the line table does not cover it.
+    pub fn location(&self, address: u64) -> Result<Option<SourceLocation>> {
+        let dw = self.state.dwarf()?;
+        let loc = dw
+            .ctx
+            .find_location(address)
+            .map_err(|e| Error::dwarf(&self.state.path, e))?;
+        Ok(loc.map(location))
+    }
+
+    /// The addresses of code for `file:line`, `file` matched as a path
+    /// suffix (`main.rs`, `kernel/src/main.rs`). One address per block of
+    /// code (inlined copies and split blocks give several). If the line has
+    /// no code, the next line below it that has code is used (as gdb does).
+    pub fn line_addresses(&self, file: &str, line: u32) -> Result<Vec<LineMatch>> {
+        let dw = self.state.dwarf()?;
+        let path = &self.state.path;
+        // (address, file, line) for each matching-file row's block start.
+        let mut best: Option<u32> = None;
+        let mut hits: Vec<LineMatch> = Vec::new();
+        for start in dw.all_units() {
+            let Ok(unit) = dw.unit_at(start) else {
+                continue;
+            };
+            let Some(program) = unit.line_program.clone() else {
+                continue;
+            };
+            let header = program.header().clone();
+            let mut names: Vec<(u64, String)> = Vec::new();
+            let base = if header.version() >= 5 { 0 } else { 1 };
+            for (i, f) in header.file_names().iter().enumerate() {
+                let mut p = String::new();
+                if let Some(dir) = f.directory(&header)
+                    && let Ok(d) = dw.dwarf.attr_string(&unit, dir)
+                {
+                    p.push_str(&d.to_string_lossy());
+                    p.push('/');
+                }
+                if let Ok(n) = dw.dwarf.attr_string(&unit, f.path_name()) {
+                    let n = n.to_string_lossy();
+                    if n.starts_with('/') {
+                        p.clear();
+                    }
+                    p.push_str(&n);
+                }
+                if path_matches(&p, file) {
+                    names.push((i as u64 + base, p));
+                }
+            }
+            if names.is_empty() {
+                continue;
+            }
+            let mut rows = program.rows();
+            let mut prev_match = false;
+            while let Some((_, row)) = rows.next_row().map_err(|e| Error::dwarf(path, e))? {
+                if row.end_sequence() {
+                    prev_match = false;
+                    continue;
+                }
+                let l = row.line().map_or(0, |l| l.get() as u32);
+                let named = names.iter().find(|(i, _)| *i == row.file_index());
+                let Some((_, fname)) = named else {
+                    prev_match = false;
+                    continue;
+                };
+                if l < line || !row.is_stmt() {
+                    prev_match = false;
+                    continue;
+                }
+                // Keep only the smallest line >= the asked one.
+                match best {
+                    Some(b) if l > b => {
+                        prev_match = false;
+                        continue;
+                    }
+                    Some(b) if l < b => {
+                        hits.clear();
+                        best = Some(l);
+                    }
+                    None => best = Some(l),
+                    _ => {}
+                }
+                if !prev_match {
+                    hits.push(LineMatch {
+                        address: row.address(),
+                        file: fname.clone(),
+                        line: l,
+                    });
+                }
+                prev_match = true;
+            }
+        }
+        hits.sort_by_key(|h| h.address);
+        hits.dedup_by_key(|h| h.address);
+        if hits.is_empty() {
+            return Err(Error::NoSuchLine {
+                file: file.to_string(),
+                line,
+            });
+        }
+        Ok(hits)
+    }
+}
