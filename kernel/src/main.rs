@@ -1,47 +1,95 @@
 //! The kdbg reference kernel: boots in QEMU, runs workload tasks, hosts the
 //! kdbg stub and the probe core, runs the in-kernel selftests.
+//!
+//! Boot order (see [`kernel_main`]): console, trap tables, heap, banner,
+//! command line, scheduler and timer, debugger, then the mode (`serve`,
+//! `selftest`, `bench`; see [`cmdline`]).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod bench;
+mod blacklist;
 mod boot;
+mod cmdline;
 mod console;
 mod exit;
 mod heap;
 mod intrinsics;
 mod kallsyms;
+mod sched;
+mod selftest;
+mod serve;
 mod sync;
+mod timer;
+mod trap;
+mod workloads;
 
 use core::panic::PanicInfo;
+
+use cmdline::{Cmdline, Mode};
+use exit::{ExitCode, qemu_exit};
 
 /// The kernel version shown in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The command line, copied out of loader memory for the kernel's lifetime.
+static BOOT_INFO: spin::Once<boot::BootInfo> = spin::Once::new();
+
 /// Entered from the boot asm on the boot stack with the loader's eax and ebx.
 extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     console::init();
-    // SAFETY: eax/ebx come straight from the loader; its memory is intact.
-    let info = unsafe { boot::BootInfo::from_loader(eax, ebx) };
-    // SAFETY: first thing after the console; nothing has allocated yet.
+    trap::init();
+    // SAFETY: first allocation happens after this; the RAM after the image is free.
     unsafe { heap::init() };
+    // SAFETY: eax/ebx come straight from the loader; its memory is intact.
+    let info = BOOT_INFO.call_once(|| unsafe { boot::BootInfo::from_loader(eax, ebx) });
     println!(
         "kdbg reference kernel {VERSION} (boot: {}, cmdline: \"{}\")",
         info.loader.name(),
         info.cmdline()
     );
-    let sym = kallsyms::lookup(kernel_main as *const () as u64);
-    println!(
-        "kallsyms: {} functions; kernel_main = {:?}",
-        kallsyms::table().map_or(0, |t| t.len()),
-        sym
-    );
-    exit::qemu_exit(exit::ExitCode::Success)
+
+    let cmd = match Cmdline::parse(info.cmdline()) {
+        Ok(c) => c,
+        Err(e) => {
+            match e {
+                cmdline::CmdlineError::Unknown(w) => {
+                    println!("kdbg: unknown command-line word `{w}`")
+                }
+                cmdline::CmdlineError::TwoModes(w) => {
+                    println!("kdbg: `{w}` is a second mode; give one mode")
+                }
+                cmdline::CmdlineError::EmptySuiteList => {
+                    println!("kdbg: `selftest=` needs suite names")
+                }
+            }
+            println!("kdbg: {}", cmdline::ACCEPTED);
+            qemu_exit(ExitCode::Failure)
+        }
+    };
+    cmdline::set(cmd);
+    workloads::truth::set_enabled(cmd.truth);
+
+    sched::init();
+    timer::start();
+    sched::start();
+    arch::cpu::enable_interrupts();
+
+    // The debugger and the probe core (issues 3-5) start here.
+    trap::enable_serial_irqs();
+
+    match cmd.mode {
+        Mode::Serve => serve::run(cmd),
+        Mode::Selftest(filter) => selftest::run(filter),
+        Mode::Bench => bench::run(),
+    }
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     arch::cpu::disable_interrupts();
     println!("\nKERNEL PANIC: {info}");
-    exit::qemu_exit(exit::ExitCode::Fatal)
+    qemu_exit(ExitCode::Fatal)
 }

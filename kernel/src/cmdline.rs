@@ -1,0 +1,112 @@
+//! The kernel command line (`-append`): one mode and some flags.
+//!
+//! ```text
+//! serve              (default) workload tasks run forever; the stub waits for a debugger
+//! selftest           run every in-kernel test suite, then exit QEMU with the verdict
+//! selftest=A[,B...]  run only the named suites
+//! bench              the benchmark mode (issue 8)
+//! kdbg.wait          stop in the stub at boot until a debugger attaches and continues
+//! kdbg.truth         log every workload call (arguments, return value) to debugcon (port 0xe9)
+//! kdbg.quiet         no periodic activity lines on the console (serve mode)
+//! ```
+//! Anything else: the kernel prints what it accepts and exits with failure.
+
+use spin::Once;
+
+/// What the kernel does after booting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    /// `None`: all suites; `Some("a,b")`: those suites.
+    Selftest(Option<&'static str>),
+    Bench,
+}
+
+/// The parsed command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cmdline {
+    pub mode: Mode,
+    pub wait: bool,
+    pub truth: bool,
+    pub quiet: bool,
+}
+
+/// What was wrong with the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmdlineError {
+    /// A word that is neither a mode nor a flag.
+    Unknown(&'static str),
+    /// Two modes given.
+    TwoModes(&'static str),
+    /// `selftest=` without suite names.
+    EmptySuiteList,
+}
+
+/// The text shown when the command line is wrong.
+pub const ACCEPTED: &str = "accepted: one mode of `serve` (default), `selftest`, `selftest=SUITE[,SUITE...]`, `bench`; flags `kdbg.wait`, `kdbg.truth`, `kdbg.quiet`";
+
+impl Cmdline {
+    /// Parses `text`. A first word containing `/` is the kernel path some
+    /// loaders (multiboot) put first, and is skipped.
+    pub fn parse(text: &'static str) -> Result<Cmdline, CmdlineError> {
+        let mut c = Cmdline {
+            mode: Mode::Serve,
+            wait: false,
+            truth: false,
+            quiet: false,
+        };
+        let mut mode_seen = false;
+        for (i, word) in text.split_ascii_whitespace().enumerate() {
+            if i == 0 && word.contains('/') {
+                continue;
+            }
+            let mode = match word {
+                "serve" => Some(Mode::Serve),
+                "selftest" => Some(Mode::Selftest(None)),
+                "bench" => Some(Mode::Bench),
+                "kdbg.wait" => {
+                    c.wait = true;
+                    None
+                }
+                "kdbg.truth" => {
+                    c.truth = true;
+                    None
+                }
+                "kdbg.quiet" => {
+                    c.quiet = true;
+                    None
+                }
+                w => match w.strip_prefix("selftest=") {
+                    Some("") => return Err(CmdlineError::EmptySuiteList),
+                    Some(list) => Some(Mode::Selftest(Some(list))),
+                    None => return Err(CmdlineError::Unknown(w)),
+                },
+            };
+            if let Some(m) = mode {
+                if mode_seen {
+                    return Err(CmdlineError::TwoModes(word));
+                }
+                mode_seen = true;
+                c.mode = m;
+            }
+        }
+        Ok(c)
+    }
+}
+
+static CMDLINE: Once<Cmdline> = Once::new();
+
+/// Records the parsed command line (boot).
+pub fn set(c: Cmdline) {
+    CMDLINE.call_once(|| c);
+}
+
+/// The command line the kernel was booted with (serve mode before boot parsing).
+pub fn get() -> Cmdline {
+    CMDLINE.get().copied().unwrap_or(Cmdline {
+        mode: Mode::Serve,
+        wait: false,
+        truth: false,
+        quiet: false,
+    })
+}

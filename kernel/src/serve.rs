@@ -1,0 +1,39 @@
+//! `serve` mode: the workload tasks run forever, the stub waits for a
+//! debugger on COM2, and task 0 prints one activity line per second.
+
+use core::sync::atomic::Ordering;
+
+use crate::cmdline::Cmdline;
+use crate::workloads::{self, STATS};
+use crate::{println, sched, timer};
+
+pub fn run(cmd: Cmdline) -> ! {
+    let n = workloads::start_workers();
+    println!(
+        "serve: {n} workload tasks started (spawn_task, sys_open, sum8, fib, handle_request, insn_*); debugger on COM2{}",
+        if cmd.truth {
+            "; ground truth on debugcon"
+        } else {
+            ""
+        }
+    );
+    loop {
+        sched::sleep_ticks(timer::HZ);
+        sched::reap();
+        if !cmd.quiet {
+            let (s, ms) = timer::uptime_secs_f();
+            println!(
+                "[{s:5}.{:02}] activity: spawn_task={} sys_open={} (failed {}) sum8={} fib={} handle_request={} insn={} switches={}",
+                ms / 10,
+                STATS.spawn_task.load(Ordering::Relaxed),
+                STATS.sys_open.load(Ordering::Relaxed),
+                STATS.sys_open_failed.load(Ordering::Relaxed),
+                STATS.sum8.load(Ordering::Relaxed),
+                STATS.fib.load(Ordering::Relaxed),
+                STATS.handle_request.load(Ordering::Relaxed),
+                STATS.insn.load(Ordering::Relaxed),
+                sched::switches(),
+            );
+        }
+    }
+}

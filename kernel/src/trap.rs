@@ -1,0 +1,242 @@
+//! The trap dispatcher: every vector's entry stub (arch::trap) lands here
+//! with the interrupted context's [`TrapFrame`].
+//!
+//! - #BP: the probe core, then the GDB stub, then the kernel's own int3 sites
+//!   (selftests); an int3 nobody claims is fatal, never silently resumed.
+//! - #DB: the probe core, then the stub, else fatal.
+//! - other exceptions: the probe core's fault hook first (faults in
+//!   out-of-line slots and handlers), then the kernel's fixups (selftests),
+//!   else the stub sees the dying state and the kernel prints a register dump
+//!   with `function+offset` and exits QEMU with [`ExitCode::Fatal`].
+//! - IRQ 0: timer tick, then the scheduler. IRQ 3 (COM2): the stub.
+//! - `int 0x81`: voluntary task switch.
+//!
+//! Nothing here can be probed.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use arch::TrapFrame;
+use arch::trap::{self as entry, IRQ_BASE, MAX_DEPTH, YIELD_VECTOR};
+
+use crate::exit::{ExitCode, qemu_exit};
+use crate::kallsyms::Located;
+use crate::println;
+
+/// IRQ line of COM2 (the stub's UART).
+const COM2_IRQ: u8 = arch::uart::COM2_IRQ;
+/// IRQ line of COM1 (console input is read and dropped).
+const COM1_IRQ: u8 = arch::uart::COM1_IRQ;
+
+/// A trap the kernel itself expects (selftests): `handler` runs when the
+/// trap with `vector` happens at `rip` (for #BP: the address of the int3).
+/// Returns `true` when it handled the trap.
+#[derive(Clone, Copy)]
+pub struct Expected {
+    pub vector: u64,
+    pub rip: u64,
+    pub handler: fn(&mut TrapFrame, usize) -> bool,
+}
+
+const MAX_EXPECTED: usize = 8;
+
+static EXPECTED: crate::sync::IrqMutex<[Option<Expected>; MAX_EXPECTED]> =
+    crate::sync::IrqMutex::new([None; MAX_EXPECTED]);
+
+/// Traps dispatched per class (for selftests and `tasks`-like statistics).
+pub static INT3_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// Registers an expected trap site. Returns `false` when the table is full.
+pub fn expect(e: Expected) -> bool {
+    let mut t = EXPECTED.lock();
+    for slot in t.iter_mut() {
+        if slot.is_none() {
+            *slot = Some(e);
+            return true;
+        }
+    }
+    false
+}
+
+/// Removes the expected trap site at (`vector`, `rip`).
+pub fn unexpect(vector: u64, rip: u64) {
+    let mut t = EXPECTED.lock();
+    for slot in t.iter_mut() {
+        if matches!(slot, Some(e) if e.vector == vector && e.rip == rip) {
+            *slot = None;
+        }
+    }
+}
+
+#[unsafe(link_section = ".text.noprobe")]
+fn expected(frame: &mut TrapFrame, depth: usize) -> bool {
+    let rip = if frame.vector == entry::BREAKPOINT {
+        frame.rip.wrapping_sub(1)
+    } else {
+        frame.rip
+    };
+    let found = EXPECTED.try_lock().and_then(|t| {
+        t.iter()
+            .flatten()
+            .find(|e| e.vector == frame.vector && e.rip == rip)
+            .copied()
+    });
+    match found {
+        Some(e) => (e.handler)(frame, depth),
+        None => false,
+    }
+}
+
+/// Installs the dispatcher, the GDT/TSS/IDT and the PICs (all lines masked).
+pub fn init() {
+    entry::set_handler(dispatch);
+    // SAFETY: early boot, interrupts off, handler installed just above.
+    unsafe {
+        entry::init();
+        arch::pic::init();
+    }
+}
+
+/// Routes the UART interrupts: COM2 to the stub, COM1 input drained.
+pub fn enable_serial_irqs() {
+    arch::pic::unmask(COM2_IRQ);
+}
+
+#[unsafe(link_section = ".text.noprobe")]
+fn dispatch(frame: &mut TrapFrame, depth: usize) {
+    if depth >= MAX_DEPTH {
+        fatal(
+            frame,
+            "trap nesting too deep (a trap inside a trap handler, repeatedly)",
+        );
+    }
+    let vector = frame.vector;
+    match vector {
+        entry::BREAKPOINT => {
+            INT3_COUNT.fetch_add(1, Ordering::Relaxed);
+            if probes::hooks::breakpoint(frame)
+                || stub::hooks::breakpoint(frame)
+                || expected(frame, depth)
+            {
+                return;
+            }
+            fatal(frame, "int3 that no probe, debugger or kernel site owns");
+        }
+        entry::DEBUG => {
+            if probes::hooks::debug(frame) || stub::hooks::debug(frame) || expected(frame, depth) {
+                return;
+            }
+            fatal(frame, "debug exception nobody owns");
+        }
+        entry::NMI => fatal(frame, "NMI"),
+        v if v < 32 => {
+            if probes::hooks::fault(frame) || expected(frame, depth) {
+                return;
+            }
+            fatal(frame, exception_name(v));
+        }
+        v if (IRQ_BASE..IRQ_BASE + 16).contains(&v) => irq(frame, (v - IRQ_BASE) as u8),
+        YIELD_VECTOR => crate::sched::switch(frame),
+        _ => {
+            if expected(frame, depth) {
+                return;
+            }
+            fatal(frame, "unexpected interrupt vector");
+        }
+    }
+}
+
+#[unsafe(link_section = ".text.noprobe")]
+fn irq(frame: &mut TrapFrame, line: u8) {
+    if (line == 7 || line == 15) && arch::pic::is_spurious(line) {
+        return;
+    }
+    match line {
+        arch::pit::IRQ => {
+            crate::timer::on_tick();
+            arch::pic::end_of_interrupt(line);
+            stub::poll();
+            crate::sched::switch(frame);
+        }
+        COM2_IRQ => {
+            stub::hooks::serial_irq(frame);
+            arch::pic::end_of_interrupt(line);
+        }
+        COM1_IRQ => {
+            let com1 = arch::uart::Uart::new(arch::uart::COM1);
+            while com1.try_read_byte().is_some() {}
+            arch::pic::end_of_interrupt(line);
+        }
+        _ => arch::pic::end_of_interrupt(line),
+    }
+}
+
+fn exception_name(v: u64) -> &'static str {
+    match v {
+        0 => "#DE divide error",
+        4 => "#OF overflow",
+        5 => "#BR bound range",
+        6 => "#UD invalid opcode",
+        7 => "#NM device not available",
+        8 => "#DF double fault",
+        10 => "#TS invalid TSS",
+        11 => "#NP segment not present",
+        12 => "#SS stack fault",
+        13 => "#GP general protection",
+        14 => "#PF page fault",
+        16 => "#MF x87 floating point",
+        17 => "#AC alignment check",
+        18 => "#MC machine check",
+        19 => "#XM SIMD floating point",
+        _ => "CPU exception",
+    }
+}
+
+/// The kernel cannot continue: the stub gets a look (an attached gdb sees
+/// this state), then a register dump and QEMU exits with status 37.
+#[cold]
+#[unsafe(link_section = ".text.noprobe")]
+pub fn fatal(frame: &mut TrapFrame, why: &str) -> ! {
+    stub::hooks::fatal(frame);
+    println!();
+    println!(
+        "FATAL: {why} (vector {}, error code {:#x}) in task {} at {}",
+        frame.vector,
+        frame.error_code,
+        crate::sched::current_id(),
+        Located(frame.rip)
+    );
+    if frame.vector == entry::PAGE_FAULT {
+        println!("  faulting address (cr2) {:#018x}", arch::cpu::read_cr2());
+    }
+    dump(frame);
+    qemu_exit(ExitCode::Fatal)
+}
+
+/// Prints the registers of `frame`.
+#[unsafe(link_section = ".text.noprobe")]
+pub fn dump(f: &TrapFrame) {
+    println!(
+        "  rip {:#018x} rsp {:#018x} rflags {:#010x} cs {:#x} ss {:#x}",
+        f.rip, f.rsp, f.rflags, f.cs, f.ss
+    );
+    println!(
+        "  rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}",
+        f.rax, f.rbx, f.rcx, f.rdx
+    );
+    println!(
+        "  rsi {:#018x} rdi {:#018x} rbp {:#018x} r8  {:#018x}",
+        f.rsi, f.rdi, f.rbp, f.r8
+    );
+    println!(
+        "  r9  {:#018x} r10 {:#018x} r11 {:#018x} r12 {:#018x}",
+        f.r9, f.r10, f.r11, f.r12
+    );
+    println!(
+        "  r13 {:#018x} r14 {:#018x} r15 {:#018x}",
+        f.r13, f.r14, f.r15
+    );
+    // The return address at the top of the stack, when readable, often names the caller.
+    if let Some(ret) = arch::mem::read_u64(f.rsp).ok() {
+        println!("  [rsp] {:#018x} {}", ret, Located(ret));
+    }
+}
