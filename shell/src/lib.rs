@@ -1,4 +1,18 @@
 //! The kdbg host shell as a library: the binary `kdbg` is a thin `main`
 //! over [`cli::main`]. See DESIGN.md section 6.
 
+pub mod addr2line;
+pub mod capture;
+pub mod cli;
+pub mod cmd;
+pub mod disas;
+pub mod events;
+pub mod exec;
+pub mod image;
+pub mod output;
+pub mod qemu;
+pub mod regs;
+pub mod render;
+pub mod repl;
 pub mod rsp;
+pub mod session;

@@ -1,5 +1,4 @@
-//! `kdbg`: the host shell.
+//! `kdbg`: the host shell (see the `shell` library).
 fn main() {
-    eprintln!("kdbg: not built yet");
-    std::process::exit(2);
+    std::process::exit(shell::cli::main());
 }

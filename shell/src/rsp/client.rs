@@ -258,6 +258,7 @@ impl Client {
     /// silence.
     pub fn send(&mut self, payload: &[u8]) -> Result<(), RspError> {
         let frame = packet::encode(payload);
+        let mut naks = 0;
         for _ in 0..SEND_ATTEMPTS {
             self.write_raw(&frame)?;
             if self.shared.no_ack.load(Ordering::SeqCst) {
@@ -268,7 +269,10 @@ impl Client {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.replies.recv_timeout(left) {
                     Ok(Incoming::Ack) => return Ok(()),
-                    Ok(Incoming::Nak) => break,
+                    Ok(Incoming::Nak) => {
+                        naks += 1;
+                        break;
+                    }
                     Ok(Incoming::Packet(p)) => self.pending.push_back(p),
                     Ok(Incoming::Closed(why)) => return Err(RspError::Lost(why)),
                     Err(RecvTimeoutError::Timeout) => break,
@@ -277,6 +281,12 @@ impl Client {
                     }
                 }
             }
+        }
+        if naks == 0 {
+            return Err(RspError::Timeout {
+                request: printable(payload),
+                secs: self.timeout.as_secs_f64(),
+            });
         }
         Err(RspError::TooManyNaks(printable(payload)))
     }

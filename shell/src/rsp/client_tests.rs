@@ -180,6 +180,28 @@ fn gives_up_after_repeated_naks() {
 }
 
 #[test]
+fn silent_peer_in_ack_mode_times_out() {
+    let (tx, _rx) = mpsc::channel();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        std::thread::sleep(Duration::from_millis(900));
+        drop(s);
+    });
+    let ep = Endpoint::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let e = Client::connect(&ep, Duration::from_millis(400), tx, no_events)
+        .err()
+        .unwrap();
+    assert!(matches!(e, RspError::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("did not answer `qSupported"), "{e}");
+    h.join().unwrap();
+}
+
+#[test]
 fn garbage_goes_to_the_sink_and_the_reply_still_arrives() {
     let (mut c, rx, h) = setup(
         |mut p| {

@@ -7,7 +7,9 @@
 pub mod client;
 pub mod packet;
 pub mod serial;
+pub mod target;
 pub mod transport;
 
 pub use client::{Async, Client, Features, Interrupter, RspError};
+pub use target::{BreakKind, StopReply};
 pub use transport::Endpoint;

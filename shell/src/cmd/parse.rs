@@ -1,0 +1,223 @@
+//! From a typed line to a command and its words.
+
+use super::table::{self, Command};
+
+/// A parsed line: the command, an optional `/MOD` suffix (`x/8gx`), the
+/// words after it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub cmd: &'static Command,
+    pub modifier: Option<String>,
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("unknown command `{name}`{}", hint(.suggestion))]
+    Unknown {
+        name: String,
+        suggestion: Option<&'static str>,
+    },
+    #[error("unterminated quote: close the \" you opened")]
+    Quote,
+    #[error("`{0}` takes no /MODIFIER")]
+    NoModifier(&'static str),
+}
+
+fn hint(s: &Option<&'static str>) -> String {
+    match s {
+        Some(n) => format!(": did you mean `{n}`? (`help` lists commands)"),
+        None => ": `help` lists commands".to_string(),
+    }
+}
+
+/// Split into words; `"..."` groups words and allows `\"` and `\\`.
+pub fn words(line: &str) -> Result<Vec<String>, LineError> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quoted {
+        return Err(LineError::Quote);
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Parse one line. `Ok(None)` for blank lines and `#` comments.
+pub fn parse_line(line: &str) -> Result<Option<Invocation>, LineError> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let mut w = words(trimmed)?;
+    let first = w.remove(0);
+    let (name, modifier) = match first.split_once('/') {
+        Some((n, m)) if !n.is_empty() => (n.to_string(), Some(m.to_string())),
+        _ => (first, None),
+    };
+    // `x /8gx addr` is the same as `x/8gx addr`.
+    let mut modifier = modifier;
+    let cmd = table::find(&name).ok_or_else(|| LineError::Unknown {
+        suggestion: table::suggest(&name),
+        name: name.clone(),
+    })?;
+    if modifier.is_none()
+        && matches!(cmd.id, table::Id::Examine | table::Id::Write)
+        && w.first().is_some_and(|a| a.starts_with('/'))
+    {
+        modifier = Some(w.remove(0)[1..].to_string());
+    }
+    if modifier.is_some() && !matches!(cmd.id, table::Id::Examine | table::Id::Write) {
+        return Err(LineError::NoModifier(cmd.name));
+    }
+    Ok(Some(Invocation {
+        cmd,
+        modifier,
+        args: w,
+    }))
+}
+
+/// A number the user typed that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad number `{0}`: use decimal or 0x-hex (e.g. 42, 0x2a)")]
+pub struct BadNumber(pub String);
+
+/// A number: decimal, `0x` hex, `0b` binary, `0o` octal, optional `-`.
+pub fn number(s: &str) -> Result<u64, BadNumber> {
+    let bad = || BadNumber(s.to_string());
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    let digits = digits.replace('_', "");
+    let v = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u64::from_str_radix(h, 16)
+    } else if let Some(b) = digits.strip_prefix("0b") {
+        u64::from_str_radix(b, 2)
+    } else if let Some(o) = digits.strip_prefix("0o") {
+        u64::from_str_radix(o, 8)
+    } else {
+        digits.parse::<u64>()
+    }
+    .map_err(|_| bad())?;
+    Ok(if neg { v.wrapping_neg() } else { v })
+}
+
+/// `key=value` options among the words; returns the rest.
+pub fn split_options(args: &[String]) -> (Vec<(String, String)>, Vec<String>) {
+    let mut opts = Vec::new();
+    let mut rest = Vec::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v))
+                if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                opts.push((k.to_string(), v.to_string()))
+            }
+            _ => rest.push(a.clone()),
+        }
+    }
+    (opts, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_words_and_quotes() {
+        assert_eq!(words("a  b\tc").unwrap(), vec!["a", "b", "c"]);
+        assert_eq!(
+            words(r#"write x "a b\"c""#).unwrap(),
+            vec!["write", "x", "a b\"c"]
+        );
+        assert_eq!(words(r#""""#).unwrap(), vec![""]);
+        assert_eq!(words("\"open").unwrap_err(), LineError::Quote);
+    }
+
+    #[test]
+    fn parses_commands() {
+        let i = parse_line("jprobe spawn_task name:string")
+            .unwrap()
+            .unwrap();
+        assert_eq!(i.cmd.name, "jprobe");
+        assert_eq!(i.args, vec!["spawn_task", "name:string"]);
+        assert!(parse_line("   ").unwrap().is_none());
+        assert!(parse_line("# comment").unwrap().is_none());
+        let x = parse_line("x/8gx &ticks").unwrap().unwrap();
+        assert_eq!(x.cmd.name, "x");
+        assert_eq!(x.modifier.as_deref(), Some("8gx"));
+        let x = parse_line("x /s msg").unwrap().unwrap();
+        assert_eq!(x.modifier.as_deref(), Some("s"));
+        assert_eq!(x.args, vec!["msg"]);
+        assert_eq!(parse_line("c").unwrap().unwrap().cmd.name, "continue");
+    }
+
+    #[test]
+    fn unknown_command_suggests() {
+        let e = parse_line("kprob foo").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown command `kprob`: did you mean `kprobe`? (`help` lists commands)"
+        );
+        let e = parse_line("frobnicate").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown command `frobnicate`: `help` lists commands"
+        );
+        assert!(parse_line("regs/x").is_err());
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(number("42"), Ok(42));
+        assert_eq!(number("0x2a"), Ok(42));
+        assert_eq!(number("0b101"), Ok(5));
+        assert_eq!(number("-1"), Ok(u64::MAX));
+        assert_eq!(number("1_000"), Ok(1000));
+        let e = number("0xzz").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "bad number `0xzz`: use decimal or 0x-hex (e.g. 42, 0x2a)"
+        );
+        assert!(number("").is_err());
+        assert!(number("12abc").is_err());
+    }
+
+    #[test]
+    fn options() {
+        let (o, r) = split_options(&["maxactive=4".into(), "name->f".into(), "x".into()]);
+        assert_eq!(o, vec![("maxactive".to_string(), "4".to_string())]);
+        assert_eq!(r, vec!["name->f", "x"]);
+    }
+}

@@ -1,0 +1,754 @@
+//! The one command table: parsing, `help`, completion, hints and the README
+//! command reference are all generated from [`COMMANDS`].
+
+/// What an argument is, for completion and hints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgKind {
+    /// `symbol`, `symbol+off`, `0xADDR`, `file:line`.
+    Location,
+    /// A function name.
+    Function,
+    /// Any symbol (data or code) or address.
+    Symbol,
+    /// A probe id.
+    ProbeId,
+    /// A breakpoint number.
+    BreakId,
+    /// A number (decimal or 0x-hex).
+    Number,
+    /// A file on the host.
+    Path,
+    /// One of fixed words.
+    Keyword(&'static [&'static str]),
+    /// Capture items of a jprobe/kretprobe.
+    Capture,
+    /// A command name (for `help`).
+    Command,
+    /// A thread id.
+    Thread,
+    /// A type or variable name.
+    TypeName,
+    /// Free text.
+    Text,
+}
+
+/// One argument slot in a usage line.
+#[derive(Clone, Copy, Debug)]
+pub struct Arg {
+    pub name: &'static str,
+    pub kind: ArgKind,
+    pub optional: bool,
+    /// May be given more than once (always last).
+    pub repeated: bool,
+}
+
+const fn req(name: &'static str, kind: ArgKind) -> Arg {
+    Arg {
+        name,
+        kind,
+        optional: false,
+        repeated: false,
+    }
+}
+const fn opt(name: &'static str, kind: ArgKind) -> Arg {
+    Arg {
+        name,
+        kind,
+        optional: true,
+        repeated: false,
+    }
+}
+const fn many(name: &'static str, kind: ArgKind, optional: bool) -> Arg {
+    Arg {
+        name,
+        kind,
+        optional,
+        repeated: true,
+    }
+}
+
+/// Groups, in the order `help` shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    Probes,
+    Events,
+    Execution,
+    State,
+    Session,
+}
+
+impl Group {
+    pub const ALL: [Group; 5] = [
+        Group::Probes,
+        Group::Events,
+        Group::Execution,
+        Group::State,
+        Group::Session,
+    ];
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::Probes => "Probes",
+            Group::Events => "Events",
+            Group::Execution => "Execution",
+            Group::State => "State",
+            Group::Session => "Session",
+        }
+    }
+}
+
+/// Which handler runs the command (see `crate::exec`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Id {
+    Kprobe,
+    Jprobe,
+    Kretprobe,
+    Probes,
+    Enable,
+    Disable,
+    Delete,
+    Events,
+    Live,
+    Filter,
+    Hist,
+    Wait,
+    Break,
+    Tbreak,
+    Hbreak,
+    Watch,
+    Continue,
+    Stepi,
+    Nexti,
+    Interrupt,
+    Regs,
+    Examine,
+    Write,
+    Disas,
+    Backtrace,
+    Info,
+    Ptype,
+    Threads,
+    Thread,
+    Monitor,
+    Reconnect,
+    Sleep,
+    Help,
+    Quit,
+}
+
+/// One command.
+#[derive(Debug)]
+pub struct Command {
+    pub id: Id,
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub args: &'static [Arg],
+    /// Text after the name in the usage line when [`Command::args`] alone
+    /// does not say it (flags, `/FMT`).
+    pub usage: &'static str,
+    pub summary: &'static str,
+    /// Longer help (examples), shown by `help CMD`.
+    pub details: &'static str,
+    pub group: Group,
+    /// Needs a stub connection.
+    pub needs_target: bool,
+    /// Needs the kernel stopped (not running).
+    pub requires_halted: bool,
+}
+
+impl Command {
+    /// `kprobe LOC`, `jprobe FUNC [ARGS...]`.
+    pub fn usage_line(&self) -> String {
+        if !self.usage.is_empty() {
+            return format!("{} {}", self.name, self.usage);
+        }
+        let mut s = self.name.to_string();
+        for a in self.args {
+            s.push(' ');
+            let body = if a.repeated {
+                format!("{}...", a.name)
+            } else {
+                a.name.to_string()
+            };
+            if a.optional {
+                s.push_str(&format!("[{body}]"));
+            } else {
+                s.push_str(&body);
+            }
+        }
+        s
+    }
+
+    /// The argument slot for the `n`th word after the name.
+    pub fn arg_at(&self, n: usize) -> Option<&Arg> {
+        self.args
+            .get(n)
+            .or_else(|| self.args.last().filter(|a| a.repeated))
+    }
+}
+
+use ArgKind as K;
+
+const PROBE_ACTIONS: &[&str] = &["on", "off"];
+const INFO_TOPICS: &[&str] = &["sym", "line", "args", "breakpoints"];
+const DELETE_WHAT: &[&str] = &["break"];
+
+/// Every command of the shell, in help order.
+pub const COMMANDS: &[Command] = &[
+    Command {
+        id: Id::Kprobe,
+        name: "kprobe",
+        aliases: &["kp"],
+        args: &[req("LOC", K::Location)],
+        usage: "",
+        summary: "probe an instruction; each hit prints the location, registers and the instruction",
+        details: "LOC is a symbol, symbol+offset, an address (0x...) or file:line.\n\
+                  The address must start an instruction; the kernel refuses blacklisted code.\n\
+                  Example: kprobe sys_open+4",
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Jprobe,
+        name: "jprobe",
+        aliases: &["jp"],
+        args: &[req("FUNC", K::Function), many("ARGS", K::Capture, true)],
+        usage: "",
+        summary: "probe a function entry and capture its arguments by name",
+        details: "Without ARGS all parameters known from DWARF are captured. ARGS items:\n\
+                  \x20 name        a parameter          name->field  a field of a struct pointer\n\
+                  \x20 *name       the value pointed to name:string  a C string\n\
+                  \x20 $arg3       the 4th argument register (0-based)\n\
+                  \x20 %rdi        a register\n\
+                  Example: jprobe spawn_task name:string flags",
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Kretprobe,
+        name: "kretprobe",
+        aliases: &["kr", "kretp"],
+        args: &[
+            req("FUNC", K::Function),
+            opt("maxactive=N", K::Number),
+            many("ARGS", K::Capture, true),
+        ],
+        usage: "",
+        summary: "probe a function's return: return value, duration and entry arguments",
+        details: "maxactive=N bounds the calls tracked at once (default max(10, 2*CPUs));\n\
+                  hits beyond it count as nmissed. ARGS as for jprobe.\n\
+                  Example: kretprobe sys_open path:string",
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Probes,
+        name: "probes",
+        aliases: &["lp"],
+        args: &[],
+        usage: "",
+        summary: "list probes: id, type, location, enabled, hits, nmissed, execution path",
+        details: "",
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Enable,
+        name: "enable",
+        aliases: &[],
+        args: &[many("ID", K::ProbeId, false)],
+        usage: "",
+        summary: "enable probes",
+        details: "",
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Disable,
+        name: "disable",
+        aliases: &[],
+        args: &[many("ID", K::ProbeId, false)],
+        usage: "",
+        summary: "disable probes (they stay listed and keep their counts)",
+        details: "",
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Delete,
+        name: "delete",
+        aliases: &["d"],
+        args: &[
+            opt("break", K::Keyword(DELETE_WHAT)),
+            many("ID", K::ProbeId, false),
+        ],
+        usage: "ID... | delete break N...",
+        summary: "delete probes, or breakpoints with `delete break N`",
+        details: "",
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Events,
+        name: "events",
+        aliases: &["ev"],
+        args: &[opt("N", K::Number)],
+        usage: "[N] [probe=ID] [task=ID]",
+        summary: "show the last N events (default 20), optionally of one probe or task",
+        details: "Also shows the kernel's ring counters: produced, delivered, dropped.",
+        group: Group::Events,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Live,
+        name: "live",
+        aliases: &[],
+        args: &[opt("on|off", K::Keyword(PROBE_ACTIONS))],
+        usage: "",
+        summary: "turn the live display of events on or off (they are recorded either way)",
+        details: "",
+        group: Group::Events,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Filter,
+        name: "filter",
+        aliases: &[],
+        args: &[],
+        usage: "[probe=ID] [task=ID] | filter off",
+        summary: "show only events of one probe and/or task (live and in `events`)",
+        details: "",
+        group: Group::Events,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Hist,
+        name: "hist",
+        aliases: &[],
+        args: &[req("PROBE", K::ProbeId)],
+        usage: "PROBE [ret|lat]",
+        summary: "histogram of a probe's latency (kretprobe default) or return values",
+        details: "Power-of-two buckets, like bpftrace's hist().",
+        group: Group::Events,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Wait,
+        name: "wait",
+        aliases: &[],
+        args: &[],
+        usage: "events N [timeout S]",
+        summary: "wait until N more events arrived (batch scripts); fails after the timeout (default 10 s)",
+        details: "",
+        group: Group::Events,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Break,
+        name: "break",
+        aliases: &["b", "br"],
+        args: &[req("LOC", K::Location)],
+        usage: "",
+        summary: "software breakpoint: the kernel stops there",
+        details: "",
+        group: Group::Execution,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Tbreak,
+        name: "tbreak",
+        aliases: &[],
+        args: &[req("LOC", K::Location)],
+        usage: "",
+        summary: "temporary breakpoint: removed at its first stop",
+        details: "",
+        group: Group::Execution,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Hbreak,
+        name: "hbreak",
+        aliases: &[],
+        args: &[req("LOC", K::Location)],
+        usage: "",
+        summary: "hardware breakpoint (debug registers, four slots)",
+        details: "",
+        group: Group::Execution,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Watch,
+        name: "watch",
+        aliases: &[],
+        args: &[req("ADDR|SYMBOL", K::Symbol), opt("LEN", K::Number)],
+        usage: "[-r|-a] ADDR|SYMBOL [LEN]",
+        summary: "hardware watchpoint on writes (-r reads, -a any access); LEN 1, 2, 4 or 8",
+        details: "",
+        group: Group::Execution,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Continue,
+        name: "continue",
+        aliases: &["c", "cont"],
+        args: &[],
+        usage: "",
+        summary: "let the kernel run (events keep printing)",
+        details: "",
+        group: Group::Execution,
+        needs_target: true,
+        requires_halted: true,
+    },
+    Command {
+        id: Id::Stepi,
+        name: "stepi",
+        aliases: &["si"],
+        args: &[opt("N", K::Number)],
+        usage: "",
+        summary: "execute one instruction (N times)",
+        details: "",
+        group: Group::Execution,
+        needs_target: true,
+        requires_halted: true,
+    },
+    Command {
+        id: Id::Nexti,
+        name: "nexti",
+        aliases: &["ni"],
+        args: &[opt("N", K::Number)],
+        usage: "",
+        summary: "execute one instruction, stepping over calls",
+        details: "",
+        group: Group::Execution,
+        needs_target: true,
+        requires_halted: true,
+    },
+    Command {
+        id: Id::Interrupt,
+        name: "interrupt",
+        aliases: &["stop"],
+        args: &[],
+        usage: "",
+        summary: "stop the running kernel (also Ctrl-C at the prompt)",
+        details: "",
+        group: Group::Execution,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Regs,
+        name: "regs",
+        aliases: &["r", "registers"],
+        args: &[],
+        usage: "[-v]",
+        summary: "registers, eflags decoded; -v adds segments, fs/gs base and SSE",
+        details: "",
+        group: Group::State,
+        needs_target: true,
+        requires_halted: true,
+    },
+    Command {
+        id: Id::Examine,
+        name: "x",
+        aliases: &[],
+        args: &[req("ADDR|SYMBOL", K::Symbol)],
+        usage: "[/NFU] ADDR|SYMBOL",
+        summary: "examine memory as in gdb: N units, F format (x d u o t c a s i), U size (b h w g)",
+        details: "Examples: x/8gx &ticks   x/s some_string   x/4i sys_open",
+        group: Group::State,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Write,
+        name: "write",
+        aliases: &[],
+        args: &[req("ADDR|SYMBOL", K::Symbol), req("VALUE", K::Number)],
+        usage: "[/b|/h|/w|/g] ADDR|SYMBOL VALUE",
+        summary: "write a value to memory (default 8 bytes)",
+        details: "",
+        group: Group::State,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Disas,
+        name: "disas",
+        aliases: &["disassemble", "u"],
+        args: &[opt("LOC", K::Location), opt("N", K::Number)],
+        usage: "[-s] [--intel] [LOC] [N]",
+        summary: "disassemble N instructions (default: the function, or 16) with symbols, probes and breakpoints marked; -s interleaves source lines",
+        details: "",
+        group: Group::State,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Backtrace,
+        name: "bt",
+        aliases: &["backtrace", "where"],
+        args: &[opt("N", K::Number)],
+        usage: "",
+        summary: "stack trace of the stopped CPU (CFI, then frame pointers); inline frames named",
+        details: "",
+        group: Group::State,
+        needs_target: true,
+        requires_halted: true,
+    },
+    Command {
+        id: Id::Info,
+        name: "info",
+        aliases: &["i"],
+        args: &[
+            req("sym|line|args|breakpoints", K::Keyword(INFO_TOPICS)),
+            opt("LOC", K::Location),
+        ],
+        usage: "",
+        summary: "info sym ADDR, info line LOC, info args (parameters of the current function), info breakpoints",
+        details: "",
+        group: Group::State,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Ptype,
+        name: "ptype",
+        aliases: &[],
+        args: &[req("TYPE|FUNC", K::TypeName)],
+        usage: "",
+        summary: "show a type's layout (fields, offsets, sizes) or a function's prototype",
+        details: "",
+        group: Group::State,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Threads,
+        name: "threads",
+        aliases: &["tasks"],
+        args: &[],
+        usage: "",
+        summary: "list kernel tasks",
+        details: "",
+        group: Group::State,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Thread,
+        name: "thread",
+        aliases: &[],
+        args: &[req("N", K::Thread)],
+        usage: "",
+        summary: "select task N for regs and bt",
+        details: "",
+        group: Group::State,
+        needs_target: true,
+        requires_halted: true,
+    },
+    Command {
+        id: Id::Monitor,
+        name: "monitor",
+        aliases: &["mon"],
+        args: &[many("TEXT", K::Text, false)],
+        usage: "",
+        summary: "send a raw monitor command to the stub and print its reply",
+        details: "",
+        group: Group::Session,
+        needs_target: true,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Reconnect,
+        name: "reconnect",
+        aliases: &[],
+        args: &[],
+        usage: "",
+        summary: "connect to the stub again (after a lost connection)",
+        details: "",
+        group: Group::Session,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Sleep,
+        name: "sleep",
+        aliases: &[],
+        args: &[req("S", K::Number)],
+        usage: "",
+        summary: "wait S seconds (fractions allowed) while events arrive",
+        details: "",
+        group: Group::Session,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Help,
+        name: "help",
+        aliases: &["h", "?"],
+        args: &[opt("CMD", K::Command)],
+        usage: "",
+        summary: "list commands, or explain one",
+        details: "",
+        group: Group::Session,
+        needs_target: false,
+        requires_halted: false,
+    },
+    Command {
+        id: Id::Quit,
+        name: "quit",
+        aliases: &["q", "exit"],
+        args: &[],
+        usage: "[--remove-probes]",
+        summary: "leave; the kernel keeps running (probes stay unless --remove-probes)",
+        details: "",
+        group: Group::Session,
+        needs_target: false,
+        requires_halted: false,
+    },
+];
+
+/// Find a command by name or alias.
+pub fn find(name: &str) -> Option<&'static Command> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name == name || c.aliases.contains(&name))
+}
+
+/// Levenshtein distance (small strings only).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest command name to a typo, if any is close enough.
+pub fn suggest(name: &str) -> Option<&'static str> {
+    let mut best: Option<(usize, &'static str)> = None;
+    for c in COMMANDS {
+        for n in std::iter::once(&c.name).chain(c.aliases.iter()) {
+            let mut d = edit_distance(name, n);
+            if n.starts_with(name) && !name.is_empty() {
+                d = d.min(1);
+            }
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, c.name));
+            }
+        }
+    }
+    let limit = (name.len() / 3).max(2);
+    best.filter(|(d, _)| *d <= limit).map(|(_, n)| n)
+}
+
+/// The command reference in Markdown (README / docs/COMMANDS.md).
+pub fn markdown() -> String {
+    let mut s = String::from(
+        "<!-- generated by `kdbg help --markdown` from shell/src/cmd/table.rs; do not edit -->\n",
+    );
+    for g in Group::ALL {
+        s.push_str(&format!("\n### {}\n\n", g.title()));
+        s.push_str("| Command | Aliases | Description |\n|---|---|---|\n");
+        for c in COMMANDS.iter().filter(|c| c.group == g) {
+            let aliases = c.aliases.join(", ");
+            let mut summary = c.summary.to_string();
+            if c.requires_halted {
+                summary.push_str(" *(kernel stopped)*");
+            }
+            s.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                c.usage_line().replace('|', "\\|"),
+                aliases,
+                summary.replace('|', "\\|")
+            ));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_aliases_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for c in COMMANDS {
+            for n in std::iter::once(&c.name).chain(c.aliases.iter()) {
+                assert!(seen.insert(*n), "duplicate command name {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        for c in COMMANDS {
+            assert!(!c.summary.is_empty(), "{}", c.name);
+            assert!(c.usage_line().starts_with(c.name));
+        }
+    }
+
+    #[test]
+    fn finds_by_alias() {
+        assert_eq!(find("c").unwrap().id, Id::Continue);
+        assert_eq!(find("kretprobe").unwrap().id, Id::Kretprobe);
+        assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn suggests_the_closest() {
+        assert_eq!(suggest("kprob"), Some("kprobe"));
+        assert_eq!(suggest("kretprobee"), Some("kretprobe"));
+        assert_eq!(suggest("contnue"), Some("continue"));
+        assert_eq!(suggest("regz"), Some("regs"));
+        assert_eq!(suggest("xyzzyplugh"), None);
+    }
+
+    #[test]
+    fn usage_lines() {
+        assert_eq!(
+            find("jprobe").unwrap().usage_line(),
+            "jprobe FUNC [ARGS...]"
+        );
+        assert_eq!(
+            find("kretprobe").unwrap().usage_line(),
+            "kretprobe FUNC [maxactive=N] [ARGS...]"
+        );
+        assert_eq!(find("x").unwrap().usage_line(), "x [/NFU] ADDR|SYMBOL");
+    }
+
+    #[test]
+    fn commands_md_matches_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/COMMANDS.md");
+        let want = markdown();
+        match std::fs::read_to_string(path) {
+            Ok(have) => assert!(
+                have.contains(want.trim()),
+                "docs/COMMANDS.md is stale: regenerate with `kdbg help --markdown > docs/COMMANDS.md`"
+            ),
+            Err(e) => panic!("{path}: {e}; generate it with `kdbg help --markdown`"),
+        }
+    }
+}

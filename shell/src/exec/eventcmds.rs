@@ -1,0 +1,234 @@
+//! events, live, filter, hist, wait, sleep.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::cmd::parse::{number, split_options};
+use crate::events::{Filter, histogram};
+use crate::output::{Output, RingCounters};
+use crate::session::{Session, write};
+
+fn parse_filter(opts: &[(String, String)]) -> Result<Filter> {
+    let mut f = Filter::default();
+    for (k, v) in opts {
+        let n = u32::try_from(number(v.trim_start_matches('#'))?)
+            .map_err(|_| anyhow!("`{k}={v}` is out of range"))?;
+        match k.as_str() {
+            "probe" => f.probe = Some(n),
+            "task" => f.task = Some(n),
+            _ => bail!("unknown filter `{k}=`: use probe=ID and/or task=ID"),
+        }
+    }
+    Ok(f)
+}
+
+pub fn events(s: &mut Session, args: &[String]) -> Result<Output> {
+    let (opts, rest) = split_options(args);
+    let n = match rest.as_slice() {
+        [] => 20,
+        [n] => number(n)? as usize,
+        _ => bail!("usage: events [N] [probe=ID] [task=ID]"),
+    };
+    let mut filter = parse_filter(&opts)?;
+    if opts.is_empty() {
+        filter = s
+            .shared
+            .filter
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+    }
+    let ring = if s.connected() {
+        s.monitor("events").ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| proto::reply::EventsRow::parse(l).ok())
+                .map(|r| RingCounters {
+                    size: r.size,
+                    produced: r.produced,
+                    delivered: r.delivered,
+                    dropped: r.dropped,
+                })
+        })
+    } else {
+        None
+    };
+    Ok(Output::Events {
+        events: s.shared.store.last(n, &filter),
+        ring,
+        received: s.shared.store.total(),
+        filter,
+    })
+}
+
+pub fn live(s: &mut Session, args: &[String]) -> Result<Output> {
+    let on = match args.first().map(String::as_str) {
+        None => !s.shared.live.load(Ordering::SeqCst),
+        Some("on") => true,
+        Some("off") => false,
+        Some(x) => bail!("`live {x}`: use live on or live off"),
+    };
+    s.shared.live.store(on, Ordering::SeqCst);
+    Ok(Output::Message {
+        text: format!(
+            "live event display {}",
+            if on {
+                "on"
+            } else {
+                "off (events are still recorded: `events`)"
+            }
+        ),
+    })
+}
+
+pub fn filter(s: &mut Session, args: &[String]) -> Result<Output> {
+    let f = if args.first().map(String::as_str) == Some("off") {
+        Filter::default()
+    } else {
+        let (opts, rest) = split_options(args);
+        if !rest.is_empty() {
+            bail!("usage: filter [probe=ID] [task=ID] | filter off");
+        }
+        parse_filter(&opts)?
+    };
+    *write(&s.shared.filter) = f.clone();
+    Ok(Output::Message {
+        text: if f.is_empty() {
+            "filter off: all events shown".into()
+        } else {
+            format!(
+                "showing only{}{}",
+                f.probe.map(|p| format!(" probe #{p}")).unwrap_or_default(),
+                f.task.map(|t| format!(" task {t}")).unwrap_or_default()
+            )
+        },
+    })
+}
+
+pub fn hist(s: &mut Session, args: &[String]) -> Result<Output> {
+    let (id, what) = match args {
+        [id] => (id, None),
+        [id, w] => (id, Some(w.as_str())),
+        _ => bail!("usage: hist PROBE [ret|lat]"),
+    };
+    let probe = u32::try_from(number(id.trim_start_matches('#'))?)
+        .map_err(|_| anyhow!("bad probe id `{id}`"))?;
+    let evs = s.shared.store.of_probe(probe);
+    let has_dur = evs.iter().any(|e| e.duration_tsc.is_some());
+    let what = match what {
+        Some("ret") => "ret",
+        Some("lat") | Some("latency") => "lat",
+        Some(w) => bail!("`hist {id} {w}`: use ret (return values) or lat (latency)"),
+        None if has_dur => "lat",
+        None => "ret",
+    };
+    let (values, unit): (Vec<i128>, &str) = if what == "lat" {
+        let ns = evs.iter().any(|e| e.duration_ns.is_some());
+        (
+            evs.iter()
+                .filter_map(|e| {
+                    if ns {
+                        e.duration_ns.map(|d| d as i128)
+                    } else {
+                        e.duration_tsc.map(i128::from)
+                    }
+                })
+                .collect(),
+            if ns { "ns" } else { "cycles" },
+        )
+    } else {
+        (
+            evs.iter()
+                .filter_map(|e| e.ret.as_ref())
+                .map(|r| r.value.as_i64().map(i128::from).unwrap_or(r.raw as i128))
+                .collect(),
+            "value",
+        )
+    };
+    if values.is_empty() && !evs.is_empty() {
+        bail!(
+            "probe #{probe} has no {} to plot (is it a kretprobe?)",
+            if what == "lat" {
+                "latencies"
+            } else {
+                "return values"
+            }
+        );
+    }
+    Ok(Output::Hist {
+        probe,
+        what: what.into(),
+        unit: unit.into(),
+        buckets: histogram(&values),
+    })
+}
+
+pub fn wait(s: &mut Session, args: &[String]) -> Result<Output> {
+    let usage = "usage: wait events N [timeout S]";
+    let (n, timeout) = match args {
+        [w, n] if w == "events" => (number(n)?, 10.0),
+        [w, n, t, secs] if w == "events" && t == "timeout" => (number(n)?, seconds(secs)?),
+        _ => bail!(usage),
+    };
+    let start = s.shared.store.total();
+    let target = start + n;
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    crate::session::CANCEL.store(false, Ordering::SeqCst);
+    let mut total = start;
+    while Instant::now() < deadline && total < target {
+        if crate::session::CANCEL.load(Ordering::SeqCst) {
+            bail!("wait cancelled after {} of {n} events", total - start);
+        }
+        total = s
+            .shared
+            .store
+            .wait_total(target, Duration::from_millis(100));
+        if !s.connected() {
+            bail!(
+                "connection lost while waiting ({} of {n} events arrived); use `reconnect`",
+                total - start
+            );
+        }
+    }
+    let got = total - start;
+    if got < n {
+        bail!(
+            "timed out after {timeout}s: {got} of {n} events arrived (are the probes hit? `probes` shows hits)"
+        );
+    }
+    Ok(Output::Waited {
+        wanted: n,
+        received: got,
+    })
+}
+
+fn seconds(s: &str) -> Result<f64> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| anyhow!("bad duration `{s}`: use seconds, e.g. 2 or 0.5"))?;
+    if !(0.0..=86400.0).contains(&v) {
+        bail!("duration `{s}` out of range (0 to 86400 seconds)");
+    }
+    Ok(v)
+}
+
+pub fn sleep(_s: &mut Session, args: &[String]) -> Result<Output> {
+    let [secs] = args else {
+        bail!("usage: sleep S");
+    };
+    let d = Duration::from_secs_f64(seconds(secs)?);
+    let end = Instant::now() + d;
+    crate::session::CANCEL.store(false, Ordering::SeqCst);
+    while Instant::now() < end {
+        if crate::session::CANCEL.load(Ordering::SeqCst) {
+            break;
+        }
+        std::thread::sleep(
+            end.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50)),
+        );
+    }
+    Ok(Output::None)
+}

@@ -1,0 +1,237 @@
+//! kprobe, jprobe, kretprobe, probes, enable/disable/delete.
+
+use anyhow::{Result, anyhow, bail};
+use proto::command::{Command as Mon, IdList, Loc, ProbeAction};
+use proto::reply::{ProbeRow, Row};
+
+use super::locate::{check_code, resolve};
+use crate::capture::{self, Layout};
+use crate::cmd::parse::{number, split_options};
+use crate::events::ProbeDef;
+use crate::output::{Output, ProbeInfo};
+use crate::session::{Session, write};
+
+/// The probe id from an `ok id=N` reply.
+fn new_id(reply: &str) -> Result<u32> {
+    for line in reply.lines() {
+        if let Some(r) = Row::parse(line)
+            && r.kind == "ok"
+            && let Some(id) = r.num("id")
+        {
+            return u32::try_from(id).map_err(|_| anyhow!("the stub answered a bad probe id {id}"));
+        }
+    }
+    bail!(
+        "the stub did not answer a probe id (reply: `{}`)",
+        reply.trim()
+    )
+}
+
+fn layout_for(
+    s: &Session,
+    func_addr: u64,
+    func_name: &str,
+    items: &[String],
+    ret: bool,
+) -> Result<Layout> {
+    let Ok(elf) = s.shared.elf() else {
+        return Ok(capture::compile_raw(items, ret)?);
+    };
+    let f = elf
+        .function_at(func_addr)
+        .map_err(|e| anyhow!("cannot read the prototype of {func_name}: {e}"))?;
+    if !f.has_dwarf {
+        return Ok(capture::compile_raw(items, ret)?);
+    }
+    Ok(capture::compile(&elf, &f, items, ret)?)
+}
+
+fn register(s: &Session, def: ProbeDef) -> Output {
+    let info = ProbeInfo {
+        id: def.id,
+        kind: def.kind.to_string(),
+        location: def.location.clone(),
+        addr: def.addr,
+        enabled: true,
+        hits: 0,
+        nmissed: 0,
+        path: "-".into(),
+        maxactive: None,
+        captures: def.layout.items.iter().map(|i| i.label.clone()).collect(),
+    };
+    write(&s.shared.probes).insert(def.id, def);
+    Output::ProbeSet { probe: info }
+}
+
+pub fn kprobe(s: &mut Session, args: &[String]) -> Result<Output> {
+    let [loc] = args else {
+        bail!("usage: kprobe LOC (a symbol, symbol+offset, 0xADDRESS or file:line)");
+    };
+    let r = resolve(&s.shared, loc)?;
+    check_code(&s.shared, &r)?;
+    let reply = s.monitor(
+        &Mon::Kprobe {
+            loc: Loc::Addr(r.addr),
+        }
+        .to_string(),
+    )?;
+    let id = new_id(&reply)?;
+    let insn = s.shared.insn_at(r.addr);
+    let def = ProbeDef {
+        id,
+        kind: "kprobe",
+        location: r.name,
+        addr: r.addr,
+        layout: Layout::default(),
+        insn: insn.as_ref().map(|i| i.text.clone()),
+        insn_args: insn.map(|i| i.arg_regs).unwrap_or_default(),
+    };
+    Ok(register(s, def))
+}
+
+/// jprobe and kretprobe: a function entry plus a capture.
+pub fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
+    let usage = if ret {
+        "usage: kretprobe FUNC [maxactive=N] [ARGS...]"
+    } else {
+        "usage: jprobe FUNC [ARGS...]"
+    };
+    let (func, rest) = args.split_first().ok_or_else(|| anyhow!(usage))?;
+    let (opts, items) = split_options(rest);
+    let mut maxactive = None;
+    for (k, v) in opts {
+        match k.as_str() {
+            "maxactive" if ret => {
+                let n = number(&v)?;
+                maxactive =
+                    Some(u32::try_from(n).map_err(|_| anyhow!("maxactive={n} is too large"))?);
+            }
+            _ => bail!("unknown option `{k}=`; {usage}"),
+        }
+    }
+    let r = resolve(&s.shared, func)?;
+    check_code(&s.shared, &r)?;
+    if r.func_start.is_some_and(|f| f != r.addr) {
+        bail!(
+            "{} is not a function entry: {} probes go on a function's first instruction (use kprobe for other places)",
+            r.name,
+            if ret { "kretprobe" } else { "jprobe" }
+        );
+    }
+    let layout = layout_for(s, r.addr, &r.name, &items, ret)?;
+    let cmd = if ret {
+        Mon::Kretprobe {
+            func: Loc::Addr(r.addr),
+            maxactive,
+            capture: layout.spec,
+        }
+    } else {
+        Mon::Jprobe {
+            func: Loc::Addr(r.addr),
+            capture: layout.spec,
+        }
+    };
+    let reply = s.monitor(&cmd.to_string())?;
+    let id = new_id(&reply)?;
+    s.refresh_tasks();
+    let def = ProbeDef {
+        id,
+        kind: if ret { "kretprobe" } else { "jprobe" },
+        location: r.name,
+        addr: r.addr,
+        layout,
+        insn: None,
+        insn_args: Vec::new(),
+    };
+    Ok(register(s, def))
+}
+
+pub fn list(s: &mut Session) -> Result<Output> {
+    let text = s.monitor("probes")?;
+    let defs = s.shared.probes.read().unwrap_or_else(|e| e.into_inner());
+    let mut probes = Vec::new();
+    for line in text.lines() {
+        let Ok(p) = ProbeRow::parse(line) else {
+            continue;
+        };
+        let def = defs.get(&p.id);
+        probes.push(ProbeInfo {
+            id: p.id,
+            kind: p.kind.as_str().to_string(),
+            location: def.map(|d| d.location.clone()).unwrap_or_else(|| {
+                if p.sym_offset == 0 {
+                    p.sym.to_string()
+                } else {
+                    format!("{}+{:#x}", p.sym, p.sym_offset)
+                }
+            }),
+            addr: p.addr,
+            enabled: p.enabled,
+            hits: p.hits,
+            nmissed: p.nmissed,
+            path: p.path.as_str().to_string(),
+            maxactive: (p.maxactive > 0).then_some(p.maxactive),
+            captures: def
+                .map(|d| d.layout.items.iter().map(|i| i.label.clone()).collect())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(Output::Probes { probes })
+}
+
+pub fn ids(args: &[String]) -> Result<Vec<u32>> {
+    if args.is_empty() {
+        bail!("give at least one probe id (`probes` lists them)");
+    }
+    args.iter()
+        .map(|a| {
+            let n = number(a.trim_start_matches('#'))?;
+            u32::try_from(n).map_err(|_| anyhow!("bad probe id `{a}`: `probes` lists them"))
+        })
+        .collect()
+}
+
+pub fn change(s: &mut Session, action: ProbeAction, args: &[String]) -> Result<Output> {
+    let ids = ids(args)?;
+    for chunk in ids.chunks(proto::command::MAX_IDS) {
+        let mut list = IdList::new();
+        for id in chunk {
+            list.push(*id).map_err(|e| anyhow!("{e}"))?;
+        }
+        s.monitor(&Mon::Probe { action, ids: list }.to_string())?;
+    }
+    if action == ProbeAction::Delete {
+        let mut defs = write(&s.shared.probes);
+        for id in &ids {
+            defs.remove(id);
+        }
+    }
+    Ok(Output::ProbesChanged {
+        action: match action {
+            ProbeAction::Enable => "enabled",
+            ProbeAction::Disable => "disabled",
+            ProbeAction::Delete => "deleted",
+        }
+        .into(),
+        ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_replies() {
+        assert_eq!(new_id("ok id=7\n").unwrap(), 7);
+        assert!(new_id("probe id=1").is_err());
+        assert_eq!(ids(&["1".into(), "#2".into()]).unwrap(), vec![1, 2]);
+        assert!(ids(&[]).is_err());
+        assert!(
+            ids(&["x".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("bad number")
+        );
+    }
+}

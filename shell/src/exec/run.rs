@@ -1,0 +1,189 @@
+//! break, tbreak, hbreak, watch, delete break, continue, stepi, nexti,
+//! interrupt.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+
+use super::locate::{check_code, resolve};
+use crate::cmd::parse::number;
+use crate::output::{BreakInfo, Output};
+use crate::rsp::{BreakKind, StopReply};
+use crate::session::{Breakpoint, Session};
+
+pub fn breakpoint(
+    s: &mut Session,
+    args: &[String],
+    kind: BreakKind,
+    temporary: bool,
+) -> Result<Output> {
+    let [loc] = args else {
+        bail!("usage: break LOC (a symbol, symbol+offset, 0xADDRESS or file:line)");
+    };
+    let r = resolve(&s.shared, loc)?;
+    check_code(&s.shared, &r)?;
+    if s.breakpoints
+        .values()
+        .any(|b| b.info.addr == r.addr && b.kind == kind)
+    {
+        bail!(
+            "there is already a breakpoint at {} (`info breakpoints`)",
+            r.name
+        );
+    }
+    s.client()?.set_breakpoint(kind, r.addr, 1).map_err(|e| match kind {
+        BreakKind::Hardware => anyhow!("{e} (the four debug registers may be in use: delete a hardware breakpoint or watchpoint)"),
+        _ => e.into(),
+    })?;
+    add(s, kind, r.addr, r.name, temporary, 1)
+}
+
+fn add(
+    s: &mut Session,
+    kind: BreakKind,
+    addr: u64,
+    location: String,
+    temporary: bool,
+    len: u64,
+) -> Result<Output> {
+    let id = s.next_break;
+    s.next_break += 1;
+    let info = BreakInfo {
+        id,
+        kind: match kind {
+            BreakKind::Software => "breakpoint",
+            BreakKind::Hardware => "hw-breakpoint",
+            BreakKind::Write => "watchpoint",
+            BreakKind::Read => "read-watchpoint",
+            BreakKind::Access => "access-watchpoint",
+        }
+        .into(),
+        addr,
+        location,
+        temporary,
+        len: matches!(kind, BreakKind::Write | BreakKind::Read | BreakKind::Access).then_some(len),
+    };
+    s.breakpoints.insert(
+        id,
+        Breakpoint {
+            info: info.clone(),
+            kind,
+            len,
+        },
+    );
+    Ok(Output::Breakpoint { breakpoint: info })
+}
+
+pub fn watch(s: &mut Session, args: &[String]) -> Result<Output> {
+    let mut kind = BreakKind::Write;
+    let mut rest = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "-r" => kind = BreakKind::Read,
+            "-a" => kind = BreakKind::Access,
+            _ => rest.push(a.clone()),
+        }
+    }
+    let (loc, len) = match rest.as_slice() {
+        [loc] => (loc, 8),
+        [loc, len] => (loc, number(len)?),
+        _ => bail!("usage: watch [-r|-a] ADDR|SYMBOL [LEN]"),
+    };
+    if ![1, 2, 4, 8].contains(&len) {
+        bail!("watch length {len} is not possible: use 1, 2, 4 or 8 (debug registers)");
+    }
+    let r = resolve(&s.shared, loc)?;
+    if r.addr % len != 0 {
+        bail!(
+            "{:#x} is not aligned to {len} bytes: debug registers need an aligned address",
+            r.addr
+        );
+    }
+    s.client()?.set_breakpoint(kind, r.addr, len).map_err(|e| {
+        anyhow!("{e} (all four debug registers may be in use: delete a watchpoint or hbreak)")
+    })?;
+    add(s, kind, r.addr, r.name, false, len)
+}
+
+pub fn delete_breaks(s: &mut Session, args: &[String]) -> Result<Output> {
+    if args.is_empty() {
+        bail!("usage: delete break N... (`info breakpoints` lists them)");
+    }
+    let mut ids = Vec::new();
+    for a in args {
+        let id = u32::try_from(number(a)?).map_err(|_| anyhow!("bad breakpoint number `{a}`"))?;
+        s.delete_breakpoint(id)?;
+        ids.push(id);
+    }
+    Ok(Output::Message {
+        text: format!(
+            "deleted breakpoint{} {}",
+            if ids.len() > 1 { "s" } else { "" },
+            ids.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    })
+}
+
+pub fn cont(s: &mut Session) -> Result<Output> {
+    s.client()?.resume("c")?;
+    Ok(Output::Running)
+}
+
+fn stopped(s: &mut Session, reply: &str) -> Result<Output> {
+    let stop = StopReply::parse(reply).unwrap_or_default();
+    let rip = s.registers().ok().map(|r| r.rip);
+    Ok(Output::Stopped {
+        stop: s.shared.stop_info(&stop, rip),
+    })
+}
+
+pub fn stepi(s: &mut Session, args: &[String]) -> Result<Output> {
+    let n = match args {
+        [] => 1,
+        [n] => number(n)?.max(1),
+        _ => bail!("usage: stepi [N]"),
+    };
+    let mut reply = String::new();
+    for _ in 0..n {
+        let t = s.timeout;
+        reply = s.client()?.request_stop("s", t)?;
+    }
+    stopped(s, &reply)
+}
+
+pub fn nexti(s: &mut Session, args: &[String]) -> Result<Output> {
+    let n = match args {
+        [] => 1,
+        [n] => number(n)?.max(1),
+        _ => bail!("usage: nexti [N]"),
+    };
+    let mut reply = String::new();
+    for _ in 0..n {
+        let rip = s.registers()?.rip;
+        let insn = s.shared.insn_at(rip);
+        let t = s.timeout;
+        match insn {
+            Some(i) if i.is_call => {
+                let next = rip + i.len as u64;
+                let mut c = s.client()?;
+                c.set_breakpoint(BreakKind::Software, next, 1)?;
+                let r = c.request_stop("c", Duration::from_secs(30).max(t));
+                let _ = c.clear_breakpoint(BreakKind::Software, next, 1);
+                reply = r?;
+            }
+            _ => reply = s.client()?.request_stop("s", t)?,
+        }
+    }
+    stopped(s, &reply)
+}
+
+pub fn interrupt(s: &mut Session) -> Result<Output> {
+    if !s.running() {
+        bail!("the kernel is already stopped (`continue` resumes it)");
+    }
+    let reply = s.client()?.interrupt(Duration::from_secs(5))?;
+    stopped(s, &reply)
+}

@@ -1,0 +1,209 @@
+//! What command handlers return: data, rendered later as text or JSON
+//! (see `render`). The JSON schema is documented in shell/SCHEMA.md.
+
+use serde::Serialize;
+
+use crate::disas::Insn;
+use crate::events::{Bucket, EventView, Filter};
+use crate::regs::RegisterFile;
+use crate::rsp::StopReply;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProbeInfo {
+    pub id: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub location: String,
+    pub addr: u64,
+    pub enabled: bool,
+    pub hits: u64,
+    pub nmissed: u64,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxactive: Option<u32>,
+    /// What the host captures (names), for jprobes and kretprobes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RingCounters {
+    pub size: u64,
+    pub produced: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BreakInfo {
+    pub id: u32,
+    pub kind: String,
+    pub addr: u64,
+    pub location: String,
+    pub temporary: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
+}
+
+/// Where the kernel stopped.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StopInfo {
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<u64>,
+    pub rip: u64,
+    pub location: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insn: Option<String>,
+    #[serde(skip)]
+    pub stop: StopReply,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MemoryRow {
+    pub addr: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DisasLine {
+    #[serde(flatten)]
+    pub insn: Insn,
+    pub location: String,
+    /// `=>` current rip, `K3` probe 3, `B1` breakpoint 1.
+    pub marks: Vec<String>,
+    /// Source line that starts here (with -s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FrameInfo {
+    pub level: usize,
+    pub pc: u64,
+    pub function: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub inlined: bool,
+    /// `cfi`, `fp` (frame pointer), `kretprobe` (trampoline mapped back).
+    pub how: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ArgInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub location: String,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ThreadInfo {
+    pub id: u64,
+    pub name: String,
+    pub state: String,
+    pub current: bool,
+    pub selected: bool,
+}
+
+/// The result of one command.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Output {
+    None,
+    Message {
+        text: String,
+    },
+    ProbeSet {
+        probe: ProbeInfo,
+    },
+    Probes {
+        probes: Vec<ProbeInfo>,
+    },
+    ProbesChanged {
+        action: String,
+        ids: Vec<u32>,
+    },
+    Events {
+        events: Vec<EventView>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ring: Option<RingCounters>,
+        received: u64,
+        filter: Filter,
+    },
+    Hist {
+        probe: u32,
+        what: String,
+        unit: String,
+        buckets: Vec<Bucket>,
+    },
+    Waited {
+        wanted: u64,
+        received: u64,
+    },
+    Breakpoint {
+        breakpoint: BreakInfo,
+    },
+    Breakpoints {
+        breakpoints: Vec<BreakInfo>,
+    },
+    Running,
+    Stopped {
+        stop: StopInfo,
+    },
+    Regs {
+        regs: RegisterFile,
+        flags: Vec<String>,
+        location: String,
+        verbose: bool,
+    },
+    Memory {
+        rows: Vec<MemoryRow>,
+    },
+    Written {
+        addr: u64,
+        size: usize,
+        value: u64,
+    },
+    Disas {
+        lines: Vec<DisasLine>,
+    },
+    Backtrace {
+        frames: Vec<FrameInfo>,
+    },
+    Symbol {
+        addr: u64,
+        symbol: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        frames: Vec<String>,
+    },
+    Lines {
+        location: String,
+        addrs: Vec<(u64, String)>,
+    },
+    Args {
+        function: String,
+        args: Vec<ArgInfo>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    Ptype {
+        text: String,
+    },
+    Threads {
+        threads: Vec<ThreadInfo>,
+    },
+    Monitor {
+        text: String,
+    },
+    Help {
+        text: String,
+    },
+    Quit,
+}

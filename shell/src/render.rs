@@ -1,0 +1,436 @@
+//! Renderers: text (tables; colour only on a tty) and NDJSON (one object
+//! per command result and per event; see shell/SCHEMA.md).
+
+use serde_json::json;
+
+use crate::events::{self, EventView};
+use crate::output::*;
+use crate::regs::GPR_NAMES;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Render {
+    pub json: bool,
+    pub color: bool,
+}
+
+impl Render {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    pub fn green(&self, s: &str) -> String {
+        self.paint("32", s)
+    }
+    pub fn yellow(&self, s: &str) -> String {
+        self.paint("33", s)
+    }
+    pub fn red(&self, s: &str) -> String {
+        self.paint("31", s)
+    }
+
+    /// A command's result (possibly empty text).
+    pub fn output(&self, command: &str, o: &Output) -> String {
+        if self.json {
+            let mut v = serde_json::to_value(o)
+                .unwrap_or_else(|e| json!({"type": "none", "error": e.to_string()}));
+            if let Some(m) = v.as_object_mut() {
+                m.insert("command".into(), command.into());
+                m.insert("ok".into(), true.into());
+            }
+            return v.to_string();
+        }
+        text(self, o)
+    }
+
+    /// A failed command.
+    pub fn error(&self, command: &str, where_: Option<&str>, msg: &str) -> String {
+        if self.json {
+            let mut v = json!({"type": "error", "command": command, "ok": false, "error": msg});
+            if let Some(w) = where_ {
+                v["at"] = w.into();
+            }
+            return v.to_string();
+        }
+        match where_ {
+            Some(w) => format!("{w}: {} {msg}", self.red("error:")),
+            None => format!("{} {msg}", self.red("error:")),
+        }
+    }
+
+    pub fn event(&self, v: &EventView) -> String {
+        if self.json {
+            let mut o = serde_json::to_value(v).unwrap_or_default();
+            if let Some(m) = o.as_object_mut() {
+                m.insert("type".into(), "event".into());
+            }
+            return o.to_string();
+        }
+        let line = events::text(v);
+        if self.color {
+            // Colour the bracketed prefix dim.
+            if let Some(end) = line.find("] ") {
+                return format!("{}{}", self.dim(&line[..=end]), &line[end + 1..]);
+            }
+        }
+        line
+    }
+
+    /// A notice (kernel stopped, connection lost, drops).
+    pub fn notice(&self, kind: &str, text: &str, extra: serde_json::Value) -> String {
+        if self.json {
+            let mut v = json!({"type": kind, "text": text});
+            if let (Some(m), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+                m.extend(e);
+            }
+            return v.to_string();
+        }
+        self.yellow(text)
+    }
+}
+
+/// Left-aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    for r in rows {
+        out.push(line(r.clone()));
+    }
+    out.join("\n")
+}
+
+fn probe_rows(probes: &[ProbeInfo]) -> String {
+    let rows: Vec<Vec<String>> = probes
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.to_string(),
+                p.kind.clone(),
+                p.location.clone(),
+                format!("{:#x}", p.addr),
+                if p.enabled { "yes".into() } else { "no".into() },
+                p.hits.to_string(),
+                p.nmissed.to_string(),
+                p.path.clone(),
+                p.captures.join(" "),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "TYPE", "LOCATION", "ADDRESS", "ENABLED", "HITS", "NMISSED", "PATH", "CAPTURES",
+        ],
+        &rows,
+    )
+}
+
+fn text(r: &Render, o: &Output) -> String {
+    match o {
+        Output::None | Output::Quit => String::new(),
+        Output::Message { text } | Output::Help { text } | Output::Ptype { text } => {
+            text.trim_end().to_string()
+        }
+        Output::Monitor { text } => text.trim_end().to_string(),
+        Output::ProbeSet { probe } => {
+            let mut s = format!(
+                "{} {} {} at {} ({:#x})",
+                r.green(&format!("probe #{}", probe.id)),
+                "set:",
+                probe.kind,
+                probe.location,
+                probe.addr
+            );
+            if !probe.captures.is_empty() {
+                s.push_str(&format!(" capturing {}", probe.captures.join(", ")));
+            }
+            s
+        }
+        Output::Probes { probes } => {
+            if probes.is_empty() {
+                "no probes".into()
+            } else {
+                probe_rows(probes)
+            }
+        }
+        Output::ProbesChanged { action, ids } => {
+            let ids: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
+            format!("{action} {}", ids.join(" "))
+        }
+        Output::Events {
+            events,
+            ring,
+            received,
+            filter,
+        } => {
+            let mut lines: Vec<String> = events.iter().map(|e| r.event(e)).collect();
+            let mut summary = format!("{} shown, {received} received", events.len());
+            if !filter.is_empty() {
+                summary.push_str(&format!(
+                    " (filter:{}{})",
+                    filter
+                        .probe
+                        .map(|p| format!(" probe={p}"))
+                        .unwrap_or_default(),
+                    filter
+                        .task
+                        .map(|t| format!(" task={t}"))
+                        .unwrap_or_default()
+                ));
+            }
+            if let Some(c) = ring {
+                summary.push_str(&format!(
+                    "; kernel ring: size {}, produced {}, delivered {}, dropped {}",
+                    c.size, c.produced, c.delivered, c.dropped
+                ));
+            }
+            lines.push(r.dim(&summary));
+            lines.join("\n")
+        }
+        Output::Hist {
+            probe,
+            what,
+            unit,
+            buckets,
+        } => {
+            if buckets.is_empty() {
+                format!("no events of probe #{probe} yet")
+            } else {
+                events::histogram_text(&format!("@{what}[#{probe}] ({unit}):"), buckets)
+                    .trim_end()
+                    .to_string()
+            }
+        }
+        Output::Waited { wanted, received } => format!("{received}/{wanted} events"),
+        Output::Breakpoint { breakpoint: b } => format!(
+            "{} {} at {} ({:#x}){}",
+            r.green(&format!("breakpoint {}", b.id)),
+            b.kind,
+            b.location,
+            b.addr,
+            if b.temporary { " (temporary)" } else { "" }
+        ),
+        Output::Breakpoints { breakpoints } => {
+            if breakpoints.is_empty() {
+                return "no breakpoints".into();
+            }
+            let rows: Vec<Vec<String>> = breakpoints
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.id.to_string(),
+                        b.kind.clone(),
+                        format!("{:#x}", b.addr),
+                        b.location.clone(),
+                        if b.temporary {
+                            "temp".into()
+                        } else {
+                            String::new()
+                        },
+                    ]
+                })
+                .collect();
+            table(&["NUM", "TYPE", "ADDRESS", "WHAT", ""], &rows)
+        }
+        Output::Running => "running".into(),
+        Output::Stopped { stop } => stop_text(r, stop),
+        Output::Regs {
+            regs,
+            flags,
+            location,
+            verbose,
+        } => {
+            let mut s = String::new();
+            for (i, name) in GPR_NAMES.iter().enumerate() {
+                s.push_str(&format!("{name:<4}{:#018x}", regs.gpr[i]));
+                s.push_str(if i % 3 == 2 { "\n" } else { "   " });
+            }
+            s.push_str(&format!("\nrip {:#018x}  {}\n", regs.rip, location));
+            s.push_str(&format!(
+                "eflags {:#010x}  [ {} ]",
+                regs.eflags,
+                flags.join(" ")
+            ));
+            if *verbose {
+                s.push('\n');
+                for (n, v) in regs.segments_named() {
+                    s.push_str(&format!("{n} {v:#06x}  "));
+                }
+                if let (Some(fs), Some(gs)) = (regs.fs_base, regs.gs_base) {
+                    s.push_str(&format!("\nfs_base {fs:#018x}  gs_base {gs:#018x}"));
+                }
+                if let Some(m) = regs.mxcsr {
+                    s.push_str(&format!("\nmxcsr {m:#010x}"));
+                }
+                for (i, x) in regs.xmm.iter().enumerate() {
+                    s.push_str(&format!("\nxmm{i:<2} {x:#034x}"));
+                }
+            }
+            s
+        }
+        Output::Memory { rows } => rows
+            .iter()
+            .map(|row| {
+                let addr = match &row.label {
+                    Some(l) => format!("{:#018x} <{l}>:", row.addr),
+                    None => format!("{:#018x}:", row.addr),
+                };
+                format!("{addr}  {}", row.values.join("  "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Output::Written { addr, size, value } => {
+            format!("wrote {value:#x} ({size} bytes) at {addr:#x}")
+        }
+        Output::Disas { lines } => {
+            let mut out = Vec::new();
+            for l in lines {
+                if let Some(src) = &l.source {
+                    out.push(r.dim(src));
+                }
+                let marks = l.marks.join(",");
+                out.push(format!(
+                    "{marks:>5} {:#x} <{}>:  {:<24} {}",
+                    l.insn.addr, l.location, l.insn.bytes, l.insn.text
+                ));
+            }
+            out.join("\n")
+        }
+        Output::Backtrace { frames } => frames
+            .iter()
+            .map(|f| {
+                let mut s = format!("#{:<2} {:#018x} in {}", f.level, f.pc, f.function);
+                if f.inlined {
+                    s.push_str(" [inlined]");
+                }
+                if let Some(src) = &f.source {
+                    s.push_str(&format!(" at {src}"));
+                }
+                if f.how == "kretprobe" {
+                    s.push_str(" [via kretprobe trampoline]");
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Output::Symbol {
+            addr,
+            symbol,
+            source,
+            frames,
+        } => {
+            let mut s = match symbol {
+                Some(n) => format!("{addr:#x} is {n}"),
+                None => format!("no symbol matches {addr:#x}"),
+            };
+            if let Some(src) = source {
+                s.push_str(&format!(" at {src}"));
+            }
+            for f in frames {
+                s.push_str(&format!("\n  inlined: {f}"));
+            }
+            s
+        }
+        Output::Lines { location, addrs } => {
+            if addrs.is_empty() {
+                return format!("no code for {location}");
+            }
+            addrs
+                .iter()
+                .map(|(a, s)| format!("{location} is at {a:#x} <{s}>"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Output::Args {
+            function,
+            args,
+            note,
+        } => {
+            let mut s = format!("{function}:");
+            if args.is_empty() {
+                s.push_str(" no parameters");
+            }
+            for a in args {
+                s.push_str(&format!(
+                    "\n  {} {} = {}   ({})",
+                    a.type_name,
+                    a.name,
+                    a.value.clone().unwrap_or_else(|| "<unavailable>".into()),
+                    a.location
+                ));
+            }
+            if let Some(n) = note {
+                s.push_str(&format!("\n{}", r.dim(n)));
+            }
+            s
+        }
+        Output::Threads { threads } => {
+            let rows: Vec<Vec<String>> = threads
+                .iter()
+                .map(|t| {
+                    vec![
+                        if t.selected {
+                            "*".into()
+                        } else {
+                            String::new()
+                        },
+                        t.id.to_string(),
+                        t.name.clone(),
+                        t.state.clone(),
+                        if t.current {
+                            "running on cpu".into()
+                        } else {
+                            String::new()
+                        },
+                    ]
+                })
+                .collect();
+            table(&["", "ID", "NAME", "STATE", ""], &rows)
+        }
+    }
+}
+
+pub fn stop_text(r: &Render, s: &StopInfo) -> String {
+    let mut t = format!(
+        "{} {} at {} ({:#x})",
+        r.yellow("stopped:"),
+        s.reason,
+        s.location,
+        s.rip
+    );
+    if let Some(th) = s.thread {
+        t.push_str(&format!(" thread {th}"));
+    }
+    if let Some(src) = &s.source {
+        t.push_str(&format!("\n  {src}"));
+    }
+    if let Some(i) = &s.insn {
+        t.push_str(&format!("\n  => {:#x}: {i}", s.rip));
+    }
+    t
+}

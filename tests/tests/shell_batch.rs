@@ -1,0 +1,256 @@
+//! The kdbg shell end to end: the real `kdbg` binary driven through a
+//! batch script on a pipe against the reference kernel in QEMU; events
+//! checked against the kernel's ground-truth log (debugcon).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::Qemu;
+
+const BOOT: Duration = Duration::from_secs(60);
+const REPLY: Duration = Duration::from_secs(60);
+
+/// kdbg in `--json` batch mode on a pipe: send a line, read its objects.
+struct Kdbg {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Everything read so far (events arrive between results).
+    seen: Vec<Value>,
+}
+
+impl Kdbg {
+    fn start(vm: &Qemu, extra: &[&str]) -> Kdbg {
+        let mut child = Command::new(tests::kdbg_path())
+            .arg("--connect")
+            .arg(vm.stub_connect_arg())
+            .arg("--symbols")
+            .arg(tests::kernel_path())
+            .args(["--json", "--timeout", "20"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", tests::kdbg_path().display()));
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Kdbg {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Run one command; return its result object (events seen meanwhile
+    /// are kept in `seen`).
+    fn run(&mut self, line: &str) -> Value {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to kdbg");
+        stdin.flush().expect("flush");
+        let deadline = Instant::now() + REPLY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no answer to `{line}` within {REPLY:?}"));
+            let v: Value =
+                serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            self.seen.push(v.clone());
+            if v.get("command").is_some() && v["type"] != "stopped" {
+                return v;
+            }
+        }
+    }
+
+    fn events(&self, probe: u64) -> Vec<&Value> {
+        self.seen
+            .iter()
+            .filter(|v| v["type"] == "event" && v["probe"] == probe)
+            .collect()
+    }
+
+    fn finish(mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("kdbg did not exit after its script ended");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn boot() -> Qemu {
+    let mut vm = Qemu::boot("serve kdbg.truth kdbg.quiet").expect("boot the kernel");
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("kernel serving");
+    vm
+}
+
+/// `truth ... fn=NAME k=v ...` lines as maps.
+fn truth(vm: &Qemu, func: &str) -> Vec<std::collections::HashMap<String, String>> {
+    vm.debugcon()
+        .lines()
+        .filter(|l| l.starts_with("truth ") && l.contains(&format!(" fn={func} ")))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn num(s: &str) -> i128 {
+    let s = s.split(':').next().unwrap_or(s);
+    if let Some(h) = s.strip_prefix("0x") {
+        i128::from_str_radix(h, 16).unwrap()
+    } else {
+        s.parse().unwrap()
+    }
+}
+
+fn arg<'a>(ev: &'a Value, name: &str) -> &'a Value {
+    ev["args"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name))
+        .map(|x| &x["value"])
+        .unwrap_or_else(|| panic!("event has no argument `{name}`: {ev}"))
+}
+
+#[test]
+fn jprobe_and_kretprobe_events_match_the_ground_truth() {
+    let vm = boot();
+    let mut k = Kdbg::start(&vm, &[]);
+    let j = k.run("jprobe spawn_task");
+    assert_eq!(j["ok"], true, "{j}");
+    let jid = j["probe"]["id"].as_u64().expect("probe id");
+    let r = k.run("kretprobe sys_open");
+    assert_eq!(r["ok"], true, "{r}");
+    let rid = r["probe"]["id"].as_u64().expect("probe id");
+    let w = k.run("wait events 12 timeout 60");
+    assert_eq!(w["ok"], true, "{w}");
+    let probes = k.run("probes");
+    let rows = probes["probes"].as_array().expect("rows").clone();
+    for id in [jid, rid] {
+        let row = rows.iter().find(|p| p["id"] == id).expect("probe listed");
+        assert!(row["hits"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["nmissed"].is_u64(), "{row}");
+    }
+
+    // Every spawn_task event equals some ground-truth call.
+    let spawn_truth = truth(&vm, "spawn_task");
+    let spawns = k.events(jid);
+    assert!(!spawns.is_empty(), "no spawn_task events");
+    for ev in &spawns {
+        let found = spawn_truth.iter().any(|t| {
+            [
+                "clone_flags",
+                "stack_start",
+                "regs",
+                "stack_size",
+                "parent_tid",
+                "child_tid",
+            ]
+            .iter()
+            .all(|n| arg(ev, n).as_u64().map(i128::from) == Some(num(&t[*n])))
+        });
+        assert!(found, "spawn_task event not in the ground truth: {ev}");
+    }
+    // Every sys_open return: path, flags, mode and return value.
+    let open_truth = truth(&vm, "sys_open");
+    let opens = k.events(rid);
+    assert!(!opens.is_empty(), "no sys_open events");
+    for ev in &opens {
+        let path = arg(ev, "path")
+            .as_str()
+            .expect("path is a string")
+            .to_string();
+        let ret = ev["ret"]["value"].as_i64().expect("signed ret");
+        let found = open_truth.iter().any(|t| {
+            t["path"].ends_with(&format!(":\"{path}\""))
+                && num(&t["ret"]) == i128::from(ret)
+                && arg(ev, "flags").as_u64().map(i128::from) == Some(num(&t["flags"]))
+                && arg(ev, "mode").as_u64().map(i128::from) == Some(num(&t["mode"]))
+        });
+        assert!(found, "sys_open event not in the ground truth: {ev}");
+        if ret == -2 {
+            assert_eq!(ev["ret"]["errno"], "ENOENT", "{ev}");
+        }
+    }
+
+    // delete stops them.
+    let d = k.run(&format!("delete {jid} {rid}"));
+    assert_eq!(d["ok"], true, "{d}");
+    k.run("sleep 1");
+    let before = k.run("events 0")["received"].as_u64().unwrap();
+    k.run("sleep 2");
+    let after = k.run("events 0")["received"].as_u64().unwrap();
+    assert_eq!(before, after, "events kept arriving after delete");
+    let probes = k.run("probes");
+    assert!(
+        probes["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["id"] != jid && p["id"] != rid),
+        "{probes}"
+    );
+    assert!(k.finish().success());
+}
+
+#[test]
+fn batch_file_text_output_and_first_error_stops() {
+    let vm = boot();
+    let dir = vm.workdir().expect("workdir").to_path_buf();
+    let script = dir.join("script.kdbg");
+    std::fs::write(
+        &script,
+        "# a comment\nkretprobe sys_open\nwait events 2 timeout 60\nprobes\nkprobe no_such_function_xyz\nprobes\n",
+    )
+    .unwrap();
+    let out = Command::new(tests::kdbg_path())
+        .arg("--connect")
+        .arg(vm.stub_connect_arg())
+        .arg("--symbols")
+        .arg(tests::kernel_path())
+        .arg("--batch")
+        .arg(&script)
+        .output()
+        .expect("run kdbg");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("sys_open(path=\""), "{stdout}");
+    assert!(stdout.contains("= "), "{stdout}");
+    assert!(stdout.contains("NMISSED"), "{stdout}");
+    let err_line = format!(
+        "{}:5: error: unknown symbol `no_such_function_xyz`",
+        script.display()
+    );
+    assert!(stderr.contains(&err_line), "{stderr}");
+    // The run stopped at line 5: one `probes` table only.
+    assert_eq!(stdout.matches("NMISSED").count(), 1, "{stdout}");
+}
