@@ -10,9 +10,9 @@ extern crate alloc;
 
 pub mod cpu;
 pub mod frame;
-pub mod insn;
 pub mod gdt;
 pub mod idt;
+pub mod insn;
 pub mod pic;
 pub mod pit;
 pub mod port;
@@ -20,9 +20,9 @@ pub mod trap;
 pub mod uart;
 
 pub use frame::TrapFrame;
+pub mod callout;
 pub mod debugreg;
 pub mod mem;
-pub mod callout;
 pub mod slots;
 pub mod text;
 pub mod trampoline;

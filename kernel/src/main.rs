@@ -18,6 +18,7 @@ mod exit;
 mod heap;
 mod intrinsics;
 mod kallsyms;
+mod probe_platform;
 mod sched;
 mod selftest;
 mod serve;
@@ -78,6 +79,7 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     arch::cpu::enable_interrupts();
 
     // The debugger and the probe core (issues 3-5) start here.
+    probe_platform::init();
     trap::enable_serial_irqs();
 
     match cmd.mode {

@@ -97,7 +97,11 @@ impl Core {
             if !p.is_enabled() {
                 continue;
             }
-            p.hits.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            // A kretprobe's hits are the returns it handled (counted at the
+            // trampoline); entries without an instance are nmissed.
+            if !matches!(p.action, Action::Kretprobe(_)) {
+                p.hits.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            }
             if self.run_pre(pf, p, frame) {
                 kcb.set_cur(Level::IDLE);
                 return;

@@ -110,12 +110,12 @@ impl Core {
         if !(pf.is_text)(addr) {
             return Err(ProbeError::NotText);
         }
+        if (pf.is_blacklisted)(addr) {
+            return Err(ProbeError::Blacklisted);
+        }
         let sym = (pf.symbol_at)(addr).ok_or(ProbeError::NoFunction)?;
         if !sym.contains(addr) {
             return Err(ProbeError::PastEnd);
-        }
-        if (pf.is_blacklisted)(addr) {
-            return Err(ProbeError::Blacklisted);
         }
         Ok((addr, sym))
     }

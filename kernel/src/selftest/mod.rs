@@ -27,6 +27,10 @@ mod trap;
 mod truth;
 mod workloads;
 // Suites of the probe core and the stub (one line each):
+mod capture;
+mod jprobe;
+mod kprobe;
+mod kretprobe;
 
 /// Every suite, in the order `selftest` runs them.
 pub static SUITES: &[&Suite] = &[
@@ -37,6 +41,10 @@ pub static SUITES: &[&Suite] = &[
     &workloads::SUITE,
     &truth::SUITE,
     // Suites of the probe core and the stub (one line each):
+    &kprobe::SUITE,
+    &kretprobe::SUITE,
+    &jprobe::SUITE,
+    &capture::SUITE,
 ];
 
 /// What a test case returns: `Err` carries the reason shown after `FAILED:`.

@@ -1,0 +1,732 @@
+//! Selftest suite `kprobe`: the probe core on the live kernel, modelled on
+//! Linux's lib/test_kprobes.c. The probed functions are small asm functions
+//! below whose first instruction (or an inner one) is each class the core
+//! distinguishes; every test compares probed results with unprobed ones.
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use arch::TrapFrame;
+use probes::{At, ExecPath, Kprobe, Probe, ProbeError, ProbeId, Refusal};
+
+crate::probe_suite!(
+    "kprobe",
+    pre_post_handlers,
+    probe_arrays,
+    nmissed_from_recursive_handler,
+    emulated_jcc,
+    emulated_loop,
+    emulated_ret_imm_call_jmp_reg,
+    emulated_flags,
+    rip_relative_load_store,
+    boosted_one_trap_per_hit,
+    every_offset,
+    refusals,
+    toggle_256_probes,
+    register_unregister_10000,
+    fault_in_out_of_line_insn
+);
+
+global_asm!(
+    ".pushsection .text.kdbg_selftest_kprobe, \"ax\", @progbits",
+    // rdi + rsi
+    ".globl st_kp_add",
+    ".type st_kp_add, @function",
+    "st_kp_add:",
+    "lea rax, [rdi + rsi]",
+    "ret",
+    ".size st_kp_add, . - st_kp_add",
+    // 1 if rdi < rsi (signed) else 2
+    ".globl st_kp_jcc",
+    ".type st_kp_jcc, @function",
+    "st_kp_jcc:",
+    "cmp rdi, rsi",
+    "jl 2f",
+    "mov eax, 2",
+    "ret",
+    "2:",
+    "mov eax, 1",
+    "ret",
+    ".size st_kp_jcc, . - st_kp_jcc",
+    // one `loop` with rcx = rdi: rcx after it, + 0x100000 if it branched
+    ".globl st_kp_loop",
+    ".type st_kp_loop, @function",
+    "st_kp_loop:",
+    "mov rcx, rdi",
+    "xor eax, eax",
+    "loop 2f",
+    "mov rax, rcx",
+    "ret",
+    "2:",
+    "lea rax, [rcx + 0x100000]",
+    "ret",
+    ".size st_kp_loop, . - st_kp_loop",
+    // pushes two words, calls a `ret 16`: returns the rsp difference (0)
+    ".globl st_kp_retimm",
+    ".type st_kp_retimm, @function",
+    "st_kp_retimm:",
+    "mov rax, rsp",
+    "push 7",
+    "push 9",
+    "call 2f",
+    "sub rax, rsp",
+    "ret",
+    "2:",
+    "ret 16",
+    ".size st_kp_retimm, . - st_kp_retimm",
+    // f(rdi, rsi) through a register: call rax
+    ".globl st_kp_callreg",
+    ".type st_kp_callreg, @function",
+    "st_kp_callreg:",
+    "mov rax, rdx",
+    "call rax",
+    "ret",
+    ".size st_kp_callreg, . - st_kp_callreg",
+    // tail call through a register: jmp rax
+    ".globl st_kp_jmpreg",
+    ".type st_kp_jmpreg, @function",
+    "st_kp_jmpreg:",
+    "mov rax, rdx",
+    "jmp rax",
+    ".size st_kp_jmpreg, . - st_kp_jmpreg",
+    // [rdi] = flags after cli, [rdi+8] = flags after sti; returns flags after popf
+    ".globl st_kp_flags",
+    ".type st_kp_flags, @function",
+    "st_kp_flags:",
+    "pushfq",
+    "cli",
+    "pushfq",
+    "pop rax",
+    "mov [rdi], rax",
+    "sti",
+    "pushfq",
+    "pop rax",
+    "mov [rdi + 8], rax",
+    "popfq",
+    "pushfq",
+    "pop rax",
+    "ret",
+    ".size st_kp_flags, . - st_kp_flags",
+    // returns st_kp_data[0]; stores rdi into st_kp_data[1]
+    ".globl st_kp_riprel",
+    ".type st_kp_riprel, @function",
+    "st_kp_riprel:",
+    "mov rax, qword ptr [rip + st_kp_data]",
+    "mov qword ptr [rip + st_kp_data + 8], rdi",
+    "ret",
+    ".size st_kp_riprel, . - st_kp_riprel",
+    // rax = [rdi] (faults for an unmapped rdi)
+    ".globl st_kp_load",
+    ".type st_kp_load, @function",
+    "st_kp_load:",
+    "mov rax, qword ptr [rdi]",
+    "ret",
+    ".size st_kp_load, . - st_kp_load",
+    // targets that must be refused
+    ".globl st_kp_traps",
+    ".type st_kp_traps, @function",
+    "st_kp_traps:",
+    "nop",
+    "int3",
+    "ud2",
+    "ret",
+    ".size st_kp_traps, . - st_kp_traps",
+    ".popsection",
+    ".pushsection .data.kdbg_selftest_kprobe, \"aw\", @progbits",
+    ".balign 8",
+    ".globl st_kp_data",
+    "st_kp_data:",
+    ".quad 0x1122334455667788",
+    ".quad 0",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    fn st_kp_add(a: u64, b: u64) -> u64;
+    fn st_kp_jcc(a: i64, b: i64) -> u64;
+    fn st_kp_loop(rcx: u64) -> u64;
+    fn st_kp_retimm() -> u64;
+    fn st_kp_callreg(a: u64, b: u64, f: u64) -> u64;
+    fn st_kp_jmpreg(a: u64, b: u64, f: u64) -> u64;
+    fn st_kp_flags(out: *mut [u64; 2]) -> u64;
+    fn st_kp_riprel(v: u64) -> u64;
+    fn st_kp_load(p: u64) -> u64;
+    static mut st_kp_data: [u64; 2];
+}
+
+/// Instruction lengths of the asm functions (ground truth for `every_offset`).
+const LENGTHS: &[(&str, &[u64])] = &[
+    ("st_kp_add", &[4, 1]),
+    ("st_kp_jcc", &[3, 2, 5, 1, 5, 1]),
+    ("st_kp_loop", &[3, 2, 2, 3, 1, 7, 1]),
+    ("st_kp_retimm", &[3, 2, 2, 5, 3, 1, 3]),
+    ("st_kp_callreg", &[3, 2, 1]),
+    ("st_kp_flags", &[1, 1, 1, 1, 3, 1, 1, 1, 4, 1, 1, 1, 1]),
+    ("st_kp_riprel", &[7, 7, 1]),
+];
+
+fn add(a: u64, b: u64) -> u64 {
+    // SAFETY: plain asm function of two integer arguments.
+    unsafe { st_kp_add(a, b) }
+}
+
+fn jcc(a: i64, b: i64) -> u64 {
+    // SAFETY: plain asm function of two integer arguments.
+    unsafe { st_kp_jcc(a, b) }
+}
+
+fn loop_once(rcx: u64) -> u64 {
+    // SAFETY: plain asm function of one integer argument.
+    unsafe { st_kp_loop(rcx) }
+}
+
+fn retimm() -> u64 {
+    // SAFETY: plain asm function; its pushes are popped by the `ret 16`.
+    unsafe { st_kp_retimm() }
+}
+
+/// `f(a, b, st_kp_add)`: calls or jumps to st_kp_add through a register.
+fn through_register(f: unsafe extern "C" fn(u64, u64, u64) -> u64, a: u64, b: u64) -> u64 {
+    // SAFETY: `f` is st_kp_callreg or st_kp_jmpreg; the third argument is
+    // the address of st_kp_add, a function of two integers.
+    unsafe { f(a, b, st_kp_add as *const () as u64) }
+}
+
+fn addr_of(name: &str) -> Result<u64, &'static str> {
+    crate::kallsyms::find(name)
+        .map(|s| s.start)
+        .ok_or("selftest function missing from kallsyms")
+}
+
+fn check(ok: bool, msg: &'static str) -> Result<(), &'static str> {
+    if ok { Ok(()) } else { Err(msg) }
+}
+
+fn reg(at: At<'_>, kp: Kprobe) -> Result<ProbeId, &'static str> {
+    probes::register_kprobe(at, kp).map_err(|_| "register_kprobe refused a valid address")
+}
+
+fn unreg(id: ProbeId) -> Result<(), &'static str> {
+    probes::unregister(id).map_err(|_| "unregister failed")
+}
+
+static PRE: AtomicU64 = AtomicU64::new(0);
+static POST: AtomicU64 = AtomicU64::new(0);
+static SEEN_RDI: AtomicU64 = AtomicU64::new(0);
+static SEEN_POST_RIP: AtomicU64 = AtomicU64::new(0);
+
+fn count_pre(_: &Probe, f: &mut TrapFrame) -> bool {
+    PRE.fetch_add(1, Ordering::Relaxed);
+    SEEN_RDI.store(f.rdi, Ordering::Relaxed);
+    false
+}
+
+fn count_post(_: &Probe, f: &mut TrapFrame) {
+    POST.fetch_add(1, Ordering::Relaxed);
+    SEEN_POST_RIP.store(f.rip, Ordering::Relaxed);
+}
+
+fn counting() -> Kprobe {
+    Kprobe {
+        pre_handler: Some(count_pre),
+        post_handler: Some(count_post),
+        fault_handler: None,
+        data: 0,
+    }
+}
+
+fn reset() {
+    PRE.store(0, Ordering::Relaxed);
+    POST.store(0, Ordering::Relaxed);
+}
+
+fn pre_post_handlers() -> Result<(), &'static str> {
+    reset();
+    let f = addr_of("st_kp_add")?;
+    let id = reg(At::Addr(f), counting())?;
+    let r = add(3, 4);
+    unreg(id)?;
+    check(r == 7, "probed function computed a different result")?;
+    check(
+        PRE.load(Ordering::Relaxed) == 1,
+        "pre_handler did not run exactly once",
+    )?;
+    check(
+        POST.load(Ordering::Relaxed) == 1,
+        "post_handler did not run exactly once",
+    )?;
+    check(
+        SEEN_RDI.load(Ordering::Relaxed) == 3,
+        "pre_handler saw the wrong rdi",
+    )?;
+    check(
+        SEEN_POST_RIP.load(Ordering::Relaxed) == f + 4,
+        "post_handler's rip is not the next instruction",
+    )?;
+    check(
+        add(1, 1) == 2 && PRE.load(Ordering::Relaxed) == 1,
+        "probe still fires after unregister",
+    )
+}
+
+fn probe_arrays() -> Result<(), &'static str> {
+    let targets = ["st_kp_add", "st_kp_jcc", "st_kp_loop"];
+    for round in 0..2 {
+        reset();
+        let mut ids = [ProbeId(0); 3];
+        for (id, name) in ids.iter_mut().zip(targets) {
+            *id = reg(At::Symbol(name, 0), counting())?;
+        }
+        let _ = add(1, 2);
+        // SAFETY: plain asm functions of integer arguments.
+        let _ = unsafe { st_kp_jcc(1, 2) + st_kp_loop(3) };
+        for id in ids {
+            unreg(id)?;
+        }
+        check(
+            PRE.load(Ordering::Relaxed) == 3,
+            "not every probe of the array fired once",
+        )?;
+        let _ = round;
+    }
+    Ok(())
+}
+
+fn recursive_pre(_: &Probe, _: &mut TrapFrame) -> bool {
+    PRE.fetch_add(1, Ordering::Relaxed);
+    // Calls a probed function twice from the handler: both hits are missed.
+    let _ = add(5, 6);
+    let _ = add(7, 8);
+    false
+}
+
+fn nmissed_from_recursive_handler() -> Result<(), &'static str> {
+    reset();
+    let outer = reg(
+        At::Symbol("st_kp_jcc", 0),
+        Kprobe {
+            pre_handler: Some(recursive_pre),
+            ..Kprobe::default()
+        },
+    )?;
+    let inner = reg(At::Symbol("st_kp_add", 0), counting())?;
+    // SAFETY: plain asm function.
+    let r = unsafe { st_kp_jcc(1, 2) };
+    let info = probes::info(inner).ok_or("probe vanished")?;
+    unreg(outer)?;
+    unreg(inner)?;
+    check(r == 1, "probed function computed a different result")?;
+    check(
+        info.nmissed == 2,
+        "nmissed of the probe hit inside a handler is not 2",
+    )?;
+    check(
+        info.hits == 0,
+        "a probe hit inside a handler ran its handlers",
+    )
+}
+
+/// Runs `f` unprobed, then probed at every offset of `func` in `offsets`,
+/// comparing results; checks the exec path of each.
+fn compare(
+    func: &str,
+    offsets: &[(u64, ExecPath)],
+    f: &dyn Fn() -> u64,
+) -> Result<(), &'static str> {
+    let native = f();
+    for &(off, path) in offsets {
+        for kp in [
+            counting(),
+            Kprobe {
+                pre_handler: Some(count_pre),
+                ..Kprobe::default()
+            },
+        ] {
+            reset();
+            let id = reg(At::Symbol(func, off), kp)?;
+            let info = probes::info(id).ok_or("probe vanished")?;
+            let probed = f();
+            unreg(id)?;
+            check(probed == native, "probed result differs from native")?;
+            check(PRE.load(Ordering::Relaxed) >= 1, "probe did not fire")?;
+            let want = if path == ExecPath::Boosted && kp.post_handler.is_some() {
+                ExecPath::OutOfLine
+            } else {
+                path
+            };
+            check(info.path == want, "unexpected execution path")?;
+        }
+    }
+    Ok(())
+}
+
+fn emulated_jcc() -> Result<(), &'static str> {
+    // cmp (boostable), jl, and the ret each outcome reaches.
+    let taken = [
+        (0, ExecPath::Boosted),
+        (3, ExecPath::Emulated),
+        (16, ExecPath::Emulated),
+    ];
+    let not_taken = [
+        (0, ExecPath::Boosted),
+        (3, ExecPath::Emulated),
+        (10, ExecPath::Emulated),
+    ];
+    compare("st_kp_jcc", &taken, &|| jcc(1, 2))?;
+    compare("st_kp_jcc", &not_taken, &|| jcc(5, 2))
+}
+
+fn emulated_loop() -> Result<(), &'static str> {
+    for rcx in [0u64, 1, 2] {
+        compare("st_kp_loop", &[(5, ExecPath::Emulated)], &|| loop_once(rcx))?;
+    }
+    let native = [loop_once(0), loop_once(1), loop_once(2)];
+    check(
+        native == [0x100000u64.wrapping_sub(1), 0, 0x100001],
+        "native loop semantics unexpected",
+    )
+}
+
+fn emulated_ret_imm_call_jmp_reg() -> Result<(), &'static str> {
+    compare(
+        "st_kp_retimm",
+        &[(16, ExecPath::Emulated), (7, ExecPath::Emulated)],
+        &retimm,
+    )?;
+    compare(
+        "st_kp_callreg",
+        &[(3, ExecPath::Emulated), (5, ExecPath::Emulated)],
+        &|| through_register(st_kp_callreg, 20, 22),
+    )?;
+    compare("st_kp_jmpreg", &[(3, ExecPath::Emulated)], &|| {
+        through_register(st_kp_jmpreg, 20, 22)
+    })
+}
+
+fn flags_run() -> u64 {
+    let mut out = [0u64; 2];
+    // SAFETY: plain asm function writing two words through the pointer.
+    let after = unsafe { st_kp_flags(&mut out) };
+    const IF: u64 = 1 << 9;
+    (after & IF) | ((out[0] & IF) << 1) | ((out[1] & IF) << 2)
+}
+
+fn emulated_flags() -> Result<(), &'static str> {
+    let offs = [
+        (0, ExecPath::Emulated),  // pushf
+        (1, ExecPath::Emulated),  // cli
+        (7, ExecPath::Emulated),  // sti
+        (14, ExecPath::Emulated), // popf
+    ];
+    compare("st_kp_flags", &offs, &flags_run)
+}
+
+fn rip_relative_load_store() -> Result<(), &'static str> {
+    for off in [0u64, 7] {
+        reset();
+        let id = reg(At::Symbol("st_kp_riprel", off), counting())?;
+        // SAFETY: plain asm function; st_kp_data is only touched by it and here.
+        let (v, stored) = unsafe {
+            let v = st_kp_riprel(0xabcd + off);
+            (
+                v,
+                core::ptr::read_volatile(core::ptr::addr_of!(st_kp_data[1])),
+            )
+        };
+        unreg(id)?;
+        check(
+            v == 0x1122_3344_5566_7788,
+            "RIP-relative load through a probe read the wrong value",
+        )?;
+        check(
+            stored == 0xabcd + off,
+            "RIP-relative store through a probe wrote the wrong place",
+        )?;
+        check(PRE.load(Ordering::Relaxed) == 1, "probe did not fire")?;
+    }
+    Ok(())
+}
+
+fn boosted_one_trap_per_hit() -> Result<(), &'static str> {
+    for (kp, path, traps) in [
+        (
+            Kprobe {
+                pre_handler: Some(count_pre),
+                ..Kprobe::default()
+            },
+            ExecPath::Boosted,
+            1,
+        ),
+        (counting(), ExecPath::OutOfLine, 2),
+    ] {
+        reset();
+        let id = reg(At::Symbol("st_kp_add", 0), kp)?;
+        let before = crate::trap::INT3_COUNT.load(Ordering::Relaxed);
+        let mut sum = 0;
+        for i in 0..100 {
+            sum += add(i, 1);
+        }
+        let after = crate::trap::INT3_COUNT.load(Ordering::Relaxed);
+        let info = probes::info(id).ok_or("probe vanished")?;
+        unreg(id)?;
+        check(sum == 5050, "probed results differ")?;
+        check(info.path == path, "unexpected execution path")?;
+        check(
+            after - before == 100 * traps,
+            "wrong number of traps per hit",
+        )?;
+        check(info.hits == 100, "hits miscounted")?;
+    }
+    Ok(())
+}
+
+fn run_all_workloads() -> u64 {
+    let mut out = [0u64; 2];
+    // SAFETY: plain asm functions of integer arguments.
+    unsafe {
+        st_kp_add(1, 2)
+            ^ st_kp_jcc(1, 2).rotate_left(3)
+            ^ st_kp_jcc(3, 2).rotate_left(5)
+            ^ st_kp_loop(2).rotate_left(7)
+            ^ st_kp_loop(1).rotate_left(9)
+            ^ st_kp_retimm().rotate_left(11)
+            ^ st_kp_callreg(4, 5, st_kp_add as *const () as u64).rotate_left(13)
+            ^ (st_kp_flags(&mut out) & (1 << 9)).rotate_left(17)
+            ^ st_kp_riprel(0x77).rotate_left(19)
+    }
+}
+
+fn every_offset() -> Result<(), &'static str> {
+    let native = run_all_workloads();
+    for &(name, lens) in LENGTHS {
+        let size: u64 = lens.iter().sum();
+        let sym = crate::kallsyms::find(name).ok_or("selftest function missing from kallsyms")?;
+        check(
+            sym.size == size,
+            "instruction-length table disagrees with the symbol size",
+        )?;
+        let mut boundary = 0;
+        let mut next = lens.iter();
+        for off in 0..size {
+            let at_boundary = off == boundary;
+            if at_boundary {
+                boundary += next.next().copied().unwrap_or(0);
+            }
+            reset();
+            match probes::register_kprobe(At::Symbol(name, off), counting()) {
+                Ok(id) => {
+                    let r = run_all_workloads();
+                    unreg(id)?;
+                    check(at_boundary, "registration succeeded inside an instruction")?;
+                    check(r == native, "a probed workload computed a different result")?;
+                    check(
+                        PRE.load(Ordering::Relaxed) >= 1,
+                        "probe at a boundary did not fire",
+                    )?;
+                }
+                Err(ProbeError::NotBoundary) => {
+                    check(!at_boundary, "registration refused at a boundary")?
+                }
+                Err(_) => return Err("unexpected refusal"),
+            }
+        }
+        check(
+            probes::register_kprobe(At::Symbol(name, size), Kprobe::default())
+                == Err(ProbeError::PastEnd),
+            "past-the-end offset not refused",
+        )?;
+    }
+    Ok(())
+}
+
+fn refusals() -> Result<(), &'static str> {
+    let k = Kprobe::default;
+    check(
+        probes::register_kprobe(At::Symbol("st_kp_traps", 1), k())
+            == Err(ProbeError::Refused(Refusal::Int3)),
+        "int3 not refused",
+    )?;
+    check(
+        probes::register_kprobe(At::Symbol("st_kp_traps", 2), k())
+            == Err(ProbeError::Refused(Refusal::Ud)),
+        "ud2 not refused",
+    )?;
+    let blacklisted = probes::register_kprobe as *const () as u64;
+    check(
+        probes::register_kprobe(At::Addr(blacklisted), k()) == Err(ProbeError::Blacklisted),
+        "the probe core itself is not blacklisted",
+    )?;
+    check(
+        probes::register_kprobe(At::Symbol("st_kp_add", 5), k()) == Err(ProbeError::PastEnd),
+        "past-the-end not refused",
+    )?;
+    let data = core::ptr::addr_of!(PRE) as u64;
+    check(
+        probes::register_kprobe(At::Addr(data), k()) == Err(ProbeError::NotText),
+        "data address not refused",
+    )?;
+    check(
+        probes::register_kprobe(At::Symbol("no_such_function_xyz", 0), k())
+            == Err(ProbeError::UnknownSymbol),
+        "unknown symbol not refused",
+    )
+}
+
+static LOAD_STOP: AtomicU64 = AtomicU64::new(0);
+static LOAD_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+fn load_task(seed: u64) {
+    let native = run_all_workloads();
+    while LOAD_STOP.load(Ordering::Relaxed) == 0 {
+        if run_all_workloads() != native || add(seed, 1) != seed + 1 {
+            LOAD_ERRORS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts two load tasks; returns their ids.
+fn start_load() -> Result<[crate::sched::TaskId; 2], &'static str> {
+    LOAD_STOP.store(0, Ordering::Relaxed);
+    LOAD_ERRORS.store(0, Ordering::Relaxed);
+    let a = crate::sched::spawn("kp-load-a", load_task, 1).map_err(|_| "cannot spawn load task")?;
+    let b = crate::sched::spawn("kp-load-b", load_task, 2).map_err(|_| "cannot spawn load task")?;
+    Ok([a, b])
+}
+
+fn stop_load(ids: [crate::sched::TaskId; 2]) -> Result<(), &'static str> {
+    LOAD_STOP.store(1, Ordering::Relaxed);
+    for id in ids {
+        check(crate::sched::join(id, 1000), "load task did not finish")?;
+    }
+    check(
+        LOAD_ERRORS.load(Ordering::Relaxed) == 0,
+        "a workload computed a wrong result under probing",
+    )
+}
+
+/// Every instruction boundary of the workloads (up to `n`).
+fn boundaries(out: &mut [(u64, bool)]) -> Result<usize, &'static str> {
+    let mut n = 0;
+    for &(name, lens) in LENGTHS {
+        let start = addr_of(name)?;
+        let mut off = 0;
+        for &len in lens {
+            if let Some(slot) = out.get_mut(n) {
+                *slot = (start + off, false);
+                n += 1;
+            }
+            off += len;
+        }
+    }
+    Ok(n)
+}
+
+fn toggle_256_probes() -> Result<(), &'static str> {
+    let mut points = [(0u64, false); 64];
+    let n = boundaries(&mut points)?;
+    let mut ids = [ProbeId(0); 256];
+    let load = start_load()?;
+    let mut result = Ok(());
+    let mut registered = 0;
+    for (i, id) in ids.iter_mut().enumerate() {
+        let (addr, _) = points.get(i % n).copied().unwrap_or((0, false));
+        match probes::register_kprobe(At::Addr(addr), counting()) {
+            Ok(p) => {
+                *id = p;
+                registered += 1;
+            }
+            Err(_) => {
+                result = Err("could not register 256 probes");
+                break;
+            }
+        }
+    }
+    for round in 0..20 {
+        for id in ids.iter().take(registered) {
+            let r = if round % 2 == 0 {
+                probes::disable(*id)
+            } else {
+                probes::enable(*id)
+            };
+            if r.is_err() {
+                result = Err("enable/disable failed");
+            }
+        }
+        crate::sched::yield_now();
+    }
+    for id in ids.iter().take(registered) {
+        if probes::unregister(*id).is_err() {
+            result = Err("unregister failed");
+        }
+    }
+    stop_load(load)?;
+    result
+}
+
+fn register_unregister_10000() -> Result<(), &'static str> {
+    let mut points = [(0u64, false); 64];
+    let n = boundaries(&mut points)?;
+    let load = start_load()?;
+    let mut result = Ok(());
+    for i in 0..10_000usize {
+        let (addr, _) = points.get(i % n).copied().unwrap_or((0, false));
+        match probes::register_kprobe(At::Addr(addr), counting()) {
+            Ok(id) => {
+                if probes::unregister(id).is_err() {
+                    result = Err("unregister failed");
+                    break;
+                }
+            }
+            Err(_) => {
+                result = Err("register failed");
+                break;
+            }
+        }
+        if i % 500 == 0 {
+            crate::sched::yield_now();
+        }
+    }
+    stop_load(load)?;
+    result
+}
+
+fn fixup(p: &Probe, f: &mut TrapFrame, _vector: u64) -> bool {
+    // The "exception table": the load at the probed address yields 0xbad
+    // and execution continues after it.
+    f.rax = 0xbad;
+    f.rip = p.addr() + 3;
+    true
+}
+
+fn fault_in_out_of_line_insn() -> Result<(), &'static str> {
+    let id = reg(
+        At::Symbol("st_kp_load", 0),
+        Kprobe {
+            pre_handler: Some(count_pre),
+            post_handler: Some(count_post),
+            fault_handler: Some(fixup),
+            data: 0,
+        },
+    )?;
+    let good = 0x1234_5678_u64;
+    // SAFETY: st_kp_load reads 8 bytes at its argument; the first address is
+    // a live local, the second is unmapped and the probe's fault handler
+    // recovers from it.
+    let (a, b) = unsafe {
+        (
+            st_kp_load(core::ptr::addr_of!(good) as u64),
+            st_kp_load(0xdead_0000_0000),
+        )
+    };
+    let info = probes::info(id).ok_or("probe vanished")?;
+    unreg(id)?;
+    check(a == good, "probed load read the wrong value")?;
+    check(
+        b == 0xbad,
+        "the fault in the out-of-line load was not recovered by the fault handler",
+    )?;
+    check(
+        info.path == ExecPath::OutOfLine,
+        "unexpected execution path",
+    )
+}
