@@ -18,13 +18,13 @@ const USAGE: &str = "usage: kdbg addr2line -e ELF [-f] [-i] [-C] [-a] [-p] [-s] 
 Addresses are hex (0x optional); with none, they are read from stdin.
 The output is the same as binutils addr2line's for the same flags.";
 
-struct Args {
-    exe: String,
-    opts: Options,
-    addrs: Vec<String>,
+pub(crate) struct Args {
+    pub(crate) exe: String,
+    pub(crate) opts: Options,
+    pub(crate) addrs: Vec<String>,
 }
 
-fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
+pub(crate) fn parse(args: &[String]) -> anyhow::Result<Option<Args>> {
     let mut exe = None;
     let mut opts = Options::default();
     let mut addrs = Vec::new();

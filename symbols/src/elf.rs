@@ -117,6 +117,14 @@ impl Elf {
     }
 }
 
+impl std::fmt::Debug for Elf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Elf")
+            .field("path", &self.state.path)
+            .finish_non_exhaustive()
+    }
+}
+
 fn check_header(path: &Path, data: &[u8]) -> Result<()> {
     let not_elf = |detail: &str| Error::NotElf {
         path: path.to_path_buf(),
