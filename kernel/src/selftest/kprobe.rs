@@ -21,6 +21,7 @@ crate::probe_suite!(
     rip_relative_load_store,
     boosted_one_trap_per_hit,
     every_offset,
+    every_offset_of_workloads,
     refusals,
     toggle_256_probes,
     register_unregister_10000,
@@ -535,6 +536,95 @@ fn every_offset() -> Result<(), &'static str> {
                 == Err(ProbeError::PastEnd),
             "past-the-end offset not refused",
         )?;
+    }
+    Ok(())
+}
+
+/// The kernel's compiled workloads, with results that do not depend on
+/// global counters (new ids and descriptors are folded to "valid").
+fn run_kernel_workloads() -> u64 {
+    use crate::workloads as w;
+    let bb = core::hint::black_box;
+    let mut acc = w::sum8(bb(1), bb(2), bb(3), bb(4), bb(5), bb(6), bb(7), bb(8));
+    acc = acc.rotate_left(7) ^ w::fib(bb(12));
+    acc = acc.rotate_left(7) ^ w::nest(bb(9));
+    for (i, path) in w::OPEN_PATHS.iter().enumerate() {
+        // SAFETY: NUL-terminated static paths.
+        let r = unsafe { w::sys_open(path.as_ptr(), core::hint::black_box((i % 2) as u32), 0) };
+        acc = acc.rotate_left(3) ^ (r.min(3) as u64);
+    }
+    let regs = w::TaskRegs {
+        ip: 1,
+        sp: 2,
+        flags: 3,
+    };
+    for (flags, size) in [
+        (w::CLONE_PARENT_SETTID, 0x1000),
+        (0, 0),
+        (w::CLONE_FORBIDDEN, 1),
+    ] {
+        let (mut ptid, mut ctid) = (0i32, 0i32);
+        // SAFETY: all pointers are to live locals.
+        let r = unsafe { w::spawn_task(bb(flags), 0x10, &regs, bb(size), &mut ptid, &mut ctid) };
+        let folded = if r > 0 {
+            u64::from(i64::from(ptid) == r)
+        } else {
+            r as u64
+        };
+        acc = acc.rotate_left(5) ^ folded;
+    }
+    let req = w::Request {
+        id: 4,
+        name: c"hello".as_ptr().cast(),
+        inner: w::RequestInner { lo: 5, hi: 6 },
+    };
+    // SAFETY: a live request with a NUL-terminated name.
+    acc.rotate_left(9) ^ unsafe { w::handle_request(&req) } as u64
+}
+
+/// Probes every byte of compiled workload functions: where registration
+/// succeeds (an instruction boundary the analysis accepted), every workload
+/// still computes what it computes unprobed; elsewhere the refusal is "not
+/// a boundary" or a refused instruction class.
+fn every_offset_of_workloads() -> Result<(), &'static str> {
+    let native = run_kernel_workloads();
+    for name in [
+        "sum8",
+        "fib",
+        "nest",
+        "sys_open",
+        "spawn_task",
+        "handle_request",
+    ] {
+        let sym = crate::kallsyms::find(name).ok_or("workload missing from kallsyms")?;
+        let mut accepted = 0;
+        for off in 0..sym.size {
+            reset();
+            match probes::register_kprobe(At::Symbol(name, off), counting()) {
+                Ok(id) => {
+                    let r = run_kernel_workloads();
+                    let path = probes::info(id).map(|i| i.path);
+                    unreg(id)?;
+                    accepted += 1;
+                    if r != native {
+                        let mut b = [0u8; 8];
+                        let _ = arch::mem::read(sym.start + off, &mut b);
+                        let again = run_kernel_workloads();
+                        let msg = alloc::format!(
+                            "{name}+{off:#x} ({path:?}, bytes {b:02x?}): probed {r:#x} != native {native:#x} (unprobed again: {again:#x})"
+                        );
+                        return Err(alloc::boxed::Box::leak(msg.into_boxed_str()));
+                    }
+                    check(
+                        PRE.load(Ordering::Relaxed) == POST.load(Ordering::Relaxed),
+                        "pre and post counts differ",
+                    )?;
+                }
+                Err(ProbeError::NotBoundary | ProbeError::Refused(_)) => {}
+                Err(_) => return Err("unexpected refusal inside a workload function"),
+            }
+        }
+        check(accepted >= 3, "too few instruction boundaries accepted")?;
     }
     Ok(())
 }
