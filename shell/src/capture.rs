@@ -88,9 +88,13 @@ fn arg_index(r: Register) -> Option<u8> {
 pub fn shape_of(elf: &Elf, ty: Option<TypeId>, label: &str) -> Shape {
     let hexish = {
         let l = label.to_ascii_lowercase();
-        ["flag", "mask", "addr", "ptr", "bits", "mode"]
-            .iter()
-            .any(|k| l.contains(k))
+        let last = l.rsplit("->").next().unwrap_or(&l);
+        [
+            "flag", "mask", "addr", "ptr", "bits", "mode", "start", "base", "phys", "virt",
+        ]
+        .iter()
+        .any(|k| last.contains(k))
+            || ["ip", "sp", "pc", "va", "pa", "rip", "rsp"].contains(&last)
     };
     let Some(id) = ty else {
         return Shape::Unsigned { size: 8, hex: true };
@@ -120,10 +124,16 @@ pub fn shape_of(elf: &Elf, ty: Option<TypeId>, label: &str) -> Shape {
 
 fn is_char(elf: &Elf, ty: Option<TypeId>) -> bool {
     let Some(id) = ty else { return false };
+    // C `char`, Rust `u8`/`i8` (DWARF says unsigned/signed of size 1).
     elf.resolve(id).is_ok_and(|t| {
         matches!(
             t.kind,
-            TypeKind::Base(BaseEncoding::SignedChar | BaseEncoding::UnsignedChar)
+            TypeKind::Base(
+                BaseEncoding::SignedChar
+                    | BaseEncoding::UnsignedChar
+                    | BaseEncoding::Signed
+                    | BaseEncoding::Unsigned
+            )
         ) && t.size == Some(1)
     })
 }

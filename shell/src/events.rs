@@ -269,11 +269,38 @@ fn render_item(ev: &Event, item: &Item, names: &dyn Names) -> ValueView {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Clock {
     pub tsc_hz: Option<u64>,
+    /// The TSC value shown as time 0 (the kernel's boot, when the stub
+    /// tells it, else the first event of the session).
+    pub base: Option<u64>,
 }
 
 impl Clock {
     pub fn seconds(&self, tsc: u64) -> Option<f64> {
-        self.tsc_hz.map(|hz| tsc as f64 / hz as f64)
+        self.tsc_hz
+            .map(|hz| tsc.saturating_sub(self.base.unwrap_or(0)) as f64 / hz as f64)
+    }
+
+    /// The host's TSC rate, measured over 50 ms. Under QEMU TCG (and KVM
+    /// by default) the guest's TSC runs at the host's rate; with
+    /// `-icount` it does not: give `--tsc-hz` then.
+    pub fn host_tsc_hz() -> Option<u64> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let t0 = std::time::Instant::now();
+            // SAFETY: rdtsc has no memory effects; every x86_64 CPU has it.
+            let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // SAFETY: as above.
+            let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+            let secs = t0.elapsed().as_secs_f64();
+            let hz = (c1.wrapping_sub(c0) as f64 / secs) as u64;
+            // Round to 1 MHz.
+            (hz > 1_000_000).then_some(hz / 1_000_000 * 1_000_000)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
     }
     pub fn nanos(&self, ticks: u64) -> Option<f64> {
         self.tsc_hz.map(|hz| ticks as f64 * 1e9 / hz as f64)

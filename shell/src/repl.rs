@@ -289,7 +289,10 @@ mod tests {
     #[test]
     fn hints() {
         assert_eq!(hint_for("kpro", 4).as_deref(), Some("be"));
-        assert_eq!(hint_for("jprobe ", 7).as_deref(), Some("FUNC [ARGS...]"));
+        assert_eq!(
+            hint_for("jprobe ", 7).as_deref(),
+            Some("[--dry-run] FUNC [ARGS...]")
+        );
         assert_eq!(hint_for("jprobe x", 8), None);
         assert_eq!(hint_for("", 0), None);
     }

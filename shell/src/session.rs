@@ -174,6 +174,12 @@ impl Shared {
     fn handle_record(&self, rec: proto::event::Record) {
         match rec {
             proto::event::Record::Event(ev) => {
+                {
+                    let mut c = write(&self.clock);
+                    if c.base.is_none() {
+                        c.base = Some(ev.tsc);
+                    }
+                }
                 let seq = self.store.next_seq();
                 let view = {
                     let probes = read(&self.probes);
@@ -350,7 +356,8 @@ impl Session {
             live: AtomicBool::new(true),
             filter: RwLock::new(Filter::default()),
             clock: RwLock::new(Clock {
-                tsc_hz: opts.tsc_hz,
+                tsc_hz: opts.tsc_hz.or_else(Clock::host_tsc_hz),
+                base: None,
             }),
             render: opts.render,
             stops: Mutex::new(Vec::new()),
@@ -456,17 +463,19 @@ impl Session {
         }
     }
 
-    /// The TSC rate, if the stub tells it (`events` row key `tsc_hz`).
+    /// The TSC rate and boot TSC, if the stub tells them (`events` row
+    /// keys `tsc_hz`, `boot_tsc`); they win over the host's measurement.
     pub fn refresh_clock(&self) {
-        if read(&self.shared.clock).tsc_hz.is_some() {
-            return;
-        }
         if let Ok(text) = self.monitor("events") {
             for line in text.lines() {
-                if let Some(r) = proto::reply::Row::parse(line)
-                    && let Some(hz) = r.num("tsc_hz").filter(|h| *h > 0)
-                {
-                    write(&self.shared.clock).tsc_hz = Some(hz);
+                if let Some(r) = proto::reply::Row::parse(line) {
+                    let mut c = write(&self.shared.clock);
+                    if let Some(hz) = r.num("tsc_hz").filter(|h| *h > 0) {
+                        c.tsc_hz = Some(hz);
+                    }
+                    if let Some(b) = r.num("boot_tsc") {
+                        c.base = Some(b);
+                    }
                 }
             }
         }

@@ -219,6 +219,7 @@ fn render_stream(lines: &str, r: Render) -> String {
     let defs = probes();
     let clock = Clock {
         tsc_hz: Some(1_000_000_000),
+        base: None,
     };
     let mut out = String::new();
     let mut seq = 0;

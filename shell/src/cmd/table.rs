@@ -213,16 +213,17 @@ pub const COMMANDS: &[Command] = &[
         name: "jprobe",
         aliases: &["jp"],
         args: &[req("FUNC", K::Function), many("ARGS", K::Capture, true)],
-        usage: "",
+        usage: "[--dry-run] FUNC [ARGS...]",
         summary: "probe a function entry and capture its arguments by name",
         details: "Without ARGS all parameters known from DWARF are captured. ARGS items:\n\
                   \x20 name        a parameter          name->field  a field of a struct pointer\n\
                   \x20 *name       the value pointed to name:string  a C string\n\
                   \x20 $arg3       the 4th argument register (0-based)\n\
                   \x20 %rdi        a register\n\
+                  --dry-run shows the monitor command and capture layout without setting it.\n\
                   Example: jprobe spawn_task name:string flags",
         group: Group::Probes,
-        needs_target: true,
+        needs_target: false,
         requires_halted: false,
     },
     Command {
@@ -234,13 +235,13 @@ pub const COMMANDS: &[Command] = &[
             opt("maxactive=N", K::Number),
             many("ARGS", K::Capture, true),
         ],
-        usage: "",
+        usage: "[--dry-run] FUNC [maxactive=N] [ARGS...]",
         summary: "probe a function's return: return value, duration and entry arguments",
         details: "maxactive=N bounds the calls tracked at once (default max(10, 2*CPUs));\n\
                   hits beyond it count as nmissed. ARGS as for jprobe.\n\
                   Example: kretprobe sys_open path:string",
         group: Group::Probes,
-        needs_target: true,
+        needs_target: false,
         requires_halted: false,
     },
     Command {
@@ -495,7 +496,7 @@ pub const COMMANDS: &[Command] = &[
         summary: "disassemble N instructions (default: the function, or 16) with symbols, probes and breakpoints marked; -s interleaves source lines",
         details: "",
         group: Group::State,
-        needs_target: true,
+        needs_target: false,
         requires_halted: false,
     },
     Command {

@@ -96,6 +96,8 @@ pub fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output
     } else {
         "usage: jprobe FUNC [ARGS...]"
     };
+    let dry_run = args.iter().any(|a| a == "--dry-run");
+    let args: Vec<String> = args.iter().filter(|a| *a != "--dry-run").cloned().collect();
     let (func, rest) = args.split_first().ok_or_else(|| anyhow!(usage))?;
     let (opts, items) = split_options(rest);
     let mut maxactive = None;
@@ -131,6 +133,25 @@ pub fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output
             capture: layout.spec,
         }
     };
+    if dry_run {
+        let items: Vec<String> = layout
+            .items
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} ({}) <- {:?} as {:?}",
+                    i.label, i.type_name, i.source, i.shape
+                )
+            })
+            .collect();
+        return Ok(Output::Message {
+            text: format!(
+                "monitor {cmd}
+  {}",
+                items.join("\n  ")
+            ),
+        });
+    }
     let reply = s.monitor(&cmd.to_string())?;
     let id = new_id(&reply)?;
     s.refresh_tasks();

@@ -273,7 +273,7 @@ pub fn disas(s: &mut Session, args: &[String]) -> Result<Output> {
                 marks.push(format!("B{}", b.info.id));
             }
             let src = if source {
-                let here = s.shared.source_of(insn.addr);
+                let here = s.shared.source_of(insn.addr).filter(|h| !h.ends_with(":0"));
                 if here.is_some() && here != last_src {
                     last_src = here.clone();
                     here.map(|h| source_line(&h))
