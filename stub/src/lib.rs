@@ -77,3 +77,11 @@ pub fn poll() {
 pub fn attached() -> bool {
     session::SESSION.try_lock().is_some_and(|s| s.attached())
 }
+
+/// Runs a monitor command as gdb's `monitor TEXT` would, writing the reply
+/// rows to `out` (for in-kernel selftests and a local console).
+pub fn monitor(text: &str, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+    let mut s = session::SESSION.lock();
+    let ops = s.target.ops;
+    monitor::run(text, &ops, &mut s.target.monitor, out)
+}

@@ -69,9 +69,10 @@ impl Session {
     /// A fresh machine (after boot, detach, kill or a fatal protocol error).
     fn restart(&mut self) {
         // Drop the old machine first: it holds the packet buffer.
+        // The framer is left alone: it may hold the packet that caused
+        // the restart (a new gdb's `qSupported`), which is fed next.
         self.machine = None;
         self.attached = false;
-        self.framer.reset();
         // SAFETY: the previous machine (the only other borrower of the
         // buffer) was dropped above, and `SESSION`'s lock serialises callers.
         let buf: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(PACKET_BUFFER) };
@@ -131,6 +132,7 @@ impl Session {
         self.target.clear_breakpoints();
         self.target.resume = Resume::Continue;
         self.restart();
+        self.framer.reset();
         if reason == DisconnectReason::Kill {
             (self.target.ops.kill)();
         }
@@ -159,6 +161,10 @@ impl Session {
 
     /// The stop loop proper: poll COM2 until gdb resumes or detaches.
     fn serve(&mut self, frame: &mut TrapFrame) {
+        // Nothing else runs on this CPU while it is stopped (the trap
+        // gates clear IF already; a handler that re-enabled it must not
+        // let the scheduler switch away under the debugger).
+        arch::cpu::disable_interrupts();
         let uart = Com2::new().0;
         if core::mem::take(&mut self.pending) {
             match self.feed_packet() {
@@ -269,7 +275,13 @@ impl Session {
                 }
             }
             Frame::Packet => {
-                // Not attached (or a new gdb): the stop loop answers it.
+                // Not attached (or a new gdb): the stop loop answers it. A
+                // new gdb's `qSupported` ends the old session first, so the
+                // stop is not reported to a host that is gone.
+                if self.framer.packet().starts_with(b"$qSupported") && self.attached {
+                    self.target.clear_breakpoints();
+                    self.restart();
+                }
                 self.pending = true;
                 Some(StopReason::SignalWithThread {
                     tid: self.target.current_tid(),
