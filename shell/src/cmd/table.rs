@@ -731,12 +731,10 @@ mod tests {
     fn usage_lines() {
         assert_eq!(
             find("jprobe").unwrap().usage_line(),
-            "jprobe FUNC [ARGS...]"
+            "jprobe [--dry-run] FUNC [ARGS...]"
         );
-        assert_eq!(
-            find("kretprobe").unwrap().usage_line(),
-            "kretprobe FUNC [maxactive=N] [ARGS...]"
-        );
+        assert_eq!(find("kprobe").unwrap().usage_line(), "kprobe LOC");
+        assert_eq!(find("enable").unwrap().usage_line(), "enable ID...");
         assert_eq!(find("x").unwrap().usage_line(), "x [/NFU] ADDR|SYMBOL");
     }
 
