@@ -163,12 +163,14 @@ impl Completer for KdbgHelper {
         _ctx: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let (start, c) = complete_line(self, line, pos);
+        // A unique completion of a whole word gets the space after it.
+        let unique = c.len() == 1 && !c[0].ends_with('/');
         Ok((
             start,
             c.into_iter()
                 .map(|s| Pair {
                     display: s.clone(),
-                    replacement: s,
+                    replacement: if unique { format!("{s} ") } else { s },
                 })
                 .collect(),
         ))

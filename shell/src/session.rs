@@ -122,7 +122,7 @@ impl Shared {
     pub fn source_of(&self, addr: u64) -> Option<String> {
         let elf = lock(self.elf.as_ref()?);
         let loc = elf.location(addr).ok()??;
-        Some(format!("{}:{}", loc.file, loc.line))
+        (loc.line != 0).then(|| format!("{}:{}", loc.file, loc.line))
     }
 
     pub fn disassembler(&self, syntax: Syntax) -> Disassembler {

@@ -88,8 +88,11 @@ pub fn parse_fmt(m: Option<&str>) -> Result<Fmt> {
 }
 
 fn read_mem(s: &Session, addr: u64, len: usize) -> Result<Vec<u8>> {
-    s.client()?.read_memory(addr, len).map_err(|e| {
-        anyhow!("cannot read {len} bytes at {addr:#x}: {e} (unmapped? `info sym {addr:#x}` tells what is there)")
+    s.client()?.read_memory(addr, len).map_err(|e| match e {
+        crate::rsp::RspError::Remote { code, .. } => anyhow!(
+            "cannot read {len} bytes at {addr:#x}: unmapped or not canonical (the stub answered {code})"
+        ),
+        e => anyhow!("cannot read {len} bytes at {addr:#x}: {e}"),
     })
 }
 
@@ -273,7 +276,7 @@ pub fn disas(s: &mut Session, args: &[String]) -> Result<Output> {
                 marks.push(format!("B{}", b.info.id));
             }
             let src = if source {
-                let here = s.shared.source_of(insn.addr).filter(|h| !h.ends_with(":0"));
+                let here = s.shared.source_of(insn.addr);
                 if here.is_some() && here != last_src {
                     last_src = here.clone();
                     here.map(|h| source_line(&h))
