@@ -155,7 +155,7 @@ pub unsafe fn init() {
     // the stubs are the asm below.
     unsafe {
         gdt::load(tops);
-        crate::idt::load(stub_address, |v| ist_index(v));
+        crate::idt::load(stub_address, ist_index);
     }
 }
 

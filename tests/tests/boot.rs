@@ -1,0 +1,199 @@
+//! End-to-end: the reference kernel boots in QEMU, prints its banner and
+//! live workload activity, refuses a wrong command line with the list of
+//! what it accepts, listens for the debugger on COM2, and its ground-truth
+//! log agrees with the workloads' documented semantics.
+//!
+//! Needs the kernel (`cargo xtask build`, or `cargo xtask test` which sets
+//! `KDBG_KERNEL`) and `qemu-system-x86_64`.
+
+use std::time::Duration;
+
+use tests::{KernelExit, Qemu};
+
+const BOOT: Duration = Duration::from_secs(30);
+
+#[test]
+fn banner_and_live_workload_activity() {
+    let mut vm = Qemu::boot("serve").expect("boot");
+    let console = vm
+        .wait_for_console("kdbg reference kernel ", BOOT)
+        .expect("banner");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        console.contains(&format!("kdbg reference kernel {version}")),
+        "banner without version: {console}"
+    );
+    vm.wait_for_console("serve: 4 workload tasks started", BOOT)
+        .expect("workers");
+    let console = vm
+        .wait_for_console("activity: spawn_task=", BOOT)
+        .expect("activity line");
+    let line = console
+        .lines()
+        .find(|l| l.contains("activity:"))
+        .unwrap_or_default();
+    assert!(
+        !line.contains("spawn_task=0 "),
+        "no spawn_task calls after a second: {line}"
+    );
+}
+
+#[test]
+fn wrong_mode_prints_what_is_accepted_and_fails() {
+    let mut vm = Qemu::boot("fly-to-the-moon").expect("boot");
+    let exit = vm.wait_exit(BOOT).expect("kernel exits");
+    let console = vm.console();
+    assert_eq!(exit, KernelExit::Failure, "console:\n{console}");
+    assert!(
+        console.contains("unknown command-line word `fly-to-the-moon`"),
+        "{console}"
+    );
+    for word in ["serve", "selftest", "bench", "kdbg.wait", "kdbg.truth"] {
+        assert!(
+            console.contains(&format!("`{word}")),
+            "accepted list misses {word}: {console}"
+        );
+    }
+}
+
+#[test]
+fn two_modes_are_refused() {
+    let mut vm = Qemu::boot("serve bench").expect("boot");
+    assert_eq!(
+        vm.wait_exit(BOOT).expect("kernel exits"),
+        KernelExit::Failure
+    );
+    assert!(vm.console().contains("second mode"), "{}", vm.console());
+}
+
+#[test]
+fn unknown_selftest_suite_lists_the_suites() {
+    let mut vm = Qemu::boot("selftest=nope").expect("boot");
+    assert_eq!(
+        vm.wait_exit(BOOT).expect("kernel exits"),
+        KernelExit::Failure
+    );
+    let console = vm.console();
+    assert!(console.contains("unknown suite `nope`"), "{console}");
+    for suite in ["trap", "sched", "heap", "kallsyms"] {
+        assert!(
+            console.contains(suite),
+            "suite list misses {suite}: {console}"
+        );
+    }
+}
+
+#[test]
+fn one_selftest_suite_runs_alone_and_passes() {
+    let mut vm = Qemu::boot("selftest=trap").expect("boot");
+    let exit = vm.wait_exit(Duration::from_secs(60)).expect("kernel exits");
+    let console = vm.console();
+    assert_eq!(exit, KernelExit::Success, "console:\n{console}");
+    assert!(
+        console.contains("test trap::int3_round_trip_keeps_registers ... ok"),
+        "{console}"
+    );
+    assert!(
+        !console.contains("test sched::"),
+        "other suites ran: {console}"
+    );
+    assert!(
+        console.contains("selftest: 4 passed, 0 failed"),
+        "{console}"
+    );
+}
+
+#[test]
+fn stub_port_listens() {
+    let mut vm = Qemu::boot("serve kdbg.quiet").expect("boot");
+    vm.wait_for_console("serve:", BOOT).expect("serve mode");
+    let addr = vm.wait_for_stub_port(BOOT).expect("stub port listening");
+    assert_eq!(Some(addr), vm.stub_tcp_addr());
+}
+
+/// Parses `key=value` fields of a truth line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn hex(v: &str) -> u64 {
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).expect("hex value")
+}
+
+#[test]
+fn ground_truth_log_matches_the_workloads() {
+    let mut vm = Qemu::boot("serve kdbg.truth kdbg.quiet").expect("boot");
+    vm.wait_for_console("ground truth on debugcon", BOOT)
+        .expect("serve with truth");
+    let log = vm
+        .wait_for(
+            "100 sum8 and 20 sys_open lines in the truth log",
+            BOOT,
+            |vm| {
+                let log = vm.debugcon();
+                let sum8 = log.lines().filter(|l| l.contains(" fn=sum8 ")).count();
+                let open = log.lines().filter(|l| l.contains(" fn=sys_open ")).count();
+                (sum8 >= 100 && open >= 20).then_some(log)
+            },
+        )
+        .expect("truth log");
+    let mut seqs = Vec::new();
+    let mut missing = 0;
+    for line in log.lines().filter(|l| l.starts_with("truth ")) {
+        seqs.push(
+            field(line, "seq")
+                .expect("seq")
+                .parse::<u64>()
+                .expect("seq number"),
+        );
+        assert!(
+            field(line, "task").is_some() && field(line, "fn").is_some(),
+            "{line}"
+        );
+        match field(line, "fn") {
+            Some("sum8") => {
+                let args: Vec<u64> = ["a", "b", "c", "d", "e", "f", "g", "h"]
+                    .iter()
+                    .map(|k| hex(field(line, k).expect("sum8 argument")))
+                    .collect();
+                let want = args.iter().enumerate().fold(0u64, |acc, (i, v)| {
+                    acc.wrapping_add(v.wrapping_mul(i as u64 + 1))
+                });
+                assert_eq!(hex(field(line, "ret").expect("ret")), want, "{line}");
+            }
+            Some("sys_open") => {
+                let path = field(line, "path").expect("path");
+                let ret: i64 = field(line, "ret")
+                    .expect("ret")
+                    .parse()
+                    .expect("decimal ret");
+                if path.ends_with(":\"/etc/missing\"") || path.ends_with(":\"/tmp/nothing-here\"") {
+                    assert_eq!(ret, -2, "{line}");
+                    missing += 1;
+                } else if path.ends_with(":\"/etc/passwd\"")
+                    && hex(field(line, "flags").expect("flags")) & 3 != 0
+                {
+                    assert_eq!(ret, -13, "{line}");
+                } else {
+                    assert!(ret >= 3, "{line}");
+                }
+            }
+            Some("fib") => {
+                let n = hex(field(line, "n").expect("n"));
+                let (mut a, mut b) = (0u64, 1u64);
+                for _ in 0..n {
+                    (a, b) = (b, a + b);
+                }
+                assert_eq!(hex(field(line, "ret").expect("ret")), a, "{line}");
+            }
+            _ => {}
+        }
+    }
+    assert!(missing > 0, "no failing sys_open call logged");
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seqs.len(), "duplicate sequence numbers");
+    assert_eq!(sorted.first(), Some(&1), "sequence does not start at 1");
+}
