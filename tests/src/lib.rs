@@ -135,10 +135,14 @@ pub fn qemu_binary() -> Result<PathBuf, HarnessError> {
         return Ok(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(QEMU))
+    find_on_path(&path, QEMU).ok_or(HarnessError::QemuMissing)
+}
+
+/// The first file named `name` in the directories of a PATH-style list.
+pub fn find_on_path(path: &std::ffi::OsStr, name: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .ok_or(HarnessError::QemuMissing)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; a small race remains).
@@ -431,6 +435,17 @@ impl Qemu {
         self.config.stub.describe()
     }
 
+    /// A `kdbg` command attached to this kernel's stub:
+    /// `kdbg --connect <stub> --symbols <kernel>`; add arguments and run it.
+    pub fn kdbg_command(&self) -> Command {
+        let mut c = Command::new(kdbg_path());
+        c.arg("--connect")
+            .arg(self.stub_connect_arg())
+            .arg("--symbols")
+            .arg(&self.config.kernel);
+        c
+    }
+
     /// Everything the console (COM1) printed so far, when it goes to a file.
     pub fn console(&self) -> String {
         match &self.config.console {
@@ -634,6 +649,17 @@ mod unit {
             KernelExit::from_status(ExitStatus::from_raw(9)),
             KernelExit::Signaled
         );
+    }
+
+    #[test]
+    fn qemu_lookup_on_path() {
+        use std::ffi::OsStr;
+        assert_eq!(find_on_path(OsStr::new(""), QEMU), None);
+        assert_eq!(find_on_path(OsStr::new("/nonexistent-dir"), QEMU), None);
+        let sh = find_on_path(OsStr::new("/nonexistent-dir:/bin:/usr/bin"), "sh");
+        assert!(sh.is_some_and(|p| p.ends_with("sh")));
+        let msg = HarnessError::QemuMissing.to_string();
+        assert!(msg.contains("apt-get install -y qemu-system-x86"), "{msg}");
     }
 
     #[test]

@@ -197,3 +197,31 @@ fn ground_truth_log_matches_the_workloads() {
     assert_eq!(sorted.len(), seqs.len(), "duplicate sequence numbers");
     assert_eq!(sorted.first(), Some(&1), "sequence does not start at 1");
 }
+
+/// QEMU prefers the multiboot header when both are present; with the header
+/// blanked out in a copy of the image, the PVH note boots the same kernel.
+#[test]
+fn boots_through_the_pvh_note_too() {
+    let image = std::fs::read(tests::kernel_path()).expect("kernel image (cargo xtask build)");
+    let magic = 0x1BAD_B002u32.to_le_bytes();
+    let pos = image[..8192.min(image.len())]
+        .windows(4)
+        .position(|w| w == magic)
+        .expect("multiboot header in the first 8 KiB");
+    let mut pvh_only = image.clone();
+    pvh_only[pos..pos + 4].copy_from_slice(&[0; 4]);
+    let dir = tests::target_dir().join("e2e");
+    std::fs::create_dir_all(&dir).expect("e2e dir");
+    let path = dir.join(format!("kernel-pvh-only-{}", std::process::id()));
+    std::fs::write(&path, &pvh_only).expect("write image copy");
+    let kernel = path.clone();
+    let mut vm = Qemu::boot_with("selftest=trap", move |cfg| cfg.kernel = kernel).expect("boot");
+    let exit = vm.wait_exit(Duration::from_secs(60)).expect("kernel exits");
+    let console = vm.console();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        console.contains("(boot: pvh, cmdline: \"selftest=trap\")"),
+        "{console}"
+    );
+    assert_eq!(exit, KernelExit::Success, "{console}");
+}
