@@ -22,6 +22,7 @@ mod probe_platform;
 mod sched;
 mod selftest;
 mod serve;
+mod stub_ops;
 mod sync;
 mod timer;
 mod trap;
@@ -80,7 +81,12 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
 
     // The debugger and the probe core (issues 3-5) start here.
     probe_platform::init();
+    stub_ops::init();
     trap::enable_serial_irqs();
+    if cmd.wait {
+        println!("kdbg: waiting for a debugger on COM2 (kdbg.wait)");
+        stub::wait_for_debugger();
+    }
 
     match cmd.mode {
         Mode::Serve => serve::run(cmd),

@@ -31,6 +31,7 @@ mod capture;
 mod jprobe;
 mod kprobe;
 mod kretprobe;
+mod stub;
 
 /// Every suite, in the order `selftest` runs them.
 pub static SUITES: &[&Suite] = &[
@@ -45,6 +46,7 @@ pub static SUITES: &[&Suite] = &[
     &kretprobe::SUITE,
     &jprobe::SUITE,
     &capture::SUITE,
+    &stub::SUITE,
 ];
 
 /// What a test case returns: `Err` carries the reason shown after `FAILED:`.
