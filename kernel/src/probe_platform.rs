@@ -81,6 +81,7 @@ pub fn platform() -> Platform {
         write_text,
         slot_area: arch::slots::area,
         trampoline: arch::trampoline::address,
+        step_pad: arch::trampoline::step_pad,
         call_with_args,
         fatal,
     }

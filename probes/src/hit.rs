@@ -3,7 +3,7 @@
 //! shared with other CPUs, lookups by hash.
 
 use arch::TrapFrame;
-use arch::frame::rflags::IF;
+use arch::frame::rflags::{IF, TF};
 use arch::insn::{EmuFault, Execution, StackMem, emulate};
 
 use crate::Core;
@@ -75,9 +75,14 @@ impl Core {
             }
             return false;
         };
+        if point.gdb && cur.state == State::Idle {
+            // gdb also has a breakpoint here: the stub reports the stop;
+            // the probe runs when the debugger resumes without it.
+            return false;
+        }
         match cur.state {
             State::Idle => self.hit(pf, kcb, point, frame),
-            State::Active | State::SingleStepDone | State::SingleStep => {
+            State::Active | State::SingleStepDone | State::SingleStep | State::StepPad => {
                 self.reenter(pf, kcb, cur, point, frame)
             }
             State::Reenter => (pf.fatal)(
@@ -88,11 +93,8 @@ impl Core {
     }
 
     fn hit(&self, pf: &Platform, kcb: &Kcb, point: &Point, frame: &mut TrapFrame) {
-        kcb.set_cur(Level {
-            state: State::Active,
-            point,
-            saved_if: 0,
-        });
+        let stepping = frame.rflags & TF != 0;
+        kcb.set_cur(Level::at(State::Active, point));
         for p in &point.probes {
             if !p.is_enabled() {
                 continue;
@@ -103,11 +105,26 @@ impl Core {
                 p.hits.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             }
             if self.run_pre(pf, p, frame) {
-                kcb.set_cur(Level::IDLE);
+                Self::finish(pf, kcb, frame, stepping);
                 return;
             }
         }
-        self.execute(pf, kcb, point, frame, false);
+        self.execute(pf, kcb, point, frame, false, stepping);
+    }
+
+    /// Ends a hit whose instruction completed in the trap handler. A
+    /// single-stepping context goes through the step pad so that the
+    /// debugger's step ends with a real #DB at `frame.rip`.
+    fn finish(pf: &Platform, kcb: &Kcb, frame: &mut TrapFrame, stepping: bool) {
+        if stepping {
+            kcb.set_cur(Level {
+                target: frame.rip,
+                ..Level::at(State::StepPad, core::ptr::null())
+            });
+            frame.rip = (pf.step_pad)();
+        } else {
+            kcb.set_cur(Level::IDLE);
+        }
     }
 
     fn reenter(&self, pf: &Platform, kcb: &Kcb, cur: Level, point: &Point, frame: &mut TrapFrame) {
@@ -117,12 +134,8 @@ impl Core {
             }
         }
         kcb.set_prev(cur);
-        kcb.set_cur(Level {
-            state: State::Reenter,
-            point,
-            saved_if: 0,
-        });
-        self.execute(pf, kcb, point, frame, true);
+        kcb.set_cur(Level::at(State::Reenter, point));
+        self.execute(pf, kcb, point, frame, true, false);
     }
 
     /// Back to the saved level after a re-entered hit, or to idle.
@@ -142,6 +155,7 @@ impl Core {
         point: &Point,
         frame: &mut TrapFrame,
         reenter: bool,
+        stepping: bool,
     ) {
         match point.analysis.exec {
             Execution::Emulate(e) => {
@@ -155,6 +169,7 @@ impl Core {
                     Self::done(kcb, true);
                 } else {
                     self.post(kcb, point, frame);
+                    Self::finish(pf, kcb, frame, stepping);
                 }
             }
             Execution::OutOfLine { .. } => {
@@ -162,7 +177,7 @@ impl Core {
                     (pf.fatal)("kdbg: out-of-line probe point without a slot");
                 };
                 match slot.boost {
-                    Some((if_clear, if_set)) if point.boost => {
+                    Some((if_clear, if_set)) if point.boost && !stepping => {
                         if frame.rflags & IF != 0 {
                             frame.rflags &= !IF;
                             frame.rip = if_set;
@@ -177,10 +192,13 @@ impl Core {
                         } else {
                             State::SingleStep
                         };
+                        // With TF set (a debugger's step) the #DB after the
+                        // slot's instruction ends the step instead of the
+                        // tail int3 ([`Core::on_debug`]).
                         kcb.set_cur(Level {
-                            state,
-                            point,
                             saved_if: frame.rflags & IF,
+                            stepping,
+                            ..Level::at(state, point)
                         });
                         frame.rflags &= !IF;
                         frame.rip = slot.trap_entry;
@@ -197,15 +215,13 @@ impl Core {
             Self::done(kcb, true);
         } else {
             self.post(kcb, point, frame);
+            kcb.set_cur(Level::IDLE);
         }
     }
 
+    /// Runs the post handlers (the caller then leaves the hit).
     fn post(&self, kcb: &Kcb, point: &Point, frame: &mut TrapFrame) {
-        kcb.set_cur(Level {
-            state: State::SingleStepDone,
-            point,
-            saved_if: 0,
-        });
+        kcb.set_cur(Level::at(State::SingleStepDone, point));
         for p in &point.probes {
             if let Action::Kprobe(k) = &p.action
                 && let Some(post) = k.post_handler
@@ -214,7 +230,6 @@ impl Core {
                 post(p, frame);
             }
         }
-        kcb.set_cur(Level::IDLE);
     }
 
     /// Runs one probe's entry work; `true` = skip the instruction.
@@ -277,11 +292,7 @@ impl Core {
         let cur = kcb.cur();
         let handlers = cur.state == State::Idle;
         if handlers {
-            kcb.set_cur(Level {
-                state: State::Active,
-                point: core::ptr::null(),
-                saved_if: 0,
-            });
+            kcb.set_cur(Level::at(State::Active, core::ptr::null()));
         }
         let cpu = (pf.cpu_id)();
         let now = (pf.timestamp)();
@@ -330,6 +341,40 @@ impl Core {
         true
     }
 
+    /// #DB. Ends a debugger's single step through a probed instruction:
+    /// after an out-of-line instruction (the #DB comes before the slot's
+    /// tail int3) or at the step pad. Always `false`: the frame now shows
+    /// the step's real end and the stub reports it.
+    pub fn on_debug(&self, frame: &mut TrapFrame) -> bool {
+        let Some(pf) = self.platform() else {
+            return false;
+        };
+        let Some(kcb) = self.kcbs.get((pf.cpu_id)()) else {
+            return false;
+        };
+        kcb.pin();
+        let cur = kcb.cur();
+        match cur.state {
+            State::StepPad if frame.rip == (pf.step_pad)().wrapping_add(1) => {
+                frame.rip = cur.target;
+                kcb.set_cur(Level::IDLE);
+            }
+            State::SingleStep if cur.stepping => {
+                // SAFETY: a non-idle control block pins its point.
+                if let Some(point) = unsafe { cur.point.as_ref() }
+                    && point
+                        .slot
+                        .is_some_and(|s| s.trap_rip.wrapping_sub(1) == frame.rip)
+                {
+                    self.finish_out_of_line(kcb, cur, point, frame);
+                }
+            }
+            _ => {}
+        }
+        kcb.unpin();
+        false
+    }
+
     /// A fault (#PF, #GP, #UD, ...). `true`: a fault handler handled it.
     pub fn on_fault(&self, frame: &mut TrapFrame) -> bool {
         let Some(pf) = self.platform() else {
@@ -359,10 +404,7 @@ impl Core {
                     Self::done(kcb, true);
                     return false;
                 }
-                kcb.set_cur(Level {
-                    state: State::Active,
-                    ..cur
-                });
+                kcb.set_cur(Level::at(State::Active, point));
                 let handled = Self::call_fault_handlers(point, frame);
                 kcb.set_cur(Level::IDLE);
                 handled

@@ -13,10 +13,11 @@ pub fn breakpoint(frame: &mut TrapFrame) -> bool {
     CORE.on_breakpoint(frame)
 }
 
-/// #DB (vector 1). The probe core does not single-step (no TF): always
-/// `false`, the stub owns debug traps.
-pub fn debug(_frame: &mut TrapFrame) -> bool {
-    false
+/// #DB (vector 1). The probe core itself never single-steps; when a
+/// debugger steps through a probed instruction, this puts the frame at the
+/// step's real end. Always `false`: the stub owns debug traps.
+pub fn debug(frame: &mut TrapFrame) -> bool {
+    CORE.on_debug(frame)
 }
 
 /// A fault (#PF, #GP, #UD, #DE, ...) — for faults inside out-of-line slots

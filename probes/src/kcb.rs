@@ -29,6 +29,9 @@ pub enum State {
     SingleStepDone,
     /// Executing a re-entered hit's instruction without handlers.
     Reenter,
+    /// A single-stepping context (TF) runs the step pad; its #DB sends it
+    /// to `Level::target`.
+    StepPad,
 }
 
 /// One level of the control block.
@@ -38,6 +41,11 @@ pub(crate) struct Level {
     pub point: *const Point,
     /// IF of the interrupted context while the slot runs with IF clear.
     pub saved_if: u64,
+    /// The interrupted context is being single-stepped (TF): the step ends
+    /// with a real #DB at the next instruction.
+    pub stepping: bool,
+    /// [`State::StepPad`]: where the step really went.
+    pub target: u64,
 }
 
 impl Level {
@@ -45,7 +53,18 @@ impl Level {
         state: State::Idle,
         point: ptr::null(),
         saved_if: 0,
+        stepping: false,
+        target: 0,
     };
+
+    /// A level of `state` at `point`.
+    pub fn at(state: State, point: *const Point) -> Level {
+        Level {
+            state,
+            point,
+            ..Level::IDLE
+        }
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -57,6 +57,8 @@ pub struct Platform {
     pub slot_area: fn() -> (u64, usize),
     /// Address of the kretprobe trampoline (an `int3` the core owns).
     pub trampoline: fn() -> u64,
+    /// Address of a one-byte no-op followed by an int3 (the single-step pad).
+    pub step_pad: fn() -> u64,
     /// Calls a C-ABI function at `entry` with six register arguments and a
     /// copy of `stack` words as its stack-passed arguments (jprobe call-out).
     pub call_with_args: fn(u64, &[u64; 6], &[u64]) -> u64,

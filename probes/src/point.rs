@@ -24,6 +24,8 @@ pub(crate) struct Point {
     pub boost: bool,
     /// Registration order.
     pub probes: Vec<Arc<Probe>>,
+    /// gdb has a software breakpoint here too (the stub reports hits).
+    pub gdb: bool,
 }
 
 impl Keyed for Point {
@@ -33,7 +35,12 @@ impl Keyed for Point {
 }
 
 impl Point {
-    pub fn new(analysis: Analysis, slot: Option<SlotImage>, probes: Vec<Arc<Probe>>) -> Point {
+    pub fn new(
+        analysis: Analysis,
+        slot: Option<SlotImage>,
+        probes: Vec<Arc<Probe>>,
+        gdb: bool,
+    ) -> Point {
         let boost = slot.is_some_and(|s| s.boost.is_some())
             && probes.iter().all(|p| !p.has_post_or_fault());
         let point = Point {
@@ -42,6 +49,7 @@ impl Point {
             slot,
             boost,
             probes,
+            gdb,
         };
         let path = point.path();
         for p in &point.probes {

@@ -45,6 +45,8 @@ pub(crate) struct Registry {
     slots_ready: bool,
     /// Unregistered kretprobes with instances still outstanding.
     zombies: Vec<Arc<Probe>>,
+    /// gdb's software breakpoints: address -> the byte under the int3.
+    gdb: BTreeMap<u64, u8>,
 }
 
 // SAFETY: the raw point pointers are owned by the registry (boxes it
@@ -60,6 +62,7 @@ impl Registry {
             slots: SlotPool::new(0, 0),
             slots_ready: false,
             zombies: Vec::new(),
+            gdb: BTreeMap::new(),
         }
     }
 
@@ -141,6 +144,14 @@ impl Core {
                 *b = p.original_byte();
             }
         }
+        for (&a, &orig) in reg.gdb.range(sym.start..sym.start + size) {
+            if let Some(b) = usize::try_from(a - sym.start)
+                .ok()
+                .and_then(|off| code.get_mut(off))
+            {
+                *b = orig;
+            }
+        }
         Ok(analyze(&code, sym.start, addr)?)
     }
 
@@ -192,8 +203,10 @@ impl Core {
             }
         };
         probes.push(probe.clone());
-        let point =
-            alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(analysis, slot, probes)));
+        let gdb = reg.gdb.contains_key(&addr);
+        let point = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(
+            analysis, slot, probes, gdb,
+        )));
         let old = match self.table.publish(point) {
             Ok(old) => old,
             Err(p) => {
@@ -206,8 +219,10 @@ impl Core {
                 return Err(ProbeError::TableFull);
             }
         };
-        let armed = reg.points.get(&addr).is_some_and(|e| e.armed);
+        let armed = reg.points.get(&addr).is_some_and(|e| e.armed) || gdb;
         reg.points.insert(addr, PointEntry { ptr: point, armed });
+        // While a point exists, gdb's breakpoint there is the point's flag.
+        reg.gdb.remove(&addr);
         reg.next_id += 1;
         reg.probes.insert(id.0, probe);
         if let Some(old) = old {
@@ -219,9 +234,10 @@ impl Core {
         Ok(id)
     }
 
-    /// Writes or restores the int3 so it matches "some probe is enabled".
+    /// Writes or restores the int3 so it matches "some probe is enabled or
+    /// gdb has a breakpoint here".
     fn update_arming(pf: &Platform, reg: &mut Registry, addr: u64) {
-        let Some(want) = reg.point(addr).map(|p| p.any_enabled()) else {
+        let Some(want) = reg.point(addr).map(|p| p.any_enabled() || p.gdb) else {
             return;
         };
         let original = reg.point(addr).map_or(0, |p| p.original_byte());
@@ -254,8 +270,11 @@ impl Core {
             if let Some(entry) = reg.points.remove(&addr) {
                 // SAFETY: owned by the registry until retired below.
                 let point = unsafe { &*entry.ptr };
-                if entry.armed {
+                if entry.armed && !point.gdb {
                     (pf.write_text)(addr, &[point.original_byte()]);
+                }
+                if point.gdb {
+                    reg.gdb.insert(addr, point.original_byte());
                 }
                 let slot = point.slot;
                 self.table.remove(addr);
@@ -267,20 +286,9 @@ impl Core {
                     reg.slots.free(img.trap_entry);
                 }
             }
-        } else if let Some(old) = reg.point(addr) {
-            let point = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(
-                old.analysis,
-                old.slot,
-                remaining,
-            )));
-            if let Ok(Some(old_ptr)) = self.table.publish(point) {
-                if let Some(e) = reg.points.get_mut(&addr) {
-                    e.ptr = point;
-                }
-                self.synchronize(pf);
-                // SAFETY: unpublished and past a grace period.
-                drop(unsafe { alloc::boxed::Box::from_raw(old_ptr) });
-            }
+        } else {
+            let gdb = reg.point(addr).is_some_and(|p| p.gdb);
+            self.republish(pf, &mut reg, addr, remaining, gdb);
             Self::update_arming(pf, &mut reg, addr);
         }
         if let Action::Kretprobe(pool) = &probe.action
@@ -289,6 +297,92 @@ impl Core {
             reg.zombies.push(probe);
         }
         Ok(())
+    }
+
+    /// Replaces the point at `addr` by one with `probes` and `gdb`, then
+    /// retires the old one after a grace period.
+    fn republish(
+        &self,
+        pf: &Platform,
+        reg: &mut Registry,
+        addr: u64,
+        probes: Vec<Arc<Probe>>,
+        gdb: bool,
+    ) {
+        let Some(old) = reg.point(addr) else {
+            return;
+        };
+        let point = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(
+            old.analysis,
+            old.slot,
+            probes,
+            gdb,
+        )));
+        match self.table.publish(point) {
+            Ok(Some(old_ptr)) => {
+                if let Some(e) = reg.points.get_mut(&addr) {
+                    e.ptr = point;
+                }
+                self.synchronize(pf);
+                // SAFETY: unpublished and past a grace period.
+                drop(unsafe { alloc::boxed::Box::from_raw(old_ptr) });
+            }
+            // SAFETY: never published (cannot happen: the key exists).
+            Ok(None) | Err(_) => drop(unsafe { alloc::boxed::Box::from_raw(point) }),
+        }
+    }
+
+    /// gdb sets a software breakpoint at `addr` (the stub's `Z0`). The int3
+    /// is shared with any probe point there: gdb's stop is reported first
+    /// (the probe runs when the debugger resumes without its breakpoint),
+    /// and removing either leaves the other's int3 in place.
+    pub fn gdb_insert(&self, addr: u64) -> Result<(), ProbeError> {
+        let (pf, mut reg) = self.lock()?;
+        if reg.gdb.contains_key(&addr) || reg.point(addr).is_some_and(|p| p.gdb) {
+            return Ok(());
+        }
+        if let Some(p) = reg.point(addr) {
+            let probes = p.probes.clone();
+            self.republish(pf, &mut reg, addr, probes, true);
+            Self::update_arming(pf, &mut reg, addr);
+            return Ok(());
+        }
+        let mut b = [0u8; 1];
+        if !(pf.read)(addr, &mut b) {
+            return Err(ProbeError::Unreadable);
+        }
+        (pf.write_text)(addr, &[arch::text::BREAKPOINT]);
+        reg.gdb.insert(addr, b[0]);
+        Ok(())
+    }
+
+    /// gdb removes its software breakpoint at `addr`.
+    pub fn gdb_remove(&self, addr: u64) -> Result<(), ProbeError> {
+        let (pf, mut reg) = self.lock()?;
+        if let Some(p) = reg.point(addr) {
+            if p.gdb {
+                let probes = p.probes.clone();
+                self.republish(pf, &mut reg, addr, probes, false);
+                Self::update_arming(pf, &mut reg, addr);
+            }
+            return Ok(());
+        }
+        if let Some(orig) = reg.gdb.remove(&addr) {
+            (pf.write_text)(addr, &[orig]);
+        }
+        Ok(())
+    }
+
+    /// The byte kdbg's int3 at `addr` replaced (a probe's or gdb's), for
+    /// memory reads that must show the original text. `None`: no int3 of
+    /// kdbg's there.
+    pub fn original_byte(&self, addr: u64) -> Option<u8> {
+        if let Some(p) = self.table.get(addr) {
+            return Some(p.original_byte());
+        }
+        self.registry
+            .try_lock()
+            .and_then(|r| r.gdb.get(&addr).copied())
     }
 
     /// Enables or disables a probe (the int3 is removed when no probe at

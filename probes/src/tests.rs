@@ -32,6 +32,7 @@ const BLACK: u64 = 0x11_0000;
 const SLOTS: u64 = 0x20_0000;
 const TRAMP: u64 = 0x30_0000;
 const STACK: u64 = 0x7000_0000;
+const PAD: u64 = 0x30_0100;
 
 struct Fake {
     mem: BTreeMap<u64, u8>,
@@ -142,6 +143,7 @@ fn platform() -> Platform {
         write_text: fake_write_text,
         slot_area: || (SLOTS, 16 * arch::slots::SLOT_SIZE),
         trampoline: || TRAMP,
+        step_pad: || PAD,
         call_with_args: |entry, regs, stack| {
             // SAFETY: tests only register extern "C" handlers of integer arguments.
             unsafe { arch::callout::call_with_args(entry, regs, stack) }
@@ -406,11 +408,7 @@ fn double_reentry_is_fatal() {
         .unwrap();
     // Force a re-entered state, then hit again (as an NMI would).
     let point = c.table.get(FUNC + 1).unwrap();
-    c.kcbs[0].set_cur(kcb::Level {
-        state: kcb::State::Reenter,
-        point,
-        saved_if: IF,
-    });
+    c.kcbs[0].set_cur(kcb::Level::at(kcb::State::Reenter, point));
     let r = std::panic::catch_unwind(|| {
         let mut f = trap_at(FUNC + 4);
         core().on_breakpoint(&mut f)
@@ -848,4 +846,86 @@ fn unregister_from_a_handler_is_refused() {
     let mut f = trap_at(FUNC);
     assert!(c.on_breakpoint(&mut f));
     assert!(HITS.load(Ordering::Relaxed) > before);
+}
+
+#[test]
+fn debugger_single_step_through_probes_ends_at_the_real_next_instruction() {
+    let c = setup();
+    let tf = arch::frame::rflags::TF;
+    let jcc = c
+        .register_kprobe(At::Symbol("work", 0xb), handlers())
+        .unwrap();
+    let push = c
+        .register_kprobe(
+            At::Addr(FUNC),
+            Kprobe {
+                pre_handler: Some(pre),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mov = c.register_kprobe(At::Addr(FUNC + 1), handlers()).unwrap();
+    // Emulated: through the step pad, whose #DB lands at the branch target.
+    let mut f = trap_at(FUNC + 0xb);
+    f.rflags |= tf | arch::frame::rflags::ZF;
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(f.rip, PAD);
+    f.rip = PAD + 1;
+    assert!(!c.on_debug(&mut f), "the stub reports the step");
+    assert_eq!(f.rip, FUNC + 0xf);
+    assert!(!c.kcbs[0].busy());
+    // Boostable, but stepping: the trapping variant, and the #DB after the
+    // slot's instruction ends the step at the next instruction.
+    let mut g = trap_at(FUNC);
+    g.rflags |= tf;
+    assert!(c.on_breakpoint(&mut g));
+    assert_eq!(g.rip, SLOTS, "not boosted: the trapping variant");
+    assert_eq!(g.rflags & tf, tf);
+    g.rip += 1; // `push rbp` executed
+    assert!(!c.on_debug(&mut g));
+    assert_eq!(g.rip, FUNC + 1);
+    assert_eq!(g.rflags & IF, IF);
+    // Out of line with a post handler.
+    take_log();
+    let mut h = trap_at(FUNC + 1);
+    h.rflags |= tf;
+    assert!(c.on_breakpoint(&mut h));
+    h.rip += 3;
+    assert!(!c.on_debug(&mut h));
+    assert_eq!(h.rip, FUNC + 4);
+    assert_eq!(take_log().len(), 2, "pre and post ran once");
+    assert!(!c.kcbs[0].busy());
+    for id in [jcc, push, mov] {
+        c.unregister(id).unwrap();
+    }
+}
+
+#[test]
+fn gdb_breakpoints_share_the_int3_with_probes() {
+    let c = setup();
+    // gdb alone.
+    c.gdb_insert(FUNC + 0xd).unwrap();
+    assert_eq!(peek(FUNC + 0xd), 0xcc);
+    assert_eq!(c.original_byte(FUNC + 0xd), Some(0x31));
+    let mut f = trap_at(FUNC + 0xd);
+    assert!(!c.on_breakpoint(&mut f), "gdb's: the stub takes it");
+    // A probe under gdb's breakpoint: decoded through it; gdb stops first.
+    let id = c.register_kprobe(At::Addr(FUNC + 0xd), handlers()).unwrap();
+    let mut f = trap_at(FUNC + 0xd);
+    assert!(!c.on_breakpoint(&mut f));
+    c.gdb_remove(FUNC + 0xd).unwrap();
+    assert_eq!(peek(FUNC + 0xd), 0xcc, "the probe keeps its int3");
+    let mut f = trap_at(FUNC + 0xd);
+    assert!(c.on_breakpoint(&mut f), "now the probe's");
+    f.rip = c.table.get(FUNC + 0xd).unwrap().slot.unwrap().trap_rip;
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(f.rip, FUNC + 0xf);
+    // gdb on a probed address, probe removed first: gdb's int3 stays.
+    c.gdb_insert(FUNC + 0xd).unwrap();
+    c.unregister(id).unwrap();
+    assert_eq!(peek(FUNC + 0xd), 0xcc);
+    assert_eq!(c.original_byte(FUNC + 0xd), Some(0x31));
+    c.gdb_remove(FUNC + 0xd).unwrap();
+    assert_eq!(peek(FUNC + 0xd), 0x31);
+    assert_eq!(c.original_byte(FUNC + 0xd), None);
 }
