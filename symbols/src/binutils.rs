@@ -74,17 +74,6 @@ struct BfdSym {
     file: Option<&'static str>,
 }
 
-/// A unit's file names as BFD prints them.
-#[derive(Default)]
-struct FileNames {
-    /// `addr2line`'s rendering -> BFD's (for call sites).
-    by_a2l: HashMap<String, String>,
-    /// BFD's rendering by line-table file number.
-    by_index: HashMap<u64, String>,
-    /// The primary file (entry 0) in DWARF 5 tables.
-    primary: Option<String>,
-}
-
 /// One `addr2line` run: the options and the caches binutils keeps.
 pub struct Session<'a> {
     elf: &'a Elf,
@@ -95,7 +84,9 @@ pub struct Session<'a> {
     /// Functions whose name binutils has settled (`is_linkage`): (unit, die) -> name.
     settled: HashMap<(usize, usize), Option<String>>,
     /// Per unit: file name as `addr2line` renders it -> as BFD renders it.
-    files: HashMap<usize, FileNames>,
+    /// BFD's rendering of (unit, line-table file number).
+    files: HashMap<(usize, u64), Option<String>>,
+    has_dwarf: bool,
 }
 
 fn bfd_symbols(elf: &Elf) -> Vec<BfdSym> {
@@ -169,6 +160,7 @@ impl<'a> Session<'a> {
             syms: bfd_symbols(elf),
             settled: HashMap::new(),
             files: HashMap::new(),
+            has_dwarf: elf.has_dwarf(),
         }
     }
 
@@ -231,42 +223,41 @@ impl<'a> Session<'a> {
     }
 
     /// The file name as BFD prints it: `comp_dir/dir/name` joined with `/`
-    /// verbatim (no normalisation), and in DWARF 5 tables file 1 taken as
-    /// the primary file (entry 0), as binutils 2.40 does.
+    /// verbatim (no normalisation), and in DWARF 5 tables a row whose file
+    /// register was never set named after entry 0 (the spec says entry 1),
+    /// as binutils 2.40 does.
     fn bfd_file(
         &mut self,
         unit: usize,
         name: String,
         row: Option<crate::dwarf::RowExtras>,
     ) -> String {
-        if !self.files.contains_key(&unit) {
-            let map = self.file_map(unit).unwrap_or_default();
-            self.files.insert(unit, map);
+        let Some(row) = row else { return name };
+        let index = if row.initial_file { u64::MAX } else { row.file };
+        if !self.files.contains_key(&(unit, index)) {
+            let rendered = self.file_name(unit, index);
+            self.files.insert((unit, index), rendered);
         }
-        let Some(names) = self.files.get(&unit) else {
-            return name;
-        };
-        if let Some(row) = row {
-            if row.initial_file
-                && let Some(p) = &names.primary
-            {
-                return p.clone();
-            }
-            if let Some(n) = names.by_index.get(&row.file) {
-                return n.clone();
-            }
-        }
-        match names.by_a2l.get(&name) {
-            Some(n) => n.clone(),
-            None => name,
+        match self.files.get(&(unit, index)) {
+            Some(Some(n)) => n.clone(),
+            _ => name,
         }
     }
 
-    fn file_map(&self, unit: usize) -> Option<FileNames> {
+    /// BFD's `concat_filename` for file `index` of a unit's line table
+    /// (`u64::MAX`: the initial file register).
+    fn file_name(&self, unit: usize, index: u64) -> Option<String> {
         let dw = self.elf.state.dwarf().ok()?;
         let u = dw.unit_at(unit).ok()?;
         let program = u.line_program.as_ref()?;
         let header = program.header();
+        let v5 = header.version() >= 5;
+        let index = match index {
+            u64::MAX if v5 => 0,
+            u64::MAX => 1,
+            i => i,
+        };
+        let f = header.file(index)?;
         let text = |v: gimli::AttributeValue<crate::elf::Reader>| -> Option<String> {
             Some(
                 dw.dwarf
@@ -277,66 +268,25 @@ impl<'a> Session<'a> {
             )
         };
         let comp_dir = u.comp_dir.map(|d| d.to_string_lossy().into_owned());
-        let v5 = header.version() >= 5;
-        let files = header.file_names();
-        let a2l = |f: &gimli::FileEntry<crate::elf::Reader>| -> Option<String> {
-            let mut path = comp_dir.clone().unwrap_or_default();
-            let push = |path: &mut String, p: &str| {
-                if p.starts_with('/') {
-                    *path = p.to_string();
-                } else {
-                    if !path.is_empty() && !path.ends_with('/') {
-                        path.push('/');
-                    }
-                    path.push_str(p);
-                }
-            };
-            if f.directory_index() != 0
-                && let Some(d) = f.directory(header)
-            {
-                push(&mut path, &text(d)?);
-            }
-            push(&mut path, &text(f.path_name())?);
-            Some(path)
-        };
-        let bfd = |f: &gimli::FileEntry<crate::elf::Reader>| -> Option<String> {
-            let name = text(f.path_name())?;
-            if name.starts_with('/') {
-                return Some(name);
-            }
-            let sub = if v5 || f.directory_index() != 0 {
-                f.directory(header).and_then(text)
-            } else {
-                None
-            };
-            let (dir, sub) = match (&sub, &comp_dir) {
-                (Some(s), _) if s.starts_with('/') => (Some(s.clone()), None),
-                (s, Some(c)) => (Some(c.clone()), s.clone()),
-                (s, None) => (s.clone(), None),
-            };
-            Some(match (dir, sub) {
-                (None, _) => name,
-                (Some(d), None) => format!("{d}/{name}"),
-                (Some(d), Some(s)) => format!("{d}/{s}/{name}"),
-            })
-        };
-        let mut names = FileNames::default();
-        let base = if v5 { 0 } else { 1 };
-        for (i, f) in files.iter().enumerate() {
-            let Some(v) = bfd(f) else { continue };
-            if let Some(key) = a2l(f) {
-                names.by_a2l.entry(key).or_insert_with(|| v.clone());
-            }
-            names.by_index.insert(i as u64 + base, v);
+        let name = text(f.path_name())?;
+        if name.starts_with('/') {
+            return Some(name);
         }
-        // binutils 2.40 names rows whose file register was never set (in a
-        // DWARF 5 table) after entry 0, where the spec says entry 1.
-        names.primary = if v5 {
-            files.first().and_then(bfd)
+        let sub = if v5 || f.directory_index() != 0 {
+            f.directory(header).and_then(text)
         } else {
             None
         };
-        Some(names)
+        let (dir, sub) = match (&sub, &comp_dir) {
+            (Some(s), _) if s.starts_with('/') => (Some(s.clone()), None),
+            (s, Some(c)) => (Some(c.clone()), s.clone()),
+            (s, None) => (s.clone(), None),
+        };
+        Some(match (dir, sub) {
+            (None, _) => name,
+            (Some(d), None) => format!("{d}/{name}"),
+            (Some(d), Some(s)) => format!("{d}/{s}/{name}"),
+        })
     }
 
     /// `DW_AT_call_file` of an inlined subroutine DIE.
@@ -440,7 +390,7 @@ impl<'a> Session<'a> {
         };
         let _ = start;
         let raw = self.elf.raw_frames(pc).unwrap_or_default();
-        let has_dwarf = self.elf.has_dwarf();
+        let has_dwarf = self.has_dwarf;
         let dwarf_found = has_dwarf
             && raw
                 .iter()
