@@ -20,21 +20,25 @@ unsafe extern "C" {
 }
 
 /// All kernel text.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn text_range() -> Range<u64> {
     core::ptr::addr_of!(__text_start) as u64..core::ptr::addr_of!(__text_end) as u64
 }
 
 /// The text that must never be probed.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn noprobe_range() -> Range<u64> {
     core::ptr::addr_of!(__noprobe_start) as u64..core::ptr::addr_of!(__noprobe_end) as u64
 }
 
 /// `addr` is kernel text.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn is_text(addr: u64) -> bool {
     text_range().contains(&addr)
 }
 
 /// `addr` must not be probed: blacklisted text, or not kernel text at all.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn is_blacklisted(addr: u64) -> bool {
     noprobe_range().contains(&addr) || !is_text(addr)
 }

@@ -11,8 +11,6 @@
 //! ```
 //! Anything else: the kernel prints what it accepts and exits with failure.
 
-use spin::Once;
-
 /// What the kernel does after booting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -92,21 +90,4 @@ impl Cmdline {
         }
         Ok(c)
     }
-}
-
-static CMDLINE: Once<Cmdline> = Once::new();
-
-/// Records the parsed command line (boot).
-pub fn set(c: Cmdline) {
-    CMDLINE.call_once(|| c);
-}
-
-/// The command line the kernel was booted with (serve mode before boot parsing).
-pub fn get() -> Cmdline {
-    CMDLINE.get().copied().unwrap_or(Cmdline {
-        mode: Mode::Serve,
-        wait: false,
-        truth: false,
-        quiet: false,
-    })
 }

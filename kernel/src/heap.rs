@@ -58,10 +58,3 @@ pub fn usage() -> (usize, usize) {
     let heap = HEAP.0.lock();
     (heap.used(), heap.free())
 }
-
-/// The heap's address range.
-pub fn range() -> core::ops::Range<usize> {
-    let heap = HEAP.0.lock();
-    let bottom = heap.bottom() as usize;
-    bottom..bottom + heap.size()
-}

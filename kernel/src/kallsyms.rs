@@ -2,6 +2,8 @@
 //! size), patched into the `.kallsyms` section by xtask after linking (no
 //! relink: addresses do not move). Turns addresses into `function+0xoff`.
 
+// Shared with xtask (which encodes): not every item is used on both sides.
+#[allow(dead_code)]
 pub mod format;
 
 use core::fmt;
@@ -23,6 +25,7 @@ unsafe extern "C" {
 }
 
 /// The table patched into this image (`None` if xtask did not fill it in).
+#[unsafe(link_section = ".text.noprobe")]
 pub fn table() -> Option<Table<'static>> {
     let start = core::ptr::addr_of!(__kallsyms_start);
     let end = core::ptr::addr_of!(__kallsyms_end);
@@ -34,18 +37,15 @@ pub fn table() -> Option<Table<'static>> {
 }
 
 /// The function containing `addr`.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn lookup(addr: u64) -> Option<Symbol<'static>> {
     table()?.lookup(addr)
 }
 
 /// The function named exactly `name` (demangled Rust path or C name).
+#[unsafe(link_section = ".text.noprobe")]
 pub fn find(name: &str) -> Option<Symbol<'static>> {
     table()?.find(name)
-}
-
-/// Start of the function containing `addr`.
-pub fn function_start(addr: u64) -> Option<u64> {
-    lookup(addr).map(|s| s.start)
 }
 
 /// Formats an address as `function+0xoff`, or `0xADDR` when unknown.

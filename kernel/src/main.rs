@@ -71,7 +71,6 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
             qemu_exit(ExitCode::Failure)
         }
     };
-    cmdline::set(cmd);
     workloads::truth::set_enabled(cmd.truth);
 
     sched::init();

@@ -78,7 +78,8 @@ struct Task {
     switches_in: u64,
     entry: fn(u64),
     arg: u64,
-    stack: Option<Box<[u8]>>,
+    /// Owned here; freed when the task is reaped.
+    _stack: Option<Box<[u8]>>,
 }
 
 struct Scheduler {
@@ -148,7 +149,7 @@ pub fn init() {
         switches_in: 1,
         entry: nothing,
         arg: 0,
-        stack: None,
+        _stack: None,
     });
     s.current = 0;
     s.next_id = 1;
@@ -183,7 +184,7 @@ pub fn spawn(name: &'static str, entry: fn(u64), arg: u64) -> Result<TaskId, Spa
         switches_in: 0,
         entry,
         arg,
-        stack: Some(stack),
+        _stack: Some(stack),
     });
     Ok(id)
 }
@@ -270,21 +271,25 @@ pub fn switch(frame: &mut TrapFrame) {
 }
 
 /// Id of the running task.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn current_id() -> TaskId {
     CURRENT.load(Ordering::Relaxed)
 }
 
 /// Index of the CPU (one CPU).
+#[unsafe(link_section = ".text.noprobe")]
 pub fn cpu_id() -> usize {
     0
 }
 
 /// Number of CPUs.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn cpu_count() -> usize {
     1
 }
 
 /// Task switches since boot.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn switches() -> u64 {
     SWITCHES.load(Ordering::Relaxed)
 }
@@ -327,6 +332,7 @@ pub fn exit_current() -> ! {
 /// Calls `f` for every task (interrupts off meanwhile: keep `f` short, no
 /// allocation). Returns `false` without calling `f` when the scheduler lock
 /// is held (a trap inside the scheduler).
+#[unsafe(link_section = ".text.noprobe")]
 pub fn for_each_task(f: &mut dyn FnMut(TaskInfo)) -> bool {
     let Some(s) = SCHED.try_lock() else {
         return false;
@@ -343,6 +349,7 @@ pub fn for_each_task(f: &mut dyn FnMut(TaskInfo)) -> bool {
 }
 
 /// One task's snapshot.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn task_info(id: TaskId) -> Option<TaskInfo> {
     let mut found = None;
     for_each_task(&mut |t| {
@@ -355,6 +362,7 @@ pub fn task_info(id: TaskId) -> Option<TaskInfo> {
 
 /// Saved registers of a task that is not running (`None` for the running
 /// task: its registers are in the trap frame being handled).
+#[unsafe(link_section = ".text.noprobe")]
 pub fn saved_frame(id: TaskId) -> Option<TrapFrame> {
     let s = SCHED.try_lock()?;
     let t = s.tasks.iter().find(|t| t.id == id)?;
@@ -364,6 +372,7 @@ pub fn saved_frame(id: TaskId) -> Option<TrapFrame> {
 /// Replaces the saved registers of a task that is not running (a debugger
 /// writing another thread's registers). Returns `false` for the running
 /// task or an unknown id.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn set_saved_frame(id: TaskId, frame: &TrapFrame) -> bool {
     let Some(mut s) = SCHED.try_lock() else {
         return false;

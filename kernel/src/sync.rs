@@ -19,6 +19,7 @@ pub struct IrqGuard<'a, T> {
 }
 
 impl<T> IrqMutex<T> {
+    #[unsafe(link_section = ".text.noprobe")]
     pub const fn new(value: T) -> Self {
         IrqMutex {
             inner: spin::Mutex::new(value),
@@ -26,6 +27,7 @@ impl<T> IrqMutex<T> {
     }
 
     /// Disables interrupts and takes the lock.
+    #[unsafe(link_section = ".text.noprobe")]
     pub fn lock(&self) -> IrqGuard<'_, T> {
         let reenable = cpu::interrupts_enabled();
         cpu::disable_interrupts();
@@ -36,6 +38,7 @@ impl<T> IrqMutex<T> {
     }
 
     /// Takes the lock if it is free (for trap paths that must not wait).
+    #[unsafe(link_section = ".text.noprobe")]
     pub fn try_lock(&self) -> Option<IrqGuard<'_, T>> {
         let reenable = cpu::interrupts_enabled();
         cpu::disable_interrupts();
@@ -56,18 +59,21 @@ impl<T> IrqMutex<T> {
 
 impl<T> Deref for IrqGuard<'_, T> {
     type Target = T;
+    #[unsafe(link_section = ".text.noprobe")]
     fn deref(&self) -> &T {
         &self.guard
     }
 }
 
 impl<T> DerefMut for IrqGuard<'_, T> {
+    #[unsafe(link_section = ".text.noprobe")]
     fn deref_mut(&mut self) -> &mut T {
         &mut self.guard
     }
 }
 
 impl<T> Drop for IrqGuard<'_, T> {
+    #[unsafe(link_section = ".text.noprobe")]
     fn drop(&mut self) {
         // SAFETY: the guard is dropped exactly once, here, before interrupts
         // are re-enabled.

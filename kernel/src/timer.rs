@@ -16,6 +16,7 @@ pub fn start() {
 }
 
 /// Timer interrupts since boot.
+#[unsafe(link_section = ".text.noprobe")]
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }

@@ -42,7 +42,7 @@ fn table_present() -> TestResult {
 }
 
 /// (name, address) of every workload.
-pub fn workload_addresses() -> [(&'static str, u64); 16] {
+pub fn workload_addresses() -> [(&'static str, u64); 17] {
     [
         ("spawn_task", w::spawn_task as *const () as u64),
         ("sys_open", w::sys_open as *const () as u64),
@@ -58,6 +58,7 @@ pub fn workload_addresses() -> [(&'static str, u64); 16] {
         ("insn_cli_sti", insn::insn_cli_sti as *const () as u64),
         ("insn_call_rel32", insn::insn_call_rel32 as *const () as u64),
         ("insn_jcc_rel8", insn::insn_jcc_rel8 as *const () as u64),
+        ("insn_jcc_rel32", insn::insn_jcc_rel32 as *const () as u64),
         ("insn_ret_imm16", insn::insn_ret_imm16 as *const () as u64),
         ("insn_loop", insn::insn_loop as *const () as u64),
     ]

@@ -66,6 +66,10 @@ fn busy_tasks_all_progress() -> TestResult {
             .map_err(|e| alloc::format!("spawn failed: {e:?}"))?;
     }
     sched::sleep_ticks(20);
+    for id in ids {
+        let t = sched::task_info(id).ok_or(alloc::format!("busy task {id} not listed"))?;
+        check!(t.switches_in > 0, "busy task {id} was never switched in");
+    }
     let snapshot: [u64; BUSY] =
         core::array::from_fn(|i| COUNTERS.get(i).map_or(0, |c| c.load(Ordering::SeqCst)));
     STOP.store(true, Ordering::SeqCst);
