@@ -226,7 +226,9 @@ fn text(r: &Render, o: &Output) -> String {
                     .to_string()
             }
         }
-        Output::Waited { wanted, received } => format!("{received}/{wanted} events"),
+        Output::Waited { wanted, received } => {
+            format!("{received} events arrived (waited for {wanted})")
+        }
         Output::Breakpoint { breakpoint: b } => format!(
             "{} {} at {} ({:#x}){}",
             r.green(&format!("breakpoint {}", b.id)),

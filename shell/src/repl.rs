@@ -220,10 +220,20 @@ pub fn run(session: &mut Session) -> Result<i32> {
     if let Some(h) = &hist {
         let _ = ed.load_history(h);
     }
+    let mut printer_thread = None;
     if let Ok(mut printer) = ed.create_external_printer() {
-        session.set_printer(Box::new(move |line: String| {
-            let _ = printer.print(format!("{line}\n"));
-        }));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        session.set_printer(tx);
+        printer_thread = std::thread::Builder::new()
+            .name("printer".into())
+            .spawn(move || {
+                for line in rx {
+                    if printer.print(format!("{line}\n")).is_err() {
+                        println!("{line}");
+                    }
+                }
+            })
+            .ok();
     }
     // Ctrl-C while a command waits cancels it (readline handles its own).
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -281,6 +291,7 @@ pub fn run(session: &mut Session) -> Result<i32> {
     }
     // Events printed after this go straight to stdout.
     *lock(&session.shared.printer) = None;
+    drop(printer_thread);
     Ok(0)
 }
 

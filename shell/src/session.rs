@@ -22,8 +22,10 @@ use crate::rsp::{Async, BreakKind, Client, Endpoint, StopReply};
 /// Set by Ctrl-C (SIGINT) while a command waits (`wait`, `sleep`).
 pub static CANCEL: AtomicBool = AtomicBool::new(false);
 
-/// Where asynchronous lines go (stdout, or rustyline's external printer).
-pub type Printer = Box<dyn FnMut(String) + Send>;
+/// Where the event thread's lines go when not straight to stdout: a queue
+/// drained by a printer thread (rustyline's external printer can block
+/// until the prompt reads, and the event thread must never block).
+pub type Printer = std::sync::mpsc::Sender<String>;
 
 /// State shared with the event thread.
 pub struct Shared {
@@ -32,6 +34,12 @@ pub struct Shared {
     pub symtab: Option<Arc<SymbolTable>>,
     pub image: Option<Image>,
     pub probes: RwLock<BTreeMap<u32, ProbeDef>>,
+    /// Deleted probes, for their events still in flight.
+    pub retired: RwLock<BTreeMap<u32, ProbeDef>>,
+    /// A probe command is on its way: events of unknown probes wait in
+    /// `orphans` until the new probe is registered.
+    pub registering: AtomicBool,
+    pub orphans: Mutex<Vec<proto::event::Event>>,
     pub store: Store,
     pub tasks: RwLock<HashMap<u32, String>>,
     pub live: AtomicBool,
@@ -94,11 +102,28 @@ impl Names for Shared {
 }
 
 impl Shared {
+    /// Print from the main thread (never inside readline).
     pub fn print(&self, line: String) {
-        let mut p = lock(&self.printer);
-        match p.as_mut() {
-            Some(f) => f(line),
-            None => println!("{line}"),
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    /// Print from the event thread: queued when a printer is set.
+    pub fn print_async(&self, line: String) {
+        let p = lock(&self.printer);
+        match p.as_ref() {
+            Some(tx) => {
+                if let Err(e) = tx.send(line) {
+                    drop(p);
+                    self.print(e.0);
+                }
+            }
+            None => {
+                drop(p);
+                self.print(line);
+            }
         }
     }
 
@@ -180,21 +205,17 @@ impl Shared {
                         c.base = Some(ev.tsc);
                     }
                 }
-                let seq = self.store.next_seq();
-                let view = {
-                    let probes = read(&self.probes);
-                    events::view(seq, &ev, probes.get(&ev.probe_id), self, *read(&self.clock))
-                };
-                let show = self.live.load(Ordering::SeqCst) && read(&self.filter).matches(&view);
-                let text = show.then(|| self.render.event(&view));
-                self.store.push(view);
-                if let Some(t) = text {
-                    self.print(t);
+                let known = read(&self.probes).contains_key(&ev.probe_id)
+                    || read(&self.retired).contains_key(&ev.probe_id);
+                if !known && self.registering.load(Ordering::SeqCst) {
+                    lock(&self.orphans).push(ev);
+                    return;
                 }
+                self.show_event(&ev);
             }
             proto::event::Record::Drops { probe_id, dropped } => {
                 self.store.record_drops(probe_id, dropped);
-                self.print(self.render.notice(
+                self.print_async(self.render.notice(
                     "drops",
                     &format!(
                         "probe #{probe_id}: {dropped} events dropped so far (kernel ring full)"
@@ -205,12 +226,40 @@ impl Shared {
         }
     }
 
+    /// Render, store and (live) print one event.
+    pub fn show_event(&self, ev: &proto::event::Event) {
+        let seq = self.store.next_seq();
+        let view = {
+            let probes = read(&self.probes);
+            let retired = read(&self.retired);
+            let def = probes
+                .get(&ev.probe_id)
+                .or_else(|| retired.get(&ev.probe_id));
+            events::view(seq, ev, def, self, *read(&self.clock))
+        };
+        let show = self.live.load(Ordering::SeqCst) && read(&self.filter).matches(&view);
+        let text = show.then(|| self.render.event(&view));
+        self.store.push(view);
+        if let Some(t) = text {
+            self.print_async(t);
+        }
+    }
+
+    /// A probe command finished: show the events that waited for it.
+    pub fn flush_orphans(&self) {
+        self.registering.store(false, Ordering::SeqCst);
+        let evs = std::mem::take(&mut *lock(&self.orphans));
+        for ev in &evs {
+            self.show_event(ev);
+        }
+    }
+
     fn handle_line(&self, line: &str) {
         match events::classify(line) {
             events::Line::Record(rec) => self.handle_record(*rec),
             events::Line::BadRecord(e) => {
                 self.store.record_bad();
-                self.print(self.render.notice(
+                self.print_async(self.render.notice(
                     "bad_record",
                     &format!("an event record was unreadable: {e}"),
                     serde_json::json!({}),
@@ -218,7 +267,7 @@ impl Shared {
             }
             events::Line::Text(t) => {
                 if !t.trim().is_empty() {
-                    self.print(self.render.notice(
+                    self.print_async(self.render.notice(
                         "console",
                         &format!("stub: {}", t.trim_end()),
                         serde_json::json!({}),
@@ -257,10 +306,10 @@ impl Shared {
                     } else {
                         crate::render::stop_text(&self.render, &info)
                     };
-                    self.print(text);
+                    self.print_async(text);
                 }
                 Async::Garbage(_) => {}
-                Async::Lost(why) => self.print(self.render.notice(
+                Async::Lost(why) => self.print_async(self.render.notice(
                     "connection_lost",
                     &format!("connection to the stub lost ({why}); use `reconnect`"),
                     serde_json::json!({}),
@@ -351,6 +400,9 @@ impl Session {
             symtab,
             image,
             probes: RwLock::new(BTreeMap::new()),
+            retired: RwLock::new(BTreeMap::new()),
+            registering: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
             store: Store::default(),
             tasks: RwLock::new(HashMap::new()),
             live: AtomicBool::new(true),

@@ -18,14 +18,15 @@ pid, fd = pty.fork()
 if pid == 0:
     os.execvpe(argv[0], argv, dict(os.environ, TERM="xterm", COLUMNS="200", LINES="50"))
 buf = b""
+cursor = 0
 def read_until(pattern, timeout):
-    global buf
+    global buf, cursor
     end = time.time() + timeout
     rx = re.compile(pattern.encode(), re.S)
-    start = len(buf)
     while time.time() < end:
-        m = rx.search(buf, start)
+        m = rx.search(buf, cursor)
         if m:
+            cursor = m.end()
             return True
         try:
             import select
@@ -46,6 +47,16 @@ for keys, want, timeout in steps:
         sys.stdout.write("MISSING: %r after %r\n" % (want, keys))
         ok = False
         break
+# Let kdbg leave on its own (Ctrl-D saves the history), then make sure.
+end = time.time() + 15
+while time.time() < end:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if done:
+        break
+    read_until("\x00never", 0.2)
 try:
     os.kill(pid, 9)
 except OSError:
@@ -103,6 +114,7 @@ fn repl_completion_events_ctrl_c_flood_and_history() {
             // A flood: a kprobe on a hot instruction, then a command still works.
             ("kretprobe sys_open\r", r"sys_open\(path=", 60),
             ("help probes\r", r"usage: probes", 30),
+            ("", r"kdbg> ", 10),
             // Ctrl-C stops the running kernel.
             ("\x03", r"stopped:", 30),
             ("", r"kdbg \(stopped\)> ", 10),

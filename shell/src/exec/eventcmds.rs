@@ -177,7 +177,7 @@ pub fn wait(s: &mut Session, args: &[String]) -> Result<Output> {
     crate::session::CANCEL.store(false, Ordering::SeqCst);
     let mut total = start;
     while Instant::now() < deadline && total < target {
-        if crate::session::CANCEL.load(Ordering::SeqCst) {
+        if crate::session::CANCEL.swap(false, Ordering::SeqCst) {
             bail!("wait cancelled after {} of {n} events", total - start);
         }
         total = s
@@ -222,7 +222,7 @@ pub fn sleep(_s: &mut Session, args: &[String]) -> Result<Output> {
     let end = Instant::now() + d;
     crate::session::CANCEL.store(false, Ordering::SeqCst);
     while Instant::now() < end {
-        if crate::session::CANCEL.load(Ordering::SeqCst) {
+        if crate::session::CANCEL.swap(false, Ordering::SeqCst) {
             break;
         }
         std::thread::sleep(

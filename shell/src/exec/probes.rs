@@ -1,5 +1,7 @@
 //! kprobe, jprobe, kretprobe, probes, enable/disable/delete.
 
+use std::sync::atomic::Ordering;
+
 use anyhow::{Result, anyhow, bail};
 use proto::command::{Command as Mon, IdList, Loc, ProbeAction};
 use proto::reply::{ProbeRow, Row};
@@ -63,21 +65,30 @@ fn register(s: &Session, def: ProbeDef) -> Output {
     Output::ProbeSet { probe: info }
 }
 
+/// Send a probe-setting command, holding back events of the probe until
+/// the shell knows how to render them.
+fn set_probe(s: &Session, cmd: &str, make: impl FnOnce(u32) -> ProbeDef) -> Result<Output> {
+    s.shared.registering.store(true, Ordering::SeqCst);
+    let out = s
+        .monitor(cmd)
+        .and_then(|reply| new_id(&reply))
+        .map(|id| register(s, make(id)));
+    s.shared.flush_orphans();
+    out
+}
+
 pub fn kprobe(s: &mut Session, args: &[String]) -> Result<Output> {
     let [loc] = args else {
         bail!("usage: kprobe LOC (a symbol, symbol+offset, 0xADDRESS or file:line)");
     };
     let r = resolve(&s.shared, loc)?;
     check_code(&s.shared, &r)?;
-    let reply = s.monitor(
-        &Mon::Kprobe {
-            loc: Loc::Addr(r.addr),
-        }
-        .to_string(),
-    )?;
-    let id = new_id(&reply)?;
     let insn = s.shared.insn_at(r.addr);
-    let def = ProbeDef {
+    let cmd = Mon::Kprobe {
+        loc: Loc::Addr(r.addr),
+    }
+    .to_string();
+    set_probe(s, &cmd, |id| ProbeDef {
         id,
         kind: "kprobe",
         location: r.name,
@@ -85,8 +96,7 @@ pub fn kprobe(s: &mut Session, args: &[String]) -> Result<Output> {
         layout: Layout::default(),
         insn: insn.as_ref().map(|i| i.text.clone()),
         insn_args: insn.map(|i| i.arg_regs).unwrap_or_default(),
-    };
-    Ok(register(s, def))
+    })
 }
 
 /// jprobe and kretprobe: a function entry plus a capture.
@@ -152,10 +162,7 @@ pub fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output
             ),
         });
     }
-    let reply = s.monitor(&cmd.to_string())?;
-    let id = new_id(&reply)?;
-    s.refresh_tasks();
-    let def = ProbeDef {
+    let out = set_probe(s, &cmd.to_string(), |id| ProbeDef {
         id,
         kind: if ret { "kretprobe" } else { "jprobe" },
         location: r.name,
@@ -163,8 +170,9 @@ pub fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output
         layout,
         insn: None,
         insn_args: Vec::new(),
-    };
-    Ok(register(s, def))
+    })?;
+    s.refresh_tasks();
+    Ok(out)
 }
 
 pub fn list(s: &mut Session) -> Result<Output> {
@@ -223,8 +231,11 @@ pub fn change(s: &mut Session, action: ProbeAction, args: &[String]) -> Result<O
     }
     if action == ProbeAction::Delete {
         let mut defs = write(&s.shared.probes);
+        let mut retired = write(&s.shared.retired);
         for id in &ids {
-            defs.remove(id);
+            if let Some(d) = defs.remove(id) {
+                retired.insert(*id, d);
+            }
         }
     }
     Ok(Output::ProbesChanged {
