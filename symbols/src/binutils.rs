@@ -19,6 +19,7 @@ use std::fmt::Write;
 
 use object::{Object, ObjectSection};
 
+use crate::dwarf::Unit;
 use crate::elf::Elf;
 
 /// The flags of `addr2line` that kdbg supports.
@@ -189,15 +190,13 @@ impl<'a> Session<'a> {
         best
     }
 
-    fn is_linkage(&self, unit: usize, die: usize) -> bool {
+    fn is_linkage(&self, unit: &Unit, die: usize) -> bool {
         let Ok(dw) = self.elf.state.dwarf() else {
             return false;
         };
-        let Ok(u) = dw.unit_at(unit) else {
-            return false;
-        };
         let mut off = gimli::UnitOffset(die);
-        let mut u = u;
+        let mut owned;
+        let mut u: &Unit = unit;
         for _ in 0..4 {
             let Ok(e) = u.entry(off) else { return false };
             if e.attr(gimli::DW_AT_linkage_name).is_some()
@@ -208,15 +207,20 @@ impl<'a> Session<'a> {
             if e.attr(gimli::DW_AT_name).is_some() {
                 // BFD treats a plain name as the linkage name in languages
                 // that do not mangle (dwarf2.c `mangle_style`).
-                return !mangles(&u);
+                return !mangles(u);
             }
-            let next = crate::types::ref_attr(&u, &e, gimli::DW_AT_abstract_origin)
-                .or_else(|| crate::types::ref_attr(&u, &e, gimli::DW_AT_specification));
+            let next = crate::types::ref_attr(u, &e, gimli::DW_AT_abstract_origin)
+                .or_else(|| crate::types::ref_attr(u, &e, gimli::DW_AT_specification));
             let Some(next) = next else { return false };
+            if let Some(o) = gimli::DebugInfoOffset(next.0 as usize).to_unit_offset(&u.header) {
+                off = o;
+                continue;
+            }
             let Some((nu, no)) = dw.unit_for(next.0 as usize) else {
                 return false;
             };
-            u = nu;
+            owned = nu;
+            u = &owned;
             off = no;
         }
         false
@@ -226,16 +230,12 @@ impl<'a> Session<'a> {
     /// verbatim (no normalisation), and in DWARF 5 tables a row whose file
     /// register was never set named after entry 0 (the spec says entry 1),
     /// as binutils 2.40 does.
-    fn bfd_file(
-        &mut self,
-        unit: usize,
-        name: String,
-        row: Option<crate::dwarf::RowExtras>,
-    ) -> String {
+    fn bfd_file(&mut self, u: &Unit, name: String, row: Option<crate::dwarf::RowExtras>) -> String {
         let Some(row) = row else { return name };
+        let unit = u.header.offset().0;
         let index = if row.initial_file { u64::MAX } else { row.file };
         if !self.files.contains_key(&(unit, index)) {
-            let rendered = self.file_name(unit, index);
+            let rendered = self.file_name(u, index);
             self.files.insert((unit, index), rendered);
         }
         match self.files.get(&(unit, index)) {
@@ -246,9 +246,8 @@ impl<'a> Session<'a> {
 
     /// BFD's `concat_filename` for file `index` of a unit's line table
     /// (`u64::MAX`: the initial file register).
-    fn file_name(&self, unit: usize, index: u64) -> Option<String> {
+    fn file_name(&self, u: &Unit, index: u64) -> Option<String> {
         let dw = self.elf.state.dwarf().ok()?;
-        let u = dw.unit_at(unit).ok()?;
         let program = u.line_program.as_ref()?;
         let header = program.header();
         let v5 = header.version() >= 5;
@@ -261,7 +260,7 @@ impl<'a> Session<'a> {
         let text = |v: gimli::AttributeValue<crate::elf::Reader>| -> Option<String> {
             Some(
                 dw.dwarf
-                    .attr_string(&u, v)
+                    .attr_string(u, v)
                     .ok()?
                     .to_string_lossy()
                     .into_owned(),
@@ -290,9 +289,7 @@ impl<'a> Session<'a> {
     }
 
     /// `DW_AT_call_file` of an inlined subroutine DIE.
-    fn call_file(&self, unit: usize, die: usize) -> Option<u64> {
-        let dw = self.elf.state.dwarf().ok()?;
-        let u = dw.unit_at(unit).ok()?;
+    fn call_file(&self, u: &Unit, die: usize) -> Option<u64> {
         let e = u.entry(gimli::UnitOffset(die)).ok()?;
         match e.attr_value(gimli::DW_AT_call_file)? {
             gimli::AttributeValue::FileIndex(i) => Some(i),
@@ -300,11 +297,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn arange_low(&self, unit: usize, die: usize) -> Option<u64> {
+    fn arange_low(&self, u: &Unit, die: usize) -> Option<u64> {
         let dw = self.elf.state.dwarf().ok()?;
-        let u = dw.unit_at(unit).ok()?;
         let e = u.entry(gimli::UnitOffset(die)).ok()?;
-        let mut ranges = dw.dwarf.die_ranges(&u, &e).ok()?;
+        let mut ranges = dw.dwarf.die_ranges(u, &e).ok()?;
         ranges.next().ok().flatten().map(|r| r.begin)
     }
 
@@ -389,7 +385,8 @@ impl<'a> Session<'a> {
             return Vec::new();
         };
         let _ = start;
-        let raw = self.elf.raw_frames(pc).unwrap_or_default();
+        let elf = self.elf;
+        let (raw, unit) = elf.raw_frames(pc).unwrap_or_default();
         let has_dwarf = self.has_dwarf;
         let dwarf_found = has_dwarf
             && raw
@@ -406,6 +403,14 @@ impl<'a> Session<'a> {
                 0,
             )];
         }
+        // binutils prints the innermost row's discriminator on every
+        // frame of the chain (it never resets it).
+        let extras = match (unit, self.elf.state.dwarf()) {
+            (Some(u), Ok(dw)) if raw.first().is_some_and(|f| f.frame.location.is_some()) => {
+                dw.row_extras(u, pc)
+            }
+            _ => Default::default(),
+        };
         let mut out = Vec::new();
         for (i, f) in raw.iter().enumerate() {
             let key = f.unit.zip(f.die);
@@ -421,12 +426,12 @@ impl<'a> Session<'a> {
                 match key {
                     Some(k) => match self.settled.get(&k) {
                         Some(n) => n.clone(),
-                        None if self.is_linkage(k.0, k.1) => {
+                        None if unit.is_some_and(|u| self.is_linkage(u, k.1)) => {
                             self.settled.insert(k, dwarf_name.clone());
                             dwarf_name
                         }
                         None => {
-                            let low = self.arange_low(k.0, k.1);
+                            let low = unit.and_then(|u| self.arange_low(u, k.1));
                             let fun = self
                                 .find_function(pc, sec)
                                 .map(|s| (s.name.to_string(), s.value, s.file));
@@ -465,16 +470,8 @@ impl<'a> Session<'a> {
                     None => dwarf_name,
                 }
             };
-            // binutils prints the innermost row's discriminator on every
-            // frame of the chain (it never resets it).
-            let extras = match (raw.first().and_then(|f| f.unit), self.elf.state.dwarf()) {
-                (Some(u), Ok(dw)) if raw.first().is_some_and(|f| f.frame.location.is_some()) => {
-                    dw.row_extras(u, pc)
-                }
-                _ => Default::default(),
-            };
             let disc = extras.discriminator;
-            let file = match (file, f.unit) {
+            let file = match (file, unit) {
                 (Some(name), Some(u)) => {
                     let index = if i == 0 {
                         f.frame.location.is_some().then_some(extras)

@@ -89,13 +89,14 @@ impl DwarfIndex {
     /// `unit_start`: its discriminator (0 if none), and whether its file
     /// register still had the sequence's initial value (no
     /// `DW_LNS_set_file` yet), which binutils resolves differently.
-    pub(crate) fn row_extras(&self, unit_start: usize, address: u64) -> RowExtras {
+    pub(crate) fn row_extras(&self, unit: &Unit, address: u64) -> RowExtras {
+        let unit_start = unit.header.offset().0;
         let table = {
             let cached = self.discriminators.borrow().get(&unit_start).cloned();
             match cached {
                 Some(t) => t,
                 None => {
-                    let t = Arc::new(self.build_extras(unit_start).unwrap_or_default());
+                    let t = Arc::new(build_extras(unit).unwrap_or_default());
                     self.discriminators
                         .borrow_mut()
                         .insert(unit_start, t.clone());
@@ -107,9 +108,10 @@ impl DwarfIndex {
         i.checked_sub(1)
             .map_or(RowExtras::default(), |i| table[i].1)
     }
+}
 
-    fn build_extras(&self, unit_start: usize) -> Result<Vec<(u64, RowExtras)>, gimli::Error> {
-        let unit = self.unit_at(unit_start)?;
+fn build_extras(unit: &Unit) -> Result<Vec<(u64, RowExtras)>, gimli::Error> {
+    {
         let Some(mut program) = unit.line_program.clone() else {
             return Ok(Vec::new());
         };

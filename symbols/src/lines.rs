@@ -47,38 +47,46 @@ impl Elf {
     pub fn frames(&self, address: u64) -> Result<Vec<Frame>> {
         Ok(self
             .raw_frames(address)?
+            .0
             .into_iter()
             .map(|f| f.frame)
             .collect())
     }
 
-    pub(crate) fn raw_frames(&self, address: u64) -> Result<Vec<RawFrame>> {
+    /// The frames, and the unit they come from (as parsed by addr2line).
+    pub(crate) fn raw_frames(
+        &self,
+        address: u64,
+    ) -> Result<(Vec<RawFrame>, Option<&crate::dwarf::Unit>)> {
         let dw = match self.state.dwarf() {
             Ok(dw) => dw,
             Err(Error::NoDwarf { .. }) => {
-                return Ok(self
-                    .symbolize(address)
-                    .map(|s| RawFrame {
-                        frame: Frame {
-                            function: Some(s.symbol.name.to_string()),
-                            demangled: Some(s.symbol.demangled().into_owned()),
-                            location: None,
-                            inlined: false,
-                        },
-                        die: None,
-                        unit: None,
-                    })
-                    .into_iter()
-                    .collect());
+                return Ok((
+                    self.symbolize(address)
+                        .map(|s| RawFrame {
+                            frame: Frame {
+                                function: Some(s.symbol.name.to_string()),
+                                demangled: Some(s.symbol.demangled().into_owned()),
+                                location: None,
+                                inlined: false,
+                            },
+                            die: None,
+                            unit: None,
+                        })
+                        .into_iter()
+                        .collect(),
+                    None,
+                ));
             }
             Err(e) => return Err(e),
         };
         let path = &self.state.path;
-        let unit = dw
+        let unit_ref = dw
             .ctx
             .find_dwarf_and_unit(address)
             .skip_all_loads()
-            .map(|u| u.unit.header.offset().0);
+            .map(|u| u.unit);
+        let unit = unit_ref.map(|u| u.header.offset().0);
         let mut iter = dw
             .ctx
             .find_frames(address)
@@ -107,7 +115,7 @@ impl Elf {
         if let Some(last) = out.last_mut() {
             last.frame.inlined = false;
         }
-        Ok(out)
+        Ok((out, unit_ref))
     }
 
     /// The source position of `address` (innermost, like `addr2line`

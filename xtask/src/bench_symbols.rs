@@ -92,6 +92,21 @@ fn binutils(elf: &Path, flags: &[&str], addrs: &[u64]) -> anyhow::Result<(Durati
     ))
 }
 
+/// User + system CPU seconds of this process (`self_`) or its waited-for children.
+fn cpu_seconds(self_: bool) -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    let who = if self_ {
+        libc::RUSAGE_SELF
+    } else {
+        libc::RUSAGE_CHILDREN
+    };
+    // SAFETY: valid pointer to a rusage struct.
+    unsafe { libc::getrusage(who, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 fn children_peak_mib() -> f64 {
     // SAFETY: getrusage writes into the zeroed struct we pass.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -143,13 +158,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     // 2. N random text addresses with -f -i, fresh open included.
     let t = Instant::now();
+    let cpu0 = cpu_seconds(true);
     let elf = Elf::open(&args.elf)?;
     let mut s = Session::new(&elf, flags);
     let ours: String = addrs.iter().map(|a| s.format(&format!("{a:#x}"))).collect();
     let ours_t = t.elapsed();
+    let ours_cpu = cpu_seconds(true) - cpu0;
     drop(s);
     let peak_after_a2l = peak_mib();
+    let child0 = cpu_seconds(false);
     let (theirs_t, theirs, theirs_peak) = binutils(&args.elf, &["-f", "-i"], &addrs)?;
+    let theirs_cpu = cpu_seconds(false) - child0;
     let differing = ours
         .lines()
         .zip(theirs.lines())
@@ -165,6 +184,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             theirs_t.as_secs_f64() / ours_t.as_secs_f64(),
             differing,
             theirs.lines().count()
+        ),
+    ));
+    rows.push((
+        "  CPU time (user+sys), same run".into(),
+        format!(
+            "{:.2} s vs binutils {:.2} s: {:.1}x less",
+            ours_cpu,
+            theirs_cpu,
+            theirs_cpu / ours_cpu
         ),
     ));
 
