@@ -107,7 +107,33 @@ pub fn resolve(sh: &Shared, text: &str) -> Result<Resolved> {
         _ => (text, 0),
     };
     let elf = sh.elf()?;
-    let syms = elf.lookup(name);
+    let mut syms = elf.lookup(name);
+    if syms.is_empty() && !name.contains("::") {
+        // `NEXT_PID` for `kernel::workloads::NEXT_PID`: a unique last path
+        // component is enough.
+        let full: Vec<String> = sh
+            .symtab
+            .as_ref()
+            .map(|t| {
+                let mut v: Vec<String> = t
+                    .iter()
+                    .filter(|(_, n)| n.rsplit("::").next() == Some(name) && n.contains("::"))
+                    .map(|(_, n)| n.to_string())
+                    .collect();
+                v.sort();
+                v.dedup();
+                v
+            })
+            .unwrap_or_default();
+        match full.as_slice() {
+            [one] => syms = elf.lookup(one),
+            [] => {}
+            many => bail!(
+                "`{name}` is ambiguous: {}; give the full path",
+                many.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
     let Some(sym) = syms
         .iter()
         .find(|s| s.kind == symbols::SymbolKind::Function)

@@ -127,17 +127,52 @@ pub fn delete_breaks(s: &mut Session, args: &[String]) -> Result<Output> {
     })
 }
 
+/// Is one of the shell's software breakpoints at rip (to step over first)?
+fn on_breakpoint(s: &Session) -> Result<bool> {
+    let rip = s.registers()?.rip;
+    Ok(s.breakpoints
+        .values()
+        .any(|b| b.kind == BreakKind::Software && b.info.addr == rip))
+}
+
 pub fn cont(s: &mut Session) -> Result<Output> {
+    if on_breakpoint(s)? {
+        step_once(s)?;
+    }
     s.client()?.resume("c")?;
     Ok(Output::Running)
 }
 
-fn stopped(s: &mut Session, reply: &str) -> Result<Output> {
+fn stopped(s: &mut Session, reply: &str, stepped: bool) -> Result<Output> {
     let stop = StopReply::parse(reply).unwrap_or_default();
     let rip = s.registers().ok().map(|r| r.rip);
-    Ok(Output::Stopped {
-        stop: s.shared.stop_info(&stop, rip),
-    })
+    let mut info = s.shared.stop_info(&stop, rip);
+    if stepped && stop.signal == 5 && stop.watch.is_none() {
+        info.reason = "step".into();
+    }
+    Ok(Output::Stopped { stop: info })
+}
+
+/// One `s`, lifting the shell's own software breakpoint at rip for the
+/// step (as gdb does) so the step makes progress.
+fn step_once(s: &mut Session) -> Result<String> {
+    let rip = s.registers()?.rip;
+    let lifted: Vec<u64> = s
+        .breakpoints
+        .values()
+        .filter(|b| b.kind == BreakKind::Software && b.info.addr == rip)
+        .map(|b| b.info.addr)
+        .collect();
+    let t = s.timeout;
+    let mut c = s.client()?;
+    for a in &lifted {
+        c.clear_breakpoint(BreakKind::Software, *a, 1)?;
+    }
+    let r = c.request_stop("s", t);
+    for a in &lifted {
+        c.set_breakpoint(BreakKind::Software, *a, 1)?;
+    }
+    Ok(r?)
 }
 
 pub fn stepi(s: &mut Session, args: &[String]) -> Result<Output> {
@@ -148,10 +183,9 @@ pub fn stepi(s: &mut Session, args: &[String]) -> Result<Output> {
     };
     let mut reply = String::new();
     for _ in 0..n {
-        let t = s.timeout;
-        reply = s.client()?.request_stop("s", t)?;
+        reply = step_once(s)?;
     }
-    stopped(s, &reply)
+    stopped(s, &reply, true)
 }
 
 pub fn nexti(s: &mut Session, args: &[String]) -> Result<Output> {
@@ -168,16 +202,19 @@ pub fn nexti(s: &mut Session, args: &[String]) -> Result<Output> {
         match insn {
             Some(i) if i.is_call => {
                 let next = rip + i.len as u64;
+                if on_breakpoint(s)? {
+                    step_once(s)?;
+                }
                 let mut c = s.client()?;
                 c.set_breakpoint(BreakKind::Software, next, 1)?;
                 let r = c.request_stop("c", Duration::from_secs(30).max(t));
                 let _ = c.clear_breakpoint(BreakKind::Software, next, 1);
                 reply = r?;
             }
-            _ => reply = s.client()?.request_stop("s", t)?,
+            _ => reply = step_once(s)?,
         }
     }
-    stopped(s, &reply)
+    stopped(s, &reply, true)
 }
 
 pub fn interrupt(s: &mut Session) -> Result<Output> {
@@ -185,5 +222,5 @@ pub fn interrupt(s: &mut Session) -> Result<Output> {
         bail!("the kernel is already stopped (`continue` resumes it)");
     }
     let reply = s.client()?.interrupt(Duration::from_secs(5))?;
-    stopped(s, &reply)
+    stopped(s, &reply, false)
 }

@@ -30,6 +30,11 @@ pub fn regs(s: &mut Session, args: &[String]) -> Result<Output> {
 /// An address: `$reg`, a symbol, a number, `file:line`.
 fn address_of(s: &Session, text: &str) -> Result<(u64, String)> {
     if let Some(reg) = text.strip_prefix('$').or_else(|| text.strip_prefix('%')) {
+        if s.running() {
+            bail!(
+                "`{text}`: registers are only known while the kernel is stopped: use `interrupt` first"
+            );
+        }
         let regs = s.registers()?;
         let v = regs
             .get(reg)
