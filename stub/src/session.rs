@@ -147,6 +147,9 @@ impl Session {
         self.target.set_frame(frame);
         self.target.current_task = (self.target.ops.current_task)();
         self.target.resume = Resume::Continue;
+        // Events recorded before this stop reach the host before the stop
+        // reply (the timer tick may not have drained them yet).
+        self.stream_events();
         match self.machine.take() {
             Some(GdbStubStateMachine::Running(r)) => {
                 match r.report_stop(&mut self.target, reason) {
@@ -312,6 +315,7 @@ impl Session {
     /// Stops with `frame` for a Ctrl-C that gdbstub already saw: the stop
     /// loop reports it.
     pub fn stop_interrupted(&mut self, frame: &mut TrapFrame) {
+        self.stream_events_unchecked();
         self.target.set_frame(frame);
         self.target.current_task = (self.target.ops.current_task)();
         self.target.resume = Resume::Continue;
@@ -320,7 +324,16 @@ impl Session {
 
     /// Sends pending probe events while gdb waits for the kernel to stop.
     pub fn stream_events(&mut self) -> usize {
-        if !self.running() || self.target.monitor.stream == proto::command::StreamMode::Off {
+        if !self.running() {
+            return 0;
+        }
+        self.stream_events_unchecked()
+    }
+
+    /// Streams events whatever the machine's state (gdb is known to be
+    /// waiting for a stop reply, e.g. right after its Ctrl-C).
+    fn stream_events_unchecked(&mut self) -> usize {
+        if self.target.monitor.stream == proto::command::StreamMode::Off {
             return 0;
         }
         let uart = Com2::new().0;

@@ -1,0 +1,256 @@
+//! The GDB stub against hostile and unusual input over the raw socket (no
+//! gdb): line noise, bad checksums, oversized and malformed packets, unknown
+//! packets and monitor commands, a Ctrl-C flood, a host that vanishes
+//! mid-session. After each, the stub still answers and the kernel still runs.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tests::Qemu;
+
+const BOOT: Duration = Duration::from_secs(60);
+const REPLY: Duration = Duration::from_secs(20);
+
+/// A minimal RSP peer (the shell has the real client; this one is
+/// deliberately naive so the tests control every byte).
+struct Raw {
+    sock: TcpStream,
+    pending: Vec<u8>,
+}
+
+fn checksum(body: &[u8]) -> u8 {
+    body.iter().fold(0u8, |a, b| a.wrapping_add(*b))
+}
+
+fn packet(body: &[u8]) -> Vec<u8> {
+    let mut p = vec![b'$'];
+    p.extend_from_slice(body);
+    p.extend_from_slice(format!("#{:02x}", checksum(body)).as_bytes());
+    p
+}
+
+fn unhex(s: &[u8]) -> Vec<u8> {
+    s.chunks(2)
+        .filter_map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+        .collect()
+}
+
+impl Raw {
+    fn connect(vm: &mut Qemu) -> Raw {
+        let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
+        let sock = TcpStream::connect(addr).expect("connect to the stub");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Raw {
+            sock,
+            pending: Vec::new(),
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).expect("write to the stub");
+    }
+
+    fn send(&mut self, body: &str) {
+        let p = packet(body.as_bytes());
+        self.send_raw(&p);
+    }
+
+    fn fill(&mut self) {
+        let mut buf = [0u8; 4096];
+        match self.sock.read(&mut buf) {
+            Ok(0) => panic!("the stub closed the connection"),
+            Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+
+    /// The next control byte (`+`/`-`) or packet body, skipping nothing.
+    fn next(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(&b) = self.pending.first() {
+                if b == b'+' || b == b'-' {
+                    self.pending.remove(0);
+                    return Some(vec![b]);
+                }
+                if b != b'$' {
+                    self.pending.remove(0);
+                    continue;
+                }
+                if let Some(end) = self.pending.iter().position(|&c| c == b'#')
+                    && self.pending.len() >= end + 3
+                {
+                    let body = self.pending[1..end].to_vec();
+                    let sum = u8::from_str_radix(
+                        std::str::from_utf8(&self.pending[end + 1..end + 3]).unwrap(),
+                        16,
+                    )
+                    .unwrap();
+                    assert_eq!(sum, checksum(&body), "stub sent a bad checksum");
+                    self.pending.drain(..end + 3);
+                    return Some(body);
+                }
+                break;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            self.fill();
+        }
+    }
+
+    /// The next packet body that is not an `O` console packet (those are
+    /// collected into `console`).
+    fn reply_with_console(&mut self, console: &mut String) -> String {
+        loop {
+            let p = self.next(REPLY).expect("a reply from the stub");
+            if p == b"+" || p == b"-" {
+                continue;
+            }
+            if p.first() == Some(&b'O') && p.len() > 1 && p != b"OK" {
+                console.push_str(&String::from_utf8_lossy(&unhex(&p[1..])));
+                continue;
+            }
+            return String::from_utf8_lossy(&p).into_owned();
+        }
+    }
+
+    fn reply(&mut self) -> String {
+        let mut c = String::new();
+        self.reply_with_console(&mut c)
+    }
+
+    /// Sends and waits for the reply.
+    fn ask(&mut self, body: &str) -> String {
+        self.send(body);
+        self.reply()
+    }
+
+    /// `monitor CMD`: the console text and the final reply.
+    fn monitor(&mut self, cmd: &str) -> (String, String) {
+        let hex: String = cmd.bytes().map(|b| format!("{b:02x}")).collect();
+        self.send(&format!("qRcmd,{hex}"));
+        let mut console = String::new();
+        let r = self.reply_with_console(&mut console);
+        (console, r)
+    }
+
+    /// Expects one control byte among the next ones.
+    fn expect_byte(&mut self, want: u8) {
+        let deadline = Instant::now() + REPLY;
+        while Instant::now() < deadline {
+            if let Some(p) = self.next(Duration::from_millis(500))
+                && p == [want]
+            {
+                return;
+            }
+        }
+        panic!("expected {:?} from the stub", want as char);
+    }
+}
+
+fn boot() -> Qemu {
+    let mut vm = Qemu::boot("").expect("boot the kernel");
+    vm.wait_for_stub_port(BOOT).expect("stub port");
+    vm
+}
+
+/// The kernel is still running: its uptime (debugcon/console output grows)
+/// or at least QEMU has not exited.
+fn assert_alive(vm: &mut Qemu) {
+    assert!(
+        vm.try_exit().is_none(),
+        "the kernel died; console:\n{}",
+        vm.console()
+    );
+}
+
+#[test]
+fn handshake_then_noise_bad_checksums_oversized_and_malformed_packets() {
+    let mut vm = boot();
+    let mut s = Raw::connect(&mut vm);
+    // Noise before anything: ignored, the kernel keeps running.
+    s.send_raw(b"hello\x00\xff\xfe garbage ### }}}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+
+    // Attach: the kernel stops and answers.
+    let sup = s.ask("qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386");
+    assert!(sup.contains("PacketSize="), "qSupported reply: {sup}");
+    let q = s.ask("?");
+    assert!(q.starts_with('T') || q.starts_with('S'), "stop reply: {q}");
+    assert!(q.contains("thread:"), "stop replies name a thread: {q}");
+
+    // Bad checksum: NAK, then the same packet with the right one works.
+    s.send_raw(b"$g#00");
+    s.expect_byte(b'-');
+    let g = s.ask("g");
+    assert!(g.len() >= 16 * 16, "registers: {}", g.len());
+
+    // Oversized: NAK, stub still fine.
+    let big = vec![b'X'; 20_000];
+    s.send_raw(&packet(&big));
+    s.expect_byte(b'-');
+    assert!(s.ask("?").contains("thread:"));
+
+    // Malformed known packet: an error reply, never a crash.
+    let m = s.ask("mzz,zz");
+    assert!(m.starts_with('E'), "malformed m: {m}");
+    // Unknown packet: empty reply.
+    assert_eq!(s.ask("vFrobnicate;1"), "");
+    // Unknown monitor command: an error row.
+    let (console, r) = s.monitor("frobnicate now");
+    assert!(console.contains("error code=unknown-command"), "{console}");
+    assert_eq!(r, "OK");
+    // After all that: memory at an unmapped address is an error, registers still read.
+    let m = s.ask("mdead00000000,8");
+    assert!(m.starts_with('E'), "unmapped read: {m}");
+    let m = s.ask("m0,8");
+    assert!(m.starts_with('E'), "page 0 is not mapped: {m}");
+    // Continue and detach; the kernel runs on.
+    s.send("c");
+    std::thread::sleep(Duration::from_millis(300));
+    s.send_raw(b"\x03");
+    let stop = s.reply();
+    assert!(stop.starts_with('T'), "Ctrl-C stop: {stop}");
+    assert_eq!(s.ask("D"), "OK");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}
+
+#[test]
+fn ctrl_c_flood_gives_one_stop_and_vanishing_host_is_survived() {
+    let mut vm = boot();
+    {
+        let mut s = Raw::connect(&mut vm);
+        s.ask("qSupported:swbreak+");
+        s.ask("?");
+        s.send("c");
+        std::thread::sleep(Duration::from_millis(300));
+        s.send_raw(&[0x03; 64]);
+        let stop = s.reply();
+        assert!(stop.starts_with('T'), "stop: {stop}");
+        // Exactly one stop: nothing else arrives.
+        assert!(
+            s.next(Duration::from_secs(1)).is_none(),
+            "a second stop reply arrived"
+        );
+        // Continue and drop the connection without detaching.
+        s.send("c");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_alive(&mut vm);
+    // A new host attaches (its qSupported starts a fresh session).
+    let mut s = Raw::connect(&mut vm);
+    let sup = s.ask("qSupported:swbreak+");
+    assert!(sup.contains("PacketSize="), "{sup}");
+    assert!(s.ask("?").contains("thread:"));
+    let (console, r) = s.monitor("help");
+    assert!(console.contains("kprobe LOC"), "{console}");
+    assert_eq!(r, "OK");
+    assert_eq!(s.ask("D"), "OK");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}

@@ -1,0 +1,382 @@
+//! A stock `gdb -batch` against the reference kernel in QEMU, through the
+//! kdbg stub on COM2: attach while the kernel runs, registers (GPRs and
+//! SSE), memory read/write, an unmapped address, software and hardware
+//! breakpoints with arguments checked against the ground-truth log, stepi,
+//! a watchpoint, threads with backtraces, monitor commands with probe hits
+//! growing while the kernel runs, the event stream, detach and re-attach.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tests::Qemu;
+
+const BOOT: Duration = Duration::from_secs(60);
+
+/// Runs `gdb -batch` with `cmds` after attaching; returns stdout + stderr.
+fn gdb(vm: &mut Qemu, cmds: &[&str]) -> String {
+    let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
+    let kernel = vm.config().kernel.clone();
+    let mut c = Command::new("gdb");
+    c.args(["-batch", "-nx", "-q"]);
+    for pre in [
+        "set pagination off",
+        "set confirm off",
+        "set width 0",
+        "set remotetimeout 10",
+    ] {
+        c.args(["-ex", pre]);
+    }
+    c.args(["-ex", &format!("target remote {addr}")]);
+    for cmd in cmds {
+        c.args(["-ex", cmd]);
+    }
+    c.arg(kernel.as_os_str());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("gdb is installed (apt-get install gdb)");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if child.try_wait().expect("wait for gdb").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("gdb output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("internal-error") && !text.contains("Fatal signal"),
+        "gdb itself failed:\n{text}"
+    );
+    text
+}
+
+fn boot_serving(vm_append: &str) -> Qemu {
+    let mut vm = Qemu::boot(vm_append).expect("boot the reference kernel");
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("serve mode starts its workloads");
+    vm
+}
+
+/// The value gdb printed for `name` in an `info registers` listing.
+fn reg(out: &str, name: &str) -> u64 {
+    for line in out.lines() {
+        let mut w = line.split_whitespace();
+        if w.next() == Some(name)
+            && let Some(v) = w.next()
+            && let Some(h) = v.strip_prefix("0x")
+        {
+            return u64::from_str_radix(h, 16).expect("hex register value");
+        }
+    }
+    panic!("no register {name} in:\n{out}");
+}
+
+/// The address from `info address SYMBOL` / `p &X` output (`0x...`).
+fn first_hex_after(out: &str, marker: &str) -> u64 {
+    let at = out
+        .find(marker)
+        .unwrap_or_else(|| panic!("no `{marker}` in:\n{out}"));
+    let rest = &out[at + marker.len()..];
+    let start = rest.find("0x").expect("an address") + 2;
+    let hex: String = rest[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    u64::from_str_radix(&hex, 16).expect("hex address")
+}
+
+/// The decimal number printed after `marker`.
+fn decimal_after(out: &str, marker: &str) -> u64 {
+    let at = out
+        .find(marker)
+        .unwrap_or_else(|| panic!("no `{marker}` in:\n{out}"));
+    out[at + marker.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number after `{marker}` in:\n{out}"))
+}
+
+/// `hits=` of the `probe id=ID` row in a `monitor probes` listing.
+fn probe_hits(line: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("hits="))
+        .and_then(|v| v.parse().ok())
+}
+
+fn assert_alive(vm: &mut Qemu) {
+    assert!(
+        vm.try_exit().is_none(),
+        "the kernel died:\n{}",
+        vm.console()
+    );
+}
+
+#[test]
+fn attach_registers_memory_and_unmapped_addresses() {
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let out = gdb(
+        &mut vm,
+        &[
+            "info registers",
+            "set $xmm0.v2_int64[0] = 0x1122334455667788",
+            "p/x $xmm0.v2_int64[0]",
+            "p $xmm1",
+            "x/8gx &kernel::workloads::STATS",
+            "set language c",
+            "x/4gx 0xdead000000",
+            "set language auto",
+            "echo @@ADDR\\n",
+            "p/x &kernel::workloads::STATS.fib",
+            "monitor help",
+            "monitor tasks",
+            "detach",
+        ],
+    );
+    // info registers: GPRs, rip, eflags, segments.
+    for r in ["rax", "rbx", "rsp", "rip", "eflags", "cs", "ss", "r15"] {
+        assert!(out.lines().any(|l| l.starts_with(r)), "no {r} in:\n{out}");
+    }
+    assert!(reg(&out, "cs") == 0x8, "kernel code segment:\n{out}");
+    // SSE: written and read back through the FXSAVE area.
+    assert!(
+        out.contains("0x1122334455667788"),
+        "xmm0 write/read:\n{out}"
+    );
+    assert!(out.contains("v4_float"), "p $xmm1 shows the vector:\n{out}");
+    // A global: 8 words printed.
+    assert!(
+        out.lines()
+            .filter(|l| l.contains("workloads5STATS"))
+            .count()
+            == 4,
+        "x/8gx on STATS prints 4 lines of 2 words:\n{out}"
+    );
+    // Unmapped: an error, not a dead kernel.
+    assert!(
+        out.contains("Cannot access memory at address 0xdead000000"),
+        "unmapped read:\n{out}"
+    );
+    assert!(
+        out.contains("kdbg monitor commands:"),
+        "monitor help:\n{out}"
+    );
+    assert!(
+        out.contains("kprobe LOC"),
+        "monitor help lists kprobe:\n{out}"
+    );
+    assert!(out.contains("task id=0 name=main"), "monitor tasks:\n{out}");
+    assert!(out.contains("detached"), "detach:\n{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_alive(&mut vm);
+
+    // Re-attach; write memory and read it back, then continue to a
+    // breakpoint (the kernel kept running after the unmapped read).
+    let fib = first_hex_after(&out, "@@ADDR");
+    let out = gdb(
+        &mut vm,
+        &[
+            "set language c",
+            &format!("set {{unsigned long}}{fib:#x} = 0xfeedface"),
+            &format!("x/gx {fib:#x}"),
+            "set language auto",
+            "break sys_open",
+            "continue",
+            "info registers rip",
+            "delete",
+            "detach",
+        ],
+    );
+    assert!(
+        out.contains("0x00000000feedface"),
+        "memory write/read back:\n{out}"
+    );
+    assert!(
+        out.contains("hit Breakpoint 1, kernel::workloads::sys_open (path="),
+        "continue to sys_open:\n{out}"
+    );
+    assert!(
+        out.contains("<kernel::workloads::sys_open>"),
+        "rip in sys_open:\n{out}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_alive(&mut vm);
+}
+
+#[test]
+fn breakpoint_arguments_match_ground_truth_then_stepi_hbreak_watch() {
+    let mut vm = boot_serving("serve kdbg.quiet kdbg.truth");
+    let out = gdb(
+        &mut vm,
+        &[
+            "break spawn_task",
+            "continue",
+            "info registers rdi rsi rdx rcx r8 r9 rip",
+            "thread",
+            "stepi",
+            "info registers rip",
+            "delete",
+            "hbreak sum8",
+            "continue",
+            "info registers rip",
+            "delete",
+            "echo @@ADDR\\n",
+            "p/x &kernel::workloads::STATS.spawn_task",
+            "detach",
+        ],
+    );
+    assert!(
+        out.contains("hit Breakpoint 1, kernel::workloads::spawn_task (clone_flags="),
+        "break spawn_task:\n{out}"
+    );
+    let args: Vec<u64> = ["rdi", "rsi", "rdx", "rcx", "r8", "r9"]
+        .iter()
+        .map(|r| reg(&out, r))
+        .collect();
+    // The same call in the ground-truth log (logged after it returns).
+    let want = format!(
+        "fn=spawn_task clone_flags={:#x} stack_start={:#x} regs={:#x} stack_size={:#x} parent_tid={:#x} child_tid={:#x} ",
+        args[0], args[1], args[2], args[3], args[4], args[5]
+    );
+    vm.wait_for_debugcon(&want, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no ground-truth line `{want}`: {e}\ngdb:\n{out}"));
+    // stepi moved rip forward by one instruction inside spawn_task.
+    let rips: Vec<u64> = out
+        .lines()
+        .filter(|l| l.starts_with("rip"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .collect();
+    assert!(rips.len() >= 3, "rip lines:\n{out}");
+    assert!(
+        rips[1] > rips[0] && rips[1] - rips[0] <= 15,
+        "stepi:\n{out}"
+    );
+    assert!(
+        out.contains("<kernel::workloads::spawn_task+"),
+        "stepi stays in spawn_task:\n{out}"
+    );
+    assert!(
+        out.contains("Hardware assisted breakpoint 2"),
+        "hbreak:\n{out}"
+    );
+    assert!(out.contains("hit Breakpoint 2, "), "hbreak hit:\n{out}");
+    assert!(
+        out.contains("<kernel::workloads::sum8+"),
+        "hbreak stops in sum8:\n{out}"
+    );
+
+    // watch: a counter a task writes; old and new value reported.
+    let counter = first_hex_after(&out, "@@ADDR");
+    let out = gdb(
+        &mut vm,
+        &[
+            "set language c",
+            &format!("watch *(unsigned long *){counter:#x}"),
+            "continue",
+            "delete",
+            "detach",
+        ],
+    );
+    let old = decimal_after(&out, "Old value = ");
+    let new = decimal_after(&out, "New value = ");
+    assert_eq!(new, old + 1, "the counter went up by one:\n{out}");
+    assert!(out.contains("Hardware watchpoint"), "watch:\n{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}
+
+#[test]
+fn threads_backtraces_monitor_probes_and_events() {
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let out = gdb(
+        &mut vm,
+        &[
+            "info threads",
+            "thread 3",
+            "bt",
+            "monitor kprobe sys_open",
+            "monitor kprobe no_such_function",
+            "monitor probes",
+            "break fib",
+            "continue",
+            "delete",
+            "monitor probes",
+            "monitor events",
+            "detach",
+        ],
+    );
+    // Tasks as threads with names.
+    assert!(out.contains("Thread 1.1 (main"), "info threads:\n{out}");
+    assert!(out.contains("Thread 1.3 ("), "info threads:\n{out}");
+    assert!(out.contains("[Switching to thread 3"), "thread 3:\n{out}");
+    assert!(
+        out.contains("#1 "),
+        "bt shows the task's caller frames:\n{out}"
+    );
+    assert!(out.contains("ok id=1"), "monitor kprobe sys_open:\n{out}");
+    assert!(
+        out.contains("error code=unknown-symbol"),
+        "unknown symbol refused:\n{out}"
+    );
+    let hits: Vec<u64> = out
+        .lines()
+        .filter(|l| l.starts_with("probe id=1 "))
+        .filter_map(probe_hits)
+        .collect();
+    assert_eq!(hits.len(), 2, "two probes listings:\n{out}");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Probes keep running after detach: hits grew; a new gdb sees them.
+    let out2 = gdb(
+        &mut vm,
+        &[
+            "monitor probes",
+            "monitor probe delete 1",
+            "monitor probes",
+            "detach",
+        ],
+    );
+    let later = out2
+        .lines()
+        .find(|l| l.starts_with("probe id=1 "))
+        .and_then(probe_hits)
+        .unwrap_or_else(|| panic!("probes after re-attach:\n{out2}"));
+    assert!(
+        later > hits[1],
+        "hits grow while the kernel runs ({} -> {later}):\n{out2}",
+        hits[1]
+    );
+    assert!(out2.contains("ok id=1"), "probe delete:\n{out2}");
+    assert_eq!(
+        out2.lines().filter(|l| l.starts_with("probe id=")).count(),
+        1,
+        "deleted probe gone:\n{out2}"
+    );
+    // The event stream reached gdb's console while the kernel ran.
+    assert!(
+        out.contains("event id=1 kind=kprobe"),
+        "kprobe events streamed as O packets:\n{out}"
+    );
+    assert_alive(&mut vm);
+}
+
+#[test]
+fn kill_stops_the_machine_as_documented() {
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let out = gdb(&mut vm, &["kill"]);
+    let exit = vm
+        .wait_exit(Duration::from_secs(30))
+        .expect("QEMU exits after kill");
+    assert_eq!(exit, tests::KernelExit::Success, "gdb output:\n{out}");
+    assert!(vm.console().contains("kdbg: killed by the debugger"));
+}
