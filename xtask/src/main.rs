@@ -6,8 +6,10 @@
 //! cargo xtask run [--append ARGS] [-- KDBG_ARGS...]
 //! cargo xtask test                       host tests, kernel selftests, end-to-end tests
 //! cargo xtask clippy                     clippy -D warnings, host and kernel crates
+//! cargo xtask bench [guest|host|symbols] [--iterations N] [--elf PATH]   the cost table (docs/BENCHMARKS.md)
 //! ```
 
+mod bench;
 mod build;
 mod kallsyms;
 mod qemu;
@@ -33,6 +35,9 @@ commands:
                              build, boot, and open the kdbg shell on the kernel
   test                       every test: kernel selftests in QEMU, host unit tests, end-to-end tests
   clippy                     cargo clippy -D warnings for the host crates and the kernel crates
+  bench [guest|host|symbols] [--iterations N] [--elf PATH]
+                             probe costs in guest instructions, stub and stream figures,
+                             symbols vs binutils; writes docs/BENCHMARKS.md, target/kdbg/bench.json
 ";
 
 fn main() -> ExitCode {
@@ -68,6 +73,7 @@ fn real_main(args: &[String]) -> Result<ExitCode> {
             no_args(rest)?;
             build::clippy()
         }
+        "bench" => bench::command(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,229 @@
+//! The rows of the guest table: which probes each row sets on its target,
+//! with handlers that do nothing (the mechanism's cost) or that record an
+//! event into the ring (the capture probes the shell sets).
+
+use arch::TrapFrame;
+use probes::{At, Kprobe, Kretprobe, Probe, ProbeId, RetCtx, monitor};
+use proto::CaptureSpec;
+
+use super::measure::Target;
+
+/// Most probes a row sets.
+pub const MAX_PROBES: usize = 2;
+
+/// One row of the table.
+pub struct Row {
+    /// Machine name (`bench ROW row=NAME`), stable for xtask and bench.json.
+    pub name: &'static str,
+    pub target: Target,
+    /// Sets the row's probes; `Err(reason)` makes the row "n/a (reason)".
+    pub setup: fn() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str>,
+}
+
+/// Every row, in table order. (The unprobed call is measured before each
+/// row and printed with it; it is also the table's first row.)
+pub static ROWS: &[Row] = &[
+    Row {
+        name: "kprobe_int3",
+        target: Target::Hot,
+        setup: kprobe_int3,
+    },
+    Row {
+        name: "kprobe_boosted",
+        target: Target::Hot,
+        setup: kprobe_boosted,
+    },
+    Row {
+        name: "kprobe_emulated",
+        target: Target::Hot,
+        setup: kprobe_emulated,
+    },
+    Row {
+        name: "jprobe",
+        target: Target::Hot,
+        setup: jprobe,
+    },
+    Row {
+        name: "kretprobe",
+        target: Target::Hot,
+        setup: kretprobe,
+    },
+    Row {
+        name: "kprobe_kretprobe",
+        target: Target::Hot,
+        setup: kprobe_kretprobe,
+    },
+    Row {
+        name: "jprobe_kretprobe",
+        target: Target::Hot,
+        setup: jprobe_kretprobe,
+    },
+    Row {
+        name: "capture_kprobe",
+        target: Target::Hot,
+        setup: capture_kprobe,
+    },
+    Row {
+        name: "capture_args6",
+        target: Target::Hot,
+        setup: capture_args6,
+    },
+    Row {
+        name: "capture_string",
+        target: Target::Open,
+        setup: capture_string,
+    },
+    Row {
+        name: "capture_return",
+        target: Target::Hot,
+        setup: capture_return,
+    },
+];
+
+const HOT: &str = "bench_target";
+
+fn empty_pre(_: &Probe, _: &mut TrapFrame) -> bool {
+    false
+}
+
+fn empty_post(_: &Probe, _: &mut TrapFrame) {}
+
+fn empty_ret(_: &mut RetCtx<'_>, _: &mut TrapFrame) -> i32 {
+    0
+}
+
+/// The jprobe handler: `bench_target`'s prototype, does nothing.
+extern "C" fn jbench_target(_x: u64) -> u64 {
+    0
+}
+
+fn one(
+    r: Result<ProbeId, probes::ProbeError>,
+    what: &'static str,
+) -> Result<ProbeId, &'static str> {
+    r.map_err(|_| what)
+}
+
+fn kprobe_at(offset: u64, post: bool) -> Result<ProbeId, &'static str> {
+    let kp = Kprobe {
+        pre_handler: Some(empty_pre),
+        post_handler: if post { Some(empty_post) } else { None },
+        fault_handler: None,
+        data: 0,
+    };
+    one(
+        probes::register_kprobe(At::Symbol(HOT, offset), kp),
+        "register_kprobe refused bench_target",
+    )
+}
+
+fn jprobe_at() -> Result<ProbeId, &'static str> {
+    one(
+        probes::register_jprobe(At::Symbol(HOT, 0), jbench_target as *const () as usize),
+        "register_jprobe refused bench_target",
+    )
+}
+
+fn kretprobe_at() -> Result<ProbeId, &'static str> {
+    let rp = Kretprobe {
+        handler: Some(empty_ret),
+        ..Kretprobe::default()
+    };
+    one(
+        probes::register_kretprobe(At::Symbol(HOT, 0), rp),
+        "register_kretprobe refused bench_target",
+    )
+}
+
+/// pre + post handler on the first instruction (`lea`, out of line): int3,
+/// the copy in its slot, a second int3 for the post handler.
+fn kprobe_int3() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    Ok([Some(kprobe_at(0, true)?), None])
+}
+
+/// pre handler only on the first instruction: boosted (slot + jmp back).
+fn kprobe_boosted() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    Ok([Some(kprobe_at(0, false)?), None])
+}
+
+/// pre handler on the final `ret` (emulated in the trap handler).
+fn kprobe_emulated() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let f = crate::kallsyms::find(HOT).ok_or("bench_target missing from kallsyms")?;
+    let last = f.start + f.size.saturating_sub(1);
+    let mut byte = [0u8; 1];
+    if arch::mem::read(last, &mut byte).is_err() || byte != [0xc3] {
+        return Err("bench_target does not end in a one-byte ret");
+    }
+    Ok([Some(kprobe_at(last - f.start, false)?), None])
+}
+
+fn jprobe() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    Ok([Some(jprobe_at()?), None])
+}
+
+fn kretprobe() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    Ok([Some(kretprobe_at()?), None])
+}
+
+fn kprobe_kretprobe() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let k = kprobe_at(0, false)?;
+    match kretprobe_at() {
+        Ok(r) => Ok([Some(k), Some(r)]),
+        Err(e) => {
+            let _ = probes::unregister(k);
+            Err(e)
+        }
+    }
+}
+
+fn jprobe_kretprobe() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let j = jprobe_at()?;
+    match kretprobe_at() {
+        Ok(r) => Ok([Some(j), Some(r)]),
+        Err(e) => {
+            let _ = probes::unregister(j);
+            Err(e)
+        }
+    }
+}
+
+/// The stub's `monitor kprobe`: one event (probe, CPU, task, TSC, ip and
+/// the argument registers) per hit: Linux's "kprobe trace event" row.
+fn capture_kprobe() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    Ok([
+        Some(one(
+            monitor::kprobe(At::Symbol(HOT, 0)),
+            "monitor::kprobe refused bench_target",
+        )?),
+        None,
+    ])
+}
+
+/// The stub's `monitor jprobe`: an entry event with the six argument registers.
+fn capture_args6() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let id = one(
+        monitor::jprobe(At::Symbol(HOT, 0), CaptureSpec::default()),
+        "monitor::jprobe refused bench_target",
+    )?;
+    Ok([Some(id), None])
+}
+
+/// An entry capture of `sys_open` with one string fetch (its path).
+fn capture_string() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let spec = CaptureSpec::parse("fetch=str64@arg0")
+        .map_err(|_| "capture spec `fetch=str64@arg0` refused")?;
+    let id = one(
+        monitor::jprobe(At::Symbol("sys_open", 0), spec),
+        "monitor::jprobe refused sys_open",
+    )?;
+    Ok([Some(id), None])
+}
+
+/// The stub's `monitor kretprobe`: return value, stashed arguments, duration.
+fn capture_return() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let id = one(
+        monitor::kretprobe(At::Symbol(HOT, 0), None, CaptureSpec::default()),
+        "monitor::kretprobe refused bench_target",
+    )?;
+    Ok([Some(id), None])
+}

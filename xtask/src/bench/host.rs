@@ -1,0 +1,303 @@
+//! The host side: the stub's round trip and memory-read throughput over
+//! TCP, the event stream's delivered rate with the ring's counters, and the
+//! time from starting `kdbg` to its first prompt. QEMU runs without
+//! `-icount` here: these are wall-clock figures of this machine.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ::tests::Qemu;
+use anyhow::{Context, Result, bail};
+
+use super::rsp::Client;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+/// Kernel text start (the linker script loads the image at 1 MiB).
+const READ_BASE: u64 = 0x10_0000;
+/// Round trips timed.
+const ROUND_TRIPS: usize = 200;
+/// How long the event stream is watched.
+const STREAM_FOR: Duration = Duration::from_secs(5);
+/// The function probed for the event stream: recursive, so one worker
+/// iteration hits it hundreds of times (the densest source of events).
+const STREAM_PROBE: &str = "fib";
+
+#[derive(Clone, Debug, Default)]
+pub struct Throughput {
+    pub bytes: usize,
+    pub secs: f64,
+    pub packets: usize,
+}
+
+impl Throughput {
+    pub fn bytes_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.secs.max(1e-9)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Events {
+    pub secs: f64,
+    /// Event lines the client received while the kernel ran.
+    pub received: u64,
+    pub produced: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+impl Events {
+    pub fn per_sec(&self) -> f64 {
+        self.received as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// What was measured; `Err(reason)` where it could not be.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// QEMU start to the stub's first answer (kernel boot included).
+    pub boot_to_stub: Result<Duration, String>,
+    /// `kdbg --kernel ELF` (what `cargo xtask run` starts, minus the build) to its prompt.
+    pub run_to_prompt: Result<Duration, String>,
+    /// `kdbg --connect` to a running kernel, to its prompt.
+    pub connect_to_prompt: Result<Duration, String>,
+    /// Round trips of `m ADDR,1`, sorted, in microseconds.
+    pub round_trip_us: Result<Vec<f64>, String>,
+    pub packet_size: usize,
+    pub read_64k: Result<Throughput, String>,
+    pub read_1m: Result<Throughput, String>,
+    pub events: Result<Events, String>,
+}
+
+fn reason<T>(r: Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("{e:#}"))
+}
+
+/// Runs every host measurement against `kernel`, with `kdbg` for the prompt figures.
+pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
+    let run_to_prompt = reason(kdbg_prompt(
+        kdbg,
+        &[
+            "--kernel",
+            &kernel.display().to_string(),
+            "--append",
+            "serve kdbg.quiet",
+        ],
+    ));
+    let started = Instant::now();
+    let mut vm = Qemu::boot_with("serve kdbg.quiet", |c| {
+        c.kernel = kernel.to_path_buf();
+        c.timeout = Duration::from_secs(600);
+    })?;
+    let addr = vm.wait_for_stub_port(TIMEOUT)?;
+    // The stub answers once the kernel has booted and enabled COM2.
+    let mut client = loop {
+        match Client::connect(addr, Duration::from_millis(500)) {
+            Ok(c) => break c,
+            Err(e) if started.elapsed() > TIMEOUT => {
+                bail!(
+                    "the stub did not answer within {}s: {e:#}",
+                    TIMEOUT.as_secs()
+                )
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let boot_to_stub = Ok(started.elapsed());
+    let round_trip_us = reason(round_trips(&mut client));
+    let packet_size = client.packet_size;
+    let read_64k = reason(read_throughput(&mut client, 64 * 1024));
+    let read_1m = reason(read_throughput(&mut client, 1024 * 1024));
+    let events = reason(event_stream(&mut client));
+    // Hand the line over to kdbg: detach (the kernel runs on).
+    let _ = client.ask("D", TIMEOUT);
+    drop(client);
+    let connect_to_prompt = reason(kdbg_prompt(
+        kdbg,
+        &[
+            "--connect",
+            &vm.stub_connect_arg(),
+            "--symbols",
+            &kernel.display().to_string(),
+        ],
+    ));
+    vm.kill();
+    Ok(Host {
+        boot_to_stub,
+        run_to_prompt,
+        connect_to_prompt,
+        round_trip_us,
+        packet_size,
+        read_64k,
+        read_1m,
+        events,
+    })
+}
+
+fn round_trips(c: &mut Client) -> Result<Vec<f64>> {
+    let mut v = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
+        let t = Instant::now();
+        c.read_memory(READ_BASE, 1, TIMEOUT)?;
+        v.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v)
+}
+
+fn read_throughput(c: &mut Client, total: usize) -> Result<Throughput> {
+    // Reply = 2 hex digits per byte + "$#xx" framing.
+    let chunk = ((c.packet_size.saturating_sub(8)) / 2).clamp(1, 1 << 16);
+    let t = Instant::now();
+    let mut done = 0;
+    let mut packets = 0;
+    while done < total {
+        let n = chunk.min(total - done);
+        c.read_memory(READ_BASE + done as u64, n, TIMEOUT)?;
+        done += n;
+        packets += 1;
+    }
+    Ok(Throughput {
+        bytes: total,
+        secs: t.elapsed().as_secs_f64(),
+        packets,
+    })
+}
+
+/// `key=N` from a monitor reply.
+fn counter(text: &str, key: &str) -> Option<u64> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+fn event_stream(c: &mut Client) -> Result<Events> {
+    let before = c.monitor("events", TIMEOUT)?;
+    let reply = c.monitor(&format!("kprobe {STREAM_PROBE}"), TIMEOUT)?;
+    let id = counter(&reply, "id");
+    c.monitor("stream record", TIMEOUT)?;
+    c.send("c")?;
+    let t = Instant::now();
+    let mut received = 0u64;
+    while t.elapsed() < STREAM_FOR {
+        if let Some(p) = c.packet(Duration::from_millis(100))?
+            && p.first() == Some(&b'O')
+            && p != b"OK"
+        {
+            let text = super::rsp::unhex(&p[1..]).unwrap_or_default();
+            received += text
+                .split(|&b| b == b'\n')
+                .filter(|l| l.starts_with(b"kdbg-record:"))
+                .count() as u64;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    c.send_byte(0x03)?;
+    // The stop reply (events still queued may arrive before it).
+    loop {
+        let p = c
+            .packet(TIMEOUT)?
+            .context("no stop reply after interrupting the event stream")?;
+        if p.first() == Some(&b'T') || p.first() == Some(&b'S') {
+            break;
+        }
+    }
+    let after = c.monitor("events", TIMEOUT)?;
+    if let Some(id) = id {
+        let _ = c.monitor(&format!("probe delete {id}"), TIMEOUT);
+    }
+    let get = |text: &str, k: &str| counter(text, k).unwrap_or(0);
+    Ok(Events {
+        secs,
+        received,
+        produced: get(&after, "produced") - get(&before, "produced"),
+        delivered: get(&after, "delivered") - get(&before, "delivered"),
+        dropped: get(&after, "dropped") - get(&before, "dropped"),
+    })
+}
+
+/// Starts `kdbg ARGS` on a pseudo-terminal and times it to its first
+/// `kdbg...> ` prompt; then quits it.
+fn kdbg_prompt(kdbg: &Path, args: &[&str]) -> Result<Duration> {
+    let (mut master, slave) = openpty()?;
+    let started = Instant::now();
+    let mut cmd = Command::new(kdbg);
+    cmd.args(args)
+        .stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave));
+    ::tests::kill_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", kdbg.display()))?;
+    let mut seen = Vec::new();
+    let found = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break Err(format!(
+                "kdbg exited ({st}) before its prompt: {}",
+                String::from_utf8_lossy(&seen)
+            ));
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            break Err("no kdbg prompt within 60 s".to_string());
+        }
+        let mut buf = [0u8; 4096];
+        match read_ready(&mut master, &mut buf, Duration::from_millis(20)) {
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(format!("reading kdbg's terminal: {e}")),
+        }
+        let text = String::from_utf8_lossy(&seen);
+        if text.contains("kdbg> ") || text.contains("kdbg (stopped)> ") {
+            break Ok(started.elapsed());
+        }
+    };
+    let _ = master.write_all(b"quit\r");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        let _ = read_ready(&mut master, &mut buf, Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found.map_err(anyhow::Error::msg)
+}
+
+/// A pseudo-terminal pair (master, slave).
+fn openpty() -> Result<(std::fs::File, OwnedFd)> {
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the provided ints; the
+    // name/termios/winsize pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("openpty");
+    }
+    // SAFETY: both descriptors were just opened and are owned by nobody else.
+    Ok(unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) })
+}
+
+/// Reads what is available within `wait` (0 bytes when nothing came).
+fn read_ready(f: &mut std::fs::File, buf: &mut [u8], wait: Duration) -> std::io::Result<usize> {
+    let mut pfd = libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, wait.as_millis() as i32) };
+    if n <= 0 || pfd.revents & libc::POLLIN == 0 {
+        return Ok(0);
+    }
+    f.read(buf)
+}
