@@ -339,6 +339,34 @@ impl std::ops::DerefMut for ClientGuard<'_> {
     }
 }
 
+/// Breakpoints go in with the kernel stopped (as gdb does, all-stop): a
+/// running kernel is interrupted for the insertion and resumed after.
+pub struct Pause {
+    shared: Option<std::sync::Arc<crate::session::Shared>>,
+}
+
+impl Pause {
+    pub fn new(s: &Session) -> Result<Pause> {
+        if !s.running() {
+            return Ok(Pause { shared: None });
+        }
+        s.client()?.interrupt(Duration::from_secs(5))?;
+        Ok(Pause {
+            shared: Some(s.shared.clone()),
+        })
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        if let Some(sh) = &self.shared
+            && let Some(c) = lock(&sh.client).as_mut()
+        {
+            let _ = c.resume("c");
+        }
+    }
+}
+
 /// A breakpoint or watchpoint the shell set.
 #[derive(Debug, Clone)]
 pub struct Breakpoint {
@@ -564,6 +592,7 @@ impl Session {
             .get(&id)
             .ok_or_else(|| anyhow!("no breakpoint {id}: `info breakpoints` lists them"))?
             .clone();
+        let _pause = Pause::new(self)?;
         self.client()?
             .clear_breakpoint(b.kind, b.info.addr, b.len)?;
         self.breakpoints.remove(&id);

@@ -31,6 +31,7 @@ pub fn breakpoint(
             r.name
         );
     }
+    let _pause = crate::session::Pause::new(s)?;
     s.client()?.set_breakpoint(kind, r.addr, 1).map_err(|e| match kind {
         BreakKind::Hardware => anyhow!("{e} (the four debug registers may be in use: delete a hardware breakpoint or watchpoint)"),
         _ => e.into(),

@@ -419,7 +419,10 @@ pub fn backtrace(s: &mut Session, args: &[String]) -> Result<Output> {
                     level: frames.len(),
                     pc,
                     function: name,
-                    source: f.location.map(|l| format!("{}:{}", l.file, l.line)),
+                    source: f
+                        .location
+                        .filter(|l| l.line != 0)
+                        .map(|l| format!("{}:{}", l.file, l.line)),
                     inlined: k + 1 < n,
                     how: how.clone(),
                 });
