@@ -346,3 +346,81 @@ fn compressed_debug_sections_read_the_same() {
         }
     }
 }
+
+#[test]
+fn unoptimised_code_falls_back_to_the_abi_at_entry() {
+    // At -O0 DWARF places parameters in frame slots that the prologue fills:
+    // at the entry pc they are still where the SysV ABI put them.
+    let elf = Elf::open(common::build("prog-O0", &["-O0"])).expect("open -O0 build");
+    let f = elf
+        .functions_named("spawn_task")
+        .expect("spawn_task")
+        .remove(0);
+    let regs: Vec<(ParamLocation, LocationSource)> =
+        f.params.iter().map(|p| (p.location, p.source)).collect();
+    let want: Vec<(ParamLocation, LocationSource)> = Register::ARGS
+        .iter()
+        .map(|r| (ParamLocation::Register(*r), LocationSource::Abi))
+        .collect();
+    assert_eq!(regs, want);
+    let sum8 = elf.functions_named("sum8").expect("sum8").remove(0);
+    assert_eq!(sum8.params[6].location, ParamLocation::Stack { offset: 8 });
+    assert_eq!(sum8.params[7].location, ParamLocation::Stack { offset: 16 });
+    let scale = elf.functions_named("scale").expect("scale").remove(0);
+    assert_eq!(
+        scale.params[0].location,
+        ParamLocation::Register(Register::xmm(0))
+    );
+    assert_eq!(
+        scale.params[1].location,
+        ParamLocation::Register(Register::RDI)
+    );
+    assert_eq!(
+        scale.params[2].location,
+        ParamLocation::Register(Register::xmm(1))
+    );
+}
+
+#[test]
+fn cfi_unwinds_through_a_frame_pointer_frame() {
+    use object::{Object, ObjectSection};
+    let path = common::build("prog-O0", &["-O0"]);
+    let elf = Elf::open(&path).expect("open -O0 build");
+    let f = elf.lookup("spawn_task")[0];
+    // The -O0 prologue is `push %rbp; mov %rsp,%rbp`: check, then unwind
+    // from just after it, where the CFA is rbp + 16.
+    let bytes = std::fs::read(&path).expect("read");
+    let obj = object::File::parse(&*bytes).expect("parse");
+    let text = obj.section_by_name(".text").expect(".text");
+    let code = text
+        .data_range(f.address, 4)
+        .expect("range")
+        .expect("bytes");
+    assert_eq!(code, [0x55, 0x48, 0x89, 0xe5], "unexpected prologue");
+    let (rbp, ret, old_rbp) = (0x7fff_1000u64, 0x4242u64, 0x7fff_2000u64);
+    let mut regs = Registers::new();
+    regs.set(Register::RIP, Some(f.address + 4));
+    regs.set(Register::RSP, Some(rbp));
+    regs.set(Register::RBP, Some(rbp));
+    let mem = |a: u64| match a {
+        a if a == rbp => Some(old_rbp),
+        a if a == rbp + 8 => Some(ret),
+        _ => None,
+    };
+    let caller = elf
+        .unwind_step(&regs, true, &mut |a| mem(a))
+        .expect("caller");
+    assert_eq!(caller.pc(), Some(ret));
+    assert_eq!(caller.sp(), Some(rbp + 16));
+    assert_eq!(caller.get(Register::RBP), Some(old_rbp));
+    // A return address inside main: the caller's caller lookup uses pc - 1.
+    let main = elf.lookup("main")[0];
+    let mut r2 = Registers::new();
+    r2.set(Register::RIP, Some(main.address + main.size));
+    r2.set(Register::RSP, Some(0x1000));
+    r2.set(Register::RBP, Some(0x2000));
+    assert!(
+        elf.unwind_step(&r2, false, &mut |_| Some(7)).is_some(),
+        "pc-1 lookup stays inside main"
+    );
+}
