@@ -145,7 +145,7 @@ global_asm!(
     "retf",
     ".code64",
     "kdbg_long_start:",
-    ".cfi_startproc simple",
+    ".cfi_startproc",
     ".cfi_undefined rip",
     "mov ax, 0x10",
     "mov ds, ax",
