@@ -4,6 +4,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -11,6 +13,8 @@ use tests::{KernelExit, QemuConfig, Wiring};
 
 /// Upper bound for the whole in-kernel selftest run.
 const SELFTEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// Upper bound for `cargo test` (build included): a hung test must not hang CI.
+const HOST_TEST_TIMEOUT: Duration = Duration::from_secs(25 * 60);
 
 #[derive(Default)]
 struct Tally {
@@ -155,6 +159,22 @@ fn host_tests(kernel: &std::path::Path, kdbg: &std::path::Path, tally: &mut Tall
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("running cargo test")?;
     let stdout = child.stdout.take().context("cargo test stdout")?;
+    let done = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (done, timed_out, pid) = (done.clone(), timed_out.clone(), child.id());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + HOST_TEST_TIMEOUT;
+            while Instant::now() < deadline {
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            timed_out.store(true, Ordering::SeqCst);
+            kill_tree(pid);
+        })
+    };
     let mut current_binary = String::new();
     let mut results = 0;
     for line in BufReader::new(stdout).lines() {
@@ -176,6 +196,15 @@ fn host_tests(kernel: &std::path::Path, kdbg: &std::path::Path, tally: &mut Tall
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    done.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
+    if timed_out.load(Ordering::SeqCst) {
+        tally.failed.push(format!(
+            "cargo test: killed after {} minutes (a test hung; see the last test names above)",
+            HOST_TEST_TIMEOUT.as_secs() / 60
+        ));
+        return Ok(());
+    }
     if !status.success() && results == 0 {
         tally
             .failed
@@ -188,9 +217,61 @@ fn host_tests(kernel: &std::path::Path, kdbg: &std::path::Path, tally: &mut Tall
     Ok(())
 }
 
+/// Kills `pid` and all its descendants (found through /proc), children first.
+fn kill_tree(pid: u32) {
+    let mut children: Vec<u32> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                children.push(child);
+            }
+        }
+    }
+    for c in children {
+        kill_tree(c);
+    }
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status();
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    #[test]
+    fn kill_tree_kills_grandchildren() {
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 100 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let grandchild: u32 = line.trim().parse().unwrap();
+        assert!(std::path::Path::new(&format!("/proc/{grandchild}")).exists());
+        kill_tree(child.id());
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(200));
+        let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for its (killed) parent's reaper.
+        assert!(
+            stat.is_empty() || stat.contains(") Z"),
+            "grandchild still running: {stat}"
+        );
+    }
 
     #[test]
     fn selftest_lines() {
