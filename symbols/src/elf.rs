@@ -49,9 +49,9 @@ impl Elf {
     /// then return [`Error::NoDwarf`] and [`Elf::take_notice`] says so once.
     pub fn open(path: impl AsRef<Path>) -> Result<Elf> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| Error::Io {
+        let io = |error| Error::Io {
             path: path.clone(),
-            source,
+            error,
         };
         let file = File::open(&path).map_err(io)?;
         // SAFETY: the mapping is private and read-only. If another process

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 pub enum Error {
     /// The file could not be opened or mapped.
     #[error(
-        "cannot open {path}: {source}; check the path (the kernel ELF is built by `cargo xtask build`)"
+        "cannot open {path}: {error}; check the path (the kernel ELF is built by `cargo xtask build`)"
     )]
     Io {
         /// The file that was asked for.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not an ELF file at all.
     #[error(
@@ -44,12 +44,14 @@ pub enum Error {
         path: PathBuf,
     },
     /// The DWARF data could not be parsed.
-    #[error("malformed DWARF in {path}: {source}")]
+    #[error(
+        "malformed DWARF in {path}: {error}; the file may be truncated or from an unsupported producer"
+    )]
     Dwarf {
         /// The file.
         path: PathBuf,
         /// What gimli reported.
-        source: gimli::Error,
+        error: gimli::Error,
     },
     /// No symbol with this name.
     #[error(
@@ -78,7 +80,7 @@ impl Error {
     pub(crate) fn dwarf(path: &std::path::Path, source: gimli::Error) -> Self {
         Error::Dwarf {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 }
