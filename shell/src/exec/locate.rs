@@ -27,7 +27,7 @@ pub fn near_names(sh: &Shared, name: &str) -> Vec<String> {
         return Vec::new();
     };
     let want = tail(name);
-    let limit = (want.len() / 3).max(2);
+    let limit = (want.len() / 3).max(1);
     let mut scored: Vec<(usize, String)> = t
         .iter()
         .filter_map(|(_, n)| {
