@@ -175,6 +175,10 @@ const PVH_MAGIC: u32 = 0x336e_c578;
 const MULTIBOOT_MAGIC: u32 = 0x2BAD_B002;
 /// Multiboot info flag: `cmdline` is valid.
 const MULTIBOOT_INFO_CMDLINE: u32 = 1 << 2;
+/// Multiboot info flag: `mem_lower`/`mem_upper` are valid.
+const MULTIBOOT_INFO_MEMORY: u32 = 1 << 0;
+/// PVH memory map entry type of usable RAM.
+const PVH_MEMMAP_RAM: u32 = 1;
 
 /// How the kernel was booted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +205,8 @@ pub struct BootInfo {
     pub loader: Loader,
     cmdline: [u8; CMDLINE_MAX],
     cmdline_len: usize,
+    /// End of the usable RAM that starts at 1 MiB, when the loader says.
+    pub ram_end: Option<u64>,
 }
 
 impl BootInfo {
@@ -220,6 +226,7 @@ impl BootInfo {
             loader: Loader::Unknown,
             cmdline: [0; CMDLINE_MAX],
             cmdline_len: 0,
+            ram_end: None,
         };
         if ebx < 0x1000 {
             return info;
@@ -231,10 +238,35 @@ impl BootInfo {
         unsafe {
             let cmdline_addr = if (base as *const u32).read_unaligned() == PVH_MAGIC {
                 info.loader = Loader::Pvh;
+                // hvm_start_info version >= 1: memmap_paddr at 40, memmap_entries at 48.
+                let version = (base.add(4) as *const u32).read_unaligned();
+                if version >= 1 {
+                    let map = (base.add(40) as *const u64).read_unaligned();
+                    let entries = (base.add(48) as *const u32).read_unaligned().min(128);
+                    if (0x1000..0x1_0000_0000).contains(&map) {
+                        for i in 0..entries as usize {
+                            let e = (map as usize + i * 24) as *const u8;
+                            let addr = (e as *const u64).read_unaligned();
+                            let size = (e.add(8) as *const u64).read_unaligned();
+                            let kind = (e.add(16) as *const u32).read_unaligned();
+                            if kind == PVH_MEMMAP_RAM
+                                && addr <= 0x10_0000
+                                && addr.saturating_add(size) > 0x10_0000
+                            {
+                                info.ram_end = Some(addr.saturating_add(size));
+                            }
+                        }
+                    }
+                }
                 (base.add(24) as *const u64).read_unaligned()
             } else if eax == MULTIBOOT_MAGIC {
                 info.loader = Loader::Multiboot;
                 let flags = (base as *const u32).read_unaligned();
+                if flags & MULTIBOOT_INFO_MEMORY != 0 {
+                    // mem_upper: KiB of RAM from 1 MiB up.
+                    let upper_kib = u64::from((base.add(8) as *const u32).read_unaligned());
+                    info.ram_end = Some(0x10_0000 + upper_kib * 1024);
+                }
                 if flags & MULTIBOOT_INFO_CMDLINE != 0 {
                     u64::from((base.add(16) as *const u32).read_unaligned())
                 } else {

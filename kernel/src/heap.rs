@@ -42,15 +42,36 @@ unsafe extern "C" {
     static __image_end: u8;
 }
 
-/// Puts the heap right after the image (2 MiB aligned).
+/// Smallest heap the kernel runs with.
+pub const MIN_HEAP: usize = 8 * 1024 * 1024;
+
+/// Why the heap could not be set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeapError {
+    /// RAM ends too soon after the image: (bytes available, bytes needed).
+    TooLittleRam(u64, u64),
+}
+
+/// Puts the heap right after the image (2 MiB aligned): [`HEAP_SIZE`] bytes,
+/// or less when `ram_end` (from the boot loader) says RAM ends sooner.
+/// Returns the heap size.
 ///
 /// # Safety
-/// Call once, before the first allocation; the RAM `[image end, +HEAP_SIZE)` must exist and be unused.
-pub unsafe fn init() {
+/// Call once, before the first allocation; the RAM `[image end, ram_end)` must be unused.
+pub unsafe fn init(ram_end: Option<u64>) -> Result<usize, HeapError> {
     let end = core::ptr::addr_of!(__image_end) as usize;
     let start = (end + 0x1F_FFFF) & !0x1F_FFFF;
+    let available = ram_end.map_or(HEAP_SIZE as u64, |r| r.saturating_sub(start as u64));
+    let size = (HEAP_SIZE as u64).min(available) as usize;
+    if size < MIN_HEAP {
+        return Err(HeapError::TooLittleRam(
+            available,
+            (start + MIN_HEAP) as u64,
+        ));
+    }
     // SAFETY: the caller guarantees the region is free RAM, identity-mapped by the boot page tables.
-    unsafe { HEAP.0.lock().init(start as *mut u8, HEAP_SIZE) };
+    unsafe { HEAP.0.lock().init(start as *mut u8, size) };
+    Ok(size)
 }
 
 /// Heap usage in bytes: (used, free).

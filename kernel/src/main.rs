@@ -43,10 +43,16 @@ static BOOT_INFO: spin::Once<boot::BootInfo> = spin::Once::new();
 extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     console::init();
     trap::init();
-    // SAFETY: first allocation happens after this; the RAM after the image is free.
-    unsafe { heap::init() };
     // SAFETY: eax/ebx come straight from the loader; its memory is intact.
     let info = BOOT_INFO.call_once(|| unsafe { boot::BootInfo::from_loader(eax, ebx) });
+    // SAFETY: nothing has allocated yet; the RAM after the image is free.
+    if let Err(heap::HeapError::TooLittleRam(_, need)) = unsafe { heap::init(info.ram_end) } {
+        println!(
+            "kdbg: not enough RAM: the kernel needs {} MiB (QEMU: -m 128M)",
+            need.div_ceil(1 << 20)
+        );
+        qemu_exit(ExitCode::Failure);
+    }
     println!(
         "kdbg reference kernel {VERSION} (boot: {}, cmdline: \"{}\")",
         info.loader.name(),

@@ -249,6 +249,8 @@ pub struct QemuConfig {
     pub icount: bool,
     /// QEMU is killed after this long.
     pub timeout: Duration,
+    /// Guest RAM in MiB (`-m`).
+    pub memory_mib: u32,
     /// More QEMU arguments.
     pub extra: Vec<String>,
 }
@@ -265,6 +267,7 @@ impl QemuConfig {
             debugcon: None,
             icount: false,
             timeout: Duration::from_secs(120),
+            memory_mib: 128,
             extra: Vec::new(),
         }
     }
@@ -276,8 +279,6 @@ impl QemuConfig {
             "pc",
             "-accel",
             "tcg",
-            "-m",
-            "128M",
             "-nodefaults",
             "-no-user-config",
             "-display",
@@ -289,6 +290,8 @@ impl QemuConfig {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        a.push("-m".into());
+        a.push(format!("{}M", self.memory_mib));
         a.push("-kernel".into());
         a.push(self.kernel.display().to_string());
         a.push("-append".into());
@@ -624,6 +627,7 @@ mod unit {
         cfg.icount = true;
         let a = cfg.args().join(" ");
         assert!(a.contains("-accel tcg"));
+        assert!(a.contains("-m 128M"));
         assert!(a.contains("-kernel /k -append selftest"));
         assert!(a.contains("-serial file:/c -serial tcp:127.0.0.1:4444,server=on,wait=off"));
         assert!(a.contains("isa-debug-exit,iobase=0xf4,iosize=0x04"));

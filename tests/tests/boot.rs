@@ -57,6 +57,16 @@ fn wrong_mode_prints_what_is_accepted_and_fails() {
 }
 
 #[test]
+fn too_little_ram_is_a_clear_failure() {
+    let mut vm = Qemu::boot_with("serve", |cfg| cfg.memory_mib = 8).expect("boot");
+    assert_eq!(
+        vm.wait_exit(BOOT).expect("kernel exits"),
+        KernelExit::Failure
+    );
+    assert!(vm.console().contains("not enough RAM"), "{}", vm.console());
+}
+
+#[test]
 fn two_modes_are_refused() {
     let mut vm = Qemu::boot("serve bench").expect("boot");
     assert_eq!(
