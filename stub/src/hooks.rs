@@ -68,15 +68,30 @@ pub fn debug(frame: &mut TrapFrame) -> bool {
         s.stop(frame, reason);
         return true;
     }
-    if dr6.single_step() && s.stepping() {
+    if dr6.single_step() {
         arch::debugreg::clear_dr6();
-        s.stop(
-            frame,
-            StopReason::SignalWithThread {
-                tid,
-                signal: SIGTRAP,
-            },
-        );
+        let (slots, len) = arch::slots::area();
+        if s.stepping() && frame.rip.wrapping_sub(slots) < len as u64 {
+            // The step landed inside a probe's out-of-line slot (the copied
+            // instruction ran, its jump back has not): keep stepping, so
+            // gdb's `stepi` over a probed instruction ends at the real next
+            // instruction, never in kdbg's slot area.
+            frame.rflags |= arch::frame::rflags::TF;
+            return true;
+        }
+        if s.stepping() || s.attached() {
+            s.stop(
+                frame,
+                StopReason::SignalWithThread {
+                    tid,
+                    signal: SIGTRAP,
+                },
+            );
+        } else {
+            // A step left over from a debugger that went away: finish it
+            // quietly instead of killing the kernel.
+            frame.rflags &= !arch::frame::rflags::TF;
+        }
         return true;
     }
     false

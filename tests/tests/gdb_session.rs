@@ -380,3 +380,49 @@ fn kill_stops_the_machine_as_documented() {
     assert_eq!(exit, tests::KernelExit::Success, "gdb output:\n{out}");
     assert!(vm.console().contains("kdbg: killed by the debugger"));
 }
+
+#[test]
+fn stepi_over_a_probed_instruction_ends_at_the_next_instruction() {
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let out = gdb(
+        &mut vm,
+        &[
+            "break sys_open",
+            "continue",
+            "delete",
+            "monitor kprobe sys_open",
+            "info registers rip",
+            "stepi",
+            "info registers rip",
+            "monitor probes",
+            "monitor probe delete 1",
+            "detach",
+        ],
+    );
+    let rips: Vec<u64> = out
+        .lines()
+        .filter(|l| l.starts_with("rip"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .collect();
+    assert_eq!(rips.len(), 2, "two rip lines:\n{out}");
+    assert!(
+        rips[1] > rips[0] && rips[1] - rips[0] <= 15,
+        "one instruction forward, not into kdbg's slot area:\n{out}"
+    );
+    assert!(
+        !out.contains("kdbg_slot_area"),
+        "stepped into a slot:\n{out}"
+    );
+    let hits = out
+        .lines()
+        .find(|l| l.starts_with("probe id=1 "))
+        .and_then(probe_hits)
+        .unwrap_or_else(|| panic!("probes:\n{out}"));
+    assert_eq!(
+        hits, 1,
+        "the probe ran once for the stepped instruction:\n{out}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}
