@@ -383,3 +383,102 @@ fn run_length_encoded_reply() {
     assert_eq!(c.request(b"g").unwrap(), b"0000001");
     h.join().unwrap();
 }
+
+#[test]
+fn unix_socket_transport() {
+    use std::os::unix::net::UnixListener;
+    let dir = std::env::temp_dir().join(format!("kdbg-unix-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let l = UnixListener::bind(&dir).unwrap();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut dec = Decoder::new();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !got.iter().any(|f| matches!(f, Frame::Packet(p) if p.starts_with(b"qSupported"))) {
+            let n = s.read(&mut buf).unwrap();
+            dec.feed(&buf[..n], &mut got);
+        }
+        s.write_all(b"+").unwrap();
+        s.write_all(&encode(b"PacketSize=200")).unwrap();
+        // The client acks, then asks `?`.
+        got.clear();
+        while !got.iter().any(|f| matches!(f, Frame::Packet(_))) {
+            let n = s.read(&mut buf).unwrap();
+            dec.feed(&buf[..n], &mut got);
+        }
+        s.write_all(b"+").unwrap();
+        s.write_all(&encode(b"S05")).unwrap();
+        let _ = s.read(&mut buf);
+    });
+    let (tx, _rx) = mpsc::channel();
+    let ep = Endpoint::Unix {
+        path: dir.display().to_string(),
+    };
+    let mut c = Client::connect(&ep, Duration::from_secs(2), tx, no_events).unwrap();
+    assert_eq!(c.features.packet_size, 0x200);
+    assert_eq!(c.request(b"?").unwrap(), b"S05");
+    c.close();
+    h.join().unwrap();
+    let _ = std::fs::remove_file(&dir);
+}
+
+#[test]
+fn serial_transport_over_a_pty() {
+    // A pseudo-terminal pair stands in for the serial line: the client
+    // opens the slave as a tty device (termios raw, 115200), the test
+    // plays the stub on the master.
+    let mut master: libc::c_int = -1;
+    let mut slave: libc::c_int = -1;
+    // SAFETY: openpty writes two descriptors; the other arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty failed");
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: slave is an open descriptor; name has room for the path.
+    assert_eq!(unsafe { libc::ttyname_r(slave, name.as_mut_ptr(), name.len()) }, 0);
+    // SAFETY: ttyname_r wrote a NUL-terminated string.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: master is an open descriptor we own from here on.
+    let mut m: std::fs::File = unsafe { std::os::fd::FromRawFd::from_raw_fd(master) };
+    let h = std::thread::spawn(move || {
+        let mut dec = Decoder::new();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        let mut answered = 0;
+        while answered < 2 {
+            let n = m.read(&mut buf).unwrap();
+            got.clear();
+            dec.feed(&buf[..n], &mut got);
+            for f in &got {
+                if let Frame::Packet(p) = f {
+                    m.write_all(b"+").unwrap();
+                    if p.starts_with(b"qSupported") {
+                        m.write_all(&encode(b"PacketSize=100")).unwrap();
+                    } else {
+                        m.write_all(&encode(b"T05thread:01;")).unwrap();
+                    }
+                    answered += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let (tx, _rx) = mpsc::channel();
+    let ep: Endpoint = format!("{path},115200").parse().unwrap();
+    let mut c = Client::connect(&ep, Duration::from_secs(3), tx, no_events).unwrap();
+    assert_eq!(c.features.packet_size, 0x100);
+    assert_eq!(c.request(b"?").unwrap(), b"T05thread:01;");
+    h.join().unwrap();
+    // SAFETY: slave is still open and owned by this test.
+    unsafe { libc::close(slave) };
+}
