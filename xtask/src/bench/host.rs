@@ -71,8 +71,17 @@ pub struct Host {
     pub events: Result<Events, String>,
 }
 
+/// One line, at most 160 characters: it goes into a table cell.
+fn one_line(text: &str) -> String {
+    let s = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match s.char_indices().nth(160) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
+    }
+}
+
 fn reason<T>(r: Result<T>) -> Result<T, String> {
-    r.map_err(|e| format!("{e:#}"))
+    r.map_err(|e| one_line(&format!("{e:#}")))
 }
 
 /// Runs every host measurement against `kernel`, with `kdbg` for the prompt figures.
@@ -92,29 +101,39 @@ pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
         c.timeout = Duration::from_secs(600);
     })?;
     let addr = vm.wait_for_stub_port(TIMEOUT)?;
-    // The stub answers once the kernel has booted and enabled COM2.
-    let mut client = loop {
-        match Client::connect(addr, Duration::from_millis(500)) {
-            Ok(c) => break c,
-            Err(e) if started.elapsed() > TIMEOUT => {
-                bail!(
-                    "the stub did not answer within {}s: {e:#}",
-                    TIMEOUT.as_secs()
-                )
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
+    // The stub answers once the kernel has booted into serve mode.
+    vm.wait_for_console("serve:", Duration::from_secs(60))?;
+    let mut h = Host {
+        boot_to_stub: Err(String::new()),
+        run_to_prompt,
+        connect_to_prompt: Err(String::new()),
+        round_trip_us: Err(String::new()),
+        packet_size: 0,
+        read_64k: Err(String::new()),
+        read_1m: Err(String::new()),
+        events: Err(String::new()),
     };
-    let boot_to_stub = Ok(started.elapsed());
-    let round_trip_us = reason(round_trips(&mut client));
-    let packet_size = client.packet_size;
-    let read_64k = reason(read_throughput(&mut client, 64 * 1024));
-    let read_1m = reason(read_throughput(&mut client, 1024 * 1024));
-    let events = reason(event_stream(&mut client));
-    // Hand the line over to kdbg: detach (the kernel runs on).
-    let _ = client.ask("D", TIMEOUT);
-    drop(client);
-    let connect_to_prompt = reason(kdbg_prompt(
+    match Client::connect(addr, TIMEOUT) {
+        Ok(mut client) => {
+            h.boot_to_stub = Ok(started.elapsed());
+            h.round_trip_us = reason(round_trips(&mut client));
+            h.packet_size = client.packet_size;
+            h.read_64k = reason(read_throughput(&mut client, 64 * 1024));
+            h.read_1m = reason(read_throughput(&mut client, 1024 * 1024));
+            h.events = reason(event_stream(&mut client));
+            // Hand the line over to kdbg: detach (the kernel runs on).
+            let _ = client.ask("D", TIMEOUT);
+        }
+        Err(e) => {
+            let why = one_line(&format!("the stub does not answer: {e:#}"));
+            h.boot_to_stub = Err(why.clone());
+            h.round_trip_us = Err(why.clone());
+            h.read_64k = Err(why.clone());
+            h.read_1m = Err(why.clone());
+            h.events = Err(why);
+        }
+    }
+    h.connect_to_prompt = reason(kdbg_prompt(
         kdbg,
         &[
             "--connect",
@@ -124,16 +143,7 @@ pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
         ],
     ));
     vm.kill();
-    Ok(Host {
-        boot_to_stub,
-        run_to_prompt,
-        connect_to_prompt,
-        round_trip_us,
-        packet_size,
-        read_64k,
-        read_1m,
-        events,
-    })
+    Ok(h)
 }
 
 fn round_trips(c: &mut Client) -> Result<Vec<f64>> {
