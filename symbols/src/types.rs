@@ -382,11 +382,13 @@ impl Elf {
                 .map_err(|e| Error::dwarf(&self.state.path, e))?;
                 if size.is_none()
                     && let Some(el) = target
-                    && let Ok(t) = self.type_info(el)
-                    && let Some(es) = self.sized(&t)
+                    && let Some(es) = self.byte_size(el, 0)
                     && counts.iter().all(Option::is_some)
                 {
-                    size = Some(counts.iter().flatten().product::<u64>() * es);
+                    size = counts
+                        .iter()
+                        .flatten()
+                        .try_fold(es, |acc, n| acc.checked_mul(*n));
                 }
                 TypeKind::Array {
                     element: target,
@@ -434,12 +436,56 @@ impl Elf {
         })
     }
 
-    /// Size of a type, following typedefs and qualifiers.
-    fn sized(&self, t: &Type) -> Option<u64> {
-        if t.size.is_some() {
-            return t.size;
+    /// Size in bytes of a type, following typedefs, qualifiers and array
+    /// dimensions (depth-limited: damaged DWARF can make cycles).
+    fn byte_size(&self, id: TypeId, depth: u32) -> Option<u64> {
+        if depth > 16 {
+            return None;
         }
-        self.resolve(t.id).ok()?.size
+        let dw = self.state.dwarf().ok()?;
+        let (unit, off) = dw.unit_for(id.0 as usize)?;
+        let entry = unit.entry(off).ok()?;
+        if let Some(s) = entry
+            .attr_value(constants::DW_AT_byte_size)
+            .as_ref()
+            .and_then(udata)
+        {
+            return Some(s);
+        }
+        let target = ref_attr(&unit, &entry, constants::DW_AT_type);
+        match entry.tag() {
+            constants::DW_TAG_pointer_type
+            | constants::DW_TAG_reference_type
+            | constants::DW_TAG_rvalue_reference_type => Some(8),
+            constants::DW_TAG_typedef
+            | constants::DW_TAG_const_type
+            | constants::DW_TAG_volatile_type
+            | constants::DW_TAG_restrict_type
+            | constants::DW_TAG_atomic_type => self.byte_size(target?, depth + 1),
+            constants::DW_TAG_array_type => {
+                let el = self.byte_size(target?, depth + 1)?;
+                let mut total = el;
+                children(&unit, off, |c| {
+                    if c.tag() == constants::DW_TAG_subrange_type {
+                        let n = c
+                            .attr_value(constants::DW_AT_count)
+                            .as_ref()
+                            .and_then(udata)
+                            .or_else(|| {
+                                c.attr_value(constants::DW_AT_upper_bound)
+                                    .as_ref()
+                                    .and_then(udata)
+                                    .map(|u| u.saturating_add(1))
+                            })
+                            .unwrap_or(0);
+                        total = total.saturating_mul(n);
+                    }
+                })
+                .ok()?;
+                Some(total)
+            }
+            _ => None,
+        }
     }
 
     /// Follows typedefs and qualifiers to the underlying type (`None` = void).

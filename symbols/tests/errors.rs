@@ -101,3 +101,70 @@ fn bad_queries() {
     assert!(elf.frames(0x10).expect("frames").is_empty());
     assert_eq!(elf.symbolize(0), None);
 }
+
+/// Truncated and corrupted files give errors or empty answers, never a panic.
+#[test]
+fn damaged_files_never_panic() {
+    let good = std::fs::read(common::fixture()).expect("fixture");
+    let probe = |name: &str, bytes: &[u8]| {
+        let p = common::scratch_file(name, bytes);
+        let Ok(elf) = Elf::open(&p) else { return };
+        let _ = elf.take_notice();
+        let range = elf.section_range(".text").unwrap_or(0x1000..0x1400);
+        let names: Vec<String> = elf.names_with_prefix("").map(str::to_string).collect();
+        for n in names.iter().take(50) {
+            for s in elf.lookup(n) {
+                let _ = elf.function_at(s.address).map(|f| {
+                    for p in f.params {
+                        if let Some(t) = p.ty {
+                            let _ = elf.resolve(t);
+                            let _ = elf.type_name(Some(t));
+                        }
+                    }
+                });
+            }
+        }
+        let mut session = symbols::binutils::Session::new(
+            &elf,
+            symbols::binutils::Options {
+                functions: true,
+                inlines: true,
+                demangle: true,
+                ..Default::default()
+            },
+        );
+        for a in (range.start..range.end).step_by(13) {
+            let _ = elf.frames(a);
+            let _ = elf.symbolize(a);
+            let _ = session.format(&format!("{a:#x}"));
+            let mut regs = symbols::Registers::new();
+            regs.set(symbols::Register::RIP, Some(a));
+            regs.set(symbols::Register::RSP, Some(0x1000));
+            let _ = elf.unwind_step(&regs, true, &mut |_| Some(0));
+        }
+        let _ = elf.line_addresses("main.c", 30);
+    };
+    for cut in [
+        64,
+        1000,
+        good.len() / 4,
+        good.len() / 2,
+        good.len() - 4096,
+        good.len() - 1,
+    ] {
+        probe(&format!("cut-{cut}"), &good[..cut]);
+    }
+    // Flip bytes all over the file (DWARF, symbol table, headers).
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..8 {
+        let mut bad = good.clone();
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = 64 + (x as usize) % (bad.len() - 64);
+            bad[i] ^= (x >> 32) as u8 | 1;
+        }
+        probe(&format!("flip-{round}"), &bad);
+    }
+}
