@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ::tests::Qemu;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::rsp::Client;
 
