@@ -412,7 +412,7 @@ fn text(r: &Render, o: &Output) -> String {
                     ]
                 })
                 .collect();
-            table(&["", "ID", "NAME", "STATE", ""], &rows)
+            table(&["S", "ID", "NAME", "STATE", ""], &rows)
         }
     }
 }

@@ -219,9 +219,11 @@ pub const COMMANDS: &[Command] = &[
                   \x20 name        a parameter          name->field  a field of a struct pointer\n\
                   \x20 *name       the value pointed to name:string  a C string\n\
                   \x20 $arg3       the 4th argument register (0-based)\n\
-                  \x20 %rdi        a register\n\
+                  \x20 %rdi        an argument register (rdi rsi rdx rcx r8 r9)\n\
                   --dry-run shows the monitor command and capture layout without setting it.\n\
-                  Example: jprobe spawn_task name:string flags",
+                  Examples: jprobe spawn_task\n\
+                  \x20         jprobe spawn_task clone_flags regs->ip *parent_tid\n\
+                  \x20         jprobe sys_open path:string flags",
         group: Group::Probes,
         needs_target: false,
         requires_halted: false,
@@ -530,9 +532,9 @@ pub const COMMANDS: &[Command] = &[
         id: Id::Ptype,
         name: "ptype",
         aliases: &[],
-        args: &[req("TYPE|FUNC", K::TypeName)],
+        args: &[req("FUNC[:PARAM]", K::TypeName)],
         usage: "",
-        summary: "show a type's layout (fields, offsets, sizes) or a function's prototype",
+        summary: "a function's prototype, or the layout (fields, offsets) of a parameter's type",
         details: "",
         group: Group::State,
         needs_target: false,

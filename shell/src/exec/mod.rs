@@ -129,7 +129,12 @@ pub fn help(args: &[String]) -> Result<Output> {
             for g in Group::ALL {
                 s.push_str(&format!("{}:\n", g.title()));
                 for c in COMMANDS.iter().filter(|c| c.group == g) {
-                    s.push_str(&format!("  {:<36} {}\n", c.usage_line(), c.summary));
+                    let usage = c.usage_line();
+                    if usage.len() > 36 {
+                        s.push_str(&format!("  {usage}\n  {:<36} {}\n", "", c.summary));
+                    } else {
+                        s.push_str(&format!("  {usage:<36} {}\n", c.summary));
+                    }
                 }
             }
             s.push_str(

@@ -395,7 +395,10 @@ fn unix_socket_transport() {
         let mut dec = Decoder::new();
         let mut got = Vec::new();
         let mut buf = [0u8; 512];
-        while !got.iter().any(|f| matches!(f, Frame::Packet(p) if p.starts_with(b"qSupported"))) {
+        while !got
+            .iter()
+            .any(|f| matches!(f, Frame::Packet(p) if p.starts_with(b"qSupported")))
+        {
             let n = s.read(&mut buf).unwrap();
             dec.feed(&buf[..n], &mut got);
         }
@@ -443,7 +446,10 @@ fn serial_transport_over_a_pty() {
     assert_eq!(rc, 0, "openpty failed");
     let mut name = [0 as libc::c_char; 128];
     // SAFETY: slave is an open descriptor; name has room for the path.
-    assert_eq!(unsafe { libc::ttyname_r(slave, name.as_mut_ptr(), name.len()) }, 0);
+    assert_eq!(
+        unsafe { libc::ttyname_r(slave, name.as_mut_ptr(), name.len()) },
+        0
+    );
     // SAFETY: ttyname_r wrote a NUL-terminated string.
     let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
         .to_string_lossy()
