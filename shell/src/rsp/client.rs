@@ -294,9 +294,20 @@ impl Client {
     /// Wait for the reply to a request that does not resume the kernel: a
     /// stop reply that arrives meanwhile (the kernel hit a breakpoint while
     /// the request travelled) goes to the asynchronous sink.
-    fn recv_reply(&mut self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, RspError> {
+    /// Console output (`O` packets) that arrives meanwhile goes to the sink
+    /// too, unless `keep_output` (a monitor command's own output).
+    fn recv_reply(
+        &mut self,
+        request: &[u8],
+        timeout: Duration,
+        keep_output: bool,
+    ) -> Result<Vec<u8>, RspError> {
         loop {
             let p = self.recv(request, timeout)?;
+            if !keep_output && let Some(text) = decode_o(&p) {
+                let _ = self.sink.send(Async::Output(text));
+                continue;
+            }
             if is_stop_reply(&p) && self.is_running() {
                 self.mark_stopped();
                 let _ = self
@@ -350,7 +361,7 @@ impl Client {
         self.set_route(None, true);
         let r = self
             .send(payload)
-            .and_then(|_| self.recv_reply(payload, self.timeout));
+            .and_then(|_| self.recv_reply(payload, self.timeout, false));
         self.set_route(None, false);
         r
     }
@@ -381,7 +392,7 @@ impl Client {
         self.send(payload.as_bytes())?;
         let mut out = Vec::new();
         loop {
-            let p = self.recv_reply(payload.as_bytes(), self.timeout)?;
+            let p = self.recv_reply(payload.as_bytes(), self.timeout, true)?;
             if p == b"OK" {
                 break;
             }

@@ -370,6 +370,25 @@ fn interrupt_sends_0x03_and_waits_for_the_stop() {
 }
 
 #[test]
+fn console_output_during_a_request_is_not_its_reply() {
+    let (mut c, rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("m1000,2");
+            p.send(&format!("O{}", packet::to_hex(b"hello\n")));
+            p.send("abcd");
+        },
+        no_events,
+    );
+    assert_eq!(c.request(b"m1000,2").unwrap(), b"abcd");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(1)).unwrap(),
+        Async::Output(b"hello\n".to_vec())
+    );
+    h.join().unwrap();
+}
+
+#[test]
 fn run_length_encoded_reply() {
     let (mut c, _rx, h) = setup(
         |mut p| {
