@@ -42,7 +42,7 @@ fn lost_connection_then_reconnect() {
             }
         }
     });
-    let mut next = |want: &dyn Fn(&Value) -> bool, what: &str| -> Value {
+    let next = |want: &dyn Fn(&Value) -> bool, what: &str| -> Value {
         let end = Instant::now() + Duration::from_secs(60);
         loop {
             let left = end.saturating_duration_since(Instant::now());
