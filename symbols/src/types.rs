@@ -526,6 +526,33 @@ impl Elf {
             (TypeKind::Union { .. }, Some(n)) if c => format!("union {n}"),
             (TypeKind::Enum { .. }, Some(n)) if c => format!("enum {n}"),
             (_, Some(n)) => n.clone(),
+            (TypeKind::Pointer { pointee: Some(p) }, None)
+                if matches!(
+                    self.type_info(*p).map(|t| t.kind),
+                    Ok(TypeKind::Function { .. })
+                ) =>
+            {
+                let Ok(TypeKind::Function {
+                    return_type,
+                    params,
+                }) = self.type_info(*p).map(|t| t.kind)
+                else {
+                    return "?".to_string();
+                };
+                let args: Vec<String> = params
+                    .iter()
+                    .map(|a| self.type_name_depth(*a, depth + 1))
+                    .collect();
+                format!(
+                    "{} (*)({})",
+                    self.type_name_depth(return_type, depth + 1),
+                    if args.is_empty() {
+                        "void".to_string()
+                    } else {
+                        args.join(", ")
+                    }
+                )
+            }
             (TypeKind::Pointer { pointee }, None) => {
                 let inner = self.type_name_depth(*pointee, depth + 1);
                 if inner.ends_with('*') {

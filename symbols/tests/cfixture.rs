@@ -200,7 +200,7 @@ fn struct_enum_array_and_typedef_types() {
     };
     let st = elf.resolve(pointee).expect("struct");
     assert_eq!(st.name.as_deref(), Some("task_regs"));
-    assert_eq!(st.size, Some(40));
+    assert_eq!(st.size, Some(48));
     let fields: Vec<(Option<&str>, u64, String)> = st
         .fields()
         .iter()
@@ -214,6 +214,7 @@ fn struct_enum_array_and_typedef_types() {
             (Some("color"), 12, "enum color".to_string()),
             (Some("name"), 16, "char [16]".to_string()),
             (Some("next"), 32, "struct task_regs *".to_string()),
+            (Some("callback"), 40, "int (*)(void *)".to_string()),
         ]
     );
     let color = elf
