@@ -212,6 +212,24 @@ impl SlotImage {
     }
 }
 
+impl SlotImage {
+    /// Maps a `rip` just after the instruction in one of the boosted
+    /// variants (where a debug trap such as a data watchpoint reports it)
+    /// to the original next instruction, with whether IF must be set again
+    /// (the sti variant's `sti` has not run yet).
+    pub fn after_boosted_insn(&self, a: &Analysis, rip: u64) -> Option<(u64, bool)> {
+        let (plain, sti) = self.boost?;
+        let n = u64::from(a.len);
+        if rip == plain + n {
+            Some((a.next_ip(), false))
+        } else if rip == sti + n {
+            Some((a.next_ip(), true))
+        } else {
+            None
+        }
+    }
+}
+
 fn put(dst: &mut [u8; SLOT_SIZE], at: usize, src: &[u8]) -> Result<(), Refusal> {
     dst.get_mut(at..at + src.len())
         .ok_or(Refusal::Undecodable)?

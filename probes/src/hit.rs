@@ -197,7 +197,6 @@ impl Core {
                         // tail int3 ([`Core::on_debug`]).
                         kcb.set_cur(Level {
                             saved_if: frame.rflags & IF,
-                            stepping,
                             ..Level::at(state, point)
                         });
                         frame.rflags &= !IF;
@@ -343,8 +342,11 @@ impl Core {
 
     /// #DB. Ends a debugger's single step through a probed instruction:
     /// after an out-of-line instruction (the #DB comes before the slot's
-    /// tail int3) or at the step pad. Always `false`: the frame now shows
-    /// the step's real end and the stub reports it.
+    /// tail int3) or at the step pad. A debug trap after a slot's
+    /// instruction for another reason (a data watchpoint hit by the copied
+    /// instruction) is moved to the original next instruction the same way.
+    /// Always `false`: the frame now shows the real place and the stub
+    /// reports it.
     pub fn on_debug(&self, frame: &mut TrapFrame) -> bool {
         let Some(pf) = self.platform() else {
             return false;
@@ -359,7 +361,7 @@ impl Core {
                 frame.rip = cur.target;
                 kcb.set_cur(Level::IDLE);
             }
-            State::SingleStep if cur.stepping => {
+            State::SingleStep => {
                 // SAFETY: a non-idle control block pins its point.
                 if let Some(point) = unsafe { cur.point.as_ref() }
                     && point
@@ -367,6 +369,19 @@ impl Core {
                         .is_some_and(|s| s.trap_rip.wrapping_sub(1) == frame.rip)
                 {
                     self.finish_out_of_line(kcb, cur, point, frame);
+                }
+            }
+            State::Idle => {
+                if let Some(addr) = self.slot_owner(frame.rip)
+                    && let Some(point) = self.table.get(addr)
+                    && let Some(slot) = point.slot
+                    && let Some((next, set_if)) =
+                        slot.after_boosted_insn(&point.analysis, frame.rip)
+                {
+                    frame.rip = next;
+                    if set_if {
+                        frame.rflags |= IF;
+                    }
                 }
             }
             _ => {}

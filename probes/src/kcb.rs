@@ -41,9 +41,6 @@ pub(crate) struct Level {
     pub point: *const Point,
     /// IF of the interrupted context while the slot runs with IF clear.
     pub saved_if: u64,
-    /// The interrupted context is being single-stepped (TF): the step ends
-    /// with a real #DB at the next instruction.
-    pub stepping: bool,
     /// [`State::StepPad`]: where the step really went.
     pub target: u64,
 }
@@ -53,7 +50,6 @@ impl Level {
         state: State::Idle,
         point: ptr::null(),
         saved_if: 0,
-        stepping: false,
         target: 0,
     };
 

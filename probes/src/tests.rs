@@ -929,3 +929,35 @@ fn gdb_breakpoints_share_the_int3_with_probes() {
     assert_eq!(peek(FUNC + 0xd), 0x31);
     assert_eq!(c.original_byte(FUNC + 0xd), None);
 }
+
+#[test]
+fn watchpoint_trap_after_a_slot_instruction_reports_the_real_place() {
+    let c = setup();
+    // Boosted (sti variant): a #DB after `push rbp` in the slot.
+    c.register_kprobe(
+        At::Addr(FUNC),
+        Kprobe {
+            pre_handler: Some(pre),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut f = trap_at(FUNC);
+    assert!(c.on_breakpoint(&mut f));
+    assert_eq!(f.rip, SLOTS + 64);
+    f.rip += 1;
+    assert!(!c.on_debug(&mut f));
+    assert_eq!(f.rip, FUNC + 1);
+    assert_eq!(f.rflags & IF, IF, "the skipped sti's effect restored");
+    // Trapping variant (post handler): the #DB before the tail int3.
+    c.register_kprobe(At::Addr(FUNC + 1), handlers()).unwrap();
+    let mut g = trap_at(FUNC + 1);
+    assert!(c.on_breakpoint(&mut g));
+    let slot = g.rip;
+    g.rip = slot + 3;
+    take_log();
+    assert!(!c.on_debug(&mut g));
+    assert_eq!(g.rip, FUNC + 4);
+    assert_eq!(take_log().len(), 1, "post handler ran");
+    assert!(!c.kcbs[0].busy());
+}
