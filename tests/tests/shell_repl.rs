@@ -111,9 +111,11 @@ fn repl_completion_events_ctrl_c_flood_and_history() {
             ("\r", r"probe #\d+ set", 30),
             // Events scroll while the prompt waits.
             ("", r"spawn_task\(clone_flags=0x", 60),
-            // A flood: a kprobe on a hot instruction, then a command still works.
             ("kretprobe sys_open\r", r"sys_open\(path=", 60),
-            ("help probes\r", r"usage: probes", 30),
+            // The flood: fib is recursive and hot; the prompt still answers.
+            ("jprobe fib\r", r"fib\(n=", 60),
+            ("help probes\r", r"usage: probes", 60),
+            ("live off\r", r"live event display off", 60),
             ("", r"kdbg> ", 10),
             // Ctrl-C stops the running kernel.
             ("\x03", r"stopped:", 30),
