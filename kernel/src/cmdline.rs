@@ -8,6 +8,8 @@
 //! kdbg.wait          stop in the stub at boot until a debugger attaches and continues
 //! kdbg.truth         log every workload call (arguments, return value) to debugcon (port 0xe9)
 //! kdbg.quiet         no periodic activity lines on the console (serve mode)
+//! kdbg.crash         serve mode dies on purpose (a #UD in `kdbg_crash`) once the workers
+//!                    run: tests the fatal path and what a debugger sees of it
 //! ```
 //! Anything else: the kernel prints what it accepts and exits with failure.
 
@@ -27,6 +29,7 @@ pub struct Cmdline {
     pub wait: bool,
     pub truth: bool,
     pub quiet: bool,
+    pub crash: bool,
 }
 
 /// What was wrong with the command line.
@@ -41,7 +44,7 @@ pub enum CmdlineError {
 }
 
 /// The text shown when the command line is wrong.
-pub const ACCEPTED: &str = "accepted: one mode of `serve` (default), `selftest`, `selftest=SUITE[,SUITE...]`, `bench`; flags `kdbg.wait`, `kdbg.truth`, `kdbg.quiet`";
+pub const ACCEPTED: &str = "accepted: one mode of `serve` (default), `selftest`, `selftest=SUITE[,SUITE...]`, `bench`; flags `kdbg.wait`, `kdbg.truth`, `kdbg.quiet`, `kdbg.crash`";
 
 impl Cmdline {
     /// Parses `text`. A first word containing `/` is the kernel path some
@@ -52,6 +55,7 @@ impl Cmdline {
             wait: false,
             truth: false,
             quiet: false,
+            crash: false,
         };
         let mut mode_seen = false;
         for (i, word) in text.split_ascii_whitespace().enumerate() {
@@ -72,6 +76,10 @@ impl Cmdline {
                 }
                 "kdbg.quiet" => {
                     c.quiet = true;
+                    None
+                }
+                "kdbg.crash" => {
+                    c.crash = true;
                     None
                 }
                 w => match w.strip_prefix("selftest=") {

@@ -17,6 +17,10 @@ pub fn run(cmd: Cmdline) -> ! {
             ""
         }
     );
+    if cmd.crash {
+        sched::sleep_ticks(timer::HZ / 10);
+        crash();
+    }
     loop {
         sched::sleep_ticks(timer::HZ);
         sched::reap();
@@ -36,4 +40,18 @@ pub fn run(cmd: Cmdline) -> ! {
             );
         }
     }
+}
+
+/// `kdbg.crash`: executes `ud2`, which nobody claims: the kernel's fatal
+/// path runs (the stub sees it first, then the register dump and exit 37).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn kdbg_crash() {
+    // SAFETY: ud2 raises #UD; the fatal path never returns here.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+}
+
+fn crash() {
+    crate::println!("serve: kdbg.crash: crashing on purpose");
+    kdbg_crash();
 }

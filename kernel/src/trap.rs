@@ -235,8 +235,21 @@ pub fn dump(f: &TrapFrame) {
         "  r13 {:#018x} r14 {:#018x} r15 {:#018x}",
         f.r13, f.r14, f.r15
     );
-    // The return address at the top of the stack, when readable, often names the caller.
-    if let Some(ret) = arch::mem::read_u64(f.rsp).ok() {
-        println!("  [rsp] {:#018x} {}", ret, Located(ret));
+    // No frame pointers: show the words near the top of the stack that point
+    // into kernel text (return addresses, most likely), innermost first.
+    println!("  stack words pointing into kernel text (likely return addresses):");
+    let mut shown = 0;
+    for i in 0..256u64 {
+        let at = f.rsp.wrapping_add(8 * i);
+        let Ok(word) = arch::mem::read_u64(at) else {
+            break;
+        };
+        if crate::blacklist::is_text(word) {
+            println!("    [rsp+{:#05x}] {:#018x} {}", 8 * i, word, Located(word));
+            shown += 1;
+            if shown == 12 {
+                break;
+            }
+        }
     }
 }

@@ -67,6 +67,31 @@ fn too_little_ram_is_a_clear_failure() {
 }
 
 #[test]
+fn fatal_trap_dumps_registers_with_symbols_and_exits_37() {
+    let mut vm = Qemu::boot("serve kdbg.crash kdbg.quiet").expect("boot");
+    assert_eq!(
+        vm.wait_exit(BOOT).expect("kernel exits"),
+        KernelExit::Fatal,
+        "{}",
+        vm.console()
+    );
+    let console = vm.console();
+    assert!(
+        console.contains("FATAL: #UD invalid opcode (vector 6"),
+        "{console}"
+    );
+    assert!(console.contains("at kdbg_crash+0x"), "{console}");
+    assert!(
+        console.contains("  rip 0x") && console.contains("  r15 0x"),
+        "{console}"
+    );
+    assert!(
+        console.contains("kernel::serve::"),
+        "no caller among the stack words: {console}"
+    );
+}
+
+#[test]
 fn two_modes_are_refused() {
     let mut vm = Qemu::boot("serve bench").expect("boot");
     assert_eq!(
