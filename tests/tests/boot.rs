@@ -82,7 +82,7 @@ fn fatal_trap_dumps_registers_with_symbols_and_exits_37() {
     );
     assert!(console.contains("at kdbg_crash+0x"), "{console}");
     assert!(
-        console.contains("  rip 0x") && console.contains("  r15 0x"),
+        console.contains("  rip 0x") && console.contains(" r15 0x"),
         "{console}"
     );
     assert!(
