@@ -120,6 +120,19 @@ impl Core {
         if !sym.contains(addr) {
             return Err(ProbeError::PastEnd);
         }
+        // The platform functions the hit path calls are blacklisted however
+        // the kernel marked them: a probe there would trap inside every hit.
+        let hit_path = [
+            pf.cpu_id as usize,
+            pf.task_id as usize,
+            pf.timestamp as usize,
+            pf.read as usize,
+            pf.write as usize,
+            pf.call_with_args as usize,
+        ];
+        if hit_path.iter().any(|&f| sym.contains(f as u64)) {
+            return Err(ProbeError::Blacklisted);
+        }
         Ok((addr, sym))
     }
 

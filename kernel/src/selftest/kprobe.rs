@@ -650,6 +650,15 @@ fn refusals() -> Result<(), &'static str> {
         probes::register_kprobe(At::Symbol("st_kp_add", 5), k()) == Err(ProbeError::PastEnd),
         "past-the-end not refused",
     )?;
+    for hit_path_fn in [
+        crate::sched::current_id as *const () as u64,
+        crate::sched::cpu_id as *const () as u64,
+    ] {
+        check(
+            probes::register_kprobe(At::Addr(hit_path_fn), k()) == Err(ProbeError::Blacklisted),
+            "a function the hit path calls is not blacklisted",
+        )?;
+    }
     let data = core::ptr::addr_of!(PRE) as u64;
     check(
         probes::register_kprobe(At::Addr(data), k()) == Err(ProbeError::NotText),
