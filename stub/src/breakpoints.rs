@@ -1,12 +1,11 @@
 //! gdb's breakpoints: software (`Z0`, an int3 byte patched into text) and
 //! hardware (`Z1`-`Z4`, the debug registers).
 //!
-//! Software breakpoints keep a small table here and patch text through the
-//! kernel's text-writing function ([`crate::kernel::KernelOps::write_text`]).
-//! The probe core owns int3 for kprobes; a gdb breakpoint on an address that
-//! already holds a kprobe's int3 saves 0xCC as "original" and is removed by
-//! writing it back, so the kprobe keeps working (see docs/notes/stub.md for
-//! the shared-owner API this should move to).
+//! The probe core owns int3 (`probes::CORE.gdb_insert` / `gdb_remove` /
+//! `original_byte`): a gdb breakpoint and a kprobe share one int3, gdb's stop
+//! is reported first, and removing either leaves the other working. The
+//! table here records which addresses are gdb's (`shared`), and keeps a
+//! self-patched fallback for a kernel without the probe core.
 
 use arch::debugreg::{Condition, DebugRegError, Slot, Slots};
 use gdbstub::target::ext::breakpoints::WatchKind;
@@ -19,6 +18,8 @@ const INT3: u8 = 0xCC;
 struct SwBreak {
     addr: u64,
     orig: u8,
+    /// The int3 belongs to the probe core's shared int3 layer.
+    shared: bool,
 }
 
 /// Why a breakpoint could not be set.
@@ -55,12 +56,13 @@ impl SwBreakpoints {
         self.table.iter().flatten().any(|b| b.addr == addr)
     }
 
-    /// The byte under gdb's int3 at `addr`, if any (for memory reads).
+    /// The byte under a self-patched int3 at `addr`, if any (for memory
+    /// reads; shared ones are answered by the probe core).
     pub fn original(&self, addr: u64) -> Option<u8> {
         self.table
             .iter()
             .flatten()
-            .find(|b| b.addr == addr)
+            .find(|b| b.addr == addr && !b.shared)
             .map(|b| b.orig)
     }
 
@@ -80,9 +82,39 @@ impl SwBreakpoints {
             .iter_mut()
             .find(|b| b.is_none())
             .ok_or(BreakError::TableFull)?;
-        *slot = Some(SwBreak { addr, orig });
+        *slot = Some(SwBreak {
+            addr,
+            orig,
+            shared: false,
+        });
         write_text(addr, INT3);
         Ok(())
+    }
+
+    /// Records a breakpoint whose int3 the probe core placed (shared layer).
+    pub fn track(&mut self, addr: u64) -> Result<(), BreakError> {
+        if self.contains(addr) {
+            return Ok(());
+        }
+        let slot = self
+            .table
+            .iter_mut()
+            .find(|b| b.is_none())
+            .ok_or(BreakError::TableFull)?;
+        *slot = Some(SwBreak {
+            addr,
+            orig: INT3,
+            shared: true,
+        });
+        Ok(())
+    }
+
+    /// The breakpoint at `addr` lives in the probe core's shared layer.
+    pub fn is_shared(&self, addr: u64) -> bool {
+        self.table
+            .iter()
+            .flatten()
+            .any(|b| b.addr == addr && b.shared)
     }
 
     /// Removes the int3 at `addr`; `false` if gdb had none there.
@@ -91,7 +123,9 @@ impl SwBreakpoints {
             if let Some(b) = *slot
                 && b.addr == addr
             {
-                write_text(addr, b.orig);
+                if !b.shared {
+                    write_text(addr, b.orig);
+                }
                 *slot = None;
                 return true;
             }
@@ -99,11 +133,14 @@ impl SwBreakpoints {
         false
     }
 
-    /// Removes every breakpoint (detach).
-    pub fn clear(&mut self, write_text: impl Fn(u64, u8)) {
+    /// Removes every breakpoint (detach): self-patched ones are restored
+    /// with `write_text`, shared ones handed to `release`.
+    pub fn clear(&mut self, write_text: impl Fn(u64, u8), release: impl Fn(u64)) {
         for slot in self.table.iter_mut() {
-            if let Some(b) = slot.take() {
-                write_text(b.addr, b.orig);
+            match slot.take() {
+                Some(b) if b.shared => release(b.addr),
+                Some(b) => write_text(b.addr, b.orig),
+                None => {}
             }
         }
     }
@@ -208,8 +245,18 @@ mod tests {
         assert_eq!(*mem.borrow(), vec![0x55, 0x48, 0x89, 0xe5]);
         t.insert(0, read, write).unwrap();
         t.insert(3, read, write).unwrap();
-        t.clear(write);
+        t.track(2).unwrap();
+        assert!(t.is_shared(2) && !t.is_shared(0));
+        assert_eq!(
+            t.original(2),
+            None,
+            "shared originals come from the probe core"
+        );
+        let released = RefCell::new(Vec::new());
+        t.clear(write, |a| released.borrow_mut().push(a));
         assert_eq!(*mem.borrow(), vec![0x55, 0x48, 0x89, 0xe5]);
+        assert_eq!(*released.borrow(), vec![2]);
+        assert!(!t.contains(2));
     }
 
     #[test]

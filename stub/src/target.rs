@@ -105,7 +105,12 @@ impl KdbgTarget {
     /// Removes every gdb breakpoint (detach / kill / new session).
     pub fn clear_breakpoints(&mut self) {
         let ops = self.ops;
-        self.sw.clear(|a, b| Self::write_text_byte(&ops, a, b));
+        self.sw.clear(
+            |a, b| Self::write_text_byte(&ops, a, b),
+            |a| {
+                let _ = probes::CORE.gdb_remove(a);
+            },
+        );
         self.hw.clear();
     }
 }
@@ -188,9 +193,18 @@ impl MultiThreadBase for KdbgTarget {
         if done == 0 && !data.is_empty() {
             return Err(TargetError::Errno(EFAULT));
         }
-        // Show the original bytes under gdb's own int3s.
+        // Show the original text under kdbg's int3s (gdb's and the
+        // probes'): gdb must never see an int3 it did not ask for, or it
+        // would step over it as a "permanent" breakpoint.
         for (i, b) in data.iter_mut().take(done).enumerate() {
-            if let Some(orig) = self.sw.original(start.wrapping_add(i as u64)) {
+            if *b != 0xCC {
+                continue;
+            }
+            let a = start.wrapping_add(i as u64);
+            if let Some(orig) = probes::CORE
+                .original_byte(a)
+                .or_else(|| self.sw.original(a))
+            {
                 *b = orig;
             }
         }
@@ -320,6 +334,25 @@ impl Breakpoints for KdbgTarget {
 
 impl SwBreakpoint for KdbgTarget {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.sw.contains(addr) {
+            return Ok(true);
+        }
+        // The probe core's shared int3 layer first.
+        match probes::CORE.gdb_insert(addr) {
+            Ok(()) => {
+                return match self.sw.track(addr) {
+                    Ok(()) => Ok(true),
+                    Err(_) => {
+                        let _ = probes::CORE.gdb_remove(addr);
+                        Err(TargetError::Errno(ENOSPC))
+                    }
+                };
+            }
+            Err(probes::ProbeError::NotInitialised) => {}
+            Err(probes::ProbeError::Unreadable) => return Err(TargetError::Errno(EFAULT)),
+            Err(_) => return Err(TargetError::Errno(EINVAL)),
+        }
+        // No probe core in this kernel: patch the int3 ourselves.
         let ops = self.ops;
         let read = |a: u64| {
             let mut b = [0u8];
@@ -336,6 +369,9 @@ impl SwBreakpoint for KdbgTarget {
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.sw.is_shared(addr) {
+            let _ = probes::CORE.gdb_remove(addr);
+        }
         let ops = self.ops;
         Ok(self
             .sw

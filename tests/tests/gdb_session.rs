@@ -426,3 +426,58 @@ fn stepi_over_a_probed_instruction_ends_at_the_next_instruction() {
     std::thread::sleep(Duration::from_millis(300));
     assert_alive(&mut vm);
 }
+
+#[test]
+fn breakpoint_and_kprobe_share_an_address() {
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let out = gdb(
+        &mut vm,
+        &[
+            "monitor kprobe sys_open",
+            "break sys_open",
+            "continue",
+            "continue",
+            "monitor probes",
+            // Remove the kprobe: the breakpoint still stops.
+            "monitor probe delete 1",
+            "continue",
+            "delete",
+            // And the other way round: a kprobe survives the breakpoint's removal.
+            "monitor kprobe sys_open",
+            "break sys_open",
+            "continue",
+            "delete",
+            "break fib",
+            "continue",
+            "delete",
+            "monitor probes",
+            "detach",
+        ],
+    );
+    assert_eq!(
+        out.matches("hit Breakpoint 1, kernel::workloads::sys_open")
+            .count(),
+        3,
+        "the breakpoint stops with the kprobe there and after its removal:\n{out}"
+    );
+    assert!(
+        out.contains("hit Breakpoint 2, kernel::workloads::sys_open"),
+        "{out}"
+    );
+    let rows: Vec<u64> = out
+        .lines()
+        .filter(|l| l.starts_with("probe id="))
+        .filter_map(probe_hits)
+        .collect();
+    assert_eq!(rows.len(), 2, "two probes listings:\n{out}");
+    assert!(
+        rows[0] >= 1,
+        "the kprobe ran while the breakpoint sat on it:\n{out}"
+    );
+    assert!(
+        rows[1] >= 1,
+        "the second kprobe ran after the breakpoint went:\n{out}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}
