@@ -266,10 +266,6 @@ impl Builder<'_> {
     }
 
     fn item(&mut self, text: &str) -> Result<(), CaptureError> {
-        let bad = |why: &str| CaptureError::Bad {
-            item: text.to_string(),
-            why: why.to_string(),
-        };
         if let Some(item) = raw_item(text)? {
             self.items.push(item);
             return Ok(());
@@ -278,6 +274,9 @@ impl Builder<'_> {
             .strip_suffix(":string")
             .or_else(|| text.strip_suffix(":str"))
         {
+            if let Some(pos) = name.find(['-', '.']) {
+                return self.path(name, &name[..pos], &name[pos..], true);
+            }
             let p = self.param(name)?.clone();
             let base = self.value_base(&p)?;
             let j = self.op(FetchOp::new(FetchKind::Str(MAX_STRING as u8), base, 0))?;
@@ -310,64 +309,129 @@ impl Builder<'_> {
             });
             return Ok(());
         }
-        if let Some((name, path)) = text.split_once("->") {
-            let p = self.param(name)?.clone();
-            let mut base = self.value_base(&p)?;
-            let mut pointee = self.pointee(&p, text)?;
-            let fields: Vec<&str> = path.split("->").collect();
-            for (k, field) in fields.iter().enumerate() {
-                let st = pointee
-                    .and_then(|t| self.elf.resolve(t).ok())
-                    .ok_or_else(|| bad("the pointed-to type is unknown"))?;
-                let f = st.field(field).ok_or_else(|| {
-                    bad(&format!(
-                        "no field `{field}` in {}; fields: {}",
-                        st.name.clone().unwrap_or_else(|| "the struct".into()),
-                        st.fields()
-                            .iter()
-                            .filter_map(|f| f.name.as_deref())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
-                let fty = f.ty;
-                let offset = f.offset as i64;
-                let last = k + 1 == fields.len();
-                if last {
-                    let shape = shape_of(self.elf, fty, field);
-                    let size = fty
-                        .and_then(|t| self.elf.resolve(t).ok())
-                        .and_then(|t| t.size)
-                        .unwrap_or(8);
-                    let j = if let Shape::Str { .. } = shape {
-                        let ptr = self.op(FetchOp::new(FetchKind::U64, base, offset))?;
-                        self.op(FetchOp::new(
-                            FetchKind::Str(MAX_STRING as u8),
-                            Base::Result(ptr),
-                            0,
-                        ))?
-                    } else {
-                        self.op(FetchOp::new(kind_for(size), base, offset))?
-                    };
-                    self.items.push(Item {
-                        label: text.to_string(),
-                        type_name: self.elf.type_name(fty),
-                        source: Source::Result(j),
-                        shape,
-                    });
-                } else {
-                    let j = self.op(FetchOp::new(FetchKind::U64, base, offset))?;
-                    base = Base::Result(j);
-                    pointee = match fty.and_then(|t| self.elf.resolve(t).ok()).map(|t| t.kind) {
-                        Some(TypeKind::Pointer { pointee }) => pointee,
-                        _ => return Err(bad(&format!("`{field}` is not a pointer"))),
-                    };
-                }
-            }
-            return Ok(());
+        if let Some(pos) = text.find(['-', '.']) {
+            return self.path(text, &text[..pos], &text[pos..], false);
         }
         let p = self.param(text)?.clone();
         self.whole_param(&p)
+    }
+
+    /// `p->a->b`, `p->a.b`: walk pointers (one load each) and members
+    /// (offsets), then read the last member (a string when `want_string`
+    /// or when its type is a C string).
+    fn path(
+        &mut self,
+        label: &str,
+        name: &str,
+        rest: &str,
+        want_string: bool,
+    ) -> Result<(), CaptureError> {
+        let bad = |why: String| CaptureError::Bad {
+            item: label.to_string(),
+            why,
+        };
+        // Split `->a.b->c` into (deref?, field) steps.
+        let mut steps = Vec::new();
+        let mut r = rest;
+        while !r.is_empty() {
+            let (deref, tail) = if let Some(t) = r.strip_prefix("->") {
+                (true, t)
+            } else if let Some(t) = r.strip_prefix('.') {
+                (false, t)
+            } else {
+                return Err(bad("write fields as p->field or p->inner.field".into()));
+            };
+            let end = tail.find(['-', '.']).unwrap_or(tail.len());
+            let field = &tail[..end];
+            if field.is_empty() {
+                return Err(bad("a field name is missing".into()));
+            }
+            steps.push((deref, field.to_string()));
+            r = &tail[end..];
+        }
+        let p = self.param(name)?.clone();
+        // The current value: in a register (the parameter) or in memory at
+        // base+offset; `ty` is its type.
+        let mut base = self.value_base(&p)?;
+        let mut offset: i64 = 0;
+        let mut in_memory = false;
+        let mut ty = p.ty;
+        for (deref, field) in &steps {
+            let resolved = ty.and_then(|t| self.elf.resolve(t).ok());
+            let target = if *deref {
+                let pointee = match resolved.map(|t| t.kind) {
+                    Some(TypeKind::Pointer { pointee }) => pointee,
+                    _ => return Err(bad(format!("`{field}`: `->` needs a pointer"))),
+                };
+                if in_memory {
+                    let j = self.op(FetchOp::new(FetchKind::U64, base, offset))?;
+                    base = Base::Result(j);
+                }
+                offset = 0;
+                in_memory = true;
+                pointee
+            } else {
+                if !in_memory {
+                    return Err(bad(format!("`.{field}` needs a struct in memory: use ->")));
+                }
+                ty
+            };
+            let st = target
+                .and_then(|t| self.elf.resolve(t).ok())
+                .ok_or_else(|| bad("the pointed-to type is unknown".into()))?;
+            let f = st.field(field).ok_or_else(|| {
+                bad(format!(
+                    "no field `{field}` in {}; fields: {}",
+                    st.name.clone().unwrap_or_else(|| "the struct".into()),
+                    st.fields()
+                        .iter()
+                        .filter_map(|f| f.name.as_deref())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            offset += f.offset as i64;
+            ty = f.ty;
+        }
+        let last = steps.last().map(|s| s.1.clone()).unwrap_or_default();
+        let resolved = ty.and_then(|t| self.elf.resolve(t).ok());
+        let mut shape = shape_of(self.elf, ty, &last);
+        let is_array = matches!(
+            resolved.as_ref().map(|t| &t.kind),
+            Some(TypeKind::Array { .. })
+        );
+        if want_string && !is_array {
+            if !matches!(
+                resolved.as_ref().map(|t| &t.kind),
+                Some(TypeKind::Pointer { .. }) | None
+            ) {
+                return Err(bad(format!(
+                    "`{last}` is not a pointer: it cannot be a string"
+                )));
+            }
+            shape = Shape::Str { len: None };
+        }
+        let j = if is_array && (want_string || is_char_array(self.elf, resolved.as_ref())) {
+            shape = Shape::Str { len: None };
+            self.op(FetchOp::new(FetchKind::Str(MAX_STRING as u8), base, offset))?
+        } else if let Shape::Str { .. } = shape {
+            let ptr = self.op(FetchOp::new(FetchKind::U64, base, offset))?;
+            self.op(FetchOp::new(
+                FetchKind::Str(MAX_STRING as u8),
+                Base::Result(ptr),
+                0,
+            ))?
+        } else {
+            let size = resolved.and_then(|t| t.size).unwrap_or(8);
+            self.op(FetchOp::new(kind_for(size), base, offset))?
+        };
+        self.items.push(Item {
+            label: label.to_string(),
+            type_name: self.elf.type_name(ty),
+            source: Source::Result(j),
+            shape,
+        });
+        Ok(())
     }
 
     fn pointee(&self, p: &Param, item: &str) -> Result<Option<TypeId>, CaptureError> {
@@ -379,6 +443,13 @@ impl Builder<'_> {
                 why: format!("`{}` is a {}, not a pointer", p.name, p.type_name),
             }),
         }
+    }
+}
+
+fn is_char_array(elf: &Elf, t: Option<&symbols::Type>) -> bool {
+    match t.map(|t| &t.kind) {
+        Some(TypeKind::Array { element, .. }) => is_char(elf, *element),
+        _ => false,
     }
 }
 

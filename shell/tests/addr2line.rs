@@ -135,9 +135,7 @@ fn arguments_and_errors() {
         .err()
         .expect("unknown flag");
     assert!(err.to_string().contains("unknown option -x"));
-    let err = addr2line::run(&args(&["-e", "/nonexistent/elf", "0"]))
-        .err()
-        .expect("missing file");
+    let err = addr2line::run(&args(&["-e", "/nonexistent/elf", "0"])).expect_err("missing file");
     assert!(err.to_string().contains("check the path"), "{err}");
     if let Some(bin) = kdbg() {
         let out = Command::new(bin)

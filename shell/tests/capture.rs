@@ -87,6 +87,32 @@ fn fields_derefs_registers_and_stack_arguments() {
 }
 
 #[test]
+fn member_paths_and_strings() {
+    let elf = Elf::open(fixture()).unwrap();
+    let f = func(&elf, "handle");
+    let items: Vec<String> = ["r->name->text:string", "r->tag", "r->flags"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let l = compile(&elf, &f, &items, false).unwrap();
+    // tag is a char array inside the struct: read in place as a string.
+    assert_eq!(
+        l.spec.to_string(),
+        "fetch=u64@arg0+0x8,u64@$0,str64@$1,str64@arg0+0x14,u32@arg0+0x10"
+    );
+    assert_eq!(l.items[0].label, "r->name->text");
+    assert_eq!(l.items[1].shape, Shape::Str { len: None });
+    let e = compile(&elf, &f, &["r.id".to_string()], false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("use ->"), "{e}");
+    let e = compile(&elf, &f, &["r->flags:string".to_string()], false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a pointer"), "{e}");
+}
+
+#[test]
 fn bad_items_say_what_is_wrong() {
     let elf = Elf::open(fixture()).unwrap();
     let f = func(&elf, "handle");

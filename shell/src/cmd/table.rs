@@ -216,7 +216,8 @@ pub const COMMANDS: &[Command] = &[
         usage: "[--dry-run] FUNC [ARGS...]",
         summary: "probe a function entry and capture its arguments by name",
         details: "Without ARGS all parameters known from DWARF are captured. ARGS items:\n\
-                  \x20 name        a parameter          name->field  a field of a struct pointer\n\
+                  \x20 name        a parameter          name->field  a field through a pointer\n\
+                  \x20 p->a.b->c   nested members       p->f:string  a string member\n\
                   \x20 *name       the value pointed to name:string  a C string\n\
                   \x20 $arg3       the 4th argument register (0-based)\n\
                   \x20 %rdi        an argument register (rdi rsi rdx rcx r8 r9)\n\
