@@ -116,7 +116,9 @@ fn real_main(argv: &[String]) -> Result<i32> {
         Some("help") => {
             let out = crate::exec::help(&argv[1..])?;
             if let Output::Help { text } = out {
-                println!("{}", text.trim_end());
+                use std::io::Write;
+                // A closed pipe (`kdbg help | head`) is not an error.
+                let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
             }
             return Ok(0);
         }

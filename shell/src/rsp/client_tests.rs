@@ -377,6 +377,7 @@ fn console_output_during_a_request_is_not_its_reply() {
             p.expect("m1000,2");
             p.send(&format!("O{}", packet::to_hex(b"hello\n")));
             p.send("abcd");
+            std::thread::sleep(Duration::from_millis(500));
         },
         no_events,
     );
