@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ::tests::Qemu;
+use std::net::SocketAddr;
+
+use ::tests::{Qemu, Wiring};
 use anyhow::{Context, Result};
 
 use super::rsp::Client;
@@ -54,6 +56,29 @@ impl Events {
     }
 }
 
+/// The wire figures of one stub line.
+#[derive(Clone, Debug)]
+pub struct Wire {
+    /// Round trips of `m ADDR,1`, sorted, in microseconds.
+    pub round_trip_us: Result<Vec<f64>, String>,
+    pub packet_size: usize,
+    pub read_64k: Result<Throughput, String>,
+    pub read_1m: Result<Throughput, String>,
+    pub events: Result<Events, String>,
+}
+
+impl Wire {
+    fn failed(why: &str) -> Wire {
+        Wire {
+            round_trip_us: Err(why.to_string()),
+            packet_size: 0,
+            read_64k: Err(why.to_string()),
+            read_1m: Err(why.to_string()),
+            events: Err(why.to_string()),
+        }
+    }
+}
+
 /// What was measured; `Err(reason)` where it could not be.
 #[derive(Clone, Debug)]
 pub struct Host {
@@ -63,12 +88,11 @@ pub struct Host {
     pub run_to_prompt: Result<Duration, String>,
     /// `kdbg --connect` to a running kernel, to its prompt.
     pub connect_to_prompt: Result<Duration, String>,
-    /// Round trips of `m ADDR,1`, sorted, in microseconds.
-    pub round_trip_us: Result<Vec<f64>, String>,
-    pub packet_size: usize,
-    pub read_64k: Result<Throughput, String>,
-    pub read_1m: Result<Throughput, String>,
-    pub events: Result<Events, String>,
+    /// The stub line as the harness and the shell wire it today
+    /// (`-serial tcp:...,server=on,wait=off`).
+    pub wire: Wire,
+    /// The same with `nodelay=on` (no Nagle on QEMU's side of the socket).
+    pub wire_nodelay: Wire,
 }
 
 /// One line, at most 160 characters: it goes into a table cell.
@@ -84,6 +108,45 @@ fn reason<T>(r: Result<T>) -> Result<T, String> {
     r.map_err(|e| one_line(&format!("{e:#}")))
 }
 
+/// Boots the kernel in serve mode with the stub on `port` (`nodelay`:
+/// QEMU's socket without Nagle); returns the VM once serve mode runs.
+fn boot(kernel: &Path, nodelay: bool) -> Result<(Qemu, SocketAddr)> {
+    let port = ::tests::free_tcp_port()?;
+    let vm = Qemu::boot_with("serve kdbg.quiet", |c| {
+        c.kernel = kernel.to_path_buf();
+        c.timeout = Duration::from_secs(600);
+        c.stub = if nodelay {
+            Wiring::Raw(format!(
+                "tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on"
+            ))
+        } else {
+            Wiring::Tcp(port)
+        };
+    });
+    let mut vm = vm?;
+    // The stub answers once the kernel has booted into serve mode.
+    vm.wait_for_console("serve:", Duration::from_secs(60))?;
+    Ok((vm, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+fn wire(client: Result<Client>) -> Wire {
+    match client {
+        Ok(mut c) => {
+            let w = Wire {
+                round_trip_us: reason(round_trips(&mut c)),
+                packet_size: c.packet_size,
+                read_64k: reason(read_throughput(&mut c, 64 * 1024)),
+                read_1m: reason(read_throughput(&mut c, 1024 * 1024)),
+                events: reason(event_stream(&mut c)),
+            };
+            // Detach: the kernel runs on, the line is free for the next client.
+            let _ = c.ask("D", TIMEOUT);
+            w
+        }
+        Err(e) => Wire::failed(&one_line(&format!("the stub does not answer: {e:#}"))),
+    }
+}
+
 /// Runs every host measurement against `kernel`, with `kdbg` for the prompt figures.
 pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
     let run_to_prompt = reason(kdbg_prompt(
@@ -96,44 +159,14 @@ pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
         ],
     ));
     let started = Instant::now();
-    let mut vm = Qemu::boot_with("serve kdbg.quiet", |c| {
-        c.kernel = kernel.to_path_buf();
-        c.timeout = Duration::from_secs(600);
-    })?;
-    let addr = vm.wait_for_stub_port(TIMEOUT)?;
-    // The stub answers once the kernel has booted into serve mode.
-    vm.wait_for_console("serve:", Duration::from_secs(60))?;
-    let mut h = Host {
-        boot_to_stub: Err(String::new()),
-        run_to_prompt,
-        connect_to_prompt: Err(String::new()),
-        round_trip_us: Err(String::new()),
-        packet_size: 0,
-        read_64k: Err(String::new()),
-        read_1m: Err(String::new()),
-        events: Err(String::new()),
+    let (mut vm, addr) = boot(kernel, false)?;
+    let client = Client::connect(addr, TIMEOUT);
+    let boot_to_stub = match &client {
+        Ok(_) => Ok(started.elapsed()),
+        Err(e) => Err(one_line(&format!("the stub does not answer: {e:#}"))),
     };
-    match Client::connect(addr, TIMEOUT) {
-        Ok(mut client) => {
-            h.boot_to_stub = Ok(started.elapsed());
-            h.round_trip_us = reason(round_trips(&mut client));
-            h.packet_size = client.packet_size;
-            h.read_64k = reason(read_throughput(&mut client, 64 * 1024));
-            h.read_1m = reason(read_throughput(&mut client, 1024 * 1024));
-            h.events = reason(event_stream(&mut client));
-            // Hand the line over to kdbg: detach (the kernel runs on).
-            let _ = client.ask("D", TIMEOUT);
-        }
-        Err(e) => {
-            let why = one_line(&format!("the stub does not answer: {e:#}"));
-            h.boot_to_stub = Err(why.clone());
-            h.round_trip_us = Err(why.clone());
-            h.read_64k = Err(why.clone());
-            h.read_1m = Err(why.clone());
-            h.events = Err(why);
-        }
-    }
-    h.connect_to_prompt = reason(kdbg_prompt(
+    let wire_default = wire(client);
+    let connect_to_prompt = reason(kdbg_prompt(
         kdbg,
         &[
             "--connect",
@@ -143,7 +176,16 @@ pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
         ],
     ));
     vm.kill();
-    Ok(h)
+    let (mut vm, addr) = boot(kernel, true)?;
+    let wire_nodelay = wire(Client::connect(addr, TIMEOUT));
+    vm.kill();
+    Ok(Host {
+        boot_to_stub,
+        run_to_prompt,
+        connect_to_prompt,
+        wire: wire_default,
+        wire_nodelay,
+    })
 }
 
 fn round_trips(c: &mut Client) -> Result<Vec<f64>> {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use super::guest::{Guest, Row};
-use super::host::Host;
+use super::host::{Host, Wire};
 
 /// What a guest row means, what Linux 6.1 does in the same setup (issue 8),
 /// and kdbg's goal for it.
@@ -282,6 +282,51 @@ fn fmt_dur(r: &Result<std::time::Duration, String>) -> String {
     }
 }
 
+fn wire_cells(t: &mut Vec<Vec<String>>, w: &Wire, how: &str) {
+    t.push(vec![
+        format!("RSP round trip, `m ADDR,1` (median / p90), {how}"),
+        match &w.round_trip_us {
+            Ok(v) if !v.is_empty() => format!(
+                "{:.0} us / {:.0} us ({} round trips)",
+                v[v.len() / 2],
+                v[v.len() * 9 / 10],
+                v.len()
+            ),
+            Ok(_) => "n/a (no samples)".into(),
+            Err(e) => format!("n/a ({e})"),
+        },
+    ]);
+    for (what, r) in [("64 KiB", &w.read_64k), ("1 MiB", &w.read_1m)] {
+        t.push(vec![
+            format!("memory read {what} through the stub, {how}"),
+            match r {
+                Ok(tp) => format!(
+                    "{:.1} KiB/s ({} packets, PacketSize {})",
+                    tp.bytes_per_sec() / 1024.0,
+                    tp.packets,
+                    w.packet_size
+                ),
+                Err(e) => format!("n/a ({e})"),
+            },
+        ]);
+    }
+    t.push(vec![
+        format!("event stream (kprobe on `fib`) delivered to the host, {how}"),
+        match &w.events {
+            Ok(e) => format!(
+                "{:.0} events/s ({} in {:.1} s; ring: produced {}, delivered {}, dropped {})",
+                e.per_sec(),
+                e.received,
+                e.secs,
+                e.produced,
+                e.delivered,
+                e.dropped
+            ),
+            Err(e) => format!("n/a ({e})"),
+        },
+    ]);
+}
+
 fn host_cells(h: &Host) -> Vec<Vec<String>> {
     let mut t = vec![vec!["measure".to_string(), "value".into()]];
     t.push(vec![
@@ -296,48 +341,8 @@ fn host_cells(h: &Host) -> Vec<Vec<String>> {
         "`kdbg --connect` to a running kernel -> first prompt".into(),
         fmt_dur(&h.connect_to_prompt),
     ]);
-    t.push(vec![
-        "RSP round trip, `m ADDR,1` (median / p90)".into(),
-        match &h.round_trip_us {
-            Ok(v) if !v.is_empty() => format!(
-                "{:.0} us / {:.0} us ({} round trips)",
-                v[v.len() / 2],
-                v[v.len() * 9 / 10],
-                v.len()
-            ),
-            Ok(_) => "n/a (no samples)".into(),
-            Err(e) => format!("n/a ({e})"),
-        },
-    ]);
-    for (what, r) in [("64 KiB", &h.read_64k), ("1 MiB", &h.read_1m)] {
-        t.push(vec![
-            format!("memory read {what} through the stub"),
-            match r {
-                Ok(tp) => format!(
-                    "{:.1} KiB/s ({} packets, PacketSize {})",
-                    tp.bytes_per_sec() / 1024.0,
-                    tp.packets,
-                    h.packet_size
-                ),
-                Err(e) => format!("n/a ({e})"),
-            },
-        ]);
-    }
-    t.push(vec![
-        "event stream (kprobe on `fib`), delivered to the host".into(),
-        match &h.events {
-            Ok(e) => format!(
-                "{:.0} events/s ({} in {:.1} s; ring: produced {}, delivered {}, dropped {})",
-                e.per_sec(),
-                e.received,
-                e.secs,
-                e.produced,
-                e.delivered,
-                e.dropped
-            ),
-            Err(e) => format!("n/a ({e})"),
-        },
-    ]);
+    wire_cells(&mut t, &h.wire, "tcp chardev as wired today");
+    wire_cells(&mut t, &h.wire_nodelay, "tcp chardev with nodelay=on");
     t
 }
 
@@ -440,6 +445,16 @@ fn guest_json(g: &Guest) -> Value {
     json!({"calls_per_row": g.calls, "wall_secs": g.wall.as_secs_f64(), "rows": rows, "phases": phases})
 }
 
+fn wire_json(w: &Wire) -> Value {
+    json!({
+        "round_trip_us": match &w.round_trip_us { Ok(v) => json!({"median": v.get(v.len() / 2), "p90": v.get(v.len() * 9 / 10), "n": v.len()}), Err(e) => json!({"na": e}) },
+        "packet_size": w.packet_size,
+        "read_64k_bytes_per_sec": match &w.read_64k { Ok(t) => json!(t.bytes_per_sec()), Err(e) => json!({"na": e}) },
+        "read_1m_bytes_per_sec": match &w.read_1m { Ok(t) => json!(t.bytes_per_sec()), Err(e) => json!({"na": e}) },
+        "events": match &w.events { Ok(e) => json!({"per_sec": e.per_sec(), "received": e.received, "secs": e.secs, "produced": e.produced, "delivered": e.delivered, "dropped": e.dropped}), Err(e) => json!({"na": e}) },
+    })
+}
+
 fn host_json(h: &Host) -> Value {
     let d = |r: &Result<std::time::Duration, String>| match r {
         Ok(d) => json!(d.as_secs_f64()),
@@ -449,11 +464,8 @@ fn host_json(h: &Host) -> Value {
         "boot_to_stub_secs": d(&h.boot_to_stub),
         "run_to_prompt_secs": d(&h.run_to_prompt),
         "connect_to_prompt_secs": d(&h.connect_to_prompt),
-        "round_trip_us": match &h.round_trip_us { Ok(v) => json!({"median": v.get(v.len() / 2), "p90": v.get(v.len() * 9 / 10), "n": v.len()}), Err(e) => json!({"na": e}) },
-        "packet_size": h.packet_size,
-        "read_64k_bytes_per_sec": match &h.read_64k { Ok(t) => json!(t.bytes_per_sec()), Err(e) => json!({"na": e}) },
-        "read_1m_bytes_per_sec": match &h.read_1m { Ok(t) => json!(t.bytes_per_sec()), Err(e) => json!({"na": e}) },
-        "events": match &h.events { Ok(e) => json!({"per_sec": e.per_sec(), "received": e.received, "secs": e.secs, "produced": e.produced, "delivered": e.delivered, "dropped": e.dropped}), Err(e) => json!({"na": e}) },
+        "wire": wire_json(&h.wire),
+        "wire_nodelay": wire_json(&h.wire_nodelay),
     })
 }
 
