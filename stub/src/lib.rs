@@ -24,6 +24,7 @@ pub mod kernel;
 pub mod monitor;
 pub mod probecmd;
 pub mod regs;
+pub mod regset;
 pub mod session;
 pub mod target;
 

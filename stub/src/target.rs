@@ -17,8 +17,8 @@ use gdbstub::target::ext::breakpoints::{
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
-use gdbstub_arch::x86::X86_64_SSE;
-use gdbstub_arch::x86::reg::X86_64CoreRegs;
+
+use crate::regset::{KdbgRegs, KdbgX86_64};
 
 use crate::breakpoints::{HwBreakpoints, SwBreakpoints};
 use crate::kernel::{KernelOps, task_of_tid, tid_of_task};
@@ -122,7 +122,7 @@ impl Default for KdbgTarget {
 }
 
 impl Target for KdbgTarget {
-    type Arch = X86_64_SSE;
+    type Arch = KdbgX86_64;
     type Error = StubError;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
@@ -145,19 +145,25 @@ impl Target for KdbgTarget {
 }
 
 impl MultiThreadBase for KdbgTarget {
-    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn read_registers(&mut self, regs: &mut KdbgRegs, tid: Tid) -> TargetResult<(), Self> {
+        // fs/gs base are per CPU and the kernel does not switch them: every
+        // task shows this CPU's values.
+        regs.fs_base = crate::regs::fs_base();
+        regs.gs_base = crate::regs::gs_base();
         if self.is_current(tid) {
             let f = self.frame().ok_or(TargetError::Errno(EINVAL))?;
-            crate::regs::from_frame(f, regs);
+            crate::regs::from_frame(f, &mut regs.core);
             return Ok(());
         }
         let task = task_of_tid(tid.get()).ok_or(TargetError::Errno(EINVAL))?;
         let saved = (self.ops.saved_frame)(task).ok_or(TargetError::Errno(EINVAL))?;
-        crate::regs::from_frame(&saved, regs);
+        crate::regs::from_frame(&saved, &mut regs.core);
         Ok(())
     }
 
-    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, regs: &KdbgRegs, tid: Tid) -> TargetResult<(), Self> {
+        crate::regs::set_segment_bases(regs.fs_base, regs.gs_base);
+        let regs = &regs.core;
         if !self.is_current(tid) {
             // A switched-out task: its saved frame is what it resumes with.
             let task = task_of_tid(tid.get()).ok_or(TargetError::Errno(EINVAL))?;

@@ -143,7 +143,9 @@ fn attach_registers_memory_and_unmapped_addresses() {
         ],
     );
     // info registers: GPRs, rip, eflags, segments.
-    for r in ["rax", "rbx", "rsp", "rip", "eflags", "cs", "ss", "r15"] {
+    for r in [
+        "rax", "rbx", "rsp", "rip", "eflags", "cs", "ss", "r15", "fs_base", "gs_base",
+    ] {
         assert!(out.lines().any(|l| l.starts_with(r)), "no {r} in:\n{out}");
     }
     assert!(reg(&out, "cs") == 0x8, "kernel code segment:\n{out}");
