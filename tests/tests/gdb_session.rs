@@ -483,3 +483,45 @@ fn breakpoint_and_kprobe_share_an_address() {
     std::thread::sleep(Duration::from_millis(300));
     assert_alive(&mut vm);
 }
+
+#[test]
+fn kdbg_wait_holds_the_boot_until_gdb_lets_go() {
+    let mut vm = Qemu::boot("serve kdbg.quiet kdbg.wait").expect("boot the reference kernel");
+    vm.wait_for_console("waiting for a debugger", BOOT)
+        .expect("the kernel announces the wait");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !vm.console().contains("workload tasks started"),
+        "the kernel went on without a debugger:\n{}",
+        vm.console()
+    );
+    let out = gdb(&mut vm, &["info registers rip", "bt 1", "detach"]);
+    assert!(
+        out.contains("wait_for_debugger"),
+        "stopped in the boot wait:\n{out}"
+    );
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("the kernel continues after detach");
+}
+
+#[test]
+fn fatal_trap_is_shown_to_an_attached_gdb() {
+    let mut vm = boot_serving("serve kdbg.quiet");
+    // Send the stopped task to address 0: the page fault on the fetch takes
+    // the kernel's fatal path, which shows gdb the dying state first.
+    let out = gdb(
+        &mut vm,
+        &["set $pc = 0", "continue", "info registers rip", "detach"],
+    );
+    assert!(out.contains("SIGSEGV"), "gdb sees the fault:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("rip") && l.contains("0x0 ")),
+        "at the faulting rip:\n{out}"
+    );
+    let exit = vm
+        .wait_exit(Duration::from_secs(30))
+        .expect("the kernel ends");
+    assert_eq!(exit, tests::KernelExit::Fatal, "console:\n{}", vm.console());
+    assert!(vm.console().contains("FATAL"), "{}", vm.console());
+}
