@@ -49,8 +49,11 @@ pub struct BreakInfo {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StopInfo {
     pub reason: String,
+    /// The kernel task that stopped (gdb's thread id minus one).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread: Option<u64>,
+    pub task: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_name: Option<String>,
     pub rip: u64,
     pub location: String,
     #[serde(skip_serializing_if = "Option::is_none")]

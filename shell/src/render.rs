@@ -425,8 +425,11 @@ pub fn stop_text(r: &Render, s: &StopInfo) -> String {
         s.location,
         s.rip
     );
-    if let Some(th) = s.thread {
-        t.push_str(&format!(" thread {th}"));
+    if let Some(task) = s.task {
+        t.push_str(&format!(" task {task}"));
+        if let Some(n) = &s.task_name {
+            t.push_str(&format!(" ({n})"));
+        }
     }
     if let Some(src) = &s.source {
         t.push_str(&format!("\n  {src}"));

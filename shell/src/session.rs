@@ -177,9 +177,11 @@ impl Shared {
             }
         };
         let rip = rip.unwrap_or(0);
+        let task = stop.thread.and_then(task_of_tid);
         StopInfo {
             reason,
-            thread: stop.thread,
+            task,
+            task_name: task.and_then(|t| self.task_name(t as u32)),
             rip,
             location: self.describe(rip),
             source: self.source_of(rip),
@@ -317,6 +319,16 @@ impl Shared {
             }
         }
     }
+}
+
+/// gdb thread ids are kernel task ids plus one (thread 0 means "any" in
+/// the protocol); see stub/src/kernel.rs.
+pub fn task_of_tid(tid: u64) -> Option<u64> {
+    tid.checked_sub(1)
+}
+
+pub fn tid_of_task(task: u64) -> u64 {
+    task + 1
 }
 
 /// The locked client (present: [`Session::client`] checked).

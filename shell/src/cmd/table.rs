@@ -559,7 +559,7 @@ pub const COMMANDS: &[Command] = &[
         aliases: &[],
         args: &[req("N", K::Thread)],
         usage: "",
-        summary: "select task N for regs and bt",
+        summary: "select task N (ids as in `threads` and events) for regs, bt and info args",
         details: "",
         group: Group::State,
         needs_target: true,

@@ -671,8 +671,9 @@ pub fn threads(s: &mut Session) -> Result<Output> {
     }
     if threads.is_empty() {
         let ids = s.client()?.thread_ids()?;
-        for id in ids {
-            let name = s.client()?.thread_extra_info(id).unwrap_or_default();
+        for tid in ids {
+            let name = s.client()?.thread_extra_info(tid).unwrap_or_default();
+            let id = crate::session::task_of_tid(tid).unwrap_or(0);
             threads.push(ThreadInfo {
                 id,
                 name,
@@ -697,7 +698,7 @@ pub fn thread(s: &mut Session, args: &[String]) -> Result<Output> {
     };
     let id = number(n)?;
     s.client()?
-        .select_thread(id)
+        .select_thread(crate::session::tid_of_task(id))
         .map_err(|e| anyhow!("cannot select thread {id}: {e} (`threads` lists them)"))?;
     s.selected_thread = Some(id);
     let r = s.registers()?;
