@@ -24,6 +24,8 @@ pub(crate) struct DwarfIndex {
     units: RefCell<HashMap<usize, Arc<Unit>>>,
     /// Per unit (by header offset): (address, discriminator) change points.
     discriminators: RefCell<HashMap<usize, Arc<RowTable>>>,
+    /// Type name (plain and namespace-qualified) -> type DIE offsets.
+    pub(crate) type_names: OnceCell<HashMap<String, Vec<u64>>>,
 }
 
 impl DwarfIndex {
@@ -42,6 +44,7 @@ impl DwarfIndex {
             unit_starts: OnceCell::new(),
             units: RefCell::new(HashMap::new()),
             discriminators: RefCell::new(HashMap::new()),
+            type_names: OnceCell::new(),
         })
     }
 
@@ -78,6 +81,65 @@ impl DwarfIndex {
         let unit = self.unit_at(starts[i]).ok()?;
         let off = DebugInfoOffset(offset).to_unit_offset(&unit.header)?;
         Some((unit, off))
+    }
+
+    /// Builds the type-name index: one pass over every unit's DIEs.
+    pub(crate) fn build_type_names(&self) -> HashMap<String, Vec<u64>> {
+        use gimli::constants as c;
+        let mut map: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut headers = self.dwarf.units();
+        while let Ok(Some(header)) = headers.next() {
+            let Ok(unit) = self.dwarf.unit(header) else {
+                continue;
+            };
+            let mut cursor = unit.entries();
+            let mut scopes: Vec<(isize, String)> = Vec::new();
+            while let Ok(Some(entry)) = cursor.next_dfs() {
+                let depth = entry.depth();
+                while scopes.last().is_some_and(|(d, _)| *d >= depth) {
+                    scopes.pop();
+                }
+                let tag = entry.tag();
+                let is_type = matches!(
+                    tag,
+                    c::DW_TAG_structure_type
+                        | c::DW_TAG_class_type
+                        | c::DW_TAG_union_type
+                        | c::DW_TAG_enumeration_type
+                        | c::DW_TAG_typedef
+                        | c::DW_TAG_base_type
+                        | c::DW_TAG_unspecified_type
+                );
+                if tag != c::DW_TAG_namespace && !is_type {
+                    continue;
+                }
+                let Some(name) = entry
+                    .attr_value(c::DW_AT_name)
+                    .and_then(|v| self.dwarf.attr_string(&unit, v).ok())
+                    .map(|n| n.to_string_lossy().into_owned())
+                else {
+                    continue;
+                };
+                let qualified = match scopes.last() {
+                    Some((_, outer)) => format!("{outer}::{name}"),
+                    None => name.clone(),
+                };
+                if is_type && entry.attr(c::DW_AT_declaration).is_none() {
+                    let Some(off) = entry.offset().to_debug_info_offset(&unit.header) else {
+                        continue;
+                    };
+                    let off = off.0 as u64;
+                    if qualified != name {
+                        map.entry(qualified.clone()).or_default().push(off);
+                    }
+                    map.entry(name).or_default().push(off);
+                }
+                if entry.has_children() {
+                    scopes.push((depth, qualified));
+                }
+            }
+        }
+        map
     }
 
     /// All unit start offsets (for whole-program scans).

@@ -488,6 +488,41 @@ impl Elf {
         }
     }
 
+    /// Types defined with this name: plain (`task_regs`, `TaskRegs`), Rust
+    /// path (`kernel::workloads::TaskRegs`), or C tagged (`struct
+    /// task_regs`, `union u`, `enum color`). Declarations without a body
+    /// are left out. The first call indexes every unit (seconds on a
+    /// vmlinux); later calls are hash lookups.
+    pub fn types_named(&self, name: &str) -> Result<Vec<TypeId>> {
+        let dw = self.state.dwarf()?;
+        let index = dw.type_names.get_or_init(|| dw.build_type_names());
+        let name = name.trim();
+        let (want, plain) = match name.split_once(' ') {
+            Some(("struct", rest)) => (Some("struct"), rest.trim()),
+            Some(("union", rest)) => (Some("union"), rest.trim()),
+            Some(("enum", rest)) => (Some("enum"), rest.trim()),
+            _ => (None, name),
+        };
+        let mut out = Vec::new();
+        for off in index.get(plain).into_iter().flatten() {
+            let id = TypeId(*off);
+            if let Some(kind) = want {
+                let Ok(t) = self.type_info(id) else { continue };
+                let ok = matches!(
+                    (kind, &t.kind),
+                    ("struct", TypeKind::Struct { .. })
+                        | ("union", TypeKind::Union { .. })
+                        | ("enum", TypeKind::Enum { .. })
+                );
+                if !ok {
+                    continue;
+                }
+            }
+            out.push(id);
+        }
+        Ok(out)
+    }
+
     /// Follows typedefs and qualifiers to the underlying type (`None` = void).
     pub fn resolve(&self, id: TypeId) -> Result<Type> {
         let mut t = self.type_info(id)?;

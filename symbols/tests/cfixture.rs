@@ -425,3 +425,32 @@ fn cfi_unwinds_through_a_frame_pointer_frame() {
         "pc-1 lookup stays inside main"
     );
 }
+
+#[test]
+fn types_by_name() {
+    let elf = elf();
+    let ids = elf.types_named("struct task_regs").expect("lookup");
+    assert!(!ids.is_empty());
+    for id in &ids {
+        let t = elf.type_info(*id).expect("type");
+        assert_eq!(t.name.as_deref(), Some("task_regs"));
+        assert_eq!(t.size, Some(48));
+    }
+    assert_eq!(
+        elf.types_named("task_regs").expect("plain").len(),
+        ids.len()
+    );
+    assert!(
+        elf.types_named("union task_regs")
+            .expect("lookup")
+            .is_empty()
+    );
+    let u64s = elf.types_named("u64").expect("typedef");
+    assert!(matches!(
+        elf.type_info(u64s[0]).expect("u64").kind,
+        TypeKind::Typedef { .. }
+    ));
+    let color = elf.types_named("enum color").expect("enum");
+    assert!(!color.is_empty());
+    assert!(elf.types_named("no_such_type").expect("lookup").is_empty());
+}

@@ -222,3 +222,17 @@ fn kernel_cfi_unwinds_fib_from_entry() {
     assert_eq!(caller.pc(), Some(ret));
     assert_eq!(caller.sp(), Some(sp + 8));
 }
+
+#[test]
+fn rust_types_by_name_and_path() {
+    let elf = kernel();
+    let plain = elf.types_named("TaskRegs").expect("lookup");
+    let path = elf
+        .types_named("kernel::workloads::TaskRegs")
+        .expect("lookup");
+    assert!(!plain.is_empty() && !path.is_empty());
+    assert!(path.iter().all(|id| plain.contains(id)));
+    let t = elf.type_info(path[0]).expect("TaskRegs");
+    assert_eq!(t.size, Some(24));
+    assert_eq!(t.fields().len(), 3);
+}
