@@ -37,6 +37,10 @@
 //!     }
 //! }
 //!
+//! // Types by name (`ptype struct task_regs`, `ptype kernel::workloads::TaskRegs`).
+//! let ids = elf.types_named("struct task_regs")?;
+//! let rendered = elf.type_name(ids.first().copied());   // "struct task_regs"
+//!
 //! // CFI: one unwinder step for `bt`.
 //! let mut regs = Registers::new();
 //! regs.set(Register::RIP, Some(0x10_1234));
