@@ -145,11 +145,9 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `bench_symbols::run` (the symbols engineer's module) once it is part of xtask.
-fn symbols(_args: &[String]) -> Result<()> {
-    bail!(
-        "the symbols benchmark (xtask/src/bench_symbols.rs) is not wired into xtask yet; run guest/host parts meanwhile"
-    )
+/// `bench_symbols::run`: the symbols engineer's module (xtask/src/bench_symbols.rs).
+fn symbols(args: &[String]) -> Result<()> {
+    crate::bench_symbols::run(args)
 }
 
 fn a_command_line(args: &[String]) -> String {

@@ -10,6 +10,7 @@
 //! ```
 
 mod bench;
+mod bench_symbols;
 mod build;
 mod kallsyms;
 mod qemu;
