@@ -63,7 +63,7 @@ fn alignment() -> TestResult {
         // SAFETY: layout has non-zero size; the pointer is freed with the same layout.
         let p = unsafe { alloc::alloc::alloc(layout) };
         check!(!p.is_null(), "allocation with alignment {align} failed");
-        let ok = p as usize % align == 0;
+        let ok = (p as usize).is_multiple_of(align);
         // SAFETY: p came from alloc with this layout.
         unsafe { alloc::alloc::dealloc(p, layout) };
         check!(ok, "pointer {p:p} not aligned to {align}");

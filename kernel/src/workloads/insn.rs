@@ -181,14 +181,14 @@ pub fn expected(name: &str, x: u64) -> Option<u64> {
         "insn_pushf_popf" | "call_insn_ret_imm16" | "insn_rip_store" => x,
         "insn_cli_sti" | "insn_call_rel32" | "insn_call_reg" | "insn_jmp_reg" => x + 1,
         "call_insn_jcc_rel8" => {
-            if x % 2 == 0 {
+            if x.is_multiple_of(2) {
                 x + 2
             } else {
                 x + 1
             }
         }
         "call_insn_jcc_rel32" => {
-            if x % 2 == 0 {
+            if x.is_multiple_of(2) {
                 x + 1
             } else {
                 x + 2

@@ -489,8 +489,11 @@ fn insn_worker(_: u64) {
     }
 }
 
+/// A worker task: its name and entry point.
+pub type Worker = (&'static str, fn(u64));
+
 /// The worker tasks' names and entry points.
-pub const WORKERS: &[(&str, fn(u64))] = &[
+pub const WORKERS: &[Worker] = &[
     ("fork-worker", fork_worker),
     ("open-worker", open_worker),
     ("math-worker", math_worker),
