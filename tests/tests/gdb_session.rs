@@ -525,3 +525,28 @@ fn fatal_trap_is_shown_to_an_attached_gdb() {
     assert_eq!(exit, tests::KernelExit::Fatal, "console:\n{}", vm.console());
     assert!(vm.console().contains("FATAL"), "{}", vm.console());
 }
+
+#[test]
+fn a_fifth_hardware_breakpoint_is_a_clear_error() {
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let out = gdb(
+        &mut vm,
+        &[
+            "hbreak sys_open",
+            "hbreak spawn_task",
+            "hbreak fib",
+            "hbreak sum8",
+            "hbreak handle_request",
+            "continue",
+            "delete",
+            "detach",
+        ],
+    );
+    assert!(
+        out.contains("Could not insert hardware breakpoint")
+            || out.contains("too many hardware breakpoints"),
+        "gdb reports the exhausted debug registers:\n{out}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}
