@@ -9,6 +9,27 @@ use tests::{KernelExit, QemuConfig, Wiring};
 
 use crate::option_value;
 
+/// What to do about a missing QEMU.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Root with apt-get: install the package.
+    Install,
+    /// Anything else: stop with this one-line message.
+    Refuse(String),
+}
+
+fn plan(is_root: bool, has_apt: bool) -> Plan {
+    if is_root && has_apt {
+        Plan::Install
+    } else {
+        Plan::Refuse(format!(
+            "{} is missing (installing it needs root and apt-get); install it with: {}",
+            tests::QEMU,
+            tests::QEMU_INSTALL_HINT
+        ))
+    }
+}
+
 /// Makes sure `qemu-system-x86_64` is available: found on PATH, or installed
 /// with apt when we are root; otherwise an error with the exact command.
 pub fn ensure() -> Result<PathBuf> {
@@ -21,12 +42,8 @@ pub fn ensure() -> Result<PathBuf> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
     let has_apt = Command::new("apt-get").arg("--version").output().is_ok();
-    if !(is_root && has_apt) {
-        bail!(
-            "{} is missing and cannot be installed from here (needs root and apt-get). Install it with:\n    {}",
-            tests::QEMU,
-            tests::QEMU_INSTALL_HINT
-        );
+    if let Plan::Refuse(msg) = plan(is_root, has_apt) {
+        bail!("{msg}");
     }
     eprintln!(
         "xtask: {} not found; installing {} with apt-get",
@@ -49,7 +66,7 @@ pub fn ensure() -> Result<PathBuf> {
             .context("running apt-get")?;
         if !status.success() {
             bail!(
-                "apt-get {} failed ({status}); install QEMU by hand:\n    {}",
+                "apt-get {} failed ({status}); install QEMU by hand: {}",
                 args.join(" "),
                 tests::QEMU_INSTALL_HINT
             );
@@ -151,5 +168,22 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
             Ok(ExitCode::from(124))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn missing_qemu_plan() {
+        assert_eq!(plan(true, true), Plan::Install);
+        for (root, apt) in [(false, true), (true, false), (false, false)] {
+            let Plan::Refuse(msg) = plan(root, apt) else {
+                panic!("must refuse without root and apt");
+            };
+            assert!(!msg.contains('\n'), "one line: {msg}");
+            assert!(msg.contains("apt-get install -y qemu-system-x86"), "{msg}");
+        }
     }
 }
