@@ -74,7 +74,12 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     cfg.console = Wiring::File(console.clone());
     let mut vm = cfg.spawn()?;
     vm.wait_for_stub_port(Duration::from_secs(20))?;
-    eprintln!("xtask: kernel console in {}", console.display());
+    // Show the boot (banner, mode line) before the shell takes the terminal.
+    let _ = vm.wait_for_console("serve:", Duration::from_secs(10));
+    for line in vm.console().lines().take(5) {
+        println!("console: {}", line.trim_end());
+    }
+    eprintln!("xtask: kernel console continues in {}", console.display());
     let mut shell = Command::new(&kdbg);
     shell
         .arg("--connect")
