@@ -30,7 +30,7 @@ pub type Printer = std::sync::mpsc::Sender<String>;
 /// State shared with the event thread.
 pub struct Shared {
     pub client: Mutex<Option<Client>>,
-    pub elf: Option<Mutex<ElfCell>>,
+    pub elf: Option<Mutex<Elf>>,
     pub symtab: Option<Arc<SymbolTable>>,
     pub image: Option<Image>,
     pub probes: RwLock<BTreeMap<u32, ProbeDef>>,
@@ -50,25 +50,6 @@ pub struct Shared {
     /// (temporary breakpoints).
     pub stops: Mutex<Vec<StopReply>>,
     pub printer: Mutex<Option<Printer>>,
-}
-
-/// The symbols behind the session's mutex.
-///
-/// `symbols::Elf` is meant to be `Send` (its own test says so) but caches
-/// parsed DWARF units in `Rc`s while it is being written; those `Rc`s never
-/// leave the `Elf` (every query returns owned data), so moving the whole
-/// `Elf` between threads behind a `Mutex` is sound.
-pub struct ElfCell(pub Elf);
-
-// SAFETY: see the type's documentation: all `Rc`s inside `Elf` stay inside
-// it and are only touched by whoever holds the `Mutex<ElfCell>`.
-unsafe impl Send for ElfCell {}
-
-impl std::ops::Deref for ElfCell {
-    type Target = Elf;
-    fn deref(&self) -> &Elf {
-        &self.0
-    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -127,7 +108,7 @@ impl Shared {
         }
     }
 
-    pub fn elf(&self) -> Result<MutexGuard<'_, ElfCell>> {
+    pub fn elf(&self) -> Result<MutexGuard<'_, Elf>> {
         self.elf.as_ref().map(lock).ok_or_else(|| {
             anyhow!("no symbols loaded: start kdbg with --symbols ELF (or --kernel ELF)")
         })
@@ -427,7 +408,7 @@ impl Session {
                     .collect();
                 let image = Image::open(path)?;
                 (
-                    Some(Mutex::new(ElfCell(elf))),
+                    Some(Mutex::new(elf)),
                     Some(Arc::new(SymbolTable::new(entries))),
                     Some(image),
                 )
