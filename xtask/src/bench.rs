@@ -17,6 +17,7 @@
 
 mod guest;
 mod host;
+mod profile;
 mod report;
 mod rsp;
 
@@ -32,10 +33,11 @@ pub const DEFAULT_ITERATIONS: u64 = 20_000;
 const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub const USAGE: &str = "\
-usage: cargo xtask bench [guest|host|symbols] [--iterations N] [--elf PATH] [--no-docs]
+usage: cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH] [--no-docs]
   guest          probe costs in guest instructions (QEMU -icount shift=0)
   host           stub round trip, memory read throughput, event stream, time to prompt
   symbols        the symbols library on --elf PATH against binutils addr2line
+  profile        instructions of one hit per row, function by function (QEMU exec log)
   (none)         guest and host, and symbols when --elf is given
   --iterations N calls per guest row (default 20000)
   --no-docs      do not rewrite docs/BENCHMARKS.md (bench.json is still written)";
@@ -45,6 +47,7 @@ struct Args {
     guest: bool,
     host: bool,
     symbols: bool,
+    profile: bool,
     iterations: u64,
     docs: bool,
     /// Arguments handed to `bench_symbols::run` (`--elf PATH` and its own options).
@@ -57,6 +60,7 @@ fn parse(args: &[String]) -> Result<Args> {
         guest: false,
         host: false,
         symbols: false,
+        profile: false,
         iterations: DEFAULT_ITERATIONS,
         docs: true,
         symbols_args: Vec::new(),
@@ -65,7 +69,9 @@ fn parse(args: &[String]) -> Result<Args> {
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
-            p @ ("guest" | "host" | "symbols") if part.is_none() => part = Some(p.to_string()),
+            p @ ("guest" | "host" | "symbols" | "profile") if part.is_none() => {
+                part = Some(p.to_string())
+            }
             "--iterations" => {
                 let v = crate::option_value(args, &mut i, "--iterations")?;
                 a.iterations = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -88,6 +94,7 @@ fn parse(args: &[String]) -> Result<Args> {
         Some("guest") => a.guest = true,
         Some("host") => a.host = true,
         Some("symbols") => a.symbols = true,
+        Some("profile") => a.profile = true,
         _ => {
             a.guest = true;
             a.host = true;
@@ -105,6 +112,13 @@ fn parse(args: &[String]) -> Result<Args> {
 pub fn command(args: &[String]) -> Result<ExitCode> {
     let a = parse(args)?;
     let started = Instant::now();
+    if a.profile {
+        crate::qemu::ensure()?;
+        let kernel = crate::build::kernel()?;
+        eprintln!("xtask: bench profile: one call per row, QEMU execution log (about a minute)");
+        print!("{}", profile::run(&kernel, &report::qemu_version())?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut run = report::Run::new(&a_command_line(args));
     if a.guest || a.host {
         crate::qemu::ensure()?;
