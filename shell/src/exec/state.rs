@@ -544,35 +544,66 @@ pub fn info(s: &mut Session, args: &[String]) -> Result<Output> {
 
 fn info_args(s: &mut Session) -> Result<Output> {
     let regs = s.registers()?;
-    let elf = s.shared.elf()?;
-    let f = elf
-        .function_at(regs.rip)
-        .map_err(|e| anyhow!("no function at {:#x}: {e}", regs.rip))?;
-    let at_entry = f.entry == regs.rip;
-    let args = f
-        .params
-        .iter()
-        .map(|p| {
-            let value = match p.location {
-                ParamLocation::Register(r) => reg_value(&regs, r).map(|v| format!("{v:#x}")),
-                ParamLocation::RegisterPair(a, b) => {
-                    match (reg_value(&regs, a), reg_value(&regs, b)) {
-                        (Some(x), Some(y)) => Some(format!("{{{x:#x}, {y:#x}}}")),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            ArgInfo {
-                name: p.name.clone(),
-                type_name: p.type_name.clone(),
-                location: p.location.to_string(),
-                value,
+    // Shapes from DWARF (elf locked only here), then values (memory reads
+    // for strings go through the client).
+    let (fname, entry, params) = {
+        let elf = s.shared.elf()?;
+        let f = elf
+            .function_at(regs.rip)
+            .map_err(|e| anyhow!("no function at {:#x}: {e}", regs.rip))?;
+        let params: Vec<(symbols::Param, crate::capture::Shape, bool)> = f
+            .params
+            .iter()
+            .map(|p| {
+                let is_str =
+                    p.ty.and_then(|t| elf.resolve(t).ok())
+                        .is_some_and(|t| t.is_rust_str());
+                (
+                    p.clone(),
+                    crate::capture::shape_of(&elf, p.ty, &p.name),
+                    is_str,
+                )
+            })
+            .collect();
+        (f.name.clone(), f.entry, params)
+    };
+    let at_entry = entry == regs.rip;
+    let mut args = Vec::new();
+    for (p, shape, rust_str) in params {
+        let value = match p.location {
+            ParamLocation::Register(r) => {
+                reg_value(&regs, r).map(|v| render_value(s, v, &shape, None))
             }
-        })
-        .collect();
+            ParamLocation::RegisterPair(a, b) => match (reg_value(&regs, a), reg_value(&regs, b)) {
+                (Some(x), Some(y)) if rust_str => Some(render_value(
+                    s,
+                    x,
+                    &crate::capture::Shape::Str { len: None },
+                    Some(y),
+                )),
+                (Some(x), Some(y)) => Some(format!("{{{x:#x}, {y:#x}}}")),
+                _ => None,
+            },
+            ParamLocation::Stack { offset } => regs
+                .get("rsp")
+                .and_then(|sp| {
+                    let a = sp.checked_add_signed(offset)?;
+                    let b = s.client().ok()?.read_memory(a, 8).ok()?;
+                    Some(u64::from_le_bytes(b.try_into().ok()?))
+                })
+                .filter(|_| at_entry)
+                .map(|v| render_value(s, v, &shape, None)),
+            ParamLocation::Unavailable => None,
+        };
+        args.push(ArgInfo {
+            name: p.name.clone(),
+            type_name: p.type_name.clone(),
+            location: p.location.to_string(),
+            value,
+        });
+    }
     Ok(Output::Args {
-        function: f.name.clone(),
+        function: fname,
         args,
         note: (!at_entry).then(|| {
             format!(
@@ -581,6 +612,27 @@ fn info_args(s: &mut Session) -> Result<Output> {
             )
         }),
     })
+}
+
+/// A value as events show it; strings are read from the target.
+fn render_value(s: &Session, v: u64, shape: &crate::capture::Shape, len: Option<u64>) -> String {
+    if let crate::capture::Shape::Str { .. } = shape
+        && v != 0
+    {
+        let want = len.map_or(64, |l| l.min(256) as usize);
+        if let Ok(mut c) = s.client()
+            && let Ok(bytes) = c.read_memory(v, want)
+        {
+            let n = if len.is_some() {
+                bytes.len()
+            } else {
+                bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len())
+            };
+            return format!("{v:#x} {}", crate::events::quote(&bytes[..n]));
+        }
+        return format!("{v:#x} <fault>");
+    }
+    crate::events::render_number(v, shape, &*s.shared).1
 }
 
 fn reg_value(r: &RegisterFile, reg: Register) -> Option<u64> {
