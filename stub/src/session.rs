@@ -42,6 +42,9 @@ pub struct Session {
     stepping: bool,
     /// A complete packet in the framer waits for the stop loop.
     pending: bool,
+    /// The kernel stopped only because a packet started while nobody was
+    /// attached: if no valid packet follows soon, it was line noise.
+    tentative: bool,
 }
 
 // SAFETY: `Machine` holds the COM2 handle, the static packet buffer and the
@@ -55,7 +58,12 @@ pub static SESSION: Mutex<Session> = Mutex::new(Session {
     attached: false,
     stepping: false,
     pending: false,
+    tentative: false,
 });
+
+/// How long a tentative stop (a `$` while detached) waits for the rest of a
+/// valid packet, in TSC ticks (about a second or more on any host).
+const TENTATIVE_TICKS: u64 = 2_000_000_000;
 
 /// gdbstub's packet buffer. Only the one live machine borrows it.
 static mut PACKET_BUFFER: [u8; MAX_PACKET] = [0; MAX_PACKET];
@@ -133,6 +141,7 @@ impl Session {
         self.target.resume = Resume::Continue;
         self.restart();
         self.framer.reset();
+        self.tentative = false;
         if reason == DisconnectReason::Kill {
             (self.target.ops.kill)();
         }
@@ -169,6 +178,7 @@ impl Session {
         // let the scheduler switch away under the debugger).
         arch::cpu::disable_interrupts();
         let uart = Com2::new().0;
+        let mut started: Option<u64> = None;
         if core::mem::take(&mut self.pending) {
             match self.feed_packet() {
                 Fed::Resumed => return self.resume(frame),
@@ -195,9 +205,22 @@ impl Session {
                 }
             }
             let Some(b) = uart.try_read_byte() else {
+                if self.tentative && !self.attached {
+                    let now = arch::cpu::rdtsc();
+                    let since = *started.get_or_insert(now);
+                    if now.wrapping_sub(since) > TENTATIVE_TICKS {
+                        // Noise that looked like a packet start: nobody is
+                        // there. Forget it and let the kernel run.
+                        self.framer.reset();
+                        self.tentative = false;
+                        self.target.resume = Resume::Continue;
+                        break;
+                    }
+                }
                 core::hint::spin_loop();
                 continue;
             };
+            started = None;
             let fed = match self.framer.feed(b) {
                 Frame::None | Frame::Nak => Fed::Stay,
                 Frame::Ack => self.feed(b"+"),
@@ -297,7 +320,9 @@ impl Session {
             }
             Frame::None if !running && self.framer.busy() => {
                 // A packet starts while nobody is attached: stop the kernel
-                // so the stop loop can answer the handshake.
+                // so the stop loop can answer the handshake (or give up if
+                // it was noise, see `tentative`).
+                self.tentative = !self.attached;
                 Some(StopReason::SignalWithThread {
                     tid: self.target.current_tid(),
                     signal: SIGINT,

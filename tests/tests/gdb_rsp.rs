@@ -254,3 +254,29 @@ fn ctrl_c_flood_gives_one_stop_and_vanishing_host_is_survived() {
     std::thread::sleep(Duration::from_millis(300));
     assert_alive(&mut vm);
 }
+
+#[test]
+fn a_dangling_packet_start_while_detached_does_not_hang_the_kernel() {
+    let mut vm = Qemu::boot("serve").expect("boot the kernel");
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("serve mode starts");
+    let mut s = Raw::connect(&mut vm);
+    // A `$` with no end: looks like the start of a packet, then silence.
+    s.send_raw(b"$qSupp\x00\xff");
+    let activity = |vm: &Qemu| vm.console().matches("activity:").count();
+    let before = activity(&vm);
+    // serve prints one activity line per second while the kernel runs.
+    vm.wait_for(
+        "the kernel to keep running",
+        Duration::from_secs(30),
+        |vm| (activity(vm) >= before + 3).then_some(()),
+    )
+    .expect("the kernel resumed after the dangling packet start");
+    // A real debugger still attaches.
+    let sup = s.ask("qSupported:swbreak+");
+    assert!(sup.contains("PacketSize="), "{sup}");
+    assert!(s.ask("?").contains("thread:"));
+    assert_eq!(s.ask("D"), "OK");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}
