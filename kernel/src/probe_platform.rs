@@ -78,6 +78,7 @@ pub fn platform() -> Platform {
         is_blacklisted,
         read,
         write,
+        direct_stack: true,
         write_text,
         slot_area: arch::slots::area,
         trampoline: arch::trampoline::address,

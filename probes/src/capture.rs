@@ -1,14 +1,27 @@
 //! Capture probes: turning a hit into an event record in the ring.
 //!
-//! Everything here runs on the hit path: the event is built on the stack,
-//! every memory read goes through the platform's fault-safe read (a bad
-//! address becomes a fault marker), and the encoded record is pushed into
-//! this CPU's ring (full: the probe's drop counter grows).
+//! The hit path writes a compact *raw* record straight into this CPU's ring
+//! (a fixed header, the fetch results, the stack bytes): no `proto::Event`
+//! is built and no checksum computed while the probed code waits. Every
+//! memory read goes through the platform's fault-safe read (a bad address
+//! becomes a fault marker). The consumer turns raw records into
+//! checksummed `proto::Record` encodings when it drains ([`to_record`]).
+//!
+//! Raw record (little-endian):
+//!
+//! ```text
+//! 0   u32 probe id     4 u8 kind   5 u8 cpu   6 u8 flags   7 u8 result count
+//! 8   u32 task         12 u8 stack byte count  13..16 zero
+//! 16  u64 tsc          24 u64 ip   32 u64 args[6]   80 u64 ret   88 u64 duration
+//! 96  results: u8 tag 0 + u64 value | tag 1 + u64 addr + u8 len + bytes | tag 2 + u64 addr
+//!     stack bytes
+//! ```
+//! flags: bit 0 ret valid, bit 1 duration valid, bit 2 a string was truncated.
 
 use core::sync::atomic::Ordering;
 
 use arch::TrapFrame;
-use proto::event::MAX_RECORD;
+use proto::fetch::{MAX_OPS, MAX_STACK, MAX_STRING};
 use proto::{Base, CaptureSpec, Event, EventKind, FetchKind, FetchResult, Record, Reg};
 
 use crate::platform::Platform;
@@ -28,6 +41,17 @@ pub(crate) struct Hit<'a> {
     pub ret: Option<u64>,
     pub duration: Option<u64>,
 }
+
+const HEADER: usize = 96;
+const PAGE: u64 = 4096;
+const TAG_VALUE: u8 = 0;
+const TAG_STRING: u8 = 1;
+const TAG_FAULT: u8 = 2;
+const FLAG_RET: u8 = 1;
+const FLAG_DURATION: u8 = 2;
+const FLAG_TRUNCATED: u8 = 4;
+/// Most bytes of fetch results in one raw record.
+const RESULTS_MAX: usize = MAX_OPS * (1 + 8 + 1) + proto::event::MAX_STRING_BYTES;
 
 fn reg_value(frame: &TrapFrame, r: Reg) -> u64 {
     match r {
@@ -51,84 +75,138 @@ fn reg_value(frame: &TrapFrame, r: Reg) -> u64 {
     }
 }
 
-/// Runs the fetch program and the stack copy into `ev`.
-pub(crate) fn fetch(
-    pf: &Platform,
-    spec: &CaptureSpec,
-    frame: &TrapFrame,
-    args: &[u64; 6],
-    stack_at: u64,
-    ev: &mut Event,
-) {
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(dst) = buf.get_mut(at..at + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+}
+
+/// Fetch results being appended to a raw record.
+struct Results {
+    buf: [u8; RESULTS_MAX],
+    len: usize,
+    count: u8,
+    /// Base value of each result, for `$J` bases ...
+    bases: [u64; MAX_OPS],
+    /// ... valid where the bit is set (not for faults).
+    valid: u8,
+    truncated: bool,
+}
+
+impl Results {
+    fn push(&mut self, tag: u8, addr_or_value: u64, string: Option<&[u8]>) {
+        // Strings share MAX_STRING_BYTES: a string that does not fit is cut
+        // (and flagged truncated).
+        let room = self.buf.len().saturating_sub(self.len + 10);
+        let string = string.map(|s| {
+            if s.len() > room {
+                self.truncated = true;
+            }
+            s.get(..room.min(s.len())).unwrap_or(&[])
+        });
+        let need = 1 + 8 + string.map_or(0, |s| 1 + s.len());
+        if self.len + need > self.buf.len() {
+            return;
+        }
+        let at = self.len;
+        put(&mut self.buf, at, &[tag]);
+        put(&mut self.buf, at + 1, &addr_or_value.to_le_bytes());
+        if let Some(s) = string {
+            #[allow(clippy::cast_possible_truncation)] // s.len() <= MAX_STRING
+            put(&mut self.buf, at + 9, &[s.len() as u8]);
+            put(&mut self.buf, at + 10, s);
+        }
+        self.len += need;
+        if let Some(b) = self.bases.get_mut(usize::from(self.count)) {
+            *b = addr_or_value;
+            if tag != TAG_FAULT {
+                self.valid |= 1 << self.count;
+            }
+        }
+        self.count += 1;
+    }
+}
+
+/// Runs the fetch program (fault-safe reads) into `out`.
+fn fetch(pf: &Platform, spec: &CaptureSpec, frame: &TrapFrame, args: &[u64; 6], out: &mut Results) {
     for op in spec.program.ops() {
         let base = match op.base {
             Base::Reg(r) => Some(reg_value(frame, r)),
             Base::Arg(i) => args.get(usize::from(i)).copied(),
-            Base::Result(j) => ev
-                .results()
+            Base::Result(j) => out
+                .bases
                 .get(usize::from(j))
-                .and_then(|r| r.base_value()),
+                .copied()
+                .filter(|_| out.valid & (1u8 << (j & 7)) != 0),
         };
         let Some(base) = base else {
-            let _ = ev.push_result(FetchResult::Fault { addr: 0 });
+            out.push(TAG_FAULT, 0, None);
             continue;
         };
         let addr = base.wrapping_add_signed(op.offset);
         match op.kind {
             FetchKind::Str(limit) => {
-                let mut buf = [0u8; proto::fetch::MAX_STRING];
+                let mut buf = [0u8; MAX_STRING];
                 let limit = usize::from(limit).min(buf.len());
                 let mut n = 0;
                 let mut ok = true;
                 let mut ended = false;
+                // Page by page: one fault-safe read per page, then look for
+                // the NUL (bytes after it on a mapped page are harmless).
                 while n < limit {
-                    let Some(b) = buf.get_mut(n..n + 1) else {
+                    let a = addr.wrapping_add(n as u64);
+                    let in_page = usize::try_from(PAGE - (a % PAGE)).unwrap_or(limit);
+                    let chunk = (limit - n).min(in_page);
+                    let Some(dst) = buf.get_mut(n..n + chunk) else {
                         break;
                     };
-                    if !(pf.read)(addr.wrapping_add(n as u64), b) {
-                        ok = false;
+                    if !(pf.read)(a, dst) {
+                        // Part of the chunk is unreadable: byte by byte up
+                        // to the fault.
+                        for (i, b) in dst.iter_mut().enumerate() {
+                            if !(pf.read)(a.wrapping_add(i as u64), core::slice::from_mut(b)) {
+                                ok = false;
+                                break;
+                            }
+                            if *b == 0 {
+                                ended = true;
+                                break;
+                            }
+                            n += 1;
+                        }
                         break;
                     }
-                    if b.first() == Some(&0) {
+                    if let Some(z) = dst.iter().position(|&b| b == 0) {
+                        n += z;
                         ended = true;
                         break;
                     }
-                    n += 1;
+                    n += chunk;
                 }
                 if !ok && n == 0 {
-                    let _ = ev.push_result(FetchResult::Fault { addr });
+                    out.push(TAG_FAULT, addr, None);
                 } else {
-                    if !ended {
-                        ev.truncated = true;
-                    }
-                    let _ = ev.push_string(addr, buf.get(..n).unwrap_or(&[]));
+                    out.truncated |= !ended;
+                    out.push(TAG_STRING, addr, Some(buf.get(..n).unwrap_or(&[])));
                 }
             }
             kind => {
-                let size = kind.size();
                 let mut b = [0u8; 8];
-                let ok = b.get_mut(..size).is_some_and(|dst| (pf.read)(addr, dst));
-                let r = if ok {
-                    FetchResult::Value(u64::from_le_bytes(b))
+                let ok = b
+                    .get_mut(..kind.size())
+                    .is_some_and(|dst| (pf.read)(addr, dst));
+                if ok {
+                    out.push(TAG_VALUE, u64::from_le_bytes(b), None);
                 } else {
-                    FetchResult::Fault { addr }
-                };
-                let _ = ev.push_result(r);
+                    out.push(TAG_FAULT, addr, None);
+                }
             }
-        }
-    }
-    let n = usize::from(spec.stack_bytes).min(proto::fetch::MAX_STACK);
-    if n > 0 {
-        let mut buf = [0u8; proto::fetch::MAX_STACK];
-        if let Some(dst) = buf.get_mut(..n)
-            && (pf.read)(stack_at, dst)
-        {
-            ev.set_stack(dst);
         }
     }
 }
 
-/// Builds the event of a hit, runs its capture, and pushes it into `ring`.
+/// Writes the raw record of a hit (with its capture) into `ring`; counts a
+/// drop on the probe when it does not fit.
 pub(crate) fn record(
     pf: &Platform,
     ring: &CpuRing,
@@ -137,21 +215,170 @@ pub(crate) fn record(
     frame: &TrapFrame,
     stack_at: u64,
 ) {
-    let mut ev = Event::new(hit.probe.id.0, hit.kind);
-    ev.cpu = u8::try_from(hit.cpu).unwrap_or(u8::MAX);
-    ev.task = hit.task;
-    ev.tsc = hit.tsc;
-    ev.ip = hit.ip;
-    ev.args = hit.args;
-    ev.ret = hit.ret;
-    ev.duration = hit.duration;
-    fetch(pf, spec, frame, &hit.args, stack_at, &mut ev);
-    let mut buf = [0u8; MAX_RECORD];
-    let pushed = match Record::Event(ev).encode(&mut buf) {
-        Ok(n) => ring.push(&[buf.get(..n).unwrap_or(&[])]),
-        Err(_) => false,
+    if spec.program.is_empty() && spec.stack_bytes == 0 {
+        // The common case: no buffers to clear (under -icount every byte
+        // of a cleared buffer costs an instruction).
+        let h = header(hit, 0, 0, false);
+        if !ring.push(&[&h]) {
+            hit.probe.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    record_with_capture(pf, ring, hit, spec, frame, stack_at);
+}
+
+#[inline(never)]
+fn record_with_capture(
+    pf: &Platform,
+    ring: &CpuRing,
+    hit: &Hit<'_>,
+    spec: &CaptureSpec,
+    frame: &TrapFrame,
+    stack_at: u64,
+) {
+    let mut results = Results {
+        buf: [0; RESULTS_MAX],
+        len: 0,
+        count: 0,
+        bases: [0; MAX_OPS],
+        valid: 0,
+        truncated: false,
     };
-    if !pushed {
+    if !spec.program.is_empty() {
+        fetch(pf, spec, frame, &hit.args, &mut results);
+    }
+    let mut stack = [0u8; MAX_STACK];
+    let mut nstack = usize::from(spec.stack_bytes).min(MAX_STACK);
+    if nstack > 0
+        && !stack
+            .get_mut(..nstack)
+            .is_some_and(|dst| (pf.read)(stack_at, dst))
+    {
+        nstack = 0;
+    }
+    let h = header(hit, results.count, nstack, results.truncated);
+    let parts: [&[u8]; 3] = [
+        &h,
+        results.buf.get(..results.len).unwrap_or(&[]),
+        stack.get(..nstack).unwrap_or(&[]),
+    ];
+    if !ring.push(&parts) {
         hit.probe.dropped.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The fixed part of a raw record, built as words (no byte-wise clearing).
+fn header(hit: &Hit<'_>, nresults: u8, nstack: usize, truncated: bool) -> [u8; HEADER] {
+    let flags = if hit.ret.is_some() { FLAG_RET } else { 0 }
+        | if hit.duration.is_some() {
+            FLAG_DURATION
+        } else {
+            0
+        }
+        | if truncated { FLAG_TRUNCATED } else { 0 };
+    let w0 = u64::from(hit.probe.id.0)
+        | u64::from(hit.kind as u8) << 32
+        | u64::from(u8::try_from(hit.cpu).unwrap_or(u8::MAX)) << 40
+        | u64::from(flags) << 48
+        | u64::from(nresults) << 56;
+    #[allow(clippy::cast_possible_truncation)] // nstack <= MAX_STACK
+    let w1 = u64::from(hit.task) | u64::from(nstack as u8) << 32;
+    let [a0, a1, a2, a3, a4, a5] = hit.args;
+    let words: [u64; HEADER / 8] = [
+        w0,
+        w1,
+        hit.tsc,
+        hit.ip,
+        a0,
+        a1,
+        a2,
+        a3,
+        a4,
+        a5,
+        hit.ret.unwrap_or(0),
+        hit.duration.unwrap_or(0),
+    ];
+    // SAFETY: [u64; 12] and [u8; 96] have the same size; every byte
+    // pattern is a valid u8 and x86_64 is little-endian like the format.
+    unsafe { core::mem::transmute::<[u64; HEADER / 8], [u8; HEADER]>(words) }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.buf.get(self.pos..self.pos + n)?;
+        self.pos += n;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.bytes(1)?.first().copied()
+    }
+    fn u64(&mut self) -> Option<u64> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.bytes(8)?);
+        Some(u64::from_le_bytes(a))
+    }
+}
+
+fn kind_of(code: u8) -> Option<EventKind> {
+    [
+        EventKind::Kprobe,
+        EventKind::JprobeEntry,
+        EventKind::Capture,
+        EventKind::KretprobeReturn,
+    ]
+    .into_iter()
+    .find(|k| *k as u8 == code)
+}
+
+/// Decodes a raw record into an event.
+pub(crate) fn to_event(raw: &[u8]) -> Option<Event> {
+    let mut r = Reader { buf: raw, pos: 0 };
+    let mut id = [0u8; 4];
+    id.copy_from_slice(r.bytes(4)?);
+    let kind = kind_of(r.u8()?)?;
+    let mut ev = Event::new(u32::from_le_bytes(id), kind);
+    ev.cpu = r.u8()?;
+    let flags = r.u8()?;
+    let count = r.u8()?;
+    let mut task = [0u8; 4];
+    task.copy_from_slice(r.bytes(4)?);
+    ev.task = u32::from_le_bytes(task);
+    let nstack = usize::from(r.u8()?);
+    r.bytes(3)?;
+    ev.tsc = r.u64()?;
+    ev.ip = r.u64()?;
+    for a in ev.args.iter_mut() {
+        *a = r.u64()?;
+    }
+    let ret = r.u64()?;
+    let duration = r.u64()?;
+    ev.ret = (flags & FLAG_RET != 0).then_some(ret);
+    ev.duration = (flags & FLAG_DURATION != 0).then_some(duration);
+    ev.truncated = flags & FLAG_TRUNCATED != 0;
+    for _ in 0..count {
+        let tag = r.u8()?;
+        let v = r.u64()?;
+        match tag {
+            TAG_VALUE => ev.push_result(FetchResult::Value(v)).ok()?,
+            TAG_FAULT => ev.push_result(FetchResult::Fault { addr: v }).ok()?,
+            TAG_STRING => {
+                let n = usize::from(r.u8()?);
+                let s = r.bytes(n)?;
+                ev.push_string(v, s).ok()?;
+            }
+            _ => return None,
+        }
+    }
+    ev.set_stack(r.bytes(nstack)?);
+    Some(ev)
+}
+
+/// Turns a raw record into a checksummed `proto::Record` encoding in `out`.
+pub(crate) fn to_record(raw: &[u8], out: &mut [u8]) -> Option<usize> {
+    Record::Event(to_event(raw)?).encode(out).ok()
 }

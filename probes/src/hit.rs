@@ -14,20 +14,37 @@ use crate::platform::Platform;
 use crate::point::Point;
 use crate::probe::{Action, Probe};
 
-/// The interrupted stack through the platform's fault-safe accessors.
+/// A word of the interrupted context's stack.
+fn stack_read(pf: &Platform, addr: u64) -> Option<u64> {
+    if pf.direct_stack {
+        // SAFETY: the kernel vouches (`Platform::direct_stack`) that the
+        // interrupted stack is mapped; this is the word the probed
+        // instruction (or the call that entered the function) accesses.
+        return Some(unsafe { (addr as *const u64).read_unaligned() });
+    }
+    let mut b = [0u8; 8];
+    (pf.read)(addr, &mut b).then(|| u64::from_le_bytes(b))
+}
+
+/// Writes a word of the interrupted context's stack.
+fn stack_write(pf: &Platform, addr: u64, value: u64) -> bool {
+    if pf.direct_stack {
+        // SAFETY: as in `stack_read`.
+        unsafe { (addr as *mut u64).write_unaligned(value) };
+        return true;
+    }
+    (pf.write)(addr, &value.to_le_bytes())
+}
+
+/// The interrupted stack for emulated pushes and pops.
 struct PlatformStack<'a>(&'a Platform);
 
 impl StackMem for PlatformStack<'_> {
     fn read_u64(&mut self, addr: u64) -> Result<u64, EmuFault> {
-        let mut b = [0u8; 8];
-        if (self.0.read)(addr, &mut b) {
-            Ok(u64::from_le_bytes(b))
-        } else {
-            Err(EmuFault { addr, write: false })
-        }
+        stack_read(self.0, addr).ok_or(EmuFault { addr, write: false })
     }
     fn write_u64(&mut self, addr: u64, value: u64) -> Result<(), EmuFault> {
-        if (self.0.write)(addr, &value.to_le_bytes()) {
+        if stack_write(self.0, addr, value) {
             Ok(())
         } else {
             Err(EmuFault { addr, write: true })
@@ -59,7 +76,7 @@ impl Core {
         if matches!(cur.state, State::SingleStep | State::Reenter) {
             // SAFETY: a non-idle control block pins its point (see `grace`).
             if let Some(point) = unsafe { cur.point.as_ref() }
-                && point.slot.is_some_and(|s| s.trap_rip == frame.rip)
+                && point.slot.as_ref().is_some_and(|s| s.trap_rip == frame.rip)
             {
                 self.finish_out_of_line(kcb, cur, point, frame);
                 return true;
@@ -173,7 +190,7 @@ impl Core {
                 }
             }
             Execution::OutOfLine { .. } => {
-                let Some(slot) = point.slot else {
+                let Some(slot) = point.slot.as_ref() else {
                     (pf.fatal)("kdbg: out-of-line probe point without a slot");
                 };
                 match slot.boost {
@@ -250,11 +267,8 @@ impl Core {
                 false
             }
             Action::Kretprobe(pool) => {
-                let read = |a: u64| {
-                    let mut b = [0u8; 8];
-                    (pf.read)(a, &mut b).then(|| u64::from_le_bytes(b))
-                };
-                let write = |a: u64, v: u64| (pf.write)(a, &v.to_le_bytes());
+                let read = |a: u64| stack_read(pf, a);
+                let write = |a: u64, v: u64| stack_write(pf, a, v);
                 let env = Env {
                     read_u64: &read,
                     write_u64: &write,
@@ -366,6 +380,7 @@ impl Core {
                 if let Some(point) = unsafe { cur.point.as_ref() }
                     && point
                         .slot
+                        .as_ref()
                         .is_some_and(|s| s.trap_rip.wrapping_sub(1) == frame.rip)
                 {
                     self.finish_out_of_line(kcb, cur, point, frame);
@@ -374,7 +389,7 @@ impl Core {
             State::Idle => {
                 if let Some(addr) = self.slot_owner(frame.rip)
                     && let Some(point) = self.table.get(addr)
-                    && let Some(slot) = point.slot
+                    && let Some(slot) = point.slot.as_ref()
                     && let Some((next, set_if)) =
                         slot.after_boosted_insn(&point.analysis, frame.rip)
                 {
@@ -410,7 +425,10 @@ impl Core {
         let point = unsafe { cur.point.as_ref() };
         match (cur.state, point) {
             (State::SingleStep | State::Reenter, Some(point))
-                if point.slot.is_some_and(|s| s.trap_entry == frame.rip) =>
+                if point
+                    .slot
+                    .as_ref()
+                    .is_some_and(|s| s.trap_entry == frame.rip) =>
             {
                 // The out-of-line instruction faulted: make it look in place.
                 frame.rip = point.addr;
@@ -434,7 +452,7 @@ impl Core {
                     return false;
                 };
                 if let Some(point) = self.table.get(addr)
-                    && let Some(slot) = point.slot
+                    && let Some(slot) = point.slot.as_ref()
                     && let Some((orig, set_if)) = slot.fault_origin(&point.analysis, frame.rip)
                 {
                     frame.rip = orig;

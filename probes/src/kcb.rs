@@ -3,8 +3,9 @@
 //!
 //! Only the owning CPU reads or writes the state, from trap handlers with
 //! interrupts off; nested traps (a probe hit inside a handler) are the only
-//! concurrency, so the state is copied in and out, never borrowed across a
-//! call that can trap. `pins` and `gen` are what other CPUs look at: a
+//! concurrency and happen only inside calls (handlers, platform functions),
+//! so the state is copied in and out, never borrowed across a call, and
+//! plain reads after a call see what a nested hit wrote. `pins` and `gen` are what other CPUs look at: a
 //! writer retiring a point waits until every CPU with pins has moved on.
 
 use core::cell::UnsafeCell;
@@ -32,6 +33,11 @@ pub enum State {
     /// A single-stepping context (TF) runs the step pad; its #DB sends it
     /// to `Level::target`.
     StepPad,
+}
+
+/// The state outlives the trap handler that set it.
+fn persists(s: State) -> bool {
+    matches!(s, State::SingleStep | State::Reenter | State::StepPad)
 }
 
 /// One level of the control block.
@@ -72,7 +78,8 @@ struct Levels {
 /// One CPU's control block.
 pub(crate) struct Kcb {
     levels: UnsafeCell<Levels>,
-    /// Hook entries in progress plus one while `cur` is not idle.
+    /// Hook entries in progress, plus one while `cur` is a state that
+    /// outlives its trap (a slot or the step pad is running).
     pins: AtomicU32,
     /// Incremented every time `pins` drops to zero.
     epoch: AtomicU64,
@@ -96,31 +103,33 @@ impl Kcb {
 
     pub fn cur(&self) -> Level {
         // SAFETY: owning CPU only; a plain copy, no reference is kept.
-        unsafe { ptr::read_volatile(ptr::addr_of!((*self.levels.get()).cur)) }
+        unsafe { ptr::read(ptr::addr_of!((*self.levels.get()).cur)) }
     }
 
     pub fn prev(&self) -> Level {
         // SAFETY: as in `cur`.
-        unsafe { ptr::read_volatile(ptr::addr_of!((*self.levels.get()).prev)) }
+        unsafe { ptr::read(ptr::addr_of!((*self.levels.get()).prev)) }
     }
 
-    /// Sets the current level, keeping the "not idle" pin in step.
+    /// Sets the current level. States that outlive the trap handler (the
+    /// CPU runs a slot or the step pad with this level pending) hold a pin
+    /// of their own; the others are covered by the hook's pin.
     pub fn set_cur(&self, l: Level) {
-        let was_idle = self.cur().state == State::Idle;
-        let idle = l.state == State::Idle;
-        if was_idle && !idle {
+        let was = persists(self.cur().state);
+        let now = persists(l.state);
+        if !was && now {
             self.pin();
         }
         // SAFETY: as in `cur`.
-        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*self.levels.get()).cur), l) };
-        if !was_idle && idle {
+        unsafe { ptr::write(ptr::addr_of_mut!((*self.levels.get()).cur), l) };
+        if was && !now {
             self.unpin();
         }
     }
 
     pub fn set_prev(&self, l: Level) {
         // SAFETY: as in `cur`.
-        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*self.levels.get()).prev), l) };
+        unsafe { ptr::write(ptr::addr_of_mut!((*self.levels.get()).prev), l) };
     }
 
     /// Entering a hook (before any table lookup).

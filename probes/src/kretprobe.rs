@@ -110,11 +110,11 @@ impl Instance {
     fn get(&self) -> InstState {
         // SAFETY: the instance is owned by one task (or the free list) at a
         // time; a plain copy out.
-        unsafe { ptr::read_volatile(self.state.get()) }
+        unsafe { ptr::read(self.state.get()) }
     }
     fn set(&self, s: InstState) {
         // SAFETY: as in `get`.
-        unsafe { ptr::write_volatile(self.state.get(), s) }
+        unsafe { ptr::write(self.state.get(), s) }
     }
 }
 

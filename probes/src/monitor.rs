@@ -56,15 +56,23 @@ impl Core {
             .fold(RingStats::default(), |acc, r| acc.plus(r.stats()))
     }
 
-    /// Moves every queued record (an encoded `proto::Record`) to `f`, oldest
+    /// Moves every queued record to `f` as an encoded `proto::Record`, oldest
     /// first per CPU. Returns how many were delivered.
     pub fn drain(&self, f: &mut dyn FnMut(&[u8])) -> usize {
         let _consumer = self.drain_lock.lock();
-        let mut buf = [0u8; crate::ring::MAX_RECORD];
+        let mut raw = [0u8; crate::ring::MAX_RECORD];
+        let mut out = [0u8; proto::event::MAX_RECORD];
         let mut n = 0;
         for ring in &self.rings {
-            while let Some(len) = ring.pop(&mut buf) {
-                f(buf.get(..len).unwrap_or(&[]));
+            while let Some(len) = ring.pop(&mut raw) {
+                // Raw records become checksummed proto records here, off
+                // the hit path.
+                if let Some(m) = raw
+                    .get(..len)
+                    .and_then(|r| crate::capture::to_record(r, &mut out))
+                {
+                    f(out.get(..m).unwrap_or(&[]));
+                }
                 n += 1;
             }
         }

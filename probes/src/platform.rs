@@ -51,6 +51,11 @@ pub struct Platform {
     /// Fault-safe write of kernel data (the stack, for emulated pushes and
     /// kretprobe return-address hijacking): `false` if unmapped.
     pub write: fn(u64, &[u8]) -> bool,
+    /// The interrupted context's stack is always mapped kernel memory: the
+    /// hit path may read and write the words at `rsp` that the probed
+    /// instruction itself would (emulated push/pop/call/ret, the kretprobe
+    /// return address) directly instead of through `read`/`write`.
+    pub direct_stack: bool,
     /// Writes kernel text (int3 bytes, slot code), serialised for this CPU.
     pub write_text: fn(u64, &[u8]),
     /// Executable memory within +-2 GB of kernel text for out-of-line slots.

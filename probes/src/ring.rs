@@ -87,23 +87,34 @@ impl CpuRing {
         true
     }
 
+    /// Copies `bytes` to ring position `at` (two pieces when it wraps).
     fn put(&self, at: usize, bytes: &[u8]) {
         let base = self.buf.get().cast::<u8>();
-        for (i, &b) in bytes.iter().enumerate() {
-            let idx = at.wrapping_add(i) % RING_BYTES;
-            // SAFETY: idx < RING_BYTES; the bytes between head and tail+size
-            // belong to the producer until `head` is published.
-            unsafe { base.add(idx).write_volatile(b) };
+        let idx = at % RING_BYTES;
+        let first = bytes.len().min(RING_BYTES - idx);
+        let (a, b) = bytes.split_at(first);
+        // SAFETY: idx + a.len() <= RING_BYTES and b.len() <= RING_BYTES -
+        // a.len() (records are at most MAX_RECORD < RING_BYTES); the bytes
+        // between head and tail + RING_BYTES belong to the producer until
+        // `head` is published (Release), and the consumer reads them only
+        // after loading `head` (Acquire).
+        unsafe {
+            core::ptr::copy_nonoverlapping(a.as_ptr(), base.add(idx), a.len());
+            core::ptr::copy_nonoverlapping(b.as_ptr(), base, b.len());
         }
     }
 
+    /// Copies ring bytes at position `at` into `out`.
     fn get(&self, at: usize, out: &mut [u8]) {
         let base = self.buf.get().cast::<u8>();
-        for (i, b) in out.iter_mut().enumerate() {
-            let idx = at.wrapping_add(i) % RING_BYTES;
-            // SAFETY: idx < RING_BYTES; the bytes between tail and head are
-            // published by the producer and owned by the consumer.
-            *b = unsafe { base.add(idx).read_volatile() };
+        let idx = at % RING_BYTES;
+        let first = out.len().min(RING_BYTES - idx);
+        let (a, b) = out.split_at_mut(first);
+        // SAFETY: as in `put`, for the published bytes between tail and
+        // head, which the (serialised) consumer owns.
+        unsafe {
+            core::ptr::copy_nonoverlapping(base.add(idx), a.as_mut_ptr(), a.len());
+            core::ptr::copy_nonoverlapping(base, b.as_mut_ptr(), b.len());
         }
     }
 

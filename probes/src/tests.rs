@@ -140,6 +140,7 @@ fn platform() -> Platform {
         is_blacklisted: |a| (BLACK..BLACK + 4).contains(&a),
         read: fake_read,
         write: fake_write,
+        direct_stack: false,
         write_text: fake_write_text,
         slot_area: || (SLOTS, 16 * arch::slots::SLOT_SIZE),
         trampoline: || TRAMP,
