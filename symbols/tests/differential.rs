@@ -12,12 +12,14 @@ mod common;
 
 use symbols::Elf;
 
-const FLAG_SETS: [&[&str]; 5] = [
+const FLAG_SETS: [&[&str]; 7] = [
     &["-f", "-i"],
     &["-f", "-i", "-C"],
     &["-a", "-f"],
     &[],
     &["-p", "-f", "-i", "-s"],
+    &["-i"],
+    &["-a", "-p", "-i", "-C"],
 ];
 
 fn compare(path: &std::path::Path, addrs: &[u64]) {
