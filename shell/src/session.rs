@@ -50,6 +50,8 @@ pub struct Shared {
     /// (temporary breakpoints).
     pub stops: Mutex<Vec<StopReply>>,
     pub printer: Mutex<Option<Printer>>,
+    /// Asynchronous stops the event thread has shown (all connections).
+    pub stops_shown: std::sync::atomic::AtomicU64,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -290,6 +292,7 @@ impl Shared {
                         crate::render::stop_text(&self.render, &info)
                     };
                     self.print_async(text);
+                    self.stops_shown.fetch_add(1, Ordering::SeqCst);
                 }
                 Async::Garbage(_) => {}
                 Async::Lost(why) => self.print_async(self.render.notice(
@@ -390,6 +393,8 @@ pub struct Session {
     pub quit: bool,
     pub remove_probes_on_exit: bool,
     pub resume_on_connect: bool,
+    /// Stops shown before the current connection (its counter starts at 0).
+    stops_base: u64,
 }
 
 impl Session {
@@ -435,6 +440,7 @@ impl Session {
             render: opts.render,
             stops: Mutex::new(Vec::new()),
             printer: Mutex::new(None),
+            stops_shown: std::sync::atomic::AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
         {
@@ -455,6 +461,7 @@ impl Session {
             quit: false,
             remove_probes_on_exit: false,
             resume_on_connect: opts.resume,
+            stops_base: 0,
         };
         if s.endpoint.is_some() {
             s.connect()?;
@@ -474,6 +481,7 @@ impl Session {
         if let Some(mut old) = lock(&self.shared.client).take() {
             old.close();
         }
+        self.stops_base = self.shared.stops_shown.load(Ordering::SeqCst);
         let client = Client::connect(&ep, self.timeout, self.async_tx.clone(), events::is_event)?;
         *lock(&self.shared.client) = Some(client);
         // Where is the kernel? `?` answers with the stop state.
@@ -551,6 +559,21 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Let the event thread show a stop that already happened before the
+    /// next command prints anything (keeps batch output in order).
+    pub fn wait_stops_shown(&self) {
+        let Some(sent) = lock(&self.shared.client).as_ref().map(|c| c.async_stops()) else {
+            return;
+        };
+        let target = self.stops_base + sent;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while self.shared.stops_shown.load(Ordering::SeqCst) < target
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

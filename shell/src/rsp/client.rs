@@ -61,6 +61,8 @@ struct Shared {
     no_ack: AtomicBool,
     route: Mutex<Route>,
     closed: AtomicBool,
+    /// Stop replies handed to the sink so far.
+    async_stops: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -177,6 +179,7 @@ impl Client {
             no_ack: AtomicBool::new(false),
             route: Mutex::new(Route::default()),
             closed: AtomicBool::new(false),
+            async_stops: std::sync::atomic::AtomicU64::new(0),
         });
         let writer = Arc::new(Mutex::new(opened.writer));
         let (tx, rx) = mpsc::channel();
@@ -225,6 +228,12 @@ impl Client {
 
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// How many stops went to the asynchronous sink (the session waits
+    /// until it has shown them before running the next command).
+    pub fn async_stops(&self) -> u64 {
+        self.shared.async_stops.load(Ordering::SeqCst)
     }
 
     pub fn is_running(&self) -> bool {
@@ -310,6 +319,7 @@ impl Client {
             }
             if is_stop_reply(&p) && self.is_running() {
                 self.mark_stopped();
+                self.shared.async_stops.fetch_add(1, Ordering::SeqCst);
                 let _ = self
                     .sink
                     .send(Async::Stop(String::from_utf8_lossy(&p).into_owned()));
@@ -617,6 +627,7 @@ fn route(
         }
     } else if is_stop_reply(&p) && r.running && !r.in_flight {
         r.running = false;
+        shared.async_stops.fetch_add(1, Ordering::SeqCst);
         let _ = sink.send(Async::Stop(String::from_utf8_lossy(&p).into_owned()));
         return;
     }
