@@ -377,14 +377,13 @@ impl<'a> Session<'a> {
 
     #[allow(clippy::type_complexity)]
     fn resolve(&mut self, pc: u64) -> Vec<(Option<String>, Option<String>, u32, u32)> {
-        let Some(&(start, _, sec)) = self
+        let Some(&(_, _, sec)) = self
             .sections
             .iter()
             .find(|(a, size, _)| pc >= *a && pc - *a < *size)
         else {
             return Vec::new();
         };
-        let _ = start;
         let elf = self.elf;
         let (raw, unit) = elf.raw_frames(pc).unwrap_or_default();
         let has_dwarf = self.has_dwarf;

@@ -81,13 +81,8 @@ pub struct Function {
     pub has_dwarf: bool,
 }
 
-/// A concrete parameter DIE: (abstract origin, location, name, type).
-type Concrete = (
-    Option<u64>,
-    Option<AttributeValue<Reader>>,
-    Option<String>,
-    Option<TypeId>,
-);
+/// A concrete parameter DIE: (its abstract origin, its location).
+type Concrete = (Option<u64>, Option<AttributeValue<Reader>>);
 
 enum Decoded {
     Reg(Register),
@@ -320,6 +315,8 @@ impl Elf {
             key: Option<u64>,
             name: Option<String>,
             ty: Option<TypeId>,
+            /// The location, when the declaring DIE is the concrete one.
+            location: Option<AttributeValue<Reader>>,
         }
         let mut declared: Vec<Declared> = Vec::new();
         collect_params(&name_unit, name_off, |c| {
@@ -331,6 +328,7 @@ impl Elf {
                 key,
                 name: string_attr(dw, &name_unit, c, constants::DW_AT_name),
                 ty: ref_attr(&name_unit, c, constants::DW_AT_type),
+                location: c.attr_value(constants::DW_AT_location),
             });
         })
         .map_err(|e| Error::dwarf(path, e))?;
@@ -341,8 +339,6 @@ impl Elf {
                 concrete.push((
                     ref_attr(&unit, c, constants::DW_AT_abstract_origin).map(|t| t.0),
                     c.attr_value(constants::DW_AT_location),
-                    string_attr(dw, &unit, c, constants::DW_AT_name),
-                    ref_attr(&unit, c, constants::DW_AT_type),
                 ));
             })
             .map_err(|e| Error::dwarf(path, e))?;
@@ -361,27 +357,14 @@ impl Elf {
         }
         let mut params = Vec::new();
         for (i, d) in declared.iter().enumerate() {
-            let conc = if origin.is_some() {
+            let loc_attr = if origin.is_some() {
                 concrete
                     .iter()
                     .find(|c| c.0.is_some() && c.0 == d.key)
-                    .map(|c| c.1)
+                    .and_then(|c| c.1)
             } else {
-                None
+                d.location
             };
-            let loc_attr = if origin.is_some() {
-                conc.flatten()
-            } else {
-                // No abstract origin: the declared DIE is the concrete one.
-                None
-            };
-            let loc_attr = loc_attr.or_else(|| {
-                if origin.is_none() {
-                    param_location_attr(&unit, die_off, i)
-                } else {
-                    None
-                }
-            });
             let (class, size) = self.abi_class(d.ty);
             let abi_loc = abi.place(class, size);
             let dwarf_loc =
@@ -410,7 +393,6 @@ impl Elf {
                 source,
             });
         }
-        let _ = &concrete;
         Ok(Some(Function {
             name,
             linkage_name: linkage,
@@ -475,22 +457,4 @@ fn collect_params(
         }
     }
     Ok(())
-}
-
-/// The `DW_AT_location` of the `index`th formal parameter of a DIE.
-fn param_location_attr(
-    unit: &Unit,
-    offset: gimli::UnitOffset,
-    index: usize,
-) -> Option<AttributeValue<Reader>> {
-    let mut found = None;
-    let mut i = 0;
-    collect_params(unit, offset, |c| {
-        if i == index {
-            found = c.attr_value(constants::DW_AT_location);
-        }
-        i += 1;
-    })
-    .ok()?;
-    found
 }
