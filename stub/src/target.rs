@@ -180,7 +180,7 @@ impl MultiThreadBase for KdbgTarget {
         Ok(())
     }
 
-    fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
         // Read page by page so a range ending in an unmapped page still
         // returns its mapped prefix (gdb then reports the exact address).
         let mut done = 0usize;
@@ -212,6 +212,27 @@ impl MultiThreadBase for KdbgTarget {
                 .or_else(|| self.sw.original(a))
             {
                 *b = orig;
+            }
+        }
+        // Return addresses a kretprobe redirected to its trampoline read as
+        // the real ones (the probed task's instance list), so gdb's `bt`
+        // through a probed function stays true.
+        if let Some(task) = task_of_tid(tid.get()) {
+            let tramp = probes::trampoline_address();
+            let first = (8 - (start % 8) as usize) % 8;
+            let mut i = first;
+            while i + 8 <= done {
+                if let Some(w) = data.get_mut(i..i + 8) {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(w);
+                    let value = u64::from_le_bytes(word);
+                    if value == tramp {
+                        let slot = start.wrapping_add(i as u64);
+                        let real = probes::real_return_address(task, slot, value);
+                        w.copy_from_slice(&real.to_le_bytes());
+                    }
+                }
+                i += 8;
             }
         }
         Ok(done)

@@ -550,3 +550,41 @@ fn a_fifth_hardware_breakpoint_is_a_clear_error() {
     std::thread::sleep(Duration::from_millis(300));
     assert_alive(&mut vm);
 }
+
+#[test]
+fn bt_through_a_kretprobed_function_shows_the_real_callers() {
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let out = gdb(
+        &mut vm,
+        &[
+            "monitor kretprobe fib",
+            "monitor stream off",
+            "break fib",
+            "continue",
+            "continue",
+            "continue",
+            "continue",
+            "bt",
+            "monitor retinst",
+            "delete",
+            "monitor probe delete 1",
+            "monitor stream on",
+            "detach",
+        ],
+    );
+    assert!(
+        out.contains("inst task="),
+        "outstanding instances listed:\n{out}"
+    );
+    let bt: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(
+        bt.iter().any(|l| l.contains("math_worker")),
+        "bt reaches the real caller:\n{out}"
+    );
+    assert!(
+        !bt.iter().any(|l| l.contains("?? ()")),
+        "no trampoline garbage in bt:\n{out}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}
