@@ -260,3 +260,63 @@ fn boots_through_the_pvh_note_too() {
     );
     assert_eq!(exit, KernelExit::Success, "{console}");
 }
+
+/// Runs `gdb -batch` with `cmds` against the stub; kills gdb after 60 s.
+fn gdb_batch(vm: &Qemu, cmds: &[&str]) -> String {
+    use std::process::{Command, Stdio};
+    let addr = vm.stub_tcp_addr().expect("stub on tcp");
+    let mut c = Command::new("gdb");
+    c.args(["-batch", "-nx"]).arg(&vm.config().kernel);
+    c.args(["-ex", "set pagination off"]);
+    c.arg("-ex").arg(format!("target remote {addr}"));
+    for cmd in cmds {
+        c.args(["-ex", cmd]);
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    tests::kill_with_parent(&mut c);
+    let child = c.spawn().expect("gdb on PATH (.ci/run installs it)");
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status();
+    });
+    let out = child.wait_with_output().expect("gdb output");
+    drop(watchdog);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Every task's backtrace ends cleanly at its outermost frame
+/// (`.cfi_undefined rip` on the task start and the 64-bit entry).
+#[test]
+fn gdb_backtraces_end_at_the_outermost_frames() {
+    let mut vm = Qemu::boot("serve kdbg.quiet").expect("boot");
+    vm.wait_for_console("serve:", BOOT).expect("serve mode");
+    vm.wait_for_stub_port(BOOT).expect("stub port");
+    let out = gdb_batch(&vm, &["thread apply all bt", "detach"]);
+    let task_ends = out.matches(" in kdbg_task_start ()").count();
+    assert!(
+        task_ends >= 5,
+        "idle and 4 workers must end at kdbg_task_start:\n{out}"
+    );
+    assert!(
+        out.contains(" in kdbg_long_start ()"),
+        "main must end at kdbg_long_start:\n{out}"
+    );
+    for bad in [
+        "Backtrace stopped",
+        "Recursive internal problem",
+        "corrupt stack",
+        "??",
+    ] {
+        assert!(!out.contains(bad), "`{bad}` in gdb's backtraces:\n{out}");
+    }
+}
