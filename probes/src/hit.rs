@@ -69,7 +69,7 @@ impl Core {
 
     fn breakpoint_pinned(&self, pf: &Platform, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
         let addr = frame.rip.wrapping_sub(1);
-        if addr == (pf.trampoline)() {
+        if addr == self.trampoline.load(core::sync::atomic::Ordering::Relaxed) {
             return self.trampoline_hit(pf, kcb, frame);
         }
         let cur = kcb.cur();

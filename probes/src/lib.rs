@@ -69,6 +69,8 @@ pub struct Core {
     drain_lock: spin::Mutex<()>,
     slot_base: AtomicU64,
     slot_owners: [AtomicU64; SLOT_COUNT],
+    /// `Platform::trampoline()`, read once (checked on every breakpoint).
+    trampoline: AtomicU64,
 }
 
 impl Core {
@@ -84,12 +86,15 @@ impl Core {
             drain_lock: spin::Mutex::new(()),
             slot_base: AtomicU64::new(0),
             slot_owners: [const { AtomicU64::new(0) }; SLOT_COUNT],
+            trampoline: AtomicU64::new(0),
         }
     }
 
     /// Installs the platform. Only the first call counts.
     pub fn init(&self, platform: Platform) {
-        self.platform.call_once(|| platform);
+        let p = self.platform.call_once(|| platform);
+        self.trampoline
+            .store((p.trampoline)(), core::sync::atomic::Ordering::Release);
     }
 
     pub(crate) fn platform(&self) -> Option<&Platform> {
