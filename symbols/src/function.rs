@@ -86,6 +86,7 @@ type Concrete = (Option<u64>, Option<AttributeValue<Reader>>);
 
 enum Decoded {
     Reg(Register),
+    Pair(Register, Register),
     Mem { base: Register, offset: i64 },
     FrameBase(i64),
     Other,
@@ -99,6 +100,26 @@ fn decode(expr: gimli::Expression<Reader>, unit: &Unit) -> Decoded {
     };
     let second = ops.next().ok().flatten();
     let ends = |op: &Option<Operation<Reader>>| matches!(op, None | Some(Operation::Piece { .. }));
+    // Two 8-byte register pieces (`&str`, `&[T]`, 16-byte structs).
+    if let (
+        Operation::Register { register: a },
+        Some(Operation::Piece {
+            size_in_bits: 64, ..
+        }),
+    ) = (&first, &second)
+    {
+        let third = ops.next().ok().flatten();
+        let fourth = ops.next().ok().flatten();
+        if let (
+            Some(Operation::Register { register: b }),
+            Some(Operation::Piece {
+                size_in_bits: 64, ..
+            }),
+        ) = (third, fourth)
+        {
+            return Decoded::Pair(Register(a.0), Register(b.0));
+        }
+    }
     match first {
         Operation::Register { register } if ends(&second) => Decoded::Reg(Register(register.0)),
         Operation::RegisterOffset {
@@ -431,6 +452,7 @@ impl Elf {
         };
         let loc = match decode(expr, unit) {
             Decoded::Reg(r) => ParamLocation::Register(r),
+            Decoded::Pair(a, b) => ParamLocation::RegisterPair(a, b),
             Decoded::Mem { base, offset } if base == Register::RSP => {
                 ParamLocation::Stack { offset }
             }

@@ -193,6 +193,14 @@ fn rust_str_and_slices_are_recognised() {
                 assert!(t.is_rust_str(), "{t:?}");
                 let (ptr, len) = t.slice_parts().expect("slice parts");
                 assert_eq!((ptr.offset, len.offset), (0, 8));
+                // Passed in two registers: pointer, then length.
+                assert!(
+                    matches!(p.location, ParamLocation::RegisterPair(..)),
+                    "{}: {} at {:?}",
+                    f.name,
+                    p.name,
+                    p.location
+                );
                 seen = true;
             }
         }
