@@ -155,7 +155,14 @@ impl Run {
         let mut commit = output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
         if !output(
             "git",
-            &["-C", &root, "status", "--porcelain", "--untracked-files=no"],
+            &[
+                "--no-optional-locks",
+                "-C",
+                &root,
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ],
         )
         .is_empty()
         {
