@@ -1,9 +1,13 @@
 //! Command handlers: each returns data ([`Output`]); the caller renders.
 
+pub mod code;
 pub mod eventcmds;
+pub mod info;
 pub mod locate;
+pub mod memory;
 pub mod probes;
 pub mod run;
+pub mod stack;
 pub mod state;
 
 use anyhow::{Result, anyhow, bail};
@@ -69,17 +73,17 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Result<Output> {
             run::interrupt(s)
         }
         Id::Regs => state::regs(s, a),
-        Id::Examine => state::examine(s, m, a),
-        Id::Write => state::write_mem(s, m, a),
-        Id::Disas => state::disas(s, a),
-        Id::Backtrace => state::backtrace(s, a),
-        Id::Info => state::info(s, a),
-        Id::Ptype => state::ptype(s, a),
+        Id::Examine => memory::examine(s, m, a),
+        Id::Write => memory::write_mem(s, m, a),
+        Id::Disas => code::disas(s, a),
+        Id::Backtrace => stack::backtrace(s, a),
+        Id::Info => info::info(s, a),
+        Id::Ptype => info::ptype(s, a),
         Id::Threads => {
             no_args(c, a)?;
-            state::threads(s)
+            info::threads(s)
         }
-        Id::Thread => state::thread(s, a),
+        Id::Thread => info::thread(s, a),
         Id::Monitor => Ok(Output::Monitor {
             text: s.client()?.monitor(&a.join(" "))?,
         }),

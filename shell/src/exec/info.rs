@@ -1,0 +1,288 @@
+//! info sym|line|args|breakpoints, ptype, threads, thread.
+
+use anyhow::{Result, anyhow, bail};
+use symbols::{ParamLocation, Register, TypeKind};
+
+use super::locate::resolve;
+use super::state::address_of;
+use crate::cmd::parse::number;
+use crate::output::*;
+use crate::regs::RegisterFile;
+use crate::session::Session;
+
+pub fn info(s: &mut Session, args: &[String]) -> Result<Output> {
+    let (topic, rest) = args.split_first().ok_or_else(|| {
+        anyhow!("usage: info sym ADDR | info line LOC | info args | info breakpoints")
+    })?;
+    match topic.as_str() {
+        "sym" | "symbol" => {
+            let [loc] = rest else {
+                bail!("usage: info sym ADDR")
+            };
+            let (addr, _) = address_of(s, loc)?;
+            let mut frames = Vec::new();
+            if let Ok(elf) = s.shared.elf()
+                && let Ok(fr) = elf.frames(addr)
+                && fr.len() > 1
+            {
+                frames = fr[..fr.len() - 1]
+                    .iter()
+                    .map(|f| {
+                        let name = f
+                            .demangled
+                            .clone()
+                            .or(f.function.clone())
+                            .unwrap_or_default();
+                        match &f.location {
+                            Some(l) => format!("{name} at {}:{}", l.file, l.line),
+                            None => name,
+                        }
+                    })
+                    .collect();
+            }
+            Ok(Output::Symbol {
+                addr,
+                symbol: s.shared.symbolize_opt(addr),
+                source: s.shared.source_of(addr),
+                frames,
+            })
+        }
+        "line" => {
+            let [loc] = rest else {
+                bail!("usage: info line LOC")
+            };
+            let r = resolve(&s.shared, loc)?;
+            let src = s.shared.source_of(r.addr);
+            Ok(Output::Lines {
+                location: src.unwrap_or_else(|| r.name.clone()),
+                addrs: vec![(r.addr, s.shared.describe(r.addr))],
+            })
+        }
+        "args" => info_args(s),
+        "breakpoints" | "break" | "b" => Ok(Output::Breakpoints {
+            breakpoints: s.breakpoints.values().map(|b| b.info.clone()).collect(),
+        }),
+        t => bail!("unknown info topic `{t}`: use sym, line, args or breakpoints"),
+    }
+}
+
+fn info_args(s: &mut Session) -> Result<Output> {
+    let regs = s.registers()?;
+    // Shapes from DWARF (elf locked only here), then values (memory reads
+    // for strings go through the client).
+    let (fname, entry, params) = {
+        let elf = s.shared.elf()?;
+        let f = elf
+            .function_at(regs.rip)
+            .map_err(|e| anyhow!("no function at {:#x}: {e}", regs.rip))?;
+        let params: Vec<(symbols::Param, crate::capture::Shape, bool)> = f
+            .params
+            .iter()
+            .map(|p| {
+                let is_str =
+                    p.ty.and_then(|t| elf.resolve(t).ok())
+                        .is_some_and(|t| t.is_rust_str());
+                (
+                    p.clone(),
+                    crate::capture::shape_of(&elf, p.ty, &p.name),
+                    is_str,
+                )
+            })
+            .collect();
+        (f.name.clone(), f.entry, params)
+    };
+    let at_entry = entry == regs.rip;
+    let mut args = Vec::new();
+    for (p, shape, rust_str) in params {
+        let value = match p.location {
+            ParamLocation::Register(r) => {
+                reg_value(&regs, r).map(|v| render_value(s, v, &shape, None))
+            }
+            ParamLocation::RegisterPair(a, b) => match (reg_value(&regs, a), reg_value(&regs, b)) {
+                (Some(x), Some(y)) if rust_str => Some(render_value(
+                    s,
+                    x,
+                    &crate::capture::Shape::Str { len: None },
+                    Some(y),
+                )),
+                (Some(x), Some(y)) => Some(format!("{{{x:#x}, {y:#x}}}")),
+                _ => None,
+            },
+            ParamLocation::Stack { offset } => regs
+                .get("rsp")
+                .and_then(|sp| {
+                    let a = sp.checked_add_signed(offset)?;
+                    let b = s.client().ok()?.read_memory(a, 8).ok()?;
+                    Some(u64::from_le_bytes(b.try_into().ok()?))
+                })
+                .filter(|_| at_entry)
+                .map(|v| render_value(s, v, &shape, None)),
+            ParamLocation::Unavailable => None,
+        };
+        args.push(ArgInfo {
+            name: p.name.clone(),
+            type_name: p.type_name.clone(),
+            location: p.location.to_string(),
+            value,
+        });
+    }
+    Ok(Output::Args {
+        function: fname,
+        args,
+        note: (!at_entry).then(|| {
+            format!(
+                "(stopped at {}, not at the entry: registers may no longer hold the arguments)",
+                s.shared.describe(regs.rip)
+            )
+        }),
+    })
+}
+
+/// A value as events show it; strings are read from the target.
+fn render_value(s: &Session, v: u64, shape: &crate::capture::Shape, len: Option<u64>) -> String {
+    if let crate::capture::Shape::Str { .. } = shape
+        && v != 0
+    {
+        let want = len.map_or(64, |l| l.min(256) as usize);
+        if let Ok(mut c) = s.client()
+            && let Ok(bytes) = c.read_memory(v, want)
+        {
+            let n = if len.is_some() {
+                bytes.len()
+            } else {
+                bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len())
+            };
+            return format!("{v:#x} {}", crate::events::quote(&bytes[..n]));
+        }
+        return format!("{v:#x} <fault>");
+    }
+    crate::events::render_number(v, shape, &*s.shared).1
+}
+
+fn reg_value(r: &RegisterFile, reg: Register) -> Option<u64> {
+    r.get(&reg.name())
+}
+
+pub fn ptype(s: &mut Session, args: &[String]) -> Result<Output> {
+    let [name] = args else {
+        bail!("usage: ptype FUNC | ptype FUNC:PARAM");
+    };
+    let (func, param) = match name.split_once(':') {
+        Some((f, p)) if !p.is_empty() && !f.ends_with(':') && !p.starts_with(':') => (f, Some(p)),
+        _ => (name.as_str(), None),
+    };
+    let elf = s.shared.elf()?;
+    let fs = match elf.functions_named(func) {
+        Ok(f) if !f.is_empty() => f,
+        _ => {
+            drop(elf);
+            return Err(super::locate::unknown_symbol(&s.shared, func));
+        }
+    };
+    let f = &fs[0];
+    let mut text = String::new();
+    match param {
+        None => {
+            let params: Vec<String> = f
+                .params
+                .iter()
+                .map(|p| format!("{}: {}", p.name, p.type_name))
+                .collect();
+            text.push_str(&format!(
+                "fn {}({}) -> {}",
+                f.name,
+                params.join(", "),
+                f.return_type_name
+            ));
+            if !f.has_dwarf {
+                text.push_str("\n(no DWARF for this function: prototype unknown)");
+            }
+        }
+        Some(p) => {
+            let prm = f
+                .params
+                .iter()
+                .find(|x| x.name == p)
+                .ok_or_else(|| anyhow!("{} has no parameter `{p}`", f.name))?;
+            text.push_str(&format!("{}: {}", prm.name, prm.type_name));
+            let mut ty = prm.ty.and_then(|t| elf.resolve(t).ok());
+            if let Some(TypeKind::Pointer { pointee }) = ty.as_ref().map(|t| t.kind.clone()) {
+                ty = pointee.and_then(|t| elf.resolve(t).ok());
+            }
+            if let Some(t) = ty.filter(|t| !t.fields().is_empty()) {
+                text.push_str(&format!(
+                    "\n{} {{   // {} bytes",
+                    t.name.clone().unwrap_or_else(|| "struct".into()),
+                    t.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
+                ));
+                for fld in t.fields() {
+                    text.push_str(&format!(
+                        "\n    /* {:>4} */ {}: {},",
+                        fld.offset,
+                        fld.name.clone().unwrap_or_else(|| "<anon>".into()),
+                        elf.type_name(fld.ty)
+                    ));
+                }
+                text.push_str("\n}");
+            }
+        }
+    }
+    Ok(Output::Ptype { text })
+}
+
+pub fn threads(s: &mut Session) -> Result<Output> {
+    let mut threads = Vec::new();
+    if let Ok(text) = s.monitor("tasks") {
+        for line in text.lines() {
+            if let Ok(t) = proto::reply::TaskRow::parse(line) {
+                threads.push(ThreadInfo {
+                    id: u64::from(t.id),
+                    name: t.name.to_string(),
+                    state: t.state.to_string(),
+                    current: t.current,
+                    selected: s.selected_thread == Some(u64::from(t.id)),
+                });
+            }
+        }
+    }
+    if threads.is_empty() {
+        let ids = s.client()?.thread_ids()?;
+        for tid in ids {
+            let name = s.client()?.thread_extra_info(tid).unwrap_or_default();
+            let id = crate::session::task_of_tid(tid).unwrap_or(0);
+            threads.push(ThreadInfo {
+                id,
+                name,
+                state: "-".into(),
+                current: false,
+                selected: s.selected_thread == Some(id),
+            });
+        }
+    }
+    {
+        let mut t = crate::session::write(&s.shared.tasks);
+        for th in &threads {
+            t.insert(th.id as u32, th.name.clone());
+        }
+    }
+    Ok(Output::Threads { threads })
+}
+
+pub fn thread(s: &mut Session, args: &[String]) -> Result<Output> {
+    let [n] = args else {
+        bail!("usage: thread N (`threads` lists them)")
+    };
+    let id = number(n)?;
+    s.client()?
+        .select_thread(crate::session::tid_of_task(id))
+        .map_err(|e| anyhow!("cannot select thread {id}: {e} (`threads` lists them)"))?;
+    s.selected_thread = Some(id);
+    let r = s.registers()?;
+    Ok(Output::Message {
+        text: format!(
+            "thread {id} selected: at {} ({:#x})",
+            s.shared.describe(r.rip),
+            r.rip
+        ),
+    })
+}
