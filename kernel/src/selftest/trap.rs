@@ -25,6 +25,10 @@ pub static SUITE: Suite = Suite {
             run: nested,
         },
         Case {
+            name: "nesting_uses_every_level",
+            run: nesting_levels,
+        },
+        Case {
             name: "claimed_fault_resumes",
             run: claimed_fault,
         },
@@ -249,8 +253,14 @@ fn on_int3(frame: &mut TrapFrame, depth: usize) -> bool {
     true
 }
 
+static DEEP: AtomicBool = AtomicBool::new(false);
+
 fn on_nested(_frame: &mut TrapFrame, depth: usize) -> bool {
-    INNER_DEPTH.store(depth, Ordering::SeqCst);
+    INNER_DEPTH.fetch_max(depth, Ordering::SeqCst);
+    if DEEP.load(Ordering::SeqCst) && depth + 1 < arch::trap::MAX_DEPTH {
+        // SAFETY: the same claimed int3 site, one level deeper.
+        unsafe { kdbg_trap_selftest_nested() };
+    }
     true
 }
 
@@ -332,11 +342,28 @@ fn round_trip() -> TestResult {
 }
 
 fn nested() -> TestResult {
-    INNER_DEPTH.store(usize::MAX, Ordering::SeqCst);
+    INNER_DEPTH.store(0, Ordering::SeqCst);
     let snap = run_snapshot(true)?;
     compare(&snap)?;
     let inner = INNER_DEPTH.load(Ordering::SeqCst);
     check!(inner == 1, "the nested int3 ran at depth {inner}, want 1");
+    Ok(())
+}
+
+/// int3 inside the handler of an int3 inside ... down to the last usable
+/// level: every level keeps its own frame, the outermost registers survive.
+fn nesting_levels() -> TestResult {
+    INNER_DEPTH.store(0, Ordering::SeqCst);
+    DEEP.store(true, Ordering::SeqCst);
+    let snap = run_snapshot(true);
+    DEEP.store(false, Ordering::SeqCst);
+    compare(&snap?)?;
+    let deepest = INNER_DEPTH.load(Ordering::SeqCst);
+    let want = arch::trap::MAX_DEPTH - 1;
+    check!(
+        deepest == want,
+        "deepest nested int3 ran at depth {deepest}, want {want}"
+    );
     Ok(())
 }
 
