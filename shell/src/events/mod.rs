@@ -1,10 +1,13 @@
 //! Probe hits on the host: from proto's records to [`EventView`]s (names,
-//! types, strings, errnos), the event store behind `events`, `hist` and
-//! `wait events`, and the text form of one event.
+//! types, strings, errnos) and the text form of one event; the event store
+//! behind `events`, `hist` and `wait events` is in [`store`], histograms in
+//! [`hist`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+mod hist;
+mod store;
+
+pub use hist::{Bucket, histogram, histogram_text};
+pub use store::{Drops, Filter, KEEP, Store};
 
 use proto::event::{Event, EventKind, FetchResult, Record};
 use serde::Serialize;
@@ -444,141 +447,6 @@ pub fn text(v: &EventView) -> String {
     s
 }
 
-/// Which events to show.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Filter {
-    pub probe: Option<u32>,
-    pub task: Option<u32>,
-}
-
-impl Filter {
-    pub fn matches(&self, v: &EventView) -> bool {
-        self.probe.is_none_or(|p| p == v.probe) && self.task.is_none_or(|t| t == v.task)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.probe.is_none() && self.task.is_none()
-    }
-}
-
-/// Drops the stub reported, per probe.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct Drops(pub HashMap<u32, u64>);
-
-/// Recent events, kept for `events N`, `hist` and `wait events`.
-pub struct Store {
-    inner: Mutex<StoreInner>,
-    cond: Condvar,
-}
-
-struct StoreInner {
-    recent: VecDeque<EventView>,
-    total: u64,
-    drops: Drops,
-    /// Record lines that did not decode (line noise, version skew).
-    bad: u64,
-}
-
-/// How many events the store keeps.
-pub const KEEP: usize = 10_000;
-
-impl Default for Store {
-    fn default() -> Self {
-        Store {
-            inner: Mutex::new(StoreInner {
-                recent: VecDeque::new(),
-                total: 0,
-                drops: Drops::default(),
-                bad: 0,
-            }),
-            cond: Condvar::new(),
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Store {
-    /// The next sequence number.
-    pub fn next_seq(&self) -> u64 {
-        lock(&self.inner).total + 1
-    }
-
-    pub fn push(&self, v: EventView) {
-        let mut i = lock(&self.inner);
-        i.total += 1;
-        if i.recent.len() == KEEP {
-            i.recent.pop_front();
-        }
-        i.recent.push_back(v);
-        self.cond.notify_all();
-    }
-
-    pub fn record_drops(&self, probe: u32, dropped: u64) {
-        lock(&self.inner).drops.0.insert(probe, dropped);
-    }
-
-    pub fn record_bad(&self) {
-        lock(&self.inner).bad += 1;
-    }
-
-    pub fn total(&self) -> u64 {
-        lock(&self.inner).total
-    }
-
-    pub fn drops(&self) -> Drops {
-        lock(&self.inner).drops.clone()
-    }
-
-    pub fn bad(&self) -> u64 {
-        lock(&self.inner).bad
-    }
-
-    /// The last `n` events that pass `filter`, oldest first.
-    pub fn last(&self, n: usize, filter: &Filter) -> Vec<EventView> {
-        let i = lock(&self.inner);
-        let mut out: Vec<EventView> = i
-            .recent
-            .iter()
-            .rev()
-            .filter(|v| filter.matches(v))
-            .take(n)
-            .cloned()
-            .collect();
-        out.reverse();
-        out
-    }
-
-    /// All kept events of one probe.
-    pub fn of_probe(&self, probe: u32) -> Vec<EventView> {
-        lock(&self.inner)
-            .recent
-            .iter()
-            .filter(|v| v.probe == probe)
-            .cloned()
-            .collect()
-    }
-
-    /// Wait until the total reaches `target`; returns the total reached.
-    pub fn wait_total(&self, target: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
-        let mut i = lock(&self.inner);
-        while i.total < target {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            i = self
-                .cond
-                .wait_timeout(i, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-        i.total
-    }
-}
-
 /// Decode one line of console output from the stub.
 pub enum Line {
     Record(Box<Record>),
@@ -601,63 +469,6 @@ pub fn classify(line: &str) -> Line {
 /// The classifier for the RSP client: record lines are events.
 pub fn is_event(text: &[u8]) -> bool {
     text.starts_with(proto::event::RECORD_PREFIX.as_bytes())
-}
-
-/// One power-of-two bucket.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Bucket {
-    pub low: i128,
-    pub high: i128,
-    pub count: u64,
-}
-
-/// Power-of-two buckets (bpftrace `hist()`): 0, [1,2), [2,4), ...;
-/// negative values mirror.
-pub fn histogram(values: &[i128]) -> Vec<Bucket> {
-    let key = |v: i128| -> i32 {
-        if v == 0 {
-            0
-        } else {
-            let b = 128 - v.unsigned_abs().leading_zeros() as i32;
-            if v < 0 { -b } else { b }
-        }
-    };
-    let bounds = |k: i32| -> (i128, i128) {
-        match k {
-            0 => (0, 1),
-            k if k > 0 => (1i128 << (k - 1), 1i128 << k),
-            k => (-(1i128 << (-k)) + 1, -(1i128 << (-k - 1)) + 1),
-        }
-    };
-    let mut counts: std::collections::BTreeMap<i32, u64> = Default::default();
-    for v in values {
-        *counts.entry(key(*v)).or_default() += 1;
-    }
-    let (Some(&lo), Some(&hi)) = (counts.keys().next(), counts.keys().next_back()) else {
-        return Vec::new();
-    };
-    (lo..=hi)
-        .map(|k| {
-            let (low, high) = bounds(k);
-            Bucket {
-                low,
-                high,
-                count: counts.get(&k).copied().unwrap_or(0),
-            }
-        })
-        .collect()
-}
-
-/// The terminal picture of a histogram.
-pub fn histogram_text(title: &str, buckets: &[Bucket]) -> String {
-    let max = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1);
-    let mut s = format!("{title}\n");
-    for b in buckets {
-        let bar = "@".repeat(((b.count * 52).div_ceil(max)) as usize);
-        let range = format!("[{}, {})", b.low, b.high);
-        s.push_str(&format!("{range:<24} {:>8} |{bar:<52}|\n", b.count));
-    }
-    s
 }
 
 #[cfg(test)]
@@ -683,46 +494,5 @@ mod tests {
         assert_eq!(human_duration(3100.0), "3.1us");
         assert_eq!(human_duration(12.0), "12ns");
         assert_eq!(human_duration(1_250_000.0), "1.25ms");
-    }
-
-    #[test]
-    fn histogram_buckets() {
-        let b = histogram(&[0, 1, 3, 3, 100]);
-        assert_eq!(
-            b[0],
-            Bucket {
-                low: 0,
-                high: 1,
-                count: 1
-            }
-        );
-        assert_eq!(
-            b[1],
-            Bucket {
-                low: 1,
-                high: 2,
-                count: 1
-            }
-        );
-        assert_eq!(
-            b[2],
-            Bucket {
-                low: 2,
-                high: 4,
-                count: 2
-            }
-        );
-        assert_eq!(
-            b.last().unwrap(),
-            &Bucket {
-                low: 64,
-                high: 128,
-                count: 1
-            }
-        );
-        let neg = histogram(&[-2, -2, 5]);
-        assert_eq!(neg[0].count, 2);
-        assert_eq!(neg[0].low, -3);
-        assert!(histogram(&[]).is_empty());
     }
 }
