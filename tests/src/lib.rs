@@ -457,13 +457,17 @@ impl Qemu {
         }
     }
 
-    /// The ground-truth log (debugcon) so far.
+    /// The ground-truth log (debugcon) so far: complete lines only (the
+    /// kernel writes a line byte by byte; a half-written last line is left out).
     pub fn debugcon(&self) -> String {
-        self.config
+        let mut log = self
+            .config
             .debugcon
             .as_deref()
             .map(read_lossy)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        log.truncate(log.rfind('\n').map_or(0, |i| i + 1));
+        log
     }
 
     /// Time left before the configured timeout.
