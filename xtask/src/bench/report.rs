@@ -152,22 +152,29 @@ impl Run {
     pub fn new(command: &str) -> Run {
         let root = crate::build::root();
         let root = root.display().to_string();
-        let mut commit = output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
-        if !output(
-            "git",
-            &[
-                "--no-optional-locks",
-                "-C",
-                &root,
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-            ],
-        )
-        .is_empty()
-        {
-            commit.push_str(" (with uncommitted changes)");
-        }
+        // A benchmark of an exported tree (no .git) names its commit here.
+        let commit = match std::env::var("KDBG_BENCH_COMMIT") {
+            Ok(c) if !c.is_empty() => c,
+            _ => {
+                let mut commit = output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
+                if !output(
+                    "git",
+                    &[
+                        "--no-optional-locks",
+                        "-C",
+                        &root,
+                        "status",
+                        "--porcelain",
+                        "--untracked-files=no",
+                    ],
+                )
+                .is_empty()
+                {
+                    commit.push_str(" (with uncommitted changes)");
+                }
+                commit
+            }
+        };
         Run {
             command: command.to_string(),
             date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
