@@ -272,7 +272,8 @@ fn text(r: &Render, o: &Output) -> String {
                 s.push_str(&format!("{name:<4}{:#018x}", regs.gpr[i]));
                 s.push_str(if i % 3 == 2 { "\n" } else { "   " });
             }
-            s.push_str(&format!("\nrip {:#018x}  {}\n", regs.rip, location));
+            let mut s = s.trim_end().to_string();
+            s.push_str(&format!("\n\nrip {:#018x}  {}\n", regs.rip, location));
             s.push_str(&format!(
                 "eflags {:#010x}  [ {} ]",
                 regs.eflags,
@@ -280,9 +281,12 @@ fn text(r: &Render, o: &Output) -> String {
             ));
             if *verbose {
                 s.push('\n');
-                for (n, v) in regs.segments_named() {
-                    s.push_str(&format!("{n} {v:#06x}  "));
-                }
+                let segs: Vec<String> = regs
+                    .segments_named()
+                    .iter()
+                    .map(|(n, v)| format!("{n} {v:#06x}"))
+                    .collect();
+                s.push_str(&segs.join("  "));
                 if let (Some(fs), Some(gs)) = (regs.fs_base, regs.gs_base) {
                     s.push_str(&format!("\nfs_base {fs:#018x}  gs_base {gs:#018x}"));
                 }

@@ -291,3 +291,115 @@ fn ndjson_lines_parse() {
         assert!(v["probe"].is_u64());
     }
 }
+
+/// Command results through both renderers (tables, regs, hist, bt, errors).
+#[test]
+fn golden_command_results() {
+    use shell::output::*;
+    let probes = Output::Probes {
+        probes: vec![
+            ProbeInfo {
+                id: 1,
+                kind: "jprobe".into(),
+                location: "spawn_task".into(),
+                addr: 0x16fcf0,
+                enabled: true,
+                hits: 18,
+                nmissed: 0,
+                path: "boosted".into(),
+                maxactive: None,
+                captures: vec!["clone_flags".into(), "regs->ip".into()],
+            },
+            ProbeInfo {
+                id: 2,
+                kind: "kretprobe".into(),
+                location: "sys_open".into(),
+                addr: 0x16fda0,
+                enabled: false,
+                hits: 8,
+                nmissed: 1,
+                path: "emulated".into(),
+                maxactive: Some(10),
+                captures: vec!["path".into()],
+            },
+        ],
+    };
+    let mut regs = shell::regs::RegisterFile::default();
+    for (i, r) in regs.gpr.iter_mut().enumerate() {
+        *r = 0x1000 * i as u64;
+    }
+    regs.rip = 0x16fcf0;
+    regs.eflags = 0x246;
+    let regs = Output::Regs {
+        flags: shell::regs::decode_eflags(regs.eflags),
+        regs,
+        location: "spawn_task".into(),
+        verbose: false,
+    };
+    let hist = Output::Hist {
+        probe: 2,
+        what: "lat".into(),
+        unit: "ns".into(),
+        buckets: events::histogram(&[20_000, 25_000, 30_000, 70_000, 300_000]),
+    };
+    let bt = Output::Backtrace {
+        frames: vec![
+            FrameInfo {
+                level: 0,
+                pc: 0x16fda5,
+                function: "sys_open".into(),
+                source: Some("kernel/src/workloads/mod.rs:126".into()),
+                inlined: false,
+                how: "cfi".into(),
+            },
+            FrameInfo {
+                level: 1,
+                pc: 0x1691af,
+                function: "kernel::workloads::call_sys_open".into(),
+                source: Some("kernel/src/workloads/mod.rs:292".into()),
+                inlined: true,
+                how: "kretprobe".into(),
+            },
+        ],
+    };
+    let mut text = String::new();
+    let mut json = String::new();
+    for (name, o) in [
+        ("probes", &probes),
+        ("regs", &regs),
+        ("hist", &hist),
+        ("bt", &bt),
+    ] {
+        text.push_str(&format!(
+            "> {name}\n{}\n",
+            Render::default().output(name, o)
+        ));
+        json.push_str(
+            &Render {
+                json: true,
+                color: false,
+            }
+            .output(name, o),
+        );
+        json.push('\n');
+    }
+    let r = Render::default();
+    text.push_str(&format!(
+        "{}\n",
+        r.error(
+            "kprobe",
+            Some("s.kdbg:3"),
+            "unknown symbol `sys_opn`: did you mean sys_open?"
+        )
+    ));
+    json.push_str(
+        &Render {
+            json: true,
+            color: false,
+        }
+        .error("kprobe", Some("s.kdbg:3"), "unknown symbol `sys_opn`"),
+    );
+    json.push('\n');
+    check("commands.txt", &text);
+    check("commands.ndjson", &json);
+}
