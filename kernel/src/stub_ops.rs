@@ -50,6 +50,10 @@ fn write_text(addr: u64, bytes: &[u8]) {
     unsafe { arch::text::write(addr, bytes) }
 }
 
+fn timer() -> (u64, u64) {
+    (crate::timer::ticks(), crate::timer::HZ)
+}
+
 /// gdb's `kill`: QEMU exits with the "success" status after a console line
 /// saying so (the kernel cannot be restarted in place).
 fn kill() -> ! {
@@ -70,6 +74,7 @@ pub fn init() {
         symbol_named,
         symbol_at,
         write_text,
+        timer,
         kill,
     };
     if let Err(e) = stub::init(ops) {

@@ -8,7 +8,7 @@
 //! ok [id=N]
 //! error code=CODE msg=TEXT...
 //! probe id=N type=kprobe|jprobe|kretprobe addr=0x.. sym=NAME+0xOFF enabled=0|1 hits=N nmissed=N path=emulated|out-of-line|boosted|- maxactive=N
-//! events size=N produced=N delivered=N dropped=N stream=off|text|record
+//! events size=N produced=N delivered=N dropped=N stream=off|text|record tsc_hz=N boot_tsc=N
 //! drops id=N dropped=N
 //! task id=N name=NAME state=STATE current=0|1
 //! inst task=N func=0x.. sp=0x.. ret=0x..
@@ -302,6 +302,11 @@ pub struct EventsRow {
     pub delivered: u64,
     pub dropped: u64,
     pub stream: crate::command::StreamMode,
+    /// TSC ticks per second as the kernel measured them (0: not yet known).
+    pub tsc_hz: u64,
+    /// The TSC when the stub started, early in boot (event times minus this
+    /// are times since boot).
+    pub boot_tsc: u64,
 }
 
 impl EventsRow {
@@ -318,6 +323,8 @@ impl EventsRow {
                 Some("record") => StreamMode::Record,
                 _ => StreamMode::Text,
             },
+            tsc_hz: r.num("tsc_hz").unwrap_or(0),
+            boot_tsc: r.num("boot_tsc").unwrap_or(0),
         })
     }
 }
@@ -326,12 +333,14 @@ impl fmt::Display for EventsRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "events size={} produced={} delivered={} dropped={} stream={}",
+            "events size={} produced={} delivered={} dropped={} stream={} tsc_hz={} boot_tsc={}",
             self.size,
             self.produced,
             self.delivered,
             self.dropped,
-            self.stream.as_str()
+            self.stream.as_str(),
+            self.tsc_hz,
+            self.boot_tsc
         )
     }
 }
@@ -474,6 +483,8 @@ mod tests {
             delivered: 7,
             dropped: 3,
             stream: crate::command::StreamMode::Record,
+            tsc_hz: 2_000_000_000,
+            boot_tsc: 12345,
         };
         assert_eq!(EventsRow::parse(&ev.to_string()).unwrap(), ev);
         let d = DropsRow { id: 2, dropped: 9 };

@@ -38,6 +38,9 @@ pub struct KernelOps {
     /// Writes kernel text (read-only pages), for gdb breakpoints and memory
     /// writes into code.
     pub write_text: fn(u64, &[u8]),
+    /// The timer: (ticks since boot, ticks per second). The stub measures
+    /// the TSC rate against it for the host's clock.
+    pub timer: fn() -> (u64, u64),
     /// gdb's `kill`: what the kernel does (the reference kernel powers off
     /// QEMU with a distinctive exit code).
     pub kill: fn() -> !,
@@ -66,6 +69,9 @@ fn no_symbol_at(_: u64) -> Option<(&'static str, u64)> {
     None
 }
 fn no_text(_: u64, _: &[u8]) {}
+fn no_timer() -> (u64, u64) {
+    (0, 0)
+}
 fn halt_forever() -> ! {
     loop {
         core::hint::spin_loop();
@@ -83,6 +89,7 @@ impl KernelOps {
         symbol_named: no_symbol,
         symbol_at: no_symbol_at,
         write_text: no_text,
+        timer: no_timer,
         kill: halt_forever,
     };
 }

@@ -16,6 +16,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 pub mod breakpoints;
+pub mod clock;
 pub mod conn;
 pub mod events;
 pub mod framer;
@@ -53,6 +54,7 @@ pub fn init(ops: KernelOps) -> Result<(), InitError> {
         let mut s = session::SESSION.lock();
         s.target.ops = ops;
     }
+    clock::start(&ops);
     uart.enable_rx_interrupt();
     Ok(())
 }

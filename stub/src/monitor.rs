@@ -46,12 +46,15 @@ pub fn run(
         }
         Command::Events => {
             let s = crate::events::stats();
+            let (tsc_hz, boot_tsc) = crate::clock::tsc(ops);
             let row = EventsRow {
                 size: s.size,
                 produced: s.produced,
                 delivered: s.delivered,
                 dropped: s.dropped,
                 stream: state.stream,
+                tsc_hz,
+                boot_tsc,
             };
             writeln!(out, "{row}")?;
             crate::events::for_each_drop(&mut |row| {

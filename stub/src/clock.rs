@@ -1,0 +1,51 @@
+//! The TSC clock the host needs to turn event timestamps into seconds:
+//! the TSC at stub start (early boot) and its rate, measured against the
+//! kernel's timer ticks.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::kernel::KernelOps;
+
+static START_TSC: AtomicU64 = AtomicU64::new(0);
+static START_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Remembers the TSC and the tick count now (at `init`).
+pub fn start(ops: &KernelOps) {
+    START_TICKS.store((ops.timer)().0, Ordering::Relaxed);
+    START_TSC.store(arch::cpu::rdtsc(), Ordering::Relaxed);
+}
+
+/// (TSC ticks per second, TSC at start). The rate is 0 until at least half
+/// a second of timer ticks has passed (too short to measure).
+pub fn tsc(ops: &KernelOps) -> (u64, u64) {
+    let t0 = START_TSC.load(Ordering::Relaxed);
+    let (ticks, hz) = (ops.timer)();
+    let tsc = arch::cpu::rdtsc();
+    (
+        rate(t0, START_TICKS.load(Ordering::Relaxed), tsc, ticks, hz),
+        t0,
+    )
+}
+
+/// TSC rate from two (tsc, ticks) samples; 0 when unmeasurable.
+pub fn rate(tsc0: u64, ticks0: u64, tsc1: u64, ticks1: u64, hz: u64) -> u64 {
+    let dt = ticks1.saturating_sub(ticks0);
+    if hz == 0 || dt < hz / 2 || dt == 0 {
+        return 0;
+    }
+    let cycles = u128::from(tsc1.saturating_sub(tsc0));
+    u64::try_from(cycles * u128::from(hz) / u128::from(dt)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_from_samples() {
+        assert_eq!(rate(0, 0, 2_000_000_000, 100, 100), 2_000_000_000);
+        assert_eq!(rate(1000, 10, 1000 + 500_000_000, 60, 100), 1_000_000_000);
+        assert_eq!(rate(0, 0, 1_000, 10, 100), 0, "too short");
+        assert_eq!(rate(0, 0, 1_000, 10, 0), 0, "no timer");
+    }
+}
