@@ -137,6 +137,7 @@ impl Elf {
         let dw = self.state.dwarf()?;
         let path = &self.state.path;
         // (address, file, line) for each matching-file row's block start.
+        let last = file.rsplit('/').next().unwrap_or(file);
         let mut best: Option<u32> = None;
         let mut hits: Vec<LineMatch> = Vec::new();
         for start in dw.all_units() {
@@ -147,23 +148,38 @@ impl Elf {
                 continue;
             };
             let header = program.header().clone();
+            let comp_dir = unit
+                .comp_dir
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut names: Vec<(u64, String)> = Vec::new();
             let base = if header.version() >= 5 { 0 } else { 1 };
             for (i, f) in header.file_names().iter().enumerate() {
-                let mut p = String::new();
-                if let Some(dir) = f.directory(&header)
+                // Cheap filter first: the file name must end like the suffix.
+                let Ok(bare) = dw.dwarf.attr_string(&unit, f.path_name()) else {
+                    continue;
+                };
+                if !bare.slice().ends_with(last.as_bytes()) {
+                    continue;
+                }
+                // As addr2line renders it: comp_dir / dir / name, where an
+                // absolute component replaces what came before.
+                let mut p = comp_dir.clone();
+                let mut push = |part: &str| {
+                    if part.starts_with('/') {
+                        p.clear();
+                    } else if !p.is_empty() && !p.ends_with('/') {
+                        p.push('/');
+                    }
+                    p.push_str(part);
+                };
+                if f.directory_index() != 0
+                    && let Some(dir) = f.directory(&header)
                     && let Ok(d) = dw.dwarf.attr_string(&unit, dir)
                 {
-                    p.push_str(&d.to_string_lossy());
-                    p.push('/');
+                    push(&d.to_string_lossy());
                 }
-                if let Ok(n) = dw.dwarf.attr_string(&unit, f.path_name()) {
-                    let n = n.to_string_lossy();
-                    if n.starts_with('/') {
-                        p.clear();
-                    }
-                    p.push_str(&n);
-                }
+                push(&bare.to_string_lossy());
                 if path_matches(&p, file) {
                     names.push((i as u64 + base, p));
                 }
