@@ -4,8 +4,9 @@
 //! Boots the bench mode with one call per row under `-icount shift=0` and
 //! QEMU's one-instruction-per-block execution log (`-d exec,nochain`), read
 //! through a FIFO (the log of a whole boot is ~1 GB; nothing is stored).
-//! Every executed instruction between `hot_loop`'s `call bench_target` and
-//! its return address is attributed to the symbol containing it. Each row
+//! Every executed instruction between `hot_loop`'s `call bench_target` (or
+//! `bench_sys_open_loop`'s `call sys_open`) and its return address is
+//! attributed to the symbol containing it. Each row
 //! has two such windows (unprobed, probed); the report shows the probed
 //! one.
 
@@ -124,14 +125,21 @@ fn one_insn_per_tb_args(version: &str) -> Vec<String> {
 pub fn run(kernel: &Path, qemu_version: &str) -> Result<String> {
     let elf = std::fs::read(kernel).with_context(|| format!("reading {}", kernel.display()))?;
     let syms = Symbols::load(&elf)?;
-    let target = syms
-        .address("bench_target")
-        .context("bench_target not in the kernel's symbols")?;
-    let hot = syms
-        .address("hot_loop")
-        .context("hot_loop not in the kernel's symbols")?;
-    let call = call_site(&elf, hot, 256, target)?;
-    let ret = call + 5;
+    // (probed function, call site, return address) of each caller loop.
+    let mut sites = Vec::new();
+    for (lp, target) in [
+        ("hot_loop", "bench_target"),
+        ("bench_sys_open_loop", "sys_open"),
+    ] {
+        let l = syms
+            .address(lp)
+            .with_context(|| format!("{lp} not in the kernel's symbols"))?;
+        let t = syms
+            .address(target)
+            .with_context(|| format!("{target} not in the kernel's symbols"))?;
+        let call = call_site(&elf, l, 256, t).with_context(|| format!("in {lp}"))?;
+        sites.push((target, call, call + 5));
+    }
 
     let dir = ::tests::target_dir().join("bench-profile");
     std::fs::create_dir_all(&dir)?;
@@ -175,22 +183,25 @@ pub fn run(kernel: &Path, qemu_version: &str) -> Result<String> {
             .collect::<Vec<_>>()
     });
 
-    // Histograms (symbol index -> instructions) of every window.
-    let mut windows: Vec<BTreeMap<usize, u64>> = Vec::new();
-    let mut cur: Option<BTreeMap<usize, u64>> = None;
+    // Histograms (symbol index -> instructions) of every window, per call site.
+    let mut windows: Vec<Vec<BTreeMap<usize, u64>>> = vec![Vec::new(); sites.len()];
+    let mut cur: Option<(usize, BTreeMap<usize, u64>)> = None;
     let log = std::fs::File::open(&fifo).context("opening QEMU's log FIFO")?;
     let _ = std::fs::remove_file(&fifo);
     for line in BufReader::with_capacity(1 << 20, log).lines() {
         let Ok(line) = line else { break };
         let Some(pc) = trace_pc(&line) else { continue };
         match cur.as_mut() {
-            Some(h) if pc == ret => {
-                windows.push(std::mem::take(h));
+            Some((site, h)) if pc == sites[*site].2 => {
+                windows[*site].push(std::mem::take(h));
                 cur = None;
             }
-            Some(h) => *h.entry(syms.index(pc).unwrap_or(usize::MAX)).or_default() += 1,
-            None if pc == call => cur = Some(BTreeMap::new()),
-            None => {}
+            Some((_, h)) => *h.entry(syms.index(pc).unwrap_or(usize::MAX)).or_default() += 1,
+            None => {
+                if let Some(i) = sites.iter().position(|s| s.1 == pc) {
+                    cur = Some((i, BTreeMap::new()));
+                }
+            }
         }
     }
     let status = child.wait()?;
@@ -198,24 +209,33 @@ pub fn run(kernel: &Path, qemu_version: &str) -> Result<String> {
     if !status.success() && status.code() != Some(33) {
         bail!("the profiled bench boot failed ({status})");
     }
-    // Rows on bench_target, in order: two windows each (unprobed, probed).
-    let rows: Vec<String> = console
-        .iter()
-        .filter(|l| l.starts_with("bench ROW ") && l.contains(" target=bench_target "))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("row="))
-                .map(String::from)
-        })
-        .collect();
+    // Rows in order, each with two windows at its target's call site
+    // (unprobed, probed).
     let mut out = String::new();
     use std::fmt::Write as _;
-    for (row, pair) in rows.iter().zip(windows.chunks(2)) {
-        let [base, probed] = pair else { continue };
+    let mut next = vec![0usize; sites.len()];
+    let mut rows = 0;
+    for line in console.iter().filter(|l| l.starts_with("bench ROW ")) {
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+                .unwrap_or("?")
+        };
+        let Some(site) = sites.iter().position(|s| s.0 == field("target")) else {
+            continue;
+        };
+        let i = next[site];
+        next[site] += 2;
+        let (Some(base), Some(probed)) = (windows[site].get(i), windows[site].get(i + 1)) else {
+            continue;
+        };
+        rows += 1;
         let total = |h: &BTreeMap<usize, u64>| h.values().sum::<u64>();
         let _ = writeln!(
             out,
-            "{row}: {} instructions per hit ({} unprobed)",
+            "{} ({}): {} instructions per hit ({} unprobed)",
+            field("row"),
+            field("target"),
             total(probed),
             total(base)
         );
@@ -226,8 +246,8 @@ pub fn run(kernel: &Path, qemu_version: &str) -> Result<String> {
             let _ = writeln!(out, "  {n:6}  {name}");
         }
     }
-    if rows.is_empty() {
-        bail!("no bench rows on bench_target in the profiled boot");
+    if rows == 0 {
+        bail!("no bench rows found in the profiled boot");
     }
     Ok(out)
 }
