@@ -10,6 +10,8 @@
 //! kdbg.quiet         no periodic activity lines on the console (serve mode)
 //! kdbg.crash         serve mode dies on purpose (a #UD in `kdbg_crash`) once the workers
 //!                    run: tests the fatal path and what a debugger sees of it
+//! kdbg.crash=stack   serve mode starts a task that tramples its stack canary (as a
+//!                    stack overflow would): the scheduler's overflow check must stop it
 //! ```
 //! Anything else: the kernel prints what it accepts and exits with failure.
 
@@ -29,7 +31,16 @@ pub struct Cmdline {
     pub wait: bool,
     pub truth: bool,
     pub quiet: bool,
-    pub crash: bool,
+    pub crash: Option<Crash>,
+}
+
+/// How `kdbg.crash` makes the kernel die.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// `kdbg.crash`: an unclaimed #UD.
+    InvalidOpcode,
+    /// `kdbg.crash=stack`: a task's stack canary overwritten.
+    StackOverflow,
 }
 
 /// What was wrong with the command line.
@@ -44,7 +55,7 @@ pub enum CmdlineError {
 }
 
 /// The text shown when the command line is wrong.
-pub const ACCEPTED: &str = "accepted: one mode of `serve` (default), `selftest`, `selftest=SUITE[,SUITE...]`, `bench`; flags `kdbg.wait`, `kdbg.truth`, `kdbg.quiet`, `kdbg.crash`";
+pub const ACCEPTED: &str = "accepted: one mode of `serve` (default), `selftest`, `selftest=SUITE[,SUITE...]`, `bench`; flags `kdbg.wait`, `kdbg.truth`, `kdbg.quiet`, `kdbg.crash[=stack]`";
 
 impl Cmdline {
     /// Parses `text`. A first word containing `/` is the kernel path some
@@ -55,7 +66,7 @@ impl Cmdline {
             wait: false,
             truth: false,
             quiet: false,
-            crash: false,
+            crash: None,
         };
         let mut mode_seen = false;
         for (i, word) in text.split_ascii_whitespace().enumerate() {
@@ -79,7 +90,11 @@ impl Cmdline {
                     None
                 }
                 "kdbg.crash" => {
-                    c.crash = true;
+                    c.crash = Some(Crash::InvalidOpcode);
+                    None
+                }
+                "kdbg.crash=stack" => {
+                    c.crash = Some(Crash::StackOverflow);
                     None
                 }
                 w => match w.strip_prefix("selftest=") {

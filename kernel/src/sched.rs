@@ -80,6 +80,24 @@ struct Task {
     arg: u64,
     /// Owned here; freed when the task is reaped.
     _stack: Option<Box<[u8]>>,
+    /// Lowest address of the stack, holding [`STACK_CANARY`] (0: the boot stack, unchecked).
+    stack_bottom: u64,
+}
+
+/// Written at the bottom of every spawned task's stack and checked at each
+/// switch away from the task: a task that overflowed its stack is stopped
+/// with a fatal error instead of silently corrupting the heap.
+pub const STACK_CANARY: u64 = 0x6b64_6267_5354_4b21;
+
+/// The canary of a task is intact (tasks without one always are).
+#[unsafe(link_section = ".text.noprobe")]
+fn canary_intact(stack_bottom: u64) -> bool {
+    if stack_bottom == 0 {
+        return true;
+    }
+    // SAFETY: stack_bottom is the start of the task's own stack allocation,
+    // which lives as long as the task (it is freed only by `reap`).
+    unsafe { core::ptr::read_volatile(stack_bottom as *const u64) == STACK_CANARY }
 }
 
 struct Scheduler {
@@ -98,6 +116,14 @@ static SCHED: IrqMutex<Scheduler> = IrqMutex::new(Scheduler {
 
 /// The running task's id, readable without the lock (trap paths).
 static CURRENT: AtomicU32 = AtomicU32::new(MAIN_TASK);
+/// Lowest address of the running task's stack (where its canary lives);
+/// `None` for the boot stack.
+pub fn current_stack_bottom() -> Option<u64> {
+    let s = SCHED.lock();
+    let t = s.tasks.get(s.current)?;
+    (t.stack_bottom != 0).then_some(t.stack_bottom)
+}
+
 /// Task switches since boot.
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
@@ -150,6 +176,7 @@ pub fn init() {
         entry: nothing,
         arg: 0,
         _stack: None,
+        stack_bottom: 0,
     });
     s.current = 0;
     s.next_id = 1;
@@ -167,8 +194,12 @@ pub fn spawn(name: &'static str, entry: fn(u64), arg: u64) -> Result<TaskId, Spa
     reap();
     // Allocate outside the lock's critical section would be nicer; the heap
     // lock nests fine (both keep interrupts off).
-    let stack: Box<[u8]> = alloc::vec![0u8; STACK_SIZE].into_boxed_slice();
-    let top = (stack.as_ptr() as u64 + STACK_SIZE as u64) & !0xF;
+    let mut stack: Box<[u8]> = alloc::vec![0u8; STACK_SIZE].into_boxed_slice();
+    if let Some(bottom) = stack.get_mut(0..8) {
+        bottom.copy_from_slice(&STACK_CANARY.to_le_bytes());
+    }
+    let stack_bottom = stack.as_ptr() as u64;
+    let top = (stack_bottom + STACK_SIZE as u64) & !0xF;
     let mut s = SCHED.lock();
     if s.tasks.len() >= MAX_TASKS {
         return Err(SpawnError::TooManyTasks);
@@ -185,6 +216,7 @@ pub fn spawn(name: &'static str, entry: fn(u64), arg: u64) -> Result<TaskId, Spa
         entry,
         arg,
         _stack: Some(stack),
+        stack_bottom,
     });
     Ok(id)
 }
@@ -233,6 +265,12 @@ pub fn switch(frame: &mut TrapFrame) {
     let now = crate::timer::ticks();
     let cur = s.current;
     if let Some(t) = s.tasks.get_mut(cur) {
+        if !canary_intact(t.stack_bottom) {
+            let (id, name) = (t.id, t.name);
+            drop(guard);
+            crate::println!("\nkdbg: task {id} ({name}) overflowed its {STACK_SIZE}-byte stack");
+            crate::trap::fatal(frame, "task stack overflow");
+        }
         t.frame = *frame;
         if t.state == State::Running {
             t.state = State::Ready;

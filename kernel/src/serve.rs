@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::cmdline::Cmdline;
+use crate::cmdline::{Cmdline, Crash};
 use crate::workloads::{self, STATS};
 use crate::{println, sched, timer};
 
@@ -17,9 +17,15 @@ pub fn run(cmd: Cmdline) -> ! {
             ""
         }
     );
-    if cmd.crash {
-        sched::sleep_ticks(timer::HZ / 10);
-        crash();
+    match cmd.crash {
+        Some(Crash::InvalidOpcode) => {
+            sched::sleep_ticks(timer::HZ / 10);
+            crash();
+        }
+        Some(Crash::StackOverflow) => {
+            let _ = sched::spawn("stack-smasher", smash_stack, 0);
+        }
+        None => {}
     }
     loop {
         sched::sleep_ticks(timer::HZ);
@@ -54,4 +60,17 @@ pub extern "C" fn kdbg_crash() {
 fn crash() {
     crate::println!("serve: kdbg.crash: crashing on purpose");
     kdbg_crash();
+}
+
+/// `kdbg.crash=stack`: overwrites this task's stack canary (what a stack
+/// overflow does first) and keeps running until the scheduler notices.
+fn smash_stack(_: u64) {
+    crate::println!("serve: kdbg.crash=stack: overwriting the stack canary");
+    if let Some(bottom) = sched::current_stack_bottom() {
+        // SAFETY: the lowest word of this task's own, live stack allocation.
+        unsafe { core::ptr::write_volatile(bottom as *mut u64, 0) };
+    }
+    loop {
+        core::hint::spin_loop();
+    }
 }

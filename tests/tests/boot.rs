@@ -15,14 +15,9 @@ const BOOT: Duration = Duration::from_secs(30);
 #[test]
 fn banner_and_live_workload_activity() {
     let mut vm = Qemu::boot("serve").expect("boot");
-    let console = vm
-        .wait_for_console("kdbg reference kernel ", BOOT)
-        .expect("banner");
     let version = env!("CARGO_PKG_VERSION");
-    assert!(
-        console.contains(&format!("kdbg reference kernel {version}")),
-        "banner without version: {console}"
-    );
+    vm.wait_for_console(&format!("kdbg reference kernel {version} ("), BOOT)
+        .expect("banner with the version");
     vm.wait_for_console("serve: 4 workload tasks started", BOOT)
         .expect("workers");
     let console = vm
@@ -89,6 +84,23 @@ fn fatal_trap_dumps_registers_with_symbols_and_exits_37() {
         console.contains("kernel::serve::"),
         "no caller among the stack words: {console}"
     );
+}
+
+#[test]
+fn task_stack_overflow_is_caught_at_the_next_switch() {
+    let mut vm = Qemu::boot("serve kdbg.crash=stack kdbg.quiet").expect("boot");
+    assert_eq!(
+        vm.wait_exit(BOOT).expect("kernel exits"),
+        KernelExit::Fatal,
+        "{}",
+        vm.console()
+    );
+    let console = vm.console();
+    assert!(
+        console.contains("(stack-smasher) overflowed its 65536-byte stack"),
+        "{console}"
+    );
+    assert!(console.contains("FATAL: task stack overflow"), "{console}");
 }
 
 #[test]
