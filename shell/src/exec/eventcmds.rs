@@ -110,20 +110,44 @@ pub fn hist(s: &mut Session, args: &[String]) -> Result<Output> {
     let (id, what) = match args {
         [id] => (id, None),
         [id, w] => (id, Some(w.as_str())),
-        _ => bail!("usage: hist PROBE [ret|lat]"),
+        _ => bail!("usage: hist PROBE [lat|ret|ARG]"),
     };
     let probe = u32::try_from(number(id.trim_start_matches('#'))?)
         .map_err(|_| anyhow!("bad probe id `{id}`"))?;
     let evs = s.shared.store.of_probe(probe);
     let has_dur = evs.iter().any(|e| e.duration_tsc.is_some());
     let what = match what {
-        Some("ret") => "ret",
-        Some("lat") | Some("latency") => "lat",
-        Some(w) => bail!("`hist {id} {w}`: use ret (return values) or lat (latency)"),
-        None if has_dur => "lat",
-        None => "ret",
+        Some("ret") => "ret".to_string(),
+        Some("lat") | Some("latency") => "lat".to_string(),
+        // A captured argument by name (`hist 1 stack_size`).
+        Some(w) if evs.iter().any(|e| e.args.iter().any(|a| a.name == w)) => w.to_string(),
+        Some(_) if evs.is_empty() => bail!("no events of probe #{probe} yet"),
+        Some(w) => bail!(
+            "`hist {id} {w}`: use lat (latency), ret (return values) or a captured argument ({})",
+            evs[0]
+                .args
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None if has_dur => "lat".to_string(),
+        None => "ret".to_string(),
     };
-    let (values, unit): (Vec<i128>, &str) = if what == "lat" {
+    let (values, unit): (Vec<i128>, &str) = if what != "lat" && what != "ret" {
+        (
+            evs.iter()
+                .filter_map(|e| e.args.iter().find(|a| a.name == what))
+                .filter_map(|a| {
+                    a.value
+                        .as_i64()
+                        .map(i128::from)
+                        .or_else(|| a.value.as_u64().map(i128::from))
+                })
+                .collect(),
+            "value",
+        )
+    } else if what == "lat" {
         let ns = evs.iter().any(|e| e.duration_ns.is_some());
         (
             evs.iter()
@@ -158,7 +182,7 @@ pub fn hist(s: &mut Session, args: &[String]) -> Result<Output> {
     }
     Ok(Output::Hist {
         probe,
-        what: what.into(),
+        what,
         unit: unit.into(),
         buckets: histogram(&values),
     })
