@@ -591,3 +591,47 @@ fn bt_through_a_kretprobed_function_shows_the_real_callers() {
     std::thread::sleep(Duration::from_millis(300));
     assert_alive(&mut vm);
 }
+
+#[test]
+fn any_chardev_works_gdb_over_a_unix_socket() {
+    let sock = tests::target_dir()
+        .join("e2e")
+        .join(format!("gdb-unix-{}.sock", std::process::id()));
+    let _ = std::fs::create_dir_all(sock.parent().expect("a parent directory"));
+    let _ = std::fs::remove_file(&sock);
+    let path = sock.clone();
+    let mut vm = Qemu::boot_with("serve kdbg.quiet", move |cfg| {
+        cfg.stub = tests::Wiring::Unix(path);
+    })
+    .expect("boot with the stub on a unix socket");
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("serve mode starts its workloads");
+    vm.wait_for("the stub's unix socket", BOOT, |_| {
+        sock.exists().then_some(())
+    })
+    .expect("QEMU creates the socket");
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-q", "-ex", "set confirm off"])
+        .args(["-ex", &format!("target remote {}", sock.display())])
+        .args([
+            "-ex",
+            "info registers rip",
+            "-ex",
+            "monitor tasks",
+            "-ex",
+            "detach",
+        ])
+        .arg(vm.config().kernel.as_os_str())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gdb");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.lines().any(|l| l.starts_with("rip")), "{text}");
+    assert!(text.contains("task id=0 name=main"), "{text}");
+    assert!(text.contains("detached"), "{text}");
+    let _ = std::fs::remove_file(&sock);
+}
