@@ -163,23 +163,89 @@ fn reg_value(r: &RegisterFile, reg: Register) -> Option<u64> {
     r.get(&reg.name())
 }
 
+/// The layout of a struct, union or enum (fields with offsets and sizes).
+fn layout_text(elf: &symbols::Elf, t: &symbols::Type) -> String {
+    let name = t.name.clone().unwrap_or_else(|| "<anonymous>".into());
+    let size = t.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+    match &t.kind {
+        TypeKind::Struct { .. } | TypeKind::Union { .. } => {
+            let kw = if matches!(t.kind, TypeKind::Union { .. }) {
+                "union"
+            } else {
+                "struct"
+            };
+            let mut out = format!("{kw} {name} {{   // {size} bytes");
+            for f in t.fields() {
+                let fsize =
+                    f.ty.and_then(|id| elf.resolve(id).ok())
+                        .and_then(|t| t.size)
+                        .map(|s| format!(" ({s} bytes)"))
+                        .unwrap_or_default();
+                out.push_str(&format!(
+                    "\n    /* {:>4} */ {}: {},{fsize}",
+                    f.offset,
+                    f.name.clone().unwrap_or_else(|| "<anon>".into()),
+                    elf.type_name(f.ty)
+                ));
+            }
+            out.push_str("\n}");
+            out
+        }
+        TypeKind::Enum { values, .. } => {
+            let mut out = format!("enum {name} {{   // {size} bytes");
+            for (n, v) in values {
+                out.push_str(&format!("\n    {n} = {v},"));
+            }
+            out.push_str("\n}");
+            out
+        }
+        _ => format!("{}   // {size} bytes", elf.type_name(Some(t.id))),
+    }
+}
+
+/// `ptype FUNC`, `ptype FUNC:PARAM`, `ptype TYPE` (`TaskRegs`,
+/// `kernel::workloads::Request`, `struct foo`).
 pub fn ptype(s: &mut Session, args: &[String]) -> Result<Output> {
-    let [name] = args else {
-        bail!("usage: ptype FUNC | ptype FUNC:PARAM");
-    };
-    let (func, param) = match name.split_once(':') {
-        Some((f, p)) if !p.is_empty() && !f.ends_with(':') && !p.starts_with(':') => (f, Some(p)),
+    if args.is_empty() {
+        bail!("usage: ptype FUNC | ptype FUNC:PARAM | ptype TYPE");
+    }
+    let name = args.join(" ");
+    let (func, param) = match name.rsplit_once(':') {
+        Some((f, p)) if !p.is_empty() && !f.ends_with(':') && !f.contains(' ') => (f, Some(p)),
         _ => (name.as_str(), None),
     };
     let elf = s.shared.elf()?;
-    let fs = match elf.functions_named(func) {
-        Ok(f) if !f.is_empty() => f,
-        _ => {
+    let fs = elf.functions_named(func).unwrap_or_default();
+    let Some(f) = fs.first() else {
+        // Not a function: a type.
+        let ids = elf.types_named(&name).unwrap_or_default();
+        let Some(id) = ids.first() else {
             drop(elf);
-            return Err(super::locate::unknown_symbol(&s.shared, func));
+            let e = super::locate::unknown_symbol(&s.shared, &name);
+            bail!("{e} (no function or type of that name)");
+        };
+        let t = elf
+            .type_info(*id)
+            .map_err(|e| anyhow!("cannot read type `{name}`: {e}"))?;
+        let t = elf.resolve(t.id).unwrap_or(t);
+        let mut text = layout_text(&elf, &t);
+        // The same type appears once per compilation unit: count the
+        // distinct layouts only.
+        let mut distinct: Vec<String> = ids
+            .iter()
+            .filter_map(|i| elf.type_info(*i).ok())
+            .map(|t| layout_text(&elf, &elf.resolve(t.id).unwrap_or(t)))
+            .collect();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() > 1 {
+            text.push_str(&format!(
+                "\n({} different types have this name; this is the first: give the full path)",
+                distinct.len()
+            ));
         }
+        return Ok(Output::Ptype { text });
     };
-    let f = &fs[0];
     let mut text = String::new();
     match param {
         None => {
@@ -199,31 +265,30 @@ pub fn ptype(s: &mut Session, args: &[String]) -> Result<Output> {
             }
         }
         Some(p) => {
-            let prm = f
-                .params
-                .iter()
-                .find(|x| x.name == p)
-                .ok_or_else(|| anyhow!("{} has no parameter `{p}`", f.name))?;
+            let prm = f.params.iter().find(|x| x.name == p).ok_or_else(|| {
+                anyhow!(
+                    "{} has no parameter `{p}` (it has: {})",
+                    f.name,
+                    f.params
+                        .iter()
+                        .map(|x| x.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
             text.push_str(&format!("{}: {}", prm.name, prm.type_name));
             let mut ty = prm.ty.and_then(|t| elf.resolve(t).ok());
             if let Some(TypeKind::Pointer { pointee }) = ty.as_ref().map(|t| t.kind.clone()) {
                 ty = pointee.and_then(|t| elf.resolve(t).ok());
             }
-            if let Some(t) = ty.filter(|t| !t.fields().is_empty()) {
-                text.push_str(&format!(
-                    "\n{} {{   // {} bytes",
-                    t.name.clone().unwrap_or_else(|| "struct".into()),
-                    t.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
-                ));
-                for fld in t.fields() {
-                    text.push_str(&format!(
-                        "\n    /* {:>4} */ {}: {},",
-                        fld.offset,
-                        fld.name.clone().unwrap_or_else(|| "<anon>".into()),
-                        elf.type_name(fld.ty)
-                    ));
-                }
-                text.push_str("\n}");
+            if let Some(t) = ty.filter(|t| {
+                matches!(
+                    t.kind,
+                    TypeKind::Struct { .. } | TypeKind::Union { .. } | TypeKind::Enum { .. }
+                )
+            }) {
+                text.push('\n');
+                text.push_str(&layout_text(&elf, &t));
             }
         }
     }
