@@ -165,8 +165,11 @@ fn real_main(argv: &[String]) -> Result<i32> {
             "kdbg: no --symbols: only addresses, $argN and %reg work (give the kernel ELF for names)"
         );
     }
-    if stdout_tty && symbols.is_some() && args.batch.is_none() {
-        eprint!("kdbg: loading symbols...\r");
+    let progress = std::io::stderr().is_terminal() && args.batch.is_none();
+    let started = std::time::Instant::now();
+    if let (true, Some(p)) = (progress, &symbols) {
+        let mib = std::fs::metadata(p).map(|m| m.len() >> 20).unwrap_or(0);
+        eprint!("kdbg: loading symbols from {} ({mib} MiB)...", p.display());
     }
     let mut session = Session::new(Options {
         endpoint,
@@ -176,6 +179,9 @@ fn real_main(argv: &[String]) -> Result<i32> {
         tsc_hz: args.tsc_hz,
         resume: !args.stopped,
     })?;
+    if progress && session.shared.elf.is_some() {
+        eprintln!(" done in {:.1} s", started.elapsed().as_secs_f64());
+    }
     session.remove_probes_on_exit = args.remove_probes;
     let interactive = args.batch.is_none() && std::io::stdin().is_terminal();
     let code = if interactive {

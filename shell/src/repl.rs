@@ -279,7 +279,15 @@ pub fn run(session: &mut Session) -> Result<i32> {
                     crate::cli::run_line(session, "interrupt", None);
                 }
             }
-            Err(ReadlineError::Eof) => break,
+            Err(ReadlineError::Eof) => {
+                let n = session.shared.probes.read().map(|p| p.len()).unwrap_or(0);
+                if n > 0 && !session.remove_probes_on_exit {
+                    eprintln!(
+                        "kdbg: leaving; {n} probe(s) stay in the running kernel (`quit --remove-probes` removes them)"
+                    );
+                }
+                break;
+            }
             Err(e) => {
                 eprintln!("kdbg: terminal error: {e}");
                 break;
