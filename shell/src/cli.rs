@@ -33,6 +33,7 @@ options:
   --console FILE         with --kernel: write the kernel console there
   --append ARGS          with --kernel: the kernel command line
   --color auto|always|never
+  -V, --version          the version
   -h, --help             this text";
 
 #[derive(Debug, Default)]
@@ -124,6 +125,10 @@ fn real_main(argv: &[String]) -> Result<i32> {
         }
         Some("-h" | "--help") => {
             println!("{USAGE}");
+            return Ok(0);
+        }
+        Some("-V" | "--version") => {
+            println!("kdbg {}", env!("CARGO_PKG_VERSION"));
             return Ok(0);
         }
         _ => {}
