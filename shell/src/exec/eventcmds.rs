@@ -10,11 +10,29 @@ use crate::events::{Filter, histogram};
 use crate::output::{Output, RingCounters};
 use crate::session::{Session, write};
 
-fn parse_filter(opts: &[(String, String)]) -> Result<Filter> {
+fn parse_filter(s: &Session, opts: &[(String, String)]) -> Result<Filter> {
     let mut f = Filter::default();
     for (k, v) in opts {
-        let n = u32::try_from(number(v.trim_start_matches('#'))?)
-            .map_err(|_| anyhow!("`{k}={v}` is out of range"))?;
+        // task=fork-worker: a task name works too.
+        let by_name = (k == "task" && !v.starts_with(|c: char| c.is_ascii_digit()))
+            .then(|| {
+                s.shared
+                    .tasks
+                    .read()
+                    .ok()?
+                    .iter()
+                    .find(|(_, n)| *n == v)
+                    .map(|(id, _)| *id)
+            })
+            .flatten();
+        let n = match by_name {
+            Some(id) => id,
+            None if k == "task" && !v.starts_with(|c: char| c.is_ascii_digit()) => {
+                bail!("no task named `{v}` (`threads` lists them)")
+            }
+            None => u32::try_from(number(v.trim_start_matches('#'))?)
+                .map_err(|_| anyhow!("`{k}={v}` is out of range"))?,
+        };
         match k.as_str() {
             "probe" => f.probe = Some(n),
             "task" => f.task = Some(n),
@@ -31,7 +49,7 @@ pub fn events(s: &mut Session, args: &[String]) -> Result<Output> {
         [n] => number(n)? as usize,
         _ => bail!("usage: events [N] [probe=ID] [task=ID]"),
     };
-    let mut filter = parse_filter(&opts)?;
+    let mut filter = parse_filter(s, &opts)?;
     if opts.is_empty() {
         filter = s
             .shared
@@ -90,7 +108,7 @@ pub fn filter(s: &mut Session, args: &[String]) -> Result<Output> {
         if !rest.is_empty() {
             bail!("usage: filter [probe=ID] [task=ID] | filter off");
         }
-        parse_filter(&opts)?
+        parse_filter(s, &opts)?
     };
     *write(&s.shared.filter) = f.clone();
     Ok(Output::Message {

@@ -80,7 +80,19 @@ pub fn examine(s: &mut Session, modifier: Option<&str>, args: &[String]) -> Resu
             }
         }
         'i' => {
-            let bytes = read_mem(s, addr, f.count * 15)?;
+            // Kernel text from the image: the live bytes have the probes' int3s.
+            let bytes = match s.shared.image.as_ref() {
+                Some(img) if img.is_text(addr) => img
+                    .read(addr, f.count * 15)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let bytes = if bytes.is_empty() {
+                read_mem(s, addr, f.count * 15)?
+            } else {
+                bytes
+            };
             let mut d = s.shared.disassembler(s.syntax);
             for i in d.decode(&bytes, addr, f.count) {
                 rows.push(MemoryRow {
