@@ -7,22 +7,27 @@ use std::process::Command;
 use shell::capture::{CaptureError, Shape, Source, compile};
 use symbols::Elf;
 
+/// Built once per test binary (tests run in parallel: one builds, the
+/// others wait).
 fn fixture() -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("capture-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("capture");
-    if !out.exists() {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/capture.c");
-        let st = Command::new("gcc")
-            .args(["-g", "-O1", "-fno-inline", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("gcc is needed for this test (apt-get install gcc)");
-        assert!(st.success());
-    }
-    out
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("capture-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join("capture");
+            let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/capture.c");
+            let st = Command::new("gcc")
+                .args(["-g", "-O1", "-fno-inline", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .expect("gcc is needed for this test (apt-get install gcc)");
+            assert!(st.success());
+            out
+        })
+        .clone()
 }
 
 fn func(elf: &Elf, name: &str) -> symbols::Function {
