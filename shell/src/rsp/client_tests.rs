@@ -244,13 +244,15 @@ fn peer_that_disappears() {
 
 #[test]
 fn peer_that_stops_answering_times_out() {
+    let (sent_tx, sent_rx) = mpsc::channel();
     let (mut c, _rx, h) = setup(
-        |mut p| {
+        move |mut p| {
             p.handshake(true);
             p.expect("g");
             std::thread::sleep(Duration::from_millis(800));
             // A late reply must not be taken for the next request's.
             p.send("late");
+            sent_tx.send(()).unwrap();
             p.expect("m0,1");
             p.send("00");
         },
@@ -260,8 +262,11 @@ fn peer_that_stops_answering_times_out() {
     let e = c.request(b"g").unwrap_err();
     assert!(matches!(e, RspError::Timeout { .. }), "{e}");
     assert!(e.to_string().contains("did not answer `g`"), "{e}");
-    std::thread::sleep(Duration::from_millis(700));
-    c.timeout = Duration::from_secs(2);
+    // Once the late reply is on the wire (give the reader a moment to
+    // queue it), the next request must still get its own.
+    sent_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    c.timeout = Duration::from_secs(5);
     assert_eq!(c.request(b"m0,1").unwrap(), b"00");
     h.join().unwrap();
 }
