@@ -186,7 +186,7 @@ fn silent_peer_in_ack_mode_times_out() {
     let port = l.local_addr().unwrap().port();
     let h = std::thread::spawn(move || {
         let (s, _) = l.accept().unwrap();
-        std::thread::sleep(Duration::from_millis(900));
+        std::thread::sleep(Duration::from_secs(3));
         drop(s);
     });
     let ep = Endpoint::Tcp {
