@@ -90,6 +90,8 @@ struct Results {
     bases: [u64; MAX_OPS],
     /// ... valid where the bit is set (not for faults).
     valid: u8,
+    /// Bytes of string data so far.
+    string_bytes: usize,
     truncated: bool,
 }
 
@@ -97,7 +99,7 @@ impl Results {
     fn push(&mut self, tag: u8, addr_or_value: u64, string: Option<&[u8]>) {
         // Strings share MAX_STRING_BYTES: a string that does not fit is cut
         // (and flagged truncated).
-        let room = self.buf.len().saturating_sub(self.len + 10);
+        let room = proto::event::MAX_STRING_BYTES.saturating_sub(self.string_bytes);
         let string = string.map(|s| {
             if s.len() > room {
                 self.truncated = true;
@@ -117,6 +119,7 @@ impl Results {
             put(&mut self.buf, at + 10, s);
         }
         self.len += need;
+        self.string_bytes += string.map_or(0, <[u8]>::len);
         if let Some(b) = self.bases.get_mut(usize::from(self.count)) {
             *b = addr_or_value;
             if tag != TAG_FAULT {
@@ -242,6 +245,7 @@ fn record_with_capture(
         count: 0,
         bases: [0; MAX_OPS],
         valid: 0,
+        string_bytes: 0,
         truncated: false,
     };
     if !spec.program.is_empty() {

@@ -962,3 +962,33 @@ fn watchpoint_trap_after_a_slot_instruction_reports_the_real_place() {
     assert_eq!(take_log().len(), 1, "post handler ran");
     assert!(!c.kcbs[0].busy());
 }
+
+#[test]
+fn string_fetches_stop_at_unreadable_bytes_and_share_the_string_budget() {
+    let c = setup();
+    // "abcde" and then unmapped memory: the bytes before the hole, truncated.
+    poke(0x60_0000, b"abcde");
+    let long = [b'x'; 64];
+    poke(0x61_0000, &long);
+    poke(0x61_0040, &[0]);
+    let spec =
+        proto::CaptureSpec::parse("fetch=str64@arg0,str64@arg1,str64@arg1,str64@arg1").unwrap();
+    let id = c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    let mut f = trap_at(FUNC);
+    (f.rdi, f.rsi) = (0x60_0000, 0x61_0000);
+    assert!(c.on_breakpoint(&mut f));
+    let mut evs = Vec::new();
+    c.drain(&mut |r| evs.push(proto::Record::decode(r).unwrap()));
+    let proto::Record::Event(ev) = evs[0] else {
+        panic!()
+    };
+    assert_eq!(ev.probe_id, id.0);
+    let r = ev.results();
+    assert_eq!(ev.string_bytes(&r[0]), b"abcde");
+    assert_eq!(ev.string_bytes(&r[1]).len(), 64);
+    // 128 string bytes per event: the third string is cut, the fourth empty.
+    let total: usize = r.iter().map(|x| ev.string_bytes(x).len()).sum();
+    assert!(total <= proto::event::MAX_STRING_BYTES);
+    assert_eq!(r.len(), 4);
+    assert!(ev.truncated);
+}
