@@ -74,7 +74,8 @@ impl Core {
         }
         let cur = kcb.cur();
         if matches!(cur.state, State::SingleStep | State::Reenter) {
-            // SAFETY: a non-idle control block pins its point (see `grace`).
+            // SAFETY: the slot is pending: this CPU holds a pin on its point, which
+            // is not retired before the pin goes (`Core::synchronize`).
             if let Some(point) = unsafe { cur.point.as_ref() }
                 && point.slot.as_ref().is_some_and(|s| s.trap_rip == frame.rip)
             {

@@ -4,7 +4,7 @@
 //! pointers. Readers (the trap path) take no lock: they load pointers and
 //! follow them; writers (registration, serialised by the registry lock)
 //! publish a new point with one atomic store and retire the old one only
-//! after a grace period ([`crate::grace`]). Removed entries become
+//! after a grace period (`Core::synchronize` in `register.rs`). Removed entries become
 //! tombstones, which later inserts reuse.
 
 use core::ptr;
