@@ -5,6 +5,7 @@
 
 mod hist;
 mod store;
+pub mod text_line;
 
 pub use hist::{Bucket, histogram, histogram_text};
 pub use store::{Drops, Filter, KEEP, Store};
@@ -461,14 +462,18 @@ pub fn classify(line: &str) -> Line {
             Ok(r) => Line::Record(Box::new(r)),
             Err(e) => Line::BadRecord(e),
         }
+    } else if let Some(ev) = text_line::parse(line) {
+        // `stream text` mode: the readable form carries the same fields.
+        Line::Record(Box::new(Record::Event(ev)))
     } else {
         Line::Text(line.to_string())
     }
 }
 
-/// The classifier for the RSP client: record lines are events.
+/// The classifier for the RSP client: record lines (and readable `event`
+/// lines) are events.
 pub fn is_event(text: &[u8]) -> bool {
-    text.starts_with(proto::event::RECORD_PREFIX.as_bytes())
+    text.starts_with(proto::event::RECORD_PREFIX.as_bytes()) || text.starts_with(b"event id=")
 }
 
 #[cfg(test)]
