@@ -52,6 +52,9 @@ pub struct Shared {
     pub printer: Mutex<Option<Printer>>,
     /// Asynchronous stops the event thread has shown (all connections).
     pub stops_shown: std::sync::atomic::AtomicU64,
+    /// Watchpoints: address -> (length, last value seen), for old/new
+    /// values in stop lines.
+    pub watches: Mutex<HashMap<u64, (u64, Option<u64>)>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,6 +177,26 @@ impl Shared {
     }
 
     /// Read rip through the client if it is free (the event thread).
+    /// Read a watched value (`len` bytes, little-endian) through the client.
+    pub fn read_watched(&self, addr: u64, len: u64) -> Option<u64> {
+        let mut c = lock(&self.client);
+        let bytes = c.as_mut()?.read_memory(addr, len as usize).ok()?;
+        let mut b = [0u8; 8];
+        b.get_mut(..bytes.len())?.copy_from_slice(&bytes);
+        Some(u64::from_le_bytes(b))
+    }
+
+    /// `old -> new` for a watchpoint stop (updates the remembered value).
+    pub fn watch_change(&self, addr: u64) -> Option<String> {
+        let (len, old) = *lock(&self.watches).get(&addr)?;
+        let new = self.read_watched(addr, len)?;
+        lock(&self.watches).insert(addr, (len, Some(new)));
+        Some(match old {
+            Some(o) => format!("old {o:#x}, new {new:#x}"),
+            None => format!("value {new:#x}"),
+        })
+    }
+
     fn current_rip(&self) -> Option<u64> {
         let mut c = lock(&self.client);
         let c = c.as_mut()?;
@@ -283,7 +306,12 @@ impl Shared {
                 Async::Stop(s) => {
                     let stop = StopReply::parse(&s).unwrap_or_default();
                     let rip = self.current_rip();
-                    let info = self.stop_info(&stop, rip);
+                    let mut info = self.stop_info(&stop, rip);
+                    if let Some((_, a)) = &stop.watch
+                        && let Some(change) = self.watch_change(*a)
+                    {
+                        info.reason = format!("{}: {change}", info.reason);
+                    }
                     lock(&self.stops).push(stop);
                     let text = if self.render.json {
                         self.render
@@ -441,6 +469,7 @@ impl Session {
             stops: Mutex::new(Vec::new()),
             printer: Mutex::new(None),
             stops_shown: std::sync::atomic::AtomicU64::new(0),
+            watches: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = mpsc::channel();
         {
@@ -612,6 +641,12 @@ impl Session {
         self.client()?
             .clear_breakpoint(b.kind, b.info.addr, b.len)?;
         self.breakpoints.remove(&id);
+        if matches!(
+            b.kind,
+            BreakKind::Write | BreakKind::Read | BreakKind::Access
+        ) {
+            lock(&self.shared.watches).remove(&b.info.addr);
+        }
         Ok(())
     }
 

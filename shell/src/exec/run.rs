@@ -103,6 +103,8 @@ pub fn watch(s: &mut Session, args: &[String]) -> Result<Output> {
     s.client()?.set_breakpoint(kind, r.addr, len).map_err(|e| {
         anyhow!("{e} (all four debug registers may be in use: delete a watchpoint or hbreak)")
     })?;
+    let value = s.shared.read_watched(r.addr, len);
+    crate::session::lock(&s.shared.watches).insert(r.addr, (len, value));
     add(s, kind, r.addr, r.name, false, len)
 }
 
