@@ -1,4 +1,4 @@
-//! `cargo xtask bench [guest|host|symbols] [--iterations N] [--elf PATH]`:
+//! `cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]`:
 //! kdbg's cost table (issue 8).
 //!
 //! - `guest`: boots the kernel in `bench` mode under `-icount shift=0` and
@@ -9,9 +9,12 @@
 //!   and the time to kdbg's prompt ([`host`]).
 //! - `symbols --elf PATH`: the symbols library against binutils
 //!   (`bench_symbols`, the symbols engineer's module).
+//! - `profile`: one call per row under QEMU's execution log; the
+//!   instructions of one probed hit per function ([`profile`]): the tool
+//!   for finding where a hit's instructions go.
 //!
 //! With no part named, runs guest and host (and symbols when `--elf` is
-//! given). Writes `target/kdbg/bench.json` and the generated blocks of
+//! given). `KDBG_BENCH_COMMIT` names the commit when the tree has no `.git`. Writes `target/kdbg/bench.json` and the generated blocks of
 //! `docs/BENCHMARKS.md` (text outside the `<!-- bench:... -->` markers,
 //! such as the symbols section, is left alone).
 

@@ -6,7 +6,7 @@
 //! cargo xtask run [--append ARGS] [-- KDBG_ARGS...]
 //! cargo xtask test                       host tests, kernel selftests, end-to-end tests
 //! cargo xtask clippy                     clippy -D warnings, host and kernel crates
-//! cargo xtask bench [guest|host|symbols] [--iterations N] [--elf PATH]   the cost table (docs/BENCHMARKS.md)
+//! cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]   the cost table (docs/BENCHMARKS.md)
 //! ```
 
 mod bench;
@@ -36,7 +36,7 @@ commands:
                              build, boot, and open the kdbg shell on the kernel
   test                       every test: kernel selftests in QEMU, host unit tests, end-to-end tests
   clippy                     cargo clippy -D warnings for the host crates and the kernel crates
-  bench [guest|host|symbols] [--iterations N] [--elf PATH]
+  bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]
                              probe costs in guest instructions, stub and stream figures,
                              symbols vs binutils; writes docs/BENCHMARKS.md, target/kdbg/bench.json
 ";
