@@ -19,6 +19,7 @@ const ROWS: &[&str] = &[
     "kprobe_kretprobe",
     "jprobe_kretprobe",
     "capture_kprobe",
+    "capture_kprobe_int3",
     "capture_args6",
     "capture_string",
     "capture_return",

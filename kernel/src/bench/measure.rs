@@ -6,6 +6,7 @@
 //! window) the event ring is drained so capture rows measure recording,
 //! never the cheaper "ring full, drop" path.
 
+use core::arch::global_asm;
 use core::hint::black_box;
 use core::sync::atomic::Ordering;
 
@@ -18,11 +19,34 @@ pub const BATCH: u64 = 16;
 /// The path `bench_sys_open_loop` opens (exists: `sys_open` returns a descriptor).
 const OPEN_PATH: &[u8] = b"/dev/null\0";
 
+// `bench_target` again, but starting with an instruction the probe core
+// never boosts (privileged: `mov rax, cr2`), so a probe without a post
+// handler still runs it out of line with an int3 tail: Linux's two-trap
+// "int3 probe inside a function".
+global_asm!(
+    ".pushsection .text.kdbg_bench, \"ax\", @progbits",
+    ".globl bench_unboosted",
+    ".type bench_unboosted, @function",
+    "bench_unboosted:",
+    "mov rax, cr2",
+    "lea rax, [rdi + rdi * 2 + 1]",
+    "ret",
+    ".size bench_unboosted, . - bench_unboosted",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    /// `3x + 1`, first instruction privileged (see the asm above).
+    fn bench_unboosted(x: u64) -> u64;
+}
+
 /// The function a row calls (and probes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     /// `bench_target(x) = 3x + 1` through `hot_loop`.
     Hot,
+    /// `bench_unboosted(x) = 3x + 1` through [`bench_unboosted_loop`].
+    Unboosted,
     /// `sys_open("/dev/null", 0, 0)` through [`bench_sys_open_loop`].
     Open,
 }
@@ -32,6 +56,7 @@ impl Target {
     pub fn function(self) -> &'static str {
         match self {
             Target::Hot => "bench_target",
+            Target::Unboosted => "bench_unboosted",
             Target::Open => "sys_open",
         }
     }
@@ -39,15 +64,29 @@ impl Target {
     /// Runs `n` calls; returns how many computed a wrong result.
     fn batch(self, n: u64) -> u64 {
         match self {
-            Target::Hot => {
-                let got = workloads::hot_loop(black_box(n));
-                // sum of 3i + 1 for i in 0..n
-                let want = n.wrapping_mul(n.wrapping_sub(1)) / 2 * 3 + n;
-                u64::from(got != want)
-            }
+            Target::Hot => u64::from(workloads::hot_loop(black_box(n)) != sum_3i_plus_1(n)),
+            Target::Unboosted => u64::from(bench_unboosted_loop(black_box(n)) != sum_3i_plus_1(n)),
             Target::Open => bench_sys_open_loop(black_box(n)),
         }
     }
+}
+
+/// The sum of `3i + 1` for `i` in `0..n` (what the loops over `3x + 1` return).
+fn sum_3i_plus_1(n: u64) -> u64 {
+    n.wrapping_mul(n.wrapping_sub(1)) / 2 * 3 + n
+}
+
+/// `n` calls of `bench_unboosted(i)`; returns the sum of the results.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn bench_unboosted_loop(n: u64) -> u64 {
+    let mut acc = 0u64;
+    for i in 0..n {
+        // SAFETY: a leaf asm function of one integer argument; reading CR2
+        // is harmless in ring 0.
+        acc = acc.wrapping_add(unsafe { bench_unboosted(black_box(i)) });
+    }
+    acc
 }
 
 /// `n` calls of `sys_open("/dev/null")`; returns how many failed.

@@ -64,6 +64,11 @@ pub static ROWS: &[Row] = &[
         setup: capture_kprobe,
     },
     Row {
+        name: "capture_kprobe_int3",
+        target: Target::Unboosted,
+        setup: capture_kprobe_int3,
+    },
+    Row {
         name: "capture_args6",
         target: Target::Hot,
         setup: capture_args6,
@@ -197,6 +202,16 @@ fn capture_kprobe() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
         )?),
         None,
     ])
+}
+
+/// The same on an instruction that is never boosted: int3, the copy in its
+/// slot, an int3 tail (Linux's two-trap row with an event recorded).
+fn capture_kprobe_int3() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let id = one(
+        monitor::kprobe(At::Symbol("bench_unboosted", 0)),
+        "monitor::kprobe refused bench_unboosted",
+    )?;
+    Ok([Some(id), None])
 }
 
 /// The stub's `monitor jprobe`: an entry event with the six argument registers.

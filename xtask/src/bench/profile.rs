@@ -129,6 +129,7 @@ pub fn run(kernel: &Path, qemu_version: &str) -> Result<String> {
     let mut sites = Vec::new();
     for (lp, target) in [
         ("hot_loop", "bench_target"),
+        ("bench_unboosted_loop", "bench_unboosted"),
         ("bench_sys_open_loop", "sys_open"),
     ] {
         let l = syms

@@ -79,6 +79,12 @@ const MEANINGS: &[Meaning] = &[
         goal: Goal::PerHit(400.0),
     },
     Meaning {
+        name: "capture_kprobe_int3",
+        label: "capture kprobe on a never-boosted instruction (int3 + int3 tail)",
+        linux: "1146-1180 (2 traps)",
+        goal: Goal::PerHit(570.0),
+    },
+    Meaning {
         name: "capture_args6",
         label: "entry capture with six argument registers",
         linux: "1447 (ftrace) / 1786 (int3)",
