@@ -17,13 +17,34 @@ use super::{Case, Suite, TestResult};
 pub static SUITE: Suite = Suite {
     name: "stub",
     cases: &[
-        Case { name: "mem_read_mapped_unmapped_noncanonical", run: mem_read },
-        Case { name: "mem_write_refuses_read_only", run: mem_write_read_only },
-        Case { name: "hw_execute_breakpoint_traps", run: hw_execute_breakpoint },
-        Case { name: "hw_write_watchpoint_traps", run: hw_write_watchpoint },
-        Case { name: "monitor_rows_parse", run: monitor_rows },
-        Case { name: "monitor_refusals_are_error_rows", run: monitor_refusals },
-        Case { name: "kprobe_event_record_round_trips", run: kprobe_event_record },
+        Case {
+            name: "mem_read_mapped_unmapped_noncanonical",
+            run: mem_read,
+        },
+        Case {
+            name: "mem_write_refuses_read_only",
+            run: mem_write_read_only,
+        },
+        Case {
+            name: "hw_execute_breakpoint_traps",
+            run: hw_execute_breakpoint,
+        },
+        Case {
+            name: "hw_write_watchpoint_traps",
+            run: hw_write_watchpoint,
+        },
+        Case {
+            name: "monitor_rows_parse",
+            run: monitor_rows,
+        },
+        Case {
+            name: "monitor_refusals_are_error_rows",
+            run: monitor_refusals,
+        },
+        Case {
+            name: "kprobe_event_record_round_trips",
+            run: kprobe_event_record,
+        },
     ],
 };
 
