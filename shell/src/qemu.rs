@@ -30,10 +30,7 @@ impl Qemu {
         cmd.args(["-M", "pc", "-accel", "tcg", "-kernel"])
             .arg(kernel)
             .args(["-serial", &console])
-            .args([
-                "-serial",
-                &format!("tcp:127.0.0.1:{port},server=on,wait=off"),
-            ])
+            .args(["-serial", &stub_chardev(port)])
             .args(["-display", "none", "-monitor", "none"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .stdin(Stdio::null())
@@ -64,9 +61,26 @@ impl Qemu {
     }
 }
 
+/// The stub's chardev. `nodelay=on` turns Nagle off on QEMU's side of the
+/// socket: without it every RSP round trip costs ~40-50 ms (the delayed ACK).
+pub fn stub_chardev(port: u16) -> String {
+    format!("tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on")
+}
+
 impl Drop for Qemu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stub_chardev_has_nagle_off() {
+        assert_eq!(
+            super::stub_chardev(1234),
+            "tcp:127.0.0.1:1234,server=on,wait=off,nodelay=on"
+        );
     }
 }

@@ -217,7 +217,9 @@ impl Wiring {
             Wiring::Null => "null".into(),
             Wiring::Stdio => "stdio".into(),
             Wiring::File(p) => format!("file:{}", p.display()),
-            Wiring::Tcp(port) => format!("tcp:127.0.0.1:{port},server=on,wait=off"),
+            // `nodelay=on`: without it QEMU's side of the socket runs Nagle and
+            // every RSP round trip waits ~40 ms for the delayed ACK.
+            Wiring::Tcp(port) => format!("tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on"),
             Wiring::Unix(p) => format!("unix:{},server=on,wait=off", p.display()),
             Wiring::Raw(s) => s.clone(),
         }
@@ -633,7 +635,9 @@ mod unit {
         assert!(a.contains("-accel tcg"));
         assert!(a.contains("-m 128M"));
         assert!(a.contains("-kernel /k -append selftest"));
-        assert!(a.contains("-serial file:/c -serial tcp:127.0.0.1:4444,server=on,wait=off"));
+        assert!(
+            a.contains("-serial file:/c -serial tcp:127.0.0.1:4444,server=on,wait=off,nodelay=on")
+        );
         assert!(a.contains("isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(a.contains("-icount shift=0"));
     }

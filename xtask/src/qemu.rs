@@ -30,6 +30,12 @@ fn plan(is_root: bool, has_apt: bool) -> Plan {
     }
 }
 
+/// For users who start QEMU themselves: the stub's TCP chardev needs
+/// `nodelay=on`, or every RSP round trip waits ~40-50 ms for a delayed ACK.
+pub const HAND_RUN_HINT: &str = "running QEMU by hand? give the stub's tcp chardev nodelay=on \
+(e.g. -serial tcp:127.0.0.1:1234,server=on,wait=off,nodelay=on): without it each debugger \
+round trip costs ~40-50 ms (Nagle)";
+
 /// Makes sure `qemu-system-x86_64` is available: found on PATH, or installed
 /// with apt when we are root; otherwise an error with the exact command.
 pub fn ensure() -> Result<PathBuf> {
@@ -159,6 +165,7 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
             "xtask: attach with: kdbg --connect tcp:127.0.0.1:{port} --symbols {k}   or   gdb {k} -ex 'target remote 127.0.0.1:{port}'",
             k = kernel.display()
         );
+        eprintln!("xtask: {}", HAND_RUN_HINT);
     }
     let mut vm = cfg.spawn()?;
     match vm.wait_exit(cfg.timeout) {
