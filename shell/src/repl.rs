@@ -269,6 +269,10 @@ pub fn run(session: &mut Session) -> Result<i32> {
         match ed.readline(prompt) {
             Ok(line) => {
                 CANCEL.store(false, Ordering::SeqCst);
+                // Saved per line, so a killed or crashed shell loses no history.
+                if let Some(h) = &hist {
+                    let _ = ed.save_history(h);
+                }
                 crate::cli::run_line(session, &line, None);
                 if session.quit {
                     break;
