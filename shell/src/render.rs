@@ -230,9 +230,8 @@ fn text(r: &Render, o: &Output) -> String {
             format!("{received} events arrived (waited for {wanted})")
         }
         Output::Breakpoint { breakpoint: b } => format!(
-            "{} {} at {} ({:#x}){}",
-            r.green(&format!("breakpoint {}", b.id)),
-            b.kind,
+            "{} at {} ({:#x}){}",
+            r.green(&format!("{} {}", b.kind, b.id)),
             b.location,
             b.addr,
             if b.temporary { " (temporary)" } else { "" }
@@ -315,14 +314,25 @@ fn text(r: &Render, o: &Output) -> String {
         }
         Output::Disas { lines } => {
             let mut out = Vec::new();
+            // Columns line up across the listing: marks, address, <symbol+off>:, bytes.
+            let mark_w = lines
+                .iter()
+                .map(|l| l.marks.join(",").len())
+                .max()
+                .unwrap_or(0);
+            let loc_w = lines.iter().map(|l| l.location.len()).max().unwrap_or(0);
             for l in lines {
                 if let Some(src) = &l.source {
                     out.push(r.dim(src));
                 }
                 let marks = l.marks.join(",");
+                let loc = format!("<{}>:", l.location);
                 out.push(format!(
-                    "{marks:>5} {:#x} <{}>:  {:<24} {}",
-                    l.insn.addr, l.location, l.insn.bytes, l.insn.text
+                    "{marks:>mark_w$} {:#x} {loc:<w$}  {:<24} {}",
+                    l.insn.addr,
+                    l.insn.bytes,
+                    l.insn.text,
+                    w = loc_w + 3,
                 ));
             }
             out.join("\n")

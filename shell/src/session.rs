@@ -486,7 +486,7 @@ impl Session {
             breakpoints: BTreeMap::new(),
             next_break: 1,
             selected_thread: None,
-            syntax: Syntax::Gas,
+            syntax: Syntax::Intel,
             quit: false,
             remove_probes_on_exit: false,
             resume_on_connect: opts.resume,
