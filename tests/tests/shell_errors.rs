@@ -57,6 +57,7 @@ kprobe sys_open+1
 x/2gx 0xdead000000000000
 kprobe 0x10
 jprobe memcpy
+wait stop timeout 0.5
 probes
 ";
     let (code, stdout, stderr) = run_kdbg(&args, script);
@@ -78,7 +79,11 @@ probes
     );
     assert!(errs[5].contains("not in the kernel image"), "{stderr}");
     assert!(errs[6].contains("blacklist"), "{stderr}");
-    assert_eq!(errs.len(), 7, "{stderr}");
+    assert!(
+        errs[7].contains("timed out") && errs[7].contains("still running"),
+        "{stderr}"
+    );
+    assert_eq!(errs.len(), 8, "{stderr}");
     // The shell carried on: the last command ran.
     assert!(
         stdout.contains("no probes") || stdout.contains("ID"),

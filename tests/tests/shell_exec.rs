@@ -53,8 +53,8 @@ fn break_then_bt_regs_args_stepi_and_continue() {
 
     let b = run("break spawn_task", "breakpoint");
     let addr = b["breakpoint"]["addr"].as_u64().unwrap();
-    // The stop notice arrives on its own; `sleep` lets it come.
-    let stop = run("sleep 0.5", "stopped");
+    // The stop notice arrives on its own; `wait stop` waits for it.
+    let stop = run("wait stop timeout 30", "stopped");
     assert_eq!(stop["stop"]["rip"], addr, "{stop}");
     assert_eq!(stop["stop"]["location"], "spawn_task", "{stop}");
     assert_eq!(stop["stop"]["task_name"], "fork-worker", "{stop}");

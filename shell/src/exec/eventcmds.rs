@@ -207,7 +207,12 @@ pub fn hist(s: &mut Session, args: &[String]) -> Result<Output> {
 }
 
 pub fn wait(s: &mut Session, args: &[String]) -> Result<Output> {
-    let usage = "usage: wait events N [timeout S]";
+    let usage = "usage: wait events N [timeout S] | wait stop [timeout S]";
+    match args {
+        [w] if w == "stop" => return wait_stop(s, 10.0),
+        [w, t, secs] if w == "stop" && t == "timeout" => return wait_stop(s, seconds(secs)?),
+        _ => {}
+    }
     let (n, timeout) = match args {
         [w, n] if w == "events" => (number(n)?, 10.0),
         [w, n, t, secs] if w == "events" && t == "timeout" => (number(n)?, seconds(secs)?),
@@ -242,6 +247,33 @@ pub fn wait(s: &mut Session, args: &[String]) -> Result<Output> {
     Ok(Output::Waited {
         wanted: n,
         received: got,
+    })
+}
+
+/// `wait stop`: until the kernel stops on its own (breakpoint, watchpoint,
+/// fatal trap). The stop notice itself is printed by the event path.
+fn wait_stop(s: &mut Session, timeout: f64) -> Result<Output> {
+    if !s.connected() {
+        bail!("not connected: `reconnect`, or start kdbg with --connect/--kernel");
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    crate::session::CANCEL.store(false, Ordering::SeqCst);
+    while s.running() {
+        if crate::session::CANCEL.swap(false, Ordering::SeqCst) {
+            bail!("wait cancelled; the kernel is still running");
+        }
+        if !s.connected() {
+            bail!("connection lost while waiting for a stop; use `reconnect`");
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {timeout}s: the kernel is still running (is the breakpoint hit? `info breakpoints`)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Output::Message {
+        text: "the kernel is stopped".into(),
     })
 }
 
