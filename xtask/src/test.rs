@@ -35,6 +35,9 @@ pub fn command() -> Result<ExitCode> {
     eprintln!("xtask: host and end-to-end tests (cargo test)");
     host_tests(&kernel, &kdbg, &mut tally)?;
 
+    eprintln!("xtask: lints (cargo fmt --check, clippy -D warnings for host and kernel crates)");
+    lints(&mut tally)?;
+
     println!();
     if !tally.failed.is_empty() {
         println!("failed:");
@@ -53,6 +56,28 @@ pub fn command() -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The style gates the README promises: rustfmt and clippy `-D warnings`,
+/// host crates and kernel crates (with the kernel's target and flags).
+fn lints(tally: &mut Tally) -> Result<()> {
+    let fmt = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(crate::build::root())
+        .args(["fmt", "--all", "--", "--check"])
+        .status()
+        .context("running cargo fmt --check")?;
+    record(tally, "lint::rustfmt", fmt.success());
+    let clippy = crate::build::clippy()?;
+    record(tally, "lint::clippy", clippy == ExitCode::SUCCESS);
+    Ok(())
+}
+
+fn record(tally: &mut Tally, name: &str, ok: bool) {
+    if ok {
+        tally.passed += 1;
+    } else {
+        tally.failed.push(name.to_string());
+    }
 }
 
 /// One selftest result line: `test SUITE::CASE ... ok` / `... FAILED: reason`.
