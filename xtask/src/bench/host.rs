@@ -88,11 +88,12 @@ pub struct Host {
     pub run_to_prompt: Result<Duration, String>,
     /// `kdbg --connect` to a running kernel, to its prompt.
     pub connect_to_prompt: Result<Duration, String>,
-    /// The stub line as the harness and the shell wire it today
-    /// (`-serial tcp:...,server=on,wait=off`).
+    /// The stub line as the harness and the shell wire it
+    /// (`-serial tcp:...,server=on,wait=off,nodelay=on`).
     pub wire: Wire,
-    /// The same with `nodelay=on` (no Nagle on QEMU's side of the socket).
-    pub wire_nodelay: Wire,
+    /// The same with `nodelay=off`, as it was before 1d69111: what Nagle's
+    /// algorithm on QEMU's side of the socket costs.
+    pub wire_nagle: Wire,
 }
 
 /// One line, at most 160 characters: it goes into a table cell.
@@ -108,16 +109,16 @@ fn reason<T>(r: Result<T>) -> Result<T, String> {
     r.map_err(|e| one_line(&format!("{e:#}")))
 }
 
-/// Boots the kernel in serve mode with the stub on `port` (`nodelay`:
-/// QEMU's socket without Nagle); returns the VM once serve mode runs.
-fn boot(kernel: &Path, nodelay: bool) -> Result<(Qemu, SocketAddr)> {
+/// Boots the kernel in serve mode with the stub on a free port (`nagle`:
+/// QEMU's socket with `nodelay=off`); returns the VM once serve mode runs.
+fn boot(kernel: &Path, nagle: bool) -> Result<(Qemu, SocketAddr)> {
     let port = ::tests::free_tcp_port()?;
     let vm = Qemu::boot_with("serve kdbg.quiet", |c| {
         c.kernel = kernel.to_path_buf();
         c.timeout = Duration::from_secs(600);
-        c.stub = if nodelay {
+        c.stub = if nagle {
             Wiring::Raw(format!(
-                "tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on"
+                "tcp:127.0.0.1:{port},server=on,wait=off,nodelay=off"
             ))
         } else {
             Wiring::Tcp(port)
@@ -177,14 +178,14 @@ pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
     ));
     vm.kill();
     let (mut vm, addr) = boot(kernel, true)?;
-    let wire_nodelay = wire(Client::connect(addr, TIMEOUT));
+    let wire_nagle = wire(Client::connect(addr, TIMEOUT));
     vm.kill();
     Ok(Host {
         boot_to_stub,
         run_to_prompt,
         connect_to_prompt,
         wire: wire_default,
-        wire_nodelay,
+        wire_nagle,
     })
 }
 

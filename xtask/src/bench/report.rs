@@ -361,8 +361,8 @@ fn host_cells(h: &Host) -> Vec<Vec<String>> {
         "`kdbg --connect` to a running kernel -> first prompt".into(),
         fmt_dur(&h.connect_to_prompt),
     ]);
-    wire_cells(&mut t, &h.wire, "tcp chardev as wired today");
-    wire_cells(&mut t, &h.wire_nodelay, "tcp chardev with nodelay=on");
+    wire_cells(&mut t, &h.wire, "tcp chardev, nodelay=on (as wired)");
+    wire_cells(&mut t, &h.wire_nagle, "nodelay=off (before 1d69111)");
     t
 }
 
@@ -485,7 +485,7 @@ fn host_json(h: &Host) -> Value {
         "run_to_prompt_secs": d(&h.run_to_prompt),
         "connect_to_prompt_secs": d(&h.connect_to_prompt),
         "wire": wire_json(&h.wire),
-        "wire_nodelay": wire_json(&h.wire_nodelay),
+        "wire_nagle": wire_json(&h.wire_nagle),
     })
 }
 
