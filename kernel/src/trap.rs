@@ -1,9 +1,10 @@
 //! The trap dispatcher: every vector's entry stub (arch::trap) lands here
 //! with the interrupted context's [`TrapFrame`].
 //!
-//! - #BP: the probe core, then the GDB stub, then the kernel's own int3 sites
-//!   (selftests); an int3 nobody claims is fatal, never silently resumed.
-//! - #DB: the probe core, then the stub, else fatal.
+//! - #BP: the probe core, then the kernel's own int3 sites (selftests), then
+//!   the GDB stub; an int3 nobody claims is fatal, never silently resumed.
+//! - #DB: the probe core, then the kernel's own sites, then the stub, else
+//!   fatal.
 //! - other exceptions: the probe core's fault hook first (faults in
 //!   out-of-line slots and handlers), then the kernel's fixups (selftests),
 //!   else the stub sees the dying state and the kernel prints a register dump
@@ -113,16 +114,18 @@ fn dispatch(frame: &mut TrapFrame, depth: usize) {
     match vector {
         entry::BREAKPOINT => {
             INT3_COUNT.fetch_add(1, Ordering::Relaxed);
+            // The kernel's own expected sites before the stub: with gdb
+            // attached the stub would claim any int3 as a SIGTRAP stop.
             if probes::hooks::breakpoint(frame)
-                || stub::hooks::breakpoint(frame)
                 || expected(frame, depth)
+                || stub::hooks::breakpoint(frame)
             {
                 return;
             }
             fatal(frame, "int3 that no probe, debugger or kernel site owns");
         }
         entry::DEBUG => {
-            if probes::hooks::debug(frame) || stub::hooks::debug(frame) || expected(frame, depth) {
+            if probes::hooks::debug(frame) || expected(frame, depth) || stub::hooks::debug(frame) {
                 return;
             }
             fatal(frame, "debug exception nobody owns");

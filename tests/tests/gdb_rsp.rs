@@ -280,3 +280,55 @@ fn a_dangling_packet_start_while_detached_does_not_hang_the_kernel() {
     std::thread::sleep(Duration::from_millis(300));
     assert_alive(&mut vm);
 }
+
+/// Attaches in no-ack mode (as the kdbg shell does) and lets the kernel run.
+fn attach_and_continue(s: &mut Raw) {
+    assert!(
+        s.ask("qSupported:multiprocess+;swbreak+;hwbreak+")
+            .contains("PacketSize=")
+    );
+    assert_eq!(s.ask("QStartNoAckMode"), "OK");
+    assert!(s.ask("?").contains("thread:"));
+    s.send("c");
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn an_int3_the_kernel_expects_is_not_claimed_by_an_attached_debugger() {
+    // The `trap` selftests run int3 sites registered with `trap::expect`;
+    // with a debugger attached and the kernel running, those traps are the
+    // kernel's, not stops for gdb.
+    let mut vm = Qemu::boot("selftest=trap kdbg.wait").expect("boot the kernel");
+    vm.wait_for_console("waiting for a debugger", BOOT)
+        .expect("kdbg.wait stops the boot");
+    let mut s = Raw::connect(&mut vm);
+    attach_and_continue(&mut s);
+    // Everything the stub sends until QEMU exits (the socket closes then).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut seen = std::mem::take(&mut s.pending);
+    let exit = loop {
+        if let Some(exit) = vm.try_exit() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the selftests did not finish (stopped in the stub?); stub sent {:?}\n{}",
+            String::from_utf8_lossy(&seen),
+            vm.console()
+        );
+        let mut buf = [0u8; 4096];
+        match s.sock.read(&mut buf) {
+            Ok(0) => std::thread::sleep(Duration::from_millis(100)),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    };
+    let console = vm.console();
+    let sent = String::from_utf8_lossy(&seen);
+    assert!(
+        !sent.contains("$T") && !sent.contains("$S"),
+        "the stub reported a kernel-owned int3 as a stop: {sent}\n{console}"
+    );
+    assert_eq!(exit, tests::KernelExit::Success, "console:\n{console}");
+    assert!(console.contains(" passed, 0 failed"), "{console}");
+}
