@@ -59,12 +59,22 @@ impl Core {
     /// Moves every queued record to `f` as an encoded `proto::Record`, oldest
     /// first per CPU. Returns how many were delivered.
     pub fn drain(&self, f: &mut dyn FnMut(&[u8])) -> usize {
+        self.drain_at_most(usize::MAX, f)
+    }
+
+    /// Like [`Core::drain`], but moves at most `max` records (the rest stay
+    /// queued, counted as neither delivered nor dropped), so a caller with a
+    /// time budget (the timer tick) is never stalled by a flood. Returns how
+    /// many were taken off the rings.
+    pub fn drain_at_most(&self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
         let _consumer = self.drain_lock.lock();
         let mut raw = [0u8; crate::ring::MAX_RECORD];
         let mut out = [0u8; proto::event::MAX_RECORD];
         let mut n = 0;
         for ring in &self.rings {
-            while let Some(len) = ring.pop(&mut raw) {
+            while n < max
+                && let Some(len) = ring.pop(&mut raw)
+            {
                 // Raw records become checksummed proto records here, off
                 // the hit path.
                 if let Some(m) = raw
@@ -112,6 +122,11 @@ pub fn ring_stats() -> RingStats {
 /// Drains queued event records.
 pub fn drain(f: &mut dyn FnMut(&[u8])) -> usize {
     CORE.drain(f)
+}
+
+/// Drains at most `max` queued event records (see [`Core::drain_at_most`]).
+pub fn drain_at_most(max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+    CORE.drain_at_most(max, f)
 }
 
 /// Outstanding kretprobe instances of `task`: `f(function, stack_slot, real_return)`.

@@ -992,3 +992,33 @@ fn string_fetches_stop_at_unreadable_bytes_and_share_the_string_budget() {
     assert_eq!(r.len(), 4);
     assert!(ev.truncated);
 }
+
+#[test]
+fn drain_at_most_takes_a_bounded_batch_and_keeps_the_counts_exact() {
+    let c = setup();
+    let spec = proto::CaptureSpec::parse("stack=16").unwrap();
+    c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    for _ in 0..10 {
+        let mut f = trap_at(FUNC);
+        assert!(c.on_breakpoint(&mut f));
+    }
+    let mut got = 0;
+    assert_eq!(c.drain_at_most(4, &mut |_| got += 1), 4);
+    assert_eq!(got, 4);
+    let s = c.ring_stats();
+    assert_eq!((s.produced, s.delivered, s.dropped), (10, 4, 0));
+    assert_eq!(c.drain_at_most(0, &mut |_| got += 1), 0);
+    assert_eq!(c.drain_at_most(100, &mut |_| got += 1), 6);
+    assert_eq!(got, 10);
+    // A flood past the ring's capacity: bounded batches still account for
+    // every record (produced == delivered + dropped once empty).
+    for _ in 0..5000 {
+        let mut f = trap_at(FUNC);
+        assert!(c.on_breakpoint(&mut f));
+    }
+    while c.drain_at_most(16, &mut |_| {}) > 0 {}
+    let s = c.ring_stats();
+    assert_eq!(s.produced, 5010);
+    assert_eq!(s.produced, s.delivered + s.dropped);
+    assert!(s.dropped > 0);
+}

@@ -49,13 +49,18 @@ pub fn for_each_drop(f: &mut dyn FnMut(DropsRow)) {
     });
 }
 
-/// Sends every queued record as a console line through `emit`. Returns how
-/// many were sent. (With the stream off nobody drains: records wait in the
-/// ring and, once it is full, count as drops.)
-pub fn drain(mode: StreamMode, emit: &mut dyn FnMut(&[u8])) -> usize {
+/// Records the timer tick sends at most per tick (100 Hz: up to 6400
+/// events/s, ten times what the UART carries), so a flood of probe hits
+/// cannot stall the tick; the rest wait in the ring (or count as drops).
+pub const TICK_BUDGET: usize = 64;
+
+/// Sends at most `max` queued records as console lines through `emit`.
+/// Returns how many were sent. (With the stream off nobody drains: records
+/// wait in the ring and, once it is full, count as drops.)
+pub fn drain(mode: StreamMode, max: usize, emit: &mut dyn FnMut(&[u8])) -> usize {
     let mut line = [0u8; 2 * MAX_RECORD + 32];
     let mut sent = 0;
-    probes::monitor::drain(&mut |bytes| {
+    probes::monitor::drain_at_most(max, &mut |bytes| {
         if let Ok(rec) = Record::decode(bytes)
             && let Some(len) = render(&rec, mode, &mut line)
         {

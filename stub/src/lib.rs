@@ -72,7 +72,7 @@ pub fn wait_for_debugger() {
 /// timer tick or the idle loop; never blocks on the lock).
 pub fn poll() {
     if let Some(mut s) = session::SESSION.try_lock() {
-        s.stream_events();
+        s.stream_events(events::TICK_BUDGET);
     }
 }
 

@@ -158,7 +158,7 @@ impl Session {
         self.target.resume = Resume::Continue;
         // Events recorded before this stop reach the host before the stop
         // reply (the timer tick may not have drained them yet).
-        self.stream_events();
+        self.stream_events(usize::MAX);
         match self.machine.take() {
             Some(GdbStubStateMachine::Running(r)) => {
                 match r.report_stop(&mut self.target, reason) {
@@ -340,29 +340,31 @@ impl Session {
     /// Stops with `frame` for a Ctrl-C that gdbstub already saw: the stop
     /// loop reports it.
     pub fn stop_interrupted(&mut self, frame: &mut TrapFrame) {
-        self.stream_events_unchecked();
+        self.stream_events_unchecked(usize::MAX);
         self.target.set_frame(frame);
         self.target.current_task = (self.target.ops.current_task)();
         self.target.resume = Resume::Continue;
         self.serve(frame);
     }
 
-    /// Sends pending probe events while gdb waits for the kernel to stop.
-    pub fn stream_events(&mut self) -> usize {
+    /// Sends at most `max` pending probe events while gdb waits for the
+    /// kernel to stop (the timer tick passes its budget, a stop passes
+    /// `usize::MAX`: every event before the stop reply).
+    pub fn stream_events(&mut self, max: usize) -> usize {
         if !self.running() {
             return 0;
         }
-        self.stream_events_unchecked()
+        self.stream_events_unchecked(max)
     }
 
     /// Streams events whatever the machine's state (gdb is known to be
     /// waiting for a stop reply, e.g. right after its Ctrl-C).
-    fn stream_events_unchecked(&mut self) -> usize {
+    fn stream_events_unchecked(&mut self, max: usize) -> usize {
         if self.target.monitor.stream == proto::command::StreamMode::Off {
             return 0;
         }
         let uart = Com2::new().0;
-        crate::events::drain(self.target.monitor.stream, &mut |line| {
+        crate::events::drain(self.target.monitor.stream, max, &mut |line| {
             write_console(&uart, line)
         })
     }

@@ -289,19 +289,23 @@ fn kprobe_event_record() -> TestResult {
     let r = unsafe { st_stub_inc(0x41) };
     let mut seen = 0;
     let mut good = true;
-    stub::events::drain(proto::command::StreamMode::Record, &mut |line| {
-        let text = core::str::from_utf8(line).unwrap_or("");
-        match proto::Record::decode_line(text) {
-            Ok(proto::Record::Event(e)) if e.probe_id == id => {
-                seen += 1;
-                good &= e.kind == proto::EventKind::Kprobe
-                    && e.ip == st_stub_inc as *const () as u64
-                    && e.args[0] == 0x41;
+    stub::events::drain(
+        proto::command::StreamMode::Record,
+        usize::MAX,
+        &mut |line| {
+            let text = core::str::from_utf8(line).unwrap_or("");
+            match proto::Record::decode_line(text) {
+                Ok(proto::Record::Event(e)) if e.probe_id == id => {
+                    seen += 1;
+                    good &= e.kind == proto::EventKind::Kprobe
+                        && e.ip == st_stub_inc as *const () as u64
+                        && e.args[0] == 0x41;
+                }
+                Ok(_) => {}
+                Err(_) => good = false,
             }
-            Ok(_) => {}
-            Err(_) => good = false,
-        }
-    });
+        },
+    );
     let mut cmd = Text {
         buf: [0; 4096],
         len: 0,
