@@ -68,6 +68,15 @@ pub fn debug(frame: &mut TrapFrame) -> bool {
         s.stop(frame, reason);
         return true;
     }
+    if dr6.hit_slot().is_some() && !dr6.single_step() {
+        // A slot gdb removed while the trap was in flight: the debug
+        // registers are rewritten from the table (without that slot) and
+        // the instruction resumes; nobody else owns the debug registers.
+        arch::debugreg::clear_dr6();
+        s.load_debug_registers();
+        frame.rflags |= arch::frame::rflags::RF;
+        return true;
+    }
     if dr6.single_step() {
         arch::debugreg::clear_dr6();
         let (slots, len) = arch::slots::area();

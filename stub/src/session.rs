@@ -138,6 +138,8 @@ impl Session {
     /// probes stay, a new machine waits for the next attach.
     fn detach(&mut self, reason: DisconnectReason) {
         self.target.clear_breakpoints();
+        // A `D` served while the kernel runs has no resume after it.
+        self.load_debug_registers();
         self.target.resume = Resume::Continue;
         self.restart();
         self.framer.reset();
@@ -258,11 +260,20 @@ impl Session {
         }
         // Resume over an instruction breakpoint at rip without re-hitting it.
         frame.rflags |= RF;
+        self.load_debug_registers();
+        arch::debugreg::clear_dr6();
+        self.target.set_frame(core::ptr::null_mut());
+    }
+
+    /// Writes gdb's hardware breakpoints/watchpoints into the CPU's debug
+    /// registers. They are CPU-global (no task switch saves or restores
+    /// them), so this runs whenever gdb changes them: on every resume and
+    /// after every packet served while the kernel runs (a `Z1`-`Z4` sent
+    /// without stopping the kernel takes effect at once).
+    pub fn load_debug_registers(&self) {
         // SAFETY: the slots hold only what gdb asked for; the #DB path is
         // the stub's own and refuses re-entry (SESSION is locked).
         unsafe { self.target.hw.slots.load() };
-        arch::debugreg::clear_dr6();
-        self.target.set_frame(core::ptr::null_mut());
     }
 
     /// The last resume was a step (a #DB with BS is ours).
@@ -297,7 +308,13 @@ impl Session {
                         self.detach(reason);
                         None
                     }
-                    _ => None,
+                    _ => {
+                        // A `Z1`-`Z4`/`z1`-`z4` served while the kernel
+                        // runs: the debug registers follow at once (the
+                        // int3 of a `Z0` is already in the text).
+                        self.load_debug_registers();
+                        None
+                    }
                 }
             }
             Frame::Packet => {

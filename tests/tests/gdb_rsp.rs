@@ -281,6 +281,32 @@ fn a_dangling_packet_start_while_detached_does_not_hang_the_kernel() {
     assert_alive(&mut vm);
 }
 
+/// The address of `expr` in the kernel ELF, from a stock gdb without a
+/// target (`p/x &kernel::workloads::NEXT_PID`, `p/x &fib`).
+fn elf_address(vm: &Qemu, expr: &str) -> u64 {
+    let out = std::process::Command::new("gdb")
+        .args(["-batch", "-nx", "-q", "-ex", "set language rust"])
+        .args(["-ex", &format!("p/x {expr}")])
+        .arg(vm.config().kernel.as_os_str())
+        .output()
+        .expect("gdb is installed (apt-get install gdb)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = text
+        .rsplit("0x")
+        .next()
+        .map(|h| {
+            h.chars()
+                .take_while(|c| c.is_ascii_hexdigit())
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    u64::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("no address for {expr}: {text}"))
+}
+
 /// Attaches in no-ack mode (as the kdbg shell does) and lets the kernel run.
 fn attach_and_continue(s: &mut Raw) {
     assert!(
@@ -291,6 +317,72 @@ fn attach_and_continue(s: &mut Raw) {
     assert!(s.ask("?").contains("thread:"));
     s.send("c");
     std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Sends `insert` while the kernel runs; the reply is `OK` and the next
+/// packet is a stop reply containing `want` (the breakpoint fired).
+fn live_insert_fires(s: &mut Raw, insert: &str, want: &str) -> String {
+    assert_eq!(s.ask(insert), "OK", "{insert} while running");
+    let stop = s.reply();
+    assert!(
+        stop.starts_with('T') && stop.contains(want),
+        "{insert} sent while the kernel runs must stop it with `{want}`: {stop}"
+    );
+    stop
+}
+
+#[test]
+fn breakpoints_and_watchpoints_sent_while_the_kernel_runs_fire() {
+    let mut vm = boot();
+    let fib = elf_address(&vm, "&kernel::workloads::fib");
+    let next_pid = elf_address(&vm, "&kernel::workloads::NEXT_PID");
+    let mut s = Raw::connect(&mut vm);
+    attach_and_continue(&mut s);
+
+    // Z0 (int3), Z1 (execute slot), Z2/Z4 (write and access watchpoints):
+    // each sent while the kernel runs, each stops it.
+    for (insert, want) in [
+        (format!("Z0,{fib:x},1"), "swbreak".to_string()),
+        (format!("Z1,{fib:x},1"), "hwbreak".to_string()),
+        (format!("Z2,{next_pid:x},8"), format!("watch:{next_pid:x}")),
+        (format!("Z4,{next_pid:x},8"), format!("awatch:{next_pid:x}")),
+    ] {
+        live_insert_fires(&mut s, &insert, &want);
+        assert_eq!(s.ask(&format!("z{}", &insert[1..])), "OK");
+        s.send("c");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A watchpoint removed while the kernel runs is really gone: no stop,
+    // no fatal "debug exception nobody owns".
+    assert_eq!(s.ask(&format!("Z2,{next_pid:x},8")), "OK");
+    let _ = s.reply(); // it fires once (and the kernel stops) ...
+    s.send("c");
+    // ... and is removed while running. A hit can race the removal: then
+    // the stop reply comes first and the `z2` is served while stopped.
+    s.send(&format!("z2,{next_pid:x},8"));
+    let mut stopped = false;
+    loop {
+        let r = s.reply();
+        if r == "OK" {
+            break;
+        }
+        assert!(r.starts_with('T') && !stopped, "reply to z2: {r}");
+        stopped = true;
+    }
+    if stopped {
+        s.send("c");
+    }
+    assert!(
+        s.next(Duration::from_secs(2)).is_none(),
+        "a removed watchpoint still stops the kernel"
+    );
+    assert_alive(&mut vm);
+    s.send_raw(b"\x03");
+    assert!(s.reply().starts_with('T'));
+    assert_eq!(s.ask("D"), "OK");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
 }
 
 #[test]

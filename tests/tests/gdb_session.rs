@@ -635,3 +635,36 @@ fn any_chardev_works_gdb_over_a_unix_socket() {
     assert!(text.contains("detached"), "{text}");
     let _ = std::fs::remove_file(&sock);
 }
+
+#[test]
+fn a_watchpoint_set_while_stopped_in_idle_fires_in_the_task_that_writes() {
+    // Debug registers are CPU-global: a watchpoint set while the kernel is
+    // stopped in one task (here wherever the attach stopped it, normally
+    // idle) fires when another task (fork-worker) writes the variable.
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let out = gdb(
+        &mut vm,
+        &[
+            "thread",
+            "watch kernel::workloads::NEXT_PID",
+            "continue",
+            "thread",
+            "continue",
+            "delete",
+            "detach",
+        ],
+    );
+    assert!(out.contains("Hardware watchpoint 1"), "watch:\n{out}");
+    assert_eq!(
+        out.matches("Hardware watchpoint 1: kernel::workloads::NEXT_PID\n\nOld value")
+            .count(),
+        2,
+        "two hits:\n{out}"
+    );
+    assert!(
+        out.contains("kernel::workloads::spawn_task ("),
+        "the writer is spawn_task (fork-worker):\n{out}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}
