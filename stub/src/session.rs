@@ -40,6 +40,10 @@ pub struct Session {
     attached: bool,
     /// The last resume was a single step.
     stepping: bool,
+    /// The stepped code's own TF (0 or `rflags::TF`) before the stub set
+    /// TF for the step: the step's stop puts it back, so gdb never sees the
+    /// stub's TF.
+    step_saved_tf: u64,
     /// A complete packet in the framer waits for the stop loop.
     pending: bool,
     /// The kernel stopped only because a packet started while nobody was
@@ -57,6 +61,7 @@ pub static SESSION: Mutex<Session> = Mutex::new(Session {
     framer: Framer::new(),
     attached: false,
     stepping: false,
+    step_saved_tf: 0,
     pending: false,
     tentative: false,
 });
@@ -152,6 +157,11 @@ impl Session {
     /// Reports `reason` to gdb (if it is waiting for a stop) and serves gdb
     /// until it resumes the kernel. `frame` is the stopped context.
     pub fn stop(&mut self, frame: &mut TrapFrame, reason: StopReason) {
+        if self.stepping {
+            // The step ended here (its #DB, or a breakpoint/watchpoint on
+            // the stepped instruction): gdb sees the code's own TF.
+            self.end_step(frame);
+        }
         if self.machine.is_none() {
             self.restart();
         }
@@ -254,9 +264,9 @@ impl Session {
         use arch::frame::rflags::{RF, TF};
         self.stepping = self.target.resume == Resume::Step;
         if self.stepping {
+            // Remember the code's own TF; the step's stop restores it.
+            self.step_saved_tf = frame.rflags & TF;
             frame.rflags |= TF;
-        } else {
-            frame.rflags &= !TF;
         }
         // Resume over an instruction breakpoint at rip without re-hitting it.
         frame.rflags |= RF;
@@ -274,6 +284,15 @@ impl Session {
         // SAFETY: the slots hold only what gdb asked for; the #DB path is
         // the stub's own and refuses re-entry (SESSION is locked).
         unsafe { self.target.hw.slots.load() };
+    }
+
+    /// The single step ended with `frame`: takes the stub's TF out of the
+    /// frame (the stepped code's own TF, normally clear, is put back), so
+    /// gdb's `eflags` shows the code's flags, not the stub's.
+    pub fn end_step(&mut self, frame: &mut TrapFrame) {
+        use arch::frame::rflags::TF;
+        frame.rflags = (frame.rflags & !TF) | (self.step_saved_tf & TF);
+        self.stepping = false;
     }
 
     /// The last resume was a step (a #DB with BS is ours).

@@ -386,6 +386,43 @@ fn breakpoints_and_watchpoints_sent_while_the_kernel_runs_fire() {
 }
 
 #[test]
+fn stepi_leaves_no_trap_flag_in_the_reported_eflags() {
+    let mut vm = boot();
+    let fib = elf_address(&vm, "&kernel::workloads::fib");
+    let mut s = Raw::connect(&mut vm);
+    attach_and_continue(&mut s);
+    s.send_raw(b"\x03");
+    assert!(s.reply().starts_with('T'));
+    assert_eq!(s.ask(&format!("Z0,{fib:x},1")), "OK");
+    s.send("c");
+    assert!(s.reply().contains("swbreak"));
+    assert_eq!(s.ask(&format!("z0,{fib:x},1")), "OK");
+    const TF: u32 = 1 << 8;
+    const IF: u32 = 1 << 9;
+    let eflags = |s: &mut Raw| {
+        // gdb's x86_64 `g` layout: 16 GPRs, rip (8 bytes each), eflags (4).
+        let g = s.ask("g");
+        let bytes = unhex(g.as_bytes().get(272..280).expect("eflags in g"));
+        u32::from_le_bytes(bytes.try_into().expect("4 bytes"))
+    };
+    let before = eflags(&mut s);
+    for _ in 0..3 {
+        let stop = s.ask("s");
+        assert!(stop.starts_with('T'), "step: {stop}");
+        let after = eflags(&mut s);
+        assert_eq!(after & TF, 0, "the stub's TF shows in eflags {after:#x}");
+        assert_eq!(after & IF, before & IF, "IF as the code had it");
+    }
+    s.send("c");
+    std::thread::sleep(Duration::from_millis(200));
+    s.send_raw(b"\x03");
+    assert!(s.reply().starts_with('T'));
+    assert_eq!(s.ask("D"), "OK");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_alive(&mut vm);
+}
+
+#[test]
 fn an_int3_the_kernel_expects_is_not_claimed_by_an_attached_debugger() {
     // The `trap` selftests run int3 sites registered with `trap::expect`;
     // with a debugger attached and the kernel running, those traps are the

@@ -226,6 +226,7 @@ fn breakpoint_arguments_match_ground_truth_then_stepi_hbreak_watch() {
             "thread",
             "stepi",
             "info registers rip",
+            "info registers eflags",
             "delete",
             "hbreak sum8",
             "continue",
@@ -266,6 +267,15 @@ fn breakpoint_arguments_match_ground_truth_then_stepi_hbreak_watch() {
     assert!(
         out.contains("<kernel::workloads::spawn_task+"),
         "stepi stays in spawn_task:\n{out}"
+    );
+    // The stub's own TF is not shown after the step.
+    let eflags = out
+        .lines()
+        .find(|l| l.starts_with("eflags"))
+        .unwrap_or_else(|| panic!("no eflags line:\n{out}"));
+    assert!(
+        !eflags.contains("TF") && eflags.contains("IF"),
+        "eflags after stepi: {eflags}"
     );
     assert!(
         out.contains("Hardware assisted breakpoint 2"),
