@@ -68,11 +68,11 @@ impl Uart {
     /// A 16550 (or nothing) must live at `base`; the caller owns the device.
     pub unsafe fn init(&self) -> Result<(), UartError> {
         // SAFETY: the caller guarantees a 16550 or nothing lives at `base`.
+        if !unsafe { self.present() } {
+            return Err(UartError::NotPresent);
+        }
+        // SAFETY: as above; a UART is present.
         unsafe {
-            outb(self.base + SCR, 0x5A);
-            if inb(self.base + SCR) != 0x5A {
-                return Err(UartError::NotPresent);
-            }
             outb(self.base + IER, 0x00);
             outb(self.base + LCR, LCR_DLAB);
             let [lo, hi] = DIVISOR_115200.to_le_bytes();
@@ -83,6 +83,38 @@ impl Uart {
             outb(self.base + MCR, MCR_DTR_RTS_OUT2);
         }
         Ok(())
+    }
+
+    /// Like [`init`](Self::init), but keeps the byte a peer sent before the
+    /// UART was set up. Until then the UART is in 16450 mode, holding one
+    /// received byte (QEMU queues the rest in its chardev); enabling the FIFOs
+    /// flushes that byte, which would cut the leading `$` off the first
+    /// packet of a debugger that connected early.
+    ///
+    /// # Safety
+    /// As for [`init`](Self::init).
+    pub unsafe fn init_keeping_pending(&self) -> Result<Option<u8>, UartError> {
+        // SAFETY: the caller guarantees a 16550 or nothing lives at `base`.
+        if !unsafe { self.present() } {
+            return Err(UartError::NotPresent);
+        }
+        let pending = self.try_read_byte();
+        // SAFETY: as above.
+        unsafe { self.init() }?;
+        Ok(pending)
+    }
+
+    /// The scratch register reads back what was written: a UART is there.
+    ///
+    /// # Safety
+    /// A 16550 (or nothing) must live at `base`.
+    unsafe fn present(&self) -> bool {
+        // SAFETY: the caller guarantees a 16550 or nothing lives at `base`;
+        // the scratch register has no effect on the device.
+        unsafe {
+            outb(self.base + SCR, 0x5A);
+            inb(self.base + SCR) == 0x5A
+        }
     }
 
     /// Sends one byte, waiting for the transmit holding register to drain.

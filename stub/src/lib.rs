@@ -47,12 +47,17 @@ pub fn init(ops: KernelOps) -> Result<(), InitError> {
     let uart = arch::uart::Uart::new(arch::uart::COM2);
     // SAFETY: COM2 belongs to the stub (DESIGN.md section 5); on a PC
     // machine a 16550 or nothing lives there, and `init` probes for it.
-    unsafe { uart.init() }.map_err(|_| InitError::NoUart)?;
-    // Drop anything that arrived before the session existed.
-    while uart.try_read_byte().is_some() {}
+    let early = unsafe { uart.init_keeping_pending() }.map_err(|_| InitError::NoUart)?;
     {
         let mut s = session::SESSION.lock();
         s.target.ops = ops;
+        // A debugger that connected while the kernel booted has its first
+        // byte here (the rest waits in the FIFO for the receive interrupt):
+        // keep it, or its first packet would never be answered. A stop it
+        // asks for (a lone Ctrl-C) before the kernel runs is not honoured.
+        if let Some(b) = early {
+            let _ = s.receive_running(b);
+        }
     }
     clock::start(&ops);
     uart.enable_rx_interrupt();

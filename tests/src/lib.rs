@@ -151,6 +151,34 @@ pub fn free_tcp_port() -> io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// How often [`Qemu::boot_with`] tries a new port after losing a bind race.
+const PORT_ATTEMPTS: u32 = 5;
+
+fn pick_port() -> Result<u16, HarnessError> {
+    free_tcp_port().map_err(|err| HarnessError::Io {
+        path: "127.0.0.1:0".into(),
+        err,
+    })
+}
+
+/// Something listens on 127.0.0.1:`port` or 0.0.0.0:`port` (from
+/// `/proc/net/tcp`; no connection is made).
+pub fn tcp_listening(port: u16) -> bool {
+    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let want = [
+        format!("0100007F:{port:04X}"),
+        format!("00000000:{port:04X}"),
+    ];
+    table.lines().skip(1).any(|line| {
+        let mut cols = line.split_whitespace();
+        let local = cols.nth(1).unwrap_or("");
+        let state = cols.nth(1).unwrap_or("");
+        state == "0A" && want.iter().any(|w| w == local)
+    })
+}
+
 /// Errors with [`HarnessError::PortInUse`] when something already listens on `port`.
 pub fn check_port_free(port: u16) -> Result<(), HarnessError> {
     match TcpListener::bind(("127.0.0.1", port)) {
@@ -406,15 +434,49 @@ impl Qemu {
         cfg.append = append.to_string();
         cfg.console = Wiring::File(dir.join("console.log"));
         cfg.debugcon = Some(dir.join("debugcon.log"));
-        let port = free_tcp_port().map_err(|err| HarnessError::Io {
-            path: "127.0.0.1:0".into(),
-            err,
-        })?;
+        let port = pick_port()?;
         cfg.stub = Wiring::Tcp(port);
         adjust(&mut cfg);
-        let mut vm = cfg.spawn()?;
-        vm.workdir = Some(dir);
-        Ok(vm)
+        // A free port can be taken by another process between our probe and
+        // QEMU's bind (tests run in parallel). When the stub port is ours to
+        // choose, a lost race is retried on a new port instead of failing.
+        let ours = cfg.stub == Wiring::Tcp(port);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = cfg.spawn().and_then(|mut vm| {
+                if ours {
+                    vm.wait_until_stub_listens()?;
+                }
+                Ok(vm)
+            });
+            match result {
+                Ok(mut vm) => {
+                    vm.workdir = Some(dir);
+                    return Ok(vm);
+                }
+                Err(HarnessError::PortInUse(_) | HarnessError::ExitedEarly { .. })
+                    if ours && attempt < PORT_ATTEMPTS =>
+                {
+                    cfg.stub = Wiring::Tcp(pick_port()?);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until QEMU listens on its TCP stub port, without connecting
+    /// (a connection would start a debugger session). Errors with
+    /// `ExitedEarly` when QEMU exits first (e.g. it could not bind).
+    fn wait_until_stub_listens(&mut self) -> Result<(), HarnessError> {
+        let Wiring::Tcp(port) = self.config.stub else {
+            return Ok(());
+        };
+        self.wait_for(
+            "QEMU to listen on the stub port",
+            Duration::from_secs(30),
+            |_| tcp_listening(port).then_some(()),
+        )
     }
 
     /// The configuration QEMU was started with.
@@ -672,6 +734,15 @@ mod unit {
         assert!(sh.is_some_and(|p| p.ends_with("sh")));
         let msg = HarnessError::QemuMissing.to_string();
         assert!(msg.contains("apt-get install -y qemu-system-x86"), "{msg}");
+    }
+
+    #[test]
+    fn listening_ports_are_seen_without_connecting() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(tcp_listening(port));
+        drop(l);
+        assert!(!tcp_listening(port));
     }
 
     #[test]

@@ -151,8 +151,14 @@ impl Raw {
     }
 }
 
+/// Boots `serve` and waits until the kernel serves. A host that talks while
+/// the kernel is still booting may see its first packet NAKed (the UART's
+/// FIFOs are being set up); real clients (gdb, kdbg) resend, this naive
+/// client does not, so these tests attach to a running kernel.
 fn boot() -> Qemu {
     let mut vm = Qemu::boot("").expect("boot the kernel");
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("serve mode starts");
     vm.wait_for_stub_port(BOOT).expect("stub port");
     vm
 }
