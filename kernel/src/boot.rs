@@ -2,13 +2,16 @@
 //! 32-bit entry that builds identity-mapped page tables and enters long mode,
 //! and the boot information (command line).
 //!
-//! Both PVH (QEMU `-kernel` with the Xen note, the default) and multiboot1
-//! (a.out kludge) enter `_start32` in 32-bit protected mode with paging off and
+//! Both PVH (the Xen note) and multiboot1 (a.out kludge) enter `_start32` in 32-bit protected mode with paging off and
 //! a pointer to their information structure in ebx. The entry zeroes .bss,
 //! maps the first 4 GiB (2 MiB pages, except 4 KiB pages for the first 2 MiB
 //! with page 0 left unmapped so null pointers fault), turns on PAE, SSE
 //! (OSFXSR, OSXMMEXCPT; EM and TS clear) and long mode, and calls
 //! [`crate::kernel_main`] on the boot stack with the loader's eax and ebx.
+//!
+//! QEMU 7.2's `-kernel` prefers the multiboot header when there is one, so
+//! multiboot is the path taken in practice; the PVH path is tested by a boot
+//! test that blanks the multiboot magic in a copy of the image.
 
 use core::arch::global_asm;
 
