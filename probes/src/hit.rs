@@ -9,10 +9,11 @@ use arch::insn::{EmuFault, Execution, StackMem, emulate};
 use crate::Core;
 use crate::capture::{self, Hit};
 use crate::kcb::{Kcb, Level, State};
-use crate::kretprobe::{self, Env, ReturnAction};
+use crate::kretprobe::{self, Env, RetPool, ReturnAction};
 use crate::platform::Platform;
 use crate::point::Point;
 use crate::probe::{Action, Probe};
+use proto::CaptureSpec;
 
 /// A word of the interrupted context's stack.
 fn stack_read(pf: &Platform, addr: u64) -> Option<u64> {
@@ -72,8 +73,9 @@ impl Core {
         if addr == self.trampoline.load(core::sync::atomic::Ordering::Relaxed) {
             return self.trampoline_hit(pf, kcb, frame);
         }
-        let cur = kcb.cur();
-        if matches!(cur.state, State::SingleStep | State::Reenter) {
+        let state = kcb.state();
+        if matches!(state, State::SingleStep | State::Reenter) {
+            let cur = kcb.cur();
             // SAFETY: the slot is pending: this CPU holds a pin on its point, which
             // is not retired before the pin goes (`Core::synchronize`).
             if let Some(point) = unsafe { cur.point.as_ref() }
@@ -93,15 +95,15 @@ impl Core {
             }
             return false;
         };
-        if point.gdb && cur.state == State::Idle {
+        if point.gdb && state == State::Idle {
             // gdb also has a breakpoint here: the stub reports the stop;
             // the probe runs when the debugger resumes without it.
             return false;
         }
-        match cur.state {
+        match state {
             State::Idle => self.hit(pf, kcb, point, frame),
             State::Active | State::SingleStepDone | State::SingleStep | State::StepPad => {
-                self.reenter(pf, kcb, cur, point, frame)
+                self.reenter(pf, kcb, kcb.cur(), point, frame)
             }
             State::Reenter => (pf.fatal)(
                 "kdbg: probe hit while a re-entered probe runs (double re-entry); probe state is unrecoverable",
@@ -112,7 +114,8 @@ impl Core {
 
     fn hit(&self, pf: &Platform, kcb: &Kcb, point: &Point, frame: &mut TrapFrame) {
         let stepping = frame.rflags & TF != 0;
-        kcb.set_cur(Level::at(State::Active, point));
+        // The caller saw `Idle`; `Active` does not outlive the trap either.
+        kcb.set_cur_transient(Level::at(State::Active, point));
         for p in &point.probes {
             if !p.is_enabled() {
                 continue;
@@ -127,7 +130,34 @@ impl Core {
                 return;
             }
         }
+        // The boosted jump inline (the common case; `execute` has the
+        // rest): the same condition and effect as `execute`'s boost arm.
+        // The level is `Active` again here: a nested hit inside a handler
+        // restores the level it interrupted before it returns.
+        if !stepping
+            && point.boost
+            && matches!(point.analysis.exec, Execution::OutOfLine { .. })
+            && let Some(slot) = point.slot.as_ref()
+            && let Some((if_clear, if_set)) = slot.boost
+        {
+            Self::boost_jump(frame, if_clear, if_set);
+            kcb.set_cur_transient(Level::IDLE);
+            return;
+        }
         self.execute(pf, kcb, point, frame, false, stepping);
+    }
+
+    /// Sends the frame into a boosted slot: the copied instruction followed
+    /// by a jump back, run with IF clear (the IF-set variant sets it again
+    /// after the instruction).
+    #[inline(always)]
+    fn boost_jump(frame: &mut TrapFrame, if_clear: u64, if_set: u64) {
+        if frame.rflags & IF != 0 {
+            frame.rflags &= !IF;
+            frame.rip = if_set;
+        } else {
+            frame.rip = if_clear;
+        }
     }
 
     /// Ends a hit whose instruction completed in the trap handler. A
@@ -145,6 +175,8 @@ impl Core {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn reenter(&self, pf: &Platform, kcb: &Kcb, cur: Level, point: &Point, frame: &mut TrapFrame) {
         for p in &point.probes {
             if p.is_enabled() {
@@ -196,12 +228,7 @@ impl Core {
                 };
                 match slot.boost {
                     Some((if_clear, if_set)) if point.boost && !stepping => {
-                        if frame.rflags & IF != 0 {
-                            frame.rflags &= !IF;
-                            frame.rip = if_set;
-                        } else {
-                            frame.rip = if_clear;
-                        }
+                        Self::boost_jump(frame, if_clear, if_set);
                         Self::done(kcb, reenter);
                     }
                     _ => {
@@ -250,57 +277,87 @@ impl Core {
     }
 
     /// Runs one probe's entry work; `true` = skip the instruction.
+    ///
+    /// Only the plain kprobe arm is inline: the others live in their own
+    /// never-inlined functions so that the kprobe hit path does not pay for
+    /// their stack frames and register spills (the `Platform` fields they
+    /// use were spilled before the probes loop when they were inline).
+    #[inline(always)]
     fn run_pre(&self, pf: &Platform, p: &Probe, frame: &mut TrapFrame) -> bool {
         match &p.action {
             Action::Kprobe(k) => k.pre_handler.is_some_and(|h| h(p, frame)),
             Action::Jprobe { entry } => {
-                let mut stack = [0u64; arch::callout::MAX_STACK_WORDS];
-                let mut bytes = [0u8; 8 * arch::callout::MAX_STACK_WORDS];
-                if (pf.read)(frame.rsp.wrapping_add(8), &mut bytes) {
-                    for (w, c) in stack.iter_mut().zip(bytes.chunks_exact(8)) {
-                        let mut a = [0u8; 8];
-                        a.copy_from_slice(c);
-                        *w = u64::from_le_bytes(a);
-                    }
-                }
-                let args = frame.args();
-                (pf.call_with_args)(*entry, &args, &stack);
+                Self::run_jprobe(pf, *entry, frame);
                 false
             }
             Action::Kretprobe(pool) => {
-                let read = |a: u64| stack_read(pf, a);
-                let write = |a: u64, v: u64| stack_write(pf, a, v);
-                let env = Env {
-                    read_u64: &read,
-                    write_u64: &write,
-                    task: (pf.task_id)(),
-                    tsc: (pf.timestamp)(),
-                    trampoline: (pf.trampoline)(),
-                };
-                kretprobe::on_entry(&self.chains, p, pool, frame, &env);
+                self.run_kretprobe_entry(pf, p, pool, frame);
                 false
             }
             Action::Record { kind, spec } => {
-                let cpu = (pf.cpu_id)();
-                if let Some(ring) = self.rings.get(cpu) {
-                    let hit = Hit {
-                        probe: p,
-                        kind: *kind,
-                        cpu,
-                        task: (pf.task_id)(),
-                        tsc: (pf.timestamp)(),
-                        ip: p.addr,
-                        args: frame.args(),
-                        ret: None,
-                        duration: None,
-                    };
-                    capture::record(pf, ring, &hit, spec, frame, frame.rsp.wrapping_add(8));
-                }
+                self.run_record(pf, p, *kind, spec, frame);
                 false
             }
         }
     }
 
+    #[cold]
+    #[inline(never)]
+    fn run_jprobe(pf: &Platform, entry: u64, frame: &mut TrapFrame) {
+        let mut stack = [0u64; arch::callout::MAX_STACK_WORDS];
+        let mut bytes = [0u8; 8 * arch::callout::MAX_STACK_WORDS];
+        if (pf.read)(frame.rsp.wrapping_add(8), &mut bytes) {
+            for (w, c) in stack.iter_mut().zip(bytes.chunks_exact(8)) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(c);
+                *w = u64::from_le_bytes(a);
+            }
+        }
+        let args = frame.args();
+        (pf.call_with_args)(entry, &args, &stack);
+    }
+
+    #[inline(never)]
+    fn run_kretprobe_entry(&self, pf: &Platform, p: &Probe, pool: &RetPool, frame: &mut TrapFrame) {
+        let read = |a: u64| stack_read(pf, a);
+        let write = |a: u64, v: u64| stack_write(pf, a, v);
+        let env = Env {
+            read_u64: &read,
+            write_u64: &write,
+            task: (pf.task_id)(),
+            tsc: (pf.timestamp)(),
+            trampoline: (pf.trampoline)(),
+        };
+        kretprobe::on_entry(&self.chains, p, pool, frame, &env);
+    }
+
+    #[inline(never)]
+    fn run_record(
+        &self,
+        pf: &Platform,
+        p: &Probe,
+        kind: proto::EventKind,
+        spec: &CaptureSpec,
+        frame: &mut TrapFrame,
+    ) {
+        let cpu = (pf.cpu_id)();
+        if let Some(ring) = self.rings.get(cpu) {
+            let hit = Hit {
+                probe: p,
+                kind,
+                cpu,
+                task: (pf.task_id)(),
+                tsc: (pf.timestamp)(),
+                ip: p.addr,
+                args: frame.args(),
+                ret: None,
+                duration: None,
+            };
+            capture::record(pf, ring, &hit, spec, frame, frame.rsp.wrapping_add(8));
+        }
+    }
+
+    #[inline(never)]
     fn trampoline_hit(&self, pf: &Platform, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
         let task = (pf.task_id)();
         let cur = kcb.cur();

@@ -127,6 +127,22 @@ impl Kcb {
         }
     }
 
+    /// The current level's state alone (the hit path's first question).
+    pub fn state(&self) -> State {
+        // SAFETY: as in `cur`.
+        unsafe { ptr::read(ptr::addr_of!((*self.levels.get()).cur.state)) }
+    }
+
+    /// Sets the current level when neither the current nor the new state
+    /// outlives its trap (e.g. `Idle -> Active -> Idle` of a boosted or
+    /// emulated hit): no pin changes hands, so `set_cur`'s bookkeeping is
+    /// skipped. The hook's own pin covers the point for the whole hit.
+    pub fn set_cur_transient(&self, l: Level) {
+        debug_assert!(!persists(self.cur().state) && !persists(l.state));
+        // SAFETY: as in `cur`.
+        unsafe { ptr::write(ptr::addr_of_mut!((*self.levels.get()).cur), l) };
+    }
+
     pub fn set_prev(&self, l: Level) {
         // SAFETY: as in `cur`.
         unsafe { ptr::write(ptr::addr_of_mut!((*self.levels.get()).prev), l) };
