@@ -221,8 +221,7 @@ pub(crate) fn record(
     if spec.program.is_empty() && spec.stack_bytes == 0 {
         // The common case: no buffers to clear (under -icount every byte
         // of a cleared buffer costs an instruction).
-        let h = header(hit, 0, 0, false);
-        if !ring.push(&[&h]) {
+        if !ring.push_words(&header_words(hit, 0, 0, false)) {
             hit.probe.dropped.fetch_add(1, Ordering::Relaxed);
         }
         return;
@@ -271,8 +270,17 @@ fn record_with_capture(
     }
 }
 
-/// The fixed part of a raw record, built as words (no byte-wise clearing).
+/// The fixed part of a raw record as bytes.
 fn header(hit: &Hit<'_>, nresults: u8, nstack: usize, truncated: bool) -> [u8; HEADER] {
+    let words = header_words(hit, nresults, nstack, truncated);
+    // SAFETY: [u64; 12] and [u8; 96] have the same size; every byte
+    // pattern is a valid u8 and x86_64 is little-endian like the format.
+    unsafe { core::mem::transmute::<[u64; HEADER / 8], [u8; HEADER]>(words) }
+}
+
+/// The fixed part of a raw record, built as words (no byte-wise clearing).
+#[inline(always)]
+fn header_words(hit: &Hit<'_>, nresults: u8, nstack: usize, truncated: bool) -> [u64; HEADER / 8] {
     let flags = if hit.ret.is_some() { FLAG_RET } else { 0 }
         | if hit.duration.is_some() {
             FLAG_DURATION
@@ -288,7 +296,7 @@ fn header(hit: &Hit<'_>, nresults: u8, nstack: usize, truncated: bool) -> [u8; H
     #[allow(clippy::cast_possible_truncation)] // nstack <= MAX_STACK
     let w1 = u64::from(hit.task) | u64::from(nstack as u8) << 32;
     let [a0, a1, a2, a3, a4, a5] = hit.args;
-    let words: [u64; HEADER / 8] = [
+    [
         w0,
         w1,
         hit.tsc,
@@ -301,10 +309,7 @@ fn header(hit: &Hit<'_>, nresults: u8, nstack: usize, truncated: bool) -> [u8; H
         a5,
         hit.ret.unwrap_or(0),
         hit.duration.unwrap_or(0),
-    ];
-    // SAFETY: [u64; 12] and [u8; 96] have the same size; every byte
-    // pattern is a valid u8 and x86_64 is little-endian like the format.
-    unsafe { core::mem::transmute::<[u64; HEADER / 8], [u8; HEADER]>(words) }
+    ]
 }
 
 struct Reader<'a> {
