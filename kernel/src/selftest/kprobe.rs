@@ -4,7 +4,7 @@
 //! distinguishes; every test compares probed results with unprobed ones.
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arch::TrapFrame;
 use probes::{At, ExecPath, Kprobe, Probe, ProbeError, ProbeId, Refusal};
@@ -15,6 +15,9 @@ crate::probe_suite!(
     probe_arrays,
     nmissed_from_recursive_handler,
     emulated_jcc,
+    emulated_jcc_all_conditions,
+    pre_handler_skips_instruction,
+    aggregate_handler_order,
     emulated_loop,
     emulated_ret_imm_call_jmp_reg,
     emulated_flags,
@@ -375,6 +378,234 @@ fn emulated_jcc() -> Result<(), &'static str> {
     ];
     compare("st_kp_jcc", &taken, &|| jcc(1, 2))?;
     compare("st_kp_jcc", &not_taken, &|| jcc(5, 2))
+}
+
+/// Every condition code, rel8 and rel32, as the first instruction of a
+/// function: for all 32 combinations of CF PF ZF SF OF (AF varied too) the
+/// probed branch goes where the unprobed one goes (and where the SDM says),
+/// the flags after it are unchanged, and both outcomes occur.
+fn emulated_jcc_all_conditions() -> Result<(), &'static str> {
+    use crate::workloads::insn::{JCC_CONDITIONS, JCC_FLAGS, insn_jcc_with_flags, jcc_taken};
+    /// The flags of combination `i` (0..32).
+    fn flags_of(i: u64) -> u64 {
+        let bit = |n: u64, at: u64| ((i >> n) & 1) << at;
+        bit(0, 0)
+            | bit(1, 2)
+            | bit(2, 6)
+            | bit(3, 7)
+            | bit(4, 11)
+            | ((bit(0, 4) ^ bit(3, 4)) & 0x10)
+    }
+    fn run(f: u64) -> [u64; 32] {
+        let mut out = [0u64; 32];
+        for (i, o) in (0u64..).zip(out.iter_mut()) {
+            // SAFETY: `f` is one of the insn_j<cc>_* functions (resolved by
+            // name), which take no arguments, touch only rax and return;
+            // the trampoline restores every flag but the arithmetic ones.
+            *o = unsafe { insn_jcc_with_flags(flags_of(i), f) };
+        }
+        out
+    }
+    for (cc, suffix) in JCC_CONDITIONS.iter().enumerate() {
+        for (width, opcode) in [
+            ("rel8", [0x70 + cc as u8, 0]),
+            ("rel32", [0x0f, 0x80 + cc as u8]),
+        ] {
+            let name = alloc::format!("insn_j{suffix}_{width}");
+            let f = addr_of(&name)?;
+            let mut first = [0u8; 2];
+            check(
+                arch::mem::read(f, &mut first).is_ok(),
+                "cannot read a jcc workload's first bytes",
+            )?;
+            let len = if width == "rel8" { 1 } else { 2 };
+            check(
+                first.get(..len) == opcode.get(..len),
+                "a jcc workload does not start with the expected opcode",
+            )?;
+            let native = run(f);
+            for (i, &r) in (0u64..).zip(native.iter()) {
+                let want = u64::from(jcc_taken(cc, flags_of(i))) | (flags_of(i) & JCC_FLAGS) << 8;
+                check(
+                    r == want,
+                    "native jcc workload disagrees with the SDM model",
+                )?;
+            }
+            check(
+                native.iter().any(|r| r & 1 == 1) && native.iter().any(|r| r & 1 == 0),
+                "flag inputs do not cover both outcomes",
+            )?;
+            reset();
+            let id = reg(At::Addr(f), counting())?;
+            let probed = run(f);
+            let info = probes::info(id).ok_or("probe vanished")?;
+            unreg(id)?;
+            if probed != native {
+                let i = native
+                    .iter()
+                    .zip(probed.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
+                let msg = alloc::format!(
+                    "probed j{suffix} {width} with flags {:#x}: {:#x} != native {:#x}",
+                    flags_of(i as u64),
+                    probed.get(i).copied().unwrap_or(0),
+                    native.get(i).copied().unwrap_or(0)
+                );
+                return Err(alloc::boxed::Box::leak(msg.into_boxed_str()));
+            }
+            check(info.path == ExecPath::Emulated, "a jcc is not emulated")?;
+            check(
+                PRE.load(Ordering::Relaxed) == 32 && POST.load(Ordering::Relaxed) == 32,
+                "jcc probe handlers did not run once per hit",
+            )?;
+            check(info.hits == 32, "jcc probe hits miscounted")?;
+        }
+    }
+    Ok(())
+}
+
+/// Where [`skip_pre`] sends execution, and the rax it sets.
+static SKIP_TO: AtomicU64 = AtomicU64::new(0);
+const SKIP_RAX: u64 = 0x5ca1ab1e;
+
+fn skip_pre(_: &Probe, f: &mut TrapFrame) -> bool {
+    PRE.fetch_add(1, Ordering::Relaxed);
+    f.rax = SKIP_RAX;
+    f.rip = SKIP_TO.load(Ordering::Relaxed);
+    true
+}
+
+/// A pre_handler that returns true ("I changed rip, skip the instruction"):
+/// the probed instruction does not run, no post_handler runs, and execution
+/// continues at the handler's rip, for the boosted and the out-of-line path.
+fn pre_handler_skips_instruction() -> Result<(), &'static str> {
+    for post in [None, Some(count_post as fn(&Probe, &mut TrapFrame))] {
+        let kp = Kprobe {
+            pre_handler: Some(skip_pre),
+            post_handler: post,
+            fault_handler: None,
+            data: 0,
+        };
+        // st_kp_add: `lea rax, [rdi + rsi]` skipped, continue at its `ret`.
+        reset();
+        let f = addr_of("st_kp_add")?;
+        SKIP_TO.store(f + 4, Ordering::Relaxed);
+        let id = reg(At::Addr(f), kp)?;
+        let r = add(3, 4);
+        let info = probes::info(id).ok_or("probe vanished")?;
+        unreg(id)?;
+        check(r == SKIP_RAX, "the skipped instruction ran anyway")?;
+        check(
+            PRE.load(Ordering::Relaxed) == 1,
+            "pre_handler did not run once",
+        )?;
+        check(
+            POST.load(Ordering::Relaxed) == 0,
+            "post_handler ran for a skipped instruction",
+        )?;
+        check(info.hits == 1, "skipping hit miscounted")?;
+        // st_kp_jcc: skip `cmp` and continue at `2: mov eax, 1` (offset 11),
+        // not at the next instruction: jcc(5, 2) natively returns 2.
+        reset();
+        let f = addr_of("st_kp_jcc")?;
+        SKIP_TO.store(f + 11, Ordering::Relaxed);
+        let id = reg(At::Addr(f), kp)?;
+        let r = jcc(5, 2);
+        unreg(id)?;
+        check(
+            r == 1,
+            "execution did not continue where the handler set rip",
+        )?;
+        check(
+            PRE.load(Ordering::Relaxed) == 1,
+            "pre_handler did not run once",
+        )?;
+        check(
+            POST.load(Ordering::Relaxed) == 0,
+            "post_handler ran for a skipped instruction",
+        )?;
+        check(
+            add(3, 4) == 7 && jcc(5, 2) == 2,
+            "unprobed functions changed after a skipping probe",
+        )?;
+    }
+    Ok(())
+}
+
+/// The order handlers ran in: `data` for a pre_handler, `data + 10` for a
+/// post_handler.
+static ORDER: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+static ORDER_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn record(v: u64) {
+    let i = ORDER_LEN.fetch_add(1, Ordering::Relaxed);
+    if let Some(slot) = ORDER.get(i) {
+        slot.store(v, Ordering::Relaxed);
+    }
+}
+
+fn order_pre(p: &Probe, _: &mut TrapFrame) -> bool {
+    record(p.data() as u64);
+    false
+}
+
+fn order_post(p: &Probe, _: &mut TrapFrame) {
+    record(p.data() as u64 + 10);
+}
+
+/// Runs `add` once and checks the handlers ran in exactly `want` order.
+fn add_records(want: &[u64]) -> Result<(), &'static str> {
+    ORDER_LEN.store(0, Ordering::Relaxed);
+    let r = add(20, 22);
+    check(r == 42, "probed function computed a different result")?;
+    let n = ORDER_LEN.load(Ordering::Relaxed);
+    let got = ORDER.iter().take(n).map(|a| a.load(Ordering::Relaxed));
+    if n != want.len() || !got.clone().eq(want.iter().copied()) {
+        let mut seen = [0u64; 16];
+        for (s, g) in seen.iter_mut().zip(got) {
+            *s = g;
+        }
+        let msg = alloc::format!(
+            "handlers ran in order {:?}, want {want:?}",
+            seen.get(..n.min(16)).unwrap_or(&[])
+        );
+        return Err(alloc::boxed::Box::leak(msg.into_boxed_str()));
+    }
+    Ok(())
+}
+
+/// Several probes on one address: pre and post handlers run in registration
+/// order; after unregistering the middle one the others still run in order,
+/// and a probe registered later runs last.
+fn aggregate_handler_order() -> Result<(), &'static str> {
+    let kp = |data| Kprobe {
+        pre_handler: Some(order_pre),
+        post_handler: Some(order_post),
+        fault_handler: None,
+        data,
+    };
+    let at = At::Symbol("st_kp_add", 0);
+    let a = reg(at, kp(1))?;
+    let b = reg(at, kp(2))?;
+    let c = reg(at, kp(3))?;
+    let three = add_records(&[1, 2, 3, 11, 12, 13]);
+    let unreg_b = unreg(b);
+    let two = add_records(&[1, 3, 11, 13]);
+    let d = reg(at, kp(4));
+    let three_again = add_records(&[1, 3, 4, 11, 13, 14]);
+    if let Ok(d) = d {
+        unreg(d)?;
+    }
+    unreg(c)?;
+    unreg(a)?;
+    let none = add_records(&[]);
+    three?;
+    unreg_b?;
+    two?;
+    d?;
+    three_again?;
+    none
 }
 
 fn emulated_loop() -> Result<(), &'static str> {

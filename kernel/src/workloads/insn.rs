@@ -18,6 +18,10 @@
 //! | `insn_jmp_reg(x, f)` | `jmp rsi` (tail call) | f(x) |
 //! | `insn_loop(x, _, _, n)` | `loop` (rcx = n) | x if n == 1, else x + n - 1 |
 //!
+//! | `insn_j<cc>_rel8()`, `insn_j<cc>_rel32()` | `j<cc>` for all 16 conditions | 1 if taken else 0 |
+//!
+//! `insn_jcc_with_flags(flags, f)` calls one of the `insn_j<cc>_*` with the
+//! given arithmetic flags (see [`jcc_taken`]).
 //! `call_insn_jcc_rel8(x)` / `call_insn_jcc_rel32(x)` set ZF = (x is even)
 //! before calling, and `call_insn_ret_imm16(x)` pushes the word that
 //! `ret 8` pops (returns x): call those, not the bare functions.
@@ -151,6 +155,58 @@ global_asm!(
     ".cfi_adjust_cfa_offset -8",
     "ret",
     "kdbg_endfunc call_insn_ret_imm16",
+    // insn_j<cc>_rel8 / insn_j<cc>_rel32 for every condition code: the
+    // first instruction is `j<cc>` (the fill forces rel32); returns 1 if
+    // taken, 0 if not, without touching the flags (`mov`, not `xor`).
+    ".macro kdbg_jcc cc",
+    "kdbg_func insn_j\\cc\\()_rel8",
+    "j\\cc 2f",
+    "mov eax, 0",
+    "ret",
+    "2:",
+    "mov eax, 1",
+    "ret",
+    "kdbg_endfunc insn_j\\cc\\()_rel8",
+    "kdbg_func insn_j\\cc\\()_rel32",
+    "j\\cc 3f",
+    "mov eax, 0",
+    "ret",
+    ".fill 130, 1, 0x90",
+    "3:",
+    "mov eax, 1",
+    "ret",
+    "kdbg_endfunc insn_j\\cc\\()_rel32",
+    ".endm",
+    ".irp cc, o, no, b, ae, e, ne, be, a, s, ns, p, np, l, ge, le, g",
+    "kdbg_jcc \\cc",
+    ".endr",
+    ".purgem kdbg_jcc",
+    //
+    // Calls the function at rsi with the arithmetic flags (CF PF AF ZF SF
+    // OF, mask 0x8d5) taken from rdi, the others kept; returns its rax |
+    // (arithmetic flags after it) << 8.
+    "kdbg_func insn_jcc_with_flags",
+    "pushfq",
+    ".cfi_adjust_cfa_offset 8",
+    "pop rax",
+    ".cfi_adjust_cfa_offset -8",
+    "and rax, -0x8d6",
+    "and edi, 0x8d5",
+    "or rax, rdi",
+    "push rax",
+    ".cfi_adjust_cfa_offset 8",
+    "popfq",
+    ".cfi_adjust_cfa_offset -8",
+    "call rsi",
+    "pushfq",
+    ".cfi_adjust_cfa_offset 8",
+    "pop rdx",
+    ".cfi_adjust_cfa_offset -8",
+    "and edx, 0x8d5",
+    "shl rdx, 8",
+    "or rax, rdx",
+    "ret",
+    "kdbg_endfunc insn_jcc_with_flags",
     ".purgem kdbg_func",
     ".purgem kdbg_endfunc",
     ".popsection",
@@ -173,6 +229,37 @@ unsafe extern "C" {
     pub fn call_insn_jcc_rel8(x: u64) -> u64;
     pub fn call_insn_jcc_rel32(x: u64) -> u64;
     pub fn call_insn_ret_imm16(x: u64) -> u64;
+    /// Calls `f` (one of the `insn_j<cc>_rel8/32` functions) with the
+    /// arithmetic flags in `flags & JCC_FLAGS`; returns its result (0/1) |
+    /// (arithmetic flags after the call) << 8.
+    pub fn insn_jcc_with_flags(flags: u64, f: u64) -> u64;
+}
+
+/// The arithmetic flags `insn_jcc_with_flags` sets: CF PF AF ZF SF OF.
+pub const JCC_FLAGS: u64 = 0x8d5;
+
+/// The condition-code suffixes in encoding order (`j<cc>` rel8 is
+/// `0x70 + index`, rel32 is `0f 80 + index`); `insn_j<cc>_rel8` and
+/// `insn_j<cc>_rel32` exist for each.
+pub const JCC_CONDITIONS: [&str; 16] = [
+    "o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g",
+];
+
+/// Whether `j<cc>` with condition index `cc` (0..16) branches for `flags`.
+pub fn jcc_taken(cc: usize, flags: u64) -> bool {
+    let bit = |n: u32| flags & (1 << n) != 0;
+    let (cf, pf, zf, sf, of) = (bit(0), bit(2), bit(6), bit(7), bit(11));
+    let base = match cc / 2 {
+        0 => of,
+        1 => cf,
+        2 => zf,
+        3 => cf || zf,
+        4 => sf,
+        5 => pf,
+        6 => sf != of,
+        _ => zf || sf != of,
+    };
+    base != (cc % 2 == 1)
 }
 
 /// What each insn workload returns for `x` (n = 3 for `insn_loop`), per the table above.
