@@ -338,8 +338,14 @@ pub fn thread(s: &mut Session, args: &[String]) -> Result<Output> {
         bail!("usage: thread N (`threads` lists them)")
     };
     let id = number(n)?;
+    let tid = crate::session::tid_of_task(id);
+    // The stub accepts any id in `Hg` and fails only at the next register
+    // read, which would leave every later command failing: check first.
+    if !s.client()?.thread_ids()?.contains(&tid) {
+        bail!("no task {id}: `threads` lists them");
+    }
     s.client()?
-        .select_thread(crate::session::tid_of_task(id))
+        .select_thread(tid)
         .map_err(|e| anyhow!("cannot select thread {id}: {e} (`threads` lists them)"))?;
     s.selected_thread = Some(id);
     let r = s.registers()?;

@@ -98,7 +98,8 @@ pub fn resolve(sh: &Shared, text: &str) -> Result<Resolved> {
             .map(|(a, _)| a);
         return Ok(Resolved {
             addr,
-            name: format!("{}:{line} ({})", first.file, sh.describe(addr)),
+            // The line that has the code (the asked one may have none).
+            name: format!("{}:{} ({})", first.file, first.line, sh.describe(addr)),
             func_start,
         });
     }

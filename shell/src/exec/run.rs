@@ -138,7 +138,18 @@ fn on_breakpoint(s: &Session) -> Result<bool> {
         .any(|b| b.kind == BreakKind::Software && b.info.addr == rip))
 }
 
+/// Resuming runs the task that stopped: drop a `thread N` selection so
+/// the breakpoint check and the steps read that task's registers (`Hg0`
+/// selects the stopped task: the stub lists it first).
+fn deselect_thread(s: &mut Session) -> Result<()> {
+    if s.selected_thread.take().is_some() {
+        s.client()?.select_thread(0)?;
+    }
+    Ok(())
+}
+
 pub fn cont(s: &mut Session) -> Result<Output> {
+    deselect_thread(s)?;
     if on_breakpoint(s)? {
         step_once(s)?;
     }
@@ -184,6 +195,7 @@ pub fn stepi(s: &mut Session, args: &[String]) -> Result<Output> {
         [n] => number(n)?.max(1),
         _ => bail!("usage: stepi [N]"),
     };
+    deselect_thread(s)?;
     let mut reply = String::new();
     for _ in 0..n {
         reply = step_once(s)?;
@@ -197,6 +209,7 @@ pub fn nexti(s: &mut Session, args: &[String]) -> Result<Output> {
         [n] => number(n)?.max(1),
         _ => bail!("usage: nexti [N]"),
     };
+    deselect_thread(s)?;
     let mut reply = String::new();
     for _ in 0..n {
         let rip = s.registers()?.rip;
