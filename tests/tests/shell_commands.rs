@@ -483,8 +483,11 @@ fn kdbg_starts_qemu_itself_with_kernel() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run kdbg");
+    let console_arg = console.to_string_lossy().into_owned();
+    let mut saw_qemu = false;
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
+        saw_qemu |= process_with_arg(&console_arg).is_some();
         if let Some(st) = child.try_wait().expect("wait") {
             break st;
         }
@@ -518,5 +521,32 @@ fn kdbg_starts_qemu_itself_with_kernel() {
     // kdbg wrote the console of the QEMU it started.
     let text = std::fs::read_to_string(&console).unwrap_or_default();
     assert!(text.contains("workload tasks started"), "console:\n{text}");
+    // ... and killed it when it left: no process still names that console.
+    assert!(saw_qemu, "no QEMU with the console {console_arg} was seen");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(pid) = process_with_arg(&console_arg) {
+        assert!(
+            Instant::now() < deadline,
+            "QEMU (pid {pid}) still runs after kdbg --kernel exited"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A live process whose command line has an argument containing `needle`.
+fn process_with_arg(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        (!zombie
+            && cmdline
+                .split(|b| *b == 0)
+                .any(|a| String::from_utf8_lossy(a).contains(needle)))
+        .then_some(pid)
+    })
 }
