@@ -238,6 +238,27 @@ fn breakpoints_watchpoints_stepping_and_state() {
     );
     k.ok(&format!("delete break {wid}"), "message");
 
+    // watch -r, set while the kernel runs: sys_open reads NEXT_FD. The
+    // shell must not read a read-watched location itself (the stub's read
+    // would hit the debug register and kill the kernel).
+    k.ok("continue", "running");
+    let w = k.ok("watch -r NEXT_FD", "breakpoint");
+    assert_eq!(w["breakpoint"]["kind"], "read-watchpoint", "{w}");
+    let rid = w["breakpoint"]["id"].as_u64().unwrap();
+    let m = k.mark();
+    let st = k.wait_stop(m);
+    assert!(
+        st["stop"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rwatchpoint hit"),
+        "{st}"
+    );
+    assert_eq!(st["stop"]["task_name"], "open-worker", "{st}");
+    let r = k.ok("regs", "regs");
+    assert_eq!(r["regs"]["rip"], st["stop"]["rip"], "{r}");
+    k.ok(&format!("delete break {rid}"), "message");
+
     // hbreak on the call to spawn_task, then nexti steps over the call.
     let d = k.ok("disas fork_worker 400", "disas");
     let call = d["lines"]

@@ -103,8 +103,14 @@ pub fn watch(s: &mut Session, args: &[String]) -> Result<Output> {
     s.client()?.set_breakpoint(kind, r.addr, len).map_err(|e| {
         anyhow!("{e} (all four debug registers may be in use: delete a watchpoint or hbreak)")
     })?;
-    let value = s.shared.read_watched(r.addr, len);
-    crate::session::lock(&s.shared.watches).insert(r.addr, (len, value));
+    // Old/new values for write watchpoints only: reading a location under
+    // a read or access watchpoint (an `m` packet) makes the stub's own read
+    // hit the debug register, which kills the kernel ("debug exception
+    // nobody owns"). Reads do not change the value anyway.
+    if kind == BreakKind::Write {
+        let value = s.shared.read_watched(r.addr, len);
+        crate::session::lock(&s.shared.watches).insert(r.addr, (len, value));
+    }
     add(s, kind, r.addr, r.name, false, len)
 }
 
