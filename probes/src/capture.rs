@@ -75,15 +75,11 @@ fn reg_value(frame: &TrapFrame, r: Reg) -> u64 {
     }
 }
 
-fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(dst) = buf.get_mut(at..at + bytes.len()) {
-        dst.copy_from_slice(bytes);
-    }
-}
-
 /// Fetch results being appended to a raw record.
-struct Results {
-    buf: [u8; RESULTS_MAX],
+struct Results<'b> {
+    /// Not cleared up front (under -icount every cleared byte costs an
+    /// instruction): bytes `..len` are initialised, the rest never read.
+    buf: &'b mut [core::mem::MaybeUninit<u8>; RESULTS_MAX],
     len: usize,
     count: u8,
     /// Base value of each result, for `$J` bases ...
@@ -95,7 +91,34 @@ struct Results {
     truncated: bool,
 }
 
-impl Results {
+impl Results<'_> {
+    /// Copies `bytes` to `buf[at..]`; only called below `len + need`,
+    /// which `push` checked against the buffer's size.
+    fn put(&mut self, at: usize, bytes: &[u8]) {
+        if let Some(dst) = self.buf.get_mut(at..at + bytes.len()) {
+            // SAFETY: `dst` is `bytes.len()` writable `MaybeUninit<u8>`s
+            // (same layout as u8), disjoint from `bytes` (a local or the
+            // caller's buffer, never `self.buf`).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    dst.as_mut_ptr().cast::<u8>(),
+                    bytes.len(),
+                );
+            }
+        }
+    }
+
+    /// The results written so far.
+    fn bytes(&self) -> &[u8] {
+        let n = self.len.min(self.buf.len());
+        // SAFETY: every byte below `len` was written by `push` (a result
+        // writes all of its `need` bytes: tag, word, and for a string its
+        // length byte and bytes) and `n <= buf.len()`; `MaybeUninit<u8>` has
+        // the layout of `u8`.
+        unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), n) }
+    }
+
     fn push(&mut self, tag: u8, addr_or_value: u64, string: Option<&[u8]>) {
         // Strings share MAX_STRING_BYTES: a string that does not fit is cut
         // (and flagged truncated).
@@ -111,12 +134,12 @@ impl Results {
             return;
         }
         let at = self.len;
-        put(&mut self.buf, at, &[tag]);
-        put(&mut self.buf, at + 1, &addr_or_value.to_le_bytes());
+        self.put(at, &[tag]);
+        self.put(at + 1, &addr_or_value.to_le_bytes());
         if let Some(s) = string {
             #[allow(clippy::cast_possible_truncation)] // s.len() <= MAX_STRING
-            put(&mut self.buf, at + 9, &[s.len() as u8]);
-            put(&mut self.buf, at + 10, s);
+            self.put(at + 9, &[s.len() as u8]);
+            self.put(at + 10, s);
         }
         self.len += need;
         self.string_bytes += string.map_or(0, <[u8]>::len);
@@ -131,7 +154,13 @@ impl Results {
 }
 
 /// Runs the fetch program (fault-safe reads) into `out`.
-fn fetch(pf: &Platform, spec: &CaptureSpec, frame: &TrapFrame, args: &[u64; 6], out: &mut Results) {
+fn fetch(
+    pf: &Platform,
+    spec: &CaptureSpec,
+    frame: &TrapFrame,
+    args: &[u64; 6],
+    out: &mut Results<'_>,
+) {
     for op in spec.program.ops() {
         let base = match op.base {
             Base::Reg(r) => Some(reg_value(frame, r)),
@@ -238,8 +267,11 @@ fn record_with_capture(
     frame: &TrapFrame,
     stack_at: u64,
 ) {
+    // A separate local: inside the struct, the compiler cleared it with
+    // the other fields in one memset.
+    let mut buf = [core::mem::MaybeUninit::uninit(); RESULTS_MAX];
     let mut results = Results {
-        buf: [0; RESULTS_MAX],
+        buf: &mut buf,
         len: 0,
         count: 0,
         bases: [0; MAX_OPS],
@@ -250,22 +282,29 @@ fn record_with_capture(
     if !spec.program.is_empty() {
         fetch(pf, spec, frame, &hit.args, &mut results);
     }
-    let mut stack = [0u8; MAX_STACK];
-    let mut nstack = usize::from(spec.stack_bytes).min(MAX_STACK);
-    if nstack > 0
-        && !stack
-            .get_mut(..nstack)
-            .is_some_and(|dst| (pf.read)(stack_at, dst))
-    {
-        nstack = 0;
+    let nstack = usize::from(spec.stack_bytes).min(MAX_STACK);
+    if nstack == 0 {
+        // No stack buffer to clear.
+        push_record(ring, hit, &results, &[]);
+        return;
     }
-    let h = header(hit, results.count, nstack, results.truncated);
-    let parts: [&[u8]; 3] = [
-        &h,
-        results.buf.get(..results.len).unwrap_or(&[]),
-        stack.get(..nstack).unwrap_or(&[]),
-    ];
-    if !ring.push(&parts) {
+    let mut stack = [0u8; MAX_STACK];
+    let ok = stack
+        .get_mut(..nstack)
+        .is_some_and(|dst| (pf.read)(stack_at, dst));
+    let stack = if ok {
+        stack.get(..nstack).unwrap_or(&[])
+    } else {
+        &[]
+    };
+    push_record(ring, hit, &results, stack);
+}
+
+/// Pushes header + results + stack bytes; counts a drop on the probe when
+/// the record does not fit.
+fn push_record(ring: &CpuRing, hit: &Hit<'_>, results: &Results<'_>, stack: &[u8]) {
+    let h = header(hit, results.count, stack.len(), results.truncated);
+    if !ring.push(&[&h, results.bytes(), stack]) {
         hit.probe.dropped.fetch_add(1, Ordering::Relaxed);
     }
 }

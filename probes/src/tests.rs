@@ -1022,3 +1022,34 @@ fn drain_at_most_takes_a_bounded_batch_and_keeps_the_counts_exact() {
     assert_eq!(s.produced, s.delivered + s.dropped);
     assert!(s.dropped > 0);
 }
+
+#[test]
+fn stack_capture_with_a_fetch_records_both_and_an_unreadable_stack_records_none() {
+    let c = setup();
+    let words: Vec<u8> = (1u8..=24).collect();
+    poke(STACK + 8, &words);
+    poke(0x60_0000, b"hi\0");
+    let spec = proto::CaptureSpec::parse("fetch=str16@arg0 stack=16").unwrap();
+    c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    let mut f = trap_at(FUNC);
+    f.rdi = 0x60_0000;
+    assert!(c.on_breakpoint(&mut f));
+    // The same hit with the stack pointer in unmapped memory.
+    let mut g = trap_at(FUNC);
+    g.rdi = 0x60_0000;
+    g.rsp = 0x7f_0000_0000;
+    assert!(c.on_breakpoint(&mut g));
+    let mut evs = Vec::new();
+    c.drain(&mut |r| evs.push(proto::Record::decode(r).unwrap()));
+    assert_eq!(evs.len(), 2);
+    let proto::Record::Event(a) = evs[0] else {
+        panic!("not an event: {:?}", evs[0])
+    };
+    assert_eq!(a.stack(), &words[..16]);
+    assert_eq!(a.string_bytes(&a.results()[0]), b"hi");
+    let proto::Record::Event(b) = evs[1] else {
+        panic!("not an event: {:?}", evs[1])
+    };
+    assert!(b.stack().is_empty());
+    assert_eq!(b.string_bytes(&b.results()[0]), b"hi");
+}
