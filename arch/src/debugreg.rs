@@ -182,6 +182,24 @@ impl Slots {
     }
 }
 
+/// Runs `f` with this CPU's hardware breakpoints and watchpoints masked
+/// (DR7 = 0), then restores DR7. The debugger's own memory accesses go
+/// through this: reading an address under a read/access watchpoint must
+/// show gdb the value, not raise a #DB nobody owns.
+pub fn masked<R>(f: impl FnOnce() -> R) -> R {
+    let saved: u64;
+    // SAFETY: reading and writing DR7 at CPL 0 has no memory effects; with
+    // DR7 = 0 no debug register can fire during `f`.
+    unsafe {
+        asm!("mov {}, dr7", out(reg) saved, options(nomem, nostack, preserves_flags));
+        asm!("mov dr7, {}", in(reg) 0u64, options(nomem, nostack, preserves_flags));
+    }
+    let r = f();
+    // SAFETY: as above; restores the slots that were armed before.
+    unsafe { asm!("mov dr7, {}", in(reg) saved, options(nomem, nostack, preserves_flags)) };
+    r
+}
+
 /// Reads DR6.
 pub fn read_dr6() -> Dr6 {
     let v: u64;

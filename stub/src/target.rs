@@ -191,7 +191,7 @@ impl MultiThreadBase for KdbgTarget {
             let Some(chunk) = data.get_mut(done..done + n) else {
                 break;
             };
-            if arch::mem::read(addr, chunk).is_err() {
+            if arch::debugreg::masked(|| arch::mem::read(addr, chunk)).is_err() {
                 break;
             }
             done += n;
@@ -239,7 +239,7 @@ impl MultiThreadBase for KdbgTarget {
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
-        match arch::mem::write(start, data) {
+        match arch::debugreg::masked(|| arch::mem::write(start, data)) {
             Ok(()) => Ok(()),
             Err(arch::mem::MemError::ReadOnly) => {
                 // Kernel text: through the text-patching layer, after

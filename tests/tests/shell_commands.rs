@@ -257,6 +257,11 @@ fn breakpoints_watchpoints_stepping_and_state() {
     assert_eq!(st["stop"]["task_name"], "open-worker", "{st}");
     let r = k.ok("regs", "regs");
     assert_eq!(r["regs"]["rip"], st["stop"]["rip"], "{r}");
+    // The user may read the read-watched location: the stub masks its debug
+    // registers for its own accesses (this used to kill the kernel).
+    let x = k.ok("x/1gx NEXT_FD", "memory");
+    assert_eq!(x["rows"][0]["values"].as_array().unwrap().len(), 1, "{x}");
+    k.ok("regs", "regs");
     k.ok(&format!("delete break {rid}"), "message");
 
     // hbreak on the call to spawn_task, then nexti steps over the call.
