@@ -303,18 +303,10 @@ fn record_with_capture(
 /// Pushes header + results + stack bytes; counts a drop on the probe when
 /// the record does not fit.
 fn push_record(ring: &CpuRing, hit: &Hit<'_>, results: &Results<'_>, stack: &[u8]) {
-    let h = header(hit, results.count, stack.len(), results.truncated);
-    if !ring.push(&[&h, results.bytes(), stack]) {
+    let h = header_words(hit, results.count, stack.len(), results.truncated);
+    if !ring.push_words_and(&h, &[results.bytes(), stack]) {
         hit.probe.dropped.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// The fixed part of a raw record as bytes.
-fn header(hit: &Hit<'_>, nresults: u8, nstack: usize, truncated: bool) -> [u8; HEADER] {
-    let words = header_words(hit, nresults, nstack, truncated);
-    // SAFETY: [u64; 12] and [u8; 96] have the same size; every byte
-    // pattern is a valid u8 and x86_64 is little-endian like the format.
-    unsafe { core::mem::transmute::<[u64; HEADER / 8], [u8; HEADER]>(words) }
 }
 
 /// The fixed part of a raw record, built as words (no byte-wise clearing).

@@ -103,13 +103,49 @@ impl CpuRing {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        self.write_words(head, len, words);
+        self.head
+            .store(head.wrapping_add(HEADER + len), Ordering::Release);
+        true
+    }
+
+    /// [`CpuRing::push_words`] followed by byte `parts` (the capture
+    /// header, then fetch results and stack bytes): the words go straight
+    /// into the slot, the parts through `put`. Same accounting as `push`.
+    ///
+    /// Only the CPU owning this ring may call it, with re-entry excluded.
+    pub fn push_words_and<const N: usize>(&self, words: &[u64; N], parts: &[&[u8]]) -> bool {
+        self.produced.fetch_add(1, Ordering::Relaxed);
+        let len = 8 * N + parts.iter().map(|p| p.len()).sum::<usize>();
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
+        if len > MAX_RECORD || used + HEADER + len > RING_BYTES {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.write_words(head, len, words);
+        let mut at = head.wrapping_add(HEADER + 8 * N);
+        for part in parts {
+            self.put(at, part);
+            at = at.wrapping_add(part.len());
+        }
+        self.head.store(at, Ordering::Release);
+        true
+    }
+
+    /// Writes a record's length prefix (`len` bytes of payload) and its
+    /// leading `words` at ring position `head` (the producer's, checked
+    /// to fit by the caller): word stores in place unless the words wrap.
+    fn write_words<const N: usize>(&self, head: usize, len: usize, words: &[u64; N]) {
+        let len8 = 8 * N;
         let idx = head % RING_BYTES;
         #[allow(clippy::cast_possible_truncation)] // len <= MAX_RECORD
         let header = (len as u16).to_le_bytes();
-        if idx + HEADER + len <= RING_BYTES {
+        if idx + HEADER + len8 <= RING_BYTES {
             let base = self.buf.get().cast::<u8>();
-            // SAFETY: idx + HEADER + len <= RING_BYTES: the whole record
-            // lies inside `buf`; the bytes from head to tail + RING_BYTES
+            // SAFETY: idx + HEADER + 8 * N <= RING_BYTES: the length and
+            // the words lie inside `buf`; the bytes from head to tail + RING_BYTES
             // are the producer's until `head` is published (as in `put`).
             unsafe {
                 let dst = base.add(idx);
@@ -124,12 +160,9 @@ impl CpuRing {
             // SAFETY: a `[u64; N]` is `8 * N` initialised bytes, every byte
             // pattern is a valid u8, and x86_64 is little-endian like the
             // record format.
-            let bytes = unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), len) };
+            let bytes = unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), len8) };
             self.put(head.wrapping_add(HEADER), bytes);
         }
-        self.head
-            .store(head.wrapping_add(HEADER + len), Ordering::Release);
-        true
     }
 
     /// Copies `bytes` to ring position `at` (two pieces when it wraps).
@@ -289,6 +322,30 @@ mod tests {
         assert_eq!(s.produced, 3000);
         assert_eq!(s.dropped, 1000 - accepted);
         assert_eq!(s.produced, s.delivered + s.dropped + accepted);
+    }
+
+    #[test]
+    fn words_and_parts_round_trip_across_the_wrap() {
+        let r = Box::new(CpuRing::new());
+        let mut out = [0u8; 256];
+        for i in 0..3_000u64 {
+            let words: [u64; 12] = core::array::from_fn(|k| i ^ k as u64);
+            let tail = [(i % 251) as u8; 37];
+            let n = (i % 38) as usize;
+            assert!(r.push_words_and(&words, &[&tail[..n], b"xy"]));
+            assert_eq!(r.pop(&mut out), Some(96 + n + 2));
+            for (k, c) in out[..96].chunks_exact(8).enumerate() {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
+                assert_eq!(u64::from_le_bytes(w), i ^ k as u64);
+            }
+            assert_eq!(&out[96..96 + n], &tail[..n]);
+            assert_eq!(&out[96 + n..98 + n], b"xy");
+        }
+        let big = [0u8; MAX_RECORD];
+        assert!(!r.push_words_and(&[0u64; 1], &[&big]));
+        let s = r.stats();
+        assert_eq!((s.produced, s.dropped, s.delivered), (3001, 1, 3000));
     }
 
     #[test]
