@@ -2,101 +2,15 @@
 //! batch script on a pipe against the reference kernel in QEMU; events
 //! checked against the kernel's ground-truth log (debugcon).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use tests::Qemu;
 
 const BOOT: Duration = Duration::from_secs(60);
-const REPLY: Duration = Duration::from_secs(60);
 
-/// kdbg in `--json` batch mode on a pipe: send a line, read its objects.
-struct Kdbg {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    /// Everything read so far (events arrive between results).
-    seen: Vec<Value>,
-}
-
-impl Kdbg {
-    fn start(vm: &Qemu, extra: &[&str]) -> Kdbg {
-        let mut child = Command::new(tests::kdbg_path())
-            .arg("--connect")
-            .arg(vm.stub_connect_arg())
-            .arg("--symbols")
-            .arg(tests::kernel_path())
-            .args(["--json", "--timeout", "20"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", tests::kdbg_path().display()));
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Kdbg {
-            stdin: child.stdin.take(),
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Run one command; return its result object (events seen meanwhile
-    /// are kept in `seen`).
-    fn run(&mut self, line: &str) -> Value {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to kdbg");
-        stdin.flush().expect("flush");
-        let deadline = Instant::now() + REPLY;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no answer to `{line}` within {REPLY:?}"));
-            let v: Value =
-                serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
-            self.seen.push(v.clone());
-            if v.get("command").is_some() && v["type"] != "stopped" {
-                return v;
-            }
-        }
-    }
-
-    fn events(&self, probe: u64) -> Vec<&Value> {
-        self.seen
-            .iter()
-            .filter(|v| v["type"] == "event" && v["probe"] == probe)
-            .collect()
-    }
-
-    fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("kdbg did not exit after its script ended");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+type Kdbg = tests::kdbg::KdbgJson;
 
 fn boot() -> Qemu {
     let mut vm = Qemu::boot("serve kdbg.truth kdbg.quiet").expect("boot the kernel");

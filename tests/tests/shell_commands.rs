@@ -5,133 +5,13 @@
 //! thread N + bt, filter / events probe= / events task=, kprobe file:line,
 //! and `kdbg --kernel ELF` starting QEMU itself.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::Qemu;
 
-const REPLY: Duration = Duration::from_secs(60);
-
-/// kdbg in `--json` mode on a pipe: send a line, read its result object.
-struct Kdbg {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    /// Every object read so far (events and stop notices arrive between
-    /// results).
-    seen: Vec<Value>,
-}
-
-impl Kdbg {
-    fn start(vm: &Qemu) -> Kdbg {
-        let mut child = Command::new(tests::kdbg_path())
-            .arg("--connect")
-            .arg(vm.stub_connect_arg())
-            .arg("--symbols")
-            .arg(tests::kernel_path())
-            .args(["--json", "--keep-going", "--timeout", "20"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", tests::kdbg_path().display()));
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Kdbg {
-            stdin: child.stdin.take(),
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Run one command; its result object (ok or error).
-    fn run(&mut self, line: &str) -> Value {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to kdbg");
-        stdin.flush().expect("flush");
-        let deadline = Instant::now() + REPLY;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no answer to `{line}` within {REPLY:?}"));
-            let v: Value =
-                serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
-            self.seen.push(v.clone());
-            if v.get("command").is_some() && v["command"] != "stop" {
-                return v;
-            }
-        }
-    }
-
-    /// Run a command that must succeed with a result of type `kind`.
-    fn ok(&mut self, line: &str, kind: &str) -> Value {
-        let v = self.run(line);
-        assert_eq!(v["ok"], true, "`{line}` failed: {v}");
-        assert_eq!(v["type"], kind, "`{line}`: {v}");
-        v
-    }
-
-    /// Where the next objects will be recorded in `seen`.
-    fn mark(&self) -> usize {
-        self.seen.len()
-    }
-
-    /// `wait stop`, then the stop notice that arrived after `mark` (it may
-    /// be printed just after the `wait` result).
-    fn wait_stop(&mut self, mark: usize) -> Value {
-        self.ok("wait stop timeout 30", "message");
-        let deadline = Instant::now() + REPLY;
-        let mut from = mark;
-        loop {
-            if let Some(v) = self
-                .seen
-                .get(from..)
-                .unwrap_or_default()
-                .iter()
-                .find(|v| v["type"] == "stopped" && v["command"] == "stop")
-            {
-                return v.clone();
-            }
-            from = self.seen.len();
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("`wait stop` returned but no stop notice came"));
-            let v: Value =
-                serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
-            self.seen.push(v);
-        }
-    }
-
-    fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("kdbg did not exit after its script ended");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+type Kdbg = tests::kdbg::KdbgJson;
 
 fn boot() -> Qemu {
     let mut vm = Qemu::boot("serve kdbg.quiet").expect("boot the kernel");
@@ -159,7 +39,7 @@ fn line_of(file: &str, needle: &str) -> usize {
 #[test]
 fn breakpoints_watchpoints_stepping_and_state() {
     let vm = boot();
-    let mut k = Kdbg::start(&vm);
+    let mut k = Kdbg::start(&vm, &["--keep-going"]);
 
     // tbreak: one stop, then gone.
     let t = k.ok("tbreak spawn_task", "breakpoint");
@@ -416,7 +296,7 @@ fn breakpoints_watchpoints_stepping_and_state() {
 #[test]
 fn event_filters_and_kprobe_on_a_source_line() {
     let vm = boot();
-    let mut k = Kdbg::start(&vm);
+    let mut k = Kdbg::start(&vm, &["--keep-going"]);
     let line = line_of("kernel/src/workloads/mod.rs", "NEXT_FD.fetch_add(1");
     let kp = k.ok(
         &format!("kprobe kernel/src/workloads/mod.rs:{line}"),
