@@ -540,6 +540,18 @@ impl Qemu {
         self.config.timeout.saturating_sub(self.started.elapsed())
     }
 
+    /// Waits `settle`, then asserts that QEMU (the kernel) is still running,
+    /// showing the console when it is not. Tests call it after doing
+    /// something hostile to check that the kernel carried on.
+    pub fn assert_still_running(&mut self, settle: Duration) {
+        std::thread::sleep(settle);
+        assert!(
+            self.try_exit().is_none(),
+            "the kernel died; console:\n{}",
+            self.console()
+        );
+    }
+
     /// QEMU's exit status if it has exited.
     pub fn try_exit(&mut self) -> Option<KernelExit> {
         let child = self.child.as_mut()?;

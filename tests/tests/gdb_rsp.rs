@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tests::Qemu;
 
 const BOOT: Duration = Duration::from_secs(60);
+/// How long to let the kernel run before checking it is still alive.
+const SETTLE: Duration = Duration::from_millis(300);
 const REPLY: Duration = Duration::from_secs(20);
 
 /// A minimal RSP peer (the shell has the real client; this one is
@@ -163,24 +165,13 @@ fn boot() -> Qemu {
     vm
 }
 
-/// The kernel is still running: its uptime (debugcon/console output grows)
-/// or at least QEMU has not exited.
-fn assert_alive(vm: &mut Qemu) {
-    assert!(
-        vm.try_exit().is_none(),
-        "the kernel died; console:\n{}",
-        vm.console()
-    );
-}
-
 #[test]
 fn handshake_then_noise_bad_checksums_oversized_and_malformed_packets() {
     let mut vm = boot();
     let mut s = Raw::connect(&mut vm);
     // Noise before anything: ignored, the kernel keeps running.
     s.send_raw(b"hello\x00\xff\xfe garbage ### }}}");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 
     // Attach: the kernel stops and answers.
     let sup = s.ask("qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386");
@@ -222,8 +213,7 @@ fn handshake_then_noise_bad_checksums_oversized_and_malformed_packets() {
     let stop = s.reply();
     assert!(stop.starts_with('T'), "Ctrl-C stop: {stop}");
     assert_eq!(s.ask("D"), "OK");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 #[test]
@@ -247,7 +237,7 @@ fn ctrl_c_flood_gives_one_stop_and_vanishing_host_is_survived() {
         s.send("c");
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_alive(&mut vm);
+    vm.assert_still_running(Duration::ZERO);
     // A new host attaches (its qSupported starts a fresh session).
     let mut s = Raw::connect(&mut vm);
     let sup = s.ask("qSupported:swbreak+");
@@ -257,8 +247,7 @@ fn ctrl_c_flood_gives_one_stop_and_vanishing_host_is_survived() {
     assert!(console.contains("kprobe LOC"), "{console}");
     assert_eq!(r, "OK");
     assert_eq!(s.ask("D"), "OK");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 #[test]
@@ -283,8 +272,7 @@ fn a_dangling_packet_start_while_detached_does_not_hang_the_kernel() {
     assert!(sup.contains("PacketSize="), "{sup}");
     assert!(s.ask("?").contains("thread:"));
     assert_eq!(s.ask("D"), "OK");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 /// The address of `expr` in the kernel ELF, from a stock gdb without a
@@ -383,12 +371,11 @@ fn breakpoints_and_watchpoints_sent_while_the_kernel_runs_fire() {
         s.next(Duration::from_secs(2)).is_none(),
         "a removed watchpoint still stops the kernel"
     );
-    assert_alive(&mut vm);
+    vm.assert_still_running(Duration::ZERO);
     s.send_raw(b"\x03");
     assert!(s.reply().starts_with('T'));
     assert_eq!(s.ask("D"), "OK");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 #[test]
@@ -424,8 +411,7 @@ fn stepi_leaves_no_trap_flag_in_the_reported_eflags() {
     s.send_raw(b"\x03");
     assert!(s.reply().starts_with('T'));
     assert_eq!(s.ask("D"), "OK");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 #[test]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use tests::Qemu;
 
 const BOOT: Duration = Duration::from_secs(60);
+/// How long to let the kernel run before checking it is still alive.
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// Runs `gdb -batch` with `cmds` after attaching; returns stdout + stderr.
 fn gdb(vm: &mut Qemu, cmds: &[&str]) -> String {
@@ -113,14 +115,6 @@ fn probe_hits(line: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn assert_alive(vm: &mut Qemu) {
-    assert!(
-        vm.try_exit().is_none(),
-        "the kernel died:\n{}",
-        vm.console()
-    );
-}
-
 #[test]
 fn attach_registers_memory_and_unmapped_addresses() {
     let mut vm = boot_serving("serve kdbg.quiet");
@@ -179,7 +173,7 @@ fn attach_registers_memory_and_unmapped_addresses() {
     assert!(out.contains("task id=0 name=main"), "monitor tasks:\n{out}");
     assert!(out.contains("detached"), "detach:\n{out}");
     std::thread::sleep(Duration::from_millis(500));
-    assert_alive(&mut vm);
+    vm.assert_still_running(Duration::ZERO);
 
     // Re-attach; write memory and read it back, then continue to a
     // breakpoint (the kernel kept running after the unmapped read).
@@ -211,7 +205,7 @@ fn attach_registers_memory_and_unmapped_addresses() {
         "rip in sys_open:\n{out}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert_alive(&mut vm);
+    vm.assert_still_running(Duration::ZERO);
 }
 
 #[test]
@@ -303,8 +297,7 @@ fn breakpoint_arguments_match_ground_truth_then_stepi_hbreak_watch() {
     let new = decimal_after(&out, "New value = ");
     assert_eq!(new, old + 1, "the counter went up by one:\n{out}");
     assert!(out.contains("Hardware watchpoint"), "watch:\n{out}");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 #[test]
@@ -382,7 +375,7 @@ fn threads_backtraces_monitor_probes_and_events() {
         out.contains("event id=1 kind=kprobe"),
         "kprobe events streamed as O packets:\n{out}"
     );
-    assert_alive(&mut vm);
+    vm.assert_still_running(Duration::ZERO);
 }
 
 #[test]
@@ -438,8 +431,7 @@ fn stepi_over_a_probed_instruction_ends_at_the_next_instruction() {
         hits, 1,
         "the probe ran once for the stepped instruction:\n{out}"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 #[test]
@@ -493,8 +485,7 @@ fn breakpoint_and_kprobe_share_an_address() {
         rows[1] >= 1,
         "the second kprobe ran after the breakpoint went:\n{out}"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 #[test]
@@ -560,8 +551,7 @@ fn a_fifth_hardware_breakpoint_is_a_clear_error() {
             || out.contains("too many hardware breakpoints"),
         "gdb reports the exhausted debug registers:\n{out}"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 #[test]
@@ -598,8 +588,7 @@ fn bt_through_a_kretprobed_function_shows_the_real_callers() {
         !bt.iter().any(|l| l.contains("?? ()")),
         "no trampoline garbage in bt:\n{out}"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
 
 #[test]
@@ -675,6 +664,5 @@ fn a_watchpoint_set_while_stopped_in_idle_fires_in_the_task_that_writes() {
         out.contains("kernel::workloads::spawn_task ("),
         "the writer is spawn_task (fork-worker):\n{out}"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_alive(&mut vm);
+    vm.assert_still_running(SETTLE);
 }
