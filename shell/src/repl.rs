@@ -78,7 +78,12 @@ pub fn complete_line(h: &KdbgHelper, line: &str, pos: usize) -> (usize, Vec<Stri
     let Some(cmd) = table::find(name) else {
         return (start, Vec::new());
     };
-    let n = words.len() - 1;
+    if word.starts_with('-') && !cmd.flags.is_empty() {
+        let c = cmd.flags.iter().filter(|f| f.starts_with(word));
+        return (start, c.map(|f| f.to_string()).collect());
+    }
+    // Flags are not positional arguments.
+    let n = words[1..].iter().filter(|w| !cmd.flags.contains(w)).count();
     let Some(arg) = cmd.arg_at(n) else {
         return (start, Vec::new());
     };

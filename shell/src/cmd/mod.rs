@@ -4,4 +4,4 @@ pub mod parse;
 pub mod table;
 
 pub use parse::{Invocation, LineError, parse_line};
-pub use table::{COMMANDS, Command, Id};
+pub use table::{COMMANDS, Command, Handler};

@@ -11,6 +11,21 @@ pub struct Invocation {
     pub args: Vec<String>,
 }
 
+impl Invocation {
+    /// For commands without arguments: refuse any, naming the usage.
+    pub fn no_args(&self) -> anyhow::Result<()> {
+        if self.args.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "`{}` takes no arguments (usage: {})",
+                self.cmd.name,
+                self.cmd.usage_line()
+            )
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
     #[error("unknown command `{name}`{}", hint(.suggestion))]
@@ -88,13 +103,10 @@ pub fn parse_line(line: &str) -> Result<Option<Invocation>, LineError> {
         suggestion: table::suggest(&name),
         name: name.clone(),
     })?;
-    if modifier.is_none()
-        && matches!(cmd.id, table::Id::Examine | table::Id::Write)
-        && w.first().is_some_and(|a| a.starts_with('/'))
-    {
+    if modifier.is_none() && cmd.modifier && w.first().is_some_and(|a| a.starts_with('/')) {
         modifier = Some(w.remove(0)[1..].to_string());
     }
-    if modifier.is_some() && !matches!(cmd.id, table::Id::Examine | table::Id::Write) {
+    if modifier.is_some() && !cmd.modifier {
         return Err(LineError::NoModifier(cmd.name));
     }
     Ok(Some(Invocation {

@@ -3,12 +3,14 @@
 use anyhow::{Result, anyhow, bail};
 
 use super::state::{address_of, read_mem};
+use crate::cmd::Invocation;
 use crate::cmd::parse::number;
 use crate::disas::Syntax;
 use crate::output::*;
 use crate::session::Session;
 
-pub fn disas(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn disas(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let mut source = false;
     let mut syntax = s.syntax;
     let mut rest = Vec::new();

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 
+use crate::cmd::Invocation;
 use crate::cmd::parse::{number, split_options};
 use crate::events::{Filter, histogram};
 use crate::output::{Output, RingCounters};
@@ -42,7 +43,8 @@ fn parse_filter(s: &Session, opts: &[(String, String)]) -> Result<Filter> {
     Ok(f)
 }
 
-pub fn events(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn events(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let (opts, rest) = split_options(args);
     let n = match rest.as_slice() {
         [] => 20,
@@ -80,7 +82,8 @@ pub fn events(s: &mut Session, args: &[String]) -> Result<Output> {
     })
 }
 
-pub fn live(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn live(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let on = match args.first().map(String::as_str) {
         None => !s.shared.live.load(Ordering::SeqCst),
         Some("on") => true,
@@ -100,7 +103,8 @@ pub fn live(s: &mut Session, args: &[String]) -> Result<Output> {
     })
 }
 
-pub fn filter(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn filter(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let f = if args.first().map(String::as_str) == Some("off") {
         Filter::default()
     } else {
@@ -124,7 +128,8 @@ pub fn filter(s: &mut Session, args: &[String]) -> Result<Output> {
     })
 }
 
-pub fn hist(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn hist(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let (id, what) = match args {
         [id] => (id, None),
         [id, w] => (id, Some(w.as_str())),
@@ -206,7 +211,8 @@ pub fn hist(s: &mut Session, args: &[String]) -> Result<Output> {
     })
 }
 
-pub fn wait(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn wait(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let usage = "usage: wait events N [timeout S] | wait stop [timeout S]";
     match args {
         [w] if w == "stop" => return wait_stop(s, 10.0),
@@ -288,7 +294,8 @@ fn seconds(s: &str) -> Result<f64> {
     Ok(v)
 }
 
-pub fn sleep(_s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn sleep(_s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let [secs] = args else {
         bail!("usage: sleep S");
     };

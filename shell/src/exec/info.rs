@@ -5,12 +5,14 @@ use symbols::{ParamLocation, Register, TypeKind};
 
 use super::locate::resolve;
 use super::state::address_of;
+use crate::cmd::Invocation;
 use crate::cmd::parse::number;
 use crate::output::*;
 use crate::regs::RegisterFile;
 use crate::session::Session;
 
-pub fn info(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn info(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let (topic, rest) = args.split_first().ok_or_else(|| {
         anyhow!("usage: info sym ADDR | info line LOC | info args | info breakpoints")
     })?;
@@ -205,7 +207,8 @@ fn layout_text(elf: &symbols::Elf, t: &symbols::Type) -> String {
 
 /// `ptype FUNC`, `ptype FUNC:PARAM`, `ptype TYPE` (`TaskRegs`,
 /// `kernel::workloads::Request`, `struct foo`).
-pub fn ptype(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn ptype(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     if args.is_empty() {
         bail!("usage: ptype FUNC | ptype FUNC:PARAM | ptype TYPE");
     }
@@ -295,7 +298,9 @@ pub fn ptype(s: &mut Session, args: &[String]) -> Result<Output> {
     Ok(Output::Ptype { text })
 }
 
-pub fn threads(s: &mut Session) -> Result<Output> {
+/// `threads`.
+pub fn threads(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    inv.no_args()?;
     let mut threads = Vec::new();
     if let Ok(text) = s.monitor("tasks") {
         for line in text.lines() {
@@ -333,7 +338,8 @@ pub fn threads(s: &mut Session) -> Result<Output> {
     Ok(Output::Threads { threads })
 }
 
-pub fn thread(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn thread(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let [n] = args else {
         bail!("usage: thread N (`threads` lists them)")
     };

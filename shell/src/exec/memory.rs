@@ -3,6 +3,7 @@
 use anyhow::{Result, anyhow, bail};
 
 use super::state::{address_of, read_mem};
+use crate::cmd::Invocation;
 use crate::cmd::parse::number;
 use crate::output::*;
 use crate::session::Session;
@@ -54,7 +55,9 @@ pub fn parse_fmt(m: Option<&str>) -> Result<Fmt> {
     Ok(f)
 }
 
-pub fn examine(s: &mut Session, modifier: Option<&str>, args: &[String]) -> Result<Output> {
+/// `x[/NFU] ADDR|SYMBOL`.
+pub fn examine(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let (modifier, args) = (inv.modifier.as_deref(), inv.args.as_slice());
     let [loc] = args else {
         bail!("usage: x[/NFU] ADDR|SYMBOL");
     };
@@ -154,7 +157,9 @@ fn format_unit(s: &Session, v: u64, format: char, size: usize) -> String {
     }
 }
 
-pub fn write_mem(s: &mut Session, modifier: Option<&str>, args: &[String]) -> Result<Output> {
+/// `write[/b|/h|/w|/g] ADDR|SYMBOL VALUE`.
+pub fn write_mem(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let (modifier, args) = (inv.modifier.as_deref(), inv.args.as_slice());
     let [loc, value] = args else {
         bail!("usage: write[/b|/h|/w|/g] ADDR|SYMBOL VALUE");
     };

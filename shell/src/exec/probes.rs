@@ -8,6 +8,7 @@ use proto::reply::{ProbeRow, Row};
 
 use super::locate::{check_code, resolve};
 use crate::capture::{self, Layout};
+use crate::cmd::Invocation;
 use crate::cmd::parse::{number, split_options};
 use crate::events::ProbeDef;
 use crate::output::{Output, ProbeInfo};
@@ -77,7 +78,8 @@ fn set_probe(s: &Session, cmd: &str, make: impl FnOnce(u32) -> ProbeDef) -> Resu
     out
 }
 
-pub fn kprobe(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn kprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let [loc] = args else {
         bail!("usage: kprobe LOC (a symbol, symbol+offset, 0xADDRESS or file:line)");
     };
@@ -99,8 +101,18 @@ pub fn kprobe(s: &mut Session, args: &[String]) -> Result<Output> {
     })
 }
 
+/// `jprobe FUNC [ARGS...]`.
+pub fn jprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    entry_probe(s, &inv.args, false)
+}
+
+/// `kretprobe FUNC [maxactive=N] [ARGS...]`.
+pub fn kretprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    entry_probe(s, &inv.args, true)
+}
+
 /// jprobe and kretprobe: a function entry plus a capture.
-pub fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
+fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
     let usage = if ret {
         "usage: kretprobe FUNC [maxactive=N] [ARGS...]"
     } else {
@@ -175,7 +187,9 @@ pub fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output
     Ok(out)
 }
 
-pub fn list(s: &mut Session) -> Result<Output> {
+/// `probes`.
+pub fn list(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    inv.no_args()?;
     let text = s.monitor("probes")?;
     let defs = s.shared.probes.read().unwrap_or_else(|e| e.into_inner());
     let mut probes = Vec::new();
@@ -220,7 +234,25 @@ pub fn ids(args: &[String]) -> Result<Vec<u32>> {
         .collect()
 }
 
-pub fn change(s: &mut Session, action: ProbeAction, args: &[String]) -> Result<Output> {
+/// `enable ID...`.
+pub fn enable(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    change(s, ProbeAction::Enable, &inv.args)
+}
+
+/// `disable ID...`.
+pub fn disable(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    change(s, ProbeAction::Disable, &inv.args)
+}
+
+/// `delete ID...` and `delete break N...`.
+pub fn delete(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    match inv.args.split_first() {
+        Some((w, rest)) if w == "break" || w == "b" => crate::exec::run::delete_breaks(s, rest),
+        _ => change(s, ProbeAction::Delete, &inv.args),
+    }
+}
+
+fn change(s: &mut Session, action: ProbeAction, args: &[String]) -> Result<Output> {
     let ids = ids(args)?;
     for chunk in ids.chunks(proto::command::MAX_IDS) {
         let mut list = IdList::new();

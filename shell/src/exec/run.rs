@@ -6,12 +6,28 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 
 use super::locate::{check_code, resolve};
+use crate::cmd::Invocation;
 use crate::cmd::parse::number;
 use crate::output::{BreakInfo, Output};
 use crate::rsp::{BreakKind, StopReply};
 use crate::session::{Breakpoint, Session};
 
-pub fn breakpoint(
+/// `break LOC`.
+pub fn break_(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    breakpoint(s, &inv.args, BreakKind::Software, false)
+}
+
+/// `tbreak LOC`.
+pub fn tbreak(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    breakpoint(s, &inv.args, BreakKind::Software, true)
+}
+
+/// `hbreak LOC`.
+pub fn hbreak(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    breakpoint(s, &inv.args, BreakKind::Hardware, false)
+}
+
+fn breakpoint(
     s: &mut Session,
     args: &[String],
     kind: BreakKind,
@@ -75,7 +91,8 @@ fn add(
     Ok(Output::Breakpoint { breakpoint: info })
 }
 
-pub fn watch(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn watch(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let mut kind = BreakKind::Write;
     let mut rest = Vec::new();
     for a in args {
@@ -154,7 +171,9 @@ fn deselect_thread(s: &mut Session) -> Result<()> {
     Ok(())
 }
 
-pub fn cont(s: &mut Session) -> Result<Output> {
+/// `continue`.
+pub fn cont(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    inv.no_args()?;
     deselect_thread(s)?;
     if on_breakpoint(s)? {
         step_once(s)?;
@@ -195,7 +214,8 @@ fn step_once(s: &mut Session) -> Result<String> {
     Ok(r?)
 }
 
-pub fn stepi(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn stepi(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let n = match args {
         [] => 1,
         [n] => number(n)?.max(1),
@@ -209,7 +229,8 @@ pub fn stepi(s: &mut Session, args: &[String]) -> Result<Output> {
     stopped(s, &reply, true)
 }
 
-pub fn nexti(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn nexti(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let n = match args {
         [] => 1,
         [n] => number(n)?.max(1),
@@ -239,7 +260,9 @@ pub fn nexti(s: &mut Session, args: &[String]) -> Result<Output> {
     stopped(s, &reply, true)
 }
 
-pub fn interrupt(s: &mut Session) -> Result<Output> {
+/// `interrupt`.
+pub fn interrupt(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    inv.no_args()?;
     if !s.running() {
         bail!("the kernel is already stopped (`continue` resumes it)");
     }

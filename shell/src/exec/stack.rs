@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use anyhow::{Result, bail};
 use symbols::{Register, Registers};
 
+use crate::cmd::Invocation;
 use crate::cmd::parse::number;
 use crate::output::*;
 use crate::regs::RegisterFile;
@@ -39,7 +40,8 @@ fn to_unwind_regs(r: &RegisterFile) -> Registers {
     out
 }
 
-pub fn backtrace(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn backtrace(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let max = match args {
         [] => 64,
         [n] => number(n)? as usize,

@@ -3,11 +3,13 @@
 use anyhow::{Result, anyhow, bail};
 
 use super::locate::resolve;
+use crate::cmd::Invocation;
 use crate::output::*;
 use crate::regs::decode_eflags;
 use crate::session::Session;
 
-pub fn regs(s: &mut Session, args: &[String]) -> Result<Output> {
+pub fn regs(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    let args = inv.args.as_slice();
     let verbose = match args {
         [] => false,
         [v] if v == "-v" => true,

@@ -1,0 +1,93 @@
+//! Session commands: `monitor`, `reconnect`, `help`, `quit`.
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::cmd::Invocation;
+use crate::cmd::table::{self, COMMANDS, Group};
+use crate::output::Output;
+use crate::session::Session;
+
+/// `monitor TEXT...`.
+pub fn monitor(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    Ok(Output::Monitor {
+        text: s.client()?.monitor(&inv.args.join(" "))?,
+    })
+}
+
+/// `reconnect`.
+pub fn reconnect(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    inv.no_args()?;
+    s.connect()?;
+    Ok(Output::Message {
+        text: format!(
+            "connected to {}",
+            s.endpoint
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        ),
+    })
+}
+
+/// `quit [--remove-probes]`.
+pub fn quit(s: &mut Session, inv: &Invocation) -> Result<Output> {
+    for w in &inv.args {
+        match w.as_str() {
+            "--remove-probes" | "-r" => s.remove_probes_on_exit = true,
+            "--keep-probes" => s.remove_probes_on_exit = false,
+            _ => bail!("usage: quit [--remove-probes]"),
+        }
+    }
+    s.quit = true;
+    Ok(Output::Quit)
+}
+
+/// The `help` command (a row handler).
+pub fn help_cmd(_s: &mut Session, inv: &Invocation) -> Result<Output> {
+    help(&inv.args)
+}
+
+/// `help`, `help CMD`, `help --markdown`.
+pub fn help(args: &[String]) -> Result<Output> {
+    match args {
+        [] => {
+            let mut s = String::new();
+            for g in Group::ALL {
+                s.push_str(&format!("{}:\n", g.title()));
+                for c in COMMANDS.iter().filter(|c| c.group == g) {
+                    let usage = c.usage_line();
+                    if usage.len() > 36 {
+                        s.push_str(&format!("  {usage}\n  {:<36} {}\n", "", c.summary));
+                    } else {
+                        s.push_str(&format!("  {usage:<36} {}\n", c.summary));
+                    }
+                }
+            }
+            s.push_str(
+                "\n`help CMD` explains one command. Events print above the prompt as they arrive.",
+            );
+            Ok(Output::Help { text: s })
+        }
+        [m] if m == "--markdown" => Ok(Output::Help {
+            text: table::markdown(),
+        }),
+        [name] => {
+            let c = table::find(name).ok_or_else(|| match table::suggest(name) {
+                Some(n) => anyhow!("no command `{name}`: did you mean `{n}`?"),
+                None => anyhow!("no command `{name}`: `help` lists them"),
+            })?;
+            let mut s = format!("usage: {}\n{}", c.usage_line(), c.summary);
+            if !c.aliases.is_empty() {
+                s.push_str(&format!("\naliases: {}", c.aliases.join(", ")));
+            }
+            if c.requires_halted {
+                s.push_str("\nneeds the kernel stopped (`interrupt` first)");
+            }
+            if !c.details.is_empty() {
+                s.push_str(&format!("\n\n{}", c.details));
+            }
+            Ok(Output::Help { text: s })
+        }
+        _ => bail!("usage: help [CMD]"),
+    }
+}
