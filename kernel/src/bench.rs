@@ -5,7 +5,7 @@
 //! count. For every row, the unprobed call is measured first in the same
 //! boot, then the row's probes are set and the same calls measured again;
 //! the difference per call is the probe's cost. Traps are counted by the
-//! trap dispatcher (`trap::INT3_COUNT`); every trap entry saves the FPU
+//! trap dispatcher (`dispatch::INT3_COUNT`); every trap entry saves the FPU
 //! state (`fxsave64`), so FPU saves per hit equal traps per hit. The timer
 //! and COM2 lines are masked while measuring (interrupts stay enabled, as
 //! in real probed code), and each row checks that the probed calls still
@@ -70,10 +70,10 @@ fn run_row(row: &Row, calls: u64) -> u64 {
             return base.wrong;
         }
     };
-    let ring0 = probes::monitor::ring_stats();
+    let ring0 = probes::commands::ring_stats();
     println!("bench BEGIN row={}", row.name);
     let s: Sample = measure(row.target, calls);
-    let ring = probes::monitor::ring_stats();
+    let ring = probes::commands::ring_stats();
     let (mut hits, mut missed) = (0u64, 0u64);
     for id in ids.iter().flatten() {
         if let Some(i) = probes::info(*id) {

@@ -14,6 +14,7 @@ mod blacklist;
 mod boot;
 mod cmdline;
 mod console;
+mod dispatch;
 mod exit;
 mod heap;
 mod intrinsics;
@@ -25,7 +26,6 @@ mod serve;
 mod stub_ops;
 mod sync;
 mod timer;
-mod trap;
 mod workloads;
 
 use core::panic::PanicInfo;
@@ -42,7 +42,7 @@ static BOOT_INFO: spin::Once<boot::BootInfo> = spin::Once::new();
 /// Entered from the boot asm on the boot stack with the loader's eax and ebx.
 extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     console::init();
-    trap::init();
+    dispatch::init();
     // SAFETY: eax/ebx come straight from the loader; its memory is intact.
     let info = BOOT_INFO.call_once(|| unsafe { boot::BootInfo::from_loader(eax, ebx) });
     // SAFETY: nothing has allocated yet; the RAM after the image is free.
@@ -87,7 +87,7 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     // The debugger and the probe core (issues 3-5) start here.
     probe_platform::init();
     stub_ops::init();
-    trap::enable_serial_irqs();
+    dispatch::enable_serial_irqs();
     if cmd.wait {
         println!("kdbg: waiting for a debugger on COM2 (kdbg.wait)");
         stub::wait_for_debugger();

@@ -269,7 +269,7 @@ pub fn switch(frame: &mut TrapFrame) {
             let (id, name) = (t.id, t.name);
             drop(guard);
             crate::println!("\nkdbg: task {id} ({name}) overflowed its {STACK_SIZE}-byte stack");
-            crate::trap::fatal(frame, "task stack overflow");
+            crate::dispatch::fatal(frame, "task stack overflow");
         }
         t.frame = *frame;
         if t.state == State::Running {

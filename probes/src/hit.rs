@@ -7,12 +7,12 @@ use arch::frame::rflags::{IF, TF};
 use arch::insn::{EmuFault, Execution, StackMem, emulate};
 
 use crate::Core;
-use crate::capture::{self, Hit};
 use crate::kcb::{Kcb, Level, State};
 use crate::kretprobe::{self, Env, RetPool, ReturnAction};
 use crate::platform::Platform;
 use crate::point::Point;
 use crate::probe::{Action, Probe};
+use crate::recorder::{self, Hit};
 use proto::CaptureSpec;
 
 /// A word of the interrupted context's stack.
@@ -353,7 +353,7 @@ impl Core {
                 ret: None,
                 duration: None,
             };
-            capture::record(pf, ring, &hit, spec, frame, frame.rsp.wrapping_add(8));
+            recorder::record(pf, ring, &hit, spec, frame, frame.rsp.wrapping_add(8));
         }
     }
 
@@ -395,7 +395,7 @@ impl Core {
                             ret: Some(frame.rax),
                             duration: Some(now.wrapping_sub(ctx.entry_tsc)),
                         };
-                        capture::record(pf, ring, &hit, &spec, frame, frame.rsp);
+                        recorder::record(pf, ring, &hit, &spec, frame, frame.rsp);
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //! - [`register_kprobe`], [`register_jprobe`], [`register_kretprobe`]: the
 //!   seed-style in-kernel API (seed 003, section 4), with [`unregister`],
 //!   [`enable`], [`disable`] at any time.
-//! - [`monitor`]: what the stub's `monitor` commands use (capture probes
+//! - [`commands`]: what the stub's `monitor` commands use (capture probes
 //!   that write event records, listings, ring statistics, draining).
 //! - [`hooks`]: what the kernel's trap dispatcher calls.
 //! - [`platform::Platform`]: what the kernel installs at boot ([`init`]).
@@ -18,16 +18,16 @@
 
 extern crate alloc;
 
-mod capture;
+pub mod commands;
 pub mod error;
 mod hit;
 pub mod hooks;
 pub mod kcb;
 pub mod kretprobe;
-pub mod monitor;
 pub mod platform;
 mod point;
 pub mod probe;
+mod recorder;
 mod register;
 pub mod ring;
 pub mod stacktrace;

@@ -45,10 +45,13 @@ pub enum ErrorCode {
     /// The probe core is not available in this kernel.
     Unavailable,
     Fault,
+    /// The probe core is busy (another CPU is (un)registering, or the
+    /// command ran inside a probe handler): retry.
+    Busy,
     Other,
 }
 
-const CODES: [(ErrorCode, &str); 16] = [
+const CODES: [(ErrorCode, &str); 17] = [
     (ErrorCode::UnknownCommand, "unknown-command"),
     (ErrorCode::BadArguments, "bad-arguments"),
     (ErrorCode::BadCapture, "bad-capture"),
@@ -64,6 +67,7 @@ const CODES: [(ErrorCode, &str); 16] = [
     (ErrorCode::TooManyProbes, "too-many-probes"),
     (ErrorCode::Unavailable, "unavailable"),
     (ErrorCode::Fault, "fault"),
+    (ErrorCode::Busy, "busy"),
     (ErrorCode::Other, "other"),
 ];
 

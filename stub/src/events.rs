@@ -28,7 +28,7 @@ pub struct Stats {
 }
 
 pub fn stats() -> Stats {
-    let r = probes::monitor::ring_stats();
+    let r = probes::commands::ring_stats();
     Stats {
         size: r.size,
         produced: r.produced,
@@ -39,7 +39,7 @@ pub fn stats() -> Stats {
 
 /// Calls `f` with a `drops` row for every probe that lost events.
 pub fn for_each_drop(f: &mut dyn FnMut(DropsRow)) {
-    let _ = probes::monitor::list(&mut |p| {
+    let _ = probes::commands::list(&mut |p| {
         if p.dropped > 0 {
             f(DropsRow {
                 id: p.id.0,
@@ -60,7 +60,7 @@ pub const TICK_BUDGET: usize = 64;
 pub fn drain(mode: StreamMode, max: usize, emit: &mut dyn FnMut(&[u8])) -> usize {
     let mut line = [0u8; 2 * MAX_RECORD + 32];
     let mut sent = 0;
-    probes::monitor::drain_at_most(max, &mut |bytes| {
+    probes::commands::drain_at_most(max, &mut |bytes| {
         if let Ok(rec) = Record::decode(bytes)
             && let Some(len) = render(&rec, mode, &mut line)
         {
@@ -69,7 +69,7 @@ pub fn drain(mode: StreamMode, max: usize, emit: &mut dyn FnMut(&[u8])) -> usize
         }
     });
     // Drops that grew since the last report become records too.
-    let total = probes::monitor::ring_stats().dropped;
+    let total = probes::commands::ring_stats().dropped;
     if total != REPORTED_DROPS.swap(total, Ordering::Relaxed) {
         for_each_drop(&mut |row| {
             let rec = Record::Drops {

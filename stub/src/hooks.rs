@@ -8,7 +8,7 @@ use arch::TrapFrame;
 use arch::uart::{COM2, Uart};
 use gdbstub::common::Signal;
 
-use crate::session::{SESSION, SIGSEGV, SIGTRAP, StopReason};
+use crate::machine::{SESSION, SIGSEGV, SIGTRAP, StopReason};
 
 /// #BP not claimed by the probe core.
 ///

@@ -19,14 +19,14 @@ pub mod breakpoints;
 pub mod clock;
 pub mod conn;
 pub mod events;
+pub mod frame_regs;
 pub mod framer;
+pub mod gdb_arch;
 pub mod hooks;
 pub mod kernel;
+pub mod machine;
 pub mod monitor;
 pub mod probecmd;
-pub mod regs;
-pub mod regset;
-pub mod session;
 pub mod target;
 
 pub use kernel::{KernelOps, TaskInfo};
@@ -49,7 +49,7 @@ pub fn init(ops: KernelOps) -> Result<(), InitError> {
     // machine a 16550 or nothing lives there, and `init` probes for it.
     let early = unsafe { uart.init_keeping_pending() }.map_err(|_| InitError::NoUart)?;
     {
-        let mut s = session::SESSION.lock();
+        let mut s = machine::SESSION.lock();
         s.target.ops = ops;
         // A debugger that connected while the kernel booted has its first
         // byte here (the rest waits in the FIFO for the receive interrupt):
@@ -76,20 +76,20 @@ pub fn wait_for_debugger() {
 /// Streams pending probe events to an attached debugger (call from the
 /// timer tick or the idle loop; never blocks on the lock).
 pub fn poll() {
-    if let Some(mut s) = session::SESSION.try_lock() {
+    if let Some(mut s) = machine::SESSION.try_lock() {
         s.stream_events(events::TICK_BUDGET);
     }
 }
 
 /// A debugger is attached right now.
 pub fn attached() -> bool {
-    session::SESSION.try_lock().is_some_and(|s| s.attached())
+    machine::SESSION.try_lock().is_some_and(|s| s.attached())
 }
 
 /// Runs a monitor command as gdb's `monitor TEXT` would, writing the reply
 /// rows to `out` (for in-kernel selftests and a local console).
 pub fn monitor(text: &str, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
-    let mut s = session::SESSION.lock();
+    let mut s = machine::SESSION.lock();
     let ops = s.target.ops;
     monitor::run(text, &ops, &mut s.target.monitor, out)
 }

@@ -7,6 +7,7 @@ use proto::command::{COMMANDS, Command, Loc, StreamMode};
 use proto::reply::{ErrorCode, EventsRow, TaskRow};
 
 use crate::kernel::KernelOps;
+use crate::probecmd;
 
 /// What monitor commands may change in the stub.
 pub struct MonitorState {
@@ -67,12 +68,16 @@ pub fn run(
             writeln!(out, "ok stream={}", mode.as_str())
         }
         Command::Lookup(loc) => lookup(loc, ops, out),
-        Command::Kprobe { .. }
-        | Command::Jprobe { .. }
-        | Command::Kretprobe { .. }
-        | Command::Probes
-        | Command::Probe { .. }
-        | Command::RetInst { .. } => crate::probecmd::run(&cmd, ops, out),
+        Command::Kprobe { loc } => probecmd::kprobe(loc, out),
+        Command::Jprobe { func, capture } => probecmd::jprobe(func, capture, out),
+        Command::Kretprobe {
+            func,
+            maxactive,
+            capture,
+        } => probecmd::kretprobe(func, maxactive, capture, out),
+        Command::Probes => probecmd::list(out),
+        Command::Probe { action, ids } => probecmd::probe(action, ids.as_slice(), out),
+        Command::RetInst { task } => probecmd::retinst(task, out),
     }
 }
 

@@ -1,15 +1,15 @@
 //! Probe monitor commands (`kprobe`, `jprobe`, `kretprobe`, `probes`,
 //! `probe ...`, `retinst`), backed by the probe core's monitor API
-//! (`probes::monitor`). Refusals become `error code=... msg=...` rows with
+//! (`probes::commands`). Refusals become `error code=... msg=...` rows with
 //! the probe core's own message (it says what to do instead).
 
 use core::fmt::{self, Write};
 
 use probes::{At, ProbeError, ProbeId};
-use proto::command::{Command, Loc, ProbeAction};
+use proto::command::{Loc, ProbeAction};
+use proto::fetch::CaptureSpec;
 use proto::reply::{ErrorCode, ExecPath, InstRow, ProbeRow, ProbeType};
 
-use crate::kernel::KernelOps;
 use crate::monitor::error;
 
 fn at(loc: Loc<'_>) -> At<'_> {
@@ -36,7 +36,7 @@ pub fn code_of(e: ProbeError) -> ErrorCode {
         ProbeError::NoSlot | ProbeError::TableFull => ErrorCode::TooManyProbes,
         ProbeError::NoSuchProbe => ErrorCode::NoSuchProbe,
         ProbeError::TooManyInstances | ProbeError::DataTooLarge => ErrorCode::BadArguments,
-        _ => ErrorCode::Other,
+        ProbeError::InHandler | ProbeError::Busy => ErrorCode::Busy,
     }
 }
 
@@ -47,105 +47,115 @@ fn created(out: &mut dyn Write, r: Result<ProbeId, ProbeError>) -> fmt::Result {
     }
 }
 
-/// Runs a probe command.
-pub fn run(cmd: &Command<'_>, _ops: &KernelOps, out: &mut dyn Write) -> fmt::Result {
-    match *cmd {
-        Command::Kprobe { loc } => created(out, probes::monitor::kprobe(at(loc))),
-        Command::Jprobe { func, capture } => {
-            created(out, probes::monitor::jprobe(at(func), capture))
+/// `kprobe LOC`.
+pub fn kprobe(loc: Loc<'_>, out: &mut dyn Write) -> fmt::Result {
+    created(out, probes::commands::kprobe(at(loc)))
+}
+
+/// `jprobe FUNC [CAPTURE]`.
+pub fn jprobe(func: Loc<'_>, capture: CaptureSpec, out: &mut dyn Write) -> fmt::Result {
+    created(out, probes::commands::jprobe(at(func), capture))
+}
+
+/// `kretprobe FUNC [maxactive=N] [CAPTURE]`.
+pub fn kretprobe(
+    func: Loc<'_>,
+    maxactive: Option<u32>,
+    capture: CaptureSpec,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    created(
+        out,
+        probes::commands::kretprobe(at(func), maxactive, capture),
+    )
+}
+
+/// `probes`: one row per probe.
+pub fn list(out: &mut dyn Write) -> fmt::Result {
+    let mut res = Ok(());
+    let listed = probes::commands::list(&mut |p| {
+        if res.is_err() {
+            return;
         }
-        Command::Kretprobe {
-            func,
-            maxactive,
-            capture,
-        } => created(
-            out,
-            probes::monitor::kretprobe(at(func), maxactive, capture),
-        ),
-        Command::Probes => {
-            let mut res = Ok(());
-            let listed = probes::monitor::list(&mut |p| {
-                if res.is_err() {
-                    return;
-                }
-                let row = ProbeRow {
-                    id: p.id.0,
-                    kind: match p.kind {
-                        probes::ProbeKind::Kprobe => ProbeType::Kprobe,
-                        probes::ProbeKind::Jprobe => ProbeType::Jprobe,
-                        probes::ProbeKind::Kretprobe => ProbeType::Kretprobe,
-                    },
-                    addr: p.addr,
-                    sym: if p.sym.is_empty() { "-" } else { p.sym },
-                    sym_offset: p.sym_offset,
-                    enabled: p.enabled,
-                    hits: p.hits,
-                    nmissed: p.nmissed,
-                    path: match p.path {
-                        probes::ExecPath::Emulated => ExecPath::Emulated,
-                        probes::ExecPath::OutOfLine => ExecPath::OutOfLine,
-                        probes::ExecPath::Boosted => ExecPath::Boosted,
-                    },
-                    maxactive: p.maxactive,
-                };
-                res = writeln!(out, "{row}");
-            });
-            match listed {
-                Ok(()) => res,
-                Err(e) => error(out, code_of(e), &e),
-            }
-        }
-        Command::Probe { action, ids } => {
-            for &id in ids.as_slice() {
-                let r = match action {
-                    ProbeAction::Enable => probes::enable(ProbeId(id)),
-                    ProbeAction::Disable => probes::disable(ProbeId(id)),
-                    ProbeAction::Delete => probes::unregister(ProbeId(id)),
-                };
-                match r {
-                    Ok(()) => writeln!(out, "ok id={id}")?,
-                    Err(e) => error(out, code_of(e), &e)?,
-                }
-            }
-            Ok(())
-        }
-        Command::RetInst { task } => {
-            let mut res = Ok(());
-            let mut one = |t: u32| {
-                probes::monitor::instances(t, &mut |func, sp, ret| {
-                    if res.is_ok() {
-                        res = writeln!(
-                            out,
-                            "{}",
-                            InstRow {
-                                task: t,
-                                func,
-                                sp,
-                                ret
-                            }
-                        );
-                    }
-                });
-            };
-            match task {
-                Some(t) => one(t),
-                None => {
-                    let mut tasks = [0u32; 64];
-                    let mut n = 0;
-                    probes::monitor::tasks(&mut |t| {
-                        if let Some(slot) = tasks.get_mut(n) {
-                            *slot = t;
-                            n += 1;
-                        }
-                    });
-                    for &t in tasks.iter().take(n) {
-                        one(t);
-                    }
-                }
-            }
-            res?;
-            writeln!(out, "ok")
-        }
-        _ => Ok(()),
+        let row = ProbeRow {
+            id: p.id.0,
+            kind: match p.kind {
+                probes::ProbeKind::Kprobe => ProbeType::Kprobe,
+                probes::ProbeKind::Jprobe => ProbeType::Jprobe,
+                probes::ProbeKind::Kretprobe => ProbeType::Kretprobe,
+            },
+            addr: p.addr,
+            sym: if p.sym.is_empty() { "-" } else { p.sym },
+            sym_offset: p.sym_offset,
+            enabled: p.enabled,
+            hits: p.hits,
+            nmissed: p.nmissed,
+            path: match p.path {
+                probes::ExecPath::Emulated => ExecPath::Emulated,
+                probes::ExecPath::OutOfLine => ExecPath::OutOfLine,
+                probes::ExecPath::Boosted => ExecPath::Boosted,
+            },
+            maxactive: p.maxactive,
+        };
+        res = writeln!(out, "{row}");
+    });
+    match listed {
+        Ok(()) => res,
+        Err(e) => error(out, code_of(e), &e),
     }
+}
+
+/// `probe enable|disable|delete ID...`: one row per id.
+pub fn probe(action: ProbeAction, ids: &[u32], out: &mut dyn Write) -> fmt::Result {
+    for &id in ids {
+        let r = match action {
+            ProbeAction::Enable => probes::enable(ProbeId(id)),
+            ProbeAction::Disable => probes::disable(ProbeId(id)),
+            ProbeAction::Delete => probes::unregister(ProbeId(id)),
+        };
+        match r {
+            Ok(()) => writeln!(out, "ok id={id}")?,
+            Err(e) => error(out, code_of(e), &e)?,
+        }
+    }
+    Ok(())
+}
+
+/// `retinst [TASK]`: live kretprobe instances.
+pub fn retinst(task: Option<u32>, out: &mut dyn Write) -> fmt::Result {
+    let mut res = Ok(());
+    let mut one = |t: u32| {
+        probes::commands::instances(t, &mut |func, sp, ret| {
+            if res.is_ok() {
+                res = writeln!(
+                    out,
+                    "{}",
+                    InstRow {
+                        task: t,
+                        func,
+                        sp,
+                        ret
+                    }
+                );
+            }
+        });
+    };
+    match task {
+        Some(t) => one(t),
+        None => {
+            let mut tasks = [0u32; 64];
+            let mut n = 0;
+            probes::commands::tasks(&mut |t| {
+                if let Some(slot) = tasks.get_mut(n) {
+                    *slot = t;
+                    n += 1;
+                }
+            });
+            for &t in tasks.iter().take(n) {
+                one(t);
+            }
+        }
+    }
+    res?;
+    writeln!(out, "ok")
 }

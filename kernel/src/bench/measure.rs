@@ -10,7 +10,7 @@ use core::arch::global_asm;
 use core::hint::black_box;
 use core::sync::atomic::Ordering;
 
-use crate::trap::INT3_COUNT;
+use crate::dispatch::INT3_COUNT;
 use crate::workloads;
 
 /// Calls per timed batch (well below what fills one CPU's event ring).
@@ -133,7 +133,7 @@ pub fn measure(target: Target, calls: u64) -> Sample {
         s.insns += t1.wrapping_sub(t0);
         s.wrong += wrong;
         left -= n;
-        probes::monitor::drain(&mut |_| {});
+        probes::commands::drain(&mut |_| {});
     }
     s.traps = INT3_COUNT.load(Ordering::Relaxed).wrapping_sub(traps0);
     s.ticks = crate::timer::ticks().wrapping_sub(ticks0);

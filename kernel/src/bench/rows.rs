@@ -3,7 +3,7 @@
 //! event into the ring (the capture probes the shell sets).
 
 use arch::TrapFrame;
-use probes::{At, Kprobe, Kretprobe, Probe, ProbeId, RetCtx, monitor};
+use probes::{At, Kprobe, Kretprobe, Probe, ProbeId, RetCtx, commands};
 use proto::CaptureSpec;
 
 use super::measure::Target;
@@ -197,8 +197,8 @@ fn jprobe_kretprobe() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
 fn capture_kprobe() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
     Ok([
         Some(one(
-            monitor::kprobe(At::Symbol(HOT, 0)),
-            "monitor::kprobe refused bench_target",
+            commands::kprobe(At::Symbol(HOT, 0)),
+            "commands::kprobe refused bench_target",
         )?),
         None,
     ])
@@ -208,8 +208,8 @@ fn capture_kprobe() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
 /// slot, an int3 tail (Linux's two-trap row with an event recorded).
 fn capture_kprobe_int3() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
     let id = one(
-        monitor::kprobe(At::Symbol("bench_unboosted", 0)),
-        "monitor::kprobe refused bench_unboosted",
+        commands::kprobe(At::Symbol("bench_unboosted", 0)),
+        "commands::kprobe refused bench_unboosted",
     )?;
     Ok([Some(id), None])
 }
@@ -217,8 +217,8 @@ fn capture_kprobe_int3() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> 
 /// The stub's `monitor jprobe`: an entry event with the six argument registers.
 fn capture_args6() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
     let id = one(
-        monitor::jprobe(At::Symbol(HOT, 0), CaptureSpec::default()),
-        "monitor::jprobe refused bench_target",
+        commands::jprobe(At::Symbol(HOT, 0), CaptureSpec::default()),
+        "commands::jprobe refused bench_target",
     )?;
     Ok([Some(id), None])
 }
@@ -228,8 +228,8 @@ fn capture_string() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
     let spec = CaptureSpec::parse("fetch=str64@arg0")
         .map_err(|_| "capture spec `fetch=str64@arg0` refused")?;
     let id = one(
-        monitor::jprobe(At::Symbol("sys_open", 0), spec),
-        "monitor::jprobe refused sys_open",
+        commands::jprobe(At::Symbol("sys_open", 0), spec),
+        "commands::jprobe refused sys_open",
     )?;
     Ok([Some(id), None])
 }
@@ -237,8 +237,8 @@ fn capture_string() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
 /// The stub's `monitor kretprobe`: return value, stashed arguments, duration.
 fn capture_return() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
     let id = one(
-        monitor::kretprobe(At::Symbol(HOT, 0), None, CaptureSpec::default()),
-        "monitor::kretprobe refused bench_target",
+        commands::kretprobe(At::Symbol(HOT, 0), None, CaptureSpec::default()),
+        "commands::kretprobe refused bench_target",
     )?;
     Ok([Some(id), None])
 }

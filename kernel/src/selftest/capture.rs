@@ -4,7 +4,7 @@
 
 use proto::{CaptureSpec, Event, EventKind, FetchResult, Record};
 
-use probes::{At, ProbeId, monitor};
+use probes::{At, ProbeId, commands};
 
 use crate::workloads;
 
@@ -28,7 +28,7 @@ fn unreg(id: ProbeId) -> Result<(), &'static str> {
 /// Drains the ring, calling `f` for each event of probe `id`.
 fn events_of(id: ProbeId, f: &mut dyn FnMut(&Event)) -> usize {
     let mut n = 0;
-    monitor::drain(&mut |rec| {
+    commands::drain(&mut |rec| {
         if let Ok(Record::Event(ev)) = Record::decode(rec)
             && ev.probe_id == id.0
         {
@@ -40,10 +40,10 @@ fn events_of(id: ProbeId, f: &mut dyn FnMut(&Event)) -> usize {
 }
 
 fn sys_open_path_strings() -> Result<(), &'static str> {
-    monitor::drain(&mut |_| {});
+    commands::drain(&mut |_| {});
     let spec = CaptureSpec::parse("fetch=str64@arg0").map_err(|_| "capture spec refused")?;
-    let id =
-        monitor::jprobe(At::Symbol("sys_open", 0), spec).map_err(|_| "capture refused sys_open")?;
+    let id = commands::jprobe(At::Symbol("sys_open", 0), spec)
+        .map_err(|_| "capture refused sys_open")?;
     for path in workloads::OPEN_PATHS {
         let _ = workloads::call_sys_open(path, 0, 0);
     }
@@ -63,11 +63,11 @@ fn sys_open_path_strings() -> Result<(), &'static str> {
 }
 
 fn bad_pointer_is_a_fault_marker() -> Result<(), &'static str> {
-    monitor::drain(&mut |_| {});
+    commands::drain(&mut |_| {});
     let spec =
         CaptureSpec::parse("fetch=str32@arg0,u64@arg0+8").map_err(|_| "capture spec refused")?;
-    let id =
-        monitor::jprobe(At::Symbol("sys_open", 0), spec).map_err(|_| "capture refused sys_open")?;
+    let id = commands::jprobe(At::Symbol("sys_open", 0), spec)
+        .map_err(|_| "capture refused sys_open")?;
     // SAFETY: sys_open checks for a null path itself.
     let ret = unsafe { workloads::sys_open(core::ptr::null(), 0, 0) };
     let mut faults = 0;
@@ -91,8 +91,8 @@ fn bad_pointer_is_a_fault_marker() -> Result<(), &'static str> {
 }
 
 fn return_values_and_durations() -> Result<(), &'static str> {
-    monitor::drain(&mut |_| {});
-    let id = monitor::kretprobe(At::Symbol("sys_open", 0), None, CaptureSpec::default())
+    commands::drain(&mut |_| {});
+    let id = commands::kretprobe(At::Symbol("sys_open", 0), None, CaptureSpec::default())
         .map_err(|_| "return capture refused sys_open")?;
     let mut truth = [0i64; 8];
     for (t, path) in truth.iter_mut().zip(workloads::OPEN_PATHS) {
@@ -117,9 +117,9 @@ fn return_values_and_durations() -> Result<(), &'static str> {
 }
 
 fn sum8_stack_arguments() -> Result<(), &'static str> {
-    monitor::drain(&mut |_| {});
+    commands::drain(&mut |_| {});
     let spec = CaptureSpec::parse("stack=16").map_err(|_| "capture spec refused")?;
-    let id = monitor::jprobe(At::Symbol("sum8", 0), spec).map_err(|_| "capture refused sum8")?;
+    let id = commands::jprobe(At::Symbol("sum8", 0), spec).map_err(|_| "capture refused sum8")?;
     let _ = workloads::call_sum8(1, 2, 3, 4, 5, 6, 77, 88);
     let mut ok = false;
     let n = events_of(id, &mut |ev| {
@@ -137,11 +137,11 @@ fn sum8_stack_arguments() -> Result<(), &'static str> {
 }
 
 fn flood_counts_drops_exactly() -> Result<(), &'static str> {
-    monitor::drain(&mut |_| {});
-    let before = monitor::ring_stats();
+    commands::drain(&mut |_| {});
+    let before = commands::ring_stats();
     let spec = CaptureSpec::parse("fetch=str64@arg0").map_err(|_| "capture spec refused")?;
-    let id =
-        monitor::jprobe(At::Symbol("sys_open", 0), spec).map_err(|_| "capture refused sys_open")?;
+    let id = commands::jprobe(At::Symbol("sys_open", 0), spec)
+        .map_err(|_| "capture refused sys_open")?;
     let calls = 2000u64;
     for i in 0..calls {
         // SAFETY: a NUL-terminated static path.
@@ -150,7 +150,7 @@ fn flood_counts_drops_exactly() -> Result<(), &'static str> {
     let delivered = events_of(id, &mut |_| {}) as u64;
     let info = probes::info(id).ok_or("probe vanished")?;
     unreg(id)?;
-    let after = monitor::ring_stats();
+    let after = commands::ring_stats();
     let produced = after.produced - before.produced;
     let dropped = after.dropped - before.dropped;
     check(produced == calls, "not every hit produced a record")?;

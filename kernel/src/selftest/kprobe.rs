@@ -693,12 +693,12 @@ fn boosted_one_trap_per_hit() -> Result<(), &'static str> {
     ] {
         reset();
         let id = reg(At::Symbol("st_kp_add", 0), kp)?;
-        let before = crate::trap::INT3_COUNT.load(Ordering::Relaxed);
+        let before = crate::dispatch::INT3_COUNT.load(Ordering::Relaxed);
         let mut sum = 0;
         for i in 0..100 {
             sum += add(i, 1);
         }
-        let after = crate::trap::INT3_COUNT.load(Ordering::Relaxed);
+        let after = crate::dispatch::INT3_COUNT.load(Ordering::Relaxed);
         let info = probes::info(id).ok_or("probe vanished")?;
         unreg(id)?;
         check(sum == 5050, "probed results differ")?;

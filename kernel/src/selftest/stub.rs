@@ -138,7 +138,7 @@ fn on_db(frame: &mut TrapFrame, _depth: usize) -> bool {
 
 fn with_slot(slot: Slot, expect_rip: u64, run: impl FnOnce()) -> Result<u64, &'static str> {
     DB_HITS.store(0, Ordering::SeqCst);
-    let registered = crate::trap::expect(crate::trap::Expected {
+    let registered = crate::dispatch::expect(crate::dispatch::Expected {
         vector: arch::trap::DEBUG,
         rip: expect_rip,
         handler: on_db,
@@ -154,7 +154,7 @@ fn with_slot(slot: Slot, expect_rip: u64, run: impl FnOnce()) -> Result<u64, &'s
     run();
     // SAFETY: clearing every slot.
     unsafe { Slots::new().load() };
-    crate::trap::unexpect(arch::trap::DEBUG, expect_rip);
+    crate::dispatch::unexpect(arch::trap::DEBUG, expect_rip);
     Ok(DB_HITS.load(Ordering::SeqCst))
 }
 

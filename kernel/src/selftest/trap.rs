@@ -11,7 +11,7 @@ use arch::trap::{BREAKPOINT, INVALID_OPCODE};
 
 use super::{Case, Suite, TestResult};
 use crate::check;
-use crate::trap::{Expected, expect, unexpect};
+use crate::dispatch::{Expected, expect, unexpect};
 
 pub static SUITE: Suite = Suite {
     name: "trap",

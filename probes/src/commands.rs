@@ -79,7 +79,7 @@ impl Core {
                 // the hit path.
                 if let Some(m) = raw
                     .get(..len)
-                    .and_then(|r| crate::capture::to_record(r, &mut out))
+                    .and_then(|r| crate::recorder::to_record(r, &mut out))
                 {
                     f(out.get(..m).unwrap_or(&[]));
                 }
