@@ -184,7 +184,7 @@ fn real_main(argv: &[String]) -> Result<i32> {
         tsc_hz: args.tsc_hz,
         resume: !args.stopped,
     })?;
-    if progress && session.shared.elf.is_some() {
+    if progress && session.shared.image.loaded() {
         eprintln!(" done in {:.1} s", started.elapsed().as_secs_f64());
     }
     session.remove_probes_on_exit = args.remove_probes;
@@ -209,7 +209,7 @@ fn real_main(argv: &[String]) -> Result<i32> {
 
 /// Print a command's result through the session's printer.
 pub fn show(session: &Session, name: &str, out: &Output) {
-    let r = session.shared.render;
+    let r = session.shared.display.render();
     let text = r.output(name, out);
     if !text.is_empty() {
         session.shared.print(text);
@@ -217,7 +217,7 @@ pub fn show(session: &Session, name: &str, out: &Output) {
 }
 
 pub fn show_error(session: &Session, name: &str, at: Option<&str>, msg: &str) {
-    let r = session.shared.render;
+    let r = session.shared.display.render();
     let line = r.error(name, at, msg);
     if r.json {
         session.shared.print(line);

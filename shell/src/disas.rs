@@ -9,32 +9,14 @@ use iced_x86::{
 };
 use serde::Serialize;
 
-/// A sorted (address, size, name) table for operand symbolization.
-#[derive(Default)]
-pub struct SymbolTable {
-    entries: Vec<(u64, u64, String)>,
+/// Names operand addresses: the symbol containing `addr` (or starting at
+/// it) as (its address, its name). The kernel image
+/// ([`crate::image::Image`], over `symbols::Elf`) is the one implementation.
+pub trait Symbolizer {
+    fn containing(&self, addr: u64) -> Option<(u64, String)>;
 }
 
-impl SymbolTable {
-    pub fn new(mut entries: Vec<(u64, u64, String)>) -> SymbolTable {
-        entries.sort_by_key(|e| e.0);
-        SymbolTable { entries }
-    }
-
-    /// Every (address, name).
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &str)> {
-        self.entries.iter().map(|(a, _, n)| (*a, n.as_str()))
-    }
-
-    /// The symbol containing `addr` (or starting at it).
-    pub fn lookup(&self, addr: u64) -> Option<(u64, &str)> {
-        let i = self.entries.partition_point(|e| e.0 <= addr);
-        let (a, size, name) = self.entries.get(i.checked_sub(1)?)?;
-        (addr == *a || addr < a.saturating_add((*size).max(1))).then_some((*a, name.as_str()))
-    }
-}
-
-struct Resolver(Arc<SymbolTable>);
+struct Resolver(Arc<dyn Symbolizer + Send + Sync>);
 
 impl SymbolResolver for Resolver {
     fn symbol(
@@ -49,8 +31,8 @@ impl SymbolResolver for Resolver {
         if address < 0x1000 {
             return None;
         }
-        let (a, name) = self.0.lookup(address)?;
-        Some(SymbolResult::with_string(a, name.to_string()))
+        let (a, name) = self.0.containing(address)?;
+        Some(SymbolResult::with_string(a, name))
     }
 }
 
@@ -82,7 +64,7 @@ pub struct Disassembler {
 }
 
 impl Disassembler {
-    pub fn new(syntax: Syntax, symbols: Option<Arc<SymbolTable>>) -> Disassembler {
+    pub fn new(syntax: Syntax, symbols: Option<Arc<dyn Symbolizer + Send + Sync>>) -> Disassembler {
         let resolver = symbols.map(|s| Box::new(Resolver(s)) as Box<dyn SymbolResolver>);
         let mut fmt: Box<dyn Formatter> = match syntax {
             Syntax::Gas => Box::new(GasFormatter::with_options(resolver, None)),
@@ -221,11 +203,17 @@ mod tests {
 
     #[test]
     fn decodes_and_symbolizes() {
-        let syms = Arc::new(SymbolTable::new(vec![
-            (0x1000, 16, "func".into()),
-            (0x101f, 8, "global".into()),
-        ]));
-        let mut d = Disassembler::new(Syntax::Intel, Some(syms));
+        struct Two;
+        impl Symbolizer for Two {
+            fn containing(&self, addr: u64) -> Option<(u64, String)> {
+                match addr {
+                    0x1000..0x1010 => Some((0x1000, "func".into())),
+                    0x101f..0x1027 => Some((0x101f, "global".into())),
+                    _ => None,
+                }
+            }
+        }
+        let mut d = Disassembler::new(Syntax::Intel, Some(Arc::new(Two)));
         let v = d.decode(CODE, 0x1000, 10);
         assert_eq!(v.len(), 5);
         assert_eq!(v[0].text, "push    rbp");

@@ -1,58 +1,165 @@
-//! The kernel image's bytes as loaded (for disassembly and instruction
-//! checks without asking the stub, whose view of text has int3s in it).
+//! The kernel image the session debugs: one [`symbols::Elf`] (mapped and
+//! parsed once) serving names, lines, types, CFI, the bytes the file loads
+//! at an address (disassembly and instruction checks without asking the
+//! target, whose text holds int3s) and operand symbolization for the
+//! disassembler.
+//!
+//! Locking rule: `symbols::Elf` is `Send` but not `Sync` (its lazily built
+//! indexes live in cells), so it sits behind a *reentrant* lock: one thread
+//! queries it at a time, and a thread holding [`Image::elf`] may call any
+//! other method here (`describe`, `symbolize`...) without deadlocking.
+//! Hold the guard for one query, not across a request to the target.
 
-use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
-use object::{Object, ObjectSection, SectionKind};
+use anyhow::{Context, Result, anyhow};
+use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
+use symbols::Elf;
 
+use crate::disas::{Disassembler, Insn, Symbolizer, Syntax};
+
+/// The ELF under its lock; derefs to [`Elf`].
+pub type ElfGuard<'a> = ReentrantMutexGuard<'a, Elf>;
+
+/// The kernel image, or none (no `--symbols`): then every query answers
+/// "unknown" and [`Image::elf`] says how to load symbols.
+#[derive(Default)]
 pub struct Image {
-    map: memmap2::Mmap,
-    /// (virtual range, file offset) of sections with file data.
-    sections: Vec<(Range<u64>, u64, bool)>,
+    elf: Option<ReentrantMutex<Elf>>,
 }
 
 impl Image {
-    pub fn open(path: &Path) -> anyhow::Result<Image> {
-        let f = std::fs::File::open(path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-        // SAFETY: the kernel image is not modified while kdbg runs; a
-        // concurrent rebuild would at worst show stale bytes.
-        let map = unsafe { memmap2::Mmap::map(&f) }
-            .map_err(|e| anyhow::anyhow!("cannot map {}: {e}", path.display()))?;
-        let obj = object::File::parse(&*map)
-            .map_err(|e| anyhow::anyhow!("{} is not an ELF file: {e}", path.display()))?;
-        let mut sections = Vec::new();
-        for s in obj.sections() {
-            let Some((off, size)) = s.file_range() else {
-                continue;
-            };
-            if s.address() == 0 || size == 0 {
-                continue;
-            }
-            let exec = s.kind() == SectionKind::Text;
-            sections.push((s.address()..s.address() + size, off, exec));
+    /// Map and check `path` (nothing else is parsed until a query needs it).
+    pub fn open(path: &Path) -> Result<Image> {
+        let elf = Elf::open(path)
+            .with_context(|| format!("cannot load symbols from {}", path.display()))?;
+        if let Some(n) = elf.take_notice() {
+            eprintln!("kdbg: {n}");
         }
-        Ok(Image { map, sections })
+        Ok(Image {
+            elf: Some(ReentrantMutex::new(elf)),
+        })
     }
 
-    /// Up to `len` bytes at `addr`, if the image holds them.
-    pub fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        let (r, off, _) = self.sections.iter().find(|(r, _, _)| r.contains(&addr))?;
-        let start = (off + (addr - r.start)) as usize;
-        let avail = (r.end - addr) as usize;
-        self.map.get(start..start + len.min(avail))
+    pub fn loaded(&self) -> bool {
+        self.elf.is_some()
+    }
+
+    /// The ELF, locked (see the module's locking rule).
+    pub fn elf(&self) -> Result<ElfGuard<'_>> {
+        self.elf.as_ref().map(|e| e.lock()).ok_or_else(|| {
+            anyhow!("no symbols loaded: start kdbg with --symbols ELF (or --kernel ELF)")
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Elf) -> Option<T>) -> Option<T> {
+        f(&self.elf.as_ref()?.lock())
+    }
+
+    /// The symbol containing `addr` or starting at it: (start, demangled
+    /// name). A size-0 label names only its own address.
+    pub fn containing(&self, addr: u64) -> Option<(u64, String)> {
+        self.with(|elf| {
+            let s = elf.symbolize(addr)?;
+            (s.offset == 0 || s.symbol.contains(addr))
+                .then(|| (s.symbol.address, s.symbol.demangled().into_owned()))
+        })
+    }
+
+    /// `name+0xoff` (`name` at its start) when a symbol covers `addr`.
+    pub fn symbolize(&self, addr: u64) -> Option<String> {
+        let (a, name) = self.containing(addr)?;
+        Some(if a == addr {
+            name
+        } else {
+            format!("{name}+{:#x}", addr - a)
+        })
+    }
+
+    /// `name` when `addr` is exactly a symbol's address.
+    pub fn symbol_at(&self, addr: u64) -> Option<String> {
+        self.containing(addr)
+            .and_then(|(a, n)| (a == addr).then_some(n))
+    }
+
+    /// `func+0x12`, else the bare address.
+    pub fn describe(&self, addr: u64) -> String {
+        self.symbolize(addr).unwrap_or_else(|| format!("{addr:#x}"))
+    }
+
+    /// Source `file:line` of an address.
+    pub fn source_of(&self, addr: u64) -> Option<String> {
+        self.with(|elf| {
+            let loc = elf.location(addr).ok()??;
+            (loc.line != 0).then(|| format!("{}:{}", loc.file, loc.line))
+        })
+    }
+
+    /// Up to `len` bytes the image loads at `addr`.
+    pub fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        self.with(|elf| elf.read_at(addr, len).map(<[u8]>::to_vec))
     }
 
     /// Is `addr` in an executable section?
     pub fn is_text(&self, addr: u64) -> bool {
-        self.sections
-            .iter()
-            .any(|(r, _, exec)| *exec && r.contains(&addr))
+        self.with(|elf| Some(elf.is_text(addr))).unwrap_or(false)
     }
 
     /// Is `addr` in any loaded section?
     pub fn is_mapped(&self, addr: u64) -> bool {
-        self.sections.iter().any(|(r, _, _)| r.contains(&addr))
+        self.with(|elf| Some(elf.is_mapped(addr))).unwrap_or(false)
+    }
+
+    /// (address, demangled name) of every symbol whose demangled name
+    /// satisfies `keep`, in address order.
+    pub fn symbols_where(&self, keep: impl Fn(&str) -> bool) -> Vec<(u64, String)> {
+        self.with(|elf| {
+            Some(
+                elf.symbols()
+                    .filter(|s| s.address != 0)
+                    .filter(|s| keep(&s.demangled()))
+                    .map(|s| (s.address, s.demangled().into_owned()))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+    }
+
+    /// Every symbol's demangled name (for completion and "did you mean"),
+    /// `functions_only` for code locations.
+    pub fn names(&self, functions_only: bool) -> Vec<String> {
+        self.with(|elf| {
+            Some(
+                elf.symbols()
+                    .filter(|s| s.address != 0)
+                    .filter(|s| !functions_only || s.kind == symbols::SymbolKind::Function)
+                    .map(|s| s.demangled().into_owned())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+    }
+
+    /// A disassembler whose operands name this image's symbols.
+    pub fn disassembler(self: &Arc<Self>, syntax: Syntax) -> Disassembler {
+        let syms = self
+            .loaded()
+            .then(|| self.clone() as Arc<dyn Symbolizer + Send + Sync>);
+        Disassembler::new(syntax, syms)
+    }
+
+    /// The instruction the image holds at `addr`.
+    pub fn insn_at(self: &Arc<Self>, addr: u64) -> Option<Insn> {
+        let bytes = self.read(addr, 16)?;
+        self.disassembler(Syntax::Intel)
+            .decode(&bytes, addr, 1)
+            .pop()
+    }
+}
+
+impl Symbolizer for Image {
+    fn containing(&self, addr: u64) -> Option<(u64, String)> {
+        Image::containing(self, addr)
     }
 }

@@ -16,7 +16,7 @@ use rustyline::validate::Validator;
 use rustyline::{Config, Context, Editor, ExternalPrinter, Helper};
 
 use crate::cmd::table::{self, ArgKind, COMMANDS};
-use crate::session::{CANCEL, Session, Shared, lock};
+use crate::session::{CANCEL, Session, Shared};
 
 pub struct KdbgHelper {
     pub shared: Arc<Shared>,
@@ -35,19 +35,16 @@ impl KdbgHelper {
     /// `::` component of Rust paths).
     pub fn symbols(&self, prefix: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        if let Some(elf) = &self.shared.elf {
-            let elf = lock(elf);
+        if let Ok(elf) = self.shared.image.elf() {
             out.extend(elf.names_with_prefix(prefix).take(200).map(str::to_string));
         }
-        if let Some(t) = &self.shared.symtab {
-            for (_, n) in t.iter() {
-                let tail = n.rsplit("::").next().unwrap_or(n);
-                if tail.starts_with(prefix) && tail != n {
-                    out.push(tail.to_string());
-                }
-                if out.len() > 400 {
-                    break;
-                }
+        for n in self.shared.image.names(false) {
+            let tail = n.rsplit("::").next().unwrap_or(&n);
+            if tail.starts_with(prefix) && tail != n {
+                out.push(tail.to_string());
+            }
+            if out.len() > 400 {
+                break;
             }
         }
         out.retain(|n| !n.starts_with("_ZN") && !n.is_empty());
@@ -96,30 +93,34 @@ pub fn complete_line(h: &KdbgHelper, line: &str, pos: usize) -> (usize, Vec<Stri
         ArgKind::ProbeId => h
             .shared
             .probes
-            .read()
-            .map(|p| p.keys().map(|k| k.to_string()).collect())
-            .unwrap_or_default(),
+            .ids()
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
         ArgKind::Keyword(words) => words.iter().map(|w| w.to_string()).collect(),
         ArgKind::Command => COMMANDS.iter().map(|c| c.name.to_string()).collect(),
         ArgKind::Thread => h
             .shared
-            .tasks
-            .read()
-            .map(|t| t.keys().map(|k| k.to_string()).collect())
-            .unwrap_or_default(),
+            .display
+            .task_ids()
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
         ArgKind::Capture => {
             // Parameter names of the probed function.
-            let func = words.get(1).copied().unwrap_or("");
+            let func = words[1..]
+                .iter()
+                .find(|w| !cmd.flags.contains(w))
+                .copied()
+                .unwrap_or("");
             let mut out = Vec::new();
-            if let Some(elf) = &h.shared.elf {
-                let elf = lock(elf);
-                if let Ok(fs) = elf.functions_named(func)
-                    && let Some(f) = fs.first()
-                {
-                    for p in &f.params {
-                        out.push(p.name.clone());
-                        out.push(format!("{}:string", p.name));
-                    }
+            if let Ok(elf) = h.shared.image.elf()
+                && let Ok(fs) = elf.functions_named(func)
+                && let Some(f) = fs.first()
+            {
+                for p in &f.params {
+                    out.push(p.name.clone());
+                    out.push(format!("{}:string", p.name));
                 }
             }
             out
@@ -191,7 +192,7 @@ impl Hinter for KdbgHelper {
 
 impl Highlighter for KdbgHelper {
     fn highlight_hint<'h>(&self, hint: &'h str) -> Cow<'h, str> {
-        if self.shared.render.color {
+        if self.shared.display.render().color {
             Cow::Owned(format!("\x1b[2m{hint}\x1b[0m"))
         } else {
             Cow::Borrowed(hint)
@@ -289,7 +290,7 @@ pub fn run(session: &mut Session) -> Result<i32> {
                 }
             }
             Err(ReadlineError::Eof) => {
-                let n = session.shared.probes.read().map(|p| p.len()).unwrap_or(0);
+                let n = session.shared.probes.len();
                 if n > 0 && !session.remove_probes_on_exit {
                     eprintln!(
                         "kdbg: leaving; {n} probe(s) stay in the running kernel (`quit --remove-probes` removes them)"
@@ -307,7 +308,7 @@ pub fn run(session: &mut Session) -> Result<i32> {
         let _ = ed.save_history(h);
     }
     // Events printed after this go straight to stdout.
-    *lock(&session.shared.printer) = None;
+    session.shared.display.set_printer(None);
     drop(printer_thread);
     Ok(0)
 }

@@ -60,6 +60,7 @@ mod dwarf;
 mod elf;
 mod error;
 mod function;
+mod image;
 mod lines;
 mod names;
 mod registers;

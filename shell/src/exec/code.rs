@@ -48,17 +48,12 @@ pub fn disas(s: &mut Session, inv: &Invocation) -> Result<Output> {
         Some(b) if b.start == start && count == 400 => (b.end - b.start) as usize,
         _ => count * 15,
     };
-    let bytes: Vec<u8> = match s.shared.image.as_ref().and_then(|i| i.read(start, limit)) {
-        Some(b) if s.shared.image.as_ref().is_some_and(|i| i.is_text(start)) => b.to_vec(),
+    let bytes: Vec<u8> = match s.shared.image.read(start, limit) {
+        Some(b) if s.shared.image.is_text(start) => b,
         _ => read_mem(s, start, limit)?,
     };
     let mut d = s.shared.disassembler(syntax);
-    let probes = s
-        .shared
-        .probes
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let probes = s.shared.probes.live();
     let mut last_src = None;
     let lines = d
         .decode(&bytes, start, count)
@@ -68,7 +63,7 @@ pub fn disas(s: &mut Session, inv: &Invocation) -> Result<Output> {
             if Some(insn.addr) == rip {
                 marks.push("=>".to_string());
             }
-            for p in probes.values().filter(|p| p.addr == insn.addr) {
+            for p in probes.iter().filter(|p| p.addr == insn.addr) {
                 marks.push(format!("K{}", p.id));
             }
             for b in s.breakpoints.values().filter(|b| b.info.addr == insn.addr) {

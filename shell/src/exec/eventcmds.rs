@@ -9,22 +9,14 @@ use crate::cmd::Invocation;
 use crate::cmd::parse::{number, split_options};
 use crate::events::{Filter, histogram};
 use crate::output::{Output, RingCounters};
-use crate::session::{Session, write};
+use crate::session::Session;
 
 fn parse_filter(s: &Session, opts: &[(String, String)]) -> Result<Filter> {
     let mut f = Filter::default();
     for (k, v) in opts {
         // task=fork-worker: a task name works too.
         let by_name = (k == "task" && !v.starts_with(|c: char| c.is_ascii_digit()))
-            .then(|| {
-                s.shared
-                    .tasks
-                    .read()
-                    .ok()?
-                    .iter()
-                    .find(|(_, n)| *n == v)
-                    .map(|(id, _)| *id)
-            })
+            .then(|| s.shared.display.task_named(v))
             .flatten();
         let n = match by_name {
             Some(id) => id,
@@ -53,12 +45,7 @@ pub fn events(s: &mut Session, inv: &Invocation) -> Result<Output> {
     };
     let mut filter = parse_filter(s, &opts)?;
     if opts.is_empty() {
-        filter = s
-            .shared
-            .filter
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        filter = s.shared.display.filter();
     }
     let ring = if s.connected() {
         s.monitor("events").ok().and_then(|t| {
@@ -75,9 +62,9 @@ pub fn events(s: &mut Session, inv: &Invocation) -> Result<Output> {
         None
     };
     Ok(Output::Events {
-        events: s.shared.store.last(n, &filter),
+        events: s.shared.display.store().last(n, &filter),
         ring,
-        received: s.shared.store.total(),
+        received: s.shared.display.store().total(),
         filter,
     })
 }
@@ -85,12 +72,12 @@ pub fn events(s: &mut Session, inv: &Invocation) -> Result<Output> {
 pub fn live(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let args = inv.args.as_slice();
     let on = match args.first().map(String::as_str) {
-        None => !s.shared.live.load(Ordering::SeqCst),
+        None => !s.shared.display.live(),
         Some("on") => true,
         Some("off") => false,
         Some(x) => bail!("`live {x}`: use live on or live off"),
     };
-    s.shared.live.store(on, Ordering::SeqCst);
+    s.shared.display.set_live(on);
     Ok(Output::Message {
         text: format!(
             "live event display {}",
@@ -114,7 +101,7 @@ pub fn filter(s: &mut Session, inv: &Invocation) -> Result<Output> {
         }
         parse_filter(s, &opts)?
     };
-    *write(&s.shared.filter) = f.clone();
+    s.shared.display.set_filter(f.clone());
     Ok(Output::Message {
         text: if f.is_empty() {
             "filter off: all events shown".into()
@@ -137,7 +124,7 @@ pub fn hist(s: &mut Session, inv: &Invocation) -> Result<Output> {
     };
     let probe = u32::try_from(number(id.trim_start_matches('#'))?)
         .map_err(|_| anyhow!("bad probe id `{id}`"))?;
-    let evs = s.shared.store.of_probe(probe);
+    let evs = s.shared.display.store().of_probe(probe);
     let has_dur = evs.iter().any(|e| e.duration_tsc.is_some());
     let what = match what {
         Some("ret") => "ret".to_string(),
@@ -224,7 +211,7 @@ pub fn wait(s: &mut Session, inv: &Invocation) -> Result<Output> {
         [w, n, t, secs] if w == "events" && t == "timeout" => (number(n)?, seconds(secs)?),
         _ => bail!(usage),
     };
-    let start = s.shared.store.total();
+    let start = s.shared.display.store().total();
     let target = start + n;
     let deadline = Instant::now() + Duration::from_secs_f64(timeout);
     crate::session::CANCEL.store(false, Ordering::SeqCst);
@@ -235,7 +222,8 @@ pub fn wait(s: &mut Session, inv: &Invocation) -> Result<Output> {
         }
         total = s
             .shared
-            .store
+            .display
+            .store()
             .wait_total(target, Duration::from_millis(100));
         if !s.connected() {
             bail!(

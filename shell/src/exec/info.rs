@@ -329,12 +329,9 @@ pub fn threads(s: &mut Session, inv: &Invocation) -> Result<Output> {
             });
         }
     }
-    {
-        let mut t = crate::session::write(&s.shared.tasks);
-        for th in &threads {
-            t.insert(th.id as u32, th.name.clone());
-        }
-    }
+    s.shared
+        .display
+        .learn_tasks(threads.iter().map(|th| (th.id as u32, th.name.clone())));
     Ok(Output::Threads { threads })
 }
 

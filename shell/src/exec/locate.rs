@@ -23,14 +23,13 @@ fn tail(name: &str) -> &str {
 
 /// Up to three known names close to `name`.
 pub fn near_names(sh: &Shared, name: &str) -> Vec<String> {
-    let Some(t) = &sh.symtab else {
-        return Vec::new();
-    };
     let want = tail(name);
     let limit = (want.len() / 3).max(1);
-    let mut scored: Vec<(usize, String)> = t
+    let mut scored: Vec<(usize, String)> = sh
+        .image
+        .names(false)
         .iter()
-        .filter_map(|(_, n)| {
+        .filter_map(|n| {
             let tl = tail(n);
             let mut d = edit_distance(want, tl);
             if tl.contains(want) && want.len() >= 3 {
@@ -70,11 +69,7 @@ pub fn resolve(sh: &Shared, text: &str) -> Result<Resolved> {
     if text.as_bytes()[0].is_ascii_digit() || text.starts_with('-') {
         let addr = number(text)?;
         let name = sh.describe(addr);
-        let func_start = sh
-            .symtab
-            .as_ref()
-            .and_then(|t| t.lookup(addr))
-            .map(|(a, _)| a);
+        let func_start = sh.image.containing(addr).map(|(a, _)| a);
         return Ok(Resolved {
             addr,
             name,
@@ -91,11 +86,7 @@ pub fn resolve(sh: &Shared, text: &str) -> Result<Resolved> {
         })?;
         let addr = first.address;
         drop(elf);
-        let func_start = sh
-            .symtab
-            .as_ref()
-            .and_then(|t| t.lookup(addr))
-            .map(|(a, _)| a);
+        let func_start = sh.image.containing(addr).map(|(a, _)| a);
         return Ok(Resolved {
             addr,
             // The line that has the code (the asked one may have none).
@@ -112,20 +103,14 @@ pub fn resolve(sh: &Shared, text: &str) -> Result<Resolved> {
     if syms.is_empty() && !name.contains("::") {
         // `NEXT_PID` for `kernel::workloads::NEXT_PID`: a unique last path
         // component is enough.
-        let full: Vec<String> = sh
-            .symtab
-            .as_ref()
-            .map(|t| {
-                let mut v: Vec<String> = t
-                    .iter()
-                    .filter(|(_, n)| n.rsplit("::").next() == Some(name) && n.contains("::"))
-                    .map(|(_, n)| n.to_string())
-                    .collect();
-                v.sort();
-                v.dedup();
-                v
-            })
-            .unwrap_or_default();
+        let mut full: Vec<String> = sh
+            .image
+            .symbols_where(|n| n.rsplit("::").next() == Some(name) && n.contains("::"))
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        full.sort();
+        full.dedup();
         match full.as_slice() {
             [one] => syms = elf.lookup(one),
             [] => {}
@@ -166,9 +151,10 @@ pub fn resolve(sh: &Shared, text: &str) -> Result<Resolved> {
 /// Refuse addresses that are not instruction starts or not in kernel text
 /// (the kernel refuses them too; the host says it better).
 pub fn check_code(sh: &Shared, r: &Resolved) -> Result<()> {
-    let Some(img) = &sh.image else {
+    let img = &sh.image;
+    if !img.loaded() {
         return Ok(());
-    };
+    }
     if !img.is_text(r.addr) {
         if img.is_mapped(r.addr) {
             bail!(
@@ -193,7 +179,7 @@ pub fn check_code(sh: &Shared, r: &Resolved) -> Result<()> {
         return Ok(());
     };
     let mut dis = sh.disassembler(Syntax::Intel);
-    match boundary(&mut dis, bytes, start, r.addr) {
+    match boundary(&mut dis, &bytes, start, r.addr) {
         Boundary::Inside { start: s, text } => bail!(
             "{} ({:#x}) is in the middle of `{text}` at {}: use an instruction start (see `disas {}`)",
             r.name,

@@ -84,12 +84,10 @@ pub fn examine(s: &mut Session, inv: &Invocation) -> Result<Output> {
         }
         'i' => {
             // Kernel text from the image: the live bytes have the probes' int3s.
-            let bytes = match s.shared.image.as_ref() {
-                Some(img) if img.is_text(addr) => img
-                    .read(addr, f.count * 15)
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default(),
-                _ => Vec::new(),
+            let img = &s.shared.image;
+            let bytes = match img.is_text(addr) {
+                true => img.read(addr, f.count * 15).unwrap_or_default(),
+                false => Vec::new(),
             };
             let bytes = if bytes.is_empty() {
                 read_mem(s, addr, f.count * 15)?

@@ -1,7 +1,5 @@
 //! kprobe, jprobe, kretprobe, probes, enable/disable/delete.
 
-use std::sync::atomic::Ordering;
-
 use anyhow::{Result, anyhow, bail};
 use proto::command::{Command as Mon, IdList, Loc, ProbeAction};
 use proto::reply::{ProbeRow, Row};
@@ -12,7 +10,7 @@ use crate::cmd::Invocation;
 use crate::cmd::parse::{number, split_options};
 use crate::events::ProbeDef;
 use crate::output::{Output, ProbeInfo};
-use crate::session::{Session, write};
+use crate::session::Session;
 
 /// The probe id from an `ok id=N` reply.
 fn new_id(reply: &str) -> Result<u32> {
@@ -62,14 +60,14 @@ fn register(s: &Session, def: ProbeDef) -> Output {
         maxactive: None,
         captures: def.layout.items.iter().map(|i| i.label.clone()).collect(),
     };
-    write(&s.shared.probes).insert(def.id, def);
+    s.shared.probes.insert(def);
     Output::ProbeSet { probe: info }
 }
 
 /// Send a probe-setting command, holding back events of the probe until
 /// the shell knows how to render them.
 fn set_probe(s: &Session, cmd: &str, make: impl FnOnce(u32) -> ProbeDef) -> Result<Output> {
-    s.shared.registering.store(true, Ordering::SeqCst);
+    s.shared.probes.begin_registering();
     let out = s
         .monitor(cmd)
         .and_then(|reply| new_id(&reply))
@@ -191,13 +189,13 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
 pub fn list(s: &mut Session, inv: &Invocation) -> Result<Output> {
     inv.no_args()?;
     let text = s.monitor("probes")?;
-    let defs = s.shared.probes.read().unwrap_or_else(|e| e.into_inner());
     let mut probes = Vec::new();
     for line in text.lines() {
         let Ok(p) = ProbeRow::parse(line) else {
             continue;
         };
-        let def = defs.get(&p.id);
+        let def = s.shared.probes.get(p.id);
+        let def = def.as_ref();
         probes.push(ProbeInfo {
             id: p.id,
             kind: p.kind.as_str().to_string(),
@@ -262,13 +260,7 @@ fn change(s: &mut Session, action: ProbeAction, args: &[String]) -> Result<Outpu
         s.monitor(&Mon::Probe { action, ids: list }.to_string())?;
     }
     if action == ProbeAction::Delete {
-        let mut defs = write(&s.shared.probes);
-        let mut retired = write(&s.shared.retired);
-        for id in &ids {
-            if let Some(d) = defs.remove(id) {
-                retired.insert(*id, d);
-            }
-        }
+        s.shared.probes.retire(&ids);
     }
     Ok(Output::ProbesChanged {
         action: match action {

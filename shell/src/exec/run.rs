@@ -126,7 +126,7 @@ pub fn watch(s: &mut Session, inv: &Invocation) -> Result<Output> {
     // nobody owns"). Reads do not change the value anyway.
     if kind == BreakKind::Write {
         let value = s.shared.read_watched(r.addr, len);
-        crate::session::lock(&s.shared.watches).insert(r.addr, (len, value));
+        s.shared.stops.watch(r.addr, len, value);
     }
     add(s, kind, r.addr, r.name, false, len)
 }

@@ -61,17 +61,11 @@ pub fn backtrace(s: &mut Session, inv: &Invocation) -> Result<Output> {
     insts.sort_by_key(|i| i.sp);
     let tramp: Vec<u64> = s
         .shared
-        .symtab
-        .as_ref()
-        .map(|t| {
-            t.iter()
-                .filter(|(_, n)| {
-                    n.contains("kretprobe_trampoline") || n.contains("rethook_trampoline")
-                })
-                .map(|(a, _)| a)
-                .collect()
-        })
-        .unwrap_or_default();
+        .image
+        .symbols_where(|n| n.contains("kretprobe_trampoline") || n.contains("rethook_trampoline"))
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
     let mut frames = Vec::new();
     let mut cur = to_unwind_regs(&regs);
     let mut innermost = true;

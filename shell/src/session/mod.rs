@@ -1,0 +1,499 @@
+//! The session: the connection, the kernel image, what the host knows
+//! about probes and breakpoints, and the thread that turns the stub's
+//! asynchronous output into events and notices ([`pump`]).
+//!
+//! [`Shared`] is what the event thread shares with the command loop. It is
+//! made of owned parts, each with private fields and its locking rule
+//! stated once in its module: [`Image`] (symbols, lines, types, loaded
+//! bytes), [`ProbeBook`] (probe definitions), [`Display`] (rendering, live
+//! and filtered display, the clock, task names, the kept events, the
+//! printer), [`Stops`] (stops seen, watchpoint values) and the link to the
+//! stub (one `Mutex<Option<Client>>`, see [`Session::client`]).
+//!
+//! Lock order: the client lock may be held while calling into the parts
+//! (they never take it); the parts take only their own locks, and the
+//! image's lock is reentrant. Nothing else nests.
+
+mod display;
+mod probebook;
+mod pump;
+mod stops;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+
+pub use display::{Display, Printer};
+pub use probebook::ProbeBook;
+pub use stops::Stops;
+
+use crate::disas::{Disassembler, Syntax};
+use crate::events::{Clock, Names};
+use crate::image::{ElfGuard, Image};
+use crate::output::{BreakInfo, StopInfo};
+use crate::render::Render;
+use crate::rsp::{Async, BreakKind, Client, Endpoint, StopReply};
+
+/// Set by Ctrl-C (SIGINT) while a command waits (`wait`, `sleep`).
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// State shared with the event thread (see the module doc).
+pub struct Shared {
+    /// The stub connection; `None` before connecting and after leaving.
+    link: Mutex<Option<Client>>,
+    pub image: Arc<Image>,
+    pub probes: ProbeBook,
+    pub display: Display,
+    pub stops: Stops,
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Names for Shared {
+    fn task_name(&self, task: u32) -> Option<String> {
+        self.display.task_name(task)
+    }
+    fn symbol_at(&self, addr: u64) -> Option<String> {
+        self.image.symbol_at(addr)
+    }
+    fn symbolize(&self, addr: u64) -> Option<String> {
+        self.image.symbolize(addr)
+    }
+}
+
+impl Shared {
+    /// Print from the main thread (never inside readline).
+    pub fn print(&self, line: String) {
+        self.display.print(line)
+    }
+
+    /// Print from the event thread: queued when a printer is set.
+    pub fn print_async(&self, line: String) {
+        self.display.print_async(line)
+    }
+
+    /// The kernel image's ELF (shorthand for `self.image.elf()`).
+    pub fn elf(&self) -> Result<ElfGuard<'_>> {
+        self.image.elf()
+    }
+
+    /// `name+0xoff` when a symbol covers `addr`.
+    pub fn symbolize_opt(&self, addr: u64) -> Option<String> {
+        self.image.symbolize(addr)
+    }
+
+    /// Describe where `rip` is: `func+0x12`.
+    pub fn describe(&self, addr: u64) -> String {
+        self.image.describe(addr)
+    }
+
+    /// Source `file:line` of an address.
+    pub fn source_of(&self, addr: u64) -> Option<String> {
+        self.image.source_of(addr)
+    }
+
+    pub fn disassembler(&self, syntax: Syntax) -> Disassembler {
+        self.image.disassembler(syntax)
+    }
+
+    /// The instruction at `addr` from the image.
+    pub fn insn_at(&self, addr: u64) -> Option<crate::disas::Insn> {
+        self.image.insn_at(addr)
+    }
+
+    pub fn stop_info(&self, stop: &StopReply, rip: Option<u64>) -> StopInfo {
+        let reason = if let Some((k, a)) = &stop.watch {
+            format!("{k}point hit ({a:#x})")
+        } else if let Some(code) = stop.exited {
+            format!("kernel exited ({code})")
+        } else {
+            match (stop.signal, stop.reason.as_deref()) {
+                (5, Some("hwbreak")) => "hardware breakpoint".into(),
+                (5, Some("swbreak")) => "breakpoint".into(),
+                (5, _) => "trap (breakpoint or step)".into(),
+                (2, _) => "interrupted".into(),
+                (_, _) => format!("{} ({})", stop.signal_name(), stop.signal),
+            }
+        };
+        let rip = rip.unwrap_or(0);
+        let task = stop.thread.and_then(task_of_tid);
+        StopInfo {
+            reason,
+            task,
+            task_name: task.and_then(|t| self.task_name(t as u32)),
+            rip,
+            location: self.describe(rip),
+            source: self.source_of(rip),
+            insn: self.insn_at(rip).map(|i| i.text),
+            stop: stop.clone(),
+        }
+    }
+
+    /// Read a watched value (`len` bytes, little-endian) through the client.
+    pub fn read_watched(&self, addr: u64, len: u64) -> Option<u64> {
+        let mut c = lock(&self.link);
+        let bytes = c.as_mut()?.read_memory(addr, len as usize).ok()?;
+        let mut b = [0u8; 8];
+        b.get_mut(..bytes.len())?.copy_from_slice(&bytes);
+        Some(u64::from_le_bytes(b))
+    }
+
+    /// `old -> new` for a watchpoint stop (updates the remembered value).
+    pub fn watch_change(&self, addr: u64) -> Option<String> {
+        let (len, old) = self.stops.watched(addr)?;
+        let new = self.read_watched(addr, len)?;
+        self.stops.watch(addr, len, Some(new));
+        Some(match old {
+            Some(o) => format!("old {o:#x}, new {new:#x}"),
+            None => format!("value {new:#x}"),
+        })
+    }
+
+    fn current_rip(&self) -> Option<u64> {
+        let mut c = lock(&self.link);
+        let c = c.as_mut()?;
+        let g = c.read_registers().ok()?;
+        crate::regs::RegisterFile::parse_g(&g).ok().map(|r| r.rip)
+    }
+
+    /// Is a client connected and the kernel running?
+    pub fn running(&self) -> bool {
+        lock(&self.link).as_ref().is_some_and(|c| c.is_running())
+    }
+}
+
+/// gdb thread ids are kernel task ids plus one (thread 0 means "any" in
+/// the protocol); see stub/src/kernel.rs.
+pub fn task_of_tid(tid: u64) -> Option<u64> {
+    tid.checked_sub(1)
+}
+
+pub fn tid_of_task(task: u64) -> u64 {
+    task + 1
+}
+
+/// The locked client (present: [`Session::client`] checked).
+pub struct ClientGuard<'a>(MutexGuard<'a, Option<Client>>);
+
+impl std::ops::Deref for ClientGuard<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0
+            .as_ref()
+            .expect("ClientGuard is only built around a client")
+    }
+}
+
+impl std::ops::DerefMut for ClientGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0
+            .as_mut()
+            .expect("ClientGuard is only built around a client")
+    }
+}
+
+/// Breakpoints go in with the kernel stopped (as gdb does, all-stop): a
+/// running kernel is interrupted for the insertion and resumed after.
+pub struct Pause {
+    shared: Option<std::sync::Arc<crate::session::Shared>>,
+}
+
+impl Pause {
+    pub fn new(s: &Session) -> Result<Pause> {
+        if !s.running() {
+            return Ok(Pause { shared: None });
+        }
+        s.client()?.interrupt(Duration::from_secs(5))?;
+        Ok(Pause {
+            shared: Some(s.shared.clone()),
+        })
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        if let Some(sh) = &self.shared
+            && let Some(c) = lock(&sh.link).as_mut()
+        {
+            let _ = c.resume("c");
+        }
+    }
+}
+
+/// A breakpoint or watchpoint the shell set.
+#[derive(Debug, Clone)]
+pub struct Breakpoint {
+    pub info: BreakInfo,
+    pub kind: BreakKind,
+    pub len: u64,
+}
+
+pub struct Options {
+    pub endpoint: Option<Endpoint>,
+    pub symbols: Option<PathBuf>,
+    pub render: Render,
+    pub timeout: Duration,
+    pub tsc_hz: Option<u64>,
+    /// Resume the kernel after connecting (default) or leave it stopped.
+    pub resume: bool,
+}
+
+pub struct Session {
+    pub shared: Arc<Shared>,
+    pub endpoint: Option<Endpoint>,
+    async_tx: Sender<Async>,
+    pub timeout: Duration,
+    pub breakpoints: BTreeMap<u32, Breakpoint>,
+    pub next_break: u32,
+    pub selected_thread: Option<u64>,
+    pub syntax: Syntax,
+    pub quit: bool,
+    pub remove_probes_on_exit: bool,
+    pub resume_on_connect: bool,
+    /// Stops shown before the current connection (its counter starts at 0).
+    stops_base: u64,
+}
+
+impl Session {
+    pub fn new(opts: Options) -> Result<Session> {
+        let image = match &opts.symbols {
+            Some(path) => Image::open(path)?,
+            None => Image::default(),
+        };
+        let clock = Clock {
+            tsc_hz: opts.tsc_hz.or_else(Clock::host_tsc_hz),
+            base: None,
+        };
+        let shared = Arc::new(Shared {
+            link: Mutex::new(None),
+            image: Arc::new(image),
+            probes: ProbeBook::default(),
+            display: Display::new(opts.render, clock),
+            stops: Stops::default(),
+        });
+        let (tx, rx) = mpsc::channel();
+        {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("events".into())
+                .spawn(move || shared.pump(rx))?;
+        }
+        let mut s = Session {
+            shared,
+            endpoint: opts.endpoint,
+            async_tx: tx,
+            timeout: opts.timeout,
+            breakpoints: BTreeMap::new(),
+            next_break: 1,
+            selected_thread: None,
+            syntax: Syntax::Intel,
+            quit: false,
+            remove_probes_on_exit: false,
+            resume_on_connect: opts.resume,
+            stops_base: 0,
+        };
+        if s.endpoint.is_some() {
+            s.connect()?;
+        }
+        Ok(s)
+    }
+
+    pub fn set_printer(&self, p: Printer) {
+        self.shared.display.set_printer(Some(p));
+    }
+
+    /// Connect (or reconnect) to the endpoint and prepare the stub.
+    pub fn connect(&mut self) -> Result<()> {
+        let ep = self.endpoint.clone().ok_or_else(|| {
+            anyhow!("no connection configured: start kdbg with --connect or --kernel")
+        })?;
+        if let Some(mut old) = lock(&self.shared.link).take() {
+            old.close();
+        }
+        self.stops_base = self.shared.stops.shown_count();
+        let client = Client::connect(
+            &ep,
+            self.timeout,
+            self.async_tx.clone(),
+            crate::events::is_event,
+        )?;
+        *lock(&self.shared.link) = Some(client);
+        // Where is the kernel? `?` answers with the stop state.
+        let stopped = {
+            let mut c = self.client()?;
+            c.request_str("?")
+                .map(|r| crate::rsp::client::is_stop_reply(r.as_bytes()))?
+        };
+        // Events as checksummed records; ignore an older stub without it.
+        let _ = self.monitor("stream record");
+        self.refresh_tasks();
+        self.refresh_clock();
+        if self.resume_on_connect && stopped {
+            self.client()?.resume("c")?;
+        }
+        Ok(())
+    }
+
+    pub fn client(&self) -> Result<ClientGuard<'_>> {
+        let g = lock(&self.shared.link);
+        if g.is_none() {
+            bail!(
+                "not connected to a stub: start kdbg with --connect/--kernel, or use `reconnect`"
+            );
+        }
+        Ok(ClientGuard(g))
+    }
+
+    pub fn connected(&self) -> bool {
+        lock(&self.shared.link)
+            .as_ref()
+            .is_some_and(|c| !c.is_closed())
+    }
+
+    pub fn running(&self) -> bool {
+        self.shared.running()
+    }
+
+    /// Send a monitor command; `error` rows become errors.
+    pub fn monitor(&self, command: &str) -> Result<String> {
+        let text = self.client()?.monitor(command)?;
+        for line in text.lines() {
+            if let Ok(e) = proto::reply::ErrorRow::parse(line) {
+                bail!("{} [{}]", e.msg, e.code.as_str());
+            }
+        }
+        Ok(text)
+    }
+
+    pub fn refresh_tasks(&self) {
+        if let Ok(text) = self.monitor("tasks") {
+            self.shared.display.learn_tasks(
+                text.lines()
+                    .filter_map(|l| proto::reply::TaskRow::parse(l).ok())
+                    .map(|row| (row.id, row.name.to_string())),
+            );
+        }
+    }
+
+    /// The TSC rate and boot TSC, if the stub tells them (`events` row
+    /// keys `tsc_hz`, `boot_tsc`); they win over the host's measurement.
+    pub fn refresh_clock(&self) {
+        if let Ok(text) = self.monitor("events") {
+            for line in text.lines() {
+                if let Some(r) = proto::reply::Row::parse(line) {
+                    self.shared.display.update_clock(|c| {
+                        if let Some(hz) = r.num("tsc_hz").filter(|h| *h > 0) {
+                            c.tsc_hz = Some(hz);
+                        }
+                        if let Some(b) = r.num("boot_tsc") {
+                            c.base = Some(b);
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Let the event thread show a stop that already happened before the
+    /// next command prints anything (keeps batch output in order).
+    pub fn wait_stops_shown(&self) {
+        let Some(sent) = lock(&self.shared.link).as_ref().map(|c| c.async_stops()) else {
+            return;
+        };
+        let target = self.stops_base + sent;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while self.shared.stops.shown_count() < target && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Handle stops the event thread saw: drop temporary breakpoints.
+    pub fn sync_stops(&mut self) {
+        let stops = self.shared.stops.take();
+        if stops.is_empty() || !self.breakpoints.values().any(|b| b.info.temporary) {
+            return;
+        }
+        let Ok(rip) = self.registers().map(|r| r.rip) else {
+            return;
+        };
+        let temps: Vec<u32> = self
+            .breakpoints
+            .values()
+            .filter(|b| b.info.temporary && b.info.addr == rip)
+            .map(|b| b.info.id)
+            .collect();
+        for id in temps {
+            let _ = self.delete_breakpoint(id);
+        }
+    }
+
+    pub fn registers(&self) -> Result<crate::regs::RegisterFile> {
+        let g = self.client()?.read_registers()?;
+        Ok(crate::regs::RegisterFile::parse_g(&g)?)
+    }
+
+    pub fn delete_breakpoint(&mut self, id: u32) -> Result<()> {
+        let b = self
+            .breakpoints
+            .get(&id)
+            .ok_or_else(|| anyhow!("no breakpoint {id}: `info breakpoints` lists them"))?
+            .clone();
+        let _pause = Pause::new(self)?;
+        self.client()?
+            .clear_breakpoint(b.kind, b.info.addr, b.len)?;
+        self.breakpoints.remove(&id);
+        if matches!(
+            b.kind,
+            BreakKind::Write | BreakKind::Read | BreakKind::Access
+        ) {
+            self.shared.stops.unwatch(b.info.addr);
+        }
+        Ok(())
+    }
+
+    /// On leaving: optionally remove probes, and leave the kernel running.
+    pub fn leave(&mut self) {
+        if !self.connected() {
+            return;
+        }
+        if self.remove_probes_on_exit {
+            let ids = self.shared.probes.ids();
+            for chunk in ids.chunks(proto::command::MAX_IDS) {
+                let list: Vec<String> = chunk.iter().map(|i| i.to_string()).collect();
+                let _ = self.monitor(&format!("probe delete {}", list.join(" ")));
+            }
+        }
+        let ids: Vec<u32> = self.breakpoints.keys().copied().collect();
+        for id in ids {
+            let _ = self.delete_breakpoint(id);
+        }
+        if !self.running() {
+            if let Ok(mut c) = self.client() {
+                let _ = c.request_str("D");
+            }
+        } else if let Ok(mut c) = self.client() {
+            // Detach while running: interrupt, then detach.
+            if c.interrupt(Duration::from_secs(2)).is_ok() {
+                let _ = c.request_str("D");
+            }
+        }
+        if let Some(mut c) = lock(&self.shared.link).take() {
+            c.close();
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The event thread: turns the stub's asynchronous output (event records,
+//! console text, stops, a lost connection) into stored events and printed
+//! lines. It never blocks on the terminal ([`super::Display::print_async`]).
+
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+
+use super::Shared;
+use crate::events;
+use crate::rsp::{Async, StopReply};
+
+impl Shared {
+    fn handle_record(&self, rec: proto::event::Record) {
+        match rec {
+            proto::event::Record::Event(ev) => {
+                self.display.update_clock(|c| {
+                    if c.base.is_none() {
+                        c.base = Some(ev.tsc);
+                    }
+                });
+                if let Some(ev) = self.probes.hold(ev) {
+                    self.show_event(&ev);
+                }
+            }
+            proto::event::Record::Drops { probe_id, dropped } => {
+                self.display.store().record_drops(probe_id, dropped);
+                self.print_async(self.display.render().notice(
+                    "drops",
+                    &format!(
+                        "probe #{probe_id}: {dropped} events dropped so far (kernel ring full)"
+                    ),
+                    serde_json::json!({"probe": probe_id, "dropped": dropped}),
+                ));
+            }
+        }
+    }
+
+    /// Render, store and (live) print one event.
+    pub fn show_event(&self, ev: &proto::event::Event) {
+        let d = &self.display;
+        let seq = d.store().next_seq();
+        let clock = d.clock();
+        let def = self.probes.get_any(ev.probe_id);
+        let view = events::view(seq, ev, def.as_deref(), self, clock);
+        let show = d.live() && d.filter().matches(&view);
+        let text = show.then(|| d.render().event(&view));
+        d.store().push(view);
+        if let Some(t) = text {
+            self.print_async(t);
+        }
+    }
+
+    /// A probe command finished: show the events that waited for it.
+    pub fn flush_orphans(&self) {
+        for ev in &self.probes.end_registering() {
+            self.show_event(ev);
+        }
+    }
+
+    fn handle_line(&self, line: &str) {
+        let r = self.display.render();
+        match events::classify(line) {
+            events::Line::Record(rec) => self.handle_record(*rec),
+            events::Line::BadRecord(e) => {
+                self.display.store().record_bad();
+                self.print_async(r.notice(
+                    "bad_record",
+                    &format!("an event record was unreadable: {e}"),
+                    serde_json::json!({}),
+                ));
+            }
+            events::Line::Text(t) => {
+                if !t.trim().is_empty() {
+                    self.print_async(r.notice(
+                        "console",
+                        &format!("stub: {}", t.trim_end()),
+                        serde_json::json!({}),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The event thread: runs until the channel closes.
+    pub fn pump(self: Arc<Self>, rx: Receiver<Async>) {
+        let mut partial = String::new();
+        for a in rx {
+            match a {
+                Async::Output(bytes) => {
+                    partial.push_str(&String::from_utf8_lossy(&bytes));
+                    while let Some(pos) = partial.find('\n') {
+                        let line: String = partial.drain(..=pos).collect();
+                        self.handle_line(line.trim_end());
+                    }
+                    // Record lines always end in '\n'; anything else is
+                    // console text that may continue.
+                    if partial.len() > 4096 {
+                        let line = std::mem::take(&mut partial);
+                        self.handle_line(&line);
+                    }
+                }
+                Async::Stop(s) => {
+                    let stop = StopReply::parse(&s).unwrap_or_default();
+                    let rip = self.current_rip();
+                    let mut info = self.stop_info(&stop, rip);
+                    if let Some((_, a)) = &stop.watch
+                        && let Some(change) = self.watch_change(*a)
+                    {
+                        info.reason = format!("{}: {change}", info.reason);
+                    }
+                    let r = self.display.render();
+                    let text = if r.json {
+                        r.output("stop", &crate::output::Output::Stopped { stop: info })
+                    } else {
+                        crate::render::stop_text(&r, &info)
+                    };
+                    self.print_async(text);
+                    self.stops.shown(stop);
+                }
+                Async::Garbage(_) => {}
+                Async::Lost(why) => self.print_async(self.display.render().notice(
+                    "connection_lost",
+                    &format!("connection to the stub lost ({why}); use `reconnect`"),
+                    serde_json::json!({}),
+                )),
+            }
+        }
+    }
+}
