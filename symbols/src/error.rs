@@ -63,14 +63,21 @@ pub enum Error {
     NoFunction(u64),
     /// No line table rows for a `file:line`.
     #[error(
-        "no code for {file}:{line}; the line may have no code (comment, declaration) or the file name is wrong"
+        "no code for {file}:{line}: no line at or after it has code (the last line with code is {last})"
     )]
     NoSuchLine {
         /// The file name (suffix) asked for.
         file: String,
         /// The line asked for.
         line: u32,
+        /// The last line of the file that has code.
+        last: u32,
     },
+    /// No unit's line table names a file matching the suffix.
+    #[error(
+        "no source file `{0}` in the line tables (give a path suffix, e.g. `workloads/mod.rs`)"
+    )]
+    NoSuchFile(String),
     /// A type handle that does not point at a type.
     #[error("no type at .debug_info offset {0:#x}")]
     NoSuchType(u64),

@@ -3,6 +3,7 @@
 use crate::dwarf::{Frame, SourceLocation};
 use crate::elf::Elf;
 use crate::error::{Error, Result};
+use object::{Object, ObjectSection};
 
 /// A frame plus where its DIE is (unit header offset, offset in unit).
 pub(crate) struct RawFrame {
@@ -10,6 +11,10 @@ pub(crate) struct RawFrame {
     pub(crate) die: Option<usize>,
     pub(crate) unit: Option<usize>,
 }
+
+/// A block of code: the containing function's start, and the unit and DIE
+/// of the innermost (inlined) frame at an address.
+type BlockKey = (Option<u64>, Option<(Option<usize>, Option<usize>)>);
 
 /// One address found for a `file:line`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,17 +134,64 @@ impl Elf {
         Ok(loc.map(location))
     }
 
-    /// The addresses of code for `file:line`, `file` matched as a path
-    /// suffix (`main.rs`, `kernel/src/main.rs`). One address per block of
-    /// code (inlined copies and split blocks give several). If the line has
-    /// no code, the next line below it that has code is used (as gdb does).
+    /// The locations of code for `file:line`, `file` matched as a path
+    /// suffix (`main.rs`, `kernel/src/main.rs`), in address order.
+    ///
+    /// As gdb's `break FILE:LINE`: the rows of the line tables that are
+    /// statements of that line; if the line has none, the smallest line
+    /// after it that has some (in any unit). One location per block of code:
+    /// per function, and per inlined copy within it (the lowest address of
+    /// each), so a line of a generic or inlined function resolves to every
+    /// copy. Rows of code the linker discarded (sequences that do not start
+    /// in an executable section) are ignored.
     pub fn line_addresses(&self, file: &str, line: u32) -> Result<Vec<LineMatch>> {
+        let mut rows = self.line_rows(file)?;
+        let Some(best) = rows.iter().map(|r| r.line).filter(|l| *l >= line).min() else {
+            return Err(Error::NoSuchLine {
+                file: file.to_string(),
+                line,
+                last: rows.iter().map(|r| r.line).max().unwrap_or(0),
+            });
+        };
+        rows.retain(|r| r.line == best);
+        rows.sort_by_key(|r| r.address);
+        rows.dedup_by_key(|r| r.address);
+        // One per block: key by the containing function and the innermost
+        // inlined instance (its DIE) at the address.
+        let mut seen: Vec<BlockKey> = Vec::new();
+        let mut hits = Vec::new();
+        for r in rows {
+            let func = self.function_symbol(r.address).map(|s| s.address);
+            let block = self
+                .raw_frames(r.address)
+                .ok()
+                .and_then(|(frames, _)| frames.first().map(|f| (f.unit, f.die)));
+            let key = (func, block);
+            if func.is_some() && seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            hits.push(r);
+        }
+        Ok(hits)
+    }
+
+    /// Every statement row of the files matching `file` (path suffix), in
+    /// live code. `NoSuchFile` if no unit names such a file.
+    fn line_rows(&self, file: &str) -> Result<Vec<LineMatch>> {
         let dw = self.state.dwarf()?;
         let path = &self.state.path;
-        // (address, file, line) for each matching-file row's block start.
+        let exec: Vec<std::ops::Range<u64>> = self
+            .state
+            .object
+            .sections()
+            .filter(|s| s.kind() == object::SectionKind::Text && s.size() > 0)
+            .map(|s| s.address()..s.address() + s.size())
+            .collect();
+        let live = |a: u64| exec.iter().any(|r| r.contains(&a));
         let last = file.rsplit('/').next().unwrap_or(file);
-        let mut best: Option<u32> = None;
-        let mut hits: Vec<LineMatch> = Vec::new();
+        let mut out: Vec<LineMatch> = Vec::new();
+        let mut any_file = false;
         for start in dw.all_units() {
             let Ok(unit) = dw.unit_at(start) else {
                 continue;
@@ -187,54 +239,35 @@ impl Elf {
             if names.is_empty() {
                 continue;
             }
+            any_file = true;
             let mut rows = program.rows();
-            let mut prev_match = false;
+            // Whether the current sequence is live code (decided by its
+            // first row).
+            let mut seq_live: Option<bool> = None;
             while let Some((_, row)) = rows.next_row().map_err(|e| Error::dwarf(path, e))? {
                 if row.end_sequence() {
-                    prev_match = false;
+                    seq_live = None;
                     continue;
                 }
-                let l = row.line().map_or(0, |l| l.get() as u32);
-                let named = names.iter().find(|(i, _)| *i == row.file_index());
-                let Some((_, fname)) = named else {
-                    prev_match = false;
+                let is_live = *seq_live.get_or_insert_with(|| live(row.address()));
+                if !is_live || !row.is_stmt() {
+                    continue;
+                }
+                let Some(l) = row.line().map(|l| l.get() as u32) else {
                     continue;
                 };
-                if l < line || !row.is_stmt() {
-                    prev_match = false;
-                    continue;
-                }
-                // Keep only the smallest line >= the asked one.
-                match best {
-                    Some(b) if l > b => {
-                        prev_match = false;
-                        continue;
-                    }
-                    Some(b) if l < b => {
-                        hits.clear();
-                        best = Some(l);
-                    }
-                    None => best = Some(l),
-                    _ => {}
-                }
-                if !prev_match {
-                    hits.push(LineMatch {
+                if let Some((_, fname)) = names.iter().find(|(i, _)| *i == row.file_index()) {
+                    out.push(LineMatch {
                         address: row.address(),
                         file: fname.clone(),
                         line: l,
                     });
                 }
-                prev_match = true;
             }
         }
-        hits.sort_by_key(|h| h.address);
-        hits.dedup_by_key(|h| h.address);
-        if hits.is_empty() {
-            return Err(Error::NoSuchLine {
-                file: file.to_string(),
-                line,
-            });
+        if !any_file {
+            return Err(Error::NoSuchFile(file.to_string()));
         }
-        Ok(hits)
+        Ok(out)
     }
 }

@@ -276,7 +276,7 @@ fn source_lines_to_addresses() {
     assert!(next[0].line > comment);
     assert!(matches!(
         elf.line_addresses("nonexistent.c", 1),
-        Err(symbols::Error::NoSuchLine { .. })
+        Err(symbols::Error::NoSuchFile(_))
     ));
 }
 

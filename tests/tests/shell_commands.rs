@@ -213,6 +213,57 @@ fn breakpoints_watchpoints_stepping_and_state() {
         "info line spawn_task does not include the function's entry: {l}"
     );
 
+    // file:line: a line of a function inlined into several callers lists
+    // every copy (info line) and sets a breakpoint at each (break); a line
+    // of math_worker's loop resolves, and the breakpoint there is hit.
+    let sum_line = line_of("kernel/src/workloads/mod.rs", "let ret = sum8(a, b");
+    let loop_line = line_of("kernel/src/workloads/mod.rs", "call_sum8(i, i + 1");
+    let l = k.ok(
+        &format!("info line kernel/src/workloads/mod.rs:{sum_line}"),
+        "lines",
+    );
+    let copies = l["addrs"].as_array().unwrap().len();
+    assert!(copies >= 2, "one location for an inlined line: {l}");
+    assert!(
+        l["location"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("kernel/src/workloads/mod.rs:{sum_line}")),
+        "{l}"
+    );
+    let b = k.ok(
+        &format!("break kernel/src/workloads/mod.rs:{sum_line}"),
+        "breakpoints",
+    );
+    let ids: Vec<String> = b["breakpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), copies, "break and info line disagree: {b} {l}");
+    k.ok(&format!("delete break {}", ids.join(" ")), "message");
+    let b = k.ok(
+        &format!("break kernel/src/workloads/mod.rs:{loop_line}"),
+        "breakpoint",
+    );
+    let at = b["breakpoint"]["addr"].as_u64().unwrap();
+    let m = k.mark();
+    k.ok("continue", "running");
+    let st = k.wait_stop(m);
+    assert_eq!(st["stop"]["rip"], at, "{st}");
+    let bt = k.ok("bt", "backtrace");
+    assert!(
+        bt["frames"][0]["source"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("workloads/mod.rs:{loop_line}"))),
+        "bt and break disagree on the line: {bt}"
+    );
+    k.ok(
+        &format!("delete break {}", b["breakpoint"]["id"]),
+        "message",
+    );
+
     // ptype of a struct and of a struct parameter.
     let p = k.ok("ptype TaskRegs", "ptype");
     let text = p["text"].as_str().unwrap();

@@ -3,7 +3,7 @@
 use anyhow::{Result, anyhow, bail};
 use symbols::{ParamLocation, Register, TypeKind};
 
-use super::locate::resolve;
+use super::locate::resolve_all;
 use super::state::address_of;
 use crate::cmd::Invocation;
 use crate::cmd::parse::number;
@@ -53,11 +53,16 @@ pub fn info(s: &mut Session, inv: &Invocation) -> Result<Output> {
             let [loc] = rest else {
                 bail!("usage: info line LOC")
             };
-            let r = resolve(&s.shared, loc)?;
-            let src = s.shared.source_of(r.addr);
+            // Every location (inlined and generic copies) of a file:line.
+            let all = resolve_all(&s.shared, loc)?;
+            let first = all.first().map(|r| r.addr).unwrap_or(0);
+            let src = s.shared.source_of(first);
             Ok(Output::Lines {
-                location: src.unwrap_or_else(|| r.name.clone()),
-                addrs: vec![(r.addr, s.shared.describe(r.addr))],
+                location: src.unwrap_or_else(|| loc.clone()),
+                addrs: all
+                    .iter()
+                    .map(|r| (r.addr, s.shared.describe(r.addr)))
+                    .collect(),
             })
         }
         "args" => info_args(s),

@@ -60,7 +60,39 @@ fn is_file_line(text: &str) -> Option<(&str, u32)> {
     Some((file, line.parse().ok()?))
 }
 
-/// Resolve a code or data location.
+/// Every location of `text`: all blocks of code of a `file:line` (each
+/// inlined or generic copy, as gdb's `break FILE:LINE`), in address order;
+/// one location for anything else.
+pub fn resolve_all(sh: &Shared, text: &str) -> Result<Vec<Resolved>> {
+    let Some((file, line)) = is_file_line(text.trim_start_matches('&')) else {
+        return Ok(vec![resolve(sh, text)?]);
+    };
+    let elf = sh.elf()?;
+    let hits = elf
+        .line_addresses(file, line)
+        .map_err(|e| anyhow!("cannot resolve {text}: {e}"))?;
+    drop(elf);
+    if hits.is_empty() {
+        bail!(
+            "no code at {text}: the line has no instructions (try a nearby line, or `info line {file}:N`)"
+        );
+    }
+    Ok(hits
+        .iter()
+        .map(|h| {
+            let func_start = sh.image.containing(h.address).map(|(a, _)| a);
+            Resolved {
+                addr: h.address,
+                // The line that has the code (the asked one may have none).
+                name: format!("{}:{} ({})", h.file, h.line, sh.describe(h.address)),
+                func_start,
+            }
+        })
+        .collect())
+}
+
+/// Resolve a code or data location (the first of several for a
+/// `file:line`: see [`resolve_all`]).
 pub fn resolve(sh: &Shared, text: &str) -> Result<Resolved> {
     let text = text.trim_start_matches('&');
     if text.is_empty() {
@@ -76,23 +108,11 @@ pub fn resolve(sh: &Shared, text: &str) -> Result<Resolved> {
             func_start,
         });
     }
-    if let Some((file, line)) = is_file_line(text) {
-        let elf = sh.elf()?;
-        let hits = elf
-            .line_addresses(file, line)
-            .map_err(|e| anyhow!("cannot resolve {text}: {e}"))?;
-        let first = hits.iter().min_by_key(|h| h.address).ok_or_else(|| {
-            anyhow!("no code at {text}: the line has no instructions (try a nearby line, or `info line {file}:N`)")
-        })?;
-        let addr = first.address;
-        drop(elf);
-        let func_start = sh.image.containing(addr).map(|(a, _)| a);
-        return Ok(Resolved {
-            addr,
-            // The line that has the code (the asked one may have none).
-            name: format!("{}:{} ({})", first.file, first.line, sh.describe(addr)),
-            func_start,
-        });
+    if is_file_line(text).is_some() {
+        return resolve_all(sh, text)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no code at {text}"));
     }
     let (name, off) = match text.rsplit_once('+') {
         Some((n, o)) if !n.is_empty() => (n, number(o)?),

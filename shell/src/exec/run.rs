@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::locate::{check_code, resolve};
+use super::locate::{check_code, resolve, resolve_all};
 use crate::cmd::Invocation;
 use crate::cmd::parse::number;
 use crate::output::{BreakInfo, Output};
@@ -36,23 +36,49 @@ fn breakpoint(
     let [loc] = args else {
         bail!("usage: break LOC (a symbol, symbol+offset, 0xADDRESS or file:line)");
     };
-    let r = resolve(&s.shared, loc)?;
-    check_code(&s.shared, &r)?;
-    if s.breakpoints
-        .values()
-        .any(|b| b.info.addr == r.addr && b.kind == kind)
-    {
-        bail!(
-            "there is already a breakpoint at {} (`info breakpoints`)",
-            r.name
-        );
+    // A file:line sets every location of the line (inlined and generic
+    // copies), as gdb does: one breakpoint number per location.
+    let all = resolve_all(&s.shared, loc)?;
+    for r in &all {
+        check_code(&s.shared, r)?;
+    }
+    let fresh: Vec<_> = all
+        .into_iter()
+        .filter(|r| {
+            !s.breakpoints
+                .values()
+                .any(|b| b.info.addr == r.addr && b.kind == kind)
+        })
+        .collect();
+    if fresh.is_empty() {
+        bail!("there is already a breakpoint at {loc} (`info breakpoints`)");
     }
     let _pause = crate::session::Pause::new(s)?;
-    s.client()?.set_breakpoint(kind, r.addr, 1).map_err(|e| match kind {
-        BreakKind::Hardware => anyhow!("{e} (the four debug registers may be in use: delete a hardware breakpoint or watchpoint)"),
-        _ => e.into(),
-    })?;
-    add(s, kind, r.addr, r.name, temporary, 1)
+    let mut set = Vec::new();
+    for r in fresh {
+        if let Err(e) = s.client()?.set_breakpoint(kind, r.addr, 1) {
+            let e = match kind {
+                BreakKind::Hardware => anyhow!(
+                    "{e} (the four debug registers may be in use: delete a hardware breakpoint or watchpoint)"
+                ),
+                _ => anyhow::Error::from(e),
+            };
+            if set.is_empty() {
+                return Err(e);
+            }
+            return Err(e.context(format!(
+                "{} at {:#x} not set; {} location(s) of {loc} were set (`info breakpoints`)",
+                r.name,
+                r.addr,
+                set.len()
+            )));
+        }
+        set.push(add_info(s, kind, r.addr, r.name, temporary, 1));
+    }
+    Ok(match <[_; 1]>::try_from(set) {
+        Ok([breakpoint]) => Output::Breakpoint { breakpoint },
+        Err(breakpoints) => Output::Breakpoints { breakpoints },
+    })
 }
 
 fn add(
@@ -63,6 +89,19 @@ fn add(
     temporary: bool,
     len: u64,
 ) -> Result<Output> {
+    Ok(Output::Breakpoint {
+        breakpoint: add_info(s, kind, addr, location, temporary, len),
+    })
+}
+
+fn add_info(
+    s: &mut Session,
+    kind: BreakKind,
+    addr: u64,
+    location: String,
+    temporary: bool,
+    len: u64,
+) -> BreakInfo {
     let id = s.next_break;
     s.next_break += 1;
     let info = BreakInfo {
@@ -88,7 +127,7 @@ fn add(
             len,
         },
     );
-    Ok(Output::Breakpoint { breakpoint: info })
+    info
 }
 
 pub fn watch(s: &mut Session, inv: &Invocation) -> Result<Output> {
