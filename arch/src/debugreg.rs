@@ -200,6 +200,14 @@ pub fn masked<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Disarms every hardware breakpoint and watchpoint of this CPU (DR7 = 0);
+/// the debugger re-arms them from its table ([`Slots::load`]) when it
+/// resumes. kgdb does the same while it runs.
+pub fn disarm() {
+    // SAFETY: writing DR7 at CPL 0 has no memory effects; 0 arms nothing.
+    unsafe { asm!("mov dr7, {}", in(reg) 0u64, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Reads DR6.
 pub fn read_dr6() -> Dr6 {
     let v: u64;

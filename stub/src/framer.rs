@@ -7,7 +7,11 @@
 //! packets, answers bad checksums and oversized packets with `-` itself, and
 //! only forwards complete valid packets, `0x03` and acks.
 
-/// Largest packet (from `$` to the checksum) the stub accepts.
+/// Largest packet (from `$` to the checksum, as gdb counts `PacketSize`)
+/// the stub accepts. gdbstub advertises its packet buffer's length as
+/// `PacketSize`, and that buffer holds the whole frame: the stub's
+/// buffer is the same size, so a packet of exactly `PacketSize` bytes is
+/// accepted and one byte more is NAKed.
 pub const MAX_PACKET: usize = 4096;
 
 /// What one input byte completed.
@@ -122,8 +126,10 @@ impl Framer {
                     self.push(b);
                     return Frame::None;
                 }
-                // Leave room for '#' and two checksum digits.
-                if self.len + 3 >= MAX_PACKET {
+                // Leave room for '#' and two checksum digits after a body
+                // byte, for the two digits after the '#'.
+                let needed = if b == b'#' { 3 } else { 4 };
+                if self.len + needed > MAX_PACKET {
                     self.state = if b == b'#' {
                         State::DiscardSum1
                     } else {
@@ -231,6 +237,27 @@ mod tests {
             feed_all(&mut f, &big),
             vec![Frame::Oversized, Frame::Packet]
         );
+    }
+
+    fn frame_of_total_len(total: usize) -> Vec<u8> {
+        let body = vec![b'a'; total - 4];
+        let sum = body.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        let mut p = vec![b'$'];
+        p.extend_from_slice(&body);
+        p.extend_from_slice(format!("#{sum:02x}").as_bytes());
+        assert_eq!(p.len(), total);
+        p
+    }
+
+    #[test]
+    fn packet_size_is_accepted_and_one_more_is_not() {
+        let mut f = Framer::new();
+        let exact = frame_of_total_len(MAX_PACKET);
+        assert_eq!(feed_all(&mut f, &exact), vec![Frame::Packet]);
+        assert_eq!(f.packet(), &exact[..]);
+        let over = frame_of_total_len(MAX_PACKET + 1);
+        assert_eq!(feed_all(&mut f, &over), vec![Frame::Oversized]);
+        assert_eq!(feed_all(&mut f, b"$g#67"), vec![Frame::Packet]);
     }
 
     #[test]

@@ -79,8 +79,16 @@ pub fn debug(frame: &mut TrapFrame) -> bool {
     }
     if dr6.single_step() {
         arch::debugreg::clear_dr6();
+        if !s.step_is_current() {
+            // A step left over from a stop that ended it (a Ctrl-C before
+            // the step completed, a stop in another task) or from a
+            // debugger that went away: finish it quietly. A stop must never
+            // leave a step armed that reports itself on a later `c`.
+            frame.rflags &= !arch::frame::rflags::TF;
+            return true;
+        }
         let (slots, len) = arch::slots::area();
-        if s.stepping() && frame.rip.wrapping_sub(slots) < len as u64 {
+        if frame.rip.wrapping_sub(slots) < len as u64 {
             // The step landed inside a probe's out-of-line slot (the copied
             // instruction ran, its jump back has not): keep stepping, so
             // gdb's `stepi` over a probed instruction ends at the real next
@@ -88,19 +96,13 @@ pub fn debug(frame: &mut TrapFrame) -> bool {
             frame.rflags |= arch::frame::rflags::TF;
             return true;
         }
-        if s.stepping() || s.attached() {
-            s.stop(
-                frame,
-                StopReason::SignalWithThread {
-                    tid,
-                    signal: SIGTRAP,
-                },
-            );
-        } else {
-            // A step left over from a debugger that went away: finish it
-            // quietly instead of killing the kernel.
-            frame.rflags &= !arch::frame::rflags::TF;
-        }
+        s.stop(
+            frame,
+            StopReason::SignalWithThread {
+                tid,
+                signal: SIGTRAP,
+            },
+        );
         return true;
     }
     false
@@ -115,6 +117,11 @@ pub fn serial_irq(frame: &mut TrapFrame) {
         // the stop loop); leave the bytes in the FIFO.
         return;
     };
+    // gdb's watchpoints and hardware breakpoints must not fire inside the
+    // stub (its session state, packet buffer, the UART): off while it
+    // serves, re-armed from gdb's table (which a `Z` served here may have
+    // changed) when it returns or resumes.
+    arch::debugreg::disarm();
     while let Some(b) = uart.try_read_byte() {
         if let Some(reason) = s.receive_running(b) {
             s.stop(frame, reason);
@@ -125,6 +132,7 @@ pub fn serial_irq(frame: &mut TrapFrame) {
             return;
         }
     }
+    s.load_debug_registers();
 }
 
 /// The kernel is about to die: let an attached debugger see the state.

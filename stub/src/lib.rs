@@ -26,6 +26,7 @@ pub mod hooks;
 pub mod kernel;
 pub mod machine;
 pub mod monitor;
+pub mod packet;
 pub mod probecmd;
 pub mod target;
 
@@ -77,7 +78,9 @@ pub fn wait_for_debugger() {
 /// timer tick or the idle loop; never blocks on the lock).
 pub fn poll() {
     if let Some(mut s) = machine::SESSION.try_lock() {
-        s.stream_events(events::TICK_BUDGET);
+        // No watchpoint of gdb's fires inside the stub (event rings, the
+        // UART): DR7 is masked while it streams.
+        arch::debugreg::masked(|| s.stream_events(events::TICK_BUDGET));
     }
 }
 

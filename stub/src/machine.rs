@@ -26,6 +26,7 @@ use spin::Mutex;
 
 use crate::conn::{Com2, write_console, write_packet};
 use crate::framer::{Frame, Framer, MAX_PACKET};
+use crate::packet::Action;
 use crate::target::{KdbgTarget, Resume};
 
 type Machine = GdbStubStateMachine<'static, KdbgTarget, Com2>;
@@ -38,8 +39,13 @@ pub struct Session {
     framer: Framer,
     /// gdb sent at least one packet since the machine was made.
     attached: bool,
-    /// The last resume was a single step.
+    /// The last resume was a single step (TF armed in `step_task`'s frame).
     stepping: bool,
+    /// The task whose frame got the step's TF.
+    step_task: u32,
+    /// gdb switched acks off (`QStartNoAckMode` answered OK by this
+    /// machine): replies the stub writes itself get no `+` first.
+    no_ack: bool,
     /// The stepped code's own TF (0 or `rflags::TF`) before the stub set
     /// TF for the step: the step's stop puts it back, so gdb never sees the
     /// stub's TF.
@@ -61,6 +67,8 @@ pub static SESSION: Mutex<Session> = Mutex::new(Session {
     framer: Framer::new(),
     attached: false,
     stepping: false,
+    step_task: 0,
+    no_ack: false,
     step_saved_tf: 0,
     pending: false,
     tentative: false,
@@ -86,6 +94,7 @@ impl Session {
         // the restart (a new gdb's `qSupported`), which is fed next.
         self.machine = None;
         self.attached = false;
+        self.no_ack = false;
         // SAFETY: the previous machine (the only other borrower of the
         // buffer) was dropped above, and `SESSION`'s lock serialises callers.
         let buf: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(PACKET_BUFFER) };
@@ -130,11 +139,26 @@ impl Session {
         }
         self.attached = true;
         // Disjoint fields: the framer's buffer is fed without a copy.
-        let fed = feed_machine(&mut self.machine, &mut self.target, self.framer.packet());
+        let fed = match crate::packet::inspect(self.framer.packet()) {
+            Action::Forward => {
+                feed_machine(&mut self.machine, &mut self.target, self.framer.packet())
+            }
+            Action::Rewrite(r) => feed_machine(&mut self.machine, &mut self.target, r.frame()),
+            Action::Answer(body) => {
+                let uart = Com2::new().0;
+                if !self.no_ack {
+                    uart.write_byte(b'+');
+                }
+                write_packet(&uart, body);
+                Fed::Stay
+            }
+        };
         if let Fed::Failed = fed {
             write_packet(&Com2::new().0, b"E01");
             self.restart();
             self.attached = true;
+        } else if crate::packet::body(self.framer.packet()) == Some(b"QStartNoAckMode") {
+            self.no_ack = true;
         }
         fed
     }
@@ -157,11 +181,13 @@ impl Session {
     /// Reports `reason` to gdb (if it is waiting for a stop) and serves gdb
     /// until it resumes the kernel. `frame` is the stopped context.
     pub fn stop(&mut self, frame: &mut TrapFrame, reason: StopReason) {
-        if self.stepping {
-            // The step ended here (its #DB, or a breakpoint/watchpoint on
-            // the stepped instruction): gdb sees the code's own TF.
-            self.end_step(frame);
-        }
+        // Nothing of gdb's fires while the stub serves (its own code and
+        // data, the UART, the probe core it calls): resume re-arms.
+        arch::debugreg::disarm();
+        // Any stop ends a pending step (its #DB, a breakpoint or
+        // watchpoint on the stepped instruction, a Ctrl-C that arrived
+        // before the step completed): gdb sees the code's own TF.
+        self.end_pending_step(frame);
         if self.machine.is_none() {
             self.restart();
         }
@@ -264,6 +290,7 @@ impl Session {
         use arch::frame::rflags::{RF, TF};
         self.stepping = self.target.resume == Resume::Step;
         if self.stepping {
+            self.step_task = self.target.current_task;
             // Remember the code's own TF; the step's stop restores it.
             self.step_saved_tf = frame.rflags & TF;
             frame.rflags |= TF;
@@ -293,6 +320,28 @@ impl Session {
         use arch::frame::rflags::TF;
         frame.rflags = (frame.rflags & !TF) | (self.step_saved_tf & TF);
         self.stepping = false;
+    }
+
+    /// Ends a step that is still armed when the kernel stops for any
+    /// reason. The step's TF is in `frame` when the stop is in the stepped
+    /// task (an interrupt taken before the stepped instruction ran); if the
+    /// stop is in another task (the stepped one was switched out), its TF
+    /// fires later and [`Session::step_is_current`] says it is a leftover.
+    fn end_pending_step(&mut self, frame: &mut TrapFrame) {
+        if !self.stepping {
+            return;
+        }
+        if (self.target.ops.current_task)() == self.step_task {
+            self.end_step(frame);
+        } else {
+            self.stepping = false;
+        }
+    }
+
+    /// A single-step #DB in the current task is the pending step's (not a
+    /// leftover of a step a stop already ended).
+    pub fn step_is_current(&self) -> bool {
+        self.stepping && (self.target.ops.current_task)() == self.step_task
     }
 
     /// The last resume was a step (a #DB with BS is ours).
@@ -376,6 +425,8 @@ impl Session {
     /// Stops with `frame` for a Ctrl-C that gdbstub already saw: the stop
     /// loop reports it.
     pub fn stop_interrupted(&mut self, frame: &mut TrapFrame) {
+        arch::debugreg::disarm();
+        self.end_pending_step(frame);
         self.stream_events_unchecked(usize::MAX);
         self.target.set_frame(frame);
         self.target.current_task = (self.target.ops.current_task)();

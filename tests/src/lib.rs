@@ -15,6 +15,7 @@
 //! test` sets both after building them).
 
 pub mod kdbg;
+pub mod rsp;
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
