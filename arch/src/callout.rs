@@ -69,7 +69,6 @@ pub unsafe fn call_with_args(entry: u64, regs: &[u64; 6], stack: &[u64]) -> u64 
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

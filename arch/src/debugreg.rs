@@ -225,7 +225,6 @@ pub fn clear_dr6() {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -5,6 +5,11 @@
 //! Rust over byte slices and [`TrapFrame`]s; the parts that touch the machine
 //! are `unsafe` and fenced.
 #![cfg_attr(not(test), no_std)]
+// Kernel-side crate: its paths never panic (test code may).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 extern crate alloc;
 

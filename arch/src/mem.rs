@@ -176,7 +176,6 @@ pub fn write(addr: u64, data: &[u8]) -> Result<(), MemError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::collections::HashMap;

@@ -95,7 +95,7 @@ impl SlotPool {
         }
         let tail = (self.head + self.len) % SLOT_COUNT;
         if let Some(q) = self.queue.get_mut(tail) {
-            #[allow(clippy::cast_possible_truncation)] // idx < SLOT_COUNT
+            // The cast is exact: idx < SLOT_COUNT.
             {
                 *q = idx as u16;
             }
@@ -238,7 +238,6 @@ fn put(dst: &mut [u8; SLOT_SIZE], at: usize, src: &[u8]) -> Result<(), Refusal> 
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -4,7 +4,6 @@
 //! combination, the loop family on edge counters).
 
 // Test code: a failed unwrap/expect/panic is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use arch::TrapFrame;
 use arch::frame::rflags::{AF, CF, IF, OF, PF, RF, SF, TF, ZF};

@@ -4,7 +4,6 @@
 //! by decoding the copy back.
 
 // Test code: a failed unwrap/expect/panic is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use arch::insn::{Analysis, Emulation, Execution, LoopKind, Refusal, Tail, analyze, slot_code};
 use iced_x86::{Decoder, DecoderOptions};

@@ -10,7 +10,6 @@
 //! missing `objdump` fail the test with what to do.
 
 // Test code: a failed unwrap/expect/panic is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

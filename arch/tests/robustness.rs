@@ -3,7 +3,6 @@
 //! untrusted input).
 
 // Test code: a failed unwrap/expect/panic is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use arch::TrapFrame;
 use arch::insn::{EmuFault, Execution, StackMem, Tail, analyze, emulate, slot_code};

@@ -1,7 +1,7 @@
 //! What the probe core must refuse to probe, marked in code rather than kept
 //! in a hand list: the linker script (kernel/linker.ld) gathers into
 //! `__noprobe_start..__noprobe_end`
-//! - every function marked `#[unsafe(link_section = ".text.noprobe")]`
+//! - every function marked `#[noprobe]`
 //!   (trap dispatch, the scheduler switch, the heap, the console, mem*),
 //! - the trap entry stubs and the task start trampoline,
 //! - all code of every crate other than the kernel itself: arch (trap entry,
@@ -11,6 +11,7 @@
 //! `__text_start..__text_end` is all kernel text.
 
 use core::ops::Range;
+use noprobe::noprobe;
 
 unsafe extern "C" {
     static __text_start: u8;
@@ -20,25 +21,25 @@ unsafe extern "C" {
 }
 
 /// All kernel text.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn text_range() -> Range<u64> {
     core::ptr::addr_of!(__text_start) as u64..core::ptr::addr_of!(__text_end) as u64
 }
 
 /// The text that must never be probed.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn noprobe_range() -> Range<u64> {
     core::ptr::addr_of!(__noprobe_start) as u64..core::ptr::addr_of!(__noprobe_end) as u64
 }
 
 /// `addr` is kernel text.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn is_text(addr: u64) -> bool {
     text_range().contains(&addr)
 }
 
 /// `addr` must not be probed: blacklisted text, or not kernel text at all.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn is_blacklisted(addr: u64) -> bool {
     noprobe_range().contains(&addr) || !is_text(addr)
 }

@@ -6,6 +6,7 @@ use core::fmt::{self, Write};
 use arch::uart::{COM1, Uart};
 
 use crate::sync::IrqMutex;
+use noprobe::noprobe;
 
 static CONSOLE: IrqMutex<Uart> = IrqMutex::new(Uart::new(COM1));
 
@@ -16,7 +17,7 @@ pub fn init() {
 }
 
 #[doc(hidden)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn _print(args: fmt::Arguments) {
     // A trap handler may interrupt a print; waiting for the lock would deadlock
     // (the holder cannot run), so after a bounded wait write without it.
@@ -31,7 +32,7 @@ pub fn _print(args: fmt::Arguments) {
 }
 
 /// Writes `s` without taking the console lock (fatal paths).
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn emergency_write(s: &str) {
     Uart::new(COM1).write_str_crlf(s);
 }

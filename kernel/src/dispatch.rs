@@ -22,6 +22,7 @@ use arch::trap::{self as entry, IRQ_BASE, MAX_DEPTH, YIELD_VECTOR};
 use crate::exit::{ExitCode, qemu_exit};
 use crate::kallsyms::Located;
 use crate::println;
+use noprobe::noprobe;
 
 /// IRQ line of COM2 (the stub's UART).
 const COM2_IRQ: u8 = arch::uart::COM2_IRQ;
@@ -68,7 +69,7 @@ pub fn unexpect(vector: u64, rip: u64) {
     }
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn expected(frame: &mut TrapFrame, depth: usize) -> bool {
     let rip = if frame.vector == entry::BREAKPOINT {
         frame.rip.wrapping_sub(1)
@@ -102,7 +103,7 @@ pub fn enable_serial_irqs() {
     arch::pic::unmask(COM2_IRQ);
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn dispatch(frame: &mut TrapFrame, depth: usize) {
     if depth >= MAX_DEPTH {
         fatal(
@@ -148,7 +149,7 @@ fn dispatch(frame: &mut TrapFrame, depth: usize) {
     }
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn irq(frame: &mut TrapFrame, line: u8) {
     if (line == 7 || line == 15) && arch::pic::is_spurious(line) {
         return;
@@ -197,7 +198,7 @@ fn exception_name(v: u64) -> &'static str {
 /// The kernel cannot continue: the stub gets a look (an attached gdb sees
 /// this state), then a register dump and QEMU exits with status 37.
 #[cold]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn fatal(frame: &mut TrapFrame, why: &str) -> ! {
     stub::hooks::fatal(frame);
     println!();
@@ -216,7 +217,7 @@ pub fn fatal(frame: &mut TrapFrame, why: &str) -> ! {
 }
 
 /// Prints the registers of `frame`.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn dump(f: &TrapFrame) {
     println!(
         "  rip {:#018x} rsp {:#018x} rflags {:#010x} cs {:#x} ss {:#x}",

@@ -2,6 +2,7 @@
 //! QEMU's exit status is `(code << 1) | 1`; xtask and the tests map it back.
 
 use arch::port::{DEBUG_EXIT_PORT, outl};
+use noprobe::noprobe;
 
 /// Why the kernel stops. The numeric values are part of the xtask/tests
 /// contract: QEMU exits with status `(code << 1) | 1`.
@@ -17,7 +18,7 @@ pub enum ExitCode {
 }
 
 /// Stops QEMU with `code`. Halts forever if no exit device is present.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn qemu_exit(code: ExitCode) -> ! {
     crate::console::flush();
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit device (or nothing).
@@ -30,7 +31,7 @@ pub fn qemu_exit(code: ExitCode) -> ! {
 
 /// Prints `msg` on the console (bypassing its lock) and exits with [`ExitCode::Fatal`].
 #[cold]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn fatal_message(msg: &str) -> ! {
     arch::cpu::disable_interrupts();
     crate::console::emergency_write("\nFATAL: ");

@@ -9,6 +9,7 @@ use core::ptr::NonNull;
 use linked_list_allocator::Heap;
 
 use crate::sync::IrqMutex;
+use noprobe::noprobe;
 
 /// Heap size. QEMU is started with `-m 128M`; the image and the heap fit in 64 MiB.
 pub const HEAP_SIZE: usize = 32 * 1024 * 1024;
@@ -21,7 +22,7 @@ static HEAP: KernelHeap = KernelHeap(IrqMutex::new(Heap::empty()));
 // SAFETY: allocation is delegated to linked_list_allocator under a lock that
 // also keeps interrupts off, so every call sees a consistent heap.
 unsafe impl GlobalAlloc for KernelHeap {
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match self.0.lock().allocate_first_fit(layout) {
             Ok(p) => p.as_ptr(),
@@ -29,7 +30,7 @@ unsafe impl GlobalAlloc for KernelHeap {
         }
     }
 
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(p) = NonNull::new(ptr) {
             // SAFETY: the caller guarantees ptr came from `alloc` with this layout.

@@ -4,11 +4,12 @@
 //! where that is trivially right. Not probe-able (handlers use them).
 
 use core::arch::asm;
+use noprobe::noprobe;
 
 /// # Safety
 /// `dest` and `src` valid for `n` bytes and not overlapping.
 #[unsafe(no_mangle)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller guarantees both ranges are valid; rep movsb copies forwards
     // with DF clear (the SysV ABI guarantees DF = 0 at calls).
@@ -27,7 +28,7 @@ pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut
 /// # Safety
 /// `dest` and `src` valid for `n` bytes; they may overlap.
 #[unsafe(no_mangle)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     if (dest as usize) <= (src as usize) || (dest as usize) >= (src as usize).wrapping_add(n) {
         // SAFETY: forward copy is correct when dest is below src or the ranges do not overlap.
@@ -46,7 +47,7 @@ pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mu
 /// # Safety
 /// `dest` valid for `n` bytes.
 #[unsafe(no_mangle)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub unsafe extern "C" fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8 {
     // SAFETY: the caller guarantees the range is valid; rep stosb with DF clear.
     unsafe {
@@ -64,7 +65,7 @@ pub unsafe extern "C" fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8 {
 /// # Safety
 /// `a` and `b` valid for `n` bytes.
 #[unsafe(no_mangle)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     let mut i = 0;
     while i < n {
@@ -82,7 +83,7 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// # Safety
 /// `a` and `b` valid for `n` bytes.
 #[unsafe(no_mangle)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: same contract as memcmp.
     unsafe { memcmp(a, b, n) }
@@ -90,12 +91,12 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 
 /// Never called: the kernel is built with panic = abort.
 #[unsafe(no_mangle)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub extern "C" fn rust_eh_personality() {}
 
 /// Never called: the kernel is built with panic = abort.
 #[unsafe(no_mangle)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub extern "C" fn _Unwind_Resume() -> ! {
     crate::exit::fatal_message("_Unwind_Resume called (the kernel is panic = abort)")
 }

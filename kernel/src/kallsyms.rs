@@ -7,6 +7,7 @@
 pub mod format;
 
 use core::fmt;
+use noprobe::noprobe;
 
 pub use format::{Symbol, Table};
 
@@ -25,7 +26,7 @@ unsafe extern "C" {
 }
 
 /// The table patched into this image (`None` if xtask did not fill it in).
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn table() -> Option<Table<'static>> {
     let start = core::ptr::addr_of!(__kallsyms_start);
     let end = core::ptr::addr_of!(__kallsyms_end);
@@ -37,13 +38,13 @@ pub fn table() -> Option<Table<'static>> {
 }
 
 /// The function containing `addr`.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn lookup(addr: u64) -> Option<Symbol<'static>> {
     table()?.lookup(addr)
 }
 
 /// The function named exactly `name` (demangled Rust path or C name).
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn find(name: &str) -> Option<Symbol<'static>> {
     table()?.find(name)
 }

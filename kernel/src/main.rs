@@ -6,6 +6,8 @@
 //! `selftest`, `bench`; see [`cmdline`]).
 #![no_std]
 #![no_main]
+// Kernel: its paths never panic.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 extern crate alloc;
 
@@ -32,6 +34,7 @@ use core::panic::PanicInfo;
 
 use cmdline::{Cmdline, Mode};
 use exit::{ExitCode, qemu_exit};
+use noprobe::noprobe;
 
 /// The kernel version shown in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -101,6 +104,7 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
 }
 
 #[panic_handler]
+#[noprobe]
 fn panic(info: &PanicInfo) -> ! {
     arch::cpu::disable_interrupts();
     println!("\nKERNEL PANIC: {info}");

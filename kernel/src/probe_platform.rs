@@ -4,14 +4,15 @@
 //!
 //! The blacklist is `crate::blacklist` (the linker script's noprobe range).
 
+use noprobe::noprobe;
 use probes::{Platform, Symbol};
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn is_text(addr: u64) -> bool {
     crate::blacklist::is_text(addr)
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn is_blacklisted(addr: u64) -> bool {
     crate::blacklist::is_blacklisted(addr)
 }
@@ -24,41 +25,41 @@ fn symbol(s: crate::kallsyms::Symbol<'static>) -> Symbol {
     }
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn symbol_at(addr: u64) -> Option<Symbol> {
     crate::kallsyms::lookup(addr).map(symbol)
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn symbol_named(name: &str) -> Option<Symbol> {
     crate::kallsyms::find(name).map(symbol)
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn read(addr: u64, buf: &mut [u8]) -> bool {
     arch::mem::read(addr, buf).is_ok()
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn write(addr: u64, buf: &[u8]) -> bool {
     arch::mem::write(addr, buf).is_ok()
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn write_text(addr: u64, bytes: &[u8]) {
     // SAFETY: the probe core writes only int3 bytes / original bytes at
     // instruction boundaries of kernel text and whole slots no CPU runs.
     unsafe { arch::text::write(addr, bytes) }
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn call_with_args(entry: u64, regs: &[u64; 6], stack: &[u64]) -> u64 {
     // SAFETY: jprobe handlers are registered as `extern "C"` functions with
     // the probed function's (integer) prototype.
     unsafe { arch::callout::call_with_args(entry, regs, stack) }
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn fatal(msg: &'static str) -> ! {
     arch::cpu::disable_interrupts();
     crate::println!("\nKERNEL FATAL (probe core): {msg}");

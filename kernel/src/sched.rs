@@ -27,6 +27,7 @@ use arch::TrapFrame;
 use arch::gdt::{KERNEL_CS, KERNEL_DS};
 
 use crate::sync::IrqMutex;
+use noprobe::noprobe;
 
 /// A task id (0 = main, 1 = idle).
 pub type TaskId = u32;
@@ -90,7 +91,7 @@ struct Task {
 pub const STACK_CANARY: u64 = 0x6b64_6267_5354_4b21;
 
 /// The canary of a task is intact (tasks without one always are).
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn canary_intact(stack_bottom: u64) -> bool {
     if stack_bottom == 0 {
         return true;
@@ -253,7 +254,7 @@ pub fn reap() {
 /// interrupts off: saves `frame` into the current task, picks the next
 /// ready task round-robin (idle only when nothing else is ready) and loads
 /// its frame.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn switch(frame: &mut TrapFrame) {
     let Some(mut guard) = SCHED.try_lock() else {
         return;
@@ -309,25 +310,25 @@ pub fn switch(frame: &mut TrapFrame) {
 }
 
 /// Id of the running task.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn current_id() -> TaskId {
     CURRENT.load(Ordering::Relaxed)
 }
 
 /// Index of the CPU (one CPU).
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn cpu_id() -> usize {
     0
 }
 
 /// Number of CPUs.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn cpu_count() -> usize {
     1
 }
 
 /// Task switches since boot.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn switches() -> u64 {
     SWITCHES.load(Ordering::Relaxed)
 }
@@ -370,7 +371,7 @@ pub fn exit_current() -> ! {
 /// Calls `f` for every task (interrupts off meanwhile: keep `f` short, no
 /// allocation). Returns `false` without calling `f` when the scheduler lock
 /// is held (a trap inside the scheduler).
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn for_each_task(f: &mut dyn FnMut(TaskInfo)) -> bool {
     let Some(s) = SCHED.try_lock() else {
         return false;
@@ -387,7 +388,7 @@ pub fn for_each_task(f: &mut dyn FnMut(TaskInfo)) -> bool {
 }
 
 /// One task's snapshot.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn task_info(id: TaskId) -> Option<TaskInfo> {
     let mut found = None;
     for_each_task(&mut |t| {
@@ -400,7 +401,7 @@ pub fn task_info(id: TaskId) -> Option<TaskInfo> {
 
 /// Saved registers of a task that is not running (`None` for the running
 /// task: its registers are in the trap frame being handled).
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn saved_frame(id: TaskId) -> Option<TrapFrame> {
     let s = SCHED.try_lock()?;
     let t = s.tasks.iter().find(|t| t.id == id)?;
@@ -410,7 +411,7 @@ pub fn saved_frame(id: TaskId) -> Option<TrapFrame> {
 /// Replaces the saved registers of a task that is not running (a debugger
 /// writing another thread's registers). Returns `false` for the running
 /// task or an unknown id.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn set_saved_frame(id: TaskId, frame: &TrapFrame) -> bool {
     let Some(mut s) = SCHED.try_lock() else {
         return false;

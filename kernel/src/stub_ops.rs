@@ -4,14 +4,15 @@
 //! `probe_platform.rs` is the probe core's).
 
 use arch::TrapFrame;
+use noprobe::noprobe;
 use stub::{KernelOps, TaskInfo};
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn current_task() -> u32 {
     crate::sched::current_id()
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn for_each_task(f: &mut dyn FnMut(TaskInfo<'_>)) {
     crate::sched::for_each_task(&mut |t| {
         f(TaskInfo {
@@ -22,27 +23,27 @@ fn for_each_task(f: &mut dyn FnMut(TaskInfo<'_>)) {
     });
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn saved_frame(id: u32) -> Option<TrapFrame> {
     crate::sched::saved_frame(id)
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn set_saved_frame(id: u32, frame: &TrapFrame) -> bool {
     crate::sched::set_saved_frame(id, frame)
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn symbol_named(name: &str) -> Option<u64> {
     crate::kallsyms::find(name).map(|s| s.start)
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn symbol_at(addr: u64) -> Option<(&'static str, u64)> {
     crate::kallsyms::lookup(addr).map(|s| (s.name, s.start))
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn write_text(addr: u64, bytes: &[u8]) {
     // SAFETY: gdb writes whole bytes it asked for (int3 for breakpoints and
     // their originals back, or a user's `set *(char*)ADDR = ...`); the CPU

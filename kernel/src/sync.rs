@@ -6,6 +6,7 @@ use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 
 use arch::cpu;
+use noprobe::noprobe;
 
 /// A spin lock that disables interrupts while held.
 pub struct IrqMutex<T> {
@@ -19,7 +20,7 @@ pub struct IrqGuard<'a, T> {
 }
 
 impl<T> IrqMutex<T> {
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     pub const fn new(value: T) -> Self {
         IrqMutex {
             inner: spin::Mutex::new(value),
@@ -27,7 +28,7 @@ impl<T> IrqMutex<T> {
     }
 
     /// Disables interrupts and takes the lock.
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     pub fn lock(&self) -> IrqGuard<'_, T> {
         let reenable = cpu::interrupts_enabled();
         cpu::disable_interrupts();
@@ -38,7 +39,7 @@ impl<T> IrqMutex<T> {
     }
 
     /// Takes the lock if it is free (for trap paths that must not wait).
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     pub fn try_lock(&self) -> Option<IrqGuard<'_, T>> {
         let reenable = cpu::interrupts_enabled();
         cpu::disable_interrupts();
@@ -59,21 +60,21 @@ impl<T> IrqMutex<T> {
 
 impl<T> Deref for IrqGuard<'_, T> {
     type Target = T;
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     fn deref(&self) -> &T {
         &self.guard
     }
 }
 
 impl<T> DerefMut for IrqGuard<'_, T> {
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     fn deref_mut(&mut self) -> &mut T {
         &mut self.guard
     }
 }
 
 impl<T> Drop for IrqGuard<'_, T> {
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     fn drop(&mut self) {
         // SAFETY: the guard is dropped exactly once, here, before interrupts
         // are re-enabled.

@@ -2,6 +2,7 @@
 //! tick ends in the scheduler (preemption).
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use noprobe::noprobe;
 
 /// Timer interrupts per second.
 pub const HZ: u64 = 100;
@@ -16,7 +17,7 @@ pub fn start() {
 }
 
 /// Timer interrupts since boot.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }
@@ -28,7 +29,7 @@ pub fn uptime_secs_f() -> (u64, u64) {
 }
 
 /// Called from the timer IRQ handler.
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn on_tick() {
     TICKS.fetch_add(1, Ordering::Relaxed);
 }

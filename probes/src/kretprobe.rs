@@ -156,7 +156,7 @@ impl RetPool {
             free_count: AtomicU32::new(0),
         });
         let pool_ptr: *const RetPool = &*pool;
-        #[allow(clippy::cast_possible_truncation)] // n <= MAX_ACTIVE
+        // The cast is exact: n <= MAX_ACTIVE.
         let instances: Vec<Instance> = (0..n)
             .map(|i| Instance {
                 index: i as u32,
@@ -177,10 +177,8 @@ impl RetPool {
     }
 
     pub fn maxactive(&self) -> u32 {
-        #[allow(clippy::cast_possible_truncation)] // <= MAX_ACTIVE
-        {
-            self.instances.len() as u32
-        }
+        // The cast is exact: <= MAX_ACTIVE.
+        self.instances.len() as u32
     }
 
     pub fn free_count(&self) -> u32 {
@@ -539,7 +537,6 @@ pub(crate) fn on_return(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -15,6 +15,11 @@
 //! by a jump back. A per-CPU control block tracks the phase; a hit inside a
 //! handler runs the instruction without handlers and counts `nmissed`.
 #![cfg_attr(not(test), no_std)]
+// Kernel-side crate: its paths never panic (test code may).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 extern crate alloc;
 

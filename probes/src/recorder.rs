@@ -137,7 +137,7 @@ impl Results<'_> {
         self.put(at, &[tag]);
         self.put(at + 1, &addr_or_value.to_le_bytes());
         if let Some(s) = string {
-            #[allow(clippy::cast_possible_truncation)] // s.len() <= MAX_STRING
+            // The cast is exact: s.len() <= MAX_STRING.
             self.put(at + 9, &[s.len() as u8]);
             self.put(at + 10, s);
         }
@@ -324,7 +324,7 @@ fn header_words(hit: &Hit<'_>, nresults: u8, nstack: usize, truncated: bool) -> 
         | u64::from(u8::try_from(hit.cpu).unwrap_or(u8::MAX)) << 40
         | u64::from(flags) << 48
         | u64::from(nresults) << 56;
-    #[allow(clippy::cast_possible_truncation)] // nstack <= MAX_STACK
+    // The cast is exact: nstack <= MAX_STACK.
     let w1 = u64::from(hit.task) | u64::from(nstack as u8) << 32;
     let [a0, a1, a2, a3, a4, a5] = hit.args;
     [

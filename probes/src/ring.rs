@@ -75,7 +75,7 @@ impl CpuRing {
             return false;
         }
         let mut at = head;
-        #[allow(clippy::cast_possible_truncation)] // len <= MAX_RECORD
+        // The cast is exact: len <= MAX_RECORD.
         let header = (len as u16).to_le_bytes();
         self.put(at, &header);
         at = at.wrapping_add(HEADER);
@@ -140,7 +140,7 @@ impl CpuRing {
     fn write_words<const N: usize>(&self, head: usize, len: usize, words: &[u64; N]) {
         let len8 = 8 * N;
         let idx = head % RING_BYTES;
-        #[allow(clippy::cast_possible_truncation)] // len <= MAX_RECORD
+        // The cast is exact: len <= MAX_RECORD.
         let header = (len as u16).to_le_bytes();
         if idx + HEADER + len8 <= RING_BYTES {
             let base = self.buf.get().cast::<u8>();

@@ -136,7 +136,6 @@ impl<T: Keyed> Default for AddrTable<T> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

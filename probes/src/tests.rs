@@ -2,7 +2,6 @@
 //! fake trap frames. Each test drives the hooks the way the CPU would
 //! (int3 trap with `rip` past the int3, the slot's tail trap, a fault at the
 //! slot) and checks frames, handler calls and counters.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

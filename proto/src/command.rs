@@ -453,7 +453,6 @@ pub const COMMANDS: &[CommandHelp] = &[
 ];
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

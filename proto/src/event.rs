@@ -620,7 +620,6 @@ impl fmt::Display for Event {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

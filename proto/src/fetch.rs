@@ -415,7 +415,6 @@ impl fmt::Display for CaptureSpec {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -37,7 +37,6 @@ pub fn decode(src: &[u8], out: &mut [u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -14,6 +14,11 @@
 //! Everything is `no_std`, allocation-free, and never panics on input: every
 //! parser is exercised with garbage in its unit tests.
 #![cfg_attr(not(test), no_std)]
+// Kernel-side crate: its paths never panic (test code may).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod command;
 pub mod event;

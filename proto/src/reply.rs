@@ -441,7 +441,6 @@ impl fmt::Display for InstRow {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

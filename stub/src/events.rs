@@ -128,7 +128,6 @@ pub fn render(rec: &Record, mode: StreamMode, out: &mut [u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proto::event::{Event, EventKind};

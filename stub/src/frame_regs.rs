@@ -168,7 +168,6 @@ pub fn set_segment_bases(fs: u64, gs: u64) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

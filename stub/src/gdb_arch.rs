@@ -88,7 +88,6 @@ impl RegId for KdbgRegId {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -12,6 +12,11 @@
 //! powers QEMU off). `detach` removes gdb's breakpoints; probes keep
 //! running and a new gdb can attach at any time.
 #![cfg_attr(not(test), no_std)]
+// Kernel-side crate: its paths never panic (test code may).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use core::sync::atomic::{AtomicBool, Ordering};
 

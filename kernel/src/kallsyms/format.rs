@@ -22,6 +22,8 @@
 //! ```
 //! An all-zero area (nothing patched in) parses as "no table".
 
+use noprobe::noprobe;
+
 /// First bytes of a valid blob.
 pub const MAGIC: [u8; 8] = *b"KDBGSYMS";
 /// Format version.
@@ -41,7 +43,7 @@ pub struct Symbol<'a> {
 
 impl Symbol<'_> {
     /// `addr` lies inside the function (a zero-sized symbol contains only its start).
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     pub fn contains(&self, addr: u64) -> bool {
         addr == self.start || (addr > self.start && addr - self.start < self.size)
     }
@@ -55,13 +57,13 @@ pub struct Table<'a> {
     count: usize,
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     let s = b.get(off..off.checked_add(4)?)?;
     Some(u32::from_le_bytes(s.try_into().ok()?))
 }
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn u64_at(b: &[u8], off: usize) -> Option<u64> {
     let lo = u32_at(b, off)?;
     let hi = u32_at(b, off.checked_add(4)?)?;
@@ -70,7 +72,7 @@ fn u64_at(b: &[u8], off: usize) -> Option<u64> {
 
 impl<'a> Table<'a> {
     /// Parses `blob`; `None` when it holds no valid table.
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     pub fn parse(blob: &'a [u8]) -> Option<Table<'a>> {
         if blob.get(..8)? != MAGIC || u32_at(blob, 8)? != VERSION {
             return None;
@@ -89,7 +91,7 @@ impl<'a> Table<'a> {
     }
 
     /// Number of symbols.
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     pub fn len(&self) -> usize {
         self.count
     }
@@ -100,7 +102,7 @@ impl<'a> Table<'a> {
     }
 
     /// Symbol `i` in address order.
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     pub fn get(&self, i: usize) -> Option<Symbol<'a>> {
         let off = i.checked_mul(ENTRY_LEN)?;
         let start = u64_at(self.entries, off)?;
@@ -122,7 +124,7 @@ impl<'a> Table<'a> {
     }
 
     /// The function containing `addr`.
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     pub fn lookup(&self, addr: u64) -> Option<Symbol<'a>> {
         // Index of the first entry with start > addr.
         let (mut lo, mut hi) = (0usize, self.count);
@@ -150,7 +152,7 @@ impl<'a> Table<'a> {
     }
 
     /// The first function named exactly `name`.
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     pub fn find(&self, name: &str) -> Option<Symbol<'a>> {
         self.iter().find(|s| s.name == name)
     }

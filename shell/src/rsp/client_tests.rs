@@ -471,10 +471,8 @@ fn serial_transport_over_a_pty() {
     assert_eq!(rc, 0, "openpty failed");
     let mut name = [0 as libc::c_char; 128];
     // SAFETY: slave is an open descriptor; name has room for the path.
-    assert_eq!(
-        unsafe { libc::ttyname_r(slave, name.as_mut_ptr(), name.len()) },
-        0
-    );
+    let rc = unsafe { libc::ttyname_r(slave, name.as_mut_ptr(), name.len()) };
+    assert_eq!(rc, 0);
     // SAFETY: ttyname_r wrote a NUL-terminated string.
     let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
         .to_string_lossy()
