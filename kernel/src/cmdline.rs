@@ -12,6 +12,17 @@
 //!                    run: tests the fatal path and what a debugger sees of it
 //! kdbg.crash=stack   serve mode starts a task that tramples its stack canary (as a
 //!                    stack overflow would): the scheduler's overflow check must stop it
+//! kdbg.crash=KIND    serve mode starts a task `crasher` that dies on purpose: `ud`
+//!                    (same as `kdbg.crash`), `panic` (an index out of bounds), `gp`
+//!                    (a bad segment selector), `pf` (a read at 0x18), `de` (a divide
+//!                    by zero), `df` (a double fault), `overflow` (unbounded recursion
+//!                    into the stack's guard page), `alloc` (a panic inside the
+//!                    allocator, heap lock held), `stub` (a panic inside the stub's
+//!                    own death path: the fallback dump)
+//! kdbg.ondeath=P     what a dying kernel does when no debugger is attached: `wait`
+//!                    (default in serve mode) stays in the stub for a debugger on COM2,
+//!                    `exit` (default in selftest and bench) exits QEMU with status 37,
+//!                    `reboot` resets the machine
 //! ```
 //! Anything else: the kernel prints what it accepts and exits with failure.
 
@@ -32,6 +43,20 @@ pub struct Cmdline {
     pub truth: bool,
     pub quiet: bool,
     pub crash: Option<Crash>,
+    /// `kdbg.ondeath=`; `None`: the mode's default.
+    pub ondeath: Option<stub::death::OnDeath>,
+}
+
+impl Cmdline {
+    /// The death policy in force: `kdbg.ondeath=`, else `wait` when serving
+    /// and `exit` otherwise.
+    pub fn on_death(&self) -> stub::death::OnDeath {
+        use stub::death::OnDeath;
+        self.ondeath.unwrap_or(match self.mode {
+            Mode::Serve => OnDeath::Wait,
+            _ => OnDeath::Exit,
+        })
+    }
 }
 
 /// How `kdbg.crash` makes the kernel die.
@@ -41,6 +66,40 @@ pub enum Crash {
     InvalidOpcode,
     /// `kdbg.crash=stack`: a task's stack canary overwritten.
     StackOverflow,
+    /// `kdbg.crash=panic`: a Rust panic (index out of bounds).
+    Panic,
+    /// `kdbg.crash=gp`: #GP with a non-zero error code (a bad selector).
+    GeneralProtection,
+    /// `kdbg.crash=pf`: #PF reading address 0x18.
+    PageFault,
+    /// `kdbg.crash=de`: #DE (a divide by zero).
+    DivideError,
+    /// `kdbg.crash=df`: a double fault (a #PF whose gate is unusable).
+    DoubleFault,
+    /// `kdbg.crash=overflow`: unbounded recursion into the guard page.
+    Recursion,
+    /// `kdbg.crash=alloc`: a panic inside the allocator.
+    Alloc,
+    /// `kdbg.crash=stub`: a panic inside the stub's death path.
+    Stub,
+}
+
+impl Crash {
+    fn parse(kind: &str) -> Option<Crash> {
+        Some(match kind {
+            "ud" => Crash::InvalidOpcode,
+            "stack" => Crash::StackOverflow,
+            "panic" => Crash::Panic,
+            "gp" => Crash::GeneralProtection,
+            "pf" => Crash::PageFault,
+            "de" => Crash::DivideError,
+            "df" => Crash::DoubleFault,
+            "overflow" => Crash::Recursion,
+            "alloc" => Crash::Alloc,
+            "stub" => Crash::Stub,
+            _ => return None,
+        })
+    }
 }
 
 /// What was wrong with the command line.
@@ -52,10 +111,14 @@ pub enum CmdlineError {
     TwoModes(&'static str),
     /// `selftest=` without suite names.
     EmptySuiteList,
+    /// `kdbg.crash=` with an unknown kind.
+    BadCrash(&'static str),
+    /// `kdbg.ondeath=` with an unknown policy.
+    BadOnDeath(&'static str),
 }
 
 /// The text shown when the command line is wrong.
-pub const ACCEPTED: &str = "accepted: one mode of `serve` (default), `selftest`, `selftest=SUITE[,SUITE...]`, `bench`; flags `kdbg.wait`, `kdbg.truth`, `kdbg.quiet`, `kdbg.crash[=stack]`";
+pub const ACCEPTED: &str = "accepted: one mode of `serve` (default), `selftest`, `selftest=SUITE[,SUITE...]`, `bench`; flags `kdbg.wait`, `kdbg.truth`, `kdbg.quiet`, `kdbg.crash[=ud|panic|gp|pf|de|df|stack|overflow|alloc|stub]`, `kdbg.ondeath=wait|exit|reboot`";
 
 impl Cmdline {
     /// Parses `text`. A first word containing `/` is the kernel path some
@@ -67,6 +130,7 @@ impl Cmdline {
             truth: false,
             quiet: false,
             crash: None,
+            ondeath: None,
         };
         let mut mode_seen = false;
         for (i, word) in text.split_ascii_whitespace().enumerate() {
@@ -93,8 +157,15 @@ impl Cmdline {
                     c.crash = Some(Crash::InvalidOpcode);
                     None
                 }
-                "kdbg.crash=stack" => {
-                    c.crash = Some(Crash::StackOverflow);
+                w if w.starts_with("kdbg.crash=") => {
+                    let kind = w.trim_start_matches("kdbg.crash=");
+                    c.crash = Some(Crash::parse(kind).ok_or(CmdlineError::BadCrash(w))?);
+                    None
+                }
+                w if w.starts_with("kdbg.ondeath=") => {
+                    let p = w.trim_start_matches("kdbg.ondeath=");
+                    c.ondeath =
+                        Some(stub::death::OnDeath::parse(p).ok_or(CmdlineError::BadOnDeath(w))?);
                     None
                 }
                 w => match w.strip_prefix("selftest=") {

@@ -7,8 +7,8 @@
 //!   fatal.
 //! - other exceptions: the probe core's fault hook first (faults in
 //!   out-of-line slots and handlers), then the kernel's fixups (selftests),
-//!   else the stub sees the dying state and the kernel prints a register dump
-//!   with `function+offset` and exits QEMU with [`ExitCode::Fatal`].
+//!   else the kernel dies into the stub ([`crate::death`]): a register dump
+//!   with `function+offset`, then the `kdbg.ondeath=` policy.
 //! - IRQ 0: timer tick, then the scheduler. IRQ 3 (COM2): the stub.
 //! - `int 0x81`: voluntary task switch.
 //!
@@ -19,7 +19,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use arch::TrapFrame;
 use arch::trap::{self as entry, IRQ_BASE, MAX_DEPTH, YIELD_VECTOR};
 
-use crate::exit::{ExitCode, qemu_exit};
 use crate::kallsyms::Located;
 use crate::println;
 use noprobe::noprobe;
@@ -114,6 +113,9 @@ fn dispatch(frame: &mut TrapFrame, depth: usize) {
     let vector = frame.vector;
     match vector {
         entry::BREAKPOINT => {
+            if let Some(d) = crate::death::take_panic() {
+                crate::death::die(frame, d);
+            }
             INT3_COUNT.fetch_add(1, Ordering::Relaxed);
             // The kernel's own expected sites before the stub: with gdb
             // attached the stub would claim any int3 as a SIGTRAP stop.
@@ -174,7 +176,7 @@ fn irq(frame: &mut TrapFrame, line: u8) {
     }
 }
 
-fn exception_name(v: u64) -> &'static str {
+pub fn exception_name(v: u64) -> &'static str {
     match v {
         0 => "#DE divide error",
         4 => "#OF overflow",
@@ -195,25 +197,47 @@ fn exception_name(v: u64) -> &'static str {
     }
 }
 
-/// The kernel cannot continue: the stub gets a look (an attached gdb sees
-/// this state), then a register dump and QEMU exits with status 37.
+/// The kernel cannot continue: the death enters the stub (see
+/// [`crate::death`]): console lines, a register dump, then the
+/// `kdbg.ondeath=` policy (wait for a debugger, exit QEMU with status 37,
+/// or reboot).
 #[cold]
 #[noprobe]
 pub fn fatal(frame: &mut TrapFrame, why: &str) -> ! {
-    stub::hooks::fatal(frame);
-    println!();
-    println!(
-        "FATAL: {why} (vector {}, error code {:#x}) in task {} at {}",
-        frame.vector,
-        frame.error_code,
-        crate::sched::current_id(),
-        Located(frame.rip)
-    );
-    if frame.vector == entry::PAGE_FAULT {
-        println!("  faulting address (cr2) {:#018x}", arch::cpu::read_cr2());
+    let kind = if frame.vector == entry::DOUBLE_FAULT {
+        stub::death::Kind::DoubleFault
+    } else {
+        stub::death::Kind::Trap
+    };
+    fatal_kind(frame, kind, why)
+}
+
+/// [`fatal`] with the kind of death named (a stack overflow).
+#[cold]
+#[unsafe(link_section = ".text.noprobe")]
+pub fn fatal_kind(frame: &mut TrapFrame, kind: stub::death::Kind, why: &str) -> ! {
+    use core::fmt::Write;
+    let mut d = stub::death::Death::new(kind);
+    let _ = d.msg.write_str(why);
+    if kind == stub::death::Kind::StackOverflow {
+        // The trap's own name as well (`#PF page fault` on a guard page).
+        let _ = write!(d.msg, " ({})", exception_name(frame.vector));
     }
-    dump(frame);
-    qemu_exit(ExitCode::Fatal)
+    match frame.vector {
+        entry::PAGE_FAULT => {
+            let _ = write!(
+                d.msg,
+                " at {:#x} (error code {:#x})",
+                arch::cpu::read_cr2(),
+                frame.error_code
+            );
+        }
+        v if entry::has_error_code(v as usize) => {
+            let _ = write!(d.msg, " (error code {:#x})", frame.error_code);
+        }
+        _ => {}
+    }
+    crate::death::die(frame, d)
 }
 
 /// Prints the registers of `frame`.

@@ -24,7 +24,9 @@ static HEAP: KernelHeap = KernelHeap(IrqMutex::new(Heap::empty()));
 unsafe impl GlobalAlloc for KernelHeap {
     #[noprobe]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match self.0.lock().allocate_first_fit(layout) {
+        let mut heap = self.0.lock();
+        crate::death::alloc_crash_hook();
+        match heap.allocate_first_fit(layout) {
             Ok(p) => p.as_ptr(),
             Err(()) => core::ptr::null_mut(),
         }

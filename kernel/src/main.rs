@@ -16,6 +16,7 @@ mod blacklist;
 mod boot;
 mod cmdline;
 mod console;
+mod death;
 mod dispatch;
 mod exit;
 mod heap;
@@ -75,12 +76,20 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
                 cmdline::CmdlineError::EmptySuiteList => {
                     println!("kdbg: `selftest=` needs suite names")
                 }
+                cmdline::CmdlineError::BadCrash(w) => {
+                    println!("kdbg: unknown crash kind in `{w}`")
+                }
+                cmdline::CmdlineError::BadOnDeath(w) => {
+                    println!("kdbg: `{w}`: the policy is one of wait, exit, reboot")
+                }
             }
             println!("kdbg: {}", cmdline::ACCEPTED);
             qemu_exit(ExitCode::Failure)
         }
     };
     workloads::truth::set_enabled(cmd.truth);
+    stub::death::set_policy(cmd.on_death());
+    death::set_crash(cmd.crash);
 
     sched::init();
     timer::start();
@@ -103,10 +112,9 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     }
 }
 
+/// A Rust panic: the kernel dies into the stub (see [`death::panic`]).
 #[panic_handler]
 #[noprobe]
 fn panic(info: &PanicInfo) -> ! {
-    arch::cpu::disable_interrupts();
-    println!("\nKERNEL PANIC: {info}");
-    qemu_exit(ExitCode::Fatal)
+    death::panic(info)
 }

@@ -270,7 +270,11 @@ pub fn switch(frame: &mut TrapFrame) {
             let (id, name) = (t.id, t.name);
             drop(guard);
             crate::println!("\nkdbg: task {id} ({name}) overflowed its {STACK_SIZE}-byte stack");
-            crate::dispatch::fatal(frame, "task stack overflow");
+            crate::dispatch::fatal_kind(
+                frame,
+                stub::death::Kind::StackOverflow,
+                "task stack overflow (canary overwritten)",
+            );
         }
         t.frame = *frame;
         if t.state == State::Running {

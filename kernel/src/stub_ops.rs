@@ -9,6 +9,7 @@ use stub::{KernelOps, TaskInfo};
 
 #[noprobe]
 fn current_task() -> u32 {
+    crate::death::stub_crash_hook();
     crate::sched::current_id()
 }
 

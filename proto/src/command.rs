@@ -173,6 +173,15 @@ pub enum Command<'a> {
     },
     Stream(StreamMode),
     Lookup(Loc<'a>),
+    /// Why the kernel is stopped (or died): the stop's cause, task and
+    /// signal; for a death the panic message or trap, error code and cr2.
+    Why,
+    /// Which 4 KiB pages of `[addr, addr+len)` hold a non-zero byte (for
+    /// `dump core`: zero pages are not read over the wire).
+    Pages {
+        addr: u64,
+        len: u64,
+    },
     Help {
         topic: Option<&'a str>,
     },
@@ -329,6 +338,15 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
             },
         ),
         "lookup" => Command::Lookup(Loc::parse(words.next().ok_or(ParseError::Missing("LOC"))?)?),
+        "why" => Command::Why,
+        "pages" => {
+            let addr = words.next().ok_or(ParseError::Missing("ADDR"))?;
+            let len = words.next().ok_or(ParseError::Missing("LEN"))?;
+            Command::Pages {
+                addr: parse_u64(addr).ok_or(ParseError::BadNumber)?,
+                len: parse_u64(len).ok_or(ParseError::BadNumber)?,
+            }
+        }
         "help" => Command::Help {
             topic: words.next(),
         },
@@ -378,6 +396,8 @@ impl fmt::Display for Command<'_> {
             Command::RetInst { task: None } => f.write_str("retinst"),
             Command::RetInst { task: Some(t) } => write!(f, "retinst {t}"),
             Command::Stream(m) => write!(f, "stream {}", m.as_str()),
+            Command::Why => f.write_str("why"),
+            Command::Pages { addr, len } => write!(f, "pages {addr:#x} {len:#x}"),
             Command::Lookup(loc) => write!(f, "lookup {loc}"),
             Command::Help { topic: None } => f.write_str("help"),
             Command::Help { topic: Some(t) } => write!(f, "help {t}"),
@@ -444,6 +464,16 @@ pub const COMMANDS: &[CommandHelp] = &[
         name: "lookup",
         usage: "lookup LOC",
         summary: "resolve a location through the kernel's symbol table",
+    },
+    CommandHelp {
+        name: "why",
+        usage: "why",
+        summary: "why the kernel is stopped: cause, task, signal; for a death the panic message or trap, error code, cr2",
+    },
+    CommandHelp {
+        name: "pages",
+        usage: "pages ADDR LEN",
+        summary: "bitmap (hex, page 0 in bit 0 of the first byte) of the non-zero 4 KiB pages in a range",
     },
     CommandHelp {
         name: "help",
@@ -550,6 +580,8 @@ mod tests {
             "lookup spawn_task",
             "help",
             "help probes",
+            "why",
+            "pages 0x1000 0x200000",
         ] {
             let cmd = parse(text).unwrap();
             assert_eq!(cmd.to_string(), text);

@@ -6,9 +6,8 @@ use core::sync::atomic::Ordering;
 
 use arch::TrapFrame;
 use arch::uart::{COM2, Uart};
-use gdbstub::common::Signal;
 
-use crate::machine::{SESSION, SIGSEGV, SIGTRAP, StopReason};
+use crate::machine::{SESSION, SIGTRAP, StopReason};
 
 /// #BP not claimed by the probe core.
 ///
@@ -133,22 +132,4 @@ pub fn serial_irq(frame: &mut TrapFrame) {
         }
     }
     s.load_debug_registers();
-}
-
-/// The kernel is about to die: let an attached debugger see the state.
-pub fn fatal(frame: &mut TrapFrame) {
-    let Some(mut s) = SESSION.try_lock() else {
-        return;
-    };
-    if !s.attached() {
-        return;
-    }
-    let tid = tid_of_current(&s.target);
-    let signal = match frame.vector {
-        0 => Signal(8),   // #DE: SIGFPE
-        6 => Signal(4),   // #UD: SIGILL
-        3 | 1 => SIGTRAP, // unclaimed #BP/#DB
-        _ => SIGSEGV,     // #GP, #PF, #DF, ...
-    };
-    s.stop(frame, StopReason::SignalWithThread { tid, signal });
 }

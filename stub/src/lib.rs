@@ -23,6 +23,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 pub mod breakpoints;
 pub mod clock;
 pub mod conn;
+pub mod death;
 pub mod events;
 pub mod frame_regs;
 pub mod framer;

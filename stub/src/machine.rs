@@ -55,6 +55,8 @@ pub struct Session {
     /// The kernel stopped only because a packet started while nobody was
     /// attached: if no valid packet follows soon, it was line noise.
     tentative: bool,
+    /// The stop being entered was caused by a debugger attaching.
+    attach_stop: bool,
 }
 
 // SAFETY: `Machine` holds the COM2 handle, the static packet buffer and the
@@ -72,6 +74,7 @@ pub static SESSION: Mutex<Session> = Mutex::new(Session {
     step_saved_tf: 0,
     pending: false,
     tentative: false,
+    attach_stop: false,
 });
 
 /// How long a tentative stop (a `$` while detached) waits for the rest of a
@@ -138,6 +141,9 @@ impl Session {
             self.restart();
         }
         self.attached = true;
+        if self.framer.packet().starts_with(b"$?#") && self.answer_question_mark() {
+            return Fed::Stay;
+        }
         // Disjoint fields: the framer's buffer is fed without a copy.
         let fed = match crate::packet::inspect(self.framer.packet()) {
             Action::Forward => {
@@ -178,9 +184,66 @@ impl Session {
         }
     }
 
+    /// gdb's `?` for a stop that was not caused by this attach (a death, a
+    /// breakpoint hit with nobody attached, `kdbg.wait`): the real signal
+    /// and the task that stopped (gdbstub's own answer is always `T05` for
+    /// the first thread). Returns `false` to let gdbstub answer.
+    fn answer_question_mark(&mut self) -> bool {
+        let Some(last) = crate::death::last_stop() else {
+            return false;
+        };
+        if last.cause == crate::death::Cause::Attach {
+            return false;
+        }
+        let (signal, tid) = crate::death::signal_and_tid(&last.reason);
+        let tid = tid.unwrap_or(crate::kernel::tid_of_task(last.task));
+        let mut body = crate::death::FixedText::<64>::new();
+        use core::fmt::Write;
+        let _ = write!(body, "T{signal:02x}");
+        match last.reason {
+            StopReason::SwBreak(_) => {
+                let _ = body.write_str("swbreak:;");
+            }
+            StopReason::HwBreak(_) => {
+                let _ = body.write_str("hwbreak:;");
+            }
+            _ => {}
+        }
+        let _ = write!(body, "thread:p1.{tid:x};");
+        let uart = Com2::new().0;
+        if !self.no_ack {
+            uart.write_byte(b'+');
+        }
+        write_packet(&uart, body.as_str().as_bytes());
+        true
+    }
+
     /// Reports `reason` to gdb (if it is waiting for a stop) and serves gdb
     /// until it resumes the kernel. `frame` is the stopped context.
     pub fn stop(&mut self, frame: &mut TrapFrame, reason: StopReason) {
+        use crate::death::Cause;
+        let cause = if core::mem::take(&mut self.attach_stop) {
+            Cause::Attach
+        } else {
+            match reason {
+                StopReason::SwBreak(_) | StopReason::HwBreak(_) => Cause::Breakpoint,
+                StopReason::Watch { .. } => Cause::Watchpoint,
+                StopReason::SignalWithThread { signal, .. } if signal == SIGINT => Cause::Interrupt,
+                _ if self.stepping => Cause::Step,
+                _ => Cause::Trap,
+            }
+        };
+        self.stop_with_cause(frame, reason, cause);
+    }
+
+    /// [`Session::stop`] with the cause `monitor why` reports.
+    pub fn stop_with_cause(
+        &mut self,
+        frame: &mut TrapFrame,
+        reason: StopReason,
+        cause: crate::death::Cause,
+    ) {
+        self.attach_stop = false;
         // Nothing of gdb's fires while the stub serves (its own code and
         // data, the UART, the probe core it calls): resume re-arms.
         arch::debugreg::disarm();
@@ -194,6 +257,12 @@ impl Session {
         self.target.set_frame(frame);
         self.target.current_task = (self.target.ops.current_task)();
         self.target.resume = Resume::Continue;
+        crate::death::set_last_stop(Some(crate::death::LastStop {
+            cause,
+            reason,
+            task: self.target.current_task,
+            rip: frame.rip,
+        }));
         // Events recorded before this stop reach the host before the stop
         // reply (the timer tick may not have drained them yet).
         self.stream_events(usize::MAX);
@@ -300,6 +369,7 @@ impl Session {
         self.load_debug_registers();
         arch::debugreg::clear_dr6();
         self.target.set_frame(core::ptr::null_mut());
+        crate::death::set_last_stop(None);
     }
 
     /// Writes gdb's hardware breakpoints/watchpoints into the CPU's debug
@@ -394,6 +464,7 @@ impl Session {
                     self.restart();
                 }
                 self.pending = true;
+                self.attach_stop = true;
                 Some(StopReason::SignalWithThread {
                     tid: self.target.current_tid(),
                     signal: SIGINT,
@@ -408,6 +479,7 @@ impl Session {
                 // so the stop loop can answer the handshake (or give up if
                 // it was noise, see `tentative`).
                 self.tentative = !self.attached;
+                self.attach_stop = true;
                 Some(StopReason::SignalWithThread {
                     tid: self.target.current_tid(),
                     signal: SIGINT,
@@ -431,6 +503,15 @@ impl Session {
         self.target.set_frame(frame);
         self.target.current_task = (self.target.ops.current_task)();
         self.target.resume = Resume::Continue;
+        crate::death::set_last_stop(Some(crate::death::LastStop {
+            cause: crate::death::Cause::Interrupt,
+            reason: StopReason::SignalWithThread {
+                tid: self.target.current_tid(),
+                signal: SIGINT,
+            },
+            task: self.target.current_task,
+            rip: frame.rip,
+        }));
         self.serve(frame);
     }
 

@@ -68,6 +68,8 @@ pub fn run(
             writeln!(out, "ok stream={}", mode.as_str())
         }
         Command::Lookup(loc) => lookup(loc, ops, out),
+        Command::Why => crate::death::why(out),
+        Command::Pages { addr, len } => crate::death::pages(addr, len, out),
         Command::Kprobe { loc } => probecmd::kprobe(loc, out),
         Command::Jprobe { func, capture } => probecmd::jprobe(func, capture, out),
         Command::Kretprobe {

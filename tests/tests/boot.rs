@@ -63,7 +63,7 @@ fn too_little_ram_is_a_clear_failure() {
 
 #[test]
 fn fatal_trap_dumps_registers_with_symbols_and_exits_37() {
-    let mut vm = Qemu::boot("serve kdbg.crash kdbg.quiet").expect("boot");
+    let mut vm = Qemu::boot("serve kdbg.crash kdbg.quiet kdbg.ondeath=exit").expect("boot");
     assert_eq!(
         vm.wait_exit(BOOT).expect("kernel exits"),
         KernelExit::Fatal,
@@ -88,7 +88,7 @@ fn fatal_trap_dumps_registers_with_symbols_and_exits_37() {
 
 #[test]
 fn task_stack_overflow_is_caught_at_the_next_switch() {
-    let mut vm = Qemu::boot("serve kdbg.crash=stack kdbg.quiet").expect("boot");
+    let mut vm = Qemu::boot("serve kdbg.crash=stack kdbg.quiet kdbg.ondeath=exit").expect("boot");
     assert_eq!(
         vm.wait_exit(BOOT).expect("kernel exits"),
         KernelExit::Fatal,

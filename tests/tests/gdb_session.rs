@@ -510,7 +510,8 @@ fn kdbg_wait_holds_the_boot_until_gdb_lets_go() {
 
 #[test]
 fn fatal_trap_is_shown_to_an_attached_gdb() {
-    let mut vm = boot_serving("serve kdbg.quiet");
+    // `exit`: after gdb detaches the dead kernel goes instead of waiting.
+    let mut vm = boot_serving("serve kdbg.quiet kdbg.ondeath=exit");
     // Send the stopped task to address 0: the page fault on the fetch takes
     // the kernel's fatal path, which shows gdb the dying state first.
     let out = gdb(
