@@ -26,6 +26,8 @@ pub(crate) struct DwarfIndex {
     discriminators: RefCell<HashMap<usize, Arc<RowTable>>>,
     /// Type name (plain and namespace-qualified) -> type DIE offsets.
     pub(crate) type_names: OnceCell<HashMap<String, Vec<u64>>>,
+    /// Global variable name (plain and namespace-qualified) -> DIE offsets.
+    pub(crate) var_names: OnceCell<HashMap<String, Vec<u64>>>,
 }
 
 impl DwarfIndex {
@@ -45,6 +47,7 @@ impl DwarfIndex {
             units: RefCell::new(HashMap::new()),
             discriminators: RefCell::new(HashMap::new()),
             type_names: OnceCell::new(),
+            var_names: OnceCell::new(),
         })
     }
 

@@ -66,6 +66,7 @@ mod names;
 mod registers;
 mod symtab;
 mod types;
+mod vars;
 
 pub use dwarf::{Frame, SourceLocation};
 pub use elf::Elf;
@@ -76,6 +77,9 @@ pub use names::demangle;
 pub use registers::{Register, Registers};
 pub use symtab::{Symbol, SymbolKind, SymbolOffset};
 pub use types::{BaseEncoding, Field, Lang, Qualifier, Type, TypeId, TypeKind};
+pub use vars::{
+    Global, LocContext, LocExpr, LocalVar, Place, Scope, VarLocation, Variant, VariantPart,
+};
 
 impl Elf {
     /// Every symbol whose raw name, demangled name, or demangled name with
