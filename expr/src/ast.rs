@@ -309,8 +309,7 @@ impl Parser<'_> {
 
     fn binary(&mut self, min: u8) -> Result<Expr, Error> {
         let mut lhs = self.unary()?;
-        loop {
-            let Tok::Punct(p) = self.peek() else { break };
+        while let Tok::Punct(p) = self.peek() {
             let Some((op, prec)) = BinOp::from_punct(p) else {
                 break;
             };
@@ -356,7 +355,10 @@ impl Parser<'_> {
                 Tok::Ident(s) if s == "struct" || s == "union" || s == "enum" => {
                     self.bump();
                     let Tok::Ident(n) = self.peek().clone() else {
-                        return Err(Error::at(self.span(), format!("expected a name after '{s}'")));
+                        return Err(Error::at(
+                            self.span(),
+                            format!("expected a name after '{s}'"),
+                        ));
                     };
                     self.bump();
                     words.push(format!("{s} {n}"));

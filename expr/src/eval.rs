@@ -45,14 +45,18 @@ pub fn register_number(name: &str) -> Option<u16> {
         "gs" => 55,
         "fs_base" => 58,
         "gs_base" => 59,
-        other => return Register::from_name(other).filter(|r| r.0 <= 16).map(|r| r.0),
+        other => {
+            return Register::from_name(other)
+                .filter(|r| r.0 <= 16)
+                .map(|r| r.0);
+        }
     })
 }
 
 /// The register names `$` completion offers.
 pub const REGISTER_NAMES: [&str; 26] = [
-    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15", "rip", "pc", "sp", "fp", "eflags", "cs", "ss", "ds", "es", "fs",
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15", "rip", "pc", "sp", "fp", "eflags", "cs", "ss", "ds", "es", "fs",
 ];
 
 /// Where a value is.
@@ -147,11 +151,7 @@ impl LocContext for LocCtx<'_, '_> {
         self.frame.as_mut()?.cfa()
     }
     fn read(&mut self, address: u64, size: u8) -> Option<u64> {
-        let b = self
-            .frame
-            .as_mut()?
-            .read(address, usize::from(size))
-            .ok()?;
+        let b = self.frame.as_mut()?.read(address, usize::from(size)).ok()?;
         let mut w = [0u8; 8];
         w[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
         Some(u64::from_le_bytes(w))
@@ -241,9 +241,9 @@ impl<'a> Evaluator<'a> {
                 let mut ctx = LocCtx {
                     frame: &mut self.frame,
                 };
-                let place = le.evaluate(&mut ctx).map_err(|m| {
-                    Error::at(span, format!("cannot locate '{}': {m}", var.name))
-                })?;
+                let place = le
+                    .evaluate(&mut ctx)
+                    .map_err(|m| Error::at(span, format!("cannot locate '{}': {m}", var.name)))?;
                 self.place_loc(place, ty.size(), span)?
             }
         };
@@ -295,17 +295,22 @@ impl<'a> Evaluator<'a> {
             return Ok(vec![0; len]);
         }
         if len > 1 << 20 {
-            return Err(Error::at(span, format!("value of {len} bytes is too large to read")));
+            return Err(Error::at(
+                span,
+                format!("value of {len} bytes is too large to read"),
+            ));
         }
         let f = self.frame(span, "reading memory")?;
-        f.read(addr, len).map_err(|_| {
-            Error::at(span, format!("memory at {addr:#x} is not readable"))
-        })
+        f.read(addr, len)
+            .map_err(|_| Error::at(span, format!("memory at {addr:#x} is not readable")))
     }
 
     /// The contents of a value.
     pub fn bytes(&mut self, v: &Value, span: Span) -> Result<Vec<u8>, Error> {
         let size = v.ty.size() as usize;
+        if self.types_only {
+            return Ok(vec![0; size.min(1 << 20)]);
+        }
         match &v.loc {
             Loc::Mem(a) => self.read(*a, size, span),
             Loc::Reg(r) => {
@@ -315,7 +320,10 @@ impl<'a> Evaluator<'a> {
                 let r = *r;
                 let f = self.frame(span, "reading registers")?;
                 let val = f.register(r).ok_or_else(|| {
-                    Error::at(span, format!("register {} is not available in this frame", reg_name(r)))
+                    Error::at(
+                        span,
+                        format!("register {} is not available in this frame", reg_name(r)),
+                    )
                 })?;
                 let mut b = val.to_le_bytes().to_vec();
                 b.resize(size, 0);
@@ -324,7 +332,11 @@ impl<'a> Evaluator<'a> {
             Loc::Bits { addr, bit, bits } => {
                 let nbytes = ((bit + bits).div_ceil(8)).min(8) as usize;
                 let raw = le(&self.read(*addr, nbytes, span)?);
-                let mask = if *bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                let mask = if *bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << bits) - 1
+                };
                 let mut x = (raw >> bit) & mask;
                 if v.ty.is_signed() && *bits < 64 && x >> (bits - 1) & 1 == 1 {
                     x |= !mask;
@@ -358,9 +370,9 @@ impl<'a> Evaluator<'a> {
             Ty::Func { .. } => v
                 .address()
                 .ok_or_else(|| Error::at(span, "function has no address")),
-            Ty::Array { .. } => v.address().ok_or_else(|| {
-                Error::at(span, "array is not in memory: it has no address")
-            }),
+            Ty::Array { .. } => v
+                .address()
+                .ok_or_else(|| Error::at(span, "array is not in memory: it has no address")),
             Ty::Float { .. } => Err(Error::at(
                 span,
                 "floating-point arithmetic is not supported: print the value itself",
@@ -410,7 +422,11 @@ impl<'a> Evaluator<'a> {
                     let _ = self.eval_inner(b)?;
                     return self.eval_inner(a);
                 }
-                if t { self.eval_inner(a) } else { self.eval_inner(b) }
+                if t {
+                    self.eval_inner(a)
+                } else {
+                    self.eval_inner(b)
+                }
             }
             ExprKind::Cast(t, x) => {
                 let ty = self.type_from_name(t)?;
@@ -475,7 +491,10 @@ impl<'a> Evaluator<'a> {
                         format!("container_of needs a struct type, not {}", ty.name()),
                     ));
                 };
-                let info = self.elf.type_info(*id).map_err(|e| Error::at(t.span, e.to_string()))?;
+                let info = self
+                    .elf
+                    .type_info(*id)
+                    .map_err(|e| Error::at(t.span, e.to_string()))?;
                 let Some(f) = info.field(member) else {
                     return Err(self.no_member(&ty, member, sp));
                 };
@@ -507,8 +526,18 @@ impl<'a> Evaluator<'a> {
             });
         }
         match n {
-            "true" => return Ok(Value::scalar(crate::ty::builtin("bool").unwrap_or(Ty::c_int()), 1)),
-            "false" => return Ok(Value::scalar(crate::ty::builtin("bool").unwrap_or(Ty::c_int()), 0)),
+            "true" => {
+                return Ok(Value::scalar(
+                    crate::ty::builtin("bool").unwrap_or(Ty::c_int()),
+                    1,
+                ));
+            }
+            "false" => {
+                return Ok(Value::scalar(
+                    crate::ty::builtin("bool").unwrap_or(Ty::c_int()),
+                    0,
+                ));
+            }
             "NULL" => return Ok(Value::scalar(Ty::ptr_to(Ty::Void), 0)),
             _ => {}
         }
@@ -523,7 +552,11 @@ impl<'a> Evaluator<'a> {
                         format!(
                             "{} ({})",
                             f.return_type_name,
-                            if args.is_empty() { "void".to_string() } else { args.join(", ") }
+                            if args.is_empty() {
+                                "void".to_string()
+                            } else {
+                                args.join(", ")
+                            }
                         )
                     }
                     _ => "<text variable, no debug info>".to_string(),
@@ -535,9 +568,7 @@ impl<'a> Evaluator<'a> {
             }
             return Err(Error::at(
                 sp,
-                format!(
-                    "'{n}' has unknown type; cast it to its declared type (e.g. *(u64 *)&{n})"
-                ),
+                format!("'{n}' has unknown type; cast it to its declared type (e.g. *(u64 *)&{n})"),
             ));
         }
         // Did you mean: locals, then globals/functions with a close name.
@@ -553,20 +584,31 @@ impl<'a> Evaluator<'a> {
         let hint = suggest(n, cands.iter().map(String::as_str))
             .map(|s| format!(" (did you mean '{s}'?)"))
             .unwrap_or_default();
-        Err(Error::at(sp, format!("no symbol '{n}' in the current context{hint}")))
+        Err(Error::at(
+            sp,
+            format!("no symbol '{n}' in the current context{hint}"),
+        ))
     }
 
     fn dollar(&mut self, n: &str, sp: Span) -> Result<Value, Error> {
         // History: `$`, `$N`, `$$`, `$$N`.
         let hist = |env: &Env, idx: Option<usize>| -> Result<Value, Error> {
-            match idx.and_then(|i| i.checked_sub(1)).and_then(|i| env.history.get(i)) {
+            match idx
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| env.history.get(i))
+            {
                 Some(v) => Ok(v.clone()),
-                None if env.history.is_empty() => {
-                    Err(Error::at(sp, "the value history is empty: print something first"))
-                }
+                None if env.history.is_empty() => Err(Error::at(
+                    sp,
+                    "the value history is empty: print something first",
+                )),
                 None => Err(Error::at(
                     sp,
-                    format!("history has only {} values ($1..${})", env.history.len(), env.history.len()),
+                    format!(
+                        "history has only {} values ($1..${})",
+                        env.history.len(),
+                        env.history.len()
+                    ),
                 )),
             }
         };
@@ -575,8 +617,11 @@ impl<'a> Evaluator<'a> {
             return hist(self.env, Some(len));
         }
         if let Some(rest) = n.strip_prefix('$') {
-            let back: usize = if rest.is_empty() { 1 } else {
-                rest.parse().map_err(|_| Error::at(sp, "bad history reference"))?
+            let back: usize = if rest.is_empty() {
+                1
+            } else {
+                rest.parse()
+                    .map_err(|_| Error::at(sp, "bad history reference"))?
             };
             return hist(self.env, len.checked_sub(back));
         }
@@ -588,23 +633,42 @@ impl<'a> Evaluator<'a> {
         }
         if let Some(r) = register_number(n) {
             let ty = match r {
-                16 => Ty::ptr_to(Ty::Func { name: "void (void)".into() }),
+                16 => Ty::ptr_to(Ty::Func {
+                    name: "void ()".into(),
+                }),
                 6 | 7 => Ty::ptr_to(Ty::Void),
-                49 => Ty::Int { size: 4, signed: false, kind: IntKind::Eflags, name: "i386_eflags".into() },
+                49 => Ty::Int {
+                    size: 4,
+                    signed: false,
+                    kind: IntKind::Eflags,
+                    name: "i386_eflags".into(),
+                },
                 50..=55 => Ty::c_int(),
                 _ => Ty::long(),
             };
             if self.frame.is_none() {
-                return Err(Error::at(sp, format!("${n} needs a stopped kernel (not connected)")));
+                return Err(Error::at(
+                    sp,
+                    format!("${n} needs a stopped kernel (not connected)"),
+                ));
             }
-            return Ok(Value { ty, loc: Loc::Reg(r) });
+            return Ok(Value {
+                ty,
+                loc: Loc::Reg(r),
+            });
         }
         if n == "_" || n == "__" || n.starts_with("_") {
-            return Ok(Value { ty: Ty::Void, loc: Loc::Bytes(Vec::new()) });
+            return Ok(Value {
+                ty: Ty::Void,
+                loc: Loc::Bytes(Vec::new()),
+            });
         }
         // gdb: an unset convenience variable is void.
         if n.starts_with(|c: char| c.is_ascii_alphabetic()) {
-            return Ok(Value { ty: Ty::Void, loc: Loc::Bytes(Vec::new()) });
+            return Ok(Value {
+                ty: Ty::Void,
+                loc: Loc::Bytes(Vec::new()),
+            });
         }
         Err(Error::at(sp, format!("no register or variable '${n}'")))
     }
@@ -661,13 +725,18 @@ impl<'a> Evaluator<'a> {
                 }
                 let n = out.len() as u64;
                 Ok(Value {
-                    ty: Ty::Array { elem: Box::new(Ty::int(1, true)), len: Some(n) },
+                    ty: Ty::Array {
+                        elem: Box::new(Ty::int(1, true)),
+                        len: Some(n),
+                    },
                     loc: Loc::Bytes(out),
                 })
             }
             other => Err(Error::at(
                 sp,
-                format!("no helper '${other}' (helpers: $str(p, n), container_of(p, type, member))"),
+                format!(
+                    "no helper '${other}' (helpers: $str(p, n), container_of(p, type, member))"
+                ),
             )),
         }
     }
@@ -684,15 +753,24 @@ impl<'a> Evaluator<'a> {
                 if matches!(**pointee, Ty::Void) {
                     return Err(Error::at(
                         sp,
-                        format!("cannot dereference a void pointer ({}): cast it first", v.ty.name()),
+                        format!(
+                            "cannot dereference a void pointer ({}): cast it first",
+                            v.ty.name()
+                        ),
                     ));
                 }
                 let a = self.scalar(&v, sp)?;
-                Ok(Value { ty: (**pointee).clone(), loc: Loc::Mem(a) })
+                Ok(Value {
+                    ty: (**pointee).clone(),
+                    loc: Loc::Mem(a),
+                })
             }
             Ty::Array { elem, .. } => {
                 let a = self.scalar(&v, sp)?;
-                Ok(Value { ty: (**elem).clone(), loc: Loc::Mem(a) })
+                Ok(Value {
+                    ty: (**elem).clone(),
+                    loc: Loc::Mem(a),
+                })
             }
             Ty::Func { .. } => Ok(v),
             other => Err(Error::at(
@@ -712,14 +790,21 @@ impl<'a> Evaluator<'a> {
 
     /// Member names of an aggregate (for errors and completion).
     pub fn member_names(&self, ty: &Ty) -> Vec<String> {
-        let Ty::Agg { id, kind, .. } = ty else { return Vec::new() };
+        let Ty::Agg { id, kind, .. } = ty else {
+            return Vec::new();
+        };
         if *kind == AggKind::RustEnum {
             return self
                 .elf
                 .variant_part(*id)
                 .ok()
                 .flatten()
-                .map(|p| p.variants.iter().filter_map(|v| v.field.name.clone()).collect())
+                .map(|p| {
+                    p.variants
+                        .iter()
+                        .filter_map(|v| v.field.name.clone())
+                        .collect()
+                })
                 .unwrap_or_default();
         }
         self.elf
@@ -733,7 +818,10 @@ impl<'a> Evaluator<'a> {
         let Ty::Agg { id, kind, .. } = &v.ty else {
             return Err(Error::at(
                 sp,
-                format!("{} has no members: it is not a struct or union", describe_ty(&v.ty)),
+                format!(
+                    "{} has no members: it is not a struct or union",
+                    describe_ty(&v.ty)
+                ),
             ));
         };
         let (id, kind) = (*id, *kind);
@@ -756,14 +844,27 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        let info = self.elf.type_info(id).map_err(|e| Error::at(sp, e.to_string()))?;
+        let info = self
+            .elf
+            .type_info(id)
+            .map_err(|e| Error::at(sp, e.to_string()))?;
         // Tuple fields: `.0` is `__0`.
-        let want = if name.chars().all(|c| c.is_ascii_digit()) { format!("__{name}") } else { name.to_string() };
+        let want = if name.chars().all(|c| c.is_ascii_digit()) {
+            format!("__{name}")
+        } else {
+            name.to_string()
+        };
         if let Some(f) = info.field(&want).or_else(|| info.field(name)).cloned() {
             return self.field_value(&v, &f, sp);
         }
         // Anonymous members.
-        for f in info.fields().iter().filter(|f| f.name.is_none()).cloned().collect::<Vec<_>>() {
+        for f in info
+            .fields()
+            .iter()
+            .filter(|f| f.name.is_none())
+            .cloned()
+            .collect::<Vec<_>>()
+        {
             let inner = self.field_value(&v, &f, sp)?;
             if matches!(inner.ty, Ty::Agg { .. })
                 && let Ok(x) = self.member(inner, name, sp)
@@ -780,12 +881,23 @@ impl<'a> Evaluator<'a> {
         if let Some(bits) = f.bit_size {
             let bit = f.bit_offset.unwrap_or(0);
             return match v.loc {
-                Loc::Mem(a) => Ok(Value { ty, loc: Loc::Bits { addr: a + f.offset, bit, bits } }),
+                Loc::Mem(a) => Ok(Value {
+                    ty,
+                    loc: Loc::Bits {
+                        addr: a + f.offset,
+                        bit,
+                        bits,
+                    },
+                }),
                 _ => {
                     let b = self.bytes(v, sp)?;
                     let start = f.offset as usize;
                     let raw = le(b.get(start..).unwrap_or(&[]));
-                    let mask = if bits >= 64 { u64::MAX } else { (1 << bits) - 1 };
+                    let mask = if bits >= 64 {
+                        u64::MAX
+                    } else {
+                        (1 << bits) - 1
+                    };
                     Ok(Value::scalar(ty, (raw >> bit) & mask))
                 }
             };
@@ -829,24 +941,44 @@ impl<'a> Evaluator<'a> {
             .iter()
             .find(|x| x.discr_value.is_some() && x.discr_value == discr.map(|d| trunc(d, 8)))
             .or_else(|| part.variants.iter().find(|x| x.discr_value.is_none()))
-            .or_else(|| if part.variants.len() == 1 { part.variants.first() } else { None });
+            .or_else(|| {
+                if part.variants.len() == 1 {
+                    part.variants.first()
+                } else {
+                    None
+                }
+            });
         match chosen {
-            Some(x) => Ok((x.field.name.clone().unwrap_or_default(), Some(x.field.clone()))),
-            None => Ok((format!("<invalid discriminant {}>", discr.unwrap_or(0)), None)),
+            Some(x) => Ok((
+                x.field.name.clone().unwrap_or_default(),
+                Some(x.field.clone()),
+            )),
+            None => Ok((
+                format!("<invalid discriminant {}>", discr.unwrap_or(0)),
+                None,
+            )),
         }
     }
 
     fn index(&mut self, a: Value, i: Value, asp: Span, isp: Span) -> Result<Value, Error> {
         let idx = match i.ty {
             Ty::Int { .. } => self.scalar(&i, isp)? as i64,
-            _ => return Err(Error::at(isp, format!("array index must be an integer, not {}", describe_ty(&i.ty)))),
+            _ => {
+                return Err(Error::at(
+                    isp,
+                    format!("array index must be an integer, not {}", describe_ty(&i.ty)),
+                ));
+            }
         };
         match &a.ty {
             Ty::Array { elem, len } => {
                 if let Some(n) = len
                     && (idx < 0 || idx as u64 >= *n)
                 {
-                    return Err(Error::at(isp, format!("index {idx} is out of bounds (the array has {n} elements)")));
+                    return Err(Error::at(
+                        isp,
+                        format!("index {idx} is out of bounds (the array has {n} elements)"),
+                    ));
                 }
                 let es = elem.size();
                 match &a.loc {
@@ -857,13 +989,19 @@ impl<'a> Evaluator<'a> {
                     _ => {
                         let b = self.bytes(&a, asp)?;
                         let s = idx as usize * es as usize;
-                        Ok(Value { ty: (**elem).clone(), loc: Loc::Bytes(b.get(s..s + es as usize).unwrap_or(&[]).to_vec()) })
+                        Ok(Value {
+                            ty: (**elem).clone(),
+                            loc: Loc::Bytes(b.get(s..s + es as usize).unwrap_or(&[]).to_vec()),
+                        })
                     }
                 }
             }
             Ty::Ptr { pointee, .. } => {
                 if matches!(**pointee, Ty::Void) {
-                    return Err(Error::at(asp, "cannot subscript a void pointer: cast it first"));
+                    return Err(Error::at(
+                        asp,
+                        "cannot subscript a void pointer: cast it first",
+                    ));
                 }
                 let p = self.scalar(&a, asp)?;
                 Ok(Value {
@@ -873,24 +1011,39 @@ impl<'a> Evaluator<'a> {
             }
             Ty::Agg { id, .. } => {
                 // Rust slices and &str: data_ptr[i], bounds-checked.
-                let info = self.elf.type_info(*id).map_err(|e| Error::at(asp, e.to_string()))?;
+                let info = self
+                    .elf
+                    .type_info(*id)
+                    .map_err(|e| Error::at(asp, e.to_string()))?;
                 let Some((pf, lf)) = info.slice_parts().map(|(p, l)| (p.clone(), l.clone())) else {
-                    return Err(Error::at(asp, format!("cannot subscript {}", describe_ty(&a.ty))));
+                    return Err(Error::at(
+                        asp,
+                        format!("cannot subscript {}", describe_ty(&a.ty)),
+                    ));
                 };
                 let pv = self.field_value(&a, &pf, asp)?;
                 let lv = self.field_value(&a, &lf, asp)?;
                 let n = self.scalar(&lv, asp)?;
                 if !self.types_only && (idx < 0 || idx as u64 >= n) {
-                    return Err(Error::at(isp, format!("index {idx} is out of bounds (the slice has {n} elements)")));
+                    return Err(Error::at(
+                        isp,
+                        format!("index {idx} is out of bounds (the slice has {n} elements)"),
+                    ));
                 }
                 let elem = match &pv.ty {
                     Ty::Ptr { pointee, .. } => (**pointee).clone(),
                     _ => Ty::int(1, false),
                 };
                 let p = self.scalar(&pv, asp)?;
-                Ok(Value { loc: Loc::Mem(p.wrapping_add(idx as u64 * elem.size())), ty: elem })
+                Ok(Value {
+                    loc: Loc::Mem(p.wrapping_add(idx as u64 * elem.size())),
+                    ty: elem,
+                })
             }
-            other => Err(Error::at(asp, format!("cannot subscript {}", describe_ty(other)))),
+            other => Err(Error::at(
+                asp,
+                format!("cannot subscript {}", describe_ty(other)),
+            )),
         }
     }
 
@@ -902,11 +1055,19 @@ impl<'a> Evaluator<'a> {
                 (Loc::Mem(a), _) => Ok(Value::scalar(Ty::ptr_to(v.ty.clone()), *a)),
                 (Loc::Reg(r), _) => Err(Error::at(
                     x.span,
-                    format!("cannot take the address of a value in register {}", reg_name(*r)),
+                    format!(
+                        "cannot take the address of a value in register {}",
+                        reg_name(*r)
+                    ),
                 )),
-                (Loc::Bits { .. }, _) => Err(Error::at(x.span, "cannot take the address of a bit field")),
+                (Loc::Bits { .. }, _) => {
+                    Err(Error::at(x.span, "cannot take the address of a bit field"))
+                }
                 (Loc::OptimizedOut, _) => Err(Error::at(x.span, "value has been optimized out")),
-                (Loc::Bytes(_), _) => Err(Error::at(x.span, "cannot take the address of a value that is not in memory")),
+                (Loc::Bytes(_), _) => Err(Error::at(
+                    x.span,
+                    "cannot take the address of a value that is not in memory",
+                )),
             };
         }
         let v = self.eval_inner(x)?;
@@ -920,7 +1081,15 @@ impl<'a> Evaluator<'a> {
         let Ty::Int { .. } = v.ty else {
             return Err(Error::at(
                 x.span,
-                format!("operator '{}' needs an integer, not {}", match op { UnOp::Neg => "-", UnOp::Plus => "+", _ => "~" }, describe_ty(&v.ty)),
+                format!(
+                    "operator '{}' needs an integer, not {}",
+                    match op {
+                        UnOp::Neg => "-",
+                        UnOp::Plus => "+",
+                        _ => "~",
+                    },
+                    describe_ty(&v.ty)
+                ),
             ));
         };
         let ty = promote(&v.ty);
@@ -949,7 +1118,9 @@ impl<'a> Evaluator<'a> {
         let rv = self.eval_inner(r)?;
         let decay = |v: Value| -> Value {
             match (&v.ty, &v.loc) {
-                (Ty::Array { elem, .. }, Loc::Mem(a)) => Value::scalar(Ty::ptr_to((**elem).clone()), *a),
+                (Ty::Array { elem, .. }, Loc::Mem(a)) => {
+                    Value::scalar(Ty::ptr_to((**elem).clone()), *a)
+                }
                 _ => v,
             }
         };
@@ -971,10 +1142,17 @@ impl<'a> Evaluator<'a> {
             return match op {
                 BinOp::Add | BinOp::Sub if lp && !rp => {
                     let Ty::Int { .. } = rv.ty else {
-                        return Err(Error::at(r.span, format!("cannot add {} to a pointer", describe_ty(&rv.ty))));
+                        return Err(Error::at(
+                            r.span,
+                            format!("cannot add {} to a pointer", describe_ty(&rv.ty)),
+                        ));
                     };
                     let off = b.wrapping_mul(scale(&lv.ty));
-                    let v = if op == BinOp::Add { a.wrapping_add(off) } else { a.wrapping_sub(off) };
+                    let v = if op == BinOp::Add {
+                        a.wrapping_add(off)
+                    } else {
+                        a.wrapping_sub(off)
+                    };
                     Ok(Value::scalar(lv.ty.clone(), v))
                 }
                 BinOp::Add if rp && !lp => {
@@ -984,16 +1162,29 @@ impl<'a> Evaluator<'a> {
                 BinOp::Sub if lp && rp => {
                     let (sa, sb) = (scale(&lv.ty), scale(&rv.ty));
                     if sa != sb {
-                        return Err(Error::at(sp, format!("cannot subtract pointers to different types ({} and {})", lv.ty.name(), rv.ty.name())));
+                        return Err(Error::at(
+                            sp,
+                            format!(
+                                "cannot subtract pointers to different types ({} and {})",
+                                lv.ty.name(),
+                                rv.ty.name()
+                            ),
+                        ));
                     }
-                    Ok(Value::scalar(Ty::long(), ((a.wrapping_sub(b) as i64) / sa as i64) as u64))
+                    Ok(Value::scalar(
+                        Ty::long(),
+                        ((a.wrapping_sub(b) as i64) / sa as i64) as u64,
+                    ))
                 }
-                BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-                    Ok(Value::scalar(Ty::c_int(), u64::from(compare(op, a, b, false))))
-                }
+                BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => Ok(
+                    Value::scalar(Ty::c_int(), u64::from(compare(op, a, b, false))),
+                ),
                 _ => Err(Error::at(
                     sp,
-                    format!("operator '{}' cannot be applied to a pointer: cast it to an integer first", op.symbol()),
+                    format!(
+                        "operator '{}' cannot be applied to a pointer: cast it to an integer first",
+                        op.symbol()
+                    ),
                 )),
             };
         }
@@ -1001,7 +1192,11 @@ impl<'a> Evaluator<'a> {
             if !matches!(v.ty, Ty::Int { .. }) {
                 return Err(Error::at(
                     e.span,
-                    format!("operator '{}' needs numbers, but this is {}", op.symbol(), describe_ty(&v.ty)),
+                    format!(
+                        "operator '{}' needs numbers, but this is {}",
+                        op.symbol(),
+                        describe_ty(&v.ty)
+                    ),
                 ));
             }
         }
@@ -1010,11 +1205,18 @@ impl<'a> Evaluator<'a> {
         if matches!(op, BinOp::Shl | BinOp::Shr) {
             let ty = promote(&lv.ty);
             let bits = ty.size() * 8;
-            let count = if rv.ty.is_signed() { b as i64 } else { b.min(i64::MAX as u64) as i64 };
+            let count = if rv.ty.is_signed() {
+                b as i64
+            } else {
+                b.min(i64::MAX as u64) as i64
+            };
             if !self.types_only && (count < 0 || count as u64 >= bits) {
                 return Err(Error::at(
                     r.span,
-                    format!("shift count {count} is out of range for a {bits}-bit value (0..{})", bits - 1),
+                    format!(
+                        "shift count {count} is out of range for a {bits}-bit value (0..{})",
+                        bits - 1
+                    ),
                 ));
             }
             let c = (count as u64).min(63) as u32;
@@ -1048,7 +1250,11 @@ impl<'a> Evaluator<'a> {
                     }
                 } else if signed {
                     let (x, y) = (a as i64, b as i64);
-                    (if op == BinOp::Div { x.wrapping_div(y) } else { x.wrapping_rem(y) }) as u64
+                    (if op == BinOp::Div {
+                        x.wrapping_div(y)
+                    } else {
+                        x.wrapping_rem(y)
+                    }) as u64
                 } else if op == BinOp::Div {
                     a / b
                 } else {
@@ -1058,7 +1264,12 @@ impl<'a> Evaluator<'a> {
             BinOp::BitAnd => a & b,
             BinOp::BitOr => a | b,
             BinOp::BitXor => a ^ b,
-            _ => return Ok(Value::scalar(Ty::c_int(), u64::from(compare(op, a, b, signed)))),
+            _ => {
+                return Ok(Value::scalar(
+                    Ty::c_int(),
+                    u64::from(compare(op, a, b, signed)),
+                ));
+            }
         };
         Ok(Value::scalar(ty.clone(), trunc(v, size)))
     }
@@ -1066,11 +1277,17 @@ impl<'a> Evaluator<'a> {
     /// Converts `v` to `ty` (C casts).
     pub fn cast(&mut self, v: Value, ty: Ty, sp: Span) -> Result<Value, Error> {
         match (&ty, &v.ty) {
-            (Ty::Int { .. } | Ty::Ptr { .. }, Ty::Int { .. } | Ty::Ptr { .. } | Ty::Func { .. } | Ty::Array { .. }) => {
+            (
+                Ty::Int { .. } | Ty::Ptr { .. },
+                Ty::Int { .. } | Ty::Ptr { .. } | Ty::Func { .. } | Ty::Array { .. },
+            ) => {
                 let x = self.scalar(&v, sp)?;
                 Ok(Value::scalar(ty.clone(), trunc(x, ty.size())))
             }
-            (Ty::Void, _) => Ok(Value { ty, loc: Loc::Bytes(Vec::new()) }),
+            (Ty::Void, _) => Ok(Value {
+                ty,
+                loc: Loc::Bytes(Vec::new()),
+            }),
             (Ty::Agg { .. }, _) if ty.size() == v.ty.size() => Ok(Value { ty, loc: v.loc }),
             _ => Err(Error::at(
                 sp,
@@ -1087,8 +1304,15 @@ impl<'a> Evaluator<'a> {
             && !n.starts_with(|c: char| c.is_ascii_digit() || c == '$')
         {
             // Convenience variable: a snapshot of the value.
-            let bytes = if self.types_only { vec![0; rv.ty.size() as usize] } else { self.bytes(&rv, r.span)? };
-            let v = Value { ty: rv.ty.clone(), loc: Loc::Bytes(bytes) };
+            let bytes = if self.types_only {
+                vec![0; rv.ty.size() as usize]
+            } else {
+                self.bytes(&rv, r.span)?
+            };
+            let v = Value {
+                ty: rv.ty.clone(),
+                loc: Loc::Bytes(bytes),
+            };
             if !self.types_only {
                 self.env.vars.insert(n.clone(), v.clone());
             }
@@ -1098,7 +1322,10 @@ impl<'a> Evaluator<'a> {
         let rv = if lv.ty.is_scalar() && rv.ty != lv.ty {
             self.cast(rv, lv.ty.clone(), r.span)?
         } else if lv.ty.size() != rv.ty.size() {
-            return Err(Error::at(sp, format!("cannot assign {} to {}", describe_ty(&rv.ty), lv.ty.name())));
+            return Err(Error::at(
+                sp,
+                format!("cannot assign {} to {}", describe_ty(&rv.ty), lv.ty.name()),
+            ));
         } else {
             rv
         };
@@ -1111,23 +1338,41 @@ impl<'a> Evaluator<'a> {
                 let f = self.frame(sp, "writing memory")?;
                 f.write(a, &data)
                     .map_err(|_| Error::at(l.span, format!("memory at {a:#x} is not writable")))?;
-                Ok(Value { ty: lv.ty, loc: Loc::Mem(a) })
+                Ok(Value {
+                    ty: lv.ty,
+                    loc: Loc::Mem(a),
+                })
             }
             Loc::Reg(reg) => {
                 let f = self.frame(sp, "writing registers")?;
-                f.write_register(reg, le(&data))
-                    .map_err(|m| Error::at(l.span, format!("cannot write register {}: {m}", reg_name(reg))))?;
-                Ok(Value { ty: lv.ty, loc: Loc::Bytes(data) })
+                f.write_register(reg, le(&data)).map_err(|m| {
+                    Error::at(
+                        l.span,
+                        format!("cannot write register {}: {m}", reg_name(reg)),
+                    )
+                })?;
+                Ok(Value {
+                    ty: lv.ty,
+                    loc: Loc::Bytes(data),
+                })
             }
             Loc::Bits { addr, bit, bits } => {
                 let nbytes = ((bit + bits).div_ceil(8)).min(8) as usize;
                 let raw = le(&self.read(addr, nbytes, l.span)?);
-                let mask = if bits >= 64 { u64::MAX } else { ((1u64 << bits) - 1) << bit };
+                let mask = if bits >= 64 {
+                    u64::MAX
+                } else {
+                    ((1u64 << bits) - 1) << bit
+                };
                 let new = (raw & !mask) | ((le(&data) << bit) & mask);
                 let f = self.frame(sp, "writing memory")?;
-                f.write(addr, &new.to_le_bytes()[..nbytes])
-                    .map_err(|_| Error::at(l.span, format!("memory at {addr:#x} is not writable")))?;
-                Ok(Value { ty: lv.ty, loc: Loc::Bytes(data) })
+                f.write(addr, &new.to_le_bytes()[..nbytes]).map_err(|_| {
+                    Error::at(l.span, format!("memory at {addr:#x} is not writable"))
+                })?;
+                Ok(Value {
+                    ty: lv.ty,
+                    loc: Loc::Bytes(data),
+                })
             }
             Loc::Bytes(_) | Loc::OptimizedOut => Err(Error::at(
                 l.span,
@@ -1160,7 +1405,11 @@ fn reg_name(r: u16) -> String {
 fn describe_ty(t: &Ty) -> String {
     match t {
         Ty::Void => "void".into(),
-        Ty::Agg { kind: AggKind::RustEnum, name, .. } => format!("enum {name}"),
+        Ty::Agg {
+            kind: AggKind::RustEnum,
+            name,
+            ..
+        } => format!("enum {name}"),
         Ty::Agg { name, .. } => name.clone(),
         other => other.name(),
     }
@@ -1168,7 +1417,13 @@ fn describe_ty(t: &Ty) -> String {
 
 fn promote(t: &Ty) -> Ty {
     match t {
-        Ty::Int { size, kind, .. } if *size < 4 || matches!(kind, IntKind::Bool | IntKind::Char | IntKind::Enum(_) | IntKind::RustChar) => {
+        Ty::Int { size, kind, .. }
+            if *size < 4
+                || matches!(
+                    kind,
+                    IntKind::Bool | IntKind::Char | IntKind::Enum(_) | IntKind::RustChar
+                ) =>
+        {
             if *size < 4 {
                 Ty::c_int()
             } else {
@@ -1197,7 +1452,11 @@ fn common(a: &Ty, b: &Ty) -> Ty {
 }
 
 fn compare(op: BinOp, a: u64, b: u64, signed: bool) -> bool {
-    let o = if signed { (a as i64).cmp(&(b as i64)) } else { a.cmp(&b) };
+    let o = if signed {
+        (a as i64).cmp(&(b as i64))
+    } else {
+        a.cmp(&b)
+    };
     use std::cmp::Ordering::*;
     match op {
         BinOp::Eq => o == Equal,

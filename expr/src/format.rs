@@ -105,7 +105,11 @@ pub fn string_repr(bytes: &[u8]) -> String {
 
 fn int_text(raw: u64, size: u64, signed: bool, fmt: Format) -> String {
     let bits = size * 8;
-    let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let mask = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
     let u = raw & mask;
     match fmt {
         Format::Hex | Format::Address => format!("{u:#x}"),
@@ -131,7 +135,11 @@ fn int_text(raw: u64, size: u64, signed: bool, fmt: Format) -> String {
             };
             format!(
                 "{} '{}'",
-                if signed { (c as i64).to_string() } else { c.to_string() },
+                if signed {
+                    (c as i64).to_string()
+                } else {
+                    c.to_string()
+                },
                 char_repr(u & 0xff, '\'')
             )
         }
@@ -213,10 +221,7 @@ fn write_value(
     match &v.ty {
         Ty::Void => out.push_str("void"),
         Ty::Int {
-            size,
-            signed,
-            kind,
-            ..
+            size, signed, kind, ..
         } => {
             let raw = match ev.scalar(v, SP) {
                 Ok(r) => r,
@@ -238,10 +243,9 @@ fn write_value(
                     _ => "",
                 }),
                 IntKind::Char => out.push_str(&int_text(raw, size, *signed, Format::Char)),
-                IntKind::RustChar => out.push_str(&format!(
-                    "{raw} '{}'",
-                    char_repr(raw & 0xffff_ffff, '\'')
-                )),
+                IntKind::RustChar => {
+                    out.push_str(&format!("{raw} '{}'", char_repr(raw & 0xffff_ffff, '\'')))
+                }
                 IntKind::Eflags => out.push_str(&eflags_text(raw)),
                 IntKind::Enum(id) => {
                     let values = match ev.elf.type_info(*id).map(|t| t.kind) {
@@ -297,7 +301,14 @@ fn write_value(
                 out.push_str(&format!("({}) ", v.ty.name()));
             }
             out.push_str(&format!("{a:#x}"));
-            let is_char = matches!(**pointee, Ty::Int { kind: IntKind::Char, size: 1, .. });
+            let is_char = matches!(
+                **pointee,
+                Ty::Int {
+                    kind: IntKind::Char,
+                    size: 1,
+                    ..
+                }
+            );
             if (is_char || fmt == Format::Str) && a != 0 {
                 if top && fmt != Format::Address {
                     // gdb does not show the type for char pointers.
@@ -315,7 +326,14 @@ fn write_value(
         }
         Ty::Array { elem, len } => {
             let n = len.unwrap_or(0) as usize;
-            let is_char = matches!(**elem, Ty::Int { kind: IntKind::Char, size: 1, .. });
+            let is_char = matches!(
+                **elem,
+                Ty::Int {
+                    kind: IntKind::Char,
+                    size: 1,
+                    ..
+                }
+            );
             if is_char && matches!(fmt, Format::Natural | Format::Str) {
                 let b = ev.bytes(v, SP)?;
                 out.push_str(&char_array_repr(&b));

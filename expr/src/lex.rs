@@ -124,14 +124,20 @@ pub fn lex(input: &str) -> Result<Vec<Token>, Error> {
                 .map_or(text.len(), |(k, _)| k);
             let (digits, suffix) = text.split_at(digits_end);
             let suffix_ok = suffix.is_empty()
-                || ["u", "l", "ul", "lu", "ll", "ull", "llu", "U", "L", "UL", "ULL", "LL"]
-                    .contains(&suffix)
+                || [
+                    "u", "l", "ul", "lu", "ll", "ull", "llu", "U", "L", "UL", "ULL", "LL",
+                ]
+                .contains(&suffix)
                 || [
                     "u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "usize", "isize",
                 ]
                 .contains(&suffix);
             let radix_c = radix == 10 && digits.len() > 1 && digits.starts_with('0');
-            let (digits, radix) = if radix_c { (&digits[1..], 8) } else { (digits, radix) };
+            let (digits, radix) = if radix_c {
+                (&digits[1..], 8)
+            } else {
+                (digits, radix)
+            };
             if digits.is_empty() && !radix_c || !suffix_ok {
                 return Err(Error::at(
                     Span::new(start, j),
@@ -161,7 +167,8 @@ pub fn lex(input: &str) -> Result<Vec<Token>, Error> {
                 // `a::b` paths.
                 if b.get(j) == Some(&b':')
                     && b.get(j + 1) == Some(&b':')
-                    && b.get(j + 2).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+                    && b.get(j + 2)
+                        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
                 {
                     j += 2;
                     continue;

@@ -58,17 +58,14 @@ impl Error {
     /// text) when the error is about a part of a longer input.
     pub fn render(&self, input: &str) -> String {
         match self.span {
-            Some(s) if s.end <= input.len() && !(s.start == 0 && s.end == input.len()) => {
+            Some(s)
+                if s.end <= input.len() && s.end > 0 && !(s.start == 0 && s.end == input.len()) =>
+            {
                 let text = &input[s.start..s.end];
                 if text.is_empty() {
                     format!("{} (at column {})", self.message, s.start + 1)
                 } else {
-                    format!(
-                        "{} (at column {}: '{}')",
-                        self.message,
-                        s.start + 1,
-                        text
-                    )
+                    format!("{} (at column {}: '{}')", self.message, s.start + 1, text)
                 }
             }
             _ => self.message.clone(),

@@ -103,7 +103,11 @@ impl Ty {
         Ty::Int {
             size,
             signed,
-            kind: if size == 1 { IntKind::Char } else { IntKind::Int },
+            kind: if size == 1 {
+                IntKind::Char
+            } else {
+                IntKind::Int
+            },
             name: name.to_string(),
         }
     }
@@ -267,14 +271,14 @@ impl Ty {
                     id,
                     kind,
                     size,
-                    name: alias.unwrap_or_else(|| elf.type_name(Some(id))),
+                    name: alias.unwrap_or_else(|| agg_name(elf, id, t.lang)),
                 }
             }
             TypeKind::Union { .. } => Ty::Agg {
                 id,
                 kind: AggKind::Union,
                 size,
-                name: alias.unwrap_or_else(|| elf.type_name(Some(id))),
+                name: alias.unwrap_or_else(|| agg_name(elf, id, t.lang)),
             },
             TypeKind::Array { element, counts } => {
                 let mut ty = Ty::from_dwarf_depth(elf, *element, depth + 1, None);
@@ -334,6 +338,16 @@ impl Ty {
         }
         builtin.ok_or_else(|| Error::msg(format!("no type named '{name}'")))
     }
+}
+
+/// gdb's name for an aggregate: `struct x` in C, the path in Rust.
+fn agg_name(elf: &Elf, id: TypeId, lang: Lang) -> String {
+    if lang == Lang::Rust
+        && let Some(q) = elf.qualified_type_name(id)
+    {
+        return q;
+    }
+    elf.type_name(Some(id))
 }
 
 /// The C and Rust base types by name.

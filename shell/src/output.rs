@@ -199,6 +199,21 @@ pub enum Output {
     Ptype {
         text: String,
     },
+    Value {
+        value: crate::exec::inspect::ValueView,
+    },
+    Displays {
+        displays: Vec<crate::exec::inspect::DisplayView>,
+    },
+    Locals {
+        function: String,
+        params: bool,
+        vars: Vec<crate::exec::inspect::VarView>,
+    },
+    Source {
+        file: String,
+        lines: Vec<crate::exec::inspect::SourceLine>,
+    },
     Threads {
         threads: Vec<ThreadInfo>,
     },

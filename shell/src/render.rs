@@ -157,6 +157,41 @@ fn text(r: &Render, o: &Output) -> String {
             text.trim_end().to_string()
         }
         Output::Monitor { text } => text.trim_end().to_string(),
+        Output::Value { value } => match value.number {
+            Some(n) => format!("${n} = {}", value.text),
+            None => value.text.clone(),
+        },
+        Output::Displays { displays } => displays
+            .iter()
+            .map(|d| format!("{}: {} = {}", d.id, d.expr, d.text))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Output::Locals { vars, params, .. } => {
+            if vars.is_empty() {
+                if *params {
+                    "No arguments.".into()
+                } else {
+                    "No locals.".into()
+                }
+            } else {
+                vars.iter()
+                    .map(|v| format!("{} = {}", v.name, v.value))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        Output::Source { lines, .. } => lines
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}{:<8}{}",
+                    if l.current { ">" } else { " " },
+                    l.line,
+                    l.text
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
         Output::ProbeSet { probe } => {
             let mut s = format!(
                 "{} {} {} at {} ({:#x})",

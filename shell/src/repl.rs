@@ -90,6 +90,9 @@ pub fn complete_line(h: &KdbgHelper, line: &str, pos: usize) -> (usize, Vec<Stri
             let off = word.len() - w.len();
             return (start + off, h.symbols(w));
         }
+        ArgKind::Expr => {
+            return (start, crate::exec::inspect::complete_expr(&h.shared, word));
+        }
         ArgKind::ProbeId => h
             .shared
             .probes

@@ -28,6 +28,8 @@ pub(crate) struct DwarfIndex {
     pub(crate) type_names: OnceCell<HashMap<String, Vec<u64>>>,
     /// Global variable name (plain and namespace-qualified) -> DIE offsets.
     pub(crate) var_names: OnceCell<HashMap<String, Vec<u64>>>,
+    /// Type DIE offset -> its longest (qualified) name.
+    pub(crate) type_qualified: OnceCell<HashMap<u64, String>>,
 }
 
 impl DwarfIndex {
@@ -48,6 +50,7 @@ impl DwarfIndex {
             discriminators: RefCell::new(HashMap::new()),
             type_names: OnceCell::new(),
             var_names: OnceCell::new(),
+            type_qualified: OnceCell::new(),
         })
     }
 

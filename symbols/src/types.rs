@@ -523,6 +523,26 @@ impl Elf {
         Ok(out)
     }
 
+    /// The namespace-qualified name of a type (`kernel::workloads::Request`)
+    /// as gdb shows Rust types; the plain name when it has no namespace.
+    pub fn qualified_type_name(&self, id: TypeId) -> Option<String> {
+        let dw = self.state.dwarf().ok()?;
+        let index = dw.type_names.get_or_init(|| dw.build_type_names());
+        let rev = dw.type_qualified.get_or_init(|| {
+            let mut m: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+            for (name, offs) in index {
+                for o in offs {
+                    let e = m.entry(*o).or_default();
+                    if name.len() > e.len() {
+                        *e = name.clone();
+                    }
+                }
+            }
+            m
+        });
+        rev.get(&id.0).cloned()
+    }
+
     /// Follows typedefs and qualifiers to the underlying type (`None` = void).
     pub fn resolve(&self, id: TypeId) -> Result<Type> {
         let mut t = self.type_info(id)?;

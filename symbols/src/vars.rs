@@ -59,12 +59,15 @@ pub struct LocalVar {
     pub location: VarLocation,
     /// Nesting depth of its scope: 0 is the function, deeper blocks higher.
     pub depth: u32,
+    /// 0 for the function itself, N for the Nth inlined call inside it
+    /// (innermost highest): gdb shows those as separate frames.
+    pub inline_level: u32,
 }
 
 /// The variables in scope at a pc.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope {
-    /// The (innermost, possibly inlined) function's name.
+    /// The function's name (the concrete one, not an inlined callee).
     pub function: Option<String>,
     /// Variables, innermost scope first (a name lookup takes the first match).
     pub vars: Vec<LocalVar>,
@@ -125,7 +128,13 @@ pub struct Variant {
 impl LocExpr {
     /// Evaluates the location against `ctx`.
     pub fn evaluate(&self, ctx: &mut dyn LocContext) -> std::result::Result<Place, String> {
-        eval_expr(&self.bytes, self.frame_base.as_deref(), self.encoding, ctx, 0)
+        eval_expr(
+            &self.bytes,
+            self.frame_base.as_deref(),
+            self.encoding,
+            ctx,
+            0,
+        )
     }
 }
 
@@ -378,17 +387,20 @@ impl Elf {
         // Walk down the blocks containing pc; collect per level.
         let mut levels: Vec<Vec<LocalVar>> = Vec::new();
         let mut at = sub;
-        let mut func_name = self.die_name(dw, &unit, sub);
+        let func_name = self.die_name(dw, &unit, sub);
+        let mut inline_level = 0;
         for depth in 0..32u32 {
             let mut here = Vec::new();
             let mut next = None;
+            let mut next_inline = false;
             for c in children_of(&unit, at).map_err(|e| Error::dwarf(path, e))? {
                 let Ok(e) = unit.entry(c) else { continue };
                 match e.tag() {
                     constants::DW_TAG_formal_parameter | constants::DW_TAG_variable => {
-                        if let Some(v) =
+                        if let Some(mut v) =
                             self.local_var(dw, &unit, &e, pc, frame_base.as_deref(), depth)
                         {
+                            v.inline_level = inline_level;
                             here.push(v);
                         }
                     }
@@ -400,10 +412,7 @@ impl Elf {
                                 if r.begin <= pc && pc < r.end {
                                     next = Some(c);
                                     if e.tag() == constants::DW_TAG_inlined_subroutine {
-                                        func_name = self.die_name(dw, &unit, c);
-                                        // An inlined function's scope hides its caller's.
-                                        levels.clear();
-                                        here.clear();
+                                        next_inline = true;
                                     }
                                     break;
                                 }
@@ -414,6 +423,9 @@ impl Elf {
                 }
             }
             levels.push(here);
+            if next_inline {
+                inline_level += 1;
+            }
             match next {
                 Some(n) => at = n,
                 None => break,
@@ -455,11 +467,9 @@ impl Elf {
                 return Some(found);
             }
         }
-        let own = e
-            .offset()
+        e.offset()
             .to_debug_info_offset(&unit.header)
-            .and_then(|g| dw.unit_for(g.0));
-        own
+            .and_then(|g| dw.unit_for(g.0))
     }
 
     fn local_var(
@@ -474,7 +484,8 @@ impl Elf {
         let (ou, oo) = self.origin(dw, unit, e)?;
         let od = ou.entry(oo).ok()?;
         let name = string_attr(dw, &ou, &od, constants::DW_AT_name)?;
-        let ty = ref_attr(&ou, &od, constants::DW_AT_type).or_else(|| ref_attr(unit, e, constants::DW_AT_type));
+        let ty = ref_attr(&ou, &od, constants::DW_AT_type)
+            .or_else(|| ref_attr(unit, e, constants::DW_AT_type));
         let encoding = unit.encoding();
         let expr = |ex: gimli::Expression<Reader>| {
             VarLocation::Expr(LocExpr {
@@ -513,6 +524,7 @@ impl Elf {
             is_param: e.tag() == constants::DW_TAG_formal_parameter,
             location,
             depth,
+            inline_level: 0,
         })
     }
 
@@ -554,12 +566,12 @@ impl Elf {
                     part.discriminant = Some(member(&e));
                 }
                 constants::DW_TAG_variant => {
-                    let discr_value = e.attr_value(constants::DW_AT_discr_value).and_then(|v| {
-                        match v {
-                            AttributeValue::Sdata(x) => Some(x as u64),
-                            other => udata(&other),
-                        }
-                    });
+                    let discr_value =
+                        e.attr_value(constants::DW_AT_discr_value)
+                            .and_then(|v| match v {
+                                AttributeValue::Sdata(x) => Some(x as u64),
+                                other => udata(&other),
+                            });
                     let inner = children_of(&unit, c).map_err(|e| Error::dwarf(path, e))?;
                     for m in inner {
                         let Ok(me) = unit.entry(m) else { continue };

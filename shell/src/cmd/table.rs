@@ -10,7 +10,7 @@
 use anyhow::Result;
 
 use super::parse::Invocation;
-use crate::exec::{code, eventcmds, info, memory, probes, run, sessioncmds, stack, state};
+use crate::exec::{code, eventcmds, info, inspect, memory, probes, run, sessioncmds, stack, state};
 use crate::output::Output;
 use crate::session::Session;
 
@@ -44,6 +44,8 @@ pub enum ArgKind {
     Thread,
     /// A type or variable name.
     TypeName,
+    /// An expression (print, display, set var).
+    Expr,
     /// Free text.
     Text,
 }
@@ -179,7 +181,7 @@ impl Command {
 use ArgKind as K;
 
 const PROBE_ACTIONS: &[&str] = &["on", "off"];
-const INFO_TOPICS: &[&str] = &["sym", "line", "args", "breakpoints"];
+const INFO_TOPICS: &[&str] = &["sym", "line", "args", "locals", "breakpoints"];
 const DELETE_WHAT: &[&str] = &["break"];
 
 /// Every command of the shell, in help order.
@@ -558,11 +560,11 @@ pub const COMMANDS: &[Command] = &[
         name: "info",
         aliases: &["i"],
         args: &[
-            req("sym|line|args|breakpoints", K::Keyword(INFO_TOPICS)),
+            req("sym|line|args|locals|breakpoints", K::Keyword(INFO_TOPICS)),
             opt("LOC", K::Location),
         ],
         usage: "",
-        summary: "info sym ADDR, info line LOC, info args (parameters of the current function), info breakpoints",
+        summary: "info sym ADDR, info line LOC, info args / info locals (values in the selected frame), info breakpoints",
         details: "",
         flags: &[],
         modifier: false,
@@ -584,6 +586,90 @@ pub const COMMANDS: &[Command] = &[
         needs_target: false,
         requires_halted: false,
         run: info::ptype,
+    },
+    Command {
+        name: "print",
+        aliases: &["p", "inspect"],
+        args: &[many("EXPR", K::Expr, false)],
+        usage: "[/FMT] EXPR",
+        summary: "evaluate an expression (C operators over DWARF types; locals, globals, $registers, $N history) and print it as gdb does",
+        details: "FMT is one of x d u o t c a s z. Operands: parameters and locals of the selected frame, globals (C names or Rust paths like kernel::workloads::NEXT_PID), $rdi $rsp $pc $eflags, $1 $ $$ $$2 (history), $name (set $name = ...), literals. Operators: * & -> . [] casts ((struct Request *)p, (u32)x), + - * / % << >> & | ^ ~ ! && || ?: == != < <= > >=, sizeof, pointer arithmetic. Helpers: container_of(p, type, member), $str(p, max). Examples: p *req   p/x req->inner   p $rsp+8   p sizeof(struct Request)",
+        flags: &[],
+        modifier: true,
+        group: Group::State,
+        needs_target: false,
+        requires_halted: false,
+        run: inspect::print,
+    },
+    Command {
+        name: "whatis",
+        aliases: &[],
+        args: &[many("EXPR", K::Expr, false)],
+        usage: "",
+        summary: "the type of an expression (not evaluated: nothing is read)",
+        details: "Example: whatis req->inner   whatis $rsp",
+        flags: &[],
+        modifier: false,
+        group: Group::State,
+        needs_target: false,
+        requires_halted: false,
+        run: inspect::whatis,
+    },
+    Command {
+        name: "set",
+        aliases: &[],
+        args: &[many("var LVALUE = EXPR", K::Expr, false)],
+        usage: "var LVALUE = EXPR | $NAME = EXPR",
+        summary: "write a variable, member, element, *pointer or register through its type's size; or set a convenience variable",
+        details: "Examples: set var req->id = 7   set var $rax = 0   set $p = &STATS",
+        flags: &[],
+        modifier: false,
+        group: Group::State,
+        needs_target: false,
+        requires_halted: false,
+        run: inspect::set,
+    },
+    Command {
+        name: "display",
+        aliases: &[],
+        args: &[many("EXPR", K::Expr, true)],
+        usage: "[/FMT] [EXPR]",
+        summary: "show EXPR now and at every stop (no argument: show all displays)",
+        details: "",
+        flags: &[],
+        modifier: true,
+        group: Group::State,
+        needs_target: false,
+        requires_halted: false,
+        run: inspect::display,
+    },
+    Command {
+        name: "undisplay",
+        aliases: &[],
+        args: &[many("N", K::Number, true)],
+        usage: "",
+        summary: "delete displays N... (all without arguments)",
+        details: "",
+        flags: &[],
+        modifier: false,
+        group: Group::State,
+        needs_target: false,
+        requires_halted: false,
+        run: inspect::undisplay,
+    },
+    Command {
+        name: "list",
+        aliases: &["l"],
+        args: &[opt("LOC", K::Location)],
+        usage: "",
+        summary: "source lines around LOC (default: the stop, then the next ten)",
+        details: "LOC is a function, FILE:LINE or an address.",
+        flags: &[],
+        modifier: false,
+        group: Group::State,
+        needs_target: false,
+        requires_halted: false,
+        run: inspect::list,
     },
     Command {
         name: "threads",

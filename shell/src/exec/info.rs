@@ -66,6 +66,7 @@ pub fn info(s: &mut Session, inv: &Invocation) -> Result<Output> {
             })
         }
         "args" => info_args(s),
+        "locals" | "local" => super::inspect::info_vars(s, false),
         "breakpoints" | "break" | "b" => Ok(Output::Breakpoints {
             breakpoints: s.breakpoints.values().map(|b| b.info.clone()).collect(),
         }),
@@ -229,6 +230,10 @@ pub fn ptype(s: &mut Session, inv: &Invocation) -> Result<Output> {
         let ids = elf.types_named(&name).unwrap_or_default();
         let Some(id) = ids.first() else {
             drop(elf);
+            // Not a type either: an expression (`ptype req->inner`, `ptype $rsp`).
+            if let Ok(out) = super::inspect::ptype_expr(s, &name) {
+                return Ok(out);
+            }
             let e = super::locate::unknown_symbol(&s.shared, &name);
             bail!("{e} (no function or type of that name)");
         };

@@ -58,9 +58,11 @@ pub fn parse_fmt(m: Option<&str>) -> Result<Fmt> {
 /// `x[/NFU] ADDR|SYMBOL`.
 pub fn examine(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let (modifier, args) = (inv.modifier.as_deref(), inv.args.as_slice());
-    let [loc] = args else {
-        bail!("usage: x[/NFU] ADDR|SYMBOL");
-    };
+    if args.is_empty() {
+        bail!("usage: x[/NFU] ADDR|SYMBOL|EXPR");
+    }
+    let joined = args.join(" ");
+    let loc = &joined;
     let f = parse_fmt(modifier)?;
     let (addr, _) = address_of(s, loc)?;
     let mut rows = Vec::new();

@@ -6,6 +6,7 @@
 pub mod code;
 pub mod eventcmds;
 pub mod info;
+pub mod inspect;
 pub mod locate;
 pub mod memory;
 pub mod probes;

@@ -26,7 +26,12 @@ pub fn regs(s: &mut Session, inv: &Invocation) -> Result<Output> {
 
 /// An address: `$reg`, a symbol, a number, `file:line`.
 pub(super) fn address_of(s: &Session, text: &str) -> Result<(u64, String)> {
-    if let Some(reg) = text.strip_prefix('$').or_else(|| text.strip_prefix('%')) {
+    if let Some(reg) = text
+        .strip_prefix('$')
+        .or_else(|| text.strip_prefix('%'))
+        .filter(|r| r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|r| crate::regs::RegisterFile::default().get(r).is_some())
+    {
         if s.running() {
             bail!(
                 "`{text}`: registers are only known while the kernel is stopped: use `interrupt` first"
@@ -38,8 +43,20 @@ pub(super) fn address_of(s: &Session, text: &str) -> Result<(u64, String)> {
             .ok_or_else(|| anyhow!("unknown register `{text}`: use $rsp, $rip, $rdi, ..."))?;
         return Ok((v, text.to_string()));
     }
-    let r = resolve(&s.shared, text)?;
-    Ok((r.addr, r.name))
+    match resolve(&s.shared, text) {
+        Ok(r) => Ok((r.addr, r.name)),
+        // Any expression: `x/4gx $rsp+8`, `x &req->inner`, `x/s req->name`.
+        Err(e) => super::inspect::address_of_expr(s, text).map_err(|ee| {
+            if text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            {
+                e
+            } else {
+                ee
+            }
+        }),
+    }
 }
 
 pub(super) fn read_mem(s: &Session, addr: u64, len: usize) -> Result<Vec<u8>> {

@@ -50,6 +50,10 @@ pub struct Shared {
     pub probes: ProbeBook,
     pub display: Display,
     pub stops: Stops,
+    /// Expression state: value history, convenience variables, displays,
+    /// the selected frame (`exec::inspect`). Taken after the client lock
+    /// and the image lock, never while calling into other parts.
+    pub expr: Mutex<crate::exec::inspect::ExprState>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,6 +166,11 @@ impl Shared {
             Some(o) => format!("old {o:#x}, new {new:#x}"),
             None => format!("value {new:#x}"),
         })
+    }
+
+    /// Runs `f` on the connected client (`None` when not connected).
+    pub fn with_link<T>(&self, f: impl FnOnce(&mut Client) -> T) -> Option<T> {
+        lock(&self.link).as_mut().map(f)
     }
 
     fn current_rip(&self) -> Option<u64> {
@@ -281,6 +290,7 @@ impl Session {
         };
         let shared = Arc::new(Shared {
             link: Mutex::new(None),
+            expr: Mutex::new(Default::default()),
             image: Arc::new(image),
             probes: ProbeBook::default(),
             display: Display::new(opts.render, clock),

@@ -115,6 +115,13 @@ impl Shared {
                         crate::render::stop_text(&r, &info)
                     };
                     self.print_async(text);
+                    if let Some(d) = crate::exec::inspect::displays_text(&self) {
+                        self.print_async(if r.json {
+                            r.notice("display", &d, serde_json::json!({}))
+                        } else {
+                            d
+                        });
+                    }
                     self.stops.shown(stop);
                 }
                 Async::Garbage(_) => {}
