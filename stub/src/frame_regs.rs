@@ -56,11 +56,14 @@ pub fn from_frame(f: &TrapFrame, regs: &mut X86_64CoreRegs) {
     regs.eflags = f.rflags as u32;
     regs.segments.cs = f.cs as u32;
     regs.segments.ss = f.ss as u32;
-    // Long mode kernel: data segments are flat and not saved by the entry stubs.
-    regs.segments.ds = 0;
-    regs.segments.es = 0;
-    regs.segments.fs = 0;
-    regs.segments.gs = 0;
+    // Long mode kernel: the entry stubs do not save the data segment
+    // selectors and nothing in the kernel changes them after boot, so the
+    // live ones are the interrupted context's.
+    let [ds, es, fs, gs] = data_selectors();
+    regs.segments.ds = u32::from(ds);
+    regs.segments.es = u32::from(es);
+    regs.segments.fs = u32::from(fs);
+    regs.segments.gs = u32::from(gs);
     let fx = &f.fxsave;
     regs.fpu.fctrl = u32::from(u16::from_le_bytes(le(fx, 0)));
     regs.fpu.fstat = u32::from(u16::from_le_bytes(le(fx, 2)));
@@ -121,6 +124,18 @@ pub fn to_frame(regs: &X86_64CoreRegs, f: &mut TrapFrame) {
     }
     // MXCSR bits above 15 are reserved: writing them makes fxrstor #GP.
     put(fx, 24, &(regs.mxcsr & 0xFFFF).to_le_bytes());
+}
+
+/// The live ds, es, fs, gs selectors.
+pub fn data_selectors() -> [u16; 4] {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading segment selectors has no side effects.
+    unsafe {
+        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs,
+            options(nomem, nostack, preserves_flags))
+    };
+    [ds, es, fs, gs]
 }
 
 const IA32_FS_BASE: u32 = 0xC000_0100;

@@ -34,6 +34,7 @@ pub mod machine;
 pub mod monitor;
 pub mod packet;
 pub mod probecmd;
+pub mod step;
 pub mod target;
 
 pub use kernel::{KernelOps, TaskInfo};

@@ -50,6 +50,9 @@ pub struct Session {
     /// TF for the step: the step's stop puts it back, so gdb never sees the
     /// stub's TF.
     step_saved_tf: u64,
+    /// The step runs with IF masked (the code's IF was set): the step's
+    /// stop sets it again (see [`crate::step`]).
+    step_masked_if: bool,
     /// A complete packet in the framer waits for the stop loop.
     pending: bool,
     /// The kernel stopped only because a packet started while nobody was
@@ -72,6 +75,7 @@ pub static SESSION: Mutex<Session> = Mutex::new(Session {
     step_task: 0,
     no_ack: false,
     step_saved_tf: 0,
+    step_masked_if: false,
     pending: false,
     tentative: false,
     attach_stop: false,
@@ -251,6 +255,13 @@ impl Session {
         // watchpoint on the stepped instruction, a Ctrl-C that arrived
         // before the step completed): gdb sees the code's own TF.
         self.end_pending_step(frame);
+        self.report(frame, reason, cause);
+        self.serve(frame);
+    }
+
+    /// Points the target at `frame` and sends the stop reply to a gdb
+    /// waiting for one (events recorded before the stop go first).
+    fn report(&mut self, frame: &mut TrapFrame, reason: StopReason, cause: crate::death::Cause) {
         if self.machine.is_none() {
             self.restart();
         }
@@ -275,11 +286,30 @@ impl Session {
             }
             other => self.machine = other,
         }
-        self.serve(frame);
+    }
+
+    /// Serves gdb until it resumes the kernel; a step the stub emulates
+    /// (see [`crate::step`]) is reported at once and serving goes on.
+    fn serve(&mut self, frame: &mut TrapFrame) {
+        loop {
+            self.serve_once();
+            if !self.resume(frame) {
+                return;
+            }
+            let tid = self.target.current_tid();
+            self.report(
+                frame,
+                StopReason::SignalWithThread {
+                    tid,
+                    signal: SIGTRAP,
+                },
+                crate::death::Cause::Step,
+            );
+        }
     }
 
     /// The stop loop proper: poll COM2 until gdb resumes or detaches.
-    fn serve(&mut self, frame: &mut TrapFrame) {
+    fn serve_once(&mut self) {
         // Nothing else runs on this CPU while it is stopped (the trap
         // gates clear IF already; a handler that re-enabled it must not
         // let the scheduler switch away under the debugger).
@@ -288,10 +318,10 @@ impl Session {
         let mut started: Option<u64> = None;
         if core::mem::take(&mut self.pending) {
             match self.feed_packet() {
-                Fed::Resumed => return self.resume(frame),
+                Fed::Resumed => return,
                 Fed::Detached(reason) => {
                     self.detach(reason);
-                    return self.resume(frame);
+                    return;
                 }
                 _ => {}
             }
@@ -351,18 +381,37 @@ impl Session {
                 }
             }
         }
-        self.resume(frame);
     }
 
     /// Applies gdb's resume action to the frame and the debug registers.
-    fn resume(&mut self, frame: &mut TrapFrame) {
-        use arch::frame::rflags::{RF, TF};
+    /// `true`: a step was emulated in the frame (the kernel does not run;
+    /// the caller reports the stop).
+    fn resume(&mut self, frame: &mut TrapFrame) -> bool {
+        use arch::frame::rflags::{IF, RF, TF};
         self.stepping = self.target.resume == Resume::Step;
         if self.stepping {
-            self.step_task = self.target.current_task;
-            // Remember the code's own TF; the step's stop restores it.
-            self.step_saved_tf = frame.rflags & TF;
-            frame.rflags |= TF;
+            let mut bytes = [0u8; 16];
+            let n = read_text(frame.rip, &mut bytes);
+            let plan = crate::step::plan(frame, bytes.get(..n).unwrap_or(&[]), |a, v| {
+                arch::debugreg::masked(|| arch::mem::write(a, &v.to_le_bytes())).is_ok()
+            });
+            match plan {
+                crate::step::Plan::Emulated => {
+                    self.stepping = false;
+                    return true;
+                }
+                crate::step::Plan::Step { mask_if } => {
+                    self.step_task = self.target.current_task;
+                    // Remember the code's own TF and IF; the step's stop
+                    // restores them.
+                    self.step_saved_tf = frame.rflags & TF;
+                    self.step_masked_if = mask_if && frame.rflags & IF != 0;
+                    if self.step_masked_if {
+                        frame.rflags &= !IF;
+                    }
+                    frame.rflags |= TF;
+                }
+            }
         }
         // Resume over an instruction breakpoint at rip without re-hitting it.
         frame.rflags |= RF;
@@ -370,6 +419,7 @@ impl Session {
         arch::debugreg::clear_dr6();
         self.target.set_frame(core::ptr::null_mut());
         crate::death::set_last_stop(None);
+        false
     }
 
     /// Writes gdb's hardware breakpoints/watchpoints into the CPU's debug
@@ -387,8 +437,11 @@ impl Session {
     /// frame (the stepped code's own TF, normally clear, is put back), so
     /// gdb's `eflags` shows the code's flags, not the stub's.
     pub fn end_step(&mut self, frame: &mut TrapFrame) {
-        use arch::frame::rflags::TF;
+        use arch::frame::rflags::{IF, TF};
         frame.rflags = (frame.rflags & !TF) | (self.step_saved_tf & TF);
+        if core::mem::take(&mut self.step_masked_if) {
+            frame.rflags |= IF;
+        }
         self.stepping = false;
     }
 
@@ -405,6 +458,7 @@ impl Session {
             self.end_step(frame);
         } else {
             self.stepping = false;
+            self.step_masked_if = false;
         }
     }
 
@@ -540,6 +594,23 @@ impl Session {
     /// Flushes the connection (gdbstub API symmetry; COM2 writes are polled).
     pub fn flush(&mut self) {
         let _ = Com2::new().flush();
+    }
+}
+
+/// Reads the instruction bytes at `rip` as the CPU fetches them (up to the
+/// end of the mapped text); returns how many were read.
+fn read_text(rip: u64, buf: &mut [u8; 16]) -> usize {
+    if arch::mem::read(rip, buf).is_ok() {
+        return buf.len();
+    }
+    let in_page = ((0x1000 - (rip & 0xFFF)) as usize).min(buf.len());
+    let Some(head) = buf.get_mut(..in_page) else {
+        return 0;
+    };
+    if arch::mem::read(rip, head).is_ok() {
+        in_page
+    } else {
+        0
     }
 }
 

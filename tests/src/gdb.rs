@@ -1,0 +1,85 @@
+//! A stock `gdb -batch` driven by `-ex` commands against a remote target
+//! (kdbg's stub or QEMU's own gdbstub), and parsers for what it prints.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `gdb -batch -nx` on `kernel`, attaches to `addr`, runs `cmds`;
+/// returns stdout + stderr. Panics when gdb itself crashes.
+pub fn batch(kernel: &Path, addr: SocketAddr, pre: &[&str], cmds: &[&str]) -> String {
+    let mut c = Command::new("gdb");
+    c.args(["-batch", "-nx", "-q"]);
+    for p in [
+        "set pagination off",
+        "set confirm off",
+        "set width 0",
+        "set height 0",
+        "set remotetimeout 20",
+    ]
+    .iter()
+    .chain(pre)
+    {
+        c.args(["-ex", p]);
+    }
+    c.args(["-ex", &format!("target remote {addr}")]);
+    for cmd in cmds {
+        c.args(["-ex", cmd]);
+    }
+    c.arg(kernel.as_os_str());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("gdb is installed (apt-get install gdb)");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if child.try_wait().expect("wait for gdb").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("gdb output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("internal-error") && !text.contains("Fatal signal"),
+        "gdb itself failed:\n{text}"
+    );
+    text
+}
+
+/// Every `name  0x...` register line of `info registers` output, in order.
+pub fn registers(out: &str, name: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|line| {
+            let mut w = line.split_whitespace();
+            (w.next() == Some(name))
+                .then(|| w.next())
+                .flatten()
+                .and_then(|v| v.strip_prefix("0x"))
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
+/// The words of every `x/Ngx` line (`0xADDR <sym>:\t0x... 0x...`), in order.
+pub fn words(out: &str) -> Vec<u64> {
+    out.lines()
+        .filter(|l| l.starts_with("0x") && l.contains(':'))
+        .flat_map(|l| {
+            let rest = &l[l.find(':').unwrap_or(0) + 1..];
+            rest.split_whitespace()
+                .filter_map(|v| v.strip_prefix("0x"))
+                .filter_map(|h| u64::from_str_radix(h, 16).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
