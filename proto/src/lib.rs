@@ -20,6 +20,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod agent;
+pub mod bytecode;
 pub mod command;
 pub mod event;
 pub mod fetch;
