@@ -97,8 +97,12 @@ impl Core {
         };
         if point.gdb && state == State::Idle {
             // gdb also has a breakpoint here: the stub reports the stop;
-            // the probe runs when the debugger resumes without it.
-            return false;
+            // the probe runs when the debugger resumes without it. A false
+            // condition resumes like a probe hit instead, host untouched.
+            match point.cond.as_deref() {
+                Some(c) if !c.should_stop(pf, addr, frame) => {}
+                _ => return false,
+            }
         }
         match state {
             State::Idle => self.hit(pf, kcb, point, frame),

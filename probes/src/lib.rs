@@ -24,6 +24,7 @@
 extern crate alloc;
 
 pub mod commands;
+pub mod cond;
 pub mod error;
 mod hit;
 pub mod hooks;

@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use arch::insn::{Analysis, Execution};
 use arch::slots::SlotImage;
 
+use crate::cond::StopCond;
 use crate::probe::{ExecPath, Probe};
 use crate::table::Keyed;
 
@@ -26,6 +27,9 @@ pub(crate) struct Point {
     pub probes: Vec<Arc<Probe>>,
     /// gdb has a software breakpoint here too (the stub reports hits).
     pub gdb: bool,
+    /// The in-kernel condition of gdb's breakpoint here (used only while
+    /// `gdb` is set): a false one resumes like a probe hit.
+    pub cond: Option<Arc<StopCond>>,
 }
 
 impl Keyed for Point {
@@ -40,6 +44,7 @@ impl Point {
         slot: Option<SlotImage>,
         probes: Vec<Arc<Probe>>,
         gdb: bool,
+        cond: Option<Arc<StopCond>>,
     ) -> Point {
         let boost = slot.is_some_and(|s| s.boost.is_some())
             && probes.iter().all(|p| !p.has_post_or_fault());
@@ -50,6 +55,7 @@ impl Point {
             boost,
             probes,
             gdb,
+            cond,
         };
         let path = point.path();
         for p in &point.probes {

@@ -15,6 +15,7 @@ use arch::insn::{Analysis, Execution, analyze};
 use arch::slots::{SLOT_SIZE, SlotImage, SlotPool};
 
 use crate::Core;
+use crate::cond::{CondInfo, StopCond};
 use crate::error::ProbeError;
 use crate::platform::{Platform, Symbol};
 use crate::point::Point;
@@ -47,6 +48,10 @@ pub(crate) struct Registry {
     zombies: Vec<Arc<Probe>>,
     /// gdb's software breakpoints: address -> the byte under the int3.
     gdb: BTreeMap<u64, u8>,
+    /// Conditions of gdb's breakpoints by address. They outlive a
+    /// breakpoint's removal (a debugger lifts it to step over it and puts
+    /// it back); `gdb_set_cond` with `None` ends one.
+    conds: BTreeMap<u64, Arc<StopCond>>,
 }
 
 // SAFETY: the raw point pointers are owned by the registry (boxes it
@@ -63,6 +68,7 @@ impl Registry {
             slots_ready: false,
             zombies: Vec::new(),
             gdb: BTreeMap::new(),
+            conds: BTreeMap::new(),
         }
     }
 
@@ -216,9 +222,10 @@ impl Core {
             }
         };
         probes.push(probe.clone());
-        let gdb = reg.gdb.contains_key(&addr);
+        let gdb = reg.gdb.contains_key(&addr) || reg.point(addr).is_some_and(|p| p.gdb);
+        let cond = reg.conds.get(&addr).cloned();
         let point = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(
-            analysis, slot, probes, gdb,
+            analysis, slot, probes, gdb, cond,
         )));
         let old = match self.table.publish(point) {
             Ok(old) => old,
@@ -279,7 +286,8 @@ impl Core {
             .point(addr)
             .map(|p| p.probes.iter().filter(|q| q.id != id).cloned().collect())
             .unwrap_or_default();
-        if remaining.is_empty() {
+        let keep_for_gdb = reg.point(addr).is_some_and(|p| p.gdb) && reg.conds.contains_key(&addr);
+        if remaining.is_empty() && !keep_for_gdb {
             if let Some(entry) = reg.points.remove(&addr) {
                 // SAFETY: owned by the registry until retired below.
                 let point = unsafe { &*entry.ptr };
@@ -325,11 +333,13 @@ impl Core {
         let Some(old) = reg.point(addr) else {
             return;
         };
+        let cond = reg.conds.get(&addr).cloned();
         let point = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(
             old.analysis,
             old.slot,
             probes,
             gdb,
+            cond,
         )));
         match self.table.publish(point) {
             Ok(Some(old_ptr)) => {
@@ -366,6 +376,163 @@ impl Core {
         }
         (pf.write_text)(addr, &[arch::text::BREAKPOINT]);
         reg.gdb.insert(addr, b[0]);
+        if reg.conds.contains_key(&addr) {
+            // The condition needs a point (slot and analysis) to resume
+            // from a false hit. If the address cannot have one, the
+            // breakpoint still works, unconditionally.
+            let _ = self.gdb_point(pf, &mut reg, addr);
+        }
+        Ok(())
+    }
+
+    /// Turns gdb's plain breakpoint at `addr` (in `reg.gdb`) into a probe
+    /// point without probes, so a false condition can resume like a hit.
+    fn gdb_point(&self, pf: &Platform, reg: &mut Registry, addr: u64) -> Result<(), ProbeError> {
+        if reg.points.contains_key(&addr) || !reg.gdb.contains_key(&addr) {
+            return Ok(());
+        }
+        let (addr, sym) = Self::resolve(pf, At::Addr(addr))?;
+        let analysis = Self::analyse(pf, reg, addr, &sym)?;
+        let slot = match analysis.exec {
+            Execution::Emulate(_) => None,
+            Execution::OutOfLine { .. } => {
+                let base = reg.slots.alloc().ok_or(ProbeError::NoSlot)?;
+                match SlotImage::build(&analysis, base) {
+                    Ok(img) => {
+                        (pf.write_text)(base, &img.bytes);
+                        self.set_slot_owner(base, addr);
+                        Some(img)
+                    }
+                    Err(r) => {
+                        reg.slots.free(base);
+                        return Err(ProbeError::Refused(r));
+                    }
+                }
+            }
+        };
+        let cond = reg.conds.get(&addr).cloned();
+        let point = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(
+            analysis,
+            slot,
+            Vec::new(),
+            true,
+            cond,
+        )));
+        match self.table.publish(point) {
+            Ok(_) => {}
+            Err(p) => {
+                // SAFETY: `p` is the box created above, never published.
+                drop(unsafe { alloc::boxed::Box::from_raw(p) });
+                if let Some(img) = slot {
+                    self.set_slot_owner(img.trap_entry, 0);
+                    reg.slots.free(img.trap_entry);
+                }
+                return Err(ProbeError::TableFull);
+            }
+        }
+        reg.points.insert(
+            addr,
+            PointEntry {
+                ptr: point,
+                armed: true,
+            },
+        );
+        reg.gdb.remove(&addr);
+        Ok(())
+    }
+
+    /// Removes the point at `addr` (no probes left), restoring `byte` in the
+    /// text when `Some`, and frees its slot after a grace period.
+    fn drop_point(&self, pf: &Platform, reg: &mut Registry, addr: u64, byte: Option<u8>) {
+        let Some(entry) = reg.points.remove(&addr) else {
+            return;
+        };
+        // SAFETY: owned by the registry until retired below.
+        let point = unsafe { &*entry.ptr };
+        if let Some(b) = byte {
+            (pf.write_text)(addr, &[b]);
+        }
+        let slot = point.slot;
+        self.table.remove(addr);
+        self.synchronize(pf);
+        // SAFETY: unpublished and past a grace period.
+        drop(unsafe { alloc::boxed::Box::from_raw(entry.ptr) });
+        if let Some(img) = slot {
+            self.set_slot_owner(img.trap_entry, 0);
+            reg.slots.free(img.trap_entry);
+        }
+    }
+
+    /// Sets (`Some`) or ends (`None`) the in-kernel condition of gdb's
+    /// breakpoint at `addr`. A condition set before the breakpoint waits
+    /// for it; one set on an address that cannot take a point (blacklisted,
+    /// not an instruction) is refused with the reason.
+    pub fn gdb_set_cond(&self, addr: u64, cond: Option<StopCond>) -> Result<(), ProbeError> {
+        let (pf, mut reg) = self.lock()?;
+        match cond {
+            Some(c) => {
+                // Refuse what could never be evaluated before keeping it.
+                let (_, sym) = Self::resolve(pf, At::Addr(addr))?;
+                Self::analyse(pf, &reg, addr, &sym)?;
+                reg.conds.insert(addr, Arc::new(c));
+                if reg.point(addr).is_some() {
+                    let (probes, gdb) = reg
+                        .point(addr)
+                        .map(|p| (p.probes.clone(), p.gdb))
+                        .unwrap_or_default();
+                    self.republish(pf, &mut reg, addr, probes, gdb);
+                } else if let Err(e) = self.gdb_point(pf, &mut reg, addr) {
+                    reg.conds.remove(&addr);
+                    return Err(e);
+                }
+            }
+            None => {
+                if reg.conds.remove(&addr).is_none() {
+                    return Ok(());
+                }
+                let Some((probes, gdb, orig)) = reg
+                    .point(addr)
+                    .map(|p| (p.probes.clone(), p.gdb, p.original_byte()))
+                else {
+                    return Ok(());
+                };
+                if probes.is_empty() {
+                    // gdb's breakpoint alone again: the int3 stays.
+                    self.drop_point(pf, &mut reg, addr, None);
+                    if gdb {
+                        reg.gdb.insert(addr, orig);
+                    }
+                } else {
+                    self.republish(pf, &mut reg, addr, probes, gdb);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every condition (the debugger detached).
+    pub fn gdb_clear_conds(&self) {
+        let addrs: Vec<u64> = match self.lock() {
+            Ok((_, reg)) => reg.conds.keys().copied().collect(),
+            Err(_) => return,
+        };
+        for a in addrs {
+            let _ = self.gdb_set_cond(a, None);
+        }
+    }
+
+    /// The condition at `addr` came from gdb's agent expressions.
+    pub fn gdb_cond_from_agent(&self, addr: u64) -> bool {
+        self.lock()
+            .is_ok_and(|(_, reg)| reg.conds.get(&addr).is_some_and(|c| c.from_agent))
+    }
+
+    /// Calls `f` with every condition's counters, by address.
+    pub fn gdb_conds(&self, f: &mut dyn FnMut(&CondInfo)) -> Result<(), ProbeError> {
+        let (_, reg) = self.lock()?;
+        for (a, c) in reg.conds.iter() {
+            f(&c.info(*a));
+        }
         Ok(())
     }
 
@@ -373,7 +540,11 @@ impl Core {
     pub fn gdb_remove(&self, addr: u64) -> Result<(), ProbeError> {
         let (pf, mut reg) = self.lock()?;
         if let Some(p) = reg.point(addr) {
-            if p.gdb {
+            if p.gdb && p.probes.is_empty() {
+                // A point that only carried gdb's condition.
+                let orig = p.original_byte();
+                self.drop_point(pf, &mut reg, addr, Some(orig));
+            } else if p.gdb {
                 let probes = p.probes.clone();
                 self.republish(pf, &mut reg, addr, probes, false);
                 Self::update_arming(pf, &mut reg, addr);

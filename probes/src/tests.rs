@@ -931,6 +931,105 @@ fn gdb_breakpoints_share_the_int3_with_probes() {
 }
 
 #[test]
+fn gdb_breakpoint_conditions_run_in_the_trap() {
+    use crate::cond::StopCond;
+    use proto::bytecode::{Writer, op};
+    let c = setup();
+    let at = FUNC + 0xd; // xor eax, eax: out of line, boostable
+    let cond = |n: u64| {
+        let mut w = Writer::new();
+        w.reg(5).konst(n).op(op::EQ);
+        w.finish().unwrap()
+    };
+    // Set before the breakpoint: waits for it.
+    c.gdb_set_cond(at, Some(StopCond::new([cond(5)], 0, false)))
+        .unwrap();
+    assert_eq!(peek(at), 0x31, "no breakpoint yet");
+    c.gdb_insert(at).unwrap();
+    assert_eq!(peek(at), 0xcc);
+    // rdi = 11: false, resumes through the slot without the stub.
+    let mut f = trap_at(at);
+    assert!(c.on_breakpoint(&mut f), "false: handled in the trap");
+    assert_ne!(f.rip, at + 1, "sent to the slot");
+    assert!(f.rip >= SLOTS, "boosted into the slot");
+    finish_slot(c, at, &mut f);
+    // rdi = 5: true, the stub stops.
+    let mut f = trap_at(at);
+    f.rdi = 5;
+    assert!(!c.on_breakpoint(&mut f));
+    // A faulting condition counts and does not stop.
+    let mut w = Writer::new();
+    w.konst(0xdead_0000).load(8, false);
+    c.gdb_set_cond(at, Some(StopCond::new([w.finish().unwrap()], 0, false)))
+        .unwrap();
+    let mut f = trap_at(at);
+    assert!(c.on_breakpoint(&mut f));
+    finish_slot(c, at, &mut f);
+    // Ignore count: two true hits skipped, the third stops.
+    c.gdb_set_cond(at, Some(StopCond::new([cond(11)], 2, false)))
+        .unwrap();
+    let mut stops = 0;
+    for _ in 0..4 {
+        let mut f = trap_at(at);
+        if !c.on_breakpoint(&mut f) {
+            stops += 1;
+        }
+        finish_slot(c, at, &mut f);
+    }
+    assert_eq!(stops, 2, "hits 3 and 4 stop");
+    let mut rows = Vec::new();
+    c.gdb_conds(&mut |i| rows.push(*i)).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].hits, rows[0].ignored, rows[0].ignore), (4, 2, 0));
+    // The condition survives a lift (z0/Z0 to step over it).
+    c.gdb_remove(at).unwrap();
+    assert_eq!(peek(at), 0x31);
+    assert!(
+        c.table.get(at).is_none(),
+        "the point went with the breakpoint"
+    );
+    c.gdb_insert(at).unwrap();
+    let mut f = trap_at(at);
+    f.rdi = 1;
+    assert!(c.on_breakpoint(&mut f), "still conditional");
+    finish_slot(c, at, &mut f);
+    // A probe there too: a false condition runs the probe as usual.
+    let id = c.register_kprobe(At::Addr(at), handlers()).unwrap();
+    take_log();
+    let mut f = trap_at(at);
+    f.rdi = 1;
+    assert!(c.on_breakpoint(&mut f));
+    finish_slot(c, at, &mut f);
+    assert!(!take_log().is_empty(), "the probe's handler ran");
+    c.unregister(id).unwrap();
+    assert_eq!(peek(at), 0xcc, "gdb's breakpoint stays");
+    let mut f = trap_at(at);
+    f.rdi = 1;
+    assert!(c.on_breakpoint(&mut f), "and stays conditional");
+    finish_slot(c, at, &mut f);
+    // Ending the condition: gdb's plain breakpoint again.
+    c.gdb_set_cond(at, None).unwrap();
+    let mut f = trap_at(at);
+    assert!(!c.on_breakpoint(&mut f));
+    assert_eq!(peek(at), 0xcc);
+    c.gdb_remove(at).unwrap();
+    assert_eq!(peek(at), 0x31);
+    // Refused where no point can be: a blacklisted address.
+    assert_eq!(
+        c.gdb_set_cond(BLACK, Some(StopCond::new([cond(1)], 0, false))),
+        Err(ProbeError::Blacklisted)
+    );
+}
+
+/// Ends a hit that went out of line (the slot's tail trap), if it did.
+fn finish_slot(c: &Core, at: u64, f: &mut TrapFrame) {
+    if c.kcbs[0].busy() {
+        f.rip = c.table.get(at).unwrap().slot.unwrap().trap_rip;
+        assert!(c.on_breakpoint(f));
+    }
+}
+
+#[test]
 fn watchpoint_trap_after_a_slot_instruction_reports_the_real_place() {
     let c = setup();
     // Boosted (sti variant): a #DB after `push rbp` in the slot.

@@ -11,6 +11,8 @@
 //! retinst [TASK]
 //! stream on|off|text|record
 //! lookup LOC
+//! cond ADDR [if=HEX] [ignore=N]
+//! conds
 //! help [COMMAND]
 //!
 //! LOC   = ADDRESS | SYMBOL | SYMBOL+OFFSET      (numbers: decimal or 0x-hex)
@@ -21,6 +23,7 @@
 //! input; `Display` writes the canonical text back (the shell builds commands
 //! with it), and parse(display(c)) == c.
 
+use crate::bytecode::{self, HexProgramError, Program};
 use crate::fetch::{CaptureSpec, FetchError};
 use core::fmt;
 
@@ -182,6 +185,15 @@ pub enum Command<'a> {
         addr: u64,
         len: u64,
     },
+    /// The in-kernel condition and ignore count of gdb's software
+    /// breakpoint at `addr` (`prog: None` and `ignore: 0`: unconditional).
+    Cond {
+        addr: u64,
+        prog: Option<Program>,
+        ignore: u64,
+    },
+    /// One `cond` row per conditional breakpoint.
+    Conds,
     Help {
         topic: Option<&'a str>,
     },
@@ -202,6 +214,8 @@ pub enum ParseError {
     BadStreamMode,
     TooManyIds,
     Capture(FetchError),
+    /// A condition program that is not hex or that the verifier refused.
+    Program(HexProgramError),
 }
 
 impl From<FetchError> for ParseError {
@@ -229,6 +243,7 @@ impl fmt::Display for ParseError {
             ParseError::BadStreamMode => f.write_str("bad mode: use stream on|off|text|record"),
             ParseError::TooManyIds => f.write_str("too many ids: at most 16 per command"),
             ParseError::Capture(e) => write!(f, "{e}"),
+            ParseError::Program(e) => write!(f, "condition {e}"),
         }
     }
 }
@@ -347,6 +362,23 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
                 len: parse_u64(len).ok_or(ParseError::BadNumber)?,
             }
         }
+        "cond" => {
+            let addr = parse_u64(words.next().ok_or(ParseError::Missing("ADDR"))?)
+                .ok_or(ParseError::BadNumber)?;
+            let mut prog = None;
+            let mut ignore = 0;
+            for w in words.by_ref() {
+                if let Some(h) = w.strip_prefix("if=") {
+                    prog = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
+                } else if let Some(n) = w.strip_prefix("ignore=") {
+                    ignore = parse_u64(n).ok_or(ParseError::BadNumber)?;
+                } else {
+                    return Err(ParseError::UnexpectedArgument);
+                }
+            }
+            Command::Cond { addr, prog, ignore }
+        }
+        "conds" => Command::Conds,
         "help" => Command::Help {
             topic: words.next(),
         },
@@ -399,6 +431,17 @@ impl fmt::Display for Command<'_> {
             Command::Why => f.write_str("why"),
             Command::Pages { addr, len } => write!(f, "pages {addr:#x} {len:#x}"),
             Command::Lookup(loc) => write!(f, "lookup {loc}"),
+            Command::Cond { addr, prog, ignore } => {
+                write!(f, "cond {addr:#x}")?;
+                if let Some(p) = prog {
+                    write!(f, " if={}", bytecode::Hex(p))?;
+                }
+                if *ignore != 0 {
+                    write!(f, " ignore={ignore}")?;
+                }
+                Ok(())
+            }
+            Command::Conds => f.write_str("conds"),
             Command::Help { topic: None } => f.write_str("help"),
             Command::Help { topic: Some(t) } => write!(f, "help {t}"),
         }
@@ -474,6 +517,16 @@ pub const COMMANDS: &[CommandHelp] = &[
         name: "pages",
         usage: "pages ADDR LEN",
         summary: "bitmap (hex, page 0 in bit 0 of the first byte) of the non-zero 4 KiB pages in a range",
+    },
+    CommandHelp {
+        name: "cond",
+        usage: "cond ADDR [if=HEX] [ignore=N]",
+        summary: "condition (verified bytecode, run in the kernel) and ignore count of gdb's breakpoint at ADDR",
+    },
+    CommandHelp {
+        name: "conds",
+        usage: "conds",
+        summary: "conditional breakpoints: addr hits false faults ignored ignore prog",
     },
     CommandHelp {
         name: "help",
@@ -554,6 +607,20 @@ mod tests {
             ),
             ("stream maybe", ParseError::BadStreamMode),
             ("probes 1", ParseError::UnexpectedArgument),
+            ("cond", ParseError::Missing("ADDR")),
+            ("cond fib", ParseError::BadNumber),
+            (
+                "cond 0x10 if=0",
+                ParseError::Program(HexProgramError::BadHex),
+            ),
+            (
+                "cond 0x10 if=00",
+                ParseError::Program(HexProgramError::Verify(
+                    crate::bytecode::VerifyError::StackUnderflow { at: 0 },
+                )),
+            ),
+            ("cond 0x10 ignore=x", ParseError::BadNumber),
+            ("cond 0x10 frob", ParseError::UnexpectedArgument),
         ];
         for (text, err) in cases {
             assert_eq!(parse(text).unwrap_err(), err, "{text:?}");
@@ -582,6 +649,9 @@ mod tests {
             "help probes",
             "why",
             "pages 0x1000 0x200000",
+            "cond 0x1000",
+            "cond 0x1000 if=050501052000 ignore=3",
+            "conds",
         ] {
             let cmd = parse(text).unwrap();
             assert_eq!(cmd.to_string(), text);

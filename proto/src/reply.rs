@@ -13,6 +13,7 @@
 //! task id=N name=NAME state=STATE current=0|1
 //! inst task=N func=0x.. sp=0x.. ret=0x..
 //! sym addr=0x.. name=NAME+0xOFF
+//! cond addr=0x.. hits=N false=N faults=N ignored=N ignore=N len=N
 //! ```
 //!
 //! Unknown keys are ignored by the parsers (rows may grow new keys at the
@@ -440,6 +441,54 @@ impl fmt::Display for InstRow {
     }
 }
 
+/// One row of `conds`: a gdb breakpoint's in-kernel condition and counters.
+/// `hits` counts every trap at the breakpoint; `false` the ones the
+/// condition rejected, `faults` the ones whose condition faulted (also not
+/// stopped), `ignored` the true ones the ignore count skipped; `ignore` is
+/// what is left of the ignore count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CondRow {
+    pub addr: u64,
+    pub hits: u64,
+    pub false_hits: u64,
+    pub faults: u64,
+    pub ignored: u64,
+    pub ignore: u64,
+    /// Program length in bytes (0: no condition).
+    pub prog_len: u64,
+}
+
+impl CondRow {
+    pub fn parse(line: &str) -> Result<Self, RowError> {
+        let r = row_of(line, "cond")?;
+        Ok(CondRow {
+            addr: need_num(&r, "addr")?,
+            hits: need_num(&r, "hits")?,
+            false_hits: need_num(&r, "false")?,
+            faults: need_num(&r, "faults")?,
+            ignored: need_num(&r, "ignored")?,
+            ignore: need_num(&r, "ignore")?,
+            prog_len: r.num("len").unwrap_or(0),
+        })
+    }
+}
+
+impl fmt::Display for CondRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cond addr={:#x} hits={} false={} faults={} ignored={} ignore={} len={}",
+            self.addr,
+            self.hits,
+            self.false_hits,
+            self.faults,
+            self.ignored,
+            self.ignore,
+            self.prog_len
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +525,21 @@ mod tests {
         let back = ErrorRow::parse(&text).unwrap();
         assert_eq!(back, e);
         assert_eq!(Row::parse(&text).unwrap().get("code"), Some("not-boundary"));
+    }
+
+    #[test]
+    fn cond_row_round_trips() {
+        let row = CondRow {
+            addr: 0x1000,
+            hits: 9,
+            false_hits: 5,
+            faults: 1,
+            ignored: 3,
+            ignore: 0,
+            prog_len: 6,
+        };
+        assert_eq!(CondRow::parse(&row.to_string()), Ok(row));
+        assert_eq!(CondRow::parse("probe id=1"), Err(RowError::WrongKind));
     }
 
     #[test]

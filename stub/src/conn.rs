@@ -25,7 +25,8 @@ impl Connection for Com2 {
     type Error = core::convert::Infallible;
 
     fn write(&mut self, byte: u8) -> Result<(), Self::Error> {
-        self.0.write_byte(byte);
+        // Through the `qSupported` feature rewrite (idle: a plain write).
+        crate::conditions::write_byte(&self.0, byte);
         Ok(())
     }
 

@@ -22,6 +22,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 pub mod breakpoints;
 pub mod clock;
+pub mod conditions;
 pub mod conn;
 pub mod death;
 pub mod events;

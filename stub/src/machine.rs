@@ -148,21 +148,48 @@ impl Session {
         if self.framer.packet().starts_with(b"$?#") && self.answer_question_mark() {
             return Fed::Stay;
         }
+        // Conditions in `Z0;X...` are taken out here (gdbstub 0.7 drops
+        // them), and `qSupported`'s reply advertises them.
+        let qsupported = self.framer.packet().starts_with(b"$qSupported");
+        let z0 = crate::conditions::parse_z0(self.framer.packet()).map(|mut z| {
+            let ok = crate::conditions::before_z0(&mut z);
+            (z, ok)
+        });
+        if qsupported {
+            crate::conditions::arm_qsupported();
+        }
         // Disjoint fields: the framer's buffer is fed without a copy.
-        let fed = match crate::packet::inspect(self.framer.packet()) {
-            Action::Forward => {
-                feed_machine(&mut self.machine, &mut self.target, self.framer.packet())
-            }
-            Action::Rewrite(r) => feed_machine(&mut self.machine, &mut self.target, r.frame()),
-            Action::Answer(body) => {
+        let fed = match z0 {
+            Some((_, false)) => {
                 let uart = Com2::new().0;
                 if !self.no_ack {
                     uart.write_byte(b'+');
                 }
-                write_packet(&uart, body);
+                write_packet(&uart, crate::packet::EINVAL_REPLY);
                 Fed::Stay
             }
+            Some((z, true)) => {
+                let plain = z.plain.get(..z.plain_len).unwrap_or(&[]);
+                feed_machine(&mut self.machine, &mut self.target, plain)
+            }
+            None => match crate::packet::inspect(self.framer.packet()) {
+                Action::Forward => {
+                    feed_machine(&mut self.machine, &mut self.target, self.framer.packet())
+                }
+                Action::Rewrite(r) => feed_machine(&mut self.machine, &mut self.target, r.frame()),
+                Action::Answer(body) => {
+                    let uart = Com2::new().0;
+                    if !self.no_ack {
+                        uart.write_byte(b'+');
+                    }
+                    write_packet(&uart, body);
+                    Fed::Stay
+                }
+            },
         };
+        if qsupported {
+            crate::conditions::disarm();
+        }
         if let Fed::Failed = fed {
             write_packet(&Com2::new().0, b"E01");
             self.restart();

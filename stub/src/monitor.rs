@@ -80,6 +80,8 @@ pub fn run(
         Command::Probes => probecmd::list(out),
         Command::Probe { action, ids } => probecmd::probe(action, ids.as_slice(), out),
         Command::RetInst { task } => probecmd::retinst(task, out),
+        Command::Cond { addr, prog, ignore } => crate::conditions::cond(addr, prog, ignore, out),
+        Command::Conds => crate::conditions::conds(out),
     }
 }
 

@@ -107,6 +107,7 @@ impl KdbgTarget {
 
     /// Removes every gdb breakpoint (detach / kill / new session).
     pub fn clear_breakpoints(&mut self) {
+        probes::CORE.gdb_clear_conds();
         let ops = self.ops;
         self.sw.clear(
             |a, b| Self::write_text_byte(&ops, a, b),

@@ -1,0 +1,188 @@
+//! Conditions on gdb's software breakpoints, evaluated in the trap handler:
+//! a breakpoint whose condition is false (or faults, or whose ignore count
+//! is not used up) resumes at once like a probe hit, without the stub and
+//! without the host. Only a true condition with no ignore count left stops.
+//!
+//! The condition lives with the probe point at the breakpoint's address
+//! (a point with no probes is made for it), so the hit path finds it with
+//! the same lock-free lookup as probes; its counters outlive republishing
+//! (the point holds an `Arc`).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use arch::TrapFrame;
+use proto::bytecode::{self, Program};
+
+use crate::platform::Platform;
+
+/// Most programs one breakpoint carries (gdb sends one per breakpoint at the
+/// address; the stop happens when any is true).
+pub const MAX_PROGRAMS: usize = 4;
+
+/// A breakpoint's condition and counters.
+pub struct StopCond {
+    progs: [Option<Program>; MAX_PROGRAMS],
+    /// True hits still to skip.
+    pub(crate) ignore: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) false_hits: AtomicU64,
+    pub(crate) faults: AtomicU64,
+    pub(crate) ignored: AtomicU64,
+    /// Set from gdb's `Z0;X` agent expressions (a plain `Z0` ends it),
+    /// not from kdbg's `monitor cond` (which survives `z0`/`Z0`).
+    pub from_agent: bool,
+}
+
+/// A snapshot of a condition's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CondInfo {
+    pub addr: u64,
+    pub hits: u64,
+    pub false_hits: u64,
+    pub faults: u64,
+    pub ignored: u64,
+    pub ignore: u64,
+    /// Bytes of the programs (0: no program, only an ignore count).
+    pub prog_len: u64,
+}
+
+impl StopCond {
+    /// At most [`MAX_PROGRAMS`] programs are kept (the rest are ignored).
+    pub fn new(
+        progs: impl IntoIterator<Item = Program>,
+        ignore: u64,
+        from_agent: bool,
+    ) -> StopCond {
+        let mut p = [None; MAX_PROGRAMS];
+        for (slot, prog) in p.iter_mut().zip(progs) {
+            *slot = Some(prog);
+        }
+        StopCond {
+            progs: p,
+            ignore: AtomicU64::new(ignore),
+            hits: AtomicU64::new(0),
+            false_hits: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+            from_agent,
+        }
+    }
+
+    /// Nothing to decide: no program and no ignore count.
+    pub fn is_trivial(&self) -> bool {
+        self.progs.iter().all(Option::is_none) && self.ignore.load(Ordering::Relaxed) == 0
+    }
+
+    pub(crate) fn info(&self, addr: u64) -> CondInfo {
+        CondInfo {
+            addr,
+            hits: self.hits.load(Ordering::Relaxed),
+            false_hits: self.false_hits.load(Ordering::Relaxed),
+            faults: self.faults.load(Ordering::Relaxed),
+            ignored: self.ignored.load(Ordering::Relaxed),
+            ignore: self.ignore.load(Ordering::Relaxed),
+            prog_len: self
+                .progs
+                .iter()
+                .flatten()
+                .map(|p| p.code().len() as u64)
+                .sum(),
+        }
+    }
+
+    /// Decides at a hit at `addr` whether the debugger stops.
+    #[inline]
+    pub(crate) fn should_stop(&self, pf: &Platform, addr: u64, frame: &TrapFrame) -> bool {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        let mut any = false;
+        let mut truth = false;
+        let mut faulted = false;
+        for p in self.progs.iter().flatten() {
+            any = true;
+            let env = FrameEnv { pf, frame, addr };
+            match p.eval(&env) {
+                Ok(0) => {}
+                Ok(_) => {
+                    truth = true;
+                    break;
+                }
+                Err(_) => faulted = true,
+            }
+        }
+        if any && !truth {
+            let c = if faulted {
+                &self.faults
+            } else {
+                &self.false_hits
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        // gdb's order: the condition first, then the ignore count.
+        if self
+            .ignore
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.ignored.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// The trap frame and memory as the bytecode sees them.
+pub struct FrameEnv<'a> {
+    pub pf: &'a Platform,
+    pub frame: &'a TrapFrame,
+    /// The breakpoint's address (what `rip` reads as: the trap frame's rip
+    /// is past the int3).
+    pub addr: u64,
+}
+
+/// Register `n` of `frame` in gdb's numbering (`bytecode::REG_NAMES`),
+/// with `rip` reading as `rip`.
+#[inline]
+pub fn frame_reg(frame: &TrapFrame, n: u8, rip: u64) -> u64 {
+    match n {
+        0 => frame.rax,
+        1 => frame.rbx,
+        2 => frame.rcx,
+        3 => frame.rdx,
+        4 => frame.rsi,
+        5 => frame.rdi,
+        6 => frame.rbp,
+        7 => frame.rsp,
+        8 => frame.r8,
+        9 => frame.r9,
+        10 => frame.r10,
+        11 => frame.r11,
+        12 => frame.r12,
+        13 => frame.r13,
+        14 => frame.r14,
+        15 => frame.r15,
+        16 => rip,
+        17 => frame.rflags,
+        18 => frame.cs,
+        19 => frame.ss,
+        _ => 0,
+    }
+}
+
+impl bytecode::Env for FrameEnv<'_> {
+    #[inline]
+    fn reg(&self, n: u8) -> u64 {
+        frame_reg(self.frame, n, self.addr)
+    }
+    fn ctx(&self, n: u8) -> u64 {
+        match n {
+            bytecode::CTX_TASK => u64::from((self.pf.task_id)()),
+            bytecode::CTX_CPU => (self.pf.cpu_id)() as u64,
+            bytecode::CTX_RET => self.frame.rax,
+            _ => 0,
+        }
+    }
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        (self.pf.read)(addr, buf)
+    }
+}
