@@ -29,7 +29,7 @@ pub static KDBG_CONSOLE_RING: [AtomicU8; RING_SIZE] = [const { AtomicU8::new(0) 
 #[unsafe(no_mangle)]
 pub static KDBG_CONSOLE_WRITTEN: AtomicU64 = AtomicU64::new(0);
 
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn ring_write(s: &str) {
     let bytes = s.as_bytes();
     let start = KDBG_CONSOLE_WRITTEN.load(Ordering::Relaxed);
@@ -46,7 +46,7 @@ fn ring_write(s: &str) {
 struct Tee<'a>(&'a mut Uart);
 
 impl Write for Tee<'_> {
-    #[unsafe(link_section = ".text.noprobe")]
+    #[noprobe]
     fn write_str(&mut self, s: &str) -> fmt::Result {
         ring_write(s);
         self.0.write_str(s)

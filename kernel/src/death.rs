@@ -20,6 +20,7 @@
 use core::fmt::Write;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use noprobe::noprobe;
 
 use arch::TrapFrame;
 use stub::death::{Death, Kind, OnDeath, Outcome};
@@ -57,7 +58,7 @@ pub fn set_crash(c: Option<Crash>) {
 /// (index out of bounds) once the kernel is dying, i.e. inside the stub's
 /// death path.
 #[inline(never)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn stub_crash_hook() {
     if CRASH.load(Ordering::Relaxed) == CRASH_STUB && stub::death::dead() {
         let table = [0u8; 4];
@@ -68,7 +69,7 @@ pub fn stub_crash_hook() {
 
 /// `kdbg.crash=alloc`: called by the allocator with its lock held.
 #[inline(never)]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn alloc_crash_hook() {
     if ALLOC_BOMB.swap(false, Ordering::Relaxed) {
         let table = [0u8; 4];
@@ -79,7 +80,7 @@ pub fn alloc_crash_hook() {
 
 /// The kernel panicked.
 #[cold]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn panic(info: &PanicInfo) -> ! {
     arch::cpu::disable_interrupts();
     let mut d = Death::new(Kind::Panic);
@@ -103,7 +104,7 @@ pub fn panic(info: &PanicInfo) -> ! {
 }
 
 /// The #BP dispatcher's first question: is this the panic's `int3`?
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn take_panic() -> Option<Death> {
     if !PANIC_PENDING.swap(false, Ordering::AcqRel) {
         return None;
@@ -116,7 +117,7 @@ pub static SAVED_IDTR: spin::Mutex<Option<[u8; 10]>> = spin::Mutex::new(None);
 
 /// The kernel cannot continue: record, print, stay in the stub.
 #[cold]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn die(frame: &mut TrapFrame, mut d: Death) -> ! {
     arch::cpu::disable_interrupts();
     if let Some(idtr) = SAVED_IDTR.try_lock().and_then(|s| *s) {
@@ -181,7 +182,7 @@ pub fn die(frame: &mut TrapFrame, mut d: Death) -> ! {
 /// (the dying code may hold the console's), then stop as the policy says
 /// (`wait` halts: the stub cannot be entered again).
 #[cold]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 fn recursion_dump(frame: Option<&TrapFrame>, d: &Death) -> ! {
     arch::cpu::disable_interrupts();
     let mut u = crate::console::Emergency;

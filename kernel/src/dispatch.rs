@@ -214,7 +214,7 @@ pub fn fatal(frame: &mut TrapFrame, why: &str) -> ! {
 
 /// [`fatal`] with the kind of death named (a stack overflow).
 #[cold]
-#[unsafe(link_section = ".text.noprobe")]
+#[noprobe]
 pub fn fatal_kind(frame: &mut TrapFrame, kind: stub::death::Kind, why: &str) -> ! {
     use core::fmt::Write;
     let mut d = stub::death::Death::new(kind);

@@ -223,5 +223,22 @@ pub enum Output {
     Help {
         text: String,
     },
+    /// `why`.
+    Why {
+        why: crate::exec::postmortem::WhyInfo,
+    },
+    /// The summary shown when attaching to a kernel that stopped or died
+    /// before the debugger came.
+    PostMortem {
+        postmortem: crate::exec::postmortem::PostMortem,
+    },
+    /// `dmesg`.
+    Dmesg {
+        dmesg: crate::exec::postmortem::Dmesg,
+    },
+    /// `thread apply`.
+    ThreadApply {
+        results: Vec<crate::exec::postmortem::ThreadApplied>,
+    },
     Quit,
 }

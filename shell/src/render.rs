@@ -192,6 +192,12 @@ fn text(r: &Render, o: &Output) -> String {
             })
             .collect::<Vec<_>>()
             .join("\n"),
+        Output::Why { why } => crate::exec::postmortem::render_why(why),
+        Output::PostMortem { postmortem } => {
+            crate::exec::postmortem::render_postmortem(r, postmortem)
+        }
+        Output::Dmesg { dmesg } => crate::exec::postmortem::render_dmesg(dmesg),
+        Output::ThreadApply { results } => crate::exec::postmortem::render_thread_apply(r, results),
         Output::ProbeSet { probe } => {
             let mut s = format!(
                 "{} {} {} at {} ({:#x})",

@@ -69,7 +69,8 @@ impl KdbgJson {
     }
 
     /// Runs one command; returns its result object (ok or error). The stop
-    /// notice (`"command": "stop"`) is not a result.
+    /// notice (`"command": "stop"`) and the summary shown at attach
+    /// (`"command": "attach"`) are not results.
     pub fn run(&mut self, line: &str) -> Value {
         let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{line}").expect("write to kdbg");
@@ -77,7 +78,7 @@ impl KdbgJson {
         let deadline = Instant::now() + REPLY;
         loop {
             let v = self.read(deadline, &format!("no answer to `{line}`"));
-            if v.get("command").is_some() && v["command"] != "stop" {
+            if v.get("command").is_some() && v["command"] != "stop" && v["command"] != "attach" {
                 return v;
             }
         }

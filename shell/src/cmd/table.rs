@@ -10,7 +10,9 @@
 use anyhow::Result;
 
 use super::parse::Invocation;
-use crate::exec::{code, eventcmds, info, inspect, memory, probes, run, sessioncmds, stack, state};
+use crate::exec::{
+    code, eventcmds, info, inspect, memory, postmortem, probes, run, sessioncmds, stack, state,
+};
 use crate::output::Output;
 use crate::session::Session;
 
@@ -672,6 +674,34 @@ pub const COMMANDS: &[Command] = &[
         run: inspect::list,
     },
     Command {
+        name: "why",
+        aliases: &[],
+        args: &[],
+        usage: "",
+        summary: "why the kernel is stopped or died: cause, task, signal, panic message or trap, error code, cr2",
+        details: "After a death: the panic message and file:line:col, or the trap (#UD, #GP with its error code, #PF with cr2, #DE, double fault, stack overflow), the task that died, and whether it can resume.",
+        flags: &[],
+        modifier: false,
+        group: Group::State,
+        needs_target: true,
+        requires_halted: false,
+        run: postmortem::why,
+    },
+    Command {
+        name: "dmesg",
+        aliases: &[],
+        args: &[opt("N", ArgKind::Number)],
+        usage: "",
+        summary: "the kernel's console (its last N lines) from its console ring: live, at a stop, after a death, from a core",
+        details: "The kernel keeps its console output in a 256 KiB ring (the oldest overwritten); dmesg reads it by symbol. A running kernel is stopped for the read and resumed.",
+        flags: &[],
+        modifier: false,
+        group: Group::State,
+        needs_target: true,
+        requires_halted: false,
+        run: postmortem::dmesg,
+    },
+    Command {
         name: "threads",
         aliases: &["tasks"],
         args: &[],
@@ -689,9 +719,9 @@ pub const COMMANDS: &[Command] = &[
         name: "thread",
         aliases: &[],
         args: &[req("N", K::Thread)],
-        usage: "",
-        summary: "select task N (ids as in `threads` and events) for regs, bt and info args",
-        details: "",
+        usage: "N | thread apply all|N[,M...] COMMAND",
+        summary: "select task N (ids as in `threads` and events) for regs, bt and info args; `thread apply` runs a command on each",
+        details: "`thread apply all bt` shows every task's stack; `thread apply 2,4 regs` two tasks' registers. The selection is restored afterwards.",
         flags: &[],
         modifier: false,
         group: Group::State,

@@ -14,8 +14,14 @@ use crate::session::Session;
 pub fn info(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let args = inv.args.as_slice();
     let (topic, rest) = args.split_first().ok_or_else(|| {
-        anyhow!("usage: info sym ADDR | info line LOC | info args | info breakpoints")
+        anyhow!(
+            "usage: info sym ADDR | info line LOC | info args | info breakpoints | info registers [REG...] | info threads"
+        )
     })?;
+    // gdb's names: info registers / all-registers / threads.
+    if let Some(r) = crate::exec::postmortem::info_gdb(s, topic, rest) {
+        return r;
+    }
     match topic.as_str() {
         "sym" | "symbol" => {
             let [loc] = rest else {
@@ -70,7 +76,9 @@ pub fn info(s: &mut Session, inv: &Invocation) -> Result<Output> {
         "breakpoints" | "break" | "b" => Ok(Output::Breakpoints {
             breakpoints: s.breakpoints.values().map(|b| b.info.clone()).collect(),
         }),
-        t => bail!("unknown info topic `{t}`: use sym, line, args or breakpoints"),
+        t => bail!(
+            "unknown info topic `{t}`: use sym, line, args, breakpoints, registers or threads"
+        ),
     }
 }
 
@@ -347,6 +355,11 @@ pub fn threads(s: &mut Session, inv: &Invocation) -> Result<Output> {
 
 pub fn thread(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let args = inv.args.as_slice();
+    if let Some((first, rest)) = args.split_first()
+        && first == "apply"
+    {
+        return crate::exec::postmortem::thread_apply(s, rest);
+    }
     let [n] = args else {
         bail!("usage: thread N (`threads` lists them)")
     };

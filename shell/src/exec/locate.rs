@@ -64,6 +64,7 @@ fn is_file_line(text: &str) -> Option<(&str, u32)> {
 /// inlined or generic copy, as gdb's `break FILE:LINE`), in address order;
 /// one location for anything else.
 pub fn resolve_all(sh: &Shared, text: &str) -> Result<Vec<Resolved>> {
+    let text = gdb_address(text);
     let Some((file, line)) = is_file_line(text.trim_start_matches('&')) else {
         return Ok(vec![resolve(sh, text)?]);
     };
@@ -91,9 +92,23 @@ pub fn resolve_all(sh: &Shared, text: &str) -> Result<Vec<Resolved>> {
         .collect())
 }
 
+/// gdb's `*ADDR` / `*EXPR` (`break *0x1761c0`, `break *(sum8+4)`,
+/// `disas *sum8`): the address itself, as a location.
+pub fn gdb_address(text: &str) -> &str {
+    let Some(rest) = text.trim().strip_prefix('*') else {
+        return text;
+    };
+    let rest = rest.trim();
+    rest.strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .map(str::trim)
+        .unwrap_or(rest)
+}
+
 /// Resolve a code or data location (the first of several for a
 /// `file:line`: see [`resolve_all`]).
 pub fn resolve(sh: &Shared, text: &str) -> Result<Resolved> {
+    let text = gdb_address(text);
     let text = text.trim_start_matches('&');
     if text.is_empty() {
         bail!("missing location: give a symbol, symbol+offset, 0xADDRESS or file:line");

@@ -9,6 +9,7 @@ pub mod info;
 pub mod inspect;
 pub mod locate;
 pub mod memory;
+pub mod postmortem;
 pub mod probes;
 pub mod run;
 pub mod sessioncmds;

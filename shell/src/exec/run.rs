@@ -213,6 +213,7 @@ fn deselect_thread(s: &mut Session) -> Result<()> {
 /// `continue`.
 pub fn cont(s: &mut Session, inv: &Invocation) -> Result<Output> {
     inv.no_args()?;
+    crate::exec::postmortem::refuse_if_dead(s)?;
     deselect_thread(s)?;
     if on_breakpoint(s)? {
         step_once(s)?;

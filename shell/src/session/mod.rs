@@ -344,17 +344,35 @@ impl Session {
         )?;
         *lock(&self.shared.link) = Some(client);
         // Where is the kernel? `?` answers with the stop state.
-        let stopped = {
+        let (stopped, stop_thread) = {
             let mut c = self.client()?;
-            c.request_str("?")
-                .map(|r| crate::rsp::client::is_stop_reply(r.as_bytes()))?
+            let r = c.request_str("?")?;
+            (
+                crate::rsp::client::is_stop_reply(r.as_bytes()),
+                StopReply::parse(&r).and_then(|s| s.thread),
+            )
         };
         // Events as checksummed records; ignore an older stub without it.
         let _ = self.monitor("stream record");
         self.refresh_tasks();
         self.refresh_clock();
-        if self.resume_on_connect && stopped {
-            self.client()?.resume("c")?;
+        // A kernel that stopped (or died) before this attach stays stopped,
+        // as gdb never resumes on connect; its summary is shown.
+        let kept = if stopped {
+            crate::exec::postmortem::on_connect(self, stop_thread)
+        } else {
+            None
+        };
+        match kept {
+            Some(pm) => {
+                let r = self.shared.display.render();
+                self.shared.print(r.output(
+                    "attach",
+                    &crate::output::Output::PostMortem { postmortem: pm },
+                ));
+            }
+            None if self.resume_on_connect && stopped => self.client()?.resume("c")?,
+            None => {}
         }
         Ok(())
     }
