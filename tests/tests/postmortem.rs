@@ -1,0 +1,397 @@
+//! When the kernel dies: each kind of death (panic, #UD, #GP, #PF, #DE,
+//! double fault, stack overflow) with nobody attached waits in the stub and
+//! says so on the console; attaching kdbg afterwards shows why, selects the
+//! dying task, `bt` reaches the culprit, and the kernel never resumes. With
+//! gdb attached the death is reported at once with its signal. A death
+//! inside the stub's own path falls back to a minimal dump. `dmesg` after a
+//! death ends with what the console printed. gdb's spellings (`info
+//! registers`, `info threads`, `thread apply`, `break *ADDR`) agree with
+//! kdbg's own commands. A kernel another debugger left stopped at a
+//! breakpoint stays stopped, with the task that hit it selected.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::kdbg::KdbgJson;
+use tests::{KernelExit, Qemu};
+
+const BOOT: Duration = Duration::from_secs(60);
+const WAITING: &str = "waiting for a debugger on COM2";
+
+/// Boots a kernel that dies as `kind` says and waits for its death line.
+fn boot_dead(kind: &str) -> Qemu {
+    let mut vm = Qemu::boot(&format!("serve kdbg.quiet kdbg.crash={kind}")).expect("boot");
+    vm.wait_for_console(WAITING, BOOT)
+        .unwrap_or_else(|e| panic!("no death line ({e}):\n{}", vm.console()));
+    vm
+}
+
+/// The summary kdbg printed at attach.
+fn attach_summary(k: &KdbgJson) -> Value {
+    k.seen
+        .iter()
+        .find(|v| v["command"] == "attach")
+        .cloned()
+        .unwrap_or_else(|| panic!("no post-mortem summary at attach: {:?}", k.seen))
+}
+
+/// Attaches kdbg, checks the summary and the culprit, that `continue` is
+/// refused and that the kernel stays where it died.
+fn check_death(kind: &str, console_has: &str, want_kind: &str, signal: u64, culprit: &str) {
+    let mut vm = boot_dead(kind);
+    let console = vm.console();
+    assert!(console.contains(console_has), "{kind}: {console}");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    let why = k.ok("why", "why");
+    let pm = attach_summary(&k);
+    assert_eq!(pm["type"], "post_mortem", "{pm}");
+    let w = &pm["postmortem"]["why"];
+    assert_eq!(w["state"], "dead", "{pm}");
+    assert_eq!(w["kind"], want_kind, "{pm}");
+    assert_eq!(w["signal"], signal, "{pm}");
+    assert_eq!(w["task_name"], "crasher", "the dying task: {pm}");
+    assert_eq!(why["why"]["task"], w["task"], "{why}");
+    let frames = pm["postmortem"]["frames"].as_array().expect("frames");
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["function"].as_str().unwrap_or("").contains(culprit)),
+        "{kind}: bt does not reach {culprit}: {pm}"
+    );
+    // The dying task is the selected one: `bt` agrees with the summary.
+    let bt = k.ok("bt", "backtrace");
+    assert_eq!(bt["frames"][0]["pc"], frames[0]["pc"], "{bt}");
+    let c = k.run("continue");
+    assert_eq!(c["ok"], false, "a dead kernel resumed: {c}");
+    assert!(
+        c["error"].as_str().unwrap_or("").contains("cannot resume"),
+        "{c}"
+    );
+    let before = vm.console().len();
+    // Exit status 1: the refused `continue` failed, as it should.
+    let status = k.finish();
+    assert_eq!(status.code(), Some(1), "kdbg: {status:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(vm.try_exit(), None, "the dead kernel went away");
+    assert_eq!(
+        vm.console().len(),
+        before,
+        "the kernel ran after the attach:\n{}",
+        vm.console()
+    );
+}
+
+#[test]
+fn panic_waits_and_attach_shows_it() {
+    check_death(
+        "panic",
+        "kdbg: kernel died (panic at kernel/src/serve.rs:",
+        "panic",
+        6,
+        "kdbg_crash_panic",
+    );
+}
+
+#[test]
+fn invalid_opcode_waits_and_attach_shows_it() {
+    check_death("ud", "#UD invalid opcode", "trap", 4, "kdbg_crash");
+}
+
+#[test]
+fn general_protection_waits_with_its_error_code() {
+    check_death(
+        "gp",
+        "#GP general protection (error code 0xfff8)",
+        "trap",
+        11,
+        "kdbg_crash_gp",
+    );
+}
+
+#[test]
+fn page_fault_waits_with_cr2() {
+    check_death("pf", "#PF page fault at 0x18", "trap", 11, "kdbg_crash_pf");
+}
+
+#[test]
+fn divide_error_waits_and_attach_shows_it() {
+    check_death("de", "#DE divide error", "trap", 8, "kdbg_crash_de");
+}
+
+#[test]
+fn double_fault_waits_and_attach_shows_it() {
+    check_death(
+        "df",
+        "#DF double fault",
+        "double-fault",
+        11,
+        "kdbg_crash_df",
+    );
+}
+
+#[test]
+fn stack_overflow_waits_and_attach_shows_it() {
+    let mut vm = Qemu::boot("serve kdbg.quiet kdbg.crash=stack").expect("boot");
+    vm.wait_for_console(WAITING, BOOT).expect("death line");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    let why = k.ok("why", "why");
+    assert_eq!(why["why"]["kind"], "stack-overflow", "{why}");
+    assert_eq!(why["why"]["task_name"], "stack-smasher", "{why}");
+    let bt = k.ok("bt", "backtrace");
+    assert!(bt.to_string().contains("smash_stack"), "{bt}");
+    k.finish();
+}
+
+#[test]
+fn gdb_attached_sees_the_panic_with_its_signal_and_why() {
+    // kdbg.wait: gdb is attached before the crasher runs.
+    let mut vm =
+        Qemu::boot("serve kdbg.quiet kdbg.crash=panic kdbg.wait kdbg.ondeath=exit").expect("boot");
+    vm.wait_for_console("waiting for a debugger", BOOT)
+        .expect("boot wait");
+    let out = gdb(
+        &mut vm,
+        &["continue", "bt", "monitor why", "continue", "kill"],
+    );
+    assert!(out.contains("SIGABRT"), "gdb sees the panic:\n{out}");
+    assert!(
+        out.contains("kdbg_crash_panic"),
+        "bt reaches the culprit:\n{out}"
+    );
+    assert!(
+        out.contains("why state=dead cause=death kind=panic signal=6"),
+        "{out}"
+    );
+    assert!(
+        out.contains("where=kernel/src/serve.rs:"),
+        "the panic's location: {out}"
+    );
+    assert!(
+        out.contains("cannot resume; it stays stopped"),
+        "continue after the death: {out}"
+    );
+    assert!(
+        vm.console()
+            .contains("kdbg: kernel died (panic at kernel/src/serve.rs:"),
+        "{}",
+        vm.console()
+    );
+}
+
+#[test]
+fn a_panic_inside_the_stub_falls_back_to_a_minimal_dump() {
+    let mut vm = Qemu::boot("serve kdbg.quiet kdbg.crash=stub kdbg.ondeath=exit").expect("boot");
+    assert_eq!(
+        vm.wait_exit(BOOT).expect("the kernel ends"),
+        KernelExit::Fatal,
+        "{}",
+        vm.console()
+    );
+    let console = vm.console();
+    assert!(
+        console.contains("kdbg: died again while handling a death (panic at kernel/src/death.rs:"),
+        "{console}"
+    );
+    assert!(console.contains("fallback register dump"), "{console}");
+    assert!(
+        console.contains("first death: #UD invalid opcode"),
+        "{console}"
+    );
+}
+
+#[test]
+fn a_panic_inside_the_allocator_still_reaches_the_stub() {
+    // The stub needs neither the heap nor its lock (held by the dying code).
+    let mut vm = boot_dead("alloc");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    k.ok("why", "why");
+    let pm = attach_summary(&k);
+    assert_eq!(pm["postmortem"]["why"]["kind"], "panic", "{pm}");
+    let bt = k.ok("bt", "backtrace").to_string();
+    assert!(bt.contains("kdbg_crash_alloc"), "{bt}");
+    assert!(bt.contains("alloc"), "{bt}");
+    k.finish();
+    assert_eq!(vm.try_exit(), None);
+}
+
+#[test]
+fn dmesg_after_a_death_ends_with_the_death_line() {
+    let vm = boot_dead("pf");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    let d = k.ok("dmesg 3", "dmesg");
+    let lines: Vec<&str> = d["dmesg"]["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(lines.len(), 3, "{d}");
+    assert!(lines[2].contains(WAITING), "{d}");
+    let all = k.ok("dmesg", "dmesg");
+    let text = all["dmesg"]["lines"].to_string();
+    assert!(
+        text.contains("kdbg reference kernel"),
+        "the boot banner: {all}"
+    );
+    assert!(text.contains("FATAL: #PF page fault at 0x18"), "{all}");
+    // The same lines the console printed (the console has \r\n).
+    let console = vm.console().replace('\r', "");
+    for l in &lines {
+        assert!(console.contains(l), "`{l}` not on the console");
+    }
+    k.finish();
+}
+
+#[test]
+fn dmesg_live_reads_a_running_kernel_and_it_keeps_running() {
+    let mut vm = Qemu::boot("serve").expect("boot");
+    vm.wait_for_console("activity:", BOOT).expect("activity");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    let d = k.ok("dmesg 2", "dmesg");
+    assert!(d["dmesg"]["lines"].to_string().contains("activity:"), "{d}");
+    assert!(k.ok("why", "why")["why"]["state"] == "running");
+    let bad = k.run("dmesg x");
+    assert_eq!(bad["ok"], false, "{bad}");
+    k.finish();
+    vm.assert_still_running(Duration::from_millis(300));
+}
+
+#[test]
+fn gdb_spellings_agree_with_kdbg_names() {
+    let vm = boot_dead("ud");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    let regs = k.ok("regs", "regs");
+    let ir = k.ok("info registers", "regs");
+    assert_eq!(regs["regs"], ir["regs"]);
+    let rip = regs["regs"]["rip"].as_u64().expect("rip");
+    let one = k.ok("i r rip", "message");
+    assert!(
+        one["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{rip:#x}")),
+        "{one}"
+    );
+    let th = k.ok("threads", "threads");
+    let it = k.ok("info threads", "threads");
+    assert_eq!(th["threads"], it["threads"]);
+    let n = th["threads"].as_array().expect("threads").len();
+    let all = k.ok("thread apply all bt 2", "thread_apply");
+    assert_eq!(
+        all["results"].as_array().expect("results").len(),
+        n,
+        "{all}"
+    );
+    let two = k.ok("thread apply 0,6 bt 2", "thread_apply");
+    let ids: Vec<u64> = two["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
+    assert_eq!(ids, [0, 6], "{two}");
+    assert!(two.to_string().contains("kdbg_crash"), "{two}");
+    // The selection is back on the dying task.
+    assert_eq!(k.ok("regs", "regs")["regs"]["rip"], rip);
+    let b = k.ok(&format!("break *{rip:#x}"), "breakpoint");
+    assert_eq!(b["breakpoint"]["addr"], rip, "{b}");
+    let bad = k.run("thread apply 99 bt");
+    assert_eq!(bad["ok"], false, "{bad}");
+    let d = k.ok("disas *kdbg_crash", "disas");
+    assert_eq!(d["lines"][0]["addr"], rip, "{d}");
+    k.finish();
+}
+
+#[test]
+fn a_kernel_left_stopped_at_a_breakpoint_stays_stopped_on_that_task() {
+    let mut vm = Qemu::boot("serve kdbg.quiet").expect("boot");
+    let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("serving");
+    // Another debugger: breakpoint at sum8, continue, then gone without `D`.
+    let sum8 = symbol("sum8");
+    {
+        let mut raw = tests::rsp::Raw::connect(addr).expect("connect");
+        raw.attach();
+        assert_eq!(raw.ask(&format!("Z0,{sum8:x},1")), "OK");
+        raw.send("c");
+        let stop = raw.reply();
+        assert!(stop.starts_with("T05"), "{stop}");
+    }
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    k.ok("why", "why");
+    let pm = attach_summary(&k);
+    let w = &pm["postmortem"]["why"];
+    assert_eq!(w["state"], "stopped", "{pm}");
+    assert_eq!(w["cause"], "breakpoint", "{pm}");
+    assert_eq!(w["task_name"], "math-worker", "{pm}");
+    let regs = k.ok("regs", "regs");
+    assert_eq!(
+        regs["regs"]["rip"], sum8,
+        "the stopped task's registers: {regs}"
+    );
+    let th = k.ok("threads", "threads");
+    assert!(
+        th["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .any(|t| t["name"] == "math-worker" && t["selected"] == true),
+        "{th}"
+    );
+    k.finish();
+}
+
+/// A symbol's address from the kernel ELF (via kdbg's addr2line sibling:
+/// `nm` is enough).
+fn symbol(name: &str) -> u64 {
+    let out = Command::new("nm")
+        .arg(tests::kernel_path())
+        .output()
+        .expect("nm");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            let a = w.next()?;
+            let _ = w.next()?;
+            (w.next()? == name).then(|| u64::from_str_radix(a, 16).ok())?
+        })
+        .unwrap_or_else(|| panic!("no symbol {name}"))
+}
+
+/// `gdb -batch` attached to `vm`'s stub running `cmds`; stdout + stderr.
+fn gdb(vm: &mut Qemu, cmds: &[&str]) -> String {
+    let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
+    let mut c = Command::new("gdb");
+    c.args(["-batch", "-nx", "-q"]);
+    for pre in [
+        "set pagination off",
+        "set confirm off",
+        "set width 0",
+        "set remotetimeout 10",
+    ] {
+        c.args(["-ex", pre]);
+    }
+    c.args(["-ex", &format!("target remote {addr}")]);
+    for cmd in cmds {
+        c.args(["-ex", cmd]);
+    }
+    c.arg(tests::kernel_path());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("gdb is installed");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("gdb output");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
