@@ -23,3 +23,57 @@ pub unsafe fn start_periodic(hz: u32) {
         outb(0x40, hi);
     }
 }
+
+/// Measures the TSC rate against PIT channel 2 (the speaker gate, as
+/// Linux's `pit_calibrate_tsc` does): count `ms` milliseconds down in
+/// mode 0 and read the TSC at both ends. The PIT counts from its own
+/// crystal, so unlike counting timer interrupts this does not drift when
+/// interrupts are late or lost (a loaded host under QEMU). Best of three
+/// (the shortest, least disturbed, run wins). 0 if channel 2 never
+/// finishes (no PIT) or the result is implausible.
+///
+/// # Safety
+/// Programs PIT channel 2 and the speaker gate (port 0x61); nothing else
+/// may use them meanwhile. Call during init.
+pub unsafe fn calibrate_tsc(ms: u32) -> u64 {
+    let latch = (u64::from(PIT_HZ) * u64::from(ms.clamp(1, 50)) / 1000) as u16;
+    let mut best: Option<u64> = None;
+    for _ in 0..3 {
+        // SAFETY: the caller owns channel 2 and port 0x61 (see above).
+        let Some(cycles) = (unsafe { count_down(latch) }) else {
+            return 0;
+        };
+        best = Some(best.map_or(cycles, |b| b.min(cycles)));
+    }
+    let hz = best.unwrap_or(0).saturating_mul(u64::from(PIT_HZ)) / u64::from(latch.max(1));
+    // Anything below 100 MHz is not a TSC rate but a failed measurement.
+    if hz < 100_000_000 { 0 } else { hz }
+}
+
+/// TSC cycles for channel 2 to count `latch` PIT ticks down; `None` if it
+/// never reaches terminal count.
+///
+/// # Safety
+/// As [`calibrate_tsc`].
+unsafe fn count_down(latch: u16) -> Option<u64> {
+    use crate::port::inb;
+    let [lo, hi] = latch.to_le_bytes();
+    // SAFETY: the standard channel-2 sequence: gate high, speaker off,
+    // mode 0 (interrupt on terminal count), binary, lobyte/hibyte.
+    unsafe {
+        outb(0x61, (inb(0x61) & !0x02) | 0x01);
+        outb(0x43, 0xb0);
+        outb(0x42, lo);
+        outb(0x42, hi);
+    }
+    let t0 = crate::cpu::rdtsc();
+    // Mode 0 raises OUT2 (port 0x61 bit 5) at terminal count. Bounded:
+    // a machine without a PIT must not hang the boot.
+    for _ in 0..5_000_000u32 {
+        // SAFETY: reading the speaker/gate status port has no side effects.
+        if unsafe { inb(0x61) } & 0x20 != 0 {
+            return Some(crate::cpu::rdtsc().wrapping_sub(t0));
+        }
+    }
+    None
+}

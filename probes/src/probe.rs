@@ -183,6 +183,9 @@ pub struct ProbeInfo {
     pub maxactive: u32,
     /// kretprobes: instances free right now; 0 otherwise.
     pub free_instances: u32,
+    /// Recording probes: what they capture besides the argument registers
+    /// (empty for the others).
+    pub capture: CaptureSpec,
 }
 
 impl ProbeInfo {
@@ -190,6 +193,14 @@ impl ProbeInfo {
         let (maxactive, free_instances) = match &p.action {
             Action::Kretprobe(pool) => (pool.maxactive(), pool.free_count()),
             _ => (0, 0),
+        };
+        let capture = match &p.action {
+            Action::Record { spec, .. } => *spec,
+            Action::Kretprobe(pool) => match &pool.action {
+                crate::kretprobe::ReturnAction::Record(spec) => *spec,
+                crate::kretprobe::ReturnAction::Handlers { .. } => CaptureSpec::default(),
+            },
+            Action::Kprobe(_) | Action::Jprobe { .. } => CaptureSpec::default(),
         };
         ProbeInfo {
             id: p.id,
@@ -204,6 +215,7 @@ impl ProbeInfo {
             path: p.exec_path(),
             maxactive,
             free_instances,
+            capture,
         }
     }
 }

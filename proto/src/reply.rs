@@ -7,8 +7,8 @@
 //! ```text
 //! ok [id=N]
 //! error code=CODE msg=TEXT...
-//! probe id=N type=kprobe|jprobe|kretprobe addr=0x.. sym=NAME+0xOFF enabled=0|1 hits=N nmissed=N path=emulated|out-of-line|boosted|- maxactive=N
-//! events size=N produced=N delivered=N dropped=N stream=off|text|record tsc_hz=N boot_tsc=N
+//! probe id=N type=kprobe|jprobe|kretprobe addr=0x.. sym=NAME+0xOFF enabled=0|1 hits=N nmissed=N path=emulated|out-of-line|boosted|- maxactive=N [stack=N] [fetch=OP,...]
+//! events size=N produced=N delivered=N dropped=N stream=off|text|record tsc_hz=N boot_tsc=N tsc_src=pit|ticks|-
 //! drops id=N dropped=N
 //! task id=N name=NAME state=STATE current=0|1
 //! inst task=N func=0x.. sp=0x.. ret=0x..
@@ -252,6 +252,10 @@ pub struct ProbeRow<'a> {
     pub path: ExecPath,
     /// kretprobes only; 0 otherwise.
     pub maxactive: u32,
+    /// What the probe records besides the argument registers (the capture
+    /// tokens of the command that set it, `stack=N fetch=...`; empty for
+    /// kprobes), so another client can render its events.
+    pub capture: crate::fetch::CaptureSpec,
 }
 
 impl<'a> ProbeRow<'a> {
@@ -276,6 +280,20 @@ impl<'a> ProbeRow<'a> {
                 .num("maxactive")
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0),
+            capture: {
+                let mut c = crate::fetch::CaptureSpec::default();
+                if let Some(n) = r.get("stack") {
+                    c.stack_bytes = parse_u64(n)
+                        .and_then(|n| u8::try_from(n).ok())
+                        .filter(|n| usize::from(*n) <= crate::fetch::MAX_STACK)
+                        .ok_or(RowError::Field("stack"))?;
+                }
+                if let Some(p) = r.get("fetch") {
+                    c.program = crate::fetch::FetchProgram::parse(p)
+                        .map_err(|_| RowError::Field("fetch"))?;
+                }
+                c
+            },
         })
     }
 }
@@ -295,7 +313,11 @@ impl fmt::Display for ProbeRow<'_> {
             self.nmissed,
             self.path.as_str(),
             self.maxactive
-        )
+        )?;
+        if !self.capture.is_empty() {
+            write!(f, " {}", self.capture)?;
+        }
+        Ok(())
     }
 }
 
@@ -312,6 +334,37 @@ pub struct EventsRow {
     /// The TSC when the stub started, early in boot (event times minus this
     /// are times since boot).
     pub boot_tsc: u64,
+    /// How `tsc_hz` was measured.
+    pub tsc_src: TscSource,
+}
+
+/// How the kernel measured its TSC rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TscSource {
+    /// Calibrated once at boot against the PIT's counter (steady).
+    Pit,
+    /// Counted against timer interrupts since boot (drifts when they are
+    /// late or lost).
+    Ticks,
+    /// Not known yet.
+    Unknown,
+}
+
+impl TscSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TscSource::Pit => "pit",
+            TscSource::Ticks => "ticks",
+            TscSource::Unknown => "-",
+        }
+    }
+    pub fn from_name(s: &str) -> TscSource {
+        match s {
+            "pit" => TscSource::Pit,
+            "ticks" => TscSource::Ticks,
+            _ => TscSource::Unknown,
+        }
+    }
 }
 
 impl EventsRow {
@@ -330,6 +383,7 @@ impl EventsRow {
             },
             tsc_hz: r.num("tsc_hz").unwrap_or(0),
             boot_tsc: r.num("boot_tsc").unwrap_or(0),
+            tsc_src: TscSource::from_name(r.get("tsc_src").unwrap_or("-")),
         })
     }
 }
@@ -338,14 +392,15 @@ impl fmt::Display for EventsRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "events size={} produced={} delivered={} dropped={} stream={} tsc_hz={} boot_tsc={}",
+            "events size={} produced={} delivered={} dropped={} stream={} tsc_hz={} boot_tsc={} tsc_src={}",
             self.size,
             self.produced,
             self.delivered,
             self.dropped,
             self.stream.as_str(),
             self.tsc_hz,
-            self.boot_tsc
+            self.boot_tsc,
+            self.tsc_src.as_str()
         )
     }
 }
@@ -506,11 +561,24 @@ mod tests {
             nmissed: 1,
             path: ExecPath::Boosted,
             maxactive: 10,
+            capture: crate::fetch::CaptureSpec::default(),
         };
         let text = row.to_string();
         assert_eq!(
             text,
             "probe id=3 type=kretprobe addr=0xffffffff80100000 sym=sys_open+0x0 enabled=1 hits=12 nmissed=1 path=boosted maxactive=10"
+        );
+        assert_eq!(ProbeRow::parse(&text).unwrap(), row);
+        // With a capture: the tokens the setting command had, round-trip.
+        let row = ProbeRow {
+            capture: crate::fetch::CaptureSpec::parse("stack=16 fetch=str64@arg0,u32@$0+8")
+                .unwrap(),
+            ..row
+        };
+        let text = row.to_string();
+        assert!(
+            text.ends_with("maxactive=10 stack=16 fetch=str64@arg0,u32@$0+0x8"),
+            "{text}"
         );
         assert_eq!(ProbeRow::parse(&text).unwrap(), row);
     }
@@ -552,8 +620,13 @@ mod tests {
             stream: crate::command::StreamMode::Record,
             tsc_hz: 2_000_000_000,
             boot_tsc: 12345,
+            tsc_src: TscSource::Pit,
         };
         assert_eq!(EventsRow::parse(&ev.to_string()).unwrap(), ev);
+        // An older stub without tsc_src.
+        let old =
+            "events size=1 produced=0 delivered=0 dropped=0 stream=record tsc_hz=5 boot_tsc=6";
+        assert_eq!(EventsRow::parse(old).unwrap().tsc_src, TscSource::Unknown);
         let d = DropsRow { id: 2, dropped: 9 };
         assert_eq!(DropsRow::parse(&d.to_string()).unwrap(), d);
         let t = TaskRow {

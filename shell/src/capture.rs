@@ -577,6 +577,59 @@ pub fn compile_raw(items: &[String], want_ret: bool) -> Result<Layout, CaptureEr
     })
 }
 
+/// The layout of a capture someone else set (gdb's `monitor jprobe ...`,
+/// an earlier session), from the capture tokens the kernel lists for it:
+/// what `jprobe FUNC` would capture when the tokens are exactly that;
+/// otherwise the register parameters (by their DWARF names when known),
+/// then one item per fetch result, named after the parameter it reads
+/// when it reads one directly (`str64@arg0` -> `path`), else after the
+/// operation itself (`u32@$0+0x8`).
+pub fn from_spec(dwarf: Option<(&Elf, &Function)>, spec: &CaptureSpec, want_ret: bool) -> Layout {
+    let default = match dwarf {
+        Some((elf, f)) if f.has_dwarf => compile(elf, f, &[], want_ret).ok(),
+        _ => None,
+    };
+    let mut layout = match default {
+        Some(l) if l.spec == *spec => return l,
+        Some(l) => l,
+        None => compile_raw(&[], want_ret).unwrap_or_default(),
+    };
+    layout.items.retain(|i| match i.source {
+        Source::Arg(_) => true,
+        Source::Stack(off) => usize::from(off) + 8 <= usize::from(spec.stack_bytes),
+        Source::Result(_) => false,
+    });
+    for (j, op) in spec.program.ops().iter().enumerate() {
+        let (shape, type_name) = match op.kind {
+            FetchKind::Str(_) => (Shape::Str { len: None }, "string"),
+            FetchKind::U8 => (Shape::Unsigned { size: 1, hex: true }, "u8"),
+            FetchKind::U16 => (Shape::Unsigned { size: 2, hex: true }, "u16"),
+            FetchKind::U32 => (Shape::Unsigned { size: 4, hex: true }, "u32"),
+            FetchKind::U64 => (Shape::Unsigned { size: 8, hex: true }, "u64"),
+        };
+        let direct = match op.base {
+            Base::Arg(i) if op.offset == 0 => layout
+                .items
+                .iter()
+                .position(|it| it.source == Source::Arg(i)),
+            _ => None,
+        };
+        let item = Item {
+            label: direct.map_or_else(|| op.to_string(), |p| layout.items[p].label.clone()),
+            type_name: type_name.into(),
+            source: Source::Result(j as u8),
+            shape,
+        };
+        match direct {
+            // The string the parameter points to replaces its address.
+            Some(p) if matches!(op.kind, FetchKind::Str(_)) => layout.items[p] = item,
+            _ => layout.items.push(item),
+        }
+    }
+    layout.spec = *spec;
+    layout
+}
+
 /// `rdi` for argument register 0, ... `r9` for 5.
 pub fn arg_reg_name(i: u8) -> Option<&'static str> {
     ARG_REGS.get(usize::from(i)).copied()

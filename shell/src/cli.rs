@@ -30,6 +30,8 @@ options:
   --tsc-hz N             the kernel's TSC rate, for timestamps (if the stub does not say)
   --stopped              leave the kernel stopped after attaching (default: it runs)
   --remove-probes        remove the probes on exit (default: they stay)
+  --kernel-exits-with-kdbg  the kernel's QEMU stops when kdbg leaves (set by
+                         `cargo xtask run`; implied by --kernel)
   --console FILE         with --kernel: write the kernel console there
   --append ARGS          with --kernel: the kernel command line
   --color auto|always|never
@@ -48,6 +50,7 @@ pub struct Args {
     pub tsc_hz: Option<u64>,
     pub stopped: bool,
     pub remove_probes: bool,
+    pub kernel_exits_with_kdbg: bool,
     pub console: Option<PathBuf>,
     pub append: Option<String>,
     pub color: Option<String>,
@@ -88,6 +91,7 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
             }
             "--stopped" => a.stopped = true,
             "--remove-probes" => a.remove_probes = true,
+            "--kernel-exits-with-kdbg" => a.kernel_exits_with_kdbg = true,
             "--console" => a.console = Some(value("a file")?.into()),
             "--append" => a.append = Some(value("a command line")?),
             "--color" => a.color = Some(value("auto|always|never")?),
@@ -188,6 +192,7 @@ fn real_main(argv: &[String]) -> Result<i32> {
         eprintln!(" done in {:.1} s", started.elapsed().as_secs_f64());
     }
     session.remove_probes_on_exit = args.remove_probes;
+    session.kernel_exits_with_kdbg = args.kernel_exits_with_kdbg || args.kernel.is_some();
     let interactive = args.batch.is_none() && std::io::stdin().is_terminal();
     let code = if interactive {
         crate::repl::run(&mut session)?
@@ -222,7 +227,11 @@ pub fn show_error(session: &Session, name: &str, at: Option<&str>, msg: &str) {
     if r.json {
         session.shared.print(line);
     } else {
-        eprintln!("{line}");
+        // One write: an event printed meanwhile cannot land inside it.
+        use std::io::Write;
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(format!("{line}\n").as_bytes());
     }
 }
 

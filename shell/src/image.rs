@@ -141,6 +141,50 @@ impl Image {
         .unwrap_or_default()
     }
 
+    /// Names starting with `prefix` for Tab: whole names (raw C names and
+    /// demangled Rust paths, never the `::h0123...` hash forms or `_ZN`
+    /// manglings) and last `::` components; `functions_only` for code
+    /// locations (no `NEXT_FD`-style data where a probe cannot go).
+    pub fn completions(&self, prefix: &str, functions_only: bool) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .with(|elf| {
+                let wanted = |name: &str| {
+                    !is_hashed(name)
+                        && !name.starts_with("_ZN")
+                        && !name.is_empty()
+                        && (!functions_only
+                            || elf
+                                .lookup(name)
+                                .iter()
+                                .any(|s| s.kind == symbols::SymbolKind::Function))
+                };
+                let mut out: Vec<String> = elf
+                    .names_with_prefix(prefix)
+                    .filter(|n| wanted(n))
+                    .take(200)
+                    .map(str::to_string)
+                    .collect();
+                for s in elf.symbols() {
+                    if out.len() > 400 {
+                        break;
+                    }
+                    if functions_only && s.kind != symbols::SymbolKind::Function {
+                        continue;
+                    }
+                    let name = s.demangled();
+                    let tail = name.rsplit("::").next().unwrap_or(&name);
+                    if tail.starts_with(prefix) && tail.len() != name.len() && !tail.is_empty() {
+                        out.push(tail.to_string());
+                    }
+                }
+                Some(out)
+            })
+            .unwrap_or_default();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// A disassembler whose operands name this image's symbols.
     pub fn disassembler(self: &Arc<Self>, syntax: Syntax) -> Disassembler {
         let syms = self
@@ -156,6 +200,13 @@ impl Image {
             .decode(&bytes, addr, 1)
             .pop()
     }
+}
+
+/// `...::h0123456789abcdef`: a Rust legacy mangling hash as a path part.
+fn is_hashed(name: &str) -> bool {
+    name.rsplit("::").next().is_some_and(|t| {
+        t.len() == 17 && t.starts_with('h') && t[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 impl Symbolizer for Image {

@@ -102,7 +102,10 @@ pub struct ArgInfo {
     #[serde(rename = "type")]
     pub type_name: String,
     pub location: String,
-    pub value: Option<String>,
+    /// A number (a string's contents, a bool), or null when unavailable.
+    pub value: serde_json::Value,
+    /// As the text form shows it (`0x10`, `"/etc/motd"`, `<unavailable>`).
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -145,9 +148,21 @@ pub enum Output {
         unit: String,
         buckets: Vec<Bucket>,
     },
+    /// `wait events N`.
     Waited {
+        /// Always `events`.
+        #[serde(rename = "for")]
+        what: String,
         wanted: u64,
         received: u64,
+    },
+    /// `wait stop`: the kernel is stopped (it may have been already).
+    #[serde(rename = "waited")]
+    WaitedStop {
+        /// Always `stop`.
+        #[serde(rename = "for")]
+        what: String,
+        already_stopped: bool,
     },
     Breakpoint {
         breakpoint: BreakInfo,

@@ -267,9 +267,19 @@ fn text(r: &Render, o: &Output) -> String {
                     .to_string()
             }
         }
-        Output::Waited { wanted, received } => {
+        Output::Waited {
+            wanted, received, ..
+        } => {
             format!("{received} events arrived (waited for {wanted})")
         }
+        Output::WaitedStop {
+            already_stopped, ..
+        } => if *already_stopped {
+            "the kernel was already stopped"
+        } else {
+            "the kernel is stopped"
+        }
+        .to_string(),
         Output::Breakpoint { breakpoint: b } => format!(
             "{} at {} ({:#x}){}",
             r.green(&format!("{} {}", b.kind, b.id)),
@@ -435,10 +445,7 @@ fn text(r: &Render, o: &Output) -> String {
             for a in args {
                 s.push_str(&format!(
                     "\n  {} {} = {}   ({})",
-                    a.type_name,
-                    a.name,
-                    a.value.clone().unwrap_or_else(|| "<unavailable>".into()),
-                    a.location
+                    a.type_name, a.name, a.text, a.location
                 ));
             }
             if let Some(n) = note {

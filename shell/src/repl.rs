@@ -30,28 +30,6 @@ impl KdbgHelper {
             files: FilenameCompleter::new(),
         }
     }
-
-    /// Symbol names starting with `prefix` (whole names, or the last
-    /// `::` component of Rust paths).
-    pub fn symbols(&self, prefix: &str) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        if let Ok(elf) = self.shared.image.elf() {
-            out.extend(elf.names_with_prefix(prefix).take(200).map(str::to_string));
-        }
-        for n in self.shared.image.names(false) {
-            let tail = n.rsplit("::").next().unwrap_or(&n);
-            if tail.starts_with(prefix) && tail != n {
-                out.push(tail.to_string());
-            }
-            if out.len() > 400 {
-                break;
-            }
-        }
-        out.retain(|n| !n.starts_with("_ZN") && !n.is_empty());
-        out.sort();
-        out.dedup();
-        out
-    }
 }
 
 /// What to complete at `pos`: (start of the word, candidates).
@@ -84,11 +62,14 @@ pub fn complete_line(h: &KdbgHelper, line: &str, pos: usize) -> (usize, Vec<Stri
     let Some(arg) = cmd.arg_at(n) else {
         return (start, Vec::new());
     };
-    let cands = match arg.kind {
+    let mut cands: Vec<String> = match arg.kind {
         ArgKind::Location | ArgKind::Function | ArgKind::Symbol | ArgKind::TypeName => {
             let w = word.trim_start_matches('&');
             let off = word.len() - w.len();
-            return (start + off, h.symbols(w));
+            // Code locations complete to functions only; data is for x,
+            // watch and ptype.
+            let code = matches!(arg.kind, ArgKind::Location | ArgKind::Function);
+            return (start + off, h.shared.image.completions(w, code));
         }
         ArgKind::Expr => {
             return (start, crate::exec::inspect::complete_expr(&h.shared, word));
@@ -136,6 +117,15 @@ pub fn complete_line(h: &KdbgHelper, line: &str, pos: usize) -> (usize, Vec<Stri
         }
         ArgKind::Number | ArgKind::Text | ArgKind::BreakId => Vec::new(),
     };
+    // An optional keyword may be left out (`delete 3` beside `delete
+    // break 1`): the ids of the next slot are offered too.
+    if let ArgKind::Keyword(_) = arg.kind
+        && arg.optional
+        && let Some(next) = cmd.args.get(n + 1)
+        && next.kind == ArgKind::ProbeId
+    {
+        cands.extend(h.shared.probes.ids().iter().map(|k| k.to_string()));
+    }
     (
         start,
         cands.into_iter().filter(|c| c.starts_with(word)).collect(),
@@ -194,6 +184,21 @@ impl Hinter for KdbgHelper {
 }
 
 impl Highlighter for KdbgHelper {
+    /// Called at every redraw (also when an event or a stop line is
+    /// printed above the prompt): show the state as it is now.
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(
+        &'s self,
+        prompt: &'p str,
+        default: bool,
+    ) -> Cow<'b, str> {
+        let now = self.shared.prompt();
+        if default && now.len() == prompt.len() {
+            Cow::Borrowed(now)
+        } else {
+            Cow::Borrowed(prompt)
+        }
+    }
+
     fn highlight_hint<'h>(&self, hint: &'h str) -> Cow<'h, str> {
         if self.shared.display.render().color {
             Cow::Owned(format!("\x1b[2m{hint}\x1b[0m"))
@@ -270,12 +275,7 @@ pub fn run(session: &mut Session) -> Result<i32> {
         }
     );
     loop {
-        let prompt = if session.running() {
-            "kdbg> "
-        } else {
-            "kdbg (stopped)> "
-        };
-        match ed.readline(prompt) {
+        match ed.readline(session.shared.prompt()) {
             Ok(line) => {
                 CANCEL.store(false, Ordering::SeqCst);
                 // Saved per line, so a killed or crashed shell loses no history.
@@ -292,15 +292,7 @@ pub fn run(session: &mut Session) -> Result<i32> {
                     crate::cli::run_line(session, "interrupt", None);
                 }
             }
-            Err(ReadlineError::Eof) => {
-                let n = session.shared.probes.len();
-                if n > 0 && !session.remove_probes_on_exit {
-                    eprintln!(
-                        "kdbg: leaving; {n} probe(s) stay in the running kernel (`quit --remove-probes` removes them)"
-                    );
-                }
-                break;
-            }
+            Err(ReadlineError::Eof) => break,
             Err(e) => {
                 eprintln!("kdbg: terminal error: {e}");
                 break;
@@ -309,6 +301,9 @@ pub fn run(session: &mut Session) -> Result<i32> {
     }
     if let Some(h) = &hist {
         let _ = ed.save_history(h);
+    }
+    if let Some(note) = session.leaving_note() {
+        eprintln!("{note}");
     }
     // Events printed after this go straight to stdout.
     session.shared.display.set_printer(None);

@@ -220,6 +220,7 @@ fn render_stream(lines: &str, r: Render) -> String {
     let clock = Clock {
         tsc_hz: Some(1_000_000_000),
         base: None,
+        kernel_boot: None,
     };
     let mut out = String::new();
     let mut seq = 0;

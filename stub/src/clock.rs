@@ -1,6 +1,8 @@
 //! The TSC clock the host needs to turn event timestamps into seconds:
-//! the TSC at stub start (early boot) and its rate, measured against the
-//! kernel's timer ticks.
+//! the TSC at stub start (early boot) and its rate, calibrated once at
+//! start against the PIT's own counter (channel 2), or, without a PIT,
+//! measured against the kernel's timer ticks (which drift when timer
+//! interrupts are late or lost, as under a loaded host).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,22 +10,41 @@ use crate::kernel::KernelOps;
 
 static START_TSC: AtomicU64 = AtomicU64::new(0);
 static START_TICKS: AtomicU64 = AtomicU64::new(0);
+static PIT_TSC_HZ: AtomicU64 = AtomicU64::new(0);
+
+use proto::reply::TscSource as Source;
 
 /// Remembers the TSC and the tick count now (at `init`).
 pub fn start(ops: &KernelOps) {
     START_TICKS.store((ops.timer)().0, Ordering::Relaxed);
     START_TSC.store(arch::cpu::rdtsc(), Ordering::Relaxed);
+    // SAFETY: the stub starts during kernel init, before anything else
+    // could use PIT channel 2 or the speaker gate (the kernel's timer is
+    // channel 0).
+    let hz = unsafe { arch::pit::calibrate_tsc(20) };
+    PIT_TSC_HZ.store(hz, Ordering::Relaxed);
 }
 
-/// (TSC ticks per second, TSC at start). The rate is 0 until at least half
-/// a second of timer ticks has passed (too short to measure).
-pub fn tsc(ops: &KernelOps) -> (u64, u64) {
+/// (TSC ticks per second, TSC at start, where the rate comes from). The
+/// PIT calibration when it worked; else the tick measurement, which is 0
+/// until at least half a second of timer ticks has passed.
+pub fn tsc(ops: &KernelOps) -> (u64, u64, Source) {
     let t0 = START_TSC.load(Ordering::Relaxed);
+    let pit = PIT_TSC_HZ.load(Ordering::Relaxed);
+    if pit != 0 {
+        return (pit, t0, Source::Pit);
+    }
     let (ticks, hz) = (ops.timer)();
     let tsc = arch::cpu::rdtsc();
+    let r = rate(t0, START_TICKS.load(Ordering::Relaxed), tsc, ticks, hz);
     (
-        rate(t0, START_TICKS.load(Ordering::Relaxed), tsc, ticks, hz),
+        r,
         t0,
+        if r == 0 {
+            Source::Unknown
+        } else {
+            Source::Ticks
+        },
     )
 }
 

@@ -47,7 +47,7 @@ pub fn run(
         }
         Command::Events => {
             let s = crate::events::stats();
-            let (tsc_hz, boot_tsc) = crate::clock::tsc(ops);
+            let (tsc_hz, boot_tsc, tsc_src) = crate::clock::tsc(ops);
             let row = EventsRow {
                 size: s.size,
                 produced: s.produced,
@@ -56,6 +56,7 @@ pub fn run(
                 stream: state.stream,
                 tsc_hz,
                 boot_tsc,
+                tsc_src,
             };
             writeln!(out, "{row}")?;
             crate::events::for_each_drop(&mut |row| {

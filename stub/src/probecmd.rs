@@ -96,6 +96,7 @@ pub fn list(out: &mut dyn Write) -> fmt::Result {
                 probes::ExecPath::Boosted => ExecPath::Boosted,
             },
             maxactive: p.maxactive,
+            capture: p.capture,
         };
         res = writeln!(out, "{row}");
     });

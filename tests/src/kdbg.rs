@@ -100,7 +100,7 @@ impl KdbgJson {
     /// `wait stop`, then the stop notice that arrived after `mark` (it may
     /// be printed just after the `wait` result).
     pub fn wait_stop(&mut self, mark: usize) -> Value {
-        self.ok("wait stop timeout 30", "message");
+        self.ok("wait stop timeout 30", "waited");
         let deadline = Instant::now() + REPLY;
         loop {
             if let Some(v) = self

@@ -91,7 +91,9 @@ fn break_then_bt_regs_args_stepi_and_continue() {
             "child_tid"
         ]
     );
-    assert_eq!(a[0]["value"], format!("{rdi:#x}"), "{args}");
+    // Values are JSON numbers (SCHEMA.md); the text form beside them.
+    assert_eq!(a[0]["value"], rdi, "{args}");
+    assert_eq!(a[0]["text"], format!("{rdi:#x}"), "{args}");
 
     let d = run("disas spawn_task 3", "disas");
     let lines = d["lines"].as_array().unwrap();

@@ -1,7 +1,8 @@
 //! The kdbg REPL on a real pseudo-terminal (python3's `pty` module drives
 //! it like a user): Tab completes a command and a symbol, events print while
 //! the prompt waits, Ctrl-C stops the running kernel, the prompt survives an
-//! event flood, and history survives a restart.
+//! event flood, an asynchronous stop redraws the prompt with the new state,
+//! leaving says what stays in the kernel, and history survives a restart.
 
 use std::process::Command;
 use std::time::Duration;
@@ -65,16 +66,23 @@ sys.stdout.write(buf.decode("utf-8", "replace"))
 sys.exit(0 if ok else 1)
 "#;
 
-fn drive(vm: &Qemu, history: &std::path::Path, steps: &[(&str, &str, u32)]) -> (bool, String) {
-    let argv = serde_json::json!([
+fn drive(
+    vm: &Qemu,
+    history: &std::path::Path,
+    extra: &[&str],
+    steps: &[(&str, &str, u32)],
+) -> (bool, String) {
+    let mut argv = vec![
         tests::kdbg_path().display().to_string(),
-        "--connect",
+        "--connect".into(),
         vm.stub_connect_arg(),
-        "--symbols",
+        "--symbols".into(),
         tests::kernel_path().display().to_string(),
-        "--color",
-        "never"
-    ]);
+        "--color".into(),
+        "never".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    let argv = serde_json::json!(argv);
     let steps = serde_json::Value::Array(
         steps
             .iter()
@@ -103,8 +111,9 @@ fn repl_completion_events_ctrl_c_flood_and_history() {
     let (ok, transcript) = drive(
         &vm,
         &history,
+        &[],
         &[
-            ("", r"kdbg> ", 30),
+            ("", r"kdbg \(running\)> ", 30),
             // Tab completes the command, then the symbol.
             ("jpro\t", r"jprobe ", 10),
             ("spawn_ta\t", r"spawn_task", 10),
@@ -116,12 +125,19 @@ fn repl_completion_events_ctrl_c_flood_and_history() {
             ("jprobe fib\r", r"fib\(n=", 60),
             ("help probes\r", r"usage: probes", 60),
             ("live off\r", r"live event display off", 60),
-            ("", r"kdbg> ", 10),
+            ("", r"kdbg \(running\)> ", 10),
             // Ctrl-C stops the running kernel.
             ("\x03", r"stopped:", 30),
             ("", r"kdbg \(stopped\)> ", 10),
             ("regs\r", r"rip\s+0x", 30),
-            ("\x04", "", 0),
+            // A stop that happens while the prompt waits redraws it with
+            // the new state, below the stop line.
+            ("continue\r", r"kdbg \(running\)> ", 30),
+            ("tbreak spawn_task\r", r"\(temporary\)", 30),
+            ("", r"stopped:[^\n]*spawn_task.*?kdbg \(stopped\)> ", 60),
+            ("continue\r", r"kdbg \(running\)> ", 30),
+            // Ctrl-D says what stays behind (as `quit` does).
+            ("\x04", r"3 probe\(s\) stay in the running kernel", 15),
         ],
     );
     assert!(ok, "transcript:\n{transcript}");
@@ -132,11 +148,25 @@ fn repl_completion_events_ctrl_c_flood_and_history() {
     let (ok, transcript) = drive(
         &vm,
         &history,
+        &[],
         &[
             ("", r"kdbg.*> ", 30),
-            ("\x1b[A", r"regs", 10),
+            ("\x1b[A", r"continue", 10),
             ("\x15\x04", "", 0),
         ],
     );
     assert!(ok, "transcript:\n{transcript}");
+    // When the kernel's QEMU ends with kdbg (`cargo xtask run`), nothing
+    // stays behind, and `quit` says so as Ctrl-D does.
+    let (ok, transcript) = drive(
+        &vm,
+        &history,
+        &["--kernel-exits-with-kdbg"],
+        &[
+            ("", r"kdbg.*> ", 30),
+            ("quit\r", r"QEMU stops with kdbg", 15),
+        ],
+    );
+    assert!(ok, "transcript:\n{transcript}");
+    assert!(!transcript.contains("stay in"), "transcript:\n{transcript}");
 }

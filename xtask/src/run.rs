@@ -86,6 +86,8 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         .arg(format!("tcp:127.0.0.1:{port}"))
         .arg("--symbols")
         .arg(&kernel)
+        // QEMU is dropped when the shell exits: nothing stays behind.
+        .arg("--kernel-exits-with-kdbg")
         .args(&kdbg_args);
     let mut child = shell
         .spawn()

@@ -37,6 +37,20 @@ pub enum LineError {
     Quote,
     #[error("`{0}` takes no /MODIFIER")]
     NoModifier(&'static str),
+    #[error("`{cmd}` has no flag `{flag}`{}", flag_list(.flags))]
+    NoFlag {
+        cmd: &'static str,
+        flag: String,
+        flags: &'static [&'static str],
+    },
+}
+
+fn flag_list(flags: &[&str]) -> String {
+    if flags.is_empty() {
+        " (it takes none)".into()
+    } else {
+        format!(": use {}", flags.join(", "))
+    }
 }
 
 fn hint(s: &Option<&'static str>) -> String {
@@ -109,6 +123,20 @@ pub fn parse_line(line: &str) -> Result<Option<Invocation>, LineError> {
     if modifier.is_some() && !cmd.modifier {
         return Err(LineError::NoModifier(cmd.name));
     }
+    let free_text = cmd.args.iter().any(|a| a.kind == table::ArgKind::Text);
+    if !free_text
+        && let Some(f) = w.iter().find(|a| {
+            a.starts_with('-')
+                && a[1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '-')
+                && !cmd.flags.contains(&a.as_str())
+        })
+    {
+        return Err(LineError::NoFlag {
+            cmd: cmd.name,
+            flag: f.clone(),
+            flags: cmd.flags,
+        });
+    }
     Ok(Some(Invocation {
         cmd,
         modifier,
@@ -143,6 +171,22 @@ pub fn number(s: &str) -> Result<u64, BadNumber> {
     }
     .map_err(|_| bad())?;
     Ok(if neg { v.wrapping_neg() } else { v })
+}
+
+/// A count the user typed (`disas f 8`, `stepi 3`): at least 1, no sign.
+pub fn count(s: &str) -> anyhow::Result<u64> {
+    match amount(s)? {
+        0 => anyhow::bail!("a count of 0 shows nothing: give 1 or more"),
+        n => Ok(n),
+    }
+}
+
+/// A quantity that may be 0 (`events 0`: only the counters), no sign.
+pub fn amount(s: &str) -> anyhow::Result<u64> {
+    if s.starts_with('-') {
+        anyhow::bail!("`{s}` is not a count: give a positive number (e.g. 5)");
+    }
+    Ok(number(s)?)
 }
 
 /// `key=value` options among the words; returns the rest.
@@ -208,6 +252,17 @@ mod tests {
             "unknown command `frobnicate`: `help` lists commands"
         );
         assert!(parse_line("regs/x").is_err());
+        assert_eq!(
+            parse_line("watch -x foo").unwrap_err().to_string(),
+            "`watch` has no flag `-x`: use -r, -a"
+        );
+        assert_eq!(
+            parse_line("probes --all").unwrap_err().to_string(),
+            "`probes` has no flag `--all` (it takes none)"
+        );
+        // Negative numbers are not flags; free text is not checked.
+        assert!(parse_line("write 0x1000 -1").is_ok());
+        assert!(parse_line("monitor stream -x").is_ok());
     }
 
     #[test]
@@ -224,6 +279,21 @@ mod tests {
         );
         assert!(number("").is_err());
         assert!(number("12abc").is_err());
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count("5").unwrap(), 5);
+        assert!(count("-1").unwrap_err().to_string().contains("not a count"));
+        assert!(count("0").unwrap_err().to_string().contains("count of 0"));
+        assert_eq!(amount("0").unwrap(), 0);
+        assert!(
+            amount("-1")
+                .unwrap_err()
+                .to_string()
+                .contains("not a count")
+        );
+        assert!(count("x").unwrap_err().to_string().contains("bad number"));
     }
 
     #[test]

@@ -195,8 +195,10 @@ pub const COMMANDS: &[Command] = &[
         usage: "",
         summary: "probe an instruction; each hit prints the location, registers and the instruction",
         details: "LOC is a symbol, symbol+offset, an address (0x...) or file:line.\n\
-                  The address must start an instruction; the kernel refuses blacklisted code.\n\
-                  Example: kprobe sys_open+4",
+                  The address must start an instruction (`disas FUNC` shows where they\n\
+                  start); the kernel refuses blacklisted code.\n\
+                  Examples: kprobe spawn_task\n\
+                  \x20         kprobe spawn_task+0x10",
         flags: &[],
         modifier: false,
         group: Group::Probes,
@@ -312,7 +314,8 @@ pub const COMMANDS: &[Command] = &[
         args: &[opt("N", K::Number)],
         usage: "[N] [probe=ID] [task=ID|NAME]",
         summary: "show the last N events (default 20), optionally of one probe or task",
-        details: "Also shows the kernel's ring counters: produced, delivered, dropped.",
+        details: "The shell keeps the last 10,000 events (`hist` uses the same window).\n\
+                  Also shows the kernel's ring counters: produced, delivered, dropped.",
         flags: &[],
         modifier: false,
         group: Group::Events,
@@ -354,7 +357,8 @@ pub const COMMANDS: &[Command] = &[
         args: &[req("PROBE", K::ProbeId)],
         usage: "PROBE [lat|ret|ARG]",
         summary: "histogram of a probe's latency (kretprobe default), return values, or a captured argument",
-        details: "Power-of-two buckets, like bpftrace's hist().",
+        details: "Power-of-two buckets, like bpftrace's hist(), over the events the shell\n\
+                  keeps (the last 10,000 of all probes).",
         flags: &[],
         modifier: false,
         group: Group::Events,
@@ -537,7 +541,7 @@ pub const COMMANDS: &[Command] = &[
         usage: "[-s] [--att] [LOC] [N]",
         summary: "disassemble N instructions (Intel syntax; --att for AT&T; default: the function, or 16) with symbols, probes and breakpoints marked; -s interleaves source lines",
         details: "",
-        flags: &["-s", "--att"],
+        flags: &["-s", "--att", "--gas", "--intel", "-i"],
         modifier: false,
         group: Group::State,
         needs_target: false,
@@ -792,7 +796,7 @@ pub const COMMANDS: &[Command] = &[
         usage: "[--remove-probes]",
         summary: "leave; the kernel keeps running (probes stay unless --remove-probes)",
         details: "",
-        flags: &["--remove-probes", "--keep-probes"],
+        flags: &["--remove-probes", "-r", "--keep-probes"],
         modifier: false,
         group: Group::Session,
         needs_target: false,
@@ -836,6 +840,14 @@ pub fn suggest(name: &str) -> Option<&'static str> {
                 best = Some((d, c.name));
             }
         }
+    }
+    // Very short words: only a command that starts with them (`p` is not
+    // `kprobe` because `kp` is one edit away).
+    if name.len() <= 2 {
+        return COMMANDS
+            .iter()
+            .find(|c| c.name.starts_with(name))
+            .map(|c| c.name);
     }
     let limit = (name.len() / 3).max(2);
     best.filter(|(d, _)| *d <= limit).map(|(_, n)| n)
@@ -902,6 +914,8 @@ mod tests {
         assert_eq!(suggest("contnue"), Some("continue"));
         assert_eq!(suggest("regz"), Some("regs"));
         assert_eq!(suggest("xyzzyplugh"), None);
+        assert_ne!(suggest("p"), Some("kprobe"));
+        assert_eq!(suggest("pr"), Some("probes"));
     }
 
     #[test]

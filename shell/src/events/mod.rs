@@ -276,6 +276,8 @@ pub struct Clock {
     /// The TSC value shown as time 0 (the kernel's boot, when the stub
     /// tells it, else the first event of the session).
     pub base: Option<u64>,
+    /// The boot (its stub's start TSC) the rate and base were taken from.
+    pub kernel_boot: Option<u64>,
 }
 
 impl Clock {

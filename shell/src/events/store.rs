@@ -64,19 +64,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// The next sequence number.
-    pub fn next_seq(&self) -> u64 {
-        lock(&self.inner).total + 1
-    }
-
-    pub fn push(&self, v: EventView) {
+    /// Keep an event: its sequence number is given here, under the lock,
+    /// so two threads storing at once (the event thread and a probe
+    /// registration flushing held events) never share one. Returns the
+    /// event as stored.
+    pub fn push(&self, mut v: EventView) -> EventView {
         let mut i = lock(&self.inner);
         i.total += 1;
+        v.seq = i.total;
         if i.recent.len() == KEEP {
             i.recent.pop_front();
         }
-        i.recent.push_back(v);
+        i.recent.push_back(v.clone());
         self.cond.notify_all();
+        v
     }
 
     pub fn record_drops(&self, probe: u32, dropped: u64) {
@@ -140,5 +141,56 @@ impl Store {
                 .unwrap_or_else(|e| e.into_inner().0);
         }
         i.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(probe: u32) -> EventView {
+        EventView {
+            seq: 0,
+            probe,
+            kind: "jprobe",
+            time: None,
+            tsc: 0,
+            cpu: 0,
+            task: 0,
+            task_name: None,
+            function: "f".into(),
+            addr: 0,
+            args: Vec::new(),
+            ret: None,
+            duration_ns: None,
+            duration_tsc: None,
+            regs: Vec::new(),
+            insn: None,
+            truncated: false,
+        }
+    }
+
+    /// The event thread and a probe registration store at once: every
+    /// event still gets its own number, and the numbers have no gaps.
+    #[test]
+    fn sequence_numbers_are_unique_across_threads() {
+        let store = std::sync::Arc::new(Store::default());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..2000)
+                        .map(|_| store.push(ev(t)).seq)
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        let mut seqs: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=8000).collect::<Vec<u64>>());
+        assert_eq!(store.total(), 8000);
     }
 }

@@ -4,7 +4,7 @@ use anyhow::{Result, anyhow, bail};
 
 use super::state::{address_of, read_mem};
 use crate::cmd::Invocation;
-use crate::cmd::parse::number;
+use crate::cmd::parse::count;
 use crate::disas::Syntax;
 use crate::output::*;
 use crate::session::Session;
@@ -35,7 +35,7 @@ pub fn disas(s: &mut Session, inv: &Invocation) -> Result<Output> {
             (rip, None)
         }
         [loc] => (address_of(s, loc)?.0, None),
-        [loc, n] => (address_of(s, loc)?.0, Some(number(n)? as usize)),
+        [loc, n] => (address_of(s, loc)?.0, Some(count(n)? as usize)),
         _ => bail!("usage: disas [-s] [LOC] [N]"),
     };
     // Whole function when starting at its entry.

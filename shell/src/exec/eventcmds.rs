@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 
 use crate::cmd::Invocation;
-use crate::cmd::parse::{number, split_options};
+use crate::cmd::parse::{amount, count, number, split_options};
 use crate::events::{Filter, histogram};
 use crate::output::{Output, RingCounters};
 use crate::session::Session;
@@ -40,7 +40,7 @@ pub fn events(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let (opts, rest) = split_options(args);
     let n = match rest.as_slice() {
         [] => 20,
-        [n] => number(n)? as usize,
+        [n] => amount(n)? as usize,
         _ => bail!("usage: events [N] [probe=ID] [task=ID]"),
     };
     let mut filter = parse_filter(s, &opts)?;
@@ -125,13 +125,35 @@ pub fn hist(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let probe = u32::try_from(number(id.trim_start_matches('#'))?)
         .map_err(|_| anyhow!("bad probe id `{id}`"))?;
     let evs = s.shared.display.store().of_probe(probe);
+    let def = s.shared.probes.get_any(probe);
+    if def.is_none() && evs.is_empty() {
+        bail!("no probe #{probe} in this session (`probes` lists them)");
+    }
+    let kind = def.as_ref().map(|d| d.kind).unwrap_or_default();
+    let numeric_args = || {
+        let mut names: Vec<&str> = Vec::new();
+        for e in &evs {
+            for a in &e.args {
+                if a.value.is_number() && !names.contains(&a.name.as_str()) {
+                    names.push(&a.name);
+                }
+            }
+        }
+        if names.is_empty() {
+            "none captured".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
     let has_dur = evs.iter().any(|e| e.duration_tsc.is_some());
     let what = match what {
         Some("ret") => "ret".to_string(),
         Some("lat") | Some("latency") => "lat".to_string(),
         // A captured argument by name (`hist 1 stack_size`).
         Some(w) if evs.iter().any(|e| e.args.iter().any(|a| a.name == w)) => w.to_string(),
-        Some(_) if evs.is_empty() => bail!("no events of probe #{probe} yet"),
+        Some(w) if evs.is_empty() => bail!(
+            "no events of probe #{probe} yet: nothing to plot for `{w}` (`wait events N` waits for some)"
+        ),
         Some(w) => bail!(
             "`hist {id} {w}`: use lat (latency), ret (return values) or a captured argument ({})",
             evs[0]
@@ -181,8 +203,35 @@ pub fn hist(s: &mut Session, inv: &Invocation) -> Result<Output> {
         )
     };
     if values.is_empty() && !evs.is_empty() {
+        if what != "lat" && what != "ret" {
+            bail!(
+                "`{what}` of probe #{probe} is not a number (a string or pointer text cannot be plotted): use one of its numeric arguments ({}){}",
+                numeric_args(),
+                if kind == "kretprobe" {
+                    ", lat or ret"
+                } else {
+                    ""
+                }
+            );
+        }
+        if kind != "kretprobe" {
+            bail!(
+                "probe #{probe} is a {}: only kretprobes have {}; plot a numeric argument instead ({})",
+                if kind.is_empty() {
+                    "probe without returns"
+                } else {
+                    kind
+                },
+                if what == "lat" {
+                    "latencies"
+                } else {
+                    "return values"
+                },
+                numeric_args()
+            );
+        }
         bail!(
-            "probe #{probe} has no {} to plot (is it a kretprobe?)",
+            "probe #{probe} has no {} yet",
             if what == "lat" {
                 "latencies"
             } else {
@@ -207,8 +256,8 @@ pub fn wait(s: &mut Session, inv: &Invocation) -> Result<Output> {
         _ => {}
     }
     let (n, timeout) = match args {
-        [w, n] if w == "events" => (number(n)?, 10.0),
-        [w, n, t, secs] if w == "events" && t == "timeout" => (number(n)?, seconds(secs)?),
+        [w, n] if w == "events" => (count(n)?, 10.0),
+        [w, n, t, secs] if w == "events" && t == "timeout" => (count(n)?, seconds(secs)?),
         _ => bail!(usage),
     };
     let start = s.shared.display.store().total();
@@ -239,6 +288,7 @@ pub fn wait(s: &mut Session, inv: &Invocation) -> Result<Output> {
         );
     }
     Ok(Output::Waited {
+        what: "events".into(),
         wanted: n,
         received: got,
     })
@@ -252,6 +302,7 @@ fn wait_stop(s: &mut Session, timeout: f64) -> Result<Output> {
     }
     let deadline = Instant::now() + Duration::from_secs_f64(timeout);
     crate::session::CANCEL.store(false, Ordering::SeqCst);
+    let already_stopped = !s.running();
     while s.running() {
         if crate::session::CANCEL.swap(false, Ordering::SeqCst) {
             bail!("wait cancelled; the kernel is still running");
@@ -266,8 +317,9 @@ fn wait_stop(s: &mut Session, timeout: f64) -> Result<Output> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(Output::Message {
-        text: "the kernel is stopped".into(),
+    Ok(Output::WaitedStop {
+        what: "stop".into(),
+        already_stopped,
     })
 }
 

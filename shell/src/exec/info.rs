@@ -71,8 +71,23 @@ pub fn info(s: &mut Session, inv: &Invocation) -> Result<Output> {
                     .collect(),
             })
         }
-        "args" => info_args(s),
-        "locals" | "local" => super::inspect::info_vars(s, false),
+        "args" | "locals" | "local" => {
+            if s.running() {
+                // The registers of a running CPU are stale the moment they
+                // are read (as `regs` and `bt`, which need a stop).
+                bail!("`info {topic}` needs the kernel stopped: use `interrupt` (or Ctrl-C) first");
+            }
+            if !s.connected() {
+                bail!(
+                    "`info {topic}` needs a stopped kernel to read: connect with --connect or --kernel"
+                );
+            }
+            if topic == "args" {
+                info_args(s)
+            } else {
+                super::inspect::info_vars(s, false)
+            }
+        }
         "breakpoints" | "break" | "b" => Ok(Output::Breakpoints {
             breakpoints: s.breakpoints.values().map(|b| b.info.clone()).collect(),
         }),
@@ -121,7 +136,9 @@ fn info_args(s: &mut Session) -> Result<Output> {
                     &crate::capture::Shape::Str { len: None },
                     Some(y),
                 )),
-                (Some(x), Some(y)) => Some(format!("{{{x:#x}, {y:#x}}}")),
+                (Some(x), Some(y)) => {
+                    Some((serde_json::json!([x, y]), format!("{{{x:#x}, {y:#x}}}")))
+                }
                 _ => None,
             },
             ParamLocation::Stack { offset } => regs
@@ -135,11 +152,14 @@ fn info_args(s: &mut Session) -> Result<Output> {
                 .map(|v| render_value(s, v, &shape, None)),
             ParamLocation::Unavailable => None,
         };
+        let (value, text) =
+            value.unwrap_or_else(|| (serde_json::Value::Null, "<unavailable>".into()));
         args.push(ArgInfo {
             name: p.name.clone(),
             type_name: p.type_name.clone(),
             location: p.location.to_string(),
             value,
+            text,
         });
     }
     Ok(Output::Args {
@@ -154,8 +174,14 @@ fn info_args(s: &mut Session) -> Result<Output> {
     })
 }
 
-/// A value as events show it; strings are read from the target.
-fn render_value(s: &Session, v: u64, shape: &crate::capture::Shape, len: Option<u64>) -> String {
+/// A value as events show it (JSON value, text); strings are read from the
+/// target.
+fn render_value(
+    s: &Session,
+    v: u64,
+    shape: &crate::capture::Shape,
+    len: Option<u64>,
+) -> (serde_json::Value, String) {
     if let crate::capture::Shape::Str { .. } = shape
         && v != 0
     {
@@ -168,11 +194,15 @@ fn render_value(s: &Session, v: u64, shape: &crate::capture::Shape, len: Option<
             } else {
                 bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len())
             };
-            return format!("{v:#x} {}", crate::events::quote(&bytes[..n]));
+            let text = String::from_utf8_lossy(&bytes[..n]).into_owned();
+            return (
+                text.into(),
+                format!("{v:#x} {}", crate::events::quote(&bytes[..n])),
+            );
         }
-        return format!("{v:#x} <fault>");
+        return (serde_json::Value::Null, format!("{v:#x} <fault>"));
     }
-    crate::events::render_number(v, shape, &*s.shared).1
+    crate::events::render_number(v, shape, &*s.shared)
 }
 
 fn reg_value(r: &RegisterFile, reg: Register) -> Option<u64> {

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, anyhow, bail};
 use proto::command::{Command as Mon, IdList, Loc, ProbeAction};
-use proto::reply::{ProbeRow, Row};
+use proto::reply::{ErrorRow, ProbeRow, ProbeType, Row};
 
 use super::locate::{check_code, resolve};
 use crate::capture::{self, Layout};
@@ -185,10 +185,65 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
     Ok(out)
 }
 
+/// Bring the probe book in line with the kernel's listing: probes set by
+/// someone else (gdb's `monitor`, an earlier session) are adopted, with
+/// the capture layout their listed capture tokens and DWARF give; probes
+/// gone from the kernel are retired. Returns the listing.
+pub fn sync(s: &Session) -> Result<String> {
+    let text = s.monitor("probes")?;
+    let rows: Vec<ProbeRow> = text
+        .lines()
+        .filter_map(|l| ProbeRow::parse(l).ok())
+        .collect();
+    let gone: Vec<u32> = s
+        .shared
+        .probes
+        .ids()
+        .into_iter()
+        .filter(|id| !rows.iter().any(|r| r.id == *id))
+        .collect();
+    s.shared.probes.retire(&gone);
+    for p in rows.iter().filter(|r| s.shared.probes.get(r.id).is_none()) {
+        s.shared.probes.insert(adopted(s, p));
+    }
+    Ok(text)
+}
+
+/// What the shell knows of a probe it did not set.
+fn adopted(s: &Session, p: &ProbeRow) -> ProbeDef {
+    let location = if p.sym == "-" {
+        format!("{:#x}", p.addr)
+    } else if p.sym_offset == 0 {
+        p.sym.to_string()
+    } else {
+        format!("{}+{:#x}", p.sym, p.sym_offset)
+    };
+    let (kind, layout, insn) = match p.kind {
+        ProbeType::Kprobe => ("kprobe", Layout::default(), s.shared.insn_at(p.addr)),
+        ProbeType::Jprobe | ProbeType::Kretprobe => {
+            let ret = p.kind == ProbeType::Kretprobe;
+            let elf = s.shared.elf().ok();
+            let func = elf.as_ref().and_then(|e| e.function_at(p.addr).ok());
+            let dwarf = elf.as_deref().zip(func.as_ref());
+            let layout = capture::from_spec(dwarf, &p.capture, ret);
+            (if ret { "kretprobe" } else { "jprobe" }, layout, None)
+        }
+    };
+    ProbeDef {
+        id: p.id,
+        kind,
+        location,
+        addr: p.addr,
+        layout,
+        insn: insn.as_ref().map(|i| i.text.clone()),
+        insn_args: insn.map(|i| i.arg_regs).unwrap_or_default(),
+    }
+}
+
 /// `probes`.
 pub fn list(s: &mut Session, inv: &Invocation) -> Result<Output> {
     inv.no_args()?;
-    let text = s.monitor("probes")?;
+    let text = sync(s)?;
     let mut probes = Vec::new();
     for line in text.lines() {
         let Ok(p) = ProbeRow::parse(line) else {
@@ -251,25 +306,59 @@ pub fn delete(s: &mut Session, inv: &Invocation) -> Result<Output> {
 }
 
 fn change(s: &mut Session, action: ProbeAction, args: &[String]) -> Result<Output> {
-    let ids = ids(args)?;
+    let mut ids = ids(args)?;
+    // `delete 13 13` deletes #13 once.
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|i| seen.insert(*i));
+    let verb = match action {
+        ProbeAction::Enable => "enabled",
+        ProbeAction::Disable => "disabled",
+        ProbeAction::Delete => "deleted",
+    };
+    // The stub answers one row per id, in order: `ok id=N` or an error.
+    let mut done = Vec::new();
+    let mut failed: Vec<(u32, String)> = Vec::new();
     for chunk in ids.chunks(proto::command::MAX_IDS) {
         let mut list = IdList::new();
         for id in chunk {
             list.push(*id).map_err(|e| anyhow!("{e}"))?;
         }
-        s.monitor(&Mon::Probe { action, ids: list }.to_string())?;
+        let reply = s
+            .client()?
+            .monitor(&Mon::Probe { action, ids: list }.to_string())?;
+        let mut rows = reply.lines().filter(|l| !l.trim().is_empty());
+        for id in chunk {
+            match rows.next() {
+                Some(l) => match ErrorRow::parse(l) {
+                    Ok(e) => failed.push((*id, e.msg.to_string())),
+                    Err(_) => done.push(*id),
+                },
+                None => failed.push((*id, "the stub did not answer for it".into())),
+            }
+        }
     }
     if action == ProbeAction::Delete {
-        s.shared.probes.retire(&ids);
+        s.shared.probes.retire(&done);
+    }
+    if !failed.is_empty() {
+        let not: Vec<String> = failed
+            .iter()
+            .map(|(id, why)| format!("#{id}: {why}"))
+            .collect();
+        let done: Vec<String> = done.iter().map(|i| format!("#{i}")).collect();
+        bail!(
+            "{}{} (`probes` lists them)",
+            if done.is_empty() {
+                String::new()
+            } else {
+                format!("{verb} {}; not ", done.join(", "))
+            },
+            not.join("; ")
+        );
     }
     Ok(Output::ProbesChanged {
-        action: match action {
-            ProbeAction::Enable => "enabled",
-            ProbeAction::Disable => "disabled",
-            ProbeAction::Delete => "deleted",
-        }
-        .into(),
-        ids,
+        action: verb.into(),
+        ids: done,
     })
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Result, anyhow, bail};
 
 use super::locate::{check_code, resolve, resolve_all};
 use crate::cmd::Invocation;
-use crate::cmd::parse::number;
+use crate::cmd::parse::{count, number};
 use crate::output::{BreakInfo, Output};
 use crate::rsp::{BreakKind, StopReply};
 use crate::session::{Breakpoint, Session};
@@ -258,7 +258,7 @@ pub fn stepi(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let args = inv.args.as_slice();
     let n = match args {
         [] => 1,
-        [n] => number(n)?.max(1),
+        [n] => count(n)?,
         _ => bail!("usage: stepi [N]"),
     };
     deselect_thread(s)?;
@@ -273,7 +273,7 @@ pub fn nexti(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let args = inv.args.as_slice();
     let n = match args {
         [] => 1,
-        [n] => number(n)?.max(1),
+        [n] => count(n)?,
         _ => bail!("usage: nexti [N]"),
     };
     deselect_thread(s)?;

@@ -9,9 +9,33 @@ use crate::session::Session;
 
 /// `monitor TEXT...`.
 pub fn monitor(s: &mut Session, inv: &Invocation) -> Result<Output> {
-    Ok(Output::Monitor {
-        text: s.client()?.monitor(&inv.args.join(" "))?,
-    })
+    if let [w, mode, ..] = inv.args.as_slice()
+        && w == "stream"
+        && mode != "record"
+    {
+        bail!(
+            "`monitor stream {mode}` would stop every event reaching kdbg (it reads checksummed records): \
+             use `live off` to hide events, or gdb's `monitor` for other modes"
+        );
+    }
+    // Probes set or deleted by hand (`monitor kretprobe sys_open
+    // fetch=str64@arg0`): the shell adopts them before their first event
+    // is shown, as for its own.
+    let probe_cmd = inv
+        .args
+        .first()
+        .is_some_and(|w| ["kprobe", "jprobe", "kretprobe", "probe"].contains(&w.as_str()));
+    if probe_cmd {
+        s.shared.probes.begin_registering();
+    }
+    let text = s
+        .client()
+        .and_then(|mut c| Ok(c.monitor(&inv.args.join(" "))?));
+    if probe_cmd {
+        let _ = crate::exec::probes::sync(s);
+        s.shared.flush_orphans();
+    }
+    Ok(Output::Monitor { text: text? })
 }
 
 /// `reconnect`.

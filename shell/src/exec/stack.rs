@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use symbols::{Register, Registers};
 
 use crate::cmd::Invocation;
-use crate::cmd::parse::number;
+use crate::cmd::parse::count;
 use crate::output::*;
 use crate::regs::RegisterFile;
 use crate::session::Session;
@@ -44,7 +44,7 @@ pub fn backtrace(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let args = inv.args.as_slice();
     let max = match args {
         [] => 64,
-        [n] => number(n)? as usize,
+        [n] => count(n)? as usize,
         _ => bail!("usage: bt [N]"),
     };
     let regs = s.registers()?;

@@ -184,6 +184,24 @@ impl Shared {
     pub fn running(&self) -> bool {
         lock(&self.link).as_ref().is_some_and(|c| c.is_running())
     }
+
+    /// Is a client connected (and the connection alive)?
+    pub fn connected(&self) -> bool {
+        lock(&self.link).as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    /// The prompt for the state right now. All have the same width, so the
+    /// line editor can redraw it in place when the state changes under it
+    /// (an asynchronous stop while the prompt waits).
+    pub fn prompt(&self) -> &'static str {
+        if !self.connected() {
+            "kdbg (offline)> "
+        } else if self.running() {
+            "kdbg (running)> "
+        } else {
+            "kdbg (stopped)> "
+        }
+    }
 }
 
 /// gdb thread ids are kernel task ids plus one (thread 0 means "any" in
@@ -273,6 +291,9 @@ pub struct Session {
     pub syntax: Syntax,
     pub quit: bool,
     pub remove_probes_on_exit: bool,
+    /// The kernel runs in a QEMU that ends with kdbg (`--kernel`, `cargo
+    /// xtask run`): nothing stays behind when kdbg leaves.
+    pub kernel_exits_with_kdbg: bool,
     pub resume_on_connect: bool,
     /// Stops shown before the current connection (its counter starts at 0).
     stops_base: u64,
@@ -287,6 +308,7 @@ impl Session {
         let clock = Clock {
             tsc_hz: opts.tsc_hz.or_else(Clock::host_tsc_hz),
             base: None,
+            kernel_boot: None,
         };
         let shared = Arc::new(Shared {
             link: Mutex::new(None),
@@ -314,6 +336,7 @@ impl Session {
             syntax: Syntax::Intel,
             quit: false,
             remove_probes_on_exit: false,
+            kernel_exits_with_kdbg: false,
             resume_on_connect: opts.resume,
             stops_base: 0,
         };
@@ -356,6 +379,8 @@ impl Session {
         let _ = self.monitor("stream record");
         self.refresh_tasks();
         self.refresh_clock();
+        // Probes already in the kernel (gdb's, an earlier session's).
+        let _ = crate::exec::probes::sync(self);
         // A kernel that stopped (or died) before this attach stays stopped,
         // as gdb never resumes on connect; its summary is shown.
         let kept = if stopped {
@@ -388,9 +413,7 @@ impl Session {
     }
 
     pub fn connected(&self) -> bool {
-        lock(&self.shared.link)
-            .as_ref()
-            .is_some_and(|c| !c.is_closed())
+        self.shared.connected()
     }
 
     pub fn running(&self) -> bool {
@@ -418,23 +441,34 @@ impl Session {
         }
     }
 
-    /// The TSC rate and boot TSC, if the stub tells them (`events` row
-    /// keys `tsc_hz`, `boot_tsc`); they win over the host's measurement.
+    /// The TSC rate and boot TSC, if the stub tells them (the `events`
+    /// row's `tsc_hz`, `boot_tsc`); they win over the host's measurement.
+    /// Once taken for a boot of the kernel they are kept (a reconnect to
+    /// the same boot keeps every time where it was); a new boot replaces
+    /// them.
     pub fn refresh_clock(&self) {
-        if let Ok(text) = self.monitor("events") {
-            for line in text.lines() {
-                if let Some(r) = proto::reply::Row::parse(line) {
-                    self.shared.display.update_clock(|c| {
-                        if let Some(hz) = r.num("tsc_hz").filter(|h| *h > 0) {
-                            c.tsc_hz = Some(hz);
-                        }
-                        if let Some(b) = r.num("boot_tsc") {
-                            c.base = Some(b);
-                        }
-                    });
-                }
+        let Ok(text) = self.monitor("events") else {
+            return;
+        };
+        let Some(r) = text
+            .lines()
+            .find_map(|l| proto::reply::EventsRow::parse(l).ok())
+        else {
+            return;
+        };
+        self.shared.display.update_clock(|c| {
+            let same_boot = r.boot_tsc != 0 && c.kernel_boot == Some(r.boot_tsc);
+            if same_boot && c.tsc_hz.is_some() {
+                return;
             }
-        }
+            if r.tsc_hz > 0 {
+                c.tsc_hz = Some(r.tsc_hz);
+            }
+            if r.boot_tsc != 0 {
+                c.base = Some(r.boot_tsc);
+                c.kernel_boot = Some(r.boot_tsc);
+            }
+        });
     }
 
     /// Let the event thread show a stop that already happened before the
@@ -494,12 +528,36 @@ impl Session {
         Ok(())
     }
 
-    /// On leaving: optionally remove probes, and leave the kernel running.
+    /// What leaving does to the kernel, for the user (interactive `quit`
+    /// and Ctrl-D say the same).
+    pub fn leaving_note(&self) -> Option<String> {
+        if self.kernel_exits_with_kdbg {
+            return Some("kdbg: leaving; the kernel's QEMU stops with kdbg".into());
+        }
+        if !self.connected() {
+            return None;
+        }
+        let _ = crate::exec::probes::sync(self);
+        let n = self.shared.probes.len();
+        match (n, self.remove_probes_on_exit) {
+            (0, _) => None,
+            (n, true) => Some(format!(
+                "kdbg: leaving; removing {n} probe(s) from the kernel"
+            )),
+            (n, false) => Some(format!(
+                "kdbg: leaving; {n} probe(s) stay in the running kernel (`quit --remove-probes` removes them)"
+            )),
+        }
+    }
+
+    /// On leaving: optionally remove probes (the ones this session set and
+    /// the ones it adopted), and leave the kernel running.
     pub fn leave(&mut self) {
         if !self.connected() {
             return;
         }
         if self.remove_probes_on_exit {
+            let _ = crate::exec::probes::sync(self);
             let ids = self.shared.probes.ids();
             for chunk in ids.chunks(proto::command::MAX_IDS) {
                 let list: Vec<String> = chunk.iter().map(|i| i.to_string()).collect();

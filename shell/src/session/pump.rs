@@ -38,15 +38,13 @@ impl Shared {
     /// Render, store and (live) print one event.
     pub fn show_event(&self, ev: &proto::event::Event) {
         let d = &self.display;
-        let seq = d.store().next_seq();
         let clock = d.clock();
         let def = self.probes.get_any(ev.probe_id);
-        let view = events::view(seq, ev, def.as_deref(), self, clock);
-        let show = d.live() && d.filter().matches(&view);
-        let text = show.then(|| d.render().event(&view));
-        d.store().push(view);
-        if let Some(t) = text {
-            self.print_async(t);
+        let view = d
+            .store()
+            .push(events::view(0, ev, def.as_deref(), self, clock));
+        if d.live() && d.filter().matches(&view) {
+            self.print_async(d.render().event(&view));
         }
     }
 
