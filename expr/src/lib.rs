@@ -19,6 +19,7 @@
 //! Errors ([`Error`]) carry the span of the offending part of the input.
 
 pub mod ast;
+pub mod compile;
 pub mod eval;
 pub mod format;
 pub mod lex;

@@ -68,6 +68,18 @@ impl StopCond {
         }
     }
 
+    /// Takes over the hit counters of the condition this one replaces.
+    pub(crate) fn carry_counters(&self, old: &StopCond) {
+        for (new, old) in [
+            (&self.hits, &old.hits),
+            (&self.false_hits, &old.false_hits),
+            (&self.faults, &old.faults),
+            (&self.ignored, &old.ignored),
+        ] {
+            new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// Nothing to decide: no program and no ignore count.
     pub fn is_trivial(&self) -> bool {
         self.progs.iter().all(Option::is_none) && self.ignore.load(Ordering::Relaxed) == 0

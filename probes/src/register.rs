@@ -474,6 +474,10 @@ impl Core {
                 // Refuse what could never be evaluated before keeping it.
                 let (_, sym) = Self::resolve(pf, At::Addr(addr))?;
                 Self::analyse(pf, &reg, addr, &sym)?;
+                if let Some(old) = reg.conds.get(&addr) {
+                    // Same breakpoint, new condition: the counters go on.
+                    c.carry_counters(old);
+                }
                 reg.conds.insert(addr, Arc::new(c));
                 if reg.point(addr).is_some() {
                     let (probes, gdb) = reg

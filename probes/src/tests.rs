@@ -980,7 +980,17 @@ fn gdb_breakpoint_conditions_run_in_the_trap() {
     let mut rows = Vec::new();
     c.gdb_conds(&mut |i| rows.push(*i)).unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].hits, rows[0].ignored, rows[0].ignore), (4, 2, 0));
+    assert_eq!(
+        (
+            rows[0].hits,
+            rows[0].false_hits,
+            rows[0].faults,
+            rows[0].ignored,
+            rows[0].ignore
+        ),
+        (7, 1, 1, 2, 0),
+        "counters carry over a new condition"
+    );
     // The condition survives a lift (z0/Z0 to step over it).
     c.gdb_remove(at).unwrap();
     assert_eq!(peek(at), 0x31);

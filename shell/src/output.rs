@@ -43,6 +43,26 @@ pub struct BreakInfo {
     pub temporary: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub len: Option<u64>,
+    /// The condition, evaluated in the kernel (`break LOC if EXPR`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// In-kernel counters of a breakpoint with a condition or ignore count
+    /// (`info breakpoints`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<BreakCounts>,
+}
+
+/// What the kernel counted at a conditional breakpoint: every trap
+/// (`hits`), those the condition rejected (`false_hits`) or that faulted
+/// (`faults`), true ones skipped by the ignore count (`ignored`), and what
+/// is left of the ignore count (`ignore`).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+pub struct BreakCounts {
+    pub hits: u64,
+    pub false_hits: u64,
+    pub faults: u64,
+    pub ignored: u64,
+    pub ignore: u64,
 }
 
 /// Where the kernel stopped.

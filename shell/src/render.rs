@@ -285,7 +285,12 @@ fn text(r: &Render, o: &Output) -> String {
             r.green(&format!("{} {}", b.kind, b.id)),
             b.location,
             b.addr,
-            if b.temporary { " (temporary)" } else { "" }
+            match (&b.condition, b.temporary) {
+                (Some(c), true) => format!(" (temporary) if {c}"),
+                (Some(c), false) => format!(" if {c}"),
+                (None, true) => " (temporary)".into(),
+                (None, false) => String::new(),
+            }
         ),
         Output::Breakpoints { breakpoints } => {
             if breakpoints.is_empty() {
@@ -307,7 +312,14 @@ fn text(r: &Render, o: &Output) -> String {
                     ]
                 })
                 .collect();
-            table(&["NUM", "TYPE", "ADDRESS", "WHAT", ""], &rows)
+            let mut text = table(&["NUM", "TYPE", "ADDRESS", "WHAT", ""], &rows);
+            for b in breakpoints {
+                let lines = crate::exec::conditions::detail_lines(b);
+                if !lines.is_empty() {
+                    text.push_str(&format!("\nbreakpoint {}:\n{}", b.id, lines.join("\n")));
+                }
+            }
+            text
         }
         Output::Running => "running".into(),
         Output::Stopped { stop } => stop_text(r, stop),

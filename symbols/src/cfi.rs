@@ -106,6 +106,15 @@ impl Elf {
             .is_some()
     }
 
+    /// The CFA rule at `pc` in the innermost frame: the CFA is the value of
+    /// the register plus the offset (`None`: no CFI, or an expression rule).
+    /// For compiling conditions that address the frame at a breakpoint.
+    pub fn cfa_rule(&self, pc: u64) -> Option<(Register, i64)> {
+        let cfi = self.state.cfi.get_or_init(|| Cfi::build(&self.state));
+        let fde = cfi.find(pc)?;
+        row_for(cfi, fde, pc).map(|r| r.cfa)
+    }
+
     /// One unwinder step: from the registers of a frame, compute its caller's.
     ///
     /// `regs` must hold at least rip and rsp (and whatever the CFA rule uses,

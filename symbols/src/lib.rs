@@ -78,7 +78,7 @@ pub use registers::{Register, Registers};
 pub use symtab::{Symbol, SymbolKind, SymbolOffset};
 pub use types::{BaseEncoding, Field, Lang, Qualifier, Type, TypeId, TypeKind};
 pub use vars::{
-    Global, LocContext, LocExpr, LocalVar, Place, Scope, VarLocation, Variant, VariantPart,
+    Global, LocContext, LocExpr, LocOp, LocalVar, Place, Scope, VarLocation, Variant, VariantPart,
 };
 
 impl Elf {

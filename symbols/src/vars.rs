@@ -125,7 +125,46 @@ pub struct Variant {
     pub field: Field,
 }
 
+/// One operation of a location expression, decoded for compilers (the
+/// in-kernel condition compiler turns these into register and memory reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocOp {
+    /// `DW_OP_regN`: the value is in the register.
+    Reg(Register),
+    /// `DW_OP_bregN off`: push register + offset.
+    Breg(Register, i64),
+    /// `DW_OP_fbreg off`: push frame base + offset.
+    Fbreg(i64),
+    /// `DW_OP_call_frame_cfa`.
+    CallFrameCfa,
+    /// `DW_OP_addr`, `DW_OP_constN`, `DW_OP_litN`: push a constant.
+    Const(u64),
+    /// `DW_OP_plus_uconst`.
+    PlusConst(u64),
+    /// `DW_OP_plus`.
+    Plus,
+    /// `DW_OP_minus`.
+    Minus,
+    /// `DW_OP_deref` / `DW_OP_deref_size N`.
+    Deref(u8),
+    /// `DW_OP_stack_value`: the top is the value, not its address.
+    StackValue,
+}
+
 impl LocExpr {
+    /// The operations of the location (`Err`: an operation outside
+    /// [`LocOp`], named).
+    pub fn ops(&self) -> std::result::Result<Vec<LocOp>, String> {
+        decode_ops(&self.bytes, self.encoding)
+    }
+
+    /// The operations of the function's frame base, if it has one.
+    pub fn frame_base_ops(&self) -> Option<std::result::Result<Vec<LocOp>, String>> {
+        self.frame_base
+            .as_deref()
+            .map(|b| decode_ops(b, self.encoding))
+    }
+
     /// Evaluates the location against `ctx`.
     pub fn evaluate(&self, ctx: &mut dyn LocContext) -> std::result::Result<Place, String> {
         eval_expr(
@@ -136,6 +175,41 @@ impl LocExpr {
             0,
         )
     }
+}
+
+fn decode_ops(bytes: &[u8], encoding: gimli::Encoding) -> std::result::Result<Vec<LocOp>, String> {
+    use gimli::Operation as O;
+    let mut r = gimli::EndianSlice::new(bytes, gimli::LittleEndian);
+    let mut out = Vec::new();
+    while !gimli::Reader::is_empty(&r) {
+        let op = O::parse(&mut r, encoding).map_err(|e| format!("bad DWARF location: {e}"))?;
+        out.push(match op {
+            O::Register { register } => LocOp::Reg(Register(register.0)),
+            O::RegisterOffset {
+                register,
+                offset,
+                base_type,
+            } if base_type.0 == 0 => LocOp::Breg(Register(register.0), offset),
+            O::FrameOffset { offset } => LocOp::Fbreg(offset),
+            O::CallFrameCFA => LocOp::CallFrameCfa,
+            O::Address { address } => LocOp::Const(address),
+            O::UnsignedConstant { value } => LocOp::Const(value),
+            O::SignedConstant { value } => LocOp::Const(value as u64),
+            O::PlusConstant { value } => LocOp::PlusConst(value),
+            O::Plus => LocOp::Plus,
+            O::Minus => LocOp::Minus,
+            O::Deref {
+                size, space: false, ..
+            } => LocOp::Deref(size),
+            O::StackValue => LocOp::StackValue,
+            O::EntryValue { .. } => {
+                return Err("the value is only known at function entry (DW_OP_entry_value)".into());
+            }
+            O::Piece { .. } => return Err("the value is split into pieces".into()),
+            other => return Err(format!("unsupported DWARF operation {other:?}")),
+        });
+    }
+    Ok(out)
 }
 
 fn eval_expr(

@@ -115,3 +115,118 @@ fn gdb_target_side_condition_stops_only_when_true() {
     assert!(out.contains("detached"), "{out}");
     vm.assert_still_running(Duration::from_millis(300));
 }
+
+type Kdbg = tests::kdbg::KdbgJson;
+
+/// The in-kernel counters of breakpoint 1 from `info breakpoints`.
+fn counts(k: &mut Kdbg) -> serde_json::Value {
+    let v = k.ok("info breakpoints", "breakpoints");
+    v["breakpoints"][0]["counts"].clone()
+}
+
+fn n(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// Stops that reached the host: every trap minus those the kernel resumed.
+fn stops(c: &serde_json::Value) -> u64 {
+    n(c, "hits") - n(c, "false_hits") - n(c, "faults") - n(c, "ignored")
+}
+
+/// Waits for a stop and checks it is in fib with n == 5 (`info args`).
+fn stop_with_n_5(k: &mut Kdbg, mark: usize) {
+    let stop = k.wait_stop(mark);
+    assert_eq!(stop["stop"]["location"], "fib", "{stop}");
+    let args = k.ok("info args", "args");
+    assert_eq!(args["args"][0]["name"], "n", "{args}");
+    assert_eq!(
+        args["args"][0]["value"], "5",
+        "stopped only with n == 5: {args}"
+    );
+}
+
+#[test]
+fn shell_break_if_condition_and_ignore_run_in_the_kernel() {
+    let vm = boot_serving("serve kdbg.quiet");
+    let mut k = Kdbg::start(&vm, &["--keep-going"]);
+    let b = k.ok("break fib if n == 5", "breakpoint");
+    assert_eq!(b["breakpoint"]["condition"], "n == 5", "{b}");
+    // Several stops, each with n == 5.
+    for i in 0..3 {
+        let mark = k.mark();
+        if i > 0 {
+            k.ok("continue", "running");
+        }
+        stop_with_n_5(&mut k, mark);
+    }
+    let c = counts(&mut k);
+    assert_eq!(stops(&c), 3, "three stops reached the host: {c}");
+    assert!(
+        n(&c, "false_hits") > 0,
+        "fib ran with other n in between, decided in the kernel: {c}"
+    );
+
+    // ignore 1 3: exactly three true hits skipped, the fourth stops.
+    let m = k.ok("ignore 1 3", "message");
+    assert!(m["text"].as_str().unwrap().contains("ignore next 3"), "{m}");
+    let mark = k.mark();
+    k.ok("continue", "running");
+    stop_with_n_5(&mut k, mark);
+    let c = counts(&mut k);
+    assert_eq!(n(&c, "ignored"), 3, "{c}");
+    assert_eq!(n(&c, "ignore"), 0, "{c}");
+    assert_eq!(stops(&c), 4, "{c}");
+
+    // A condition that faults: counted, never stops; the kernel runs on
+    // (the workload keeps hitting the breakpoint).
+    k.ok("condition 1 *(u64 *)0x10 == 3", "message");
+    let mark = k.mark();
+    k.ok("continue", "running");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = n(&counts(&mut k), "faults");
+    std::thread::sleep(Duration::from_millis(1500));
+    let c = counts(&mut k);
+    assert!(before > 0, "faults counted: {c}");
+    assert!(
+        n(&c, "faults") > before,
+        "the kernel keeps running and faulting hits keep counting: {c}"
+    );
+    assert_eq!(stops(&c), 4, "a faulting condition never stops: {c}");
+    assert!(
+        !k.seen[mark..].iter().any(|v| v["type"] == "stopped"),
+        "no stop reached the host"
+    );
+
+    // Bad input: one clear error each; the breakpoint keeps its condition.
+    let big = (0..30)
+        .map(|i| format!("n == {}", 1000 + i))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    for (line, want) in [
+        ("condition 1 n ==", "expected"),
+        ("condition 1 nosuch == 1", "no symbol 'nosuch'"),
+        ("condition 1 n = 5", "cannot assign"),
+        (&format!("condition 1 {big}"), "too large"),
+        ("condition 1 *n == 1", "cannot dereference"),
+        ("condition 9 n == 1", "no breakpoint 9"),
+        ("ignore 1 lots", "number"),
+        ("break sum8 if", "usage"),
+    ] {
+        let v = k.run(line);
+        assert_eq!(v["ok"], false, "`{line}` must fail: {v}");
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(e.contains(want), "`{line}`: {e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+    let v = k.ok("info breakpoints", "breakpoints");
+    assert_eq!(v["breakpoints"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["breakpoints"][0]["condition"], "*(u64 *)0x10 == 3", "{v}");
+
+    // Removing the breakpoint ends its condition in the kernel too.
+    k.ok("delete break 1", "message");
+    let v = k.ok("monitor conds", "monitor");
+    assert!(!format!("{v}").contains("cond addr="), "{v}");
+    k.finish();
+    let mut vm = vm;
+    vm.assert_still_running(Duration::from_millis(300));
+}

@@ -89,7 +89,10 @@ pub fn info(s: &mut Session, inv: &Invocation) -> Result<Output> {
             }
         }
         "breakpoints" | "break" | "b" => Ok(Output::Breakpoints {
-            breakpoints: s.breakpoints.values().map(|b| b.info.clone()).collect(),
+            breakpoints: crate::exec::conditions::with_counts(
+                s,
+                s.breakpoints.values().map(|b| b.info.clone()).collect(),
+            ),
         }),
         t => bail!(
             "unknown info topic `{t}`: use sym, line, args, breakpoints, registers or threads"

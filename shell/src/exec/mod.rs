@@ -4,6 +4,7 @@
 //! needs (a connection, a stopped kernel) and calls it.
 
 pub mod code;
+pub mod conditions;
 pub mod eventcmds;
 pub mod info;
 pub mod inspect;

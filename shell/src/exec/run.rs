@@ -27,7 +27,7 @@ pub fn hbreak(s: &mut Session, inv: &Invocation) -> Result<Output> {
     breakpoint(s, &inv.args, BreakKind::Hardware, false)
 }
 
-fn breakpoint(
+pub(crate) fn breakpoint(
     s: &mut Session,
     args: &[String],
     kind: BreakKind,
@@ -118,6 +118,8 @@ fn add_info(
         location,
         temporary,
         len: matches!(kind, BreakKind::Write | BreakKind::Read | BreakKind::Access).then_some(len),
+        condition: None,
+        counts: None,
     };
     s.breakpoints.insert(
         id,

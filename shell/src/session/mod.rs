@@ -519,6 +519,11 @@ impl Session {
         self.client()?
             .clear_breakpoint(b.kind, b.info.addr, b.len)?;
         self.breakpoints.remove(&id);
+        if b.info.condition.is_some() || b.info.counts.is_some() {
+            // The kernel keeps a condition across the breakpoint being
+            // lifted (stepping over it): end it with the breakpoint.
+            let _ = self.monitor(&format!("cond {:#x}", b.info.addr));
+        }
         if matches!(
             b.kind,
             BreakKind::Write | BreakKind::Read | BreakKind::Access
