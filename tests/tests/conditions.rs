@@ -140,7 +140,7 @@ fn stop_with_n_5(k: &mut Kdbg, mark: usize) {
     let args = k.ok("info args", "args");
     assert_eq!(args["args"][0]["name"], "n", "{args}");
     assert_eq!(
-        args["args"][0]["value"], "5",
+        args["args"][0]["value"], 5,
         "stopped only with n == 5: {args}"
     );
 }
