@@ -111,30 +111,40 @@ impl Image {
         self.with(|elf| Some(elf.is_mapped(addr))).unwrap_or(false)
     }
 
-    /// (address, demangled name) of every symbol whose demangled name
-    /// satisfies `keep`, in address order.
+    /// (address, name) of every symbol one of whose names (raw, or
+    /// demangled without the hash) satisfies `keep`, in name order. Reads
+    /// the symbol table's sorted name index: nothing is demangled here.
     pub fn symbols_where(&self, keep: impl Fn(&str) -> bool) -> Vec<(u64, String)> {
         self.with(|elf| {
-            Some(
-                elf.symbols()
-                    .filter(|s| s.address != 0)
-                    .filter(|s| keep(&s.demangled()))
-                    .map(|s| (s.address, s.demangled().into_owned()))
-                    .collect(),
-            )
+            let mut out = Vec::new();
+            for name in elf.names_with_prefix("") {
+                if is_hashed(name) || name.starts_with("_ZN") || !keep(name) {
+                    continue;
+                }
+                for s in elf.lookup(name).iter().filter(|s| s.address != 0) {
+                    out.push((s.address, name.to_string()));
+                }
+            }
+            Some(out)
         })
         .unwrap_or_default()
     }
 
-    /// Every symbol's demangled name (for completion and "did you mean"),
-    /// `functions_only` for code locations.
+    /// Every symbol name a user would type (raw C names, demangled Rust
+    /// paths; no hash forms), for "did you mean"; `functions_only` for code.
     pub fn names(&self, functions_only: bool) -> Vec<String> {
         self.with(|elf| {
             Some(
-                elf.symbols()
-                    .filter(|s| s.address != 0)
-                    .filter(|s| !functions_only || s.kind == symbols::SymbolKind::Function)
-                    .map(|s| s.demangled().into_owned())
+                elf.names_with_prefix("")
+                    .filter(|n| !is_hashed(n) && !n.starts_with("_ZN"))
+                    .filter(|n| {
+                        !functions_only
+                            || elf
+                                .lookup(n)
+                                .iter()
+                                .any(|s| s.kind == symbols::SymbolKind::Function)
+                    })
+                    .map(str::to_string)
                     .collect(),
             )
         })
@@ -164,16 +174,14 @@ impl Image {
                     .take(200)
                     .map(str::to_string)
                     .collect();
-                for s in elf.symbols() {
+                for name in elf.names_with_prefix("") {
                     if out.len() > 400 {
                         break;
                     }
-                    if functions_only && s.kind != symbols::SymbolKind::Function {
+                    let Some((_, tail)) = name.rsplit_once("::") else {
                         continue;
-                    }
-                    let name = s.demangled();
-                    let tail = name.rsplit("::").next().unwrap_or(&name);
-                    if tail.starts_with(prefix) && tail.len() != name.len() && !tail.is_empty() {
+                    };
+                    if tail.starts_with(prefix) && !tail.is_empty() && wanted(name) {
                         out.push(tail.to_string());
                     }
                 }

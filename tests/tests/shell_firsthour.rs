@@ -282,3 +282,64 @@ fn timestamps_use_the_kernels_pit_calibrated_rate_across_reconnect() {
     }
     assert!(k.finish().success());
 }
+
+/// Errors (stderr) and events (stdout) written to one terminal never share
+/// a line: each error line is written at once.
+#[test]
+fn errors_and_events_on_one_stream_keep_their_own_lines() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let vm = boot();
+    let log = vm.workdir().expect("workdir").join("mixed.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut child = Command::new(tests::kdbg_path())
+        .arg("--connect")
+        .arg(vm.stub_connect_arg())
+        .arg("--symbols")
+        .arg(tests::kernel_path())
+        .args(["--keep-going", "--timeout", "20"])
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("run kdbg");
+    let mut script = String::from("jprobe fib\nwait events 50 timeout 60\n");
+    for _ in 0..1000 {
+        script.push_str("x/2gx 0xzz\n");
+    }
+    script.push_str("wait events 50 timeout 60\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(1), "the bad lines fail the batch");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut errors = 0;
+    let mut events = 0;
+    for line in text.lines() {
+        if line.contains("] #") {
+            assert!(
+                line.starts_with('['),
+                "an event glued to other text: {line:?}"
+            );
+            events += 1;
+        }
+        if line.contains("error:") {
+            assert!(
+                line.starts_with("<stdin>:"),
+                "an error glued to other text: {line:?}"
+            );
+            assert!(
+                !line.contains("] #"),
+                "an event inside an error line: {line:?}"
+            );
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 1000, "{text}");
+    assert!(events >= 100, "{events} events");
+}

@@ -947,6 +947,19 @@ mod tests {
         assert_eq!(suggest("pr"), Some("probes"));
     }
 
+    /// `help events`/`help hist` and the README state the window the
+    /// store really keeps.
+    #[test]
+    fn the_event_window_is_stated_as_kept() {
+        assert_eq!(crate::events::KEEP, 10_000);
+        for c in ["events", "hist"] {
+            assert!(find(c).unwrap().details.contains("10,000"), "{c}");
+        }
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .unwrap_or_default();
+        assert!(readme.contains("last 10,000 events"), "README.md");
+    }
+
     #[test]
     fn usage_lines() {
         assert_eq!(
