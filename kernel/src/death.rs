@@ -30,6 +30,11 @@ use crate::exit::{ExitCode, qemu_exit};
 use crate::kallsyms::Located;
 use crate::println;
 
+/// The end of RAM (from the boot loader), for a debugger that dumps the
+/// machine's memory into a core file (`dump core`): found by symbol.
+#[unsafe(no_mangle)]
+pub static KDBG_RAM_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// A panic waits for its `int3` to reach [`take_panic`].
 static PANIC_PENDING: AtomicBool = AtomicBool::new(false);
 /// The panic's record, filled before the `int3` (one panic only: a second

@@ -89,6 +89,9 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     };
     workloads::truth::set_enabled(cmd.truth);
     stub::death::set_policy(cmd.on_death());
+    if let Some(end) = info.ram_end {
+        death::KDBG_RAM_END.store(end, core::sync::atomic::Ordering::Relaxed);
+    }
     death::set_crash(cmd.crash);
 
     sched::init();

@@ -19,6 +19,7 @@ kdbg: an interactive x86_64 kernel debugger
 usage:
   kdbg --connect tcp:HOST:PORT|unix:PATH|/dev/ttyX[,BAUD] --symbols ELF [options]
   kdbg --kernel ELF [options]           start QEMU with the kernel and attach
+  kdbg --core FILE --symbols ELF        open a core file (`dump core`) offline, read-only
   kdbg addr2line -e ELF [ADDR...]       binutils-compatible addr2line
   kdbg help [CMD] [--markdown]          the command reference
 
@@ -43,6 +44,7 @@ pub struct Args {
     pub connect: Option<String>,
     pub symbols: Option<PathBuf>,
     pub kernel: Option<PathBuf>,
+    pub core: Option<PathBuf>,
     pub json: bool,
     pub batch: Option<PathBuf>,
     pub keep_going: bool,
@@ -74,6 +76,7 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
             "--connect" | "-c" => a.connect = Some(value("an endpoint")?),
             "--symbols" | "-s" => a.symbols = Some(value("an ELF path")?.into()),
             "--kernel" | "-k" => a.kernel = Some(value("an ELF path")?.into()),
+            "--core" => a.core = Some(value("a core file path")?.into()),
             "--json" => a.json = true,
             "--batch" | "-b" => a.batch = Some(value("a script path")?.into()),
             "--keep-going" => a.keep_going = true,
@@ -100,6 +103,9 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
     }
     if a.connect.is_some() && a.kernel.is_some() {
         bail!("use either --connect or --kernel, not both");
+    }
+    if a.core.is_some() && (a.connect.is_some() || a.kernel.is_some()) {
+        bail!("--core opens a core file offline: use it without --connect or --kernel");
     }
     Ok(a)
 }
@@ -150,7 +156,10 @@ fn real_main(argv: &[String]) -> Result<i32> {
         color,
     };
     let mut _qemu = None;
-    let (endpoint, symbols) = if let Some(k) = &args.kernel {
+    let (endpoint, symbols) = if let Some(core) = &args.core {
+        let ep = crate::coredump::open(core, args.symbols.as_deref())?;
+        (Some(ep), args.symbols.clone())
+    } else if let Some(k) = &args.kernel {
         let q = crate::qemu::Qemu::start(k, args.console.as_deref(), args.append.as_deref())?;
         let ep = Endpoint::Tcp {
             host: "127.0.0.1".into(),

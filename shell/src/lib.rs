@@ -5,6 +5,7 @@ pub mod addr2line;
 pub mod capture;
 pub mod cli;
 pub mod cmd;
+pub mod coredump;
 pub mod disas;
 pub mod events;
 pub mod exec;

@@ -271,6 +271,10 @@ pub enum Output {
     Dmesg {
         dmesg: crate::exec::postmortem::Dmesg,
     },
+    /// `dump core`.
+    CoreDumped {
+        core: crate::coredump::dump::Dumped,
+    },
     /// `thread apply`.
     ThreadApply {
         results: Vec<crate::exec::postmortem::ThreadApplied>,

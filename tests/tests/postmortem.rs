@@ -395,3 +395,292 @@ fn gdb(vm: &mut Qemu, cmds: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// `gdb -batch KERNEL CORE` running `cmds`.
+fn gdb_core(core: &std::path::Path, cmds: &[&str]) -> String {
+    let mut c = Command::new("gdb");
+    c.args([
+        "-batch",
+        "-nx",
+        "-q",
+        "-ex",
+        "set pagination off",
+        "-ex",
+        "set width 0",
+    ]);
+    c.arg(tests::kernel_path()).arg(core);
+    for cmd in cmds {
+        c.args(["-ex", cmd]);
+    }
+    let out = c.stdin(Stdio::null()).output().expect("gdb is installed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `kdbg --core CORE --symbols KERNEL --json` with `lines` on stdin: the
+/// result objects in order.
+fn kdbg_core(core: &std::path::Path, lines: &[&str]) -> Vec<Value> {
+    let mut child = Command::new(tests::kdbg_path())
+        .arg("--core")
+        .arg(core)
+        .arg("--symbols")
+        .arg(tests::kernel_path())
+        .args(["--json", "--keep-going"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kdbg");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        for l in lines {
+            writeln!(stdin, "{l}").expect("write");
+        }
+    }
+    let out = child.wait_with_output().expect("kdbg output");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("command").is_some() && v["command"] != "attach")
+        .collect()
+}
+
+fn functions(bt: &Value) -> Vec<String> {
+    bt["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn dump_core_then_gdb_and_kdbg_core_agree_with_the_live_session() {
+    let dir = tempdir("core");
+    let core = dir.join("kernel.core");
+    let vm = boot_dead("pf");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    let live_why = k.ok("why", "why");
+    let live_bt = k.ok("bt", "backtrace");
+    let live_regs = k.ok("regs", "regs");
+    let live_dmesg = k.ok("dmesg 5", "dmesg");
+    let live_pid = k.ok("print kernel::workloads::NEXT_PID", "value");
+    let live_threads = k.ok("threads", "threads");
+    let d = k.ok(&format!("dump core {}", core.display()), "core_dumped");
+    assert_eq!(d["core"]["complete"], true, "{d}");
+    assert_eq!(d["core"]["threads"], 7, "{d}");
+    assert!(d["core"]["read"].as_u64().unwrap_or(0) > 0, "{d}");
+    k.finish();
+    // No temporary file is left next to it.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["kernel.core"], "{names:?}");
+
+    // gdb on the core: the dying task first, its stack and registers, a global.
+    let rip = live_regs["regs"]["rip"].as_u64().expect("rip");
+    let rsp = live_regs["regs"]["gpr"][7].as_u64().expect("rsp");
+    let g = gdb_core(
+        &core,
+        &[
+            "bt",
+            "info registers rip rsp",
+            "print kernel::workloads::NEXT_PID",
+            "info threads",
+        ],
+    );
+    let live_fns = functions(&live_bt);
+    let mut at = 0;
+    for f in live_fns
+        .iter()
+        .filter(|f| f.contains("kdbg_crash_pf") || f.contains("crasher") || f.contains("task_main"))
+    {
+        let pos = g[at..]
+            .find(f.rsplit("::").next().unwrap_or(f))
+            .unwrap_or_else(|| panic!("gdb bt lacks {f}:\n{g}"));
+        at += pos;
+    }
+    assert!(g.contains(&format!("rip            {rip:#x}")), "{g}");
+    assert!(g.contains(&format!("rsp            {rsp:#x}")), "{g}");
+    let pid = live_pid["value"]["text"]
+        .as_str()
+        .expect("value")
+        .to_string();
+    let pid_num: String = pid.chars().filter(char::is_ascii_digit).collect();
+    assert!(!pid_num.is_empty(), "{live_pid}");
+    assert!(
+        g.contains(&format!("value: {pid_num}}}")) || g.contains(&format!("value = {pid_num}}}")),
+        "NEXT_PID {pid_num} live:\n{g}"
+    );
+    assert_eq!(
+        g.matches("LWP ").count() >= 7,
+        true,
+        "every task is a thread in gdb:\n{g}"
+    );
+
+    // kdbg --core: the same answers, live-only commands refused.
+    let r = kdbg_core(
+        &core,
+        &[
+            "why",
+            "bt",
+            "regs",
+            "dmesg 5",
+            "print kernel::workloads::NEXT_PID",
+            "threads",
+            "continue",
+            "kprobe sum8",
+        ],
+    );
+    assert_eq!(r.len(), 8, "{r:?}");
+    assert_eq!(r[0]["why"], live_why["why"], "why");
+    assert_eq!(functions(&r[1]), live_fns, "bt");
+    assert_eq!(r[2]["regs"]["gpr"], live_regs["regs"]["gpr"], "regs");
+    assert_eq!(r[2]["regs"]["rip"], live_regs["regs"]["rip"]);
+    assert_eq!(
+        r[3]["dmesg"]["lines"], live_dmesg["dmesg"]["lines"],
+        "dmesg"
+    );
+    assert_eq!(r[4]["value"]["text"], live_pid["value"]["text"], "print");
+    assert_eq!(r[5]["threads"], live_threads["threads"], "threads");
+    for refused in &r[6..] {
+        assert_eq!(refused["ok"], false, "{refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("needs a live kernel"),
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn dump_core_bad_input_is_one_clear_error_and_no_file() {
+    let dir = tempdir("bad");
+    let mut vm = Qemu::boot("serve kdbg.quiet").expect("boot");
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("serving");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    // Running.
+    let path = dir.join("running.core");
+    let e = k.run(&format!("dump core {}", path.display()));
+    assert_eq!(e["ok"], false, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the kernel is running"),
+        "{e}"
+    );
+    assert!(!path.exists());
+    k.ok("interrupt", "stopped");
+    // Unwritable directory.
+    let e = k.run("dump core /nonexistent-dir/x.core");
+    assert_eq!(e["ok"], false, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot write /nonexistent-dir/x.core"),
+        "{e}"
+    );
+    // A directory, and no file name.
+    let e = k.run(&format!("dump core {}", dir.display()));
+    assert_eq!(e["ok"], false, "{e}");
+    let e = k.run("dump core");
+    assert_eq!(e["ok"], false, "{e}");
+    // A full disk: a 64 KiB tmpfs (needs root to mount; elsewhere the
+    // check is skipped with a note).
+    let small = dir.join("small");
+    std::fs::create_dir_all(&small).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let full = small.join("full.core");
+        let e = k.run(&format!("dump core {}", full.display()));
+        let _ = Command::new("umount").arg(&small).status();
+        assert_eq!(e["ok"], false, "{e}");
+        let msg = e["error"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("cannot write") && msg.contains("No space left"),
+            "{e}"
+        );
+    } else {
+        eprintln!("note: cannot mount a tmpfs here (not root): full-disk case not run");
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n != "small")
+        .collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    k.ok("continue", "running");
+    k.finish();
+}
+
+#[test]
+fn an_interrupted_dump_is_a_valid_partial_core() {
+    let dir = tempdir("partial");
+    let core = dir.join("partial.core");
+    let vm = boot_dead("de");
+    let mut child = Command::new(tests::kdbg_path())
+        .arg("--connect")
+        .arg(vm.stub_connect_arg())
+        .arg("--symbols")
+        .arg(tests::kernel_path())
+        .args(["--json", "--keep-going"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kdbg");
+    let mut stdin = child.stdin.take().expect("stdin");
+    {
+        use std::io::Write;
+        writeln!(stdin, "dump core {}", core.display()).expect("write");
+    }
+    // Ctrl-C a second into the dump (a full dump takes several seconds).
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: sends SIGINT to the kdbg child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    drop(stdin);
+    let out = child.wait_with_output().expect("kdbg");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let d: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "core_dumped")
+        .unwrap_or_else(|| {
+            panic!(
+                "no dump result: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(d["core"]["complete"], false, "{d}");
+    assert!(d.to_string().contains("interrupted (Ctrl-C)"), "{d}");
+    // Still a core: gdb reads the registers, kdbg lists what is missing.
+    let g = gdb_core(&core, &["info registers rip"]);
+    assert!(g.contains("rip            0x"), "{g}");
+    let r = kdbg_core(&core, &["why", "regs"]);
+    assert_eq!(r[0]["why"]["kind"], "trap", "{r:?}");
+    assert_eq!(r[1]["ok"], true, "{r:?}");
+}
+
+/// A fresh directory under target/ for this test.
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = tests::target_dir()
+        .join("postmortem-tests")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}

@@ -721,6 +721,23 @@ pub const COMMANDS: &[Command] = &[
         run: postmortem::why,
     },
     Command {
+        name: "dump",
+        aliases: &[],
+        args: &[
+            req("core", ArgKind::Keyword(&["core"])),
+            req("FILE", ArgKind::Path),
+        ],
+        usage: "",
+        summary: "write an ELF core of the stopped kernel (RAM, every task's registers, why it stopped) for gdb and kdbg --core",
+        details: "`dump core FILE`: zero pages are skipped on the wire, code and read-only data are left to the kernel ELF. Ctrl-C stops the dump and still writes a valid core that lists the missing ranges. Open it with `kdbg --core FILE --symbols KERNEL` or `gdb KERNEL FILE`.",
+        flags: &[],
+        modifier: false,
+        group: Group::State,
+        needs_target: true,
+        requires_halted: false,
+        run: crate::coredump::dump::dump,
+    },
+    Command {
         name: "dmesg",
         aliases: &[],
         args: &[opt("N", ArgKind::Number)],

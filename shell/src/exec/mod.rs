@@ -34,6 +34,7 @@ pub fn run(s: &mut Session, inv: &Invocation) -> Result<Output> {
         }
         bail!("not connected to a stub: start kdbg with --connect tcp:HOST:PORT or --kernel ELF");
     }
+    crate::coredump::refuse_live_only(c.name)?;
     s.wait_stops_shown();
     s.sync_stops();
     if c.requires_halted && s.running() {
