@@ -517,9 +517,8 @@ fn dump_core_then_gdb_and_kdbg_core_agree_with_the_live_session() {
         g.contains(&format!("value: {pid_num}}}")) || g.contains(&format!("value = {pid_num}}}")),
         "NEXT_PID {pid_num} live:\n{g}"
     );
-    assert_eq!(
+    assert!(
         g.matches("LWP ").count() >= 7,
-        true,
         "every task is a thread in gdb:\n{g}"
     );
 
