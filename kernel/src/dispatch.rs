@@ -138,6 +138,16 @@ fn dispatch(frame: &mut TrapFrame, depth: usize) {
             if probes::hooks::fault(frame) || expected(frame, depth) {
                 return;
             }
+            if v == entry::PAGE_FAULT
+                && let Some((id, name)) = crate::sched::guard_owner(arch::cpu::read_cr2())
+            {
+                let mut why = stub::death::FixedText::<96>::new();
+                let _ = core::fmt::Write::write_fmt(
+                    &mut why,
+                    format_args!("kernel stack overflow: task {id} ({name}) hit its guard page"),
+                );
+                fatal_kind(frame, stub::death::Kind::StackOverflow, why.as_str());
+            }
             fatal(frame, exception_name(v));
         }
         v if (IRQ_BASE..IRQ_BASE + 16).contains(&v) => irq(frame, (v - IRQ_BASE) as u8),
@@ -219,7 +229,7 @@ pub fn fatal_kind(frame: &mut TrapFrame, kind: stub::death::Kind, why: &str) -> 
     use core::fmt::Write;
     let mut d = stub::death::Death::new(kind);
     let _ = d.msg.write_str(why);
-    if kind == stub::death::Kind::StackOverflow {
+    if kind == stub::death::Kind::StackOverflow && frame.vector < 32 {
         // The trap's own name as well (`#PF page fault` on a guard page).
         let _ = write!(d.msg, " ({})", exception_name(frame.vector));
     }

@@ -19,6 +19,7 @@ mod console;
 mod death;
 mod dispatch;
 mod exit;
+mod guard;
 mod heap;
 mod intrinsics;
 mod kallsyms;

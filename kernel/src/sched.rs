@@ -18,7 +18,6 @@
 //! Everything taking the scheduler lock keeps interrupts off, so a trap
 //! handler never finds it held by the context it interrupted.
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -67,6 +66,8 @@ impl State {
 pub enum SpawnError {
     /// [`MAX_TASKS`] tasks exist.
     TooManyTasks,
+    /// No memory for the stack.
+    NoMemory,
 }
 
 struct Task {
@@ -80,7 +81,7 @@ struct Task {
     entry: fn(u64),
     arg: u64,
     /// Owned here; freed when the task is reaped.
-    _stack: Option<Box<[u8]>>,
+    _stack: Option<crate::guard::Stack>,
     /// Lowest address of the stack, holding [`STACK_CANARY`] (0: the boot stack, unchecked).
     stack_bottom: u64,
 }
@@ -123,6 +124,17 @@ pub fn current_stack_bottom() -> Option<u64> {
     let s = SCHED.lock();
     let t = s.tasks.get(s.current)?;
     (t.stack_bottom != 0).then_some(t.stack_bottom)
+}
+
+/// The task whose stack guard page holds `addr` (a page fault there is a
+/// stack overflow): its id and name. Never waits for the lock.
+#[noprobe]
+pub fn guard_owner(addr: u64) -> Option<(TaskId, &'static str)> {
+    let s = SCHED.try_lock()?;
+    s.tasks.iter().find_map(|t| {
+        let (lo, hi) = t._stack.as_ref()?.guard()?;
+        (addr >= lo && addr < hi).then_some((t.id, t.name))
+    })
 }
 
 /// Task switches since boot.
@@ -195,11 +207,10 @@ pub fn spawn(name: &'static str, entry: fn(u64), arg: u64) -> Result<TaskId, Spa
     reap();
     // Allocate outside the lock's critical section would be nicer; the heap
     // lock nests fine (both keep interrupts off).
-    let mut stack: Box<[u8]> = alloc::vec![0u8; STACK_SIZE].into_boxed_slice();
-    if let Some(bottom) = stack.get_mut(0..8) {
-        bottom.copy_from_slice(&STACK_CANARY.to_le_bytes());
-    }
-    let stack_bottom = stack.as_ptr() as u64;
+    let stack = crate::guard::Stack::new(STACK_SIZE).ok_or(SpawnError::NoMemory)?;
+    let stack_bottom = stack.bottom();
+    // SAFETY: the lowest word of the stack just allocated (mapped, owned).
+    unsafe { core::ptr::write_volatile(stack_bottom as *mut u64, STACK_CANARY) };
     let top = (stack_bottom + STACK_SIZE as u64) & !0xF;
     let mut s = SCHED.lock();
     if s.tasks.len() >= MAX_TASKS {

@@ -131,7 +131,18 @@ fn double_fault_waits_and_attach_shows_it() {
 }
 
 #[test]
-fn stack_overflow_waits_and_attach_shows_it() {
+fn stack_overflow_into_the_guard_page_waits_and_attach_shows_it() {
+    check_death(
+        "overflow",
+        "kernel stack overflow: task 6 (crasher) hit its guard page",
+        "stack-overflow",
+        11,
+        "kdbg_crash_recurse",
+    );
+}
+
+#[test]
+fn stack_canary_overwritten_waits_and_attach_shows_it() {
     let mut vm = Qemu::boot("serve kdbg.quiet kdbg.crash=stack").expect("boot");
     vm.wait_for_console(WAITING, BOOT).expect("death line");
     let mut k = KdbgJson::start(&vm, &["--keep-going"]);
