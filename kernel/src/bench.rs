@@ -81,6 +81,7 @@ fn run_row(row: &Row, calls: u64) -> u64 {
             missed += i.nmissed;
         }
     }
+    hits += rows::gdb_hits();
     println!(
         "bench ROW row={} target={} path={} calls={} base_insns={} insns={} traps={} ticks={} wrong={} hits={} missed={} produced={} dropped={}",
         row.name,
@@ -102,6 +103,7 @@ fn run_row(row: &Row, calls: u64) -> u64 {
             println!("bench NA row={} reason=unregister failed", row.name);
         }
     }
+    rows::clear_gdb();
     s.wrong + base.wrong
 }
 

@@ -22,9 +22,13 @@ pub const MAX_PROGRAMS: usize = 4;
 /// A breakpoint's condition and counters.
 pub struct StopCond {
     progs: [Option<Program>; MAX_PROGRAMS],
+    /// The only program, when it is one register compare (`n == 5`):
+    /// `(register, constant, comparison)`, decided without the interpreter.
+    fast: Option<(u8, u64, u8)>,
+    /// Stops (true, not ignored); hits = stops + false + faults + ignored.
+    pub(crate) stops: AtomicU64,
     /// True hits still to skip.
     pub(crate) ignore: AtomicU64,
-    pub(crate) hits: AtomicU64,
     pub(crate) false_hits: AtomicU64,
     pub(crate) faults: AtomicU64,
     pub(crate) ignored: AtomicU64,
@@ -57,10 +61,15 @@ impl StopCond {
         for (slot, prog) in p.iter_mut().zip(progs) {
             *slot = Some(prog);
         }
+        let fast = match p {
+            [Some(only), None, None, None] => only.one_compare(),
+            _ => None,
+        };
         StopCond {
             progs: p,
+            fast,
+            stops: AtomicU64::new(0),
             ignore: AtomicU64::new(ignore),
-            hits: AtomicU64::new(0),
             false_hits: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
@@ -71,7 +80,7 @@ impl StopCond {
     /// Takes over the hit counters of the condition this one replaces.
     pub(crate) fn carry_counters(&self, old: &StopCond) {
         for (new, old) in [
-            (&self.hits, &old.hits),
+            (&self.stops, &old.stops),
             (&self.false_hits, &old.false_hits),
             (&self.faults, &old.faults),
             (&self.ignored, &old.ignored),
@@ -86,12 +95,16 @@ impl StopCond {
     }
 
     pub(crate) fn info(&self, addr: u64) -> CondInfo {
+        let false_hits = self.false_hits.load(Ordering::Relaxed);
+        let faults = self.faults.load(Ordering::Relaxed);
+        let ignored = self.ignored.load(Ordering::Relaxed);
+        let stops = self.stops.load(Ordering::Relaxed);
         CondInfo {
             addr,
-            hits: self.hits.load(Ordering::Relaxed),
-            false_hits: self.false_hits.load(Ordering::Relaxed),
-            faults: self.faults.load(Ordering::Relaxed),
-            ignored: self.ignored.load(Ordering::Relaxed),
+            hits: stops + false_hits + faults + ignored,
+            false_hits,
+            faults,
+            ignored,
             ignore: self.ignore.load(Ordering::Relaxed),
             prog_len: self
                 .progs
@@ -105,7 +118,34 @@ impl StopCond {
     /// Decides at a hit at `addr` whether the debugger stops.
     #[inline]
     pub(crate) fn should_stop(&self, pf: &Platform, addr: u64, frame: &TrapFrame) -> bool {
-        self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some((reg, value, cmp)) = self.fast
+            && !bytecode::compare(cmp, frame_reg(frame, reg, addr), value)
+        {
+            self.false_hits.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if self.fast.is_none() && !self.decide(pf, addr, frame) {
+            return false;
+        }
+        // gdb's order: the condition first, then the ignore count.
+        if self.ignore.load(Ordering::Relaxed) != 0
+            && self
+                .ignore
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.ignored.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.stops.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Runs the programs (not the fast shape); counts a false or faulting
+    /// outcome. `true`: some program is true (or there is none).
+    #[cold]
+    #[inline(never)]
+    fn decide(&self, pf: &Platform, addr: u64, frame: &TrapFrame) -> bool {
         let mut any = false;
         let mut truth = false;
         let mut faulted = false;
@@ -128,15 +168,6 @@ impl StopCond {
                 &self.false_hits
             };
             c.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        // gdb's order: the condition first, then the ignore count.
-        if self
-            .ignore
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            self.ignored.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         true

@@ -629,6 +629,13 @@ impl Program {
         })
     }
 
+    /// The one-compare shape `reg R; constN C; CMP; end` as `(R, C, CMP)`,
+    /// for callers that inline it (evaluate with [`compare`]).
+    #[inline]
+    pub fn one_compare(&self) -> Option<(u8, u64, u8)> {
+        self.fast.map(|f| (f.reg, f.value, f.cmp))
+    }
+
     /// The program's bytes.
     pub fn code(&self) -> &[u8] {
         self.code.get(..usize::from(self.len)).unwrap_or(&[])
@@ -671,33 +678,51 @@ impl Program {
             }};
         }
         loop {
+            let Some(&c) = code.get(pc) else {
+                return Ok(0);
+            };
+            // The common ops decode their operand inline; the rest go
+            // through `decode`.
+            match c {
+                op::REG => {
+                    let r = code.get(pc + 1).copied().unwrap_or(0);
+                    pc += 2;
+                    push!(if r < NREGS { env.reg(r) } else { 0 });
+                    continue;
+                }
+                op::CONST8 => {
+                    let v = code.get(pc + 1).copied().unwrap_or(0) as i8 as i64 as u64;
+                    pc += 2;
+                    push!(v);
+                    continue;
+                }
+                op::LD8 | op::LD16 | op::LD32 | op::LD64 | op::LDS8 | op::LDS16 | op::LDS32 => {
+                    pc += 1;
+                    let addr = pop!();
+                    push!(load(env, c, addr)?);
+                    continue;
+                }
+                op::ADD..=op::SHRU | op::EQ..=op::GEU => {
+                    pc += 1;
+                    let b = pop!();
+                    let a = pop!();
+                    push!(binary(c, a, b)?);
+                    continue;
+                }
+                op::END => return Ok(pop!()),
+                _ => {}
+            }
             let Ok(insn) = decode(code, pc) else {
                 return Ok(0);
             };
             pc = insn.next;
-            let c = insn.info.code;
             match c {
-                op::END => return Ok(pop!()),
-                op::CONST8 | op::CONST16 | op::CONST32 | op::CONST64 => push!(insn.imm),
-                op::REG => push!(if insn.imm < u64::from(NREGS) {
-                    env.reg(insn.imm as u8)
-                } else {
-                    0
-                }),
+                op::CONST16 | op::CONST32 | op::CONST64 => push!(insn.imm),
                 op::CTX => push!(if insn.imm < u64::from(NCTX) {
                     env.ctx(insn.imm as u8)
                 } else {
                     0
                 }),
-                op::LD8 | op::LD16 | op::LD32 | op::LD64 | op::LDS8 | op::LDS16 | op::LDS32 => {
-                    let addr = pop!();
-                    push!(load(env, c, addr)?)
-                }
-                op::ADD..=op::SHRU | op::EQ..=op::GEU => {
-                    let b = pop!();
-                    let a = pop!();
-                    push!(binary(c, a, b)?)
-                }
                 op::NEG => {
                     let a = pop!();
                     push!(a.wrapping_neg())
@@ -759,7 +784,9 @@ impl Program {
     }
 }
 
-fn compare(c: u8, a: u64, b: u64) -> bool {
+/// Comparison opcode `c` (`op::EQ..=op::GEU`) applied to `a` and `b`.
+#[inline]
+pub fn compare(c: u8, a: u64, b: u64) -> bool {
     let (sa, sb) = (a as i64, b as i64);
     match c {
         op::EQ => a == b,

@@ -2,6 +2,8 @@
 //! with handlers that do nothing (the mechanism's cost) or that record an
 //! event into the ring (the capture probes the shell sets).
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use arch::TrapFrame;
 use probes::{At, Kprobe, Kretprobe, Probe, ProbeId, RetCtx, commands};
 use proto::CaptureSpec;
@@ -82,6 +84,16 @@ pub static ROWS: &[Row] = &[
         name: "capture_return",
         target: Target::Hot,
         setup: capture_return,
+    },
+    Row {
+        name: "cond_false",
+        target: Target::Hot,
+        setup: cond_false,
+    },
+    Row {
+        name: "cond_false_load",
+        target: Target::Hot,
+        setup: cond_false_load,
     },
 ];
 
@@ -241,4 +253,66 @@ fn capture_return() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
         "commands::kretprobe refused bench_target",
     )?;
     Ok([Some(id), None])
+}
+
+/// The gdb breakpoint a condition row set (0: none).
+static GDB_BREAK: AtomicU64 = AtomicU64::new(0);
+
+/// A gdb software breakpoint on `bench_target`'s first instruction (the
+/// boosted `lea`) with `prog` as its in-kernel condition, false on every
+/// call: the cost of a false condition, to compare with `kprobe_boosted`.
+fn gdb_cond(
+    prog: Result<proto::bytecode::Program, proto::bytecode::VerifyError>,
+) -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let prog = prog.map_err(|_| "the condition program was refused")?;
+    let f = crate::kallsyms::find(HOT).ok_or("bench_target missing from kallsyms")?;
+    let cond = probes::cond::StopCond::new([prog], 0, false);
+    probes::CORE
+        .gdb_set_cond(f.start, Some(cond))
+        .map_err(|_| "gdb_set_cond refused bench_target")?;
+    if probes::CORE.gdb_insert(f.start).is_err() {
+        let _ = probes::CORE.gdb_set_cond(f.start, None);
+        return Err("gdb_insert refused bench_target");
+    }
+    GDB_BREAK.store(f.start, Ordering::Relaxed);
+    Ok([None, None])
+}
+
+/// `rdi == -1` (never: rdi counts calls): one register compare, the
+/// interpreter's one-compare fast path.
+fn cond_false() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    use proto::bytecode::{Writer, op};
+    let mut w = Writer::new();
+    w.reg(5).konst(u64::MAX).op(op::EQ);
+    gdb_cond(w.finish())
+}
+
+/// `*(u64 *)$rsp == 0` (the return address: never 0): a fault-safe load
+/// and a compare through the interpreter loop.
+fn cond_false_load() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    use proto::bytecode::{Writer, op};
+    let mut w = Writer::new();
+    w.reg(7).load(8, false).konst(0).op(op::EQ);
+    gdb_cond(w.finish())
+}
+
+/// Hits a condition row's breakpoint took (all of them false).
+pub fn gdb_hits() -> u64 {
+    let addr = GDB_BREAK.load(Ordering::Relaxed);
+    let mut hits = 0;
+    let _ = probes::CORE.gdb_conds(&mut |c| {
+        if c.addr == addr {
+            hits = c.hits;
+        }
+    });
+    hits
+}
+
+/// Removes a condition row's breakpoint and condition.
+pub fn clear_gdb() {
+    let addr = GDB_BREAK.swap(0, Ordering::Relaxed);
+    if addr != 0 {
+        let _ = probes::CORE.gdb_remove(addr);
+        let _ = probes::CORE.gdb_set_cond(addr, None);
+    }
 }

@@ -27,6 +27,11 @@ enum Goal {
     PerTrap(f64),
     /// At most this many extra instructions per hit (event recorded).
     PerHit(f64),
+    /// At most `max` instructions per hit over row `base`'s per-hit figure.
+    OverRow {
+        base: &'static str,
+        max: f64,
+    },
 }
 
 const MEANINGS: &[Meaning] = &[
@@ -101,6 +106,21 @@ const MEANINGS: &[Meaning] = &[
         label: "return capture (value, entry args, duration)",
         linux: "1055",
         goal: Goal::PerHit(525.0),
+    },
+    Meaning {
+        name: "cond_false",
+        label: "gdb breakpoint, false condition `rdi == -1` evaluated in the kernel (boosted lea)",
+        linux: "-",
+        goal: Goal::OverRow {
+            base: "kprobe_boosted",
+            max: 60.0,
+        },
+    },
+    Meaning {
+        name: "cond_false_load",
+        label: "gdb breakpoint, false condition `*(u64 *)$rsp == 0` (load + compare, interpreter loop)",
+        linux: "-",
+        goal: Goal::None,
     },
 ];
 
@@ -200,9 +220,22 @@ impl Run {
     }
 }
 
-fn verdict(r: &Row, goal: Goal) -> String {
+fn verdict(r: &Row, goal: Goal, rows: &[Row]) -> String {
     match goal {
         Goal::None => "-".into(),
+        Goal::OverRow { base, max } => {
+            match rows.iter().find(|b| b.name == base && b.na.is_none()) {
+                Some(b) => {
+                    let over = r.delta() - b.delta();
+                    if over <= max {
+                        format!("<= {max:.0} over {base}: met ({over:+.0})")
+                    } else {
+                        format!("<= {max:.0} over {base}: MISSED ({over:+.0})")
+                    }
+                }
+                None => "-".into(),
+            }
+        }
         Goal::PerTrap(max) => match r.per_trap() {
             Some(v) if v <= max => format!("<= {max:.0}/trap: met"),
             Some(v) => format!("<= {max:.0}/trap: MISSED (+{:.0})", v - max),
@@ -263,7 +296,7 @@ fn guest_cells(g: &Guest) -> Vec<Vec<String>> {
             r.per_trap().map_or("-".into(), |v| format!("{v:.0}")),
             r.hits_per_sec().map_or("-".into(), |v| format!("{v:.0}")),
             m.map_or("-", |m| m.linux).to_string(),
-            m.map_or("-".into(), |m| verdict(r, m.goal)),
+            m.map_or("-".into(), |m| verdict(r, m.goal, &g.rows)),
         ]);
     }
     t
@@ -592,10 +625,29 @@ mod tests {
             ..Row::default()
         };
         assert_eq!(
-            verdict(&r, Goal::PerTrap(250.0)),
+            verdict(&r, Goal::PerTrap(250.0), &[]),
             "<= 250/trap: MISSED (+50)"
         );
-        assert_eq!(verdict(&r, Goal::PerHit(400.0)), "<= 400: met");
-        assert_eq!(verdict(&r, Goal::PerHit(100.0)), "<= 100: MISSED (x3.0)");
+        assert_eq!(verdict(&r, Goal::PerHit(400.0), &[]), "<= 400: met");
+        assert_eq!(
+            verdict(&r, Goal::PerHit(100.0), &[]),
+            "<= 100: MISSED (x3.0)"
+        );
+        let base = Row {
+            name: "kprobe_boosted".into(),
+            calls: 10,
+            base_insns: 100,
+            insns: 2900,
+            traps: 10,
+            ..Row::default()
+        };
+        let over = Goal::OverRow {
+            base: "kprobe_boosted",
+            max: 60.0,
+        };
+        assert_eq!(
+            verdict(&r, over, std::slice::from_ref(&base)),
+            "<= 60 over kprobe_boosted: met (+20)"
+        );
     }
 }
