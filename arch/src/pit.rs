@@ -28,9 +28,10 @@ pub unsafe fn start_periodic(hz: u32) {
 /// Linux's `pit_calibrate_tsc` does): count `ms` milliseconds down in
 /// mode 0 and read the TSC at both ends. The PIT counts from its own
 /// crystal, so unlike counting timer interrupts this does not drift when
-/// interrupts are late or lost (a loaded host under QEMU). Best of three
-/// (the shortest, least disturbed, run wins). 0 if channel 2 never
-/// finishes (no PIT) or the result is implausible.
+/// interrupts are late or lost (a loaded host under QEMU). The TSC is read
+/// before the count starts and after it ends is seen, so a disturbed run
+/// (a preempted vCPU) only measures long: the shortest of five wins. 0 if
+/// channel 2 never finishes (no PIT) or the result is implausible.
 ///
 /// # Safety
 /// Programs PIT channel 2 and the speaker gate (port 0x61); nothing else
@@ -38,7 +39,7 @@ pub unsafe fn start_periodic(hz: u32) {
 pub unsafe fn calibrate_tsc(ms: u32) -> u64 {
     let latch = (u64::from(PIT_HZ) * u64::from(ms.clamp(1, 50)) / 1000) as u16;
     let mut best: Option<u64> = None;
-    for _ in 0..3 {
+    for _ in 0..5 {
         // SAFETY: the caller owns channel 2 and port 0x61 (see above).
         let Some(cycles) = (unsafe { count_down(latch) }) else {
             return 0;
@@ -64,9 +65,11 @@ unsafe fn count_down(latch: u16) -> Option<u64> {
         outb(0x61, (inb(0x61) & !0x02) | 0x01);
         outb(0x43, 0xb0);
         outb(0x42, lo);
-        outb(0x42, hi);
     }
+    // Counting starts with the high byte: read the TSC just before it.
     let t0 = crate::cpu::rdtsc();
+    // SAFETY: as above.
+    unsafe { outb(0x42, hi) };
     // Mode 0 raises OUT2 (port 0x61 bit 5) at terminal count. Bounded:
     // a machine without a PIT must not hang the boot.
     for _ in 0..5_000_000u32 {

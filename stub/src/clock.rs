@@ -21,7 +21,7 @@ pub fn start(ops: &KernelOps) {
     // SAFETY: the stub starts during kernel init, before anything else
     // could use PIT channel 2 or the speaker gate (the kernel's timer is
     // channel 0).
-    let hz = unsafe { arch::pit::calibrate_tsc(20) };
+    let hz = unsafe { arch::pit::calibrate_tsc(10) };
     PIT_TSC_HZ.store(hz, Ordering::Relaxed);
 }
 

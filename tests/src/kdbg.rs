@@ -27,9 +27,15 @@ impl KdbgJson {
     /// Starts kdbg on `vm` with `--json --timeout 20` and `extra` arguments
     /// (e.g. `--keep-going`).
     pub fn start(vm: &Qemu, extra: &[&str]) -> KdbgJson {
+        KdbgJson::start_on(&vm.stub_connect_arg(), extra)
+    }
+
+    /// Starts kdbg on an endpoint (`tcp:127.0.0.1:PORT`) that may outlive
+    /// one QEMU (a reconnect to a rebooted kernel on the same port).
+    pub fn start_on(connect: &str, extra: &[&str]) -> KdbgJson {
         let mut child = Command::new(crate::kdbg_path())
             .arg("--connect")
-            .arg(vm.stub_connect_arg())
+            .arg(connect)
             .arg("--symbols")
             .arg(crate::kernel_path())
             .args(["--json", "--timeout", "20"])
@@ -92,6 +98,30 @@ impl KdbgJson {
         v
     }
 
+    /// Runs a command that must fail; its error must contain every one of
+    /// `want`. Returns the error text.
+    pub fn refused(&mut self, line: &str, want: &[&str]) -> String {
+        let v = self.run(line);
+        assert_eq!(v["ok"], false, "`{line}` was accepted: {v}");
+        let e = v["error"].as_str().unwrap_or_default().to_string();
+        for w in want {
+            assert!(e.contains(w), "`{line}`: error `{e}` lacks `{w}`");
+        }
+        e
+    }
+
+    /// Reads until an object satisfying `want` arrives (a notice, an
+    /// event); returns it.
+    pub fn wait_for(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + REPLY;
+        loop {
+            let v = self.read(deadline, &format!("no {what}"));
+            if want(&v) {
+                return v;
+            }
+        }
+    }
+
     /// Where the next objects will be recorded in `seen`.
     pub fn mark(&self) -> usize {
         self.seen.len()
@@ -139,4 +169,67 @@ impl KdbgJson {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The id in a `probe_set` result.
+pub fn probe_id(v: &Value) -> u64 {
+    v["probe"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no probe id: {v}"))
+}
+
+/// What one kdbg run printed.
+pub struct Output {
+    /// The exit status (-1 when killed by a signal).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The lines of stderr that are errors, in order.
+    pub fn errors(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.contains("error:"))
+            .collect()
+    }
+}
+
+/// Runs kdbg with `args`, `script` on its stdin (a batch), to the end.
+pub fn run_batch(args: &[String], script: &str) -> Output {
+    let mut child = Command::new(crate::kdbg_path())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", crate::kdbg_path().display()));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .expect("write the script");
+    }
+    let out = child.wait_with_output().expect("kdbg output");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The array under `key` of a result (`frames` of a backtrace, `probes`,
+/// `lines` of a disassembly); panics naming the result when it is not one.
+pub fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v[key]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_else(|| panic!("no `{key}` array in {v}"))
+}
+
+/// True if a backtrace result has a frame whose function contains `name`.
+pub fn bt_has(bt: &Value, name: &str) -> bool {
+    items(bt, "frames")
+        .iter()
+        .any(|f| f["function"].as_str().is_some_and(|n| n.contains(name)))
 }

@@ -420,6 +420,23 @@ impl Qemu {
         Qemu::boot_with(append, |_| {})
     }
 
+    /// Boots the kernel serving its workloads (`serve kdbg.quiet` plus
+    /// `extra` kernel arguments) and waits until the workload tasks run:
+    /// what every shell test starts from.
+    pub fn boot_serving(extra: &str) -> Qemu {
+        Qemu::boot_serving_with(extra, |_| {})
+    }
+
+    /// [`Qemu::boot_serving`], letting the caller adjust the configuration.
+    pub fn boot_serving_with(extra: &str, adjust: impl FnOnce(&mut QemuConfig)) -> Qemu {
+        let append = format!("serve kdbg.quiet {extra}");
+        let mut vm = Qemu::boot_with(append.trim(), adjust)
+            .unwrap_or_else(|e| panic!("boot `{append}`: {e}"));
+        vm.wait_for_console("workload tasks started", Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("kernel not serving: {e}"));
+        vm
+    }
+
     /// Like [`Qemu::boot`], letting the caller adjust the configuration.
     pub fn boot_with(
         append: &str,

@@ -3,20 +3,15 @@
 //! checked against the kernel's ground-truth log (debugcon).
 
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 use tests::Qemu;
-
-const BOOT: Duration = Duration::from_secs(60);
+use tests::kdbg::{items, probe_id};
 
 type Kdbg = tests::kdbg::KdbgJson;
 
 fn boot() -> Qemu {
-    let mut vm = Qemu::boot("serve kdbg.truth kdbg.quiet").expect("boot the kernel");
-    vm.wait_for_console("workload tasks started", BOOT)
-        .expect("kernel serving");
-    vm
+    Qemu::boot_serving("kdbg.truth")
 }
 
 /// `truth ... fn=NAME k=v ...` lines as maps.
@@ -54,16 +49,11 @@ fn arg<'a>(ev: &'a Value, name: &str) -> &'a Value {
 fn jprobe_and_kretprobe_events_match_the_ground_truth() {
     let vm = boot();
     let mut k = Kdbg::start(&vm, &[]);
-    let j = k.run("jprobe spawn_task");
-    assert_eq!(j["ok"], true, "{j}");
-    let jid = j["probe"]["id"].as_u64().expect("probe id");
-    let r = k.run("kretprobe sys_open");
-    assert_eq!(r["ok"], true, "{r}");
-    let rid = r["probe"]["id"].as_u64().expect("probe id");
-    let w = k.run("wait events 12 timeout 60");
-    assert_eq!(w["ok"], true, "{w}");
-    let probes = k.run("probes");
-    let rows = probes["probes"].as_array().expect("rows").clone();
+    let jid = probe_id(&k.ok("jprobe spawn_task", "probe_set"));
+    let rid = probe_id(&k.ok("kretprobe sys_open", "probe_set"));
+    k.ok("wait events 12 timeout 60", "waited");
+    let probes = k.ok("probes", "probes");
+    let rows = items(&probes, "probes").to_vec();
     for id in [jid, rid] {
         let row = rows.iter().find(|p| p["id"] == id).expect("probe listed");
         assert!(row["hits"].as_u64().unwrap() > 0, "{row}");
@@ -121,9 +111,7 @@ fn jprobe_and_kretprobe_events_match_the_ground_truth() {
     assert_eq!(before, after, "events kept arriving after delete");
     let probes = k.run("probes");
     assert!(
-        probes["probes"]
-            .as_array()
-            .unwrap()
+        items(&probes, "probes")
             .iter()
             .all(|p| p["id"] != jid && p["id"] != rid),
         "{probes}"

@@ -8,38 +8,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tests::Qemu;
-
-fn run_kdbg(args: &[String], script: &str) -> (i32, String, String) {
-    let mut child = Command::new(tests::kdbg_path())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kdbg");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn error_lines(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| l.contains("error:")).collect()
-}
+use tests::kdbg::run_batch;
 
 #[test]
 fn bad_input_gives_one_error_line_each_and_the_shell_carries_on() {
-    let mut vm = Qemu::boot("serve kdbg.quiet").expect("boot");
-    vm.wait_for_console("workload tasks started", Duration::from_secs(60))
-        .expect("kernel serving");
+    let vm = Qemu::boot_serving("");
     let args: Vec<String> = vec![
         "--connect".into(),
         vm.stub_connect_arg(),
@@ -49,45 +22,36 @@ fn bad_input_gives_one_error_line_each_and_the_shell_carries_on() {
         "--timeout".into(),
         "10".into(),
     ];
-    let script = "\
-kprob sys_open
-kprobe sys_opn
-x/4gx 0xzz
-kprobe sys_open+1
-x/2gx 0xdead000000000000
-kprobe 0x10
-jprobe memcpy
-wait stop timeout 0.5
-probes
-";
-    let (code, stdout, stderr) = run_kdbg(&args, script);
-    let errs = error_lines(&stderr);
-    assert_eq!(code, 1, "stderr:\n{stderr}");
-    assert!(
-        errs[0].contains("<stdin>:1:") && errs[0].contains("did you mean `kprobe`"),
-        "{stderr}"
-    );
-    assert!(
-        errs[1].contains("unknown symbol `sys_opn`") && errs[1].contains("sys_open"),
-        "{stderr}"
-    );
-    assert!(errs[2].contains("bad number `0xzz`"), "{stderr}");
-    assert!(errs[3].contains("in the middle of"), "{stderr}");
-    assert!(
-        errs[4].contains("cannot read") && errs[4].contains("0xdead000000000000"),
-        "{stderr}"
-    );
-    assert!(errs[5].contains("not in the kernel image"), "{stderr}");
-    assert!(errs[6].contains("blacklist"), "{stderr}");
-    assert!(
-        errs[7].contains("timed out") && errs[7].contains("still running"),
-        "{stderr}"
-    );
-    assert_eq!(errs.len(), 8, "{stderr}");
+    // Each bad line and what its one error line must say.
+    let cases: &[(&str, &[&str])] = &[
+        ("kprob sys_open", &["<stdin>:1:", "did you mean `kprobe`"]),
+        ("kprobe sys_opn", &["unknown symbol `sys_opn`", "sys_open"]),
+        ("x/4gx 0xzz", &["bad number `0xzz`"]),
+        ("kprobe sys_open+1", &["in the middle of"]),
+        (
+            "x/2gx 0xdead000000000000",
+            &["cannot read", "0xdead000000000000"],
+        ),
+        ("kprobe 0x10", &["not in the kernel image"]),
+        ("jprobe memcpy", &["blacklist"]),
+        ("wait stop timeout 0.5", &["timed out", "still running"]),
+    ];
+    let mut script: String = cases.iter().map(|(l, _)| format!("{l}\n")).collect();
+    script.push_str("probes\n");
+    let out = run_batch(&args, &script);
+    let errs = out.errors();
+    assert_eq!(out.code, 1, "stderr:\n{}", out.stderr);
+    assert_eq!(errs.len(), cases.len(), "{}", out.stderr);
+    for ((line, want), err) in cases.iter().zip(&errs) {
+        for w in *want {
+            assert!(err.contains(w), "`{line}`: `{err}` lacks `{w}`");
+        }
+    }
     // The shell carried on: the last command ran.
     assert!(
-        stdout.contains("no probes") || stdout.contains("ID"),
-        "{stdout}"
+        out.stdout.contains("no probes") || out.stdout.contains("ID"),
+        "{}",
+        out.stdout
     );
 
     // A stub that stops answering: freeze QEMU, one timeout error, carry on.
@@ -120,7 +84,7 @@ probes
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let errs = error_lines(&stderr);
+    let errs: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
     assert!(
         errs.iter().any(|e| e.contains("did not answer")),
         "{stderr}"
@@ -130,7 +94,7 @@ probes
 
 #[test]
 fn no_connection_is_one_clear_error() {
-    let (code, _out, stderr) = run_kdbg(
+    let out = run_batch(
         &[
             "--symbols".into(),
             tests::kernel_path().display().to_string(),
@@ -138,16 +102,14 @@ fn no_connection_is_one_clear_error() {
         ],
         "probes\nhelp kprobe\n",
     );
-    assert_eq!(code, 1);
-    let errs = error_lines(&stderr);
-    assert_eq!(errs.len(), 1, "{stderr}");
-    assert!(errs[0].contains("not connected"), "{stderr}");
+    assert_eq!(out.code, 1);
+    let errs = out.errors();
+    assert_eq!(errs.len(), 1, "{}", out.stderr);
+    assert!(errs[0].contains("not connected"), "{}", out.stderr);
     // Refused connection: one line naming the endpoint.
     let port = tests::free_tcp_port().unwrap();
-    let (code, _out, stderr) = run_kdbg(&["--connect".into(), format!("tcp:127.0.0.1:{port}")], "");
-    assert_eq!(code, 2);
-    assert!(
-        stderr.contains(&format!("tcp:127.0.0.1:{port}")),
-        "{stderr}"
-    );
+    let endpoint = format!("tcp:127.0.0.1:{port}");
+    let out = run_batch(&["--connect".into(), endpoint.clone()], "");
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains(&endpoint), "{}", out.stderr);
 }

@@ -10,31 +10,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tests::Qemu;
+use tests::kdbg::items;
+
+use tests::kdbg::probe_id as id;
 
 type Kdbg = tests::kdbg::KdbgJson;
 
 fn boot() -> Qemu {
-    let mut vm = Qemu::boot("serve kdbg.quiet").expect("boot the kernel");
-    vm.wait_for_console("workload tasks started", Duration::from_secs(60))
-        .expect("kernel serving");
-    vm
-}
-
-fn id(v: &Value) -> u64 {
-    v["probe"]["id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no id: {v}"))
-}
-
-/// Runs `line`, which must fail with an error containing every `want`.
-fn refused(k: &mut Kdbg, line: &str, want: &[&str]) -> String {
-    let v = k.run(line);
-    assert_eq!(v["ok"], false, "`{line}` was accepted: {v}");
-    let e = v["error"].as_str().unwrap_or_default().to_string();
-    for w in want {
-        assert!(e.contains(w), "`{line}`: error `{e}` lacks `{w}`");
-    }
-    e
+    Qemu::boot_serving("")
 }
 
 #[test]
@@ -90,7 +73,7 @@ fn bad_input_delete_info_args_wait_and_sequence_numbers() {
         ),
     ];
     for (line, want) in cases {
-        refused(&mut k, line, want);
+        k.refused(line, want);
     }
     let _ = jt;
     // `p` is not `kprobe` (it may be a command of its own).
@@ -101,9 +84,7 @@ fn bad_input_delete_info_args_wait_and_sequence_numbers() {
     }
     // The partially failed delete did delete #r: it is gone everywhere.
     let probes = k.ok("probes", "probes");
-    let ids: Vec<u64> = probes["probes"]
-        .as_array()
-        .unwrap()
+    let ids: Vec<u64> = items(&probes, "probes")
         .iter()
         .map(|p| p["id"].as_u64().unwrap())
         .collect();
@@ -179,10 +160,10 @@ fn probes_set_elsewhere_are_adopted_with_their_captures_and_removed() {
     // Session 2 finds both, with their captures, and renders their events.
     let mut k = Kdbg::start(&vm, &[]);
     let p = k.ok("probes", "probes");
-    let list = p["probes"].as_array().unwrap();
+    let list = items(&p, "probes");
     assert_eq!(list.len(), 2, "{p}");
     for probe in list {
-        let caps = probe["captures"].as_array().unwrap();
+        let caps = items(probe, "captures");
         assert!(!caps.is_empty(), "adopted probe lost its captures: {probe}");
     }
     let before = k.mark();

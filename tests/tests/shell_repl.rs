@@ -104,9 +104,7 @@ fn drive(
 
 #[test]
 fn repl_completion_events_ctrl_c_flood_and_history() {
-    let mut vm = Qemu::boot("serve kdbg.quiet").expect("boot");
-    vm.wait_for_console("workload tasks started", Duration::from_secs(60))
-        .expect("kernel serving");
+    let vm = Qemu::boot_serving("");
     let history = vm.workdir().expect("workdir").join("history");
     let (ok, transcript) = drive(
         &vm,
