@@ -24,6 +24,10 @@ pub struct RegisterFile {
     pub mxcsr: Option<u32>,
     pub fs_base: Option<u64>,
     pub gs_base: Option<u64>,
+    /// Other registers of the stub's layout (QEMU: k_gs_base, cr0, cr2,
+    /// cr3, cr4, cr8, efer), in layout order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub system: Vec<(String, u64)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,8 +82,79 @@ impl RegisterFile {
         Ok(r)
     }
 
+    /// Parse a `g` reply with the stub's own layout (from its target
+    /// description). Registers the reply does not cover, or whose bytes
+    /// are unavailable (`xx`), stay unset.
+    pub fn parse_layout(
+        layout: &crate::rsp::tdesc::Layout,
+        hex: &str,
+    ) -> Result<RegisterFile, RegsError> {
+        let b = packet::from_hex_partial(hex.as_bytes()).ok_or(RegsError("not hex"))?;
+        let value = |name: &str| -> Option<u128> {
+            let d = layout.find(name)?;
+            let n = d.bits.div_ceil(8) as usize;
+            let bytes = b.get(d.offset..d.offset + n)?;
+            if bytes.iter().any(Option::is_none) || n > 16 {
+                return None;
+            }
+            Some(
+                bytes
+                    .iter()
+                    .rev()
+                    .fold(0u128, |acc, x| acc << 8 | u128::from(x.unwrap_or(0))),
+            )
+        };
+        let mut r = RegisterFile::default();
+        for (i, n) in GPR_NAMES.iter().enumerate() {
+            r.gpr[i] = value(n).ok_or(RegsError("a general register is missing"))? as u64;
+        }
+        r.rip = value("rip").ok_or(RegsError("rip is missing"))? as u64;
+        r.eflags = value("eflags").unwrap_or(0) as u32;
+        for (i, n) in SEG_NAMES.iter().enumerate() {
+            r.segments[i] = value(n).unwrap_or(0) as u32;
+        }
+        for (i, n) in [
+            "fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop",
+        ]
+        .iter()
+        .enumerate()
+        {
+            r.fpu[i] = value(n).unwrap_or(0) as u32;
+        }
+        for i in 0..16 {
+            match value(&format!("xmm{i}")) {
+                Some(x) => r.xmm.push(x),
+                None => break,
+            }
+        }
+        r.mxcsr = value("mxcsr").map(|v| v as u32);
+        r.fs_base = value("fs_base").map(|v| v as u64);
+        r.gs_base = value("gs_base").map(|v| v as u64);
+        for d in &layout.regs {
+            let known = GPR_NAMES.contains(&d.name.as_str())
+                || SEG_NAMES.contains(&d.name.as_str())
+                || ["rip", "eflags", "mxcsr", "fs_base", "gs_base"].contains(&d.name.as_str())
+                || d.name.starts_with("xmm")
+                || d.name.starts_with("st")
+                || d.name.starts_with('f')
+                || d.name.starts_with("ymm")
+                || d.name.starts_with('k') && d.name != "k_gs_base"
+                || d.name == "orig_rax";
+            if !known
+                && d.bits <= 64
+                && let Some(v) = value(&d.name)
+            {
+                r.system.push((d.name.clone(), v as u64));
+            }
+        }
+        Ok(r)
+    }
+
     pub fn get(&self, name: &str) -> Option<u64> {
         let name = name.trim_start_matches(['%', '$']);
+        if let Some((_, v)) = self.system.iter().find(|(n, _)| n == name) {
+            return Some(*v);
+        }
         if let Some(i) = GPR_NAMES.iter().position(|n| *n == name) {
             return Some(self.gpr[i]);
         }

@@ -353,6 +353,11 @@ fn text(r: &Render, o: &Output) -> String {
                 if let (Some(fs), Some(gs)) = (regs.fs_base, regs.gs_base) {
                     s.push_str(&format!("\nfs_base {fs:#018x}  gs_base {gs:#018x}"));
                 }
+                for pair in regs.system.chunks(3) {
+                    let row: Vec<String> =
+                        pair.iter().map(|(n, v)| format!("{n} {v:#018x}")).collect();
+                    s.push_str(&format!("\n{}", row.join("  ")));
+                }
                 if let Some(m) = regs.mxcsr {
                     s.push_str(&format!("\nmxcsr {m:#010x}"));
                 }

@@ -16,6 +16,7 @@
 
 pub mod gdb;
 pub mod kdbg;
+pub mod linux;
 pub mod rsp;
 use std::fs;
 use std::io;

@@ -4,6 +4,7 @@
 //! cargo xtask build                      kernel -> target/kdbg/kernel, and the kdbg binary
 //! cargo xtask qemu [--stub CHARDEV] [--append ARGS] [--timeout S] [--icount]
 //! cargo xtask run [--append ARGS] [-- KDBG_ARGS...]
+//! cargo xtask linux [--kaslr] [-- KDBG_ARGS...]   Debian's kernel under QEMU's gdbstub, kdbg attached
 //! cargo xtask test                       host tests, kernel selftests, end-to-end tests
 //! cargo xtask clippy                     clippy -D warnings, host and kernel crates
 //! cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]   the cost table (docs/BENCHMARKS.md)
@@ -13,6 +14,7 @@ mod bench;
 mod bench_symbols;
 mod build;
 mod kallsyms;
+mod linux;
 mod qemu;
 mod run;
 mod test;
@@ -34,6 +36,9 @@ commands:
       --icount               run with -icount shift=0 (deterministic, TSC = instructions)
   run [--append ARGS] [-- KDBG_ARGS...]
                              build, boot, and open the kdbg shell on the kernel
+  linux [--kaslr] [-- KDBG_ARGS...]
+                             Debian's current cloud kernel (+ -dbg vmlinux, busybox initramfs,
+                             fetched once into target/linux) under QEMU's gdbstub, kdbg attached
   test                       every test: kernel selftests in QEMU, host unit tests, end-to-end tests
   clippy                     cargo clippy -D warnings for the host crates and the kernel crates
   bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]
@@ -66,6 +71,7 @@ fn real_main(args: &[String]) -> Result<ExitCode> {
         }
         "qemu" => qemu::command(rest),
         "run" => run::command(rest),
+        "linux" => linux::command(rest),
         "test" => {
             no_args(rest)?;
             test::command()

@@ -63,6 +63,9 @@ struct Shared {
     closed: AtomicBool,
     /// Stop replies handed to the sink so far.
     async_stops: std::sync::atomic::AtomicU64,
+    /// The process id of a multiprocess stub (thread ids `pP.T`), 0 if the
+    /// stub uses plain thread ids. Learnt from `qC` and stop replies.
+    pid: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -134,6 +137,21 @@ pub struct Client {
     reader: Option<JoinHandle<()>>,
     pub features: Features,
     pub timeout: Duration,
+    /// The stub is kdbg's own (it serves memory and registers while the
+    /// kernel runs, and has the probe core behind `monitor`). Decided once
+    /// at connect by the session; a foreign stub (QEMU's gdbstub, ...) is
+    /// never sent a request while the target runs.
+    pub kdbg: bool,
+    /// The register layout from the stub's target description, if it
+    /// serves one.
+    pub layout: Option<super::tdesc::Layout>,
+    /// Why the layout could not be read (shown by `regs`).
+    pub layout_error: Option<String>,
+    /// A stop reply the stub sent on its own during the handshake (QEMU
+    /// stops the guest when a client connects and says so unasked).
+    pub initial_stop: Option<String>,
+    /// A reply did not fit its request: drain the line before the next one.
+    doubt: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -155,6 +173,96 @@ pub fn is_stop_reply(p: &[u8]) -> bool {
         && p.len() >= 3
         && p[1].is_ascii_hexdigit()
         && p[2].is_ascii_hexdigit()
+}
+
+/// Requests whose reply is a stop reply.
+fn expects_stop(request: &[u8]) -> bool {
+    matches!(
+        request.first(),
+        Some(b'?' | b's' | b'c' | b'S' | b'C' | b'i' | b'I')
+    ) || request.starts_with(b"vCont;")
+        || request.starts_with(b"vAttach")
+        || request.starts_with(b"vRun")
+        || request.starts_with(b"vStopped")
+        || request.starts_with(b"interrupt")
+}
+
+/// Does `reply` have the shape of an answer to `request`? Errors and the
+/// empty "not supported" reply fit any request. Used to recognise a late
+/// reply to an earlier request instead of taking it for this one's.
+pub fn plausible(request: &[u8], reply: &[u8]) -> bool {
+    let is_hex = |b: &[u8]| b.iter().all(|c| c.is_ascii_hexdigit() || *c == b'x');
+    if reply.is_empty() || (reply.len() == 3 && reply[0] == b'E' && is_hex(&reply[1..])) {
+        return true;
+    }
+    if expects_stop(request) {
+        return is_stop_reply(reply) || reply.first() == Some(&b'O');
+    }
+    let starts = |p: &[u8]| request.starts_with(p);
+    if starts(b"qSupported") {
+        return reply != b"OK"
+            && (reply.contains(&b'=') || reply.contains(&b'+') || reply.contains(&b'-'));
+    }
+    if starts(b"qC") {
+        return reply.starts_with(b"QC");
+    }
+    if starts(b"qfThreadInfo") || starts(b"qsThreadInfo") || starts(b"qXfer:") {
+        return matches!(reply.first(), Some(b'm' | b'l'));
+    }
+    if starts(b"qThreadExtraInfo") || starts(b"qRcmd") {
+        return reply == b"OK" || is_hex(reply) || reply.first() == Some(&b'O');
+    }
+    if starts(b"qAttached") {
+        return reply == b"0" || reply == b"1";
+    }
+    match request.first() {
+        Some(b'g' | b'p') => is_hex(reply),
+        Some(b'm') => {
+            let asked = std::str::from_utf8(&request[1..])
+                .ok()
+                .and_then(|t| t.split_once(','))
+                .and_then(|(_, n)| usize::from_str_radix(n, 16).ok());
+            is_hex(reply)
+                && reply.len().is_multiple_of(2)
+                && asked.is_none_or(|n| reply.len() <= 2 * n)
+        }
+        Some(b'M' | b'X' | b'Z' | b'z' | b'H' | b'D' | b'G' | b'P' | b'T' | b'Q') => reply == b"OK",
+        _ => true,
+    }
+}
+
+/// The pid of a `pP.T` thread id in a reply (`QCp1.1`, `T05thread:p01.01;`,
+/// `mp01.01`), if any.
+pub fn multiprocess_pid(text: &str) -> Option<u64> {
+    let i = text.find("thread:p").map(|i| i + 8).or_else(|| {
+        text.strip_prefix("QCp")
+            .or_else(|| text.strip_prefix("mp"))
+            .map(|_| if text.starts_with("QCp") { 3 } else { 2 })
+    })?;
+    let rest = &text[i..];
+    let end = rest.find(['.', ';', ',']).unwrap_or(rest.len());
+    u64::from_str_radix(&rest[..end], 16)
+        .ok()
+        .filter(|p| *p != 0 && *p != u64::MAX)
+}
+
+/// A thread id `T`, `pP.T`, `pP` (all threads of P: tid 0), `-1` (all:
+/// u64::MAX): (pid, tid).
+pub fn parse_thread_id(text: &str) -> Option<(Option<u64>, u64)> {
+    let hex = |t: &str| -> Option<u64> {
+        if t == "-1" {
+            Some(u64::MAX)
+        } else {
+            u64::from_str_radix(t, 16).ok()
+        }
+    };
+    match text.strip_prefix('p') {
+        Some(rest) => match rest.split_once('.') {
+            Some((p, t)) => Some((Some(hex(p)?), hex(t)?)),
+            None => Some((Some(hex(rest)?), 0)),
+        },
+        None => Some((None, hex(text)?)),
+    }
 }
 
 fn decode_o(p: &[u8]) -> Option<Vec<u8>> {
@@ -180,6 +288,7 @@ impl Client {
             route: Mutex::new(Route::default()),
             closed: AtomicBool::new(false),
             async_stops: std::sync::atomic::AtomicU64::new(0),
+            pid: std::sync::atomic::AtomicU64::new(0),
         });
         let writer = Arc::new(Mutex::new(opened.writer));
         let (tx, rx) = mpsc::channel();
@@ -202,6 +311,11 @@ impl Client {
             reader: Some(reader),
             features: Features::default(),
             timeout,
+            kdbg: true,
+            layout: None,
+            layout_error: None,
+            initial_stop: None,
+            doubt: false,
         };
         client.handshake()?;
         Ok(client)
@@ -223,7 +337,109 @@ impl Client {
                 self.features.no_ack = true;
             }
         }
+        // Multiprocess thread ids (`QCp1.1`): QEMU keeps using them once
+        // any client (gdb) asked for them, whatever we announce.
+        if let Ok(qc) = self.request_str("qC") {
+            self.learn_pid(&qc);
+        }
+        if self.features.supports("qXfer:features:read") {
+            match super::tdesc::Layout::load(&mut |annex: &str| self.read_xfer("features", annex)) {
+                Ok(l) if l.find("rip").is_some() => self.layout = Some(l),
+                Ok(_) => self.layout_error = Some("the target description has no rip".into()),
+                Err(e) => self.layout_error = Some(e.to_string()),
+            }
+        }
         Ok(())
+    }
+
+    /// A whole `qXfer:OBJECT:read:ANNEX` object.
+    pub fn read_xfer(&mut self, object: &str, annex: &str) -> Result<String, RspError> {
+        let mut out = String::new();
+        let chunk = self
+            .features
+            .packet_size
+            .saturating_sub(16)
+            .clamp(64, 0xffb);
+        for _ in 0..4096 {
+            let req = format!("qXfer:{object}:read:{annex}:{:x},{chunk:x}", out.len());
+            let r = self.request(req.as_bytes())?;
+            let (more, body) = match r.split_first() {
+                Some((b'm', b)) => (true, b),
+                Some((b'l', b)) => (false, b),
+                _ => {
+                    return Err(if r.first() == Some(&b'E') {
+                        RspError::Remote {
+                            request: req,
+                            code: String::from_utf8_lossy(&r).into_owned(),
+                        }
+                    } else {
+                        RspError::Unexpected {
+                            request: req,
+                            reply: printable(&r),
+                        }
+                    });
+                }
+            };
+            out.push_str(&String::from_utf8_lossy(body));
+            if !more || body.is_empty() {
+                return Ok(out);
+            }
+        }
+        Err(RspError::Unexpected {
+            request: format!("qXfer:{object}:read:{annex}"),
+            reply: "(more than 4096 chunks)".into(),
+        })
+    }
+
+    fn learn_pid(&self, text: &str) {
+        if let Some(pid) = multiprocess_pid(text) {
+            self.shared.pid.store(pid, Ordering::SeqCst);
+        }
+    }
+
+    /// Record the pid of a `pP.T` thread id the stub used.
+    pub fn note_pid(&self, pid: u64) {
+        if pid != 0 && pid != u64::MAX {
+            self.shared.pid.store(pid, Ordering::SeqCst);
+        }
+    }
+
+    /// The process id of a multiprocess stub (thread ids are `pPID.TID`).
+    pub fn pid(&self) -> Option<u64> {
+        Some(self.shared.pid.load(Ordering::SeqCst)).filter(|p| *p != 0)
+    }
+
+    /// A thread id as this stub wants it: `pP.T` on a multiprocess stub.
+    pub fn thread_arg(&self, tid: u64) -> String {
+        match self.pid() {
+            Some(p) => format!("p{p:x}.{tid:x}"),
+            None => format!("{tid:x}"),
+        }
+    }
+
+    /// Detach (`D`, or `D;PID` on a multiprocess stub), checking the
+    /// answer: a stub that refuses keeps the target stopped, and the user
+    /// must know. A plain `D` refused with an error is retried as `D;PID`
+    /// (QEMU after a gdb session answers `E22` to `D`).
+    pub fn detach(&mut self) -> Result<(), RspError> {
+        let first = match self.pid() {
+            Some(p) => format!("D;{p:x}"),
+            None => "D".to_string(),
+        };
+        let r = self.request_str(&first)?;
+        if r == "OK" {
+            return Ok(());
+        }
+        if first == "D" && r.starts_with('E') {
+            let pid = self.pid().unwrap_or(1);
+            let again = format!("D;{pid:x}");
+            let r2 = self.request_str(&again)?;
+            if r2 == "OK" {
+                return Ok(());
+            }
+            return check_ok(&again, &r2);
+        }
+        check_ok(&first, &r)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -311,22 +527,52 @@ impl Client {
         timeout: Duration,
         keep_output: bool,
     ) -> Result<Vec<u8>, RspError> {
+        let deadline = Instant::now() + timeout;
         loop {
-            let p = self.recv(request, timeout)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = self.recv(request, left)?;
             if !keep_output && let Some(text) = decode_o(&p) {
                 let _ = self.sink.send(Async::Output(text));
                 continue;
             }
-            if is_stop_reply(&p) && self.is_running() {
-                self.mark_stopped();
-                self.shared.async_stops.fetch_add(1, Ordering::SeqCst);
-                let _ = self
-                    .sink
-                    .send(Async::Stop(String::from_utf8_lossy(&p).into_owned()));
+            if is_stop_reply(&p) && !expects_stop(request) {
+                // A stop is never the reply to a request that does not
+                // resume: the stub stopped on its own (QEMU says so right
+                // after a client connects; a breakpoint hit while the
+                // request travelled).
+                self.learn_pid(&String::from_utf8_lossy(&p));
+                if !self.is_running() {
+                    self.initial_stop = Some(String::from_utf8_lossy(&p).into_owned());
+                } else {
+                    self.mark_stopped();
+                    self.shared.async_stops.fetch_add(1, Ordering::SeqCst);
+                    let _ = self
+                        .sink
+                        .send(Async::Stop(String::from_utf8_lossy(&p).into_owned()));
+                }
+                continue;
+            }
+            if !plausible(request, &p) {
+                // A reply to an earlier request (one that timed out): not
+                // ours. Keep waiting for ours, and drain the line before
+                // the next request.
+                self.doubt = true;
                 continue;
             }
             return Ok(p);
         }
+    }
+
+    /// Drop everything the stub sends until it is quiet for a moment
+    /// (after a reply that did not fit its request).
+    fn resync(&mut self) {
+        self.pending.clear();
+        while let Ok(i) = self.replies.recv_timeout(Duration::from_millis(100)) {
+            if let Incoming::Closed(_) = i {
+                break;
+            }
+        }
+        self.doubt = false;
     }
 
     /// Wait for the next packet addressed to a request.
@@ -367,6 +613,14 @@ impl Client {
     /// Send a request and return its reply (not a stop reply: one that
     /// arrives while waiting is handed to the asynchronous path).
     pub fn request(&mut self, payload: &[u8]) -> Result<Vec<u8>, RspError> {
+        // A foreign stub cannot serve requests while the target runs (QEMU
+        // stops the guest on any byte and then answers slowly).
+        if !self.kdbg && self.is_running() {
+            return Err(RspError::Running);
+        }
+        if self.doubt {
+            self.resync();
+        }
         self.drain_stale();
         self.set_route(None, true);
         let r = self
@@ -391,6 +645,12 @@ impl Client {
     /// `OK`, or as one hex reply.
     pub fn monitor(&mut self, command: &str) -> Result<String, RspError> {
         let payload = format!("qRcmd,{}", packet::to_hex(command.as_bytes()));
+        if !self.kdbg && self.is_running() {
+            return Err(RspError::Running);
+        }
+        if self.doubt {
+            self.resync();
+        }
         self.drain_stale();
         self.set_route(None, true);
         let r = self.monitor_inner(&payload, command);
@@ -625,7 +885,12 @@ fn route(
             let _ = sink.send(Async::Output(text));
             return;
         }
-    } else if is_stop_reply(&p) && r.running && !r.in_flight {
+    } else if is_stop_reply(&p)
+        && let Some(pid) = multiprocess_pid(&String::from_utf8_lossy(&p))
+    {
+        shared.pid.store(pid, Ordering::SeqCst);
+    }
+    if is_stop_reply(&p) && r.running && !r.in_flight {
         r.running = false;
         shared.async_stops.fetch_add(1, Ordering::SeqCst);
         let _ = sink.send(Async::Stop(String::from_utf8_lossy(&p).into_owned()));

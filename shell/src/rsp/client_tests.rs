@@ -74,6 +74,12 @@ impl Peer {
         } else {
             self.send("PacketSize=1000");
         }
+        // The client asks for the current thread (multiprocess ids).
+        self.expect("qC");
+        if !no_ack {
+            self.raw(b"+");
+        }
+        self.send("");
     }
 }
 
@@ -429,7 +435,14 @@ fn unix_socket_transport() {
         }
         s.write_all(b"+").unwrap();
         s.write_all(&encode(b"PacketSize=200")).unwrap();
-        // The client acks, then asks `?`.
+        // The client acks, asks `qC` (not supported here), then `?`.
+        got.clear();
+        while !got.iter().any(|f| matches!(f, Frame::Packet(_))) {
+            let n = s.read(&mut buf).unwrap();
+            dec.feed(&buf[..n], &mut got);
+        }
+        s.write_all(b"+").unwrap();
+        s.write_all(&encode(b"")).unwrap();
         got.clear();
         while !got.iter().any(|f| matches!(f, Frame::Packet(_))) {
             let n = s.read(&mut buf).unwrap();
@@ -484,7 +497,7 @@ fn serial_transport_over_a_pty() {
         let mut got = Vec::new();
         let mut buf = [0u8; 512];
         let mut answered = 0;
-        while answered < 2 {
+        while answered < 3 {
             let n = m.read(&mut buf).unwrap();
             got.clear();
             dec.feed(&buf[..n], &mut got);
@@ -493,6 +506,8 @@ fn serial_transport_over_a_pty() {
                     m.write_all(b"+").unwrap();
                     if p.starts_with(b"qSupported") {
                         m.write_all(&encode(b"PacketSize=100")).unwrap();
+                    } else if p == b"qC" {
+                        m.write_all(&encode(b"")).unwrap();
                     } else {
                         m.write_all(&encode(b"T05thread:01;")).unwrap();
                     }
@@ -510,4 +525,194 @@ fn serial_transport_over_a_pty() {
     h.join().unwrap();
     // SAFETY: slave is still open and owned by this test.
     unsafe { libc::close(slave) };
+}
+
+// Recorded exchanges with QEMU 7.2's gdbstub (`-gdb tcp::PORT`, Debian's
+// 6.1 kernel): what it sends unasked and how it answers after a gdb
+// session turned on multiprocess thread ids.
+
+/// QEMU's qSupported reply.
+const QEMU_SUPPORTED: &str = "PacketSize=1000;qXfer:features:read+;vContSupported+;multiprocess+";
+const QEMU_TARGET: &str = r#"l<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd"><target><architecture>i386:x86-64</architecture><xi:include href="i386-64bit.xml"/></target>"#;
+
+/// QEMU's side of the handshake: the stop reply it sends as soon as a
+/// client connects, qSupported, qC, and the target description.
+fn qemu_handshake(p: &mut Peer, multiprocess: bool) {
+    // Sent on connect, before the client said anything.
+    p.send(if multiprocess {
+        "T02thread:p01.01;"
+    } else {
+        "T02thread:01;"
+    });
+    let q = p.packet();
+    assert!(
+        q.starts_with(b"qSupported"),
+        "{}",
+        String::from_utf8_lossy(&q)
+    );
+    p.raw(b"+");
+    p.send(QEMU_SUPPORTED);
+    p.expect("qC");
+    p.raw(b"+");
+    p.send(if multiprocess { "QCp01.01" } else { "QC01" });
+    p.expect("qXfer:features:read:target.xml:0,ff0");
+    p.raw(b"+");
+    p.send(QEMU_TARGET);
+    p.expect("qXfer:features:read:i386-64bit.xml:0,ff0");
+    p.raw(b"+");
+    p.send(&format!(
+        "l{}",
+        include_str!("testdata/qemu-i386-64bit.xml")
+    ));
+}
+
+#[test]
+fn qemu_unsolicited_stop_on_connect_is_a_stop_not_a_reply() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            qemu_handshake(&mut p, false);
+            p.expect("?");
+            p.raw(b"+");
+            p.send("T05thread:01;");
+            p.expect("m1000,2");
+            p.raw(b"+");
+            p.send("abcd");
+        },
+        no_events,
+    );
+    // qSupported got its own reply, not the stop.
+    assert_eq!(c.features.packet_size, 0x1000);
+    assert!(c.features.supports("multiprocess"));
+    assert_eq!(c.initial_stop.as_deref(), Some("T02thread:01;"));
+    assert_eq!(c.pid(), None);
+    let l = c.layout.as_ref().expect("layout from target.xml");
+    assert_eq!(l.find("gs_base").unwrap().offset, 17 * 8 + 4 + 6 * 4 + 8);
+    assert_eq!(c.request_str("?").unwrap(), "T05thread:01;");
+    assert_eq!(c.read_memory(0x1000, 2).unwrap(), [0xab, 0xcd]);
+    h.join().unwrap();
+}
+
+#[test]
+fn qemu_multiprocess_ids_and_detach_with_pid() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            qemu_handshake(&mut p, true);
+            p.expect("qfThreadInfo");
+            p.raw(b"+");
+            p.send("mp01.01,p01.02");
+            p.expect("qsThreadInfo");
+            p.raw(b"+");
+            p.send("l");
+            p.expect("Hgp1.2");
+            p.raw(b"+");
+            p.send("OK");
+            p.expect("D;1");
+            p.raw(b"+");
+            p.send("OK");
+        },
+        no_events,
+    );
+    assert_eq!(c.pid(), Some(1));
+    assert_eq!(c.thread_ids().unwrap(), [1, 2]);
+    c.select_thread(2).unwrap();
+    c.detach().unwrap();
+    h.join().unwrap();
+}
+
+#[test]
+fn plain_detach_refused_with_e22_is_retried_with_the_pid() {
+    // QEMU after a gdb session: multiprocess on, `D` answered `E22` (the
+    // guest would stay frozen), `D;1` detaches.
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(false);
+            p.expect("D");
+            p.raw(b"+");
+            p.send("E22");
+            p.expect("D;1");
+            p.raw(b"+");
+            p.send("OK");
+        },
+        no_events,
+    );
+    c.detach().unwrap();
+    h.join().unwrap();
+}
+
+#[test]
+fn refused_detach_is_an_error() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(false);
+            p.expect("D");
+            p.raw(b"+");
+            p.send("E22");
+            p.expect("D;1");
+            p.raw(b"+");
+            p.send("E01");
+        },
+        no_events,
+    );
+    let e = c.detach().unwrap_err().to_string();
+    assert!(e.contains("E01"), "{e}");
+    h.join().unwrap();
+}
+
+#[test]
+fn a_late_reply_of_another_shape_is_not_taken() {
+    // The reply to a register read that timed out arrives after the next
+    // request (a breakpoint) was sent: `Z0` must get `OK`, not the dump.
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("Z0,1000,1");
+            p.send("00112233445566778899");
+            p.send("OK");
+            p.expect("m1000,2");
+            p.send("0102030405060708");
+            p.send("abcd");
+        },
+        no_events,
+    );
+    c.set_breakpoint(crate::rsp::BreakKind::Software, 0x1000, 1)
+        .unwrap();
+    // A memory reply longer than asked is someone else's.
+    assert_eq!(c.read_memory(0x1000, 2).unwrap(), [0xab, 0xcd]);
+    h.join().unwrap();
+}
+
+#[test]
+fn foreign_stub_is_not_sent_requests_while_running() {
+    let (mut c, _rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("c");
+        },
+        no_events,
+    );
+    c.kdbg = false;
+    c.resume("c").unwrap();
+    let e = c.request(b"g").unwrap_err();
+    assert!(matches!(e, RspError::Running), "{e}");
+    h.join().unwrap();
+}
+
+#[test]
+fn thread_ids_and_stop_reply_pids() {
+    use crate::rsp::client::{multiprocess_pid, parse_thread_id};
+    assert_eq!(parse_thread_id("p1.2"), Some((Some(1), 2)));
+    assert_eq!(parse_thread_id("p01.0a"), Some((Some(1), 10)));
+    assert_eq!(parse_thread_id("1f"), Some((None, 0x1f)));
+    assert_eq!(parse_thread_id("-1"), Some((None, u64::MAX)));
+    assert_eq!(parse_thread_id("pz.1"), None);
+    assert_eq!(multiprocess_pid("T05thread:p01.01;"), Some(1));
+    assert_eq!(multiprocess_pid("QCp2a.01"), Some(0x2a));
+    assert_eq!(multiprocess_pid("T05thread:01;"), None);
+    assert_eq!(multiprocess_pid("QC01"), None);
+    assert!(plausible(b"qSupported:x+", b"PacketSize=1000"));
+    assert!(!plausible(b"qSupported:x+", b"T02thread:01;"));
+    assert!(!plausible(b"m10,2", b"0011223344"));
+    assert!(plausible(b"m10,2", b"E14"));
+    assert!(!plausible(b"Z0,10,1", b"0011"));
+    assert!(plausible(b"?", b"T05thread:01;"));
 }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod packet;
 pub mod serial;
 pub mod target;
+pub mod tdesc;
 pub mod transport;
 
 pub use client::{Async, Client, Features, Interrupter, RspError};

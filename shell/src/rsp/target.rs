@@ -158,11 +158,14 @@ impl Client {
         for _ in 0..1000 {
             match r.strip_prefix('m') {
                 Some(list) => {
-                    ids.extend(
-                        list.split(',').filter_map(|t| {
-                            u64::from_str_radix(t.trim_start_matches('p'), 16).ok()
-                        }),
-                    );
+                    for t in list.split(',') {
+                        if let Some((pid, tid)) = super::client::parse_thread_id(t) {
+                            if let Some(pid) = pid {
+                                self.note_pid(pid);
+                            }
+                            ids.push(tid);
+                        }
+                    }
                     r = self.request_str("qsThreadInfo")?;
                 }
                 None => break,
@@ -172,14 +175,14 @@ impl Client {
     }
 
     pub fn thread_extra_info(&mut self, id: u64) -> Result<String, RspError> {
-        let r = self.request_str(&format!("qThreadExtraInfo,{id:x}"))?;
+        let r = self.request_str(&format!("qThreadExtraInfo,{}", self.thread_arg(id)))?;
         Ok(packet::from_hex(r.as_bytes())
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default())
     }
 
     pub fn select_thread(&mut self, id: u64) -> Result<(), RspError> {
-        let r = self.request_str(&format!("Hg{id:x}"))?;
+        let r = self.request_str(&format!("Hg{}", self.thread_arg(id)))?;
         check_ok(&format!("select thread {id}"), &r)
     }
 }

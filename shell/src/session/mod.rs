@@ -376,14 +376,24 @@ impl Session {
             )
         };
         // Events as checksummed records; ignore an older stub without it.
-        let _ = self.monitor("stream record");
-        self.refresh_tasks();
-        self.refresh_clock();
-        // Probes already in the kernel (gdb's, an earlier session's).
-        let _ = crate::exec::probes::sync(self);
+        // Only kdbg's stub answers `ok stream=record`: anything else (QEMU's
+        // gdbstub passes it to its monitor, which does not know it) is a
+        // foreign stub, decided once here.
+        let kdbg = self
+            .client()?
+            .monitor("stream record")
+            .is_ok_and(|t| t.contains("ok stream=record"));
+        self.client()?.kdbg = kdbg;
+        if kdbg {
+            self.refresh_tasks();
+            self.refresh_clock();
+            // Probes already in the kernel (gdb's, an earlier session's).
+            let _ = crate::exec::probes::sync(self);
+        }
         // A kernel that stopped (or died) before this attach stays stopped,
-        // as gdb never resumes on connect; its summary is shown.
-        let kept = if stopped {
+        // as gdb never resumes on connect; its summary is shown. (A foreign
+        // stub such as QEMU's stops the guest on every connect: not that.)
+        let kept = if stopped && kdbg {
             crate::exec::postmortem::on_connect(self, stop_thread)
         } else {
             None
@@ -420,8 +430,20 @@ impl Session {
         self.shared.running()
     }
 
-    /// Send a monitor command; `error` rows become errors.
+    /// Is the stub kdbg's own (probe core, requests while running)?
+    pub fn kdbg_stub(&self) -> bool {
+        lock(&self.shared.link).as_ref().is_none_or(|c| c.kdbg)
+    }
+
+    /// Send a kdbg monitor command; `error` rows become errors. Refused
+    /// plainly on a foreign stub (it has no probe core).
     pub fn monitor(&self, command: &str) -> Result<String> {
+        if !self.kdbg_stub() {
+            let word = command.split_whitespace().next().unwrap_or(command);
+            bail!(
+                "this stub is not kdbg's (e.g. QEMU's gdbstub): it has no kdbg probe core, so `{word}` is not available here (use `monitor` for the stub's own commands)"
+            );
+        }
         let text = self.client()?.monitor(command)?;
         for line in text.lines() {
             if let Ok(e) = proto::reply::ErrorRow::parse(line) {
@@ -505,8 +527,13 @@ impl Session {
     }
 
     pub fn registers(&self) -> Result<crate::regs::RegisterFile> {
-        let g = self.client()?.read_registers()?;
-        Ok(crate::regs::RegisterFile::parse_g(&g)?)
+        let mut c = self.client()?;
+        let g = c.read_registers()?;
+        // The stub's own layout (target description) when it has one.
+        Ok(match &c.layout {
+            Some(l) => crate::regs::RegisterFile::parse_layout(l, &g)?,
+            None => crate::regs::RegisterFile::parse_g(&g)?,
+        })
     }
 
     pub fn delete_breakpoint(&mut self, id: u32) -> Result<()> {
@@ -573,15 +600,26 @@ impl Session {
         for id in ids {
             let _ = self.delete_breakpoint(id);
         }
-        if !self.running() {
-            if let Ok(mut c) = self.client() {
-                let _ = c.request_str("D");
+        // Detach (the stub resumes the kernel), and say so if the stub
+        // refused: a refused detach leaves the kernel stopped.
+        let running = self.running();
+        let detached = match self.client() {
+            Ok(mut c) => {
+                // Detach while running: interrupt, then detach.
+                if running {
+                    c.interrupt(Duration::from_secs(2))
+                        .map_err(anyhow::Error::from)
+                        .and_then(|_| c.detach().map_err(anyhow::Error::from))
+                } else {
+                    c.detach().map_err(anyhow::Error::from)
+                }
             }
-        } else if let Ok(mut c) = self.client() {
-            // Detach while running: interrupt, then detach.
-            if c.interrupt(Duration::from_secs(2)).is_ok() {
-                let _ = c.request_str("D");
-            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = detached {
+            eprintln!(
+                "kdbg: detach failed ({e:#}): the kernel may stay stopped; reconnect and `continue`, or use the stub's own means"
+            );
         }
         if let Some(mut c) = lock(&self.shared.link).take() {
             c.close();
