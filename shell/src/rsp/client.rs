@@ -540,16 +540,7 @@ impl Client {
                 // resume: the stub stopped on its own (QEMU says so right
                 // after a client connects; a breakpoint hit while the
                 // request travelled).
-                self.learn_pid(&String::from_utf8_lossy(&p));
-                if !self.is_running() {
-                    self.initial_stop = Some(String::from_utf8_lossy(&p).into_owned());
-                } else {
-                    self.mark_stopped();
-                    self.shared.async_stops.fetch_add(1, Ordering::SeqCst);
-                    let _ = self
-                        .sink
-                        .send(Async::Stop(String::from_utf8_lossy(&p).into_owned()));
-                }
+                self.unsolicited_stop(&p);
                 continue;
             }
             if !plausible(request, &p) {
@@ -563,13 +554,34 @@ impl Client {
         }
     }
 
+    /// A stop reply no request asked for: a stop of a running kernel goes
+    /// to the asynchronous sink (never lost, never a reply); one while the
+    /// kernel is known stopped is remembered (QEMU's stop on connect).
+    fn unsolicited_stop(&mut self, p: &[u8]) {
+        let text = String::from_utf8_lossy(p).into_owned();
+        self.learn_pid(&text);
+        if self.is_running() {
+            self.mark_stopped();
+            self.shared.async_stops.fetch_add(1, Ordering::SeqCst);
+            let _ = self.sink.send(Async::Stop(text));
+        } else {
+            self.initial_stop = Some(text);
+        }
+    }
+
     /// Drop everything the stub sends until it is quiet for a moment
-    /// (after a reply that did not fit its request).
+    /// (after a reply that did not fit its request); stops still count.
     fn resync(&mut self) {
-        self.pending.clear();
+        for p in std::mem::take(&mut self.pending) {
+            if is_stop_reply(&p) {
+                self.unsolicited_stop(&p);
+            }
+        }
         while let Ok(i) = self.replies.recv_timeout(Duration::from_millis(100)) {
-            if let Incoming::Closed(_) = i {
-                break;
+            match i {
+                Incoming::Closed(_) => break,
+                Incoming::Packet(p) if is_stop_reply(&p) => self.unsolicited_stop(&p),
+                _ => {}
             }
         }
         self.doubt = false;
@@ -601,11 +613,19 @@ impl Client {
     }
 
     /// Drop replies nobody waits for any more (after a timeout).
+    /// A stop among them (the kernel stopped just as a request finished)
+    /// is still a stop: it goes to the sink, not away.
     fn drain_stale(&mut self) {
-        self.pending.clear();
+        for p in std::mem::take(&mut self.pending) {
+            if is_stop_reply(&p) {
+                self.unsolicited_stop(&p);
+            }
+        }
         while let Ok(i) = self.replies.try_recv() {
-            if let Incoming::Closed(_) = i {
-                break;
+            match i {
+                Incoming::Closed(_) => break,
+                Incoming::Packet(p) if is_stop_reply(&p) => self.unsolicited_stop(&p),
+                _ => {}
             }
         }
     }

@@ -716,3 +716,32 @@ fn thread_ids_and_stop_reply_pids() {
     assert!(!plausible(b"Z0,10,1", b"0011"));
     assert!(plausible(b"?", b"T05thread:01;"));
 }
+
+#[test]
+fn a_stop_right_after_a_reply_is_never_dropped() {
+    // The kernel hits a breakpoint just as a request completes: the stop
+    // may land in the reply queue after the reply; the next request must
+    // hand it to the sink instead of discarding it as stale.
+    let (mut c, rx, h) = setup(
+        |mut p| {
+            p.handshake(true);
+            p.expect("c");
+            p.expect("g");
+            p.send("00");
+            p.send("T05thread:01;");
+            p.expect("m1000,1");
+            p.send("ab");
+        },
+        no_events,
+    );
+    c.resume("c").unwrap();
+    assert_eq!(c.request(b"g").unwrap(), b"00");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c.read_memory(0x1000, 1).unwrap(), [0xab]);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(2)).unwrap(),
+        Async::Stop("T05thread:01;".into())
+    );
+    assert!(!c.is_running());
+    h.join().unwrap();
+}
