@@ -94,6 +94,60 @@ pub struct Host {
     /// The same with `nodelay=off`, as it was before 1d69111: what Nagle's
     /// algorithm on QEMU's side of the socket costs.
     pub wire_nagle: Wire,
+    /// `dump core` of a kernel that died (`kdbg.crash=pf`), over the wire as wired.
+    pub dump_core: Result<DumpCore, String>,
+}
+
+/// What `dump core` of the reference kernel costs.
+#[derive(Clone, Debug, Default)]
+pub struct DumpCore {
+    pub secs: f64,
+    /// RAM the core describes.
+    pub memory: u64,
+    /// Bytes read over the wire (non-zero pages outside the ELF's code).
+    pub read: u64,
+    /// Bytes of the core file.
+    pub file: u64,
+}
+
+/// Boots a kernel that dies (a #PF), lets kdbg attach and `dump core`.
+fn dump_core(kernel: &Path, kdbg: &Path) -> Result<DumpCore> {
+    let mut vm = Qemu::boot_with("serve kdbg.quiet kdbg.crash=pf", |c| {
+        c.kernel = kernel.to_path_buf();
+        c.timeout = Duration::from_secs(600);
+    })?;
+    vm.wait_for_console("waiting for a debugger", Duration::from_secs(60))?;
+    let dir = ::tests::target_dir().join("bench-dump");
+    std::fs::create_dir_all(&dir)?;
+    let core = dir.join("kernel.core");
+    let mut child = Command::new(kdbg)
+        .args(["--connect", &vm.stub_connect_arg(), "--symbols"])
+        .arg(kernel)
+        .args(["--json", "--timeout", "20"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("kdbg")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        writeln!(stdin, "dump core {}", core.display())?;
+    }
+    let out = child.wait_with_output()?;
+    vm.kill();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "core_dumped")
+        .with_context(|| format!("no dump result from kdbg: {}", one_line(&text)))?;
+    let c = &v["core"];
+    let _ = std::fs::remove_file(&core);
+    Ok(DumpCore {
+        secs: c["seconds"].as_f64().unwrap_or(0.0),
+        memory: c["memory"].as_u64().unwrap_or(0),
+        read: c["read"].as_u64().unwrap_or(0),
+        file: c["bytes"].as_u64().unwrap_or(0),
+    })
 }
 
 /// One line, at most 160 characters: it goes into a table cell.
@@ -180,7 +234,9 @@ pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
     let (mut vm, addr) = boot(kernel, true)?;
     let wire_nagle = wire(Client::connect(addr, TIMEOUT));
     vm.kill();
+    let dump_core = reason(dump_core(kernel, kdbg));
     Ok(Host {
+        dump_core,
         boot_to_stub,
         run_to_prompt,
         connect_to_prompt,
@@ -301,7 +357,7 @@ fn kdbg_prompt(kdbg: &Path, args: &[&str]) -> Result<Duration> {
             Err(e) => break Err(format!("reading kdbg's terminal: {e}")),
         }
         let text = String::from_utf8_lossy(&seen);
-        if text.contains("kdbg> ") || text.contains("kdbg (stopped)> ") {
+        if text.contains("kdbg> ") || (text.contains("kdbg (") && text.contains(")> ")) {
             break Ok(started.elapsed());
         }
     };

@@ -396,6 +396,19 @@ fn host_cells(h: &Host) -> Vec<Vec<String>> {
     ]);
     wire_cells(&mut t, &h.wire, "tcp chardev, nodelay=on (as wired)");
     wire_cells(&mut t, &h.wire_nagle, "nodelay=off (before 1d69111)");
+    t.push(vec![
+        "`dump core` of the reference kernel after a death (kdbg.crash=pf), tcp chardev, nodelay=on".into(),
+        match &h.dump_core {
+            Ok(d) => format!(
+                "{:.1} s ({} MiB of RAM described; {} KiB read: non-zero pages outside the ELF's code; {} KiB file)",
+                d.secs,
+                d.memory >> 20,
+                d.read >> 10,
+                d.file >> 10
+            ),
+            Err(e) => format!("n/a ({e})"),
+        },
+    ]);
     t
 }
 
@@ -519,6 +532,10 @@ fn host_json(h: &Host) -> Value {
         "connect_to_prompt_secs": d(&h.connect_to_prompt),
         "wire": wire_json(&h.wire),
         "wire_nagle": wire_json(&h.wire_nagle),
+        "dump_core": match &h.dump_core {
+            Ok(d) => json!({"secs": d.secs, "memory": d.memory, "read": d.read, "file": d.file}),
+            Err(e) => json!({"na": e}),
+        },
     })
 }
 
