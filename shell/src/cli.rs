@@ -201,6 +201,7 @@ fn real_main(argv: &[String]) -> Result<i32> {
         eprintln!(" done in {:.1} s", started.elapsed().as_secs_f64());
     }
     session.remove_probes_on_exit = args.remove_probes;
+    session.show_attach_summary();
     session.kernel_exits_with_kdbg = args.kernel_exits_with_kdbg || args.kernel.is_some();
     let interactive = args.batch.is_none() && std::io::stdin().is_terminal();
     let code = if interactive {

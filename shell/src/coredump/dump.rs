@@ -379,11 +379,22 @@ pub fn render_dumped(d: &Dumped) -> String {
     );
     if !d.complete {
         s.push_str("\nthe dump is partial; missing:");
+        for (a, b, w) in &d.missing {
+            s.push_str(&format!("\n  {a:#x}-{b:#x} {w}"));
+        }
     } else if !d.missing.is_empty() {
-        s.push_str("\nnot in the core (not mapped):");
-    }
-    for (a, b, w) in &d.missing {
-        s.push_str(&format!("\n  {a:#x}-{b:#x} {w}"));
+        let pages: u64 = d.missing.iter().map(|(a, b, _)| (b - a) / PAGE).sum();
+        let shown: Vec<String> = d
+            .missing
+            .iter()
+            .take(3)
+            .map(|(a, b, _)| format!("{a:#x}-{b:#x}"))
+            .collect();
+        s.push_str(&format!(
+            "\nnot in the core: {pages} unmapped page(s) (page 0, stack guard pages): {}{}",
+            shown.join(", "),
+            if d.missing.len() > 3 { ", ..." } else { "" }
+        ));
     }
     s
 }

@@ -308,12 +308,43 @@ pub fn on_connect(s: &mut Session, stop_thread: Option<u64>) -> Option<PostMorte
             }
         })
         .unwrap_or_default();
-    let console = read_console(s, 10).map(|d| d.lines).unwrap_or_default();
+    let console = read_console(s, 40)
+        .map(|d| last_words(d.lines))
+        .unwrap_or_default();
     Some(PostMortem {
         why,
         frames,
         console,
     })
+}
+
+/// The console lines worth a summary: the five before the kernel's death
+/// report (`KERNEL PANIC`/`FATAL:`), that report's first line and the
+/// last line (the register dump between them is in the summary already);
+/// else the last ten.
+fn last_words(lines: Vec<String>) -> Vec<String> {
+    let Some(at) = lines
+        .iter()
+        .rposition(|l| l.starts_with("KERNEL PANIC") || l.starts_with("FATAL:"))
+    else {
+        let n = lines.len().saturating_sub(10);
+        return lines[n..].to_vec();
+    };
+    let from = at.saturating_sub(5);
+    let mut out: Vec<String> = lines[from..=at]
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .cloned()
+        .collect();
+    if let Some(last) = lines.last()
+        && lines.len() - 1 > at
+    {
+        if lines.len() - 1 > at + 1 {
+            out.push("...".into());
+        }
+        out.push(last.clone());
+    }
+    out
 }
 
 /// The console ring's symbols in the kernel (see kernel/src/console.rs).

@@ -42,6 +42,7 @@ pub fn monitor(s: &mut Session, inv: &Invocation) -> Result<Output> {
 pub fn reconnect(s: &mut Session, inv: &Invocation) -> Result<Output> {
     inv.no_args()?;
     s.connect()?;
+    s.show_attach_summary();
     Ok(Output::Message {
         text: format!(
             "connected to {}",

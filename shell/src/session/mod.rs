@@ -297,6 +297,9 @@ pub struct Session {
     pub resume_on_connect: bool,
     /// Stops shown before the current connection (its counter starts at 0).
     stops_base: u64,
+    /// The post-mortem summary of the last connect, until it is shown
+    /// ([`Session::show_attach_summary`]).
+    attach_summary: Option<crate::exec::postmortem::PostMortem>,
 }
 
 impl Session {
@@ -339,6 +342,7 @@ impl Session {
             kernel_exits_with_kdbg: false,
             resume_on_connect: opts.resume,
             stops_base: 0,
+            attach_summary: None,
         };
         if s.endpoint.is_some() {
             s.connect()?;
@@ -399,17 +403,23 @@ impl Session {
             None
         };
         match kept {
-            Some(pm) => {
-                let r = self.shared.display.render();
-                self.shared.print(r.output(
-                    "attach",
-                    &crate::output::Output::PostMortem { postmortem: pm },
-                ));
-            }
+            Some(pm) => self.attach_summary = Some(pm),
             None if self.resume_on_connect && stopped => self.client()?.resume("c")?,
             None => {}
         }
         Ok(())
+    }
+
+    /// Prints the summary of a kernel found stopped or dead at the last
+    /// connect (once; `"command": "attach"` in JSON).
+    pub fn show_attach_summary(&mut self) {
+        if let Some(pm) = self.attach_summary.take() {
+            let r = self.shared.display.render();
+            self.shared.print(r.output(
+                "attach",
+                &crate::output::Output::PostMortem { postmortem: pm },
+            ));
+        }
     }
 
     pub fn client(&self) -> Result<ClientGuard<'_>> {
