@@ -123,8 +123,15 @@ pub fn parse_line(line: &str) -> Result<Option<Invocation>, LineError> {
     if modifier.is_some() && !cmd.modifier {
         return Err(LineError::NoModifier(cmd.name));
     }
-    let free_text = cmd.args.iter().any(|a| a.kind == table::ArgKind::Text);
+    // Commands that take flags refuse the ones they do not know (`watch
+    // -x foo`). Words of free text and expressions (`print -x`, `set var
+    // a = -b`) are not flags; commands without flags check their own words.
+    let free_text = cmd
+        .args
+        .iter()
+        .any(|a| matches!(a.kind, table::ArgKind::Text | table::ArgKind::Expr));
     if !free_text
+        && !cmd.flags.is_empty()
         && let Some(f) = w.iter().find(|a| {
             a.starts_with('-')
                 && a[1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '-')
@@ -257,12 +264,14 @@ mod tests {
             "`watch` has no flag `-x`: use -r, -a"
         );
         assert_eq!(
-            parse_line("probes --all").unwrap_err().to_string(),
-            "`probes` has no flag `--all` (it takes none)"
+            parse_line("regs --all").unwrap_err().to_string(),
+            "`regs` has no flag `--all`: use -v"
         );
-        // Negative numbers are not flags; free text is not checked.
+        // Negative numbers are not flags; free text and expressions are
+        // not checked.
         assert!(parse_line("write 0x1000 -1").is_ok());
         assert!(parse_line("monitor stream -x").is_ok());
+        assert!(parse_line("print -x").is_ok());
     }
 
     #[test]
