@@ -327,8 +327,10 @@ pub enum Cause {
     Watchpoint,
     /// A single step finished.
     Step,
-    /// `kdbg.wait` at boot, or an int3 claimed while a debugger was attached.
+    /// An int3 claimed while a debugger was attached.
     Trap,
+    /// `kdbg.wait`: the kernel waits at boot for a debugger.
+    Wait,
     /// The kernel died.
     Death,
 }
@@ -342,6 +344,7 @@ impl Cause {
             Cause::Watchpoint => "watchpoint",
             Cause::Step => "step",
             Cause::Trap => "trap",
+            Cause::Wait => "wait",
             Cause::Death => "death",
         }
     }
@@ -391,6 +394,7 @@ pub(crate) fn signal_and_tid(r: &StopReason) -> (u8, Option<usize>) {
 /// ```text
 /// why state=running
 /// why state=stopped cause=breakpoint signal=5 task=4 rip=0x1761c0
+/// why state=stopped cause=wait signal=5 task=0 rip=0x...   (kdbg.wait)
 /// why state=dead cause=death kind=panic signal=6 task=6 vector=3 error_code=0x0 cr2=0x0 rip=0x... where=kernel/src/x.rs:12:5 resumable=no msg=TEXT
 /// ```
 pub fn why(out: &mut dyn Write) -> fmt::Result {

@@ -26,14 +26,17 @@ pub fn breakpoint(frame: &mut TrapFrame) -> bool {
         s.stop(frame, StopReason::SwBreak(tid));
         return true;
     }
-    if crate::WAIT_REQUESTED.swap(false, Ordering::AcqRel) || s.attached() {
-        s.stop(
-            frame,
-            StopReason::SignalWithThread {
-                tid,
-                signal: SIGTRAP,
-            },
-        );
+    let wait = crate::WAIT_REQUESTED.swap(false, Ordering::AcqRel);
+    if wait || s.attached() {
+        let reason = StopReason::SignalWithThread {
+            tid,
+            signal: SIGTRAP,
+        };
+        if wait {
+            s.stop_with_cause(frame, reason, crate::death::Cause::Wait);
+        } else {
+            s.stop(frame, reason);
+        }
         return true;
     }
     false

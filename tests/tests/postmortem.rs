@@ -191,6 +191,66 @@ fn gdb_attached_sees_the_panic_with_its_signal_and_why() {
 }
 
 #[test]
+fn gdb_attached_sees_each_trap_with_its_signal() {
+    for (kind, signal, culprit, why_kind) in [
+        ("ud", "SIGILL", "kdbg_crash", "trap"),
+        ("gp", "SIGSEGV", "kdbg_crash_gp", "trap"),
+        ("pf", "SIGSEGV", "kdbg_crash_pf", "trap"),
+        ("de", "SIGFPE", "kdbg_crash_de", "trap"),
+        ("df", "SIGSEGV", "kdbg_crash_df", "double-fault"),
+        (
+            "overflow",
+            "SIGSEGV",
+            "kdbg_crash_recurse",
+            "stack-overflow",
+        ),
+    ] {
+        let mut vm = Qemu::boot(&format!(
+            "serve kdbg.quiet kdbg.crash={kind} kdbg.wait kdbg.ondeath=exit"
+        ))
+        .expect("boot");
+        vm.wait_for_console("waiting for a debugger", BOOT)
+            .expect("boot wait");
+        let out = gdb(&mut vm, &["continue", "bt 3", "monitor why", "kill"]);
+        assert!(out.contains(signal), "{kind}: gdb sees {signal}:\n{out}");
+        assert!(
+            out.contains(culprit),
+            "{kind}: bt reaches {culprit}:\n{out}"
+        );
+        assert!(
+            out.contains(&format!("why state=dead cause=death kind={why_kind} ")),
+            "{kind}: {out}"
+        );
+        assert!(
+            vm.console().contains("stopped in the debugger"),
+            "{kind}: {}",
+            vm.console()
+        );
+    }
+}
+
+#[test]
+fn attach_to_a_kdbg_wait_kernel_keeps_it_waiting() {
+    let mut vm = Qemu::boot("serve kdbg.quiet kdbg.wait").expect("boot");
+    vm.wait_for_console("waiting for a debugger", BOOT)
+        .expect("boot wait");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    let why = k.ok("why", "why");
+    assert_eq!(why["why"]["cause"], "wait", "{why}");
+    assert_eq!(attach_summary(&k)["postmortem"]["why"]["state"], "stopped");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !vm.console().contains("workload tasks started"),
+        "kdbg resumed a kernel that waited for it:\n{}",
+        vm.console()
+    );
+    k.ok("continue", "running");
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("continue lets it boot");
+    k.finish();
+}
+
+#[test]
 fn a_panic_inside_the_stub_falls_back_to_a_minimal_dump() {
     let mut vm = Qemu::boot("serve kdbg.quiet kdbg.crash=stub kdbg.ondeath=exit").expect("boot");
     assert_eq!(
@@ -261,6 +321,10 @@ fn dmesg_live_reads_a_running_kernel_and_it_keeps_running() {
     let mut k = KdbgJson::start(&vm, &["--keep-going"]);
     let d = k.ok("dmesg 2", "dmesg");
     assert!(d["dmesg"]["lines"].to_string().contains("activity:"), "{d}");
+    // gdb's `*ADDR` for a probe on the running kernel.
+    let sum8 = symbol("sum8");
+    let p = k.ok(&format!("kprobe *{sum8:#x}"), "probe_set");
+    assert_eq!(p["probe"]["addr"], sum8, "{p}");
     assert!(k.ok("why", "why")["why"]["state"] == "running");
     let bad = k.run("dmesg x");
     assert_eq!(bad["ok"], false, "{bad}");
@@ -307,6 +371,10 @@ fn gdb_spellings_agree_with_kdbg_names() {
     assert_eq!(k.ok("regs", "regs")["regs"]["rip"], rip);
     let b = k.ok(&format!("break *{rip:#x}"), "breakpoint");
     assert_eq!(b["breakpoint"]["addr"], rip, "{b}");
+    let t = k.ok("tbreak *(sum8)", "breakpoint");
+    assert_eq!(t["breakpoint"]["addr"], symbol("sum8"), "{t}");
+    let h = k.ok("hbreak *fib", "breakpoint");
+    assert_eq!(h["breakpoint"]["addr"], symbol("fib"), "{h}");
     let bad = k.run("thread apply 99 bt");
     assert_eq!(bad["ok"], false, "{bad}");
     let d = k.ok("disas *kdbg_crash", "disas");

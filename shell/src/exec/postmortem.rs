@@ -16,7 +16,7 @@ use crate::session::Session;
 pub struct WhyInfo {
     /// `running`, `stopped` or `dead`.
     pub state: String,
-    /// `attach`, `interrupt`, `breakpoint`, `watchpoint`, `step`, `trap`, `death`.
+    /// `attach`, `interrupt`, `breakpoint`, `watchpoint`, `step`, `trap`, `wait`, `death`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
     /// For a death: `panic`, `trap`, `double-fault`, `stack-overflow`.
