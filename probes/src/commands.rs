@@ -2,6 +2,9 @@
 //! (the stub's kprobes, jprobe captures, kretprobe captures), the ring's
 //! counters, and draining the ring.
 
+use alloc::boxed::Box;
+
+use proto::bytecode::Program;
 use proto::{CaptureSpec, EventKind};
 
 use crate::kretprobe::ReturnAction;
@@ -14,12 +17,23 @@ impl Core {
     /// A kprobe at `at` that records an event (probe, CPU, task, time, ip,
     /// argument registers) per hit.
     pub fn capture_kprobe(&self, at: At<'_>) -> Result<ProbeId, ProbeError> {
+        self.capture_kprobe_if(at, None)
+    }
+
+    /// [`Core::capture_kprobe`] recording only the hits where `pred` is true.
+    pub fn capture_kprobe_if(
+        &self,
+        at: At<'_>,
+        pred: Option<Program>,
+    ) -> Result<ProbeId, ProbeError> {
         self.add(at, false, |id, addr, sym, _| {
             let action = Action::Record {
                 kind: EventKind::Kprobe,
                 spec: CaptureSpec::default(),
             };
-            Ok(Probe::new(id, addr, sym.name, addr - sym.start, 0, action))
+            let mut p = Probe::new(id, addr, sym.name, addr - sym.start, 0, action);
+            p.pred = pred.map(Box::new);
+            Ok(p)
         })
     }
 
@@ -27,12 +41,24 @@ impl Core {
     /// `spec.stack_bytes` of stack above the return address, and the
     /// results of `spec.program`.
     pub fn capture_entry(&self, at: At<'_>, spec: CaptureSpec) -> Result<ProbeId, ProbeError> {
+        self.capture_entry_if(at, spec, None)
+    }
+
+    /// [`Core::capture_entry`] recording only the hits where `pred` is true.
+    pub fn capture_entry_if(
+        &self,
+        at: At<'_>,
+        spec: CaptureSpec,
+        pred: Option<Program>,
+    ) -> Result<ProbeId, ProbeError> {
         self.add(at, true, |id, addr, sym, _| {
             let action = Action::Record {
                 kind: EventKind::JprobeEntry,
                 spec,
             };
-            Ok(Probe::new(id, addr, sym.name, 0, 0, action))
+            let mut p = Probe::new(id, addr, sym.name, 0, 0, action);
+            p.pred = pred.map(Box::new);
+            Ok(p)
         })
     }
 
@@ -45,8 +71,20 @@ impl Core {
         maxactive: Option<u32>,
         spec: CaptureSpec,
     ) -> Result<ProbeId, ProbeError> {
+        self.capture_return_if(at, maxactive, spec, None)
+    }
+
+    /// [`Core::capture_return`] recording only the returns where `pred`
+    /// (evaluated at the return) is true.
+    pub fn capture_return_if(
+        &self,
+        at: At<'_>,
+        maxactive: Option<u32>,
+        spec: CaptureSpec,
+        pred: Option<Program>,
+    ) -> Result<ProbeId, ProbeError> {
         let n = maxactive.map_or(0, |m| i32::try_from(m).unwrap_or(i32::MAX));
-        self.add_kretprobe(at, n, 0, 0, ReturnAction::Record(spec))
+        self.add_kretprobe_pred(at, n, 0, 0, ReturnAction::Record(spec), pred)
     }
 
     /// The counters of all rings together.
@@ -93,6 +131,30 @@ impl Core {
 /// See [`Core::capture_kprobe`].
 pub fn kprobe(at: At<'_>) -> Result<ProbeId, ProbeError> {
     CORE.capture_kprobe(at)
+}
+
+/// See [`Core::capture_kprobe_if`].
+pub fn kprobe_if(at: At<'_>, pred: Option<Program>) -> Result<ProbeId, ProbeError> {
+    CORE.capture_kprobe_if(at, pred)
+}
+
+/// See [`Core::capture_entry_if`].
+pub fn jprobe_if(
+    at: At<'_>,
+    spec: CaptureSpec,
+    pred: Option<Program>,
+) -> Result<ProbeId, ProbeError> {
+    CORE.capture_entry_if(at, spec, pred)
+}
+
+/// See [`Core::capture_return_if`].
+pub fn kretprobe_if(
+    at: At<'_>,
+    maxactive: Option<u32>,
+    spec: CaptureSpec,
+    pred: Option<Program>,
+) -> Result<ProbeId, ProbeError> {
+    CORE.capture_return_if(at, maxactive, spec, pred)
 }
 
 /// See [`Core::capture_entry`].

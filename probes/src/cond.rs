@@ -229,3 +229,67 @@ impl bytecode::Env for FrameEnv<'_> {
         (self.pf.read)(addr, buf)
     }
 }
+
+/// A probe predicate's view: the trap frame, and at a kretprobe's return
+/// the arguments stashed at entry (the argument registers read them), the
+/// return value and the entry-to-return time.
+pub struct ProbeEnv<'a> {
+    pub pf: &'a Platform,
+    pub frame: &'a TrapFrame,
+    pub ip: u64,
+    /// `Some` at a return: (entry arguments rdi..r9, duration in ticks).
+    pub ret: Option<([u64; 6], u64)>,
+}
+
+impl bytecode::Env for ProbeEnv<'_> {
+    #[inline]
+    fn reg(&self, n: u8) -> u64 {
+        if let Some((args, _)) = &self.ret {
+            let i = match n {
+                5 => Some(0),
+                4 => Some(1),
+                3 => Some(2),
+                2 => Some(3),
+                8 => Some(4),
+                9 => Some(5),
+                _ => None,
+            };
+            if let Some(v) = i.and_then(|i| args.get(i)) {
+                return *v;
+            }
+        }
+        frame_reg(self.frame, n, self.ip)
+    }
+    fn ctx(&self, n: u8) -> u64 {
+        match n {
+            bytecode::CTX_TASK => u64::from((self.pf.task_id)()),
+            bytecode::CTX_CPU => (self.pf.cpu_id)() as u64,
+            bytecode::CTX_RET => self.frame.rax,
+            bytecode::CTX_DURATION => self.ret.map_or(0, |(_, d)| d),
+            _ => 0,
+        }
+    }
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        (self.pf.read)(addr, buf)
+    }
+}
+
+/// Runs a probe's predicate; counts a false or faulting outcome on the
+/// probe. `true`: record the hit.
+#[inline]
+pub(crate) fn predicate(probe: &crate::probe::Probe, env: &ProbeEnv<'_>) -> bool {
+    let Some(p) = probe.pred.as_deref() else {
+        return true;
+    };
+    match p.eval(env) {
+        Ok(0) => {
+            probe.filtered.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        Ok(_) => true,
+        Err(_) => {
+            probe.pred_faults.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+}

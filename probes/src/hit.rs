@@ -344,6 +344,17 @@ impl Core {
         spec: &CaptureSpec,
         frame: &mut TrapFrame,
     ) {
+        if p.pred.is_some() {
+            let env = crate::cond::ProbeEnv {
+                pf,
+                frame,
+                ip: p.addr,
+                ret: None,
+            };
+            if !crate::cond::predicate(p, &env) {
+                return;
+            }
+        }
         let cpu = (pf.cpu_id)();
         if let Some(ring) = self.rings.get(cpu) {
             let hit = Hit {
@@ -387,6 +398,17 @@ impl Core {
                 }
                 ReturnAction::Handlers { handler: None, .. } => {}
                 ReturnAction::Record(spec) => {
+                    if probe.pred.is_some() {
+                        let env = crate::cond::ProbeEnv {
+                            pf,
+                            frame,
+                            ip: probe.addr,
+                            ret: Some((ctx.args, now.wrapping_sub(ctx.entry_tsc))),
+                        };
+                        if !crate::cond::predicate(probe, &env) {
+                            return;
+                        }
+                    }
                     if let Some(ring) = self.rings.get(cpu) {
                         let hit = Hit {
                             probe,

@@ -160,6 +160,19 @@ impl Core {
         data: usize,
         action: ReturnAction,
     ) -> Result<ProbeId, ProbeError> {
+        self.add_kretprobe_pred(at, maxactive, data_size, data, action, None)
+    }
+
+    /// [`Core::add_kretprobe`] with a predicate for recording returns.
+    pub(crate) fn add_kretprobe_pred(
+        &self,
+        at: At<'_>,
+        maxactive: i32,
+        data_size: usize,
+        data: usize,
+        action: ReturnAction,
+        pred: Option<proto::bytecode::Program>,
+    ) -> Result<ProbeId, ProbeError> {
         if data_size > kretprobe::MAX_DATA {
             return Err(ProbeError::DataTooLarge);
         }
@@ -172,14 +185,9 @@ impl Core {
                 return Err(ProbeError::TooManyInstances);
             }
             let pool = RetPool::new(n, data_size, action);
-            Ok(Probe::new(
-                id,
-                addr,
-                sym.name,
-                0,
-                data,
-                Action::Kretprobe(pool),
-            ))
+            let mut p = Probe::new(id, addr, sym.name, 0, data, Action::Kretprobe(pool));
+            p.pred = pred.map(alloc::boxed::Box::new);
+            Ok(p)
         })
     }
 

@@ -92,6 +92,12 @@ pub struct Probe {
     pub(crate) nmissed: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) path: AtomicU8,
+    /// Capture probes: record a hit only when this is true.
+    pub(crate) pred: Option<alloc::boxed::Box<proto::bytecode::Program>>,
+    /// Hits the predicate rejected.
+    pub(crate) filtered: AtomicU64,
+    /// Hits whose predicate faulted (not recorded).
+    pub(crate) pred_faults: AtomicU64,
 }
 
 impl Probe {
@@ -116,6 +122,9 @@ impl Probe {
             nmissed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             path: AtomicU8::new(ExecPath::OutOfLine as u8),
+            pred: None,
+            filtered: AtomicU64::new(0),
+            pred_faults: AtomicU64::new(0),
         }
     }
 
@@ -178,6 +187,10 @@ pub struct ProbeInfo {
     pub nmissed: u64,
     /// Events this probe could not put into the ring.
     pub dropped: u64,
+    /// Hits its predicate rejected.
+    pub filtered: u64,
+    /// Hits whose predicate faulted.
+    pub pred_faults: u64,
     pub path: ExecPath,
     /// kretprobes: instances; 0 otherwise.
     pub maxactive: u32,
@@ -212,6 +225,8 @@ impl ProbeInfo {
             hits: p.hits(),
             nmissed: p.nmissed(),
             dropped: p.dropped.load(Ordering::Relaxed),
+            filtered: p.filtered.load(Ordering::Relaxed),
+            pred_faults: p.pred_faults.load(Ordering::Relaxed),
             path: p.exec_path(),
             maxactive,
             free_instances,

@@ -152,16 +152,23 @@ impl StreamMode {
 pub enum Command<'a> {
     Kprobe {
         loc: Loc<'a>,
+        /// `if=HEX`: a predicate (verified bytecode); a hit records an event
+        /// only when it is true.
+        pred: Option<Program>,
     },
     Jprobe {
         func: Loc<'a>,
         capture: CaptureSpec,
+        pred: Option<Program>,
     },
     Kretprobe {
         func: Loc<'a>,
         /// `None`: the default max(10, 2 x CPUs).
         maxactive: Option<u32>,
         capture: CaptureSpec,
+        /// Evaluated at the return: `ret`/`$duration` are context values,
+        /// argument registers read the arguments stashed at entry.
+        pred: Option<Program>,
     },
     Probes,
     Probe {
@@ -286,26 +293,44 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
     let mut words = text.split_ascii_whitespace();
     let name = words.next().ok_or(ParseError::Empty)?;
     let cmd = match name {
-        "kprobe" => Command::Kprobe {
-            loc: Loc::parse(words.next().ok_or(ParseError::Missing("LOC"))?)?,
-        },
+        "kprobe" => {
+            let loc = Loc::parse(words.next().ok_or(ParseError::Missing("LOC"))?)?;
+            let mut pred = None;
+            for w in words.by_ref() {
+                match w.strip_prefix("if=") {
+                    Some(h) => pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?),
+                    None => return Err(ParseError::UnexpectedArgument),
+                }
+            }
+            Command::Kprobe { loc, pred }
+        }
         "jprobe" => {
             let func = Loc::parse(words.next().ok_or(ParseError::Missing("FUNC"))?)?;
             let mut capture = CaptureSpec::default();
+            let mut pred = None;
             for w in words.by_ref() {
-                if !capture.apply_token(w)? {
+                if let Some(h) = w.strip_prefix("if=") {
+                    pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
+                } else if !capture.apply_token(w)? {
                     return Err(ParseError::Capture(FetchError::UnknownToken));
                 }
             }
-            Command::Jprobe { func, capture }
+            Command::Jprobe {
+                func,
+                capture,
+                pred,
+            }
         }
         "kretprobe" => {
             let func = Loc::parse(words.next().ok_or(ParseError::Missing("FUNC"))?)?;
             let mut capture = CaptureSpec::default();
             let mut maxactive = None;
+            let mut pred = None;
             for w in words.by_ref() {
                 if let Some(n) = w.strip_prefix("maxactive=") {
                     maxactive = Some(parse_u32(n)?);
+                } else if let Some(h) = w.strip_prefix("if=") {
+                    pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
                 } else if !capture.apply_token(w)? {
                     return Err(ParseError::Capture(FetchError::UnknownToken));
                 }
@@ -314,6 +339,7 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
                 func,
                 maxactive,
                 capture,
+                pred,
             }
         }
         "probes" => Command::Probes,
@@ -393,18 +419,26 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
 impl fmt::Display for Command<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Kprobe { loc } => write!(f, "kprobe {loc}"),
-            Command::Jprobe { func, capture } => {
+            Command::Kprobe { loc, pred } => {
+                write!(f, "kprobe {loc}")?;
+                write_pred(f, pred)
+            }
+            Command::Jprobe {
+                func,
+                capture,
+                pred,
+            } => {
                 write!(f, "jprobe {func}")?;
                 if !capture.is_empty() {
                     write!(f, " {capture}")?;
                 }
-                Ok(())
+                write_pred(f, pred)
             }
             Command::Kretprobe {
                 func,
                 maxactive,
                 capture,
+                pred,
             } => {
                 write!(f, "kretprobe {func}")?;
                 if let Some(n) = maxactive {
@@ -413,7 +447,7 @@ impl fmt::Display for Command<'_> {
                 if !capture.is_empty() {
                     write!(f, " {capture}")?;
                 }
-                Ok(())
+                write_pred(f, pred)
             }
             Command::Probes => f.write_str("probes"),
             Command::Probe { action, ids } => {
@@ -448,6 +482,13 @@ impl fmt::Display for Command<'_> {
     }
 }
 
+fn write_pred(f: &mut fmt::Formatter<'_>, pred: &Option<Program>) -> fmt::Result {
+    match pred {
+        Some(p) => write!(f, " if={}", bytecode::Hex(p)),
+        None => Ok(()),
+    }
+}
+
 /// One row of the command reference: name, usage, one-line summary.
 #[derive(Clone, Copy, Debug)]
 pub struct CommandHelp {
@@ -460,17 +501,17 @@ pub struct CommandHelp {
 pub const COMMANDS: &[CommandHelp] = &[
     CommandHelp {
         name: "kprobe",
-        usage: "kprobe LOC",
+        usage: "kprobe LOC [if=HEX]",
         summary: "probe any instruction (LOC = 0xADDR | SYMBOL | SYMBOL+OFF); answers the probe id",
     },
     CommandHelp {
         name: "jprobe",
-        usage: "jprobe FUNC [stack=N] [fetch=OP,...]",
+        usage: "jprobe FUNC [stack=N] [fetch=OP,...] [if=HEX]",
         summary: "entry probe recording arguments rdi..r9 plus an optional capture",
     },
     CommandHelp {
         name: "kretprobe",
-        usage: "kretprobe FUNC [maxactive=N] [stack=N] [fetch=OP,...]",
+        usage: "kretprobe FUNC [maxactive=N] [stack=N] [fetch=OP,...] [if=HEX]",
         summary: "return probe recording the return value and entry-to-return time",
     },
     CommandHelp {
@@ -547,13 +588,15 @@ mod tests {
                 loc: Loc::Sym {
                     name: "sys_open",
                     offset: 4
-                }
+                },
+                pred: None,
             }
         );
         assert_eq!(
             parse("  kprobe   0xffffffff80001000 ").unwrap(),
             Command::Kprobe {
-                loc: Loc::Addr(0xffff_ffff_8000_1000)
+                loc: Loc::Addr(0xffff_ffff_8000_1000),
+                pred: None,
             }
         );
         match parse("kretprobe fib maxactive=1 stack=8").unwrap() {
@@ -637,6 +680,9 @@ mod tests {
             "jprobe spawn_task",
             "jprobe sys_open fetch=str64@arg0",
             "kretprobe fib maxactive=3 stack=16 fetch=u64@%rsp+0x8",
+            "kretprobe sys_open if=060201002200",
+            "kprobe fib+0x4 if=050501052000",
+            "jprobe sys_open fetch=str64@arg0 if=050501052000",
             "probes",
             "probe disable 3 4",
             "events",

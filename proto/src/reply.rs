@@ -252,6 +252,10 @@ pub struct ProbeRow<'a> {
     pub path: ExecPath,
     /// kretprobes only; 0 otherwise.
     pub maxactive: u32,
+    /// Hits its predicate (`if=`) rejected.
+    pub filtered: u64,
+    /// Hits whose predicate faulted (not recorded).
+    pub faults: u64,
     /// What the probe records besides the argument registers (the capture
     /// tokens of the command that set it, `stack=N fetch=...`; empty for
     /// kprobes), so another client can render its events.
@@ -280,6 +284,8 @@ impl<'a> ProbeRow<'a> {
                 .num("maxactive")
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0),
+            filtered: r.num("filtered").unwrap_or(0),
+            faults: r.num("faults").unwrap_or(0),
             capture: {
                 let mut c = crate::fetch::CaptureSpec::default();
                 if let Some(n) = r.get("stack") {
@@ -314,6 +320,9 @@ impl fmt::Display for ProbeRow<'_> {
             self.path.as_str(),
             self.maxactive
         )?;
+        if self.filtered != 0 || self.faults != 0 {
+            write!(f, " filtered={} faults={}", self.filtered, self.faults)?;
+        }
         if !self.capture.is_empty() {
             write!(f, " {}", self.capture)?;
         }
@@ -561,6 +570,8 @@ mod tests {
             nmissed: 1,
             path: ExecPath::Boosted,
             maxactive: 10,
+            filtered: 0,
+            faults: 0,
             capture: crate::fetch::CaptureSpec::default(),
         };
         let text = row.to_string();

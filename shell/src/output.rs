@@ -18,6 +18,10 @@ pub struct ProbeInfo {
     pub enabled: bool,
     pub hits: u64,
     pub nmissed: u64,
+    /// Hits its predicate (`if EXPR`) rejected, in the kernel.
+    pub filtered: u64,
+    /// Hits whose predicate faulted (not recorded).
+    pub faults: u64,
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maxactive: Option<u32>,

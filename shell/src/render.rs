@@ -126,6 +126,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn probe_rows(probes: &[ProbeInfo]) -> String {
+    // Predicate counters only when some probe has them.
+    let pred = probes.iter().any(|p| p.filtered > 0 || p.faults > 0);
     let rows: Vec<Vec<String>> = probes
         .iter()
         .map(|p| {
@@ -137,17 +139,22 @@ fn probe_rows(probes: &[ProbeInfo]) -> String {
                 if p.enabled { "yes".into() } else { "no".into() },
                 p.hits.to_string(),
                 p.nmissed.to_string(),
-                p.path.clone(),
-                p.captures.join(" "),
             ]
+            .into_iter()
+            .chain(pred.then(|| p.filtered.to_string()))
+            .chain(pred.then(|| p.faults.to_string()))
+            .chain([p.path.clone(), p.captures.join(" ")])
+            .collect()
         })
         .collect();
-    table(
-        &[
-            "ID", "TYPE", "LOCATION", "ADDRESS", "ENABLED", "HITS", "NMISSED", "PATH", "CAPTURES",
-        ],
-        &rows,
-    )
+    let mut header = vec![
+        "ID", "TYPE", "LOCATION", "ADDRESS", "ENABLED", "HITS", "NMISSED",
+    ];
+    if pred {
+        header.extend(["FILTERED", "FAULTS"]);
+    }
+    header.extend(["PATH", "CAPTURES"]);
+    table(&header, &rows)
 }
 
 fn text(r: &Render, o: &Output) -> String {

@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(hint_for("kpro", 4).as_deref(), Some("be"));
         assert_eq!(
             hint_for("jprobe ", 7).as_deref(),
-            Some("[--dry-run] FUNC [ARGS...]")
+            Some("[--dry-run] FUNC [ARGS...] [if EXPR]")
         );
         assert_eq!(hint_for("jprobe x", 8), None);
         assert_eq!(hint_for("", 0), None);

@@ -6,6 +6,7 @@
 use core::fmt::{self, Write};
 
 use probes::{At, ProbeError, ProbeId};
+use proto::bytecode::Program;
 use proto::command::{Loc, ProbeAction};
 use proto::fetch::CaptureSpec;
 use proto::reply::{ErrorCode, ExecPath, InstRow, ProbeRow, ProbeType};
@@ -47,26 +48,32 @@ fn created(out: &mut dyn Write, r: Result<ProbeId, ProbeError>) -> fmt::Result {
     }
 }
 
-/// `kprobe LOC`.
-pub fn kprobe(loc: Loc<'_>, out: &mut dyn Write) -> fmt::Result {
-    created(out, probes::commands::kprobe(at(loc)))
+/// `kprobe LOC [if=HEX]`.
+pub fn kprobe(loc: Loc<'_>, pred: Option<Program>, out: &mut dyn Write) -> fmt::Result {
+    created(out, probes::commands::kprobe_if(at(loc), pred))
 }
 
-/// `jprobe FUNC [CAPTURE]`.
-pub fn jprobe(func: Loc<'_>, capture: CaptureSpec, out: &mut dyn Write) -> fmt::Result {
-    created(out, probes::commands::jprobe(at(func), capture))
+/// `jprobe FUNC [CAPTURE] [if=HEX]`.
+pub fn jprobe(
+    func: Loc<'_>,
+    capture: CaptureSpec,
+    pred: Option<Program>,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    created(out, probes::commands::jprobe_if(at(func), capture, pred))
 }
 
-/// `kretprobe FUNC [maxactive=N] [CAPTURE]`.
+/// `kretprobe FUNC [maxactive=N] [CAPTURE] [if=HEX]`.
 pub fn kretprobe(
     func: Loc<'_>,
     maxactive: Option<u32>,
     capture: CaptureSpec,
+    pred: Option<Program>,
     out: &mut dyn Write,
 ) -> fmt::Result {
     created(
         out,
-        probes::commands::kretprobe(at(func), maxactive, capture),
+        probes::commands::kretprobe_if(at(func), maxactive, capture, pred),
     )
 }
 
@@ -96,6 +103,8 @@ pub fn list(out: &mut dyn Write) -> fmt::Result {
                 probes::ExecPath::Boosted => ExecPath::Boosted,
             },
             maxactive: p.maxactive,
+            filtered: p.filtered,
+            faults: p.pred_faults,
             capture: p.capture,
         };
         res = writeln!(out, "{row}");

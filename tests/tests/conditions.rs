@@ -230,3 +230,98 @@ fn shell_break_if_condition_and_ignore_run_in_the_kernel() {
     let mut vm = vm;
     vm.assert_still_running(Duration::from_millis(300));
 }
+
+/// `truth ... fn=NAME k=v ...` lines as maps, in order.
+fn truth(vm: &Qemu, func: &str) -> Vec<std::collections::HashMap<String, String>> {
+    vm.debugcon()
+        .lines()
+        .filter(|l| l.starts_with("truth ") && l.contains(&format!(" fn={func} ")))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn arg<'a>(ev: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    ev["args"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name))
+        .map(|x| &x["value"])
+        .unwrap_or_else(|| panic!("event has no argument `{name}`: {ev}"))
+}
+
+#[test]
+fn kretprobe_predicate_records_only_failing_opens() {
+    let vm = boot_serving("serve kdbg.quiet kdbg.truth");
+    let mut k = Kdbg::start(&vm, &["--keep-going"]);
+    let set = k.ok("kretprobe sys_open if ret < 0", "probe_set");
+    let id = set["probe"]["id"].as_u64().expect("probe id");
+    k.ok("wait events 8 timeout 60", "waited");
+    // End the window: nothing runs while the kernel is stopped, and every
+    // event recorded before the stop reaches the host before the stop.
+    k.ok("interrupt", "stopped");
+    let probes = k.ok("probes", "probes");
+    let row = probes["probes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["id"] == id))
+        .cloned()
+        .expect("probe listed");
+    let hits = n(&row, "hits");
+    let filtered = n(&row, "filtered");
+    assert_eq!(n(&row, "faults"), 0, "{row}");
+    let ring = k.ok("events 0", "events");
+    let events: Vec<serde_json::Value> = k.events(id).into_iter().cloned().collect();
+    assert_eq!(ring["ring"]["dropped"], 0, "{ring}");
+    // Only failing opens, each one a real call of the ground truth.
+    let all = truth(&vm, "sys_open");
+    for ev in &events {
+        let ret = ev["ret"]["value"].as_i64().expect("signed ret");
+        assert!(ret < 0, "the predicate let a successful open through: {ev}");
+        let path = arg(ev, "path").as_str().expect("path").to_string();
+        assert!(
+            all.iter().any(
+                |t| t["path"].ends_with(&format!(":\"{path}\"")) && t["ret"] == ret.to_string()
+            ),
+            "not in the ground truth: {ev}"
+        );
+    }
+    // Every return in the window was counted: recorded or filtered.
+    assert_eq!(
+        events.len() as u64 + filtered,
+        hits,
+        "hits = recorded + predicate-false: {row}"
+    );
+    assert!(filtered > 0, "successful opens were filtered: {row}");
+    // The window's calls are the last `hits` sys_open lines of the truth
+    // (the last one may be logged just after the stop: one call of slack).
+    let window = &all[all.len().saturating_sub(hits as usize)..];
+    let failing = window.iter().filter(|t| t["ret"].starts_with('-')).count() as i64;
+    assert!(
+        (failing - events.len() as i64).abs() <= 1,
+        "{} events, {failing} failing calls in the truth's last {hits}",
+        events.len()
+    );
+    // Bad predicates: one clear error each, nothing set.
+    for (line, want) in [
+        ("kretprobe sys_open if", "expression must follow"),
+        ("kretprobe sys_open if nosuch < 0", "no symbol 'nosuch'"),
+        ("jprobe sys_open if $duration > 5", "only in return probes"),
+        ("kprobe fib if n = 1", "cannot assign"),
+    ] {
+        let v = k.run(line);
+        assert_eq!(v["ok"], false, "`{line}` must fail: {v}");
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(e.contains(want), "`{line}`: {e}");
+    }
+    let probes = k.ok("probes", "probes");
+    assert_eq!(
+        probes["probes"].as_array().map(Vec::len),
+        Some(1),
+        "{probes}"
+    );
+    k.ok("continue", "running");
+    k.finish();
+}

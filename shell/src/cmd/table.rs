@@ -192,8 +192,8 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "kprobe",
         aliases: &["kp"],
-        args: &[req("LOC", K::Location)],
-        usage: "",
+        args: &[req("LOC", K::Location), many("if EXPR", K::Expr, true)],
+        usage: "LOC [if EXPR]",
         summary: "probe an instruction; each hit prints the location, registers and the instruction",
         details: "LOC is a symbol, symbol+offset, an address (0x...) or file:line.\n\
                   The address must start an instruction (`disas FUNC` shows where they\n\
@@ -211,8 +211,8 @@ pub const COMMANDS: &[Command] = &[
         name: "jprobe",
         aliases: &["jp"],
         args: &[req("FUNC", K::Function), many("ARGS", K::Capture, true)],
-        usage: "[--dry-run] FUNC [ARGS...]",
-        summary: "probe a function entry and capture its arguments by name",
+        usage: "[--dry-run] FUNC [ARGS...] [if EXPR]",
+        summary: "probe a function entry and capture its arguments by name (only hits where EXPR is true, decided in the kernel)",
         details: "Without ARGS all parameters known from DWARF are captured. ARGS items:\n\
                   \x20 name        a parameter          name->field  a field through a pointer\n\
                   \x20 p->a.b->c   nested members       p->f:string  a string member\n\
@@ -238,8 +238,8 @@ pub const COMMANDS: &[Command] = &[
             opt("maxactive=N", K::Number),
             many("ARGS", K::Capture, true),
         ],
-        usage: "[--dry-run] FUNC [maxactive=N] [ARGS...]",
-        summary: "probe a function's return: return value, duration and entry arguments",
+        usage: "[--dry-run] FUNC [maxactive=N] [ARGS...] [if EXPR]",
+        summary: "probe a function's return: return value, duration and entry arguments (only returns where EXPR is true: ret, $duration, arguments)",
         details: "maxactive=N bounds the calls tracked at once (default max(10, 2*CPUs));\n\
                   hits beyond it count as nmissed. ARGS as for jprobe.\n\
                   Example: kretprobe sys_open path:string",
@@ -981,9 +981,9 @@ mod tests {
     fn usage_lines() {
         assert_eq!(
             find("jprobe").unwrap().usage_line(),
-            "jprobe [--dry-run] FUNC [ARGS...]"
+            "jprobe [--dry-run] FUNC [ARGS...] [if EXPR]"
         );
-        assert_eq!(find("kprobe").unwrap().usage_line(), "kprobe LOC");
+        assert_eq!(find("kprobe").unwrap().usage_line(), "kprobe LOC [if EXPR]");
         assert_eq!(find("enable").unwrap().usage_line(), "enable ID...");
         assert_eq!(find("x").unwrap().usage_line(), "x [/NFU] ADDR|SYMBOL");
     }

@@ -18,7 +18,7 @@ use crate::rsp::BreakKind;
 use crate::session::Session;
 
 /// Splits `LOC [if EXPR]`.
-fn split_if(args: &[String]) -> (Vec<String>, Option<String>) {
+pub fn split_if(args: &[String]) -> (Vec<String>, Option<String>) {
     match args.iter().position(|a| a == "if") {
         Some(i) => (args[..i].to_vec(), Some(args[i + 1..].join(" "))),
         None => {
@@ -46,6 +46,29 @@ fn compile_at(s: &Session, addr: u64, text: &str) -> Result<String> {
     )
     .map_err(|e| anyhow!("cannot use `{text}` as a condition: {}", e.render(text)))?;
     Ok(proto::bytecode::Hex(&prog).to_string())
+}
+
+/// Compiles a probe predicate at `addr` (a function entry for jprobes and
+/// kretprobes; `ret` allows `ret`, `$retval` and `$duration`).
+pub fn predicate(
+    s: &Session,
+    addr: u64,
+    text: &str,
+    ret: bool,
+) -> Result<proto::bytecode::Program> {
+    if text.trim().is_empty() {
+        bail!("an expression must follow `if`");
+    }
+    let elf = s.shared.elf()?;
+    let mut state = crate::session::lock(&s.shared.expr);
+    expr::compile::compile(
+        &elf,
+        &mut state.env,
+        addr,
+        text,
+        expr::compile::Context { ret },
+    )
+    .map_err(|e| anyhow!("cannot use `{text}` as a predicate: {}", e.render(text)))
 }
 
 fn send_cond(s: &Session, addr: u64, hex: Option<&str>, ignore: u64) -> Result<()> {

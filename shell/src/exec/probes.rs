@@ -56,6 +56,8 @@ fn register(s: &Session, def: ProbeDef) -> Output {
         enabled: true,
         hits: 0,
         nmissed: 0,
+        filtered: 0,
+        faults: 0,
         path: "-".into(),
         maxactive: None,
         captures: def.layout.items.iter().map(|i| i.label.clone()).collect(),
@@ -77,15 +79,20 @@ fn set_probe(s: &Session, cmd: &str, make: impl FnOnce(u32) -> ProbeDef) -> Resu
 }
 
 pub fn kprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
-    let args = inv.args.as_slice();
-    let [loc] = args else {
-        bail!("usage: kprobe LOC (a symbol, symbol+offset, 0xADDRESS or file:line)");
+    let (args, cond) = crate::exec::conditions::split_if(&inv.args);
+    let [loc] = args.as_slice() else {
+        bail!("usage: kprobe LOC [if EXPR] (a symbol, symbol+offset, 0xADDRESS or file:line)");
     };
     let r = resolve(&s.shared, loc)?;
     check_code(&s.shared, &r)?;
+    let pred = match &cond {
+        Some(text) => Some(crate::exec::conditions::predicate(s, r.addr, text, false)?),
+        None => None,
+    };
     let insn = s.shared.insn_at(r.addr);
     let cmd = Mon::Kprobe {
         loc: Loc::Addr(r.addr),
+        pred,
     }
     .to_string();
     set_probe(s, &cmd, |id| ProbeDef {
@@ -118,6 +125,7 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
     };
     let dry_run = args.iter().any(|a| a == "--dry-run");
     let args: Vec<String> = args.iter().filter(|a| *a != "--dry-run").cloned().collect();
+    let (args, cond) = crate::exec::conditions::split_if(&args);
     let (func, rest) = args.split_first().ok_or_else(|| anyhow!(usage))?;
     let (opts, items) = split_options(rest);
     let mut maxactive = None;
@@ -140,17 +148,23 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
             if ret { "kretprobe" } else { "jprobe" }
         );
     }
+    let pred = match &cond {
+        Some(text) => Some(crate::exec::conditions::predicate(s, r.addr, text, ret)?),
+        None => None,
+    };
     let layout = layout_for(s, r.addr, &r.name, &items, ret)?;
     let cmd = if ret {
         Mon::Kretprobe {
             func: Loc::Addr(r.addr),
             maxactive,
             capture: layout.spec,
+            pred,
         }
     } else {
         Mon::Jprobe {
             func: Loc::Addr(r.addr),
             capture: layout.spec,
+            pred,
         }
     };
     if dry_run {
@@ -265,6 +279,8 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Result<Output> {
             enabled: p.enabled,
             hits: p.hits,
             nmissed: p.nmissed,
+            filtered: p.filtered,
+            faults: p.faults,
             path: p.path.as_str().to_string(),
             maxactive: (p.maxactive > 0).then_some(p.maxactive),
             captures: def
