@@ -20,6 +20,9 @@ pub struct RegisterFile {
     pub segments: [u32; 6],
     /// fctrl fstat ftag fiseg fioff foseg fooff fop.
     pub fpu: [u32; 8],
+    /// As `"0x..."` strings in JSON: 128-bit values do not fit a JSON
+    /// number.
+    #[serde(serialize_with = "xmm_hex")]
     pub xmm: Vec<u128>,
     pub mxcsr: Option<u32>,
     pub fs_base: Option<u64>,
@@ -28,6 +31,15 @@ pub struct RegisterFile {
     /// cr3, cr4, cr8, efer), in layout order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub system: Vec<(String, u64)>,
+}
+
+fn xmm_hex<S: serde::Serializer>(v: &[u128], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for x in v {
+        seq.serialize_element(&format!("{x:#x}"))?;
+    }
+    seq.end()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -33,11 +33,17 @@ impl KdbgJson {
     /// Starts kdbg on an endpoint (`tcp:127.0.0.1:PORT`) that may outlive
     /// one QEMU (a reconnect to a rebooted kernel on the same port).
     pub fn start_on(connect: &str, extra: &[&str]) -> KdbgJson {
+        KdbgJson::start_with(connect, &crate::kernel_path(), extra)
+    }
+
+    /// Starts kdbg on an endpoint with another symbol file (a Linux
+    /// vmlinux under QEMU's gdbstub).
+    pub fn start_with(connect: &str, symbols: &std::path::Path, extra: &[&str]) -> KdbgJson {
         let mut child = Command::new(crate::kdbg_path())
             .arg("--connect")
             .arg(connect)
             .arg("--symbols")
-            .arg(crate::kernel_path())
+            .arg(symbols)
             .args(["--json", "--timeout", "20"])
             .args(extra)
             .stdin(Stdio::piped())

@@ -1,0 +1,210 @@
+//! The kdbg shell as a front-end to a real Linux kernel under QEMU's own
+//! gdbstub (Debian's current cloud kernel, its -dbg vmlinux, a busybox
+//! initramfs whose workload opens files and forks: see `tests::linux`).
+//! One boot serves every check, in order:
+//! - 50 connect/disconnect cycles, each reading `linux_banner` from the
+//!   guest and comparing it with the vmlinux's bytes (a reply paired with
+//!   the wrong request shows up as a mismatch); the guest runs after each;
+//! - `regs -v` against QEMU's HMP `info registers` (gs_base, cr3, efer:
+//!   the register layout comes from QEMU's target description);
+//! - a breakpoint on `do_sys_openat2`: `info args` shows the filename
+//!   string, `bt` reaches `do_syscall_64`;
+//! - kdbg-only features are refused plainly on this stub;
+//! - after a stock gdb session (which turns QEMU's multiprocess thread ids
+//!   on), `quit` still leaves the guest running (`D;1`, checked).
+//!
+//! The first run downloads ~310 MB of Debian packages into target/linux.
+
+use std::process::Command;
+use std::time::Duration;
+
+use object::{Object, ObjectSection, ObjectSymbol};
+use serde_json::Value;
+use tests::kdbg::KdbgJson;
+use tests::linux::{LinuxVm, prepare};
+
+fn elf_bytes(vmlinux: &std::path::Path, name: &str, len: usize) -> (u64, Vec<u8>) {
+    let data = std::fs::read(vmlinux).expect("read vmlinux");
+    let elf = object::File::parse(&*data).expect("parse vmlinux");
+    let sym = elf
+        .symbols()
+        .find(|s| s.name() == Ok(name))
+        .unwrap_or_else(|| panic!("no {name} in vmlinux"));
+    let sec = elf
+        .section_by_index(sym.section_index().expect("section"))
+        .expect("section");
+    let off = (sym.address() - sec.address()) as usize;
+    let bytes = sec.data().expect("data")[off..off + len].to_vec();
+    (sym.address(), bytes)
+}
+
+fn hex(v: &Value) -> u64 {
+    match v {
+        Value::Number(n) => n.as_u64().expect("u64"),
+        Value::String(s) => u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex"),
+        _ => panic!("not a number: {v}"),
+    }
+}
+
+fn memory(v: &Value) -> Vec<u8> {
+    v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .flat_map(|r| r["values"].as_array().expect("values").iter())
+        .map(|b| hex(b) as u8)
+        .collect()
+}
+
+/// A register's value from HMP `info registers` (`GS =0000 BASE ...`,
+/// `CR3=...`, `EFER=...`).
+fn hmp_reg(text: &str, name: &str) -> u64 {
+    for l in text.lines() {
+        if name == "gs_base" && l.starts_with("GS =") {
+            let base = l.split_whitespace().nth(2).expect("GS base");
+            return u64::from_str_radix(base, 16).expect("hex");
+        }
+        for kv in l.split_whitespace() {
+            if let Some(v) = kv.strip_prefix(&format!("{}=", name.to_uppercase())) {
+                return u64::from_str_radix(v, 16).expect("hex");
+            }
+        }
+    }
+    panic!("{name} not in HMP info registers:\n{text}")
+}
+
+fn status(vm: &LinuxVm) -> String {
+    vm.hmp("info status").expect("HMP info status")
+}
+
+#[test]
+fn kdbg_on_linux_under_qemus_gdbstub() {
+    let t = std::time::Instant::now();
+    let img = prepare().expect("prepare Linux (apt-get download; needs Debian's package lists)");
+    let vm = LinuxVm::boot(&img, false).expect("boot Linux");
+    vm.wait_console("kdbg-linux: init up", Duration::from_secs(240))
+        .expect("init");
+    eprintln!(
+        "linux: prepared and booted in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = std::time::Instant::now();
+    let connect = format!("tcp:127.0.0.1:{}", vm.port);
+    let (_, banner) = elf_bytes(&img.vmlinux, "linux_banner", 48);
+    assert!(banner.starts_with(b"Linux version "), "{banner:?}");
+
+    // 50 attach/read/detach cycles.
+    for i in 0..50 {
+        let mut k = KdbgJson::start_with(&connect, &img.vmlinux, &["--stopped"]);
+        let x = k.ok("x/48bx linux_banner", "memory");
+        assert_eq!(memory(&x), banner, "cycle {i}: linux_banner differs: {x}");
+        k.ok("quit", "quit");
+        assert!(k.finish().success(), "cycle {i}");
+        assert!(
+            status(&vm).contains("running"),
+            "cycle {i}: guest not running after quit: {}",
+            status(&vm)
+        );
+    }
+
+    eprintln!("linux: 50 cycles in {:.1}s", t.elapsed().as_secs_f64());
+
+    // regs -v equals QEMU's own view.
+    let mut k = KdbgJson::start_with(&connect, &img.vmlinux, &["--keep-going"]);
+    k.ok("interrupt", "stopped");
+    let r = k.ok("regs -v", "regs");
+    let hmp = vm.hmp("info registers").expect("HMP info registers");
+    let sys = |n: &str| -> u64 {
+        r["regs"]["system"]
+            .as_array()
+            .expect("system registers")
+            .iter()
+            .find(|p| p[0] == n)
+            .map(|p| hex(&p[1]))
+            .unwrap_or_else(|| panic!("no {n} in regs -v: {r}"))
+    };
+    assert_eq!(
+        hex(&r["regs"]["gs_base"]),
+        hmp_reg(&hmp, "gs_base"),
+        "{r}\n{hmp}"
+    );
+    assert_ne!(hex(&r["regs"]["gs_base"]), 0, "{r}");
+    assert_eq!(sys("cr3"), hmp_reg(&hmp, "cr3"), "{r}\n{hmp}");
+    assert_eq!(sys("efer"), hmp_reg(&hmp, "efer"), "{r}\n{hmp}");
+    assert_eq!(hex(&r["regs"]["rip"]), hmp_reg(&hmp, "rip"), "{r}\n{hmp}");
+
+    // kdbg-only features: one plain refusal.
+    let p = k.run("kprobe do_sys_openat2");
+    assert_eq!(p["ok"], false, "{p}");
+    assert!(p["error"].as_str().unwrap().contains("not kdbg's"), "{p}");
+
+    // A breakpoint in the open path: the filename, the syscall entry.
+    k.ok("break do_sys_openat2", "breakpoint");
+    let m = k.mark();
+    k.ok("continue", "running");
+    // Requests while QEMU's guest runs are refused, not sent.
+    let x = k.run("x/8bx linux_banner");
+    assert_eq!(x["ok"], false, "{x}");
+    let st = k.wait_stop(m);
+    assert!(
+        st["stop"]["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("do_sys_openat2")),
+        "{st}"
+    );
+    let a = k.ok("info args", "args");
+    let args = a["args"].as_array().expect("args");
+    let filename = args
+        .iter()
+        .find(|v| v["name"] == "filename")
+        .unwrap_or_else(|| panic!("no filename: {a}"));
+    let text = filename.to_string();
+    assert!(
+        text.contains("\\\"/"),
+        "the filename string is not shown: {a}"
+    );
+    let bt = k.ok("bt", "backtrace");
+    let names: Vec<&str> = bt["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(names.contains(&"do_syscall_64"), "{names:?}");
+    k.ok("delete break 1", "message");
+    k.ok("quit", "quit");
+    // (Its exit status counts the two refusals above.)
+    k.finish();
+    assert!(status(&vm).contains("running"), "{}", status(&vm));
+
+    // A stock gdb session first (QEMU then answers `pP.T` thread ids and
+    // refuses a plain `D`), then kdbg: quit leaves the guest running.
+    let g = Command::new("gdb")
+        .args(["-batch", "-nx"])
+        .arg(&img.vmlinux)
+        .args(["-ex", &format!("target remote 127.0.0.1:{}", vm.port)])
+        .args(["-ex", "info threads", "-ex", "detach"])
+        .output()
+        .expect("run gdb");
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let mut k = KdbgJson::start_with(&connect, &img.vmlinux, &["--stopped"]);
+    let th = k.ok("threads", "threads");
+    assert_eq!(th["threads"].as_array().map(Vec::len), Some(1), "{th}");
+    k.ok("quit", "quit");
+    assert!(k.finish().success());
+    assert!(
+        status(&vm).contains("running"),
+        "guest frozen after quit following a gdb session: {}",
+        status(&vm)
+    );
+    // And it really runs: the workload keeps printing.
+    let before = vm.console_len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while vm.console_len() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the console stopped growing"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
