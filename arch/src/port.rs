@@ -32,6 +32,18 @@ pub unsafe fn inb(port: u16) -> u8 {
     value
 }
 
+/// Writes a 16-bit value to an I/O port.
+///
+/// # Safety
+/// As for [`outb`].
+#[inline]
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: the caller guarantees the port write is sound; `out` touches no memory.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
 /// Writes a 32-bit value to an I/O port.
 ///
 /// # Safety

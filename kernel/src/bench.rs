@@ -113,7 +113,7 @@ pub fn run() -> ! {
     let calls = fw_cfg::number(FW_CFG_CALLS)
         .filter(|n| *n > 0)
         .unwrap_or(DEFAULT_CALLS);
-    crate::probe_platform::init();
+    crate::host::init_probes();
     // Quiet machine: no timer ticks, no serial interrupts inside the windows.
     arch::pic::mask(arch::pit::IRQ);
     arch::pic::mask(arch::uart::COM2_IRQ);

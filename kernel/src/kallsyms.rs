@@ -53,6 +53,7 @@ pub fn find(name: &str) -> Option<Symbol<'static>> {
 pub struct Located(pub u64);
 
 impl fmt::Display for Located {
+    #[noprobe]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match lookup(self.0) {
             Some(sym) => write!(f, "{}+{:#x}", sym.name, self.0 - sym.start),

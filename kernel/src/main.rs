@@ -21,13 +21,12 @@ mod dispatch;
 mod exit;
 mod guard;
 mod heap;
+mod host;
 mod intrinsics;
 mod kallsyms;
-mod probe_platform;
 mod sched;
 mod selftest;
 mod serve;
-mod stub_ops;
 mod sync;
 mod timer;
 mod workloads;
@@ -100,9 +99,8 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     sched::start();
     arch::cpu::enable_interrupts();
 
-    // The debugger and the probe core (issues 3-5) start here.
-    probe_platform::init();
-    stub_ops::init();
+    // The probe core and the debugger start here.
+    host::init();
     dispatch::enable_serial_irqs();
     if cmd.wait {
         println!("kdbg: waiting for a debugger on COM2 (kdbg.wait)");

@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use arch::TrapFrame;
 use proto::bytecode::{self, Program};
 
-use crate::platform::Platform;
+use crate::host::Host;
 
 /// Most programs one breakpoint carries (gdb sends one per breakpoint at the
 /// address; the stop happens when any is true).
@@ -117,7 +117,7 @@ impl StopCond {
 
     /// Decides at a hit at `addr` whether the debugger stops.
     #[inline]
-    pub(crate) fn should_stop(&self, pf: &Platform, addr: u64, frame: &TrapFrame) -> bool {
+    pub(crate) fn should_stop(&self, pf: &dyn Host, addr: u64, frame: &TrapFrame) -> bool {
         if let Some((reg, value, cmp)) = self.fast
             && !bytecode::compare(cmp, frame_reg(frame, reg, addr), value)
         {
@@ -145,7 +145,7 @@ impl StopCond {
     /// outcome. `true`: some program is true (or there is none).
     #[cold]
     #[inline(never)]
-    fn decide(&self, pf: &Platform, addr: u64, frame: &TrapFrame) -> bool {
+    fn decide(&self, pf: &dyn Host, addr: u64, frame: &TrapFrame) -> bool {
         let mut any = false;
         let mut truth = false;
         let mut faulted = false;
@@ -176,7 +176,7 @@ impl StopCond {
 
 /// The trap frame and memory as the bytecode sees them.
 pub struct FrameEnv<'a> {
-    pub pf: &'a Platform,
+    pub pf: &'a dyn Host,
     pub frame: &'a TrapFrame,
     /// The breakpoint's address (what `rip` reads as: the trap frame's rip
     /// is past the int3).
@@ -219,14 +219,14 @@ impl bytecode::Env for FrameEnv<'_> {
     }
     fn ctx(&self, n: u8) -> u64 {
         match n {
-            bytecode::CTX_TASK => u64::from((self.pf.task_id)()),
-            bytecode::CTX_CPU => (self.pf.cpu_id)() as u64,
+            bytecode::CTX_TASK => u64::from(self.pf.task_id()),
+            bytecode::CTX_CPU => self.pf.cpu_id() as u64,
             bytecode::CTX_RET => self.frame.rax,
             _ => 0,
         }
     }
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        (self.pf.read)(addr, buf)
+        self.pf.read(addr, buf)
     }
 }
 
@@ -234,7 +234,7 @@ impl bytecode::Env for FrameEnv<'_> {
 /// the arguments stashed at entry (the argument registers read them), the
 /// return value and the entry-to-return time.
 pub struct ProbeEnv<'a> {
-    pub pf: &'a Platform,
+    pub pf: &'a dyn Host,
     pub frame: &'a TrapFrame,
     pub ip: u64,
     /// `Some` at a return: (entry arguments rdi..r9, duration in ticks).
@@ -262,15 +262,15 @@ impl bytecode::Env for ProbeEnv<'_> {
     }
     fn ctx(&self, n: u8) -> u64 {
         match n {
-            bytecode::CTX_TASK => u64::from((self.pf.task_id)()),
-            bytecode::CTX_CPU => (self.pf.cpu_id)() as u64,
+            bytecode::CTX_TASK => u64::from(self.pf.task_id()),
+            bytecode::CTX_CPU => self.pf.cpu_id() as u64,
             bytecode::CTX_RET => self.frame.rax,
             bytecode::CTX_DURATION => self.ret.map_or(0, |(_, d)| d),
             _ => 0,
         }
     }
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        (self.pf.read)(addr, buf)
+        self.pf.read(addr, buf)
     }
 }
 

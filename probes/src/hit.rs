@@ -7,40 +7,40 @@ use arch::frame::rflags::{IF, TF};
 use arch::insn::{EmuFault, Execution, StackMem, emulate};
 
 use crate::Core;
+use crate::host::Host;
 use crate::kcb::{Kcb, Level, State};
 use crate::kretprobe::{self, Env, RetPool, ReturnAction};
-use crate::platform::Platform;
 use crate::point::Point;
 use crate::probe::{Action, Probe};
 use crate::recorder::{self, Hit};
 use proto::CaptureSpec;
 
 /// A word of the interrupted context's stack.
-fn stack_read(pf: &Platform, addr: u64) -> Option<u64> {
-    if pf.direct_stack {
-        // SAFETY: the kernel vouches (`Platform::direct_stack`) that the
+fn stack_read(pf: &dyn Host, addr: u64) -> Option<u64> {
+    if pf.direct_stack() {
+        // SAFETY: the kernel vouches (`Host::direct_stack`) that the
         // interrupted stack is mapped; this is the word the probed
         // instruction (or the call that entered the function) accesses.
         return Some(unsafe { (addr as *const u64).read_unaligned() });
     }
     let mut b = [0u8; 8];
-    (pf.read)(addr, &mut b).then(|| u64::from_le_bytes(b))
+    pf.read(addr, &mut b).then(|| u64::from_le_bytes(b))
 }
 
 /// Writes a word of the interrupted context's stack.
-fn stack_write(pf: &Platform, addr: u64, value: u64) -> bool {
-    if pf.direct_stack {
+fn stack_write(pf: &dyn Host, addr: u64, value: u64) -> bool {
+    if pf.direct_stack() {
         // SAFETY: as in `stack_read`.
         unsafe { (addr as *mut u64).write_unaligned(value) };
         return true;
     }
-    (pf.write)(addr, &value.to_le_bytes())
+    pf.write(addr, &value.to_le_bytes())
 }
 
 /// The interrupted stack for emulated pushes and pops.
-struct PlatformStack<'a>(&'a Platform);
+struct HostStack<'a>(&'a dyn Host);
 
-impl StackMem for PlatformStack<'_> {
+impl StackMem for HostStack<'_> {
     fn read_u64(&mut self, addr: u64) -> Result<u64, EmuFault> {
         stack_read(self.0, addr).ok_or(EmuFault { addr, write: false })
     }
@@ -56,10 +56,10 @@ impl StackMem for PlatformStack<'_> {
 impl Core {
     /// #BP. `true`: kdbg's, handled, resume the frame.
     pub fn on_breakpoint(&self, frame: &mut TrapFrame) -> bool {
-        let Some(pf) = self.platform() else {
+        let Some(pf) = self.host() else {
             return false;
         };
-        let Some(kcb) = self.kcbs.get((pf.cpu_id)()) else {
+        let Some(kcb) = self.kcbs.get(pf.cpu_id()) else {
             return false;
         };
         kcb.pin();
@@ -68,7 +68,7 @@ impl Core {
         handled
     }
 
-    fn breakpoint_pinned(&self, pf: &Platform, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
+    fn breakpoint_pinned(&self, pf: &dyn Host, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
         let addr = frame.rip.wrapping_sub(1);
         if addr == self.trampoline.load(core::sync::atomic::Ordering::Relaxed) {
             return self.trampoline_hit(pf, kcb, frame);
@@ -89,7 +89,7 @@ impl Core {
             // Not ours, or removed between the trap and the lookup: if the
             // byte is no longer an int3, run the restored instruction.
             let mut b = [0u8; 1];
-            if (pf.read)(addr, &mut b) && b[0] != arch::text::BREAKPOINT {
+            if pf.read(addr, &mut b) && b[0] != arch::text::BREAKPOINT {
                 frame.rip = addr;
                 return true;
             }
@@ -109,14 +109,14 @@ impl Core {
             State::Active | State::SingleStepDone | State::SingleStep | State::StepPad => {
                 self.reenter(pf, kcb, kcb.cur(), point, frame)
             }
-            State::Reenter => (pf.fatal)(
+            State::Reenter => pf.fatal(
                 "kdbg: probe hit while a re-entered probe runs (double re-entry); probe state is unrecoverable",
             ),
         }
         true
     }
 
-    fn hit(&self, pf: &Platform, kcb: &Kcb, point: &Point, frame: &mut TrapFrame) {
+    fn hit(&self, pf: &dyn Host, kcb: &Kcb, point: &Point, frame: &mut TrapFrame) {
         let stepping = frame.rflags & TF != 0;
         // The caller saw `Idle`; `Active` does not outlive the trap either.
         kcb.set_cur_transient(Level::at(State::Active, point));
@@ -167,13 +167,13 @@ impl Core {
     /// Ends a hit whose instruction completed in the trap handler. A
     /// single-stepping context goes through the step pad so that the
     /// debugger's step ends with a real #DB at `frame.rip`.
-    fn finish(pf: &Platform, kcb: &Kcb, frame: &mut TrapFrame, stepping: bool) {
+    fn finish(pf: &dyn Host, kcb: &Kcb, frame: &mut TrapFrame, stepping: bool) {
         if stepping {
             kcb.set_cur(Level {
                 target: frame.rip,
                 ..Level::at(State::StepPad, core::ptr::null())
             });
-            frame.rip = (pf.step_pad)();
+            frame.rip = pf.step_pad();
         } else {
             kcb.set_cur(Level::IDLE);
         }
@@ -181,7 +181,7 @@ impl Core {
 
     #[cold]
     #[inline(never)]
-    fn reenter(&self, pf: &Platform, kcb: &Kcb, cur: Level, point: &Point, frame: &mut TrapFrame) {
+    fn reenter(&self, pf: &dyn Host, kcb: &Kcb, cur: Level, point: &Point, frame: &mut TrapFrame) {
         for p in &point.probes {
             if p.is_enabled() {
                 p.missed();
@@ -204,7 +204,7 @@ impl Core {
 
     fn execute(
         &self,
-        pf: &Platform,
+        pf: &dyn Host,
         kcb: &Kcb,
         point: &Point,
         frame: &mut TrapFrame,
@@ -213,9 +213,9 @@ impl Core {
     ) {
         match point.analysis.exec {
             Execution::Emulate(e) => {
-                let mut mem = PlatformStack(pf);
+                let mut mem = HostStack(pf);
                 if emulate(&e, point.analysis.next_ip(), frame, &mut mem).is_err() {
-                    (pf.fatal)(
+                    pf.fatal(
                         "kdbg: an emulated push/pop of a probed instruction faulted (bad stack)",
                     );
                 }
@@ -228,7 +228,7 @@ impl Core {
             }
             Execution::OutOfLine { .. } => {
                 let Some(slot) = point.slot.as_ref() else {
-                    (pf.fatal)("kdbg: out-of-line probe point without a slot");
+                    pf.fatal("kdbg: out-of-line probe point without a slot");
                 };
                 match slot.boost {
                     Some((if_clear, if_set)) if point.boost && !stepping => {
@@ -284,10 +284,10 @@ impl Core {
     ///
     /// Only the plain kprobe arm is inline: the others live in their own
     /// never-inlined functions so that the kprobe hit path does not pay for
-    /// their stack frames and register spills (the `Platform` fields they
+    /// their stack frames and register spills (the `Host` methods they
     /// use were spilled before the probes loop when they were inline).
     #[inline(always)]
-    fn run_pre(&self, pf: &Platform, p: &Probe, frame: &mut TrapFrame) -> bool {
+    fn run_pre(&self, pf: &dyn Host, p: &Probe, frame: &mut TrapFrame) -> bool {
         match &p.action {
             Action::Kprobe(k) => k.pre_handler.is_some_and(|h| h(p, frame)),
             Action::Jprobe { entry } => {
@@ -307,10 +307,10 @@ impl Core {
 
     #[cold]
     #[inline(never)]
-    fn run_jprobe(pf: &Platform, entry: u64, frame: &mut TrapFrame) {
+    fn run_jprobe(pf: &dyn Host, entry: u64, frame: &mut TrapFrame) {
         let mut stack = [0u64; arch::callout::MAX_STACK_WORDS];
         let mut bytes = [0u8; 8 * arch::callout::MAX_STACK_WORDS];
-        if (pf.read)(frame.rsp.wrapping_add(8), &mut bytes) {
+        if pf.read(frame.rsp.wrapping_add(8), &mut bytes) {
             for (w, c) in stack.iter_mut().zip(bytes.chunks_exact(8)) {
                 let mut a = [0u8; 8];
                 a.copy_from_slice(c);
@@ -318,19 +318,19 @@ impl Core {
             }
         }
         let args = frame.args();
-        (pf.call_with_args)(entry, &args, &stack);
+        pf.call_with_args(entry, &args, &stack);
     }
 
     #[inline(never)]
-    fn run_kretprobe_entry(&self, pf: &Platform, p: &Probe, pool: &RetPool, frame: &mut TrapFrame) {
+    fn run_kretprobe_entry(&self, pf: &dyn Host, p: &Probe, pool: &RetPool, frame: &mut TrapFrame) {
         let read = |a: u64| stack_read(pf, a);
         let write = |a: u64, v: u64| stack_write(pf, a, v);
         let env = Env {
             read_u64: &read,
             write_u64: &write,
-            task: (pf.task_id)(),
-            tsc: (pf.timestamp)(),
-            trampoline: (pf.trampoline)(),
+            task: pf.task_id(),
+            tsc: pf.timestamp(),
+            trampoline: pf.trampoline(),
         };
         kretprobe::on_entry(&self.chains, p, pool, frame, &env);
     }
@@ -338,7 +338,7 @@ impl Core {
     #[inline(never)]
     fn run_record(
         &self,
-        pf: &Platform,
+        pf: &dyn Host,
         p: &Probe,
         kind: proto::EventKind,
         spec: &CaptureSpec,
@@ -355,14 +355,14 @@ impl Core {
                 return;
             }
         }
-        let cpu = (pf.cpu_id)();
+        let cpu = pf.cpu_id();
         if let Some(ring) = self.rings.get(cpu) {
             let hit = Hit {
                 probe: p,
                 kind,
                 cpu,
-                task: (pf.task_id)(),
-                tsc: (pf.timestamp)(),
+                task: pf.task_id(),
+                tsc: pf.timestamp(),
                 ip: p.addr,
                 args: frame.args(),
                 ret: None,
@@ -373,15 +373,15 @@ impl Core {
     }
 
     #[inline(never)]
-    fn trampoline_hit(&self, pf: &Platform, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
-        let task = (pf.task_id)();
+    fn trampoline_hit(&self, pf: &dyn Host, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
+        let task = pf.task_id();
         let cur = kcb.cur();
         let handlers = cur.state == State::Idle;
         if handlers {
             kcb.set_cur(Level::at(State::Active, core::ptr::null()));
         }
-        let cpu = (pf.cpu_id)();
-        let now = (pf.timestamp)();
+        let cpu = pf.cpu_id();
+        let now = pf.timestamp();
         let mut run = |r: kretprobe::Returned<'_>, frame: &mut TrapFrame| {
             let kretprobe::Returned { probe, mut ctx } = r;
             probe
@@ -431,7 +431,7 @@ impl Core {
             kcb.set_cur(Level::IDLE);
         }
         if r.is_err() {
-            (pf.fatal)(
+            pf.fatal(
                 "kdbg: kretprobe trampoline reached with no instance for this task and frame: the real return address is lost",
             );
         }
@@ -446,16 +446,16 @@ impl Core {
     /// Always `false`: the frame now shows the real place and the stub
     /// reports it.
     pub fn on_debug(&self, frame: &mut TrapFrame) -> bool {
-        let Some(pf) = self.platform() else {
+        let Some(pf) = self.host() else {
             return false;
         };
-        let Some(kcb) = self.kcbs.get((pf.cpu_id)()) else {
+        let Some(kcb) = self.kcbs.get(pf.cpu_id()) else {
             return false;
         };
         kcb.pin();
         let cur = kcb.cur();
         match cur.state {
-            State::StepPad if frame.rip == (pf.step_pad)().wrapping_add(1) => {
+            State::StepPad if frame.rip == pf.step_pad().wrapping_add(1) => {
                 frame.rip = cur.target;
                 kcb.set_cur(Level::IDLE);
             }
@@ -491,10 +491,10 @@ impl Core {
 
     /// A fault (#PF, #GP, #UD, ...). `true`: a fault handler handled it.
     pub fn on_fault(&self, frame: &mut TrapFrame) -> bool {
-        let Some(pf) = self.platform() else {
+        let Some(pf) = self.host() else {
             return false;
         };
-        let Some(kcb) = self.kcbs.get((pf.cpu_id)()) else {
+        let Some(kcb) = self.kcbs.get(pf.cpu_id()) else {
             return false;
         };
         kcb.pin();

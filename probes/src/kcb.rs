@@ -3,7 +3,7 @@
 //!
 //! Only the owning CPU reads or writes the state, from trap handlers with
 //! interrupts off; nested traps (a probe hit inside a handler) are the only
-//! concurrency and happen only inside calls (handlers, platform functions),
+//! concurrency and happen only inside calls (handlers, host methods),
 //! so the state is copied in and out, never borrowed across a call, and
 //! plain reads after a call see what a nested hit wrote. `pins` and `gen` are what other CPUs look at: a
 //! writer retiring a point waits until every CPU with pins has moved on.

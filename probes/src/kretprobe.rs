@@ -375,7 +375,7 @@ fn recycle(inst: &Instance) {
     pool.push(inst);
 }
 
-/// Machine access the kretprobe code needs (from the platform).
+/// Machine access the kretprobe code needs (from the host).
 pub(crate) struct Env<'a> {
     pub read_u64: &'a dyn Fn(u64) -> Option<u64>,
     pub write_u64: &'a dyn Fn(u64, u64) -> bool,

@@ -6,7 +6,7 @@
 //! - [`commands`]: what the stub's `monitor` commands use (capture probes
 //!   that write event records, listings, ring statistics, draining).
 //! - [`hooks`]: what the kernel's trap dispatcher calls.
-//! - [`platform::Platform`]: what the kernel installs at boot ([`init`]).
+//! - [`Host`]: what the kernel implements and installs at boot ([`init`]).
 //!
 //! How a hit runs (DESIGN.md section 4): the address was analysed at
 //! registration (`arch::insn`); instructions that change rip or IF are
@@ -28,9 +28,9 @@ pub mod cond;
 pub mod error;
 mod hit;
 pub mod hooks;
+pub mod host;
 pub mod kcb;
 pub mod kretprobe;
-pub mod platform;
 mod point;
 pub mod probe;
 mod recorder;
@@ -47,8 +47,8 @@ use core::sync::atomic::AtomicU64;
 use arch::slots::SLOT_COUNT;
 
 pub use error::{ProbeError, Refusal};
+pub use host::{Host, NoHost, Symbol, TaskInfo};
 pub use kretprobe::{EntryHandler, Kretprobe, RetCtx, RetHandler};
-pub use platform::{Platform, Symbol};
 pub use probe::{
     ExecPath, FaultHandler, Kprobe, PostHandler, PreHandler, Probe, ProbeId, ProbeInfo, ProbeKind,
 };
@@ -63,10 +63,16 @@ use register::Registry;
 use ring::CpuRing;
 use table::AddrTable;
 
+/// The kernel's [`Host`] and what [`Core::init`] learnt of its type.
+struct Installed {
+    host: &'static dyn Host,
+    hit_path: [u64; 6],
+}
+
 /// All state of one probe core. The kernel uses the global one through the
 /// free functions of this crate; host tests build their own.
 pub struct Core {
-    platform: spin::Once<Platform>,
+    host: spin::Once<Installed>,
     table: AddrTable<Point>,
     kcbs: [Kcb; MAX_CPUS],
     rings: [CpuRing; MAX_CPUS],
@@ -75,7 +81,7 @@ pub struct Core {
     drain_lock: spin::Mutex<()>,
     slot_base: AtomicU64,
     slot_owners: [AtomicU64; SLOT_COUNT],
-    /// `Platform::trampoline()`, read once (checked on every breakpoint).
+    /// `Host::trampoline()`, read once (checked on every breakpoint).
     trampoline: AtomicU64,
 }
 
@@ -83,7 +89,7 @@ impl Core {
     /// An uninitialised core.
     pub const fn new() -> Core {
         Core {
-            platform: spin::Once::new(),
+            host: spin::Once::new(),
             table: AddrTable::new(),
             kcbs: [const { Kcb::new() }; MAX_CPUS],
             rings: [const { CpuRing::new() }; MAX_CPUS],
@@ -96,15 +102,24 @@ impl Core {
         }
     }
 
-    /// Installs the platform. Only the first call counts.
-    pub fn init(&self, platform: Platform) {
-        let p = self.platform.call_once(|| platform);
+    /// Installs the kernel's [`Host`]. Only the first call counts.
+    pub fn init<H: Host>(&self, host: &'static H) {
+        let i = self.host.call_once(|| Installed {
+            host,
+            hit_path: host::hit_path_of::<H>(),
+        });
         self.trampoline
-            .store((p.trampoline)(), core::sync::atomic::Ordering::Release);
+            .store(i.host.trampoline(), core::sync::atomic::Ordering::Release);
     }
 
-    pub(crate) fn platform(&self) -> Option<&Platform> {
-        self.platform.get()
+    /// The installed host, once [`Core::init`] ran.
+    pub(crate) fn host(&self) -> Option<&'static dyn Host> {
+        self.host.get().map(|i| i.host)
+    }
+
+    /// Code addresses of the host methods the hit path calls.
+    pub(crate) fn hit_path(&self) -> &[u64] {
+        self.host.get().map_or(&[], |i| &i.hit_path[..])
     }
 
     /// Registers a kprobe.
@@ -179,7 +194,7 @@ impl Core {
         self.add(at, true, |id, addr, sym, pf| {
             let n = match usize::try_from(maxactive) {
                 Ok(n) if n > 0 => n,
-                _ => 10.max(2 * (pf.cpu_count)()),
+                _ => 10.max(2 * pf.cpu_count()),
             };
             if n > kretprobe::MAX_ACTIVE {
                 return Err(ProbeError::TooManyInstances);
@@ -210,8 +225,8 @@ impl Core {
     /// The real return address when `value`, read from the stack slot at
     /// `slot`, is the kretprobe trampoline; `value` otherwise.
     pub fn real_return_address(&self, task: u32, slot: u64, value: u64) -> u64 {
-        match self.platform() {
-            Some(pf) if value == (pf.trampoline)() => {
+        match self.host() {
+            Some(pf) if value == pf.trampoline() => {
                 self.chains.real_return(task, slot).unwrap_or(value)
             }
             _ => value,
@@ -240,9 +255,10 @@ impl Default for Core {
 /// The kernel's probe core.
 pub static CORE: Core = Core::new();
 
-/// Installs the platform of the running kernel (once, at boot).
-pub fn init(platform: Platform) {
-    CORE.init(platform);
+/// Installs the running kernel's [`Host`] (once, at boot; `stub::init`
+/// calls this too).
+pub fn init<H: Host>(host: &'static H) {
+    CORE.init(host);
 }
 
 /// Seed API: registers a kprobe at an address or `symbol+offset`.

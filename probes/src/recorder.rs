@@ -3,7 +3,7 @@
 //! The hit path writes a compact *raw* record straight into this CPU's ring
 //! (a fixed header, the fetch results, the stack bytes): no `proto::Event`
 //! is built and no checksum computed while the probed code waits. Every
-//! memory read goes through the platform's fault-safe read (a bad address
+//! memory read goes through the host's fault-safe read (a bad address
 //! becomes a fault marker). The consumer turns raw records into
 //! checksummed `proto::Record` encodings when it drains ([`to_record`]).
 //!
@@ -24,7 +24,7 @@ use arch::TrapFrame;
 use proto::fetch::{MAX_OPS, MAX_STACK, MAX_STRING};
 use proto::{Base, CaptureSpec, Event, EventKind, FetchKind, FetchResult, Record, Reg};
 
-use crate::platform::Platform;
+use crate::host::Host;
 use crate::probe::Probe;
 use crate::ring::CpuRing;
 
@@ -155,7 +155,7 @@ impl Results<'_> {
 
 /// Runs the fetch program (fault-safe reads) into `out`.
 fn fetch(
-    pf: &Platform,
+    pf: &dyn Host,
     spec: &CaptureSpec,
     frame: &TrapFrame,
     args: &[u64; 6],
@@ -192,11 +192,11 @@ fn fetch(
                     let Some(dst) = buf.get_mut(n..n + chunk) else {
                         break;
                     };
-                    if !(pf.read)(a, dst) {
+                    if !pf.read(a, dst) {
                         // Part of the chunk is unreadable: byte by byte up
                         // to the fault.
                         for (i, b) in dst.iter_mut().enumerate() {
-                            if !(pf.read)(a.wrapping_add(i as u64), core::slice::from_mut(b)) {
+                            if !pf.read(a.wrapping_add(i as u64), core::slice::from_mut(b)) {
                                 ok = false;
                                 break;
                             }
@@ -226,7 +226,7 @@ fn fetch(
                 let mut b = [0u8; 8];
                 let ok = b
                     .get_mut(..kind.size())
-                    .is_some_and(|dst| (pf.read)(addr, dst));
+                    .is_some_and(|dst| pf.read(addr, dst));
                 if ok {
                     out.push(TAG_VALUE, u64::from_le_bytes(b), None);
                 } else {
@@ -240,7 +240,7 @@ fn fetch(
 /// Writes the raw record of a hit (with its capture) into `ring`; counts a
 /// drop on the probe when it does not fit.
 pub(crate) fn record(
-    pf: &Platform,
+    pf: &dyn Host,
     ring: &CpuRing,
     hit: &Hit<'_>,
     spec: &CaptureSpec,
@@ -260,7 +260,7 @@ pub(crate) fn record(
 
 #[inline(never)]
 fn record_with_capture(
-    pf: &Platform,
+    pf: &dyn Host,
     ring: &CpuRing,
     hit: &Hit<'_>,
     spec: &CaptureSpec,
@@ -291,7 +291,7 @@ fn record_with_capture(
     let mut stack = [0u8; MAX_STACK];
     let ok = stack
         .get_mut(..nstack)
-        .is_some_and(|dst| (pf.read)(stack_at, dst));
+        .is_some_and(|dst| pf.read(stack_at, dst));
     let stack = if ok {
         stack.get(..nstack).unwrap_or(&[])
     } else {

@@ -17,7 +17,7 @@ use arch::slots::{SLOT_SIZE, SlotImage, SlotPool};
 use crate::Core;
 use crate::cond::{CondInfo, StopCond};
 use crate::error::ProbeError;
-use crate::platform::{Platform, Symbol};
+use crate::host::{Host, Symbol};
 use crate::point::Point;
 use crate::probe::{Action, Probe, ProbeId, ProbeInfo};
 
@@ -81,15 +81,15 @@ impl Registry {
 }
 
 impl Core {
-    fn lock(&self) -> Result<(&Platform, spin::MutexGuard<'_, Registry>), ProbeError> {
-        let pf = self.platform().ok_or(ProbeError::NotInitialised)?;
-        if self.kcbs.get((pf.cpu_id)()).is_some_and(|k| k.busy()) {
+    fn lock(&self) -> Result<(&'static dyn Host, spin::MutexGuard<'_, Registry>), ProbeError> {
+        let pf = self.host().ok_or(ProbeError::NotInitialised)?;
+        if self.kcbs.get(pf.cpu_id()).is_some_and(|k| k.busy()) {
             return Err(ProbeError::InHandler);
         }
         for _ in 0..1_000_000 {
             if let Some(mut g) = self.registry.try_lock() {
                 if !g.slots_ready {
-                    let (base, size) = (pf.slot_area)();
+                    let (base, size) = pf.slot_area();
                     g.slots = SlotPool::new(base, size);
                     g.slots_ready = true;
                     self.slot_base.store(base, Ordering::Release);
@@ -105,38 +105,30 @@ impl Core {
         Err(ProbeError::Busy)
     }
 
-    fn resolve(pf: &Platform, at: At<'_>) -> Result<(u64, Symbol), ProbeError> {
+    fn resolve(pf: &dyn Host, hit_path: &[u64], at: At<'_>) -> Result<(u64, Symbol), ProbeError> {
         let addr = match at {
             At::Addr(a) => a,
             At::Symbol(name, off) => {
-                let s = (pf.symbol_named)(name).ok_or(ProbeError::UnknownSymbol)?;
+                let s = pf.symbol_named(name).ok_or(ProbeError::UnknownSymbol)?;
                 if off >= s.size {
                     return Err(ProbeError::PastEnd);
                 }
                 s.start + off
             }
         };
-        if !(pf.is_text)(addr) {
+        if !pf.is_text(addr) {
             return Err(ProbeError::NotText);
         }
-        if (pf.is_blacklisted)(addr) {
+        if pf.is_blacklisted(addr) {
             return Err(ProbeError::Blacklisted);
         }
-        let sym = (pf.symbol_at)(addr).ok_or(ProbeError::NoFunction)?;
+        let sym = pf.symbol_at(addr).ok_or(ProbeError::NoFunction)?;
         if !sym.contains(addr) {
             return Err(ProbeError::PastEnd);
         }
-        // The platform functions the hit path calls are blacklisted however
-        // the kernel marked them: a probe there would trap inside every hit.
-        let hit_path = [
-            pf.cpu_id as usize,
-            pf.task_id as usize,
-            pf.timestamp as usize,
-            pf.read as usize,
-            pf.write as usize,
-            pf.call_with_args as usize,
-        ];
-        if hit_path.iter().any(|&f| sym.contains(f as u64)) {
+        // The host methods the hit path calls are blacklisted however the
+        // kernel marked them: a probe there would trap inside every hit.
+        if hit_path.iter().any(|&f| sym.contains(f)) {
             return Err(ProbeError::Blacklisted);
         }
         Ok((addr, sym))
@@ -145,7 +137,7 @@ impl Core {
     /// Decodes the function from its start, reading through other probes'
     /// int3 bytes to the originals.
     fn analyse(
-        pf: &Platform,
+        pf: &dyn Host,
         reg: &Registry,
         addr: u64,
         sym: &Symbol,
@@ -153,7 +145,7 @@ impl Core {
         let size = sym.size.min(MAX_FUNCTION);
         let len = usize::try_from(size).map_err(|_| ProbeError::Unreadable)?;
         let mut code = vec![0u8; len];
-        if !(pf.read)(sym.start, &mut code) {
+        if !pf.read(sym.start, &mut code) {
             return Err(ProbeError::Unreadable);
         }
         for (&a, _) in reg.points.range(sym.start..sym.start + size) {
@@ -179,10 +171,10 @@ impl Core {
         &self,
         at: At<'_>,
         entry_only: bool,
-        make: impl FnOnce(ProbeId, u64, &Symbol, &Platform) -> Result<Probe, ProbeError>,
+        make: impl FnOnce(ProbeId, u64, &Symbol, &dyn Host) -> Result<Probe, ProbeError>,
     ) -> Result<ProbeId, ProbeError> {
         let (pf, mut reg) = self.lock()?;
-        let (addr, sym) = Self::resolve(pf, at)?;
+        let (addr, sym) = Self::resolve(pf, self.hit_path(), at)?;
         if entry_only && addr != sym.start {
             return Err(ProbeError::NotFunctionEntry);
         }
@@ -207,7 +199,7 @@ impl Core {
                         let base = reg.slots.alloc().ok_or(ProbeError::NoSlot)?;
                         match SlotImage::build(&analysis, base) {
                             Ok(img) => {
-                                (pf.write_text)(base, &img.bytes);
+                                pf.write_text(base, &img.bytes);
                                 self.set_slot_owner(base, addr);
                                 Some(img)
                             }
@@ -256,7 +248,7 @@ impl Core {
 
     /// Writes or restores the int3 so it matches "some probe is enabled or
     /// gdb has a breakpoint here".
-    fn update_arming(pf: &Platform, reg: &mut Registry, addr: u64) {
+    fn update_arming(pf: &dyn Host, reg: &mut Registry, addr: u64) {
         let Some(want) = reg.point(addr).map(|p| p.any_enabled() || p.gdb) else {
             return;
         };
@@ -269,7 +261,7 @@ impl Core {
             } else {
                 original
             };
-            (pf.write_text)(addr, &[byte]);
+            pf.write_text(addr, &[byte]);
             e.armed = want;
         }
     }
@@ -292,7 +284,7 @@ impl Core {
                 // SAFETY: owned by the registry until retired below.
                 let point = unsafe { &*entry.ptr };
                 if entry.armed && !point.gdb {
-                    (pf.write_text)(addr, &[point.original_byte()]);
+                    pf.write_text(addr, &[point.original_byte()]);
                 }
                 if point.gdb {
                     reg.gdb.insert(addr, point.original_byte());
@@ -324,7 +316,7 @@ impl Core {
     /// retires the old one after a grace period.
     fn republish(
         &self,
-        pf: &Platform,
+        pf: &dyn Host,
         reg: &mut Registry,
         addr: u64,
         probes: Vec<Arc<Probe>>,
@@ -371,10 +363,10 @@ impl Core {
             return Ok(());
         }
         let mut b = [0u8; 1];
-        if !(pf.read)(addr, &mut b) {
+        if !pf.read(addr, &mut b) {
             return Err(ProbeError::Unreadable);
         }
-        (pf.write_text)(addr, &[arch::text::BREAKPOINT]);
+        pf.write_text(addr, &[arch::text::BREAKPOINT]);
         reg.gdb.insert(addr, b[0]);
         if reg.conds.contains_key(&addr) {
             // The condition needs a point (slot and analysis) to resume
@@ -387,11 +379,11 @@ impl Core {
 
     /// Turns gdb's plain breakpoint at `addr` (in `reg.gdb`) into a probe
     /// point without probes, so a false condition can resume like a hit.
-    fn gdb_point(&self, pf: &Platform, reg: &mut Registry, addr: u64) -> Result<(), ProbeError> {
+    fn gdb_point(&self, pf: &dyn Host, reg: &mut Registry, addr: u64) -> Result<(), ProbeError> {
         if reg.points.contains_key(&addr) || !reg.gdb.contains_key(&addr) {
             return Ok(());
         }
-        let (addr, sym) = Self::resolve(pf, At::Addr(addr))?;
+        let (addr, sym) = Self::resolve(pf, self.hit_path(), At::Addr(addr))?;
         let analysis = Self::analyse(pf, reg, addr, &sym)?;
         let slot = match analysis.exec {
             Execution::Emulate(_) => None,
@@ -399,7 +391,7 @@ impl Core {
                 let base = reg.slots.alloc().ok_or(ProbeError::NoSlot)?;
                 match SlotImage::build(&analysis, base) {
                     Ok(img) => {
-                        (pf.write_text)(base, &img.bytes);
+                        pf.write_text(base, &img.bytes);
                         self.set_slot_owner(base, addr);
                         Some(img)
                     }
@@ -443,14 +435,14 @@ impl Core {
 
     /// Removes the point at `addr` (no probes left), restoring `byte` in the
     /// text when `Some`, and frees its slot after a grace period.
-    fn drop_point(&self, pf: &Platform, reg: &mut Registry, addr: u64, byte: Option<u8>) {
+    fn drop_point(&self, pf: &dyn Host, reg: &mut Registry, addr: u64, byte: Option<u8>) {
         let Some(entry) = reg.points.remove(&addr) else {
             return;
         };
         // SAFETY: owned by the registry until retired below.
         let point = unsafe { &*entry.ptr };
         if let Some(b) = byte {
-            (pf.write_text)(addr, &[b]);
+            pf.write_text(addr, &[b]);
         }
         let slot = point.slot;
         self.table.remove(addr);
@@ -472,7 +464,7 @@ impl Core {
         match cond {
             Some(c) => {
                 // Refuse what could never be evaluated before keeping it.
-                let (_, sym) = Self::resolve(pf, At::Addr(addr))?;
+                let (_, sym) = Self::resolve(pf, self.hit_path(), At::Addr(addr))?;
                 Self::analyse(pf, &reg, addr, &sym)?;
                 if let Some(old) = reg.conds.get(&addr) {
                     // Same breakpoint, new condition: the counters go on.
@@ -556,7 +548,7 @@ impl Core {
             return Ok(());
         }
         if let Some(orig) = reg.gdb.remove(&addr) {
-            (pf.write_text)(addr, &[orig]);
+            pf.write_text(addr, &[orig]);
         }
         Ok(())
     }
@@ -616,8 +608,8 @@ impl Core {
     /// point: each CPU that is busy must finish (its generation changes).
     /// Then a short pause covers a CPU that has just left its trap for a
     /// boosted slot (at most three instructions, interrupts off).
-    fn synchronize(&self, pf: &Platform) {
-        let me = (pf.cpu_id)();
+    fn synchronize(&self, pf: &dyn Host) {
+        let me = pf.cpu_id();
         for (cpu, kcb) in self.kcbs.iter().enumerate() {
             if cpu == me || !kcb.busy() {
                 continue;

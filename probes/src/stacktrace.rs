@@ -12,10 +12,10 @@ impl Core {
     /// [`Core::real_return_address`]. Returns how many were written. Needs
     /// code built with frame pointers.
     pub fn stacktrace(&self, frame: &TrapFrame, out: &mut [u64]) -> usize {
-        let Some(pf) = self.platform() else {
+        let Some(pf) = self.host() else {
             return 0;
         };
-        let task = (pf.task_id)();
+        let task = pf.task_id();
         let mut n = 0;
         if let Some(slot) = out.get_mut(n) {
             *slot = frame.rip;
@@ -27,7 +27,7 @@ impl Core {
                 break;
             }
             let mut b = [0u8; 16];
-            if !(pf.read)(rbp, &mut b) {
+            if !pf.read(rbp, &mut b) {
                 break;
             }
             let mut next = [0u8; 8];

@@ -121,34 +121,61 @@ fn sym_at(addr: u64) -> Option<Symbol> {
         .find(|s| s.contains(addr))
 }
 
-fn platform() -> Platform {
-    Platform {
-        cpu_id: || FAKE.with(|f| f.borrow().cpu),
-        cpu_count: || 2,
-        task_id: || FAKE.with(|f| f.borrow().task),
-        timestamp: || {
-            FAKE.with(|f| {
-                let mut f = f.borrow_mut();
-                f.tsc += 10;
-                f.tsc
-            })
-        },
-        symbol_at: sym_at,
-        symbol_named: sym,
-        is_text: |a| (FUNC..FUNC + 0x10_0000).contains(&a) || (BLACK..BLACK + 4).contains(&a),
-        is_blacklisted: |a| (BLACK..BLACK + 4).contains(&a),
-        read: fake_read,
-        write: fake_write,
-        direct_stack: false,
-        write_text: fake_write_text,
-        slot_area: || (SLOTS, 16 * arch::slots::SLOT_SIZE),
-        trampoline: || TRAMP,
-        step_pad: || PAD,
-        call_with_args: |entry, regs, stack| {
-            // SAFETY: tests only register extern "C" handlers of integer arguments.
-            unsafe { arch::callout::call_with_args(entry, regs, stack) }
-        },
-        fatal: |msg| panic!("fatal: {msg}"),
+/// The fake kernel: every method over the thread's fake machine.
+struct FakeHost;
+
+impl Host for FakeHost {
+    fn is_text(&self, a: u64) -> bool {
+        (FUNC..FUNC + 0x10_0000).contains(&a) || (BLACK..BLACK + 4).contains(&a)
+    }
+    fn is_blacklisted(&self, a: u64) -> bool {
+        (BLACK..BLACK + 4).contains(&a)
+    }
+    fn cpu_id(&self) -> usize {
+        FAKE.with(|f| f.borrow().cpu)
+    }
+    fn cpu_count(&self) -> usize {
+        2
+    }
+    fn task_id(&self) -> u32 {
+        FAKE.with(|f| f.borrow().task)
+    }
+    fn timestamp(&self) -> u64 {
+        FAKE.with(|f| {
+            let mut f = f.borrow_mut();
+            f.tsc += 10;
+            f.tsc
+        })
+    }
+    fn symbol_at(&self, addr: u64) -> Option<Symbol> {
+        sym_at(addr)
+    }
+    fn symbol_named(&self, name: &str) -> Option<Symbol> {
+        sym(name)
+    }
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        fake_read(addr, buf)
+    }
+    fn write(&self, addr: u64, buf: &[u8]) -> bool {
+        fake_write(addr, buf)
+    }
+    fn direct_stack(&self) -> bool {
+        false
+    }
+    fn write_text(&self, addr: u64, bytes: &[u8]) {
+        fake_write_text(addr, bytes)
+    }
+    fn slot_area(&self) -> (u64, usize) {
+        (SLOTS, 16 * arch::slots::SLOT_SIZE)
+    }
+    fn trampoline(&self) -> u64 {
+        TRAMP
+    }
+    fn step_pad(&self) -> u64 {
+        PAD
+    }
+    fn fatal(&self, msg: &'static str) -> ! {
+        panic!("fatal: {msg}")
     }
 }
 
@@ -170,7 +197,7 @@ fn setup() -> &'static Core {
     poke(TRAMP, &[0xcc]);
     poke(STACK - 0x1000, &[0u8; 0x2000]);
     let core: &'static Core = Box::leak(Box::new(Core::new()));
-    core.init(platform());
+    core.init(&FakeHost);
     CORE_UNDER_TEST.with(|c| *c.borrow_mut() = Some(core));
     take_log();
     core

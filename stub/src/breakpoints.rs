@@ -12,7 +12,7 @@ use gdbstub::target::ext::breakpoints::WatchKind;
 
 /// Most software breakpoints gdb can set at once.
 pub const MAX_SW: usize = 64;
-const INT3: u8 = 0xCC;
+const INT3: u8 = arch::text::BREAKPOINT;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct SwBreak {

@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::kernel::KernelOps;
+use probes::Host;
 
 static START_TSC: AtomicU64 = AtomicU64::new(0);
 static START_TICKS: AtomicU64 = AtomicU64::new(0);
@@ -15,8 +15,8 @@ static PIT_TSC_HZ: AtomicU64 = AtomicU64::new(0);
 use proto::reply::TscSource as Source;
 
 /// Remembers the TSC and the tick count now (at `init`).
-pub fn start(ops: &KernelOps) {
-    START_TICKS.store((ops.timer)().0, Ordering::Relaxed);
+pub fn start(host: &dyn Host) {
+    START_TICKS.store(host.timer().0, Ordering::Relaxed);
     START_TSC.store(arch::cpu::rdtsc(), Ordering::Relaxed);
     // SAFETY: the stub starts during kernel init, before anything else
     // could use PIT channel 2 or the speaker gate (the kernel's timer is
@@ -28,13 +28,13 @@ pub fn start(ops: &KernelOps) {
 /// (TSC ticks per second, TSC at start, where the rate comes from). The
 /// PIT calibration when it worked; else the tick measurement, which is 0
 /// until at least half a second of timer ticks has passed.
-pub fn tsc(ops: &KernelOps) -> (u64, u64, Source) {
+pub fn tsc(host: &dyn Host) -> (u64, u64, Source) {
     let t0 = START_TSC.load(Ordering::Relaxed);
     let pit = PIT_TSC_HZ.load(Ordering::Relaxed);
     if pit != 0 {
         return (pit, t0, Source::Pit);
     }
-    let (ticks, hz) = (ops.timer)();
+    let (ticks, hz) = host.timer();
     let tsc = arch::cpu::rdtsc();
     let r = rate(t0, START_TICKS.load(Ordering::Relaxed), tsc, ticks, hz);
     (

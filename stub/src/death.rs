@@ -273,7 +273,7 @@ pub fn serve(frame: &mut TrapFrame) -> Outcome {
     let d = death().unwrap_or(Death::new(Kind::Trap));
     // The task as the stub's kernel operations see it (the same call every
     // stop makes: a kernel whose operations die here is a recursion).
-    let task = (s.target.ops.current_task)();
+    let task = s.target.host.task_id();
     let tid = task_tid(task);
     let reason = StopReason::SignalWithThread {
         tid,

@@ -128,57 +128,27 @@ pub fn to_frame(regs: &X86_64CoreRegs, f: &mut TrapFrame) {
 
 /// The live ds, es, fs, gs selectors.
 pub fn data_selectors() -> [u16; 4] {
-    let (ds, es, fs, gs): (u16, u16, u16, u16);
-    // SAFETY: reading segment selectors has no side effects.
-    unsafe {
-        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
-            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs,
-            options(nomem, nostack, preserves_flags))
-    };
-    [ds, es, fs, gs]
-}
-
-const IA32_FS_BASE: u32 = 0xC000_0100;
-const IA32_GS_BASE: u32 = 0xC000_0101;
-
-fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: reading the FS/GS base MSRs at CPL 0 has no side effects
-    // (both exist on every x86_64 CPU).
-    unsafe {
-        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi,
-            options(nomem, nostack, preserves_flags))
-    };
-    (u64::from(hi) << 32) | u64::from(lo)
-}
-
-fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: only called with the FS/GS base MSRs and a canonical value
-    // (checked by the caller); the kernel does not rely on either base.
-    unsafe {
-        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32,
-            in("edx") (value >> 32) as u32, options(nomem, nostack, preserves_flags))
-    };
+    arch::cpu::data_selectors()
 }
 
 /// This CPU's FS base.
 pub fn fs_base() -> u64 {
-    rdmsr(IA32_FS_BASE)
+    arch::cpu::fs_base()
 }
 
 /// This CPU's GS base.
 pub fn gs_base() -> u64 {
-    rdmsr(IA32_GS_BASE)
+    arch::cpu::gs_base()
 }
 
 /// Applies gdb's fs_base/gs_base when they changed and are canonical (a
-/// non-canonical base would #GP in `wrmsr`).
+/// non-canonical base is left alone: it would #GP).
 pub fn set_segment_bases(fs: u64, gs: u64) {
-    if fs != fs_base() && arch::mem::is_canonical(fs) {
-        wrmsr(IA32_FS_BASE, fs);
+    if fs != fs_base() {
+        arch::cpu::set_fs_base(fs);
     }
-    if gs != gs_base() && arch::mem::is_canonical(gs) {
-        wrmsr(IA32_GS_BASE, gs);
+    if gs != gs_base() {
+        arch::cpu::set_gs_base(gs);
     }
 }
 

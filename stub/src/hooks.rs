@@ -43,7 +43,7 @@ pub fn breakpoint(frame: &mut TrapFrame) -> bool {
 }
 
 fn tid_of_current(t: &crate::target::KdbgTarget) -> gdbstub::common::Tid {
-    let task = (t.ops.current_task)();
+    let task = t.host.task_id();
     core::num::NonZeroUsize::new(crate::kernel::tid_of_task(task))
         .unwrap_or(core::num::NonZeroUsize::MIN)
 }

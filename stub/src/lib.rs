@@ -38,7 +38,7 @@ pub mod probecmd;
 pub mod step;
 pub mod target;
 
-pub use kernel::{KernelOps, TaskInfo};
+pub use probes::{Host, Symbol, TaskInfo};
 
 /// Set by [`wait_for_debugger`]: the next unclaimed int3 is the stub's.
 static WAIT_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -52,14 +52,15 @@ pub enum InitError {
 
 /// Sets up COM2 and the session. Interrupt-driven receive is enabled, so
 /// the kernel must route COM2's IRQ (PIC line 3) to [`hooks::serial_irq`].
-pub fn init(ops: KernelOps) -> Result<(), InitError> {
+pub fn init<H: Host>(host: &'static H) -> Result<(), InitError> {
+    probes::init(host);
     let uart = arch::uart::Uart::new(arch::uart::COM2);
     // SAFETY: COM2 belongs to the stub (DESIGN.md section 5); on a PC
     // machine a 16550 or nothing lives there, and `init` probes for it.
     let early = unsafe { uart.init_keeping_pending() }.map_err(|_| InitError::NoUart)?;
     {
         let mut s = machine::SESSION.lock();
-        s.target.ops = ops;
+        s.target.host = host;
         // A debugger that connected while the kernel booted has its first
         // byte here (the rest waits in the FIFO for the receive interrupt):
         // keep it, or its first packet would never be answered. A stop it
@@ -68,7 +69,7 @@ pub fn init(ops: KernelOps) -> Result<(), InitError> {
             let _ = s.receive_running(b);
         }
     }
-    clock::start(&ops);
+    clock::start(host);
     uart.enable_rx_interrupt();
     Ok(())
 }
@@ -76,10 +77,9 @@ pub fn init(ops: KernelOps) -> Result<(), InitError> {
 /// Stops the kernel here until gdb attaches and continues (`kdbg.wait`).
 pub fn wait_for_debugger() {
     WAIT_REQUESTED.store(true, Ordering::Release);
-    // SAFETY: int3 traps to the kernel's #BP handler, which hands it to
-    // `hooks::breakpoint`; WAIT_REQUESTED makes the stub claim it and
-    // resume after the instruction.
-    unsafe { core::arch::asm!("int3", options(nomem, nostack)) };
+    // The kernel's #BP handler hands the trap to `hooks::breakpoint`;
+    // WAIT_REQUESTED makes the stub claim it and resume after the int3.
+    arch::cpu::breakpoint();
 }
 
 /// Streams pending probe events to an attached debugger (call from the
@@ -101,6 +101,6 @@ pub fn attached() -> bool {
 /// rows to `out` (for in-kernel selftests and a local console).
 pub fn monitor(text: &str, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
     let mut s = machine::SESSION.lock();
-    let ops = s.target.ops;
-    monitor::run(text, &ops, &mut s.target.monitor, out)
+    let host = s.target.host;
+    monitor::run(text, host, &mut s.target.monitor, out)
 }

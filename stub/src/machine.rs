@@ -211,7 +211,7 @@ impl Session {
         self.framer.reset();
         self.tentative = false;
         if reason == DisconnectReason::Kill {
-            (self.target.ops.kill)();
+            self.target.host.kill();
         }
     }
 
@@ -293,7 +293,7 @@ impl Session {
             self.restart();
         }
         self.target.set_frame(frame);
-        self.target.current_task = (self.target.ops.current_task)();
+        self.target.current_task = self.target.host.task_id();
         self.target.resume = Resume::Continue;
         crate::death::set_last_stop(Some(crate::death::LastStop {
             cause,
@@ -481,7 +481,7 @@ impl Session {
         if !self.stepping {
             return;
         }
-        if (self.target.ops.current_task)() == self.step_task {
+        if self.target.host.task_id() == self.step_task {
             self.end_step(frame);
         } else {
             self.stepping = false;
@@ -492,7 +492,7 @@ impl Session {
     /// A single-step #DB in the current task is the pending step's (not a
     /// leftover of a step a stop already ended).
     pub fn step_is_current(&self) -> bool {
-        self.stepping && (self.target.ops.current_task)() == self.step_task
+        self.stepping && self.target.host.task_id() == self.step_task
     }
 
     /// The last resume was a step (a #DB with BS is ours).
@@ -582,7 +582,7 @@ impl Session {
         self.end_pending_step(frame);
         self.stream_events_unchecked(usize::MAX);
         self.target.set_frame(frame);
-        self.target.current_task = (self.target.ops.current_task)();
+        self.target.current_task = self.target.host.task_id();
         self.target.resume = Resume::Continue;
         crate::death::set_last_stop(Some(crate::death::LastStop {
             cause: crate::death::Cause::Interrupt,

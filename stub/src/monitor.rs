@@ -6,8 +6,8 @@ use core::fmt::{self, Write};
 use proto::command::{COMMANDS, Command, Loc, StreamMode};
 use proto::reply::{ErrorCode, EventsRow, TaskRow};
 
-use crate::kernel::KernelOps;
 use crate::probecmd;
+use probes::Host;
 
 /// What monitor commands may change in the stub.
 pub struct MonitorState {
@@ -17,7 +17,7 @@ pub struct MonitorState {
 /// Runs one command line and writes the reply rows to `out`.
 pub fn run(
     text: &str,
-    ops: &KernelOps,
+    host: &dyn Host,
     state: &mut MonitorState,
     out: &mut dyn Write,
 ) -> fmt::Result {
@@ -31,8 +31,8 @@ pub fn run(
         Command::Help { topic } => help(topic, out),
         Command::Tasks => {
             let mut res = Ok(());
-            let current = (ops.current_task)();
-            (ops.for_each_task)(&mut |t| {
+            let current = host.task_id();
+            host.for_each_task(&mut |t| {
                 if res.is_ok() {
                     let row = TaskRow {
                         id: t.id,
@@ -47,7 +47,7 @@ pub fn run(
         }
         Command::Events => {
             let s = crate::events::stats();
-            let (tsc_hz, boot_tsc, tsc_src) = crate::clock::tsc(ops);
+            let (tsc_hz, boot_tsc, tsc_src) = crate::clock::tsc(host);
             let row = EventsRow {
                 size: s.size,
                 produced: s.produced,
@@ -68,7 +68,7 @@ pub fn run(
             state.stream = mode;
             writeln!(out, "ok stream={}", mode.as_str())
         }
-        Command::Lookup(loc) => lookup(loc, ops, out),
+        Command::Lookup(loc) => lookup(loc, host, out),
         Command::Why => crate::death::why(out),
         Command::Pages { addr, len } => crate::death::pages(addr, len, out),
         Command::Kprobe { loc, pred } => probecmd::kprobe(loc, pred, out),
@@ -114,8 +114,8 @@ fn help(topic: Option<&str>, out: &mut dyn Write) -> fmt::Result {
     Ok(())
 }
 
-fn lookup(loc: Loc<'_>, ops: &KernelOps, out: &mut dyn Write) -> fmt::Result {
-    let addr = match resolve(loc, ops) {
+fn lookup(loc: Loc<'_>, host: &dyn Host, out: &mut dyn Write) -> fmt::Result {
+    let addr = match resolve(loc, host) {
         Ok(a) => a,
         Err(UnknownSymbol) => {
             return error(
@@ -125,8 +125,13 @@ fn lookup(loc: Loc<'_>, ops: &KernelOps, out: &mut dyn Write) -> fmt::Result {
             );
         }
     };
-    match (ops.symbol_at)(addr) {
-        Some((name, start)) => writeln!(out, "sym addr={addr:#x} name={name}+{:#x}", addr - start),
+    match host.symbol_at(addr) {
+        Some(s) => writeln!(
+            out,
+            "sym addr={addr:#x} name={}+{:#x}",
+            s.name,
+            addr - s.start
+        ),
         None => writeln!(out, "sym addr={addr:#x} name=-"),
     }
 }
@@ -136,11 +141,12 @@ fn lookup(loc: Loc<'_>, ops: &KernelOps, out: &mut dyn Write) -> fmt::Result {
 pub struct UnknownSymbol;
 
 /// A location's address through kallsyms.
-pub fn resolve(loc: Loc<'_>, ops: &KernelOps) -> Result<u64, UnknownSymbol> {
+pub fn resolve(loc: Loc<'_>, host: &dyn Host) -> Result<u64, UnknownSymbol> {
     match loc {
         Loc::Addr(a) => Ok(a),
-        Loc::Sym { name, offset } => (ops.symbol_named)(name)
-            .map(|a| a.wrapping_add(offset))
+        Loc::Sym { name, offset } => host
+            .symbol_named(name)
+            .map(|s| s.start.wrapping_add(offset))
             .ok_or(UnknownSymbol),
     }
 }

@@ -7,8 +7,6 @@
 //! 0x19 the file directory: a big-endian u32 count, then 64-byte entries
 //! (u32 size, u16 select, u16 reserved, 56-byte NUL-terminated name).
 
-use core::arch::asm;
-
 const SELECTOR: u16 = 0x510;
 const DATA: u16 = 0x511;
 const KEY_SIGNATURE: u16 = 0x0000;
@@ -19,9 +17,7 @@ const MAX_FILES: u32 = 256;
 fn select(key: u16) {
     // SAFETY: on `-M pc` port 0x510 is QEMU's fw_cfg selector; selecting a
     // key only changes what the data port returns.
-    unsafe {
-        asm!("out dx, ax", in("dx") SELECTOR, in("ax") key, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { arch::port::outw(SELECTOR, key) };
 }
 
 fn read(buf: &mut [u8]) {

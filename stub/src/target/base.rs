@@ -26,7 +26,10 @@ impl MultiThreadBase for KdbgTarget {
             return Ok(());
         }
         let task = task_of_tid(tid.get()).ok_or(TargetError::Errno(EINVAL))?;
-        let saved = (self.ops.saved_frame)(task).ok_or(TargetError::Errno(EINVAL))?;
+        let saved = self
+            .host
+            .saved_frame(task)
+            .ok_or(TargetError::Errno(EINVAL))?;
         crate::frame_regs::from_frame(&saved, &mut regs.core);
         Ok(())
     }
@@ -37,9 +40,12 @@ impl MultiThreadBase for KdbgTarget {
         if !self.is_current(tid) {
             // A switched-out task: its saved frame is what it resumes with.
             let task = task_of_tid(tid.get()).ok_or(TargetError::Errno(EINVAL))?;
-            let mut saved = (self.ops.saved_frame)(task).ok_or(TargetError::Errno(EINVAL))?;
+            let mut saved = self
+                .host
+                .saved_frame(task)
+                .ok_or(TargetError::Errno(EINVAL))?;
             crate::frame_regs::to_frame(regs, &mut saved);
-            return if (self.ops.set_saved_frame)(task, &saved) {
+            return if self.host.set_saved_frame(task, &saved) {
                 Ok(())
             } else {
                 Err(TargetError::Errno(EINVAL))
@@ -73,7 +79,7 @@ impl MultiThreadBase for KdbgTarget {
         // probes'): gdb must never see an int3 it did not ask for, or it
         // would step over it as a "permanent" breakpoint.
         for (i, b) in data.iter_mut().take(done).enumerate() {
-            if *b != 0xCC {
+            if *b != arch::text::BREAKPOINT {
                 continue;
             }
             let a = start.wrapping_add(i as u64);
@@ -116,7 +122,7 @@ impl MultiThreadBase for KdbgTarget {
                 // proving every byte is mapped.
                 arch::mem::check_range(start, data.len(), false)
                     .map_err(|_| TargetError::Errno(EFAULT))?;
-                (self.ops.write_text)(start, data);
+                self.host.write_text(start, data);
                 Ok(())
             }
             Err(_) => Err(TargetError::Errno(EFAULT)),
@@ -127,7 +133,7 @@ impl MultiThreadBase for KdbgTarget {
         // The stopped task first: gdb's `?` reply names the first thread.
         let current = self.current_task;
         report(self.current_tid());
-        (self.ops.for_each_task)(&mut |t| {
+        self.host.for_each_task(&mut |t| {
             if t.id != current
                 && let Some(tid) = NonZeroUsize::new(tid_of_task(t.id))
             {

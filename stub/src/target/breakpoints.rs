@@ -46,14 +46,14 @@ impl SwBreakpoint for KdbgTarget {
             Err(_) => return Err(TargetError::Errno(EINVAL)),
         }
         // No probe core in this kernel: patch the int3 ourselves.
-        let ops = self.ops;
+        let host = self.host;
         let read = |a: u64| {
             let mut b = [0u8];
             arch::mem::read(a, &mut b).ok().map(|_| b[0])
         };
         match self
             .sw
-            .insert(addr, read, |a, b| Self::write_text_byte(&ops, a, b))
+            .insert(addr, read, |a, b| Self::write_text_byte(host, a, b))
         {
             Ok(()) => Ok(true),
             Err(crate::breakpoints::BreakError::Unmapped) => Err(TargetError::Errno(EFAULT)),
@@ -65,10 +65,10 @@ impl SwBreakpoint for KdbgTarget {
         if self.sw.is_shared(addr) {
             let _ = probes::CORE.gdb_remove(addr);
         }
-        let ops = self.ops;
+        let host = self.host;
         Ok(self
             .sw
-            .remove(addr, |a, b| Self::write_text_byte(&ops, a, b)))
+            .remove(addr, |a, b| Self::write_text_byte(host, a, b)))
     }
 }
 

@@ -18,7 +18,9 @@ use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 
 use crate::breakpoints::{HwBreakpoints, SwBreakpoints};
 use crate::gdb_arch::KdbgX86_64;
-use crate::kernel::{KernelOps, task_of_tid, tid_of_task};
+use probes::{Host, NoHost};
+
+use crate::kernel::{task_of_tid, tid_of_task};
 use crate::monitor::MonitorState;
 
 mod base;
@@ -55,7 +57,8 @@ pub struct KdbgTarget {
     pub resume: Resume,
     pub sw: SwBreakpoints,
     pub hw: HwBreakpoints,
-    pub ops: KernelOps,
+    /// The kernel that hosts the stub ([`crate::init`]).
+    pub host: &'static dyn Host,
     pub monitor: MonitorState,
 }
 
@@ -72,7 +75,7 @@ impl KdbgTarget {
             resume: Resume::Continue,
             sw: SwBreakpoints::new(),
             hw: HwBreakpoints::new(),
-            ops: KernelOps::MINIMAL,
+            host: &NoHost,
             monitor: MonitorState {
                 stream: proto::command::StreamMode::Text,
             },
@@ -99,18 +102,18 @@ impl KdbgTarget {
         task_of_tid(tid.get()) == Some(self.current_task)
     }
 
-    pub(crate) fn write_text_byte(ops: &KernelOps, addr: u64, b: u8) {
+    pub(crate) fn write_text_byte(host: &dyn Host, addr: u64, b: u8) {
         if arch::mem::write(addr, &[b]).is_err() {
-            (ops.write_text)(addr, &[b]);
+            host.write_text(addr, &[b]);
         }
     }
 
     /// Removes every gdb breakpoint (detach / kill / new session).
     pub fn clear_breakpoints(&mut self) {
         probes::CORE.gdb_clear_conds();
-        let ops = self.ops;
+        let host = self.host;
         self.sw.clear(
-            |a, b| Self::write_text_byte(&ops, a, b),
+            |a, b| Self::write_text_byte(host, a, b),
             |a| {
                 let _ = probes::CORE.gdb_remove(a);
             },

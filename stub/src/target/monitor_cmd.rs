@@ -13,9 +13,9 @@ impl MonitorCmd for KdbgTarget {
     ) -> Result<(), Self::Error> {
         let mut sink = |b: &[u8]| out.write_raw(b);
         let mut lines = LineBuf::new(&mut sink);
-        let ops = self.ops;
+        let host = self.host;
         let _ = match core::str::from_utf8(cmd) {
-            Ok(text) => crate::monitor::run(text, &ops, &mut self.monitor, &mut lines),
+            Ok(text) => crate::monitor::run(text, host, &mut self.monitor, &mut lines),
             Err(_) => crate::monitor::error(
                 &mut lines,
                 proto::reply::ErrorCode::BadArguments,

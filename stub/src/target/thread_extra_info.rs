@@ -12,7 +12,7 @@ impl ThreadExtraInfo for KdbgTarget {
             return Ok(0);
         };
         let mut len = 0;
-        (self.ops.for_each_task)(&mut |t| {
+        self.host.for_each_task(&mut |t| {
             if t.id == task {
                 for part in [t.name.as_bytes(), b" (", t.state.as_bytes(), b")"] {
                     for &b in part {
