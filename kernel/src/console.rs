@@ -85,6 +85,7 @@ pub fn emergency_write(s: &str) {
 pub struct Emergency;
 
 impl Write for Emergency {
+    #[noprobe]
     fn write_str(&mut self, s: &str) -> fmt::Result {
         emergency_write(s);
         Ok(())

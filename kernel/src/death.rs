@@ -252,6 +252,7 @@ fn recursion_dump(frame: Option<&TrapFrame>, d: &Death) -> ! {
 }
 
 /// The end of a death the stub cannot serve.
+#[noprobe]
 fn stop(policy: OnDeath) -> ! {
     match policy {
         OnDeath::Reboot => reboot(),
@@ -268,6 +269,7 @@ fn stop(policy: OnDeath) -> ! {
 
 /// Resets the machine through the keyboard controller (QEMU with
 /// `-no-reboot` exits instead).
+#[noprobe]
 fn reboot() -> ! {
     crate::console::emergency_write("kdbg: rebooting\n");
     // SAFETY: 0xfe on port 0x64 pulses the CPU reset line (8042).

@@ -186,6 +186,7 @@ fn irq(frame: &mut TrapFrame, line: u8) {
     }
 }
 
+#[noprobe]
 pub fn exception_name(v: u64) -> &'static str {
     match v {
         0 => "#DE divide error",
