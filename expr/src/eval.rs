@@ -136,6 +136,9 @@ pub struct Evaluator<'a> {
     pub env: &'a mut Env,
     /// When true, memory is not read and nothing is written (types only).
     pub types_only: bool,
+    /// Rust syntax for values and type names, as gdb in a Rust frame
+    /// (`Path {a: 1}`, `[1, 2]`, `*mut T`, comparisons are `bool`).
+    pub rust: bool,
     scope: Option<Scope>,
 }
 
@@ -189,6 +192,7 @@ impl<'a> Evaluator<'a> {
             frame,
             env,
             types_only: false,
+            rust: false,
             scope: None,
         }
     }
@@ -545,6 +549,17 @@ impl<'a> Evaluator<'a> {
         if let Some(s) = syms.first() {
             if s.kind == symbols::SymbolKind::Function {
                 let f = self.elf.function_at(s.address).ok();
+                let rust = match &f {
+                    Some(f) if f.has_dwarf => {
+                        let args: Vec<String> =
+                            f.params.iter().map(|p| p.type_name.clone()).collect();
+                        crate::ty::rust_fn_name(
+                            &args,
+                            f.return_type.map(|_| f.return_type_name.clone()),
+                        )
+                    }
+                    _ => "fn ()".to_string(),
+                };
                 let name = match f {
                     Some(f) if f.has_dwarf => {
                         let args: Vec<String> =
@@ -562,7 +577,7 @@ impl<'a> Evaluator<'a> {
                     _ => "<text variable, no debug info>".to_string(),
                 };
                 return Ok(Value {
-                    ty: Ty::Func { name },
+                    ty: Ty::Func { name, rust },
                     loc: Loc::Mem(s.address),
                 });
             }
@@ -635,6 +650,7 @@ impl<'a> Evaluator<'a> {
             let ty = match r {
                 16 => Ty::ptr_to(Ty::Func {
                     name: "void ()".into(),
+                    rust: "fn ()".into(),
                 }),
                 6 | 7 => Ty::ptr_to(Ty::Void),
                 49 => Ty::Int {
@@ -1074,8 +1090,24 @@ impl<'a> Evaluator<'a> {
         if op == UnOp::Deref {
             return self.deref(v, x.span);
         }
+        let is_bool = matches!(
+            v.ty,
+            Ty::Int {
+                kind: IntKind::Bool,
+                ..
+            }
+        );
+        if op == UnOp::LNot && self.rust && !is_bool && matches!(v.ty, Ty::Int { .. }) {
+            // Rust's `!` on integers is bitwise.
+            let ty = promote(&v.ty);
+            let a = self.scalar(&v, x.span)?;
+            return Ok(Value::scalar(ty.clone(), trunc(!a, ty.size())));
+        }
         if op == UnOp::LNot {
             let t = self.truth(&v, x.span)?;
+            if self.rust {
+                return Ok(Value::scalar(self.bool_ty(), u64::from(!t)));
+            }
             return Ok(Value::scalar(Ty::c_int(), u64::from(!t)));
         }
         let Ty::Int { .. } = v.ty else {
@@ -1108,11 +1140,11 @@ impl<'a> Evaluator<'a> {
             let lv = self.eval_inner(l)?;
             let lt = self.truth(&lv, l.span)?;
             if !self.types_only && (op == BinOp::LAnd && !lt || op == BinOp::LOr && lt) {
-                return Ok(Value::scalar(Ty::c_int(), u64::from(lt)));
+                return Ok(Value::scalar(self.bool_ty(), u64::from(lt)));
             }
             let rv = self.eval_inner(r)?;
             let rt = self.truth(&rv, r.span)?;
-            return Ok(Value::scalar(Ty::c_int(), u64::from(rt)));
+            return Ok(Value::scalar(self.bool_ty(), u64::from(rt)));
         }
         let lv = self.eval_inner(l)?;
         let rv = self.eval_inner(r)?;
@@ -1177,7 +1209,7 @@ impl<'a> Evaluator<'a> {
                     ))
                 }
                 BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => Ok(
-                    Value::scalar(Ty::c_int(), u64::from(compare(op, a, b, false))),
+                    Value::scalar(self.bool_ty(), u64::from(compare(op, a, b, false))),
                 ),
                 _ => Err(Error::at(
                     sp,
@@ -1266,7 +1298,7 @@ impl<'a> Evaluator<'a> {
             BinOp::BitXor => a ^ b,
             _ => {
                 return Ok(Value::scalar(
-                    Ty::c_int(),
+                    self.bool_ty(),
                     u64::from(compare(op, a, b, signed)),
                 ));
             }
@@ -1378,6 +1410,17 @@ impl<'a> Evaluator<'a> {
                 l.span,
                 "left side of '=' is not an lvalue (a variable, member, element or *pointer)",
             )),
+        }
+    }
+}
+
+impl Evaluator<'_> {
+    /// The type of comparisons: `bool` in Rust, `int` in C.
+    fn bool_ty(&self) -> Ty {
+        if self.rust {
+            crate::ty::builtin("bool").unwrap_or_else(Ty::c_int)
+        } else {
+            Ty::c_int()
         }
     }
 }

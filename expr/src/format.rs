@@ -258,6 +258,13 @@ fn write_value(
                         i128::from(raw)
                     };
                     match values.iter().find(|(_, val)| *val == x) {
+                        Some((n, _)) if ev.rust => {
+                            // gdb: `kernel::workloads::inspect::Color::Green`.
+                            match ev.elf.qualified_type_name(*id) {
+                                Some(q) => out.push_str(&format!("{q}::{n}")),
+                                None => out.push_str(n),
+                            }
+                        }
                         Some((n, _)) => out.push_str(n),
                         None => out.push_str(&int_text(raw, size, *signed, Format::Natural)),
                     }
@@ -298,7 +305,7 @@ fn write_value(
                 return Ok(());
             }
             if top && fmt != Format::Address {
-                out.push_str(&format!("({}) ", v.ty.name()));
+                out.push_str(&format!("({}) ", v.ty.display_name(ev.rust)));
             }
             out.push_str(&format!("{a:#x}"));
             let is_char = matches!(
@@ -320,8 +327,9 @@ fn write_value(
                 out.push_str(&symbol_suffix(ev, a));
             }
         }
-        Ty::Func { name } => {
+        Ty::Func { .. } => {
             let a = v.address().unwrap_or(0);
+            let name = v.ty.display_name(ev.rust);
             out.push_str(&format!("{{{name}}} {a:#x}{}", symbol_suffix(ev, a)));
         }
         Ty::Array { elem, len } => {
@@ -370,12 +378,12 @@ fn write_value(
                 write_value(ev, &item, fmt, false, depth + 1, &mut s)?;
                 items.push(s);
             }
-            out.push('{');
+            out.push(if ev.rust { '[' } else { '{' });
             out.push_str(&collapse(&items));
             if n > ELEMENT_LIMIT {
                 out.push_str("...");
             }
-            out.push('}');
+            out.push(if ev.rust { ']' } else { '}' });
         }
         Ty::Agg { id, kind, .. } => {
             let info = ev
@@ -384,7 +392,14 @@ fn write_value(
                 .map_err(|e| Error::msg(e.to_string()))?;
             if *kind == AggKind::RustEnum {
                 let (name, field) = ev.active_variant(v, SP)?;
-                out.push_str(&name);
+                // gdb: the variant's path (`core::option::Option<u32>::Some`).
+                let path = field
+                    .as_ref()
+                    .and_then(|f| f.ty)
+                    .and_then(|t| ev.elf.qualified_type_name(t))
+                    .filter(|p| p.ends_with(&name))
+                    .unwrap_or(name);
+                out.push_str(&path);
                 if let Some(f) = field {
                     let inner = ev.field_value(v, &f, SP)?;
                     write_variant_payload(ev, &inner, fmt, depth, out)?;
@@ -395,6 +410,9 @@ fn write_value(
                 return write_slice(ev, v, &info, fmt, top, depth, out);
             }
             let fields = info.fields().to_vec();
+            if ev.rust {
+                return write_rust_struct(ev, v, &fields, fmt, depth, out);
+            }
             if fields.is_empty() {
                 out.push_str("{<No data fields>}");
                 return Ok(());
@@ -416,6 +434,48 @@ fn write_value(
             out.push('}');
         }
     }
+    Ok(())
+}
+
+fn is_tuple(fields: &[symbols::Field]) -> bool {
+    !fields.is_empty()
+        && fields
+            .iter()
+            .all(|f| f.name.as_deref().is_some_and(|n| n.starts_with("__")))
+}
+
+/// gdb's Rust syntax: `Path {a: 1, b: 2}`, `(1, 2)`, `Path(1, 2)`.
+fn write_rust_struct(
+    ev: &mut Evaluator<'_>,
+    v: &Value,
+    fields: &[symbols::Field],
+    fmt: Format,
+    depth: u32,
+    out: &mut String,
+) -> Result<(), Error> {
+    let name = v.ty.name();
+    let tuple = is_tuple(fields);
+    if !name.starts_with('(') {
+        out.push_str(&name);
+    }
+    if fields.is_empty() {
+        return Ok(());
+    }
+    out.push_str(if tuple { "(" } else { " {" });
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        if !tuple {
+            out.push_str(f.name.as_deref().unwrap_or("?"));
+            out.push_str(": ");
+        }
+        match ev.field_value(v, f, SP) {
+            Ok(fv) => write_value(ev, &fv, fmt, false, depth + 1, out)?,
+            Err(e) => out.push_str(&format!("<error: {}>", e.message)),
+        }
+    }
+    out.push(if tuple { ')' } else { '}' });
     Ok(())
 }
 
@@ -492,6 +552,11 @@ fn write_slice(
         _ => Ty::int(1, false),
     };
     let shown = n.min(ELEMENT_LIMIT as u64);
+    if ev.rust {
+        // gdb: `&[u32] [1, 2, 3]`.
+        out.push_str(&info.name.clone().unwrap_or_default());
+        out.push(' ');
+    }
     let arr = Value {
         ty: Ty::Array {
             elem: Box::new(elem),

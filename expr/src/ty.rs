@@ -82,8 +82,10 @@ pub enum Ty {
     },
     /// A function (the type of a function name).
     Func {
-        /// Rendered name.
+        /// Rendered name, C style (`u64 (u64)`).
         name: String,
+        /// Rendered name, Rust style (`fn (u64) -> u64`).
+        rust: String,
     },
 }
 
@@ -160,7 +162,7 @@ impl Ty {
     pub fn name(&self) -> String {
         match self {
             Ty::Void => "void".into(),
-            Ty::Int { name, .. } | Ty::Float { name, .. } | Ty::Func { name } => name.clone(),
+            Ty::Int { name, .. } | Ty::Float { name, .. } | Ty::Func { name, .. } => name.clone(),
             Ty::Agg { name, .. } => name.clone(),
             Ty::Ptr {
                 name: Some(n),
@@ -170,7 +172,7 @@ impl Ty {
                 pointee,
                 name: None,
             } => {
-                if let Ty::Func { name } = &**pointee {
+                if let Ty::Func { name, .. } = &**pointee {
                     // `u64 (u64)` -> `u64 (*)(u64)`
                     if let Some(i) = name.find('(') {
                         return format!("{}(*){}", &name[..i], &name[i..]);
@@ -188,6 +190,25 @@ impl Ty {
                 None => format!("{} []", elem.name()),
             },
         }
+    }
+
+    /// The name in gdb's Rust syntax (`*mut T`, `[u16; 4]`, `()`, `fn (u64) -> u64`).
+    pub fn rust_name(&self) -> String {
+        match self {
+            Ty::Void => "()".into(),
+            Ty::Func { rust, .. } => rust.clone(),
+            Ty::Ptr { pointee, .. } => format!("*mut {}", pointee.rust_name()),
+            Ty::Array { elem, len } => match len {
+                Some(n) => format!("[{}; {n}]", elem.rust_name()),
+                None => format!("[{}]", elem.rust_name()),
+            },
+            other => other.name(),
+        }
+    }
+
+    /// [`Ty::rust_name`] or [`Ty::name`].
+    pub fn display_name(&self, rust: bool) -> String {
+        if rust { self.rust_name() } else { self.name() }
     }
 
     /// Builds the type for a DWARF type id (`None` = void).
@@ -255,7 +276,7 @@ impl Ty {
                     size: size.clamp(1, 8) as u8,
                     signed,
                     kind: IntKind::Enum(id),
-                    name: alias.unwrap_or_else(|| elf.type_name(Some(id))),
+                    name: alias.unwrap_or_else(|| agg_name(elf, id, t.lang)),
                 }
             }
             TypeKind::Struct { fields } => {
@@ -296,6 +317,7 @@ impl Ty {
             } => {
                 let args: Vec<String> = params.iter().map(|p| elf.type_name(*p)).collect();
                 Ty::Func {
+                    rust: rust_fn_name(&args, return_type.map(|r| elf.type_name(Some(r)))),
                     name: format!(
                         "{} ({})",
                         elf.type_name(*return_type),
@@ -338,6 +360,16 @@ impl Ty {
         }
         builtin.ok_or_else(|| Error::msg(format!("no type named '{name}'")))
     }
+}
+
+/// `fn (A, B) -> R` (no arrow for unit/void).
+pub fn rust_fn_name(args: &[String], ret: Option<String>) -> String {
+    let mut s = format!("fn ({})", args.join(", "));
+    if let Some(r) = ret.filter(|r| r != "void" && r != "()") {
+        s.push_str(" -> ");
+        s.push_str(&r);
+    }
+    s
 }
 
 /// gdb's name for an aggregate: `struct x` in C, the path in Rust.

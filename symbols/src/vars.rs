@@ -14,7 +14,7 @@ use crate::dwarf::{DwarfIndex, Unit};
 use crate::elf::{Elf, Reader};
 use crate::error::{Error, Result};
 use crate::registers::Register;
-use crate::types::{Field, TypeId, ref_attr, string_attr, udata};
+use crate::types::{Field, Lang, TypeId, ref_attr, string_attr, udata};
 
 /// A global or static variable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -413,6 +413,25 @@ impl Elf {
             });
         }
         Ok(out)
+    }
+
+    /// The source language of the unit covering `pc`; for no pc (or no unit
+    /// there), the language of the program (Rust when it has Rust units
+    /// with code, else C).
+    pub fn lang_at(&self, pc: Option<u64>) -> Lang {
+        let Ok(dw) = self.state.dwarf() else {
+            return Lang::C;
+        };
+        if let Some(pc) = pc
+            && let Some(u) = dw.ctx.find_dwarf_and_unit(pc).skip_all_loads()
+        {
+            return crate::types::unit_lang(u.unit);
+        }
+        if self.lookup("rust_begin_unwind").is_empty() {
+            Lang::C
+        } else {
+            Lang::Rust
+        }
     }
 
     /// Names of globals (plain and qualified) starting with `prefix`, sorted.

@@ -8,6 +8,7 @@
 //! activity line.
 
 pub mod insn;
+pub mod inspect;
 pub mod truth;
 
 use core::hint::black_box;
@@ -474,6 +475,7 @@ fn math_worker(_: u64) {
         call_sum8(i, i + 1, i + 2, i + 3, i + 4, i + 5, i + 6, i + 7);
         call_fib(i % 12);
         call_handle_request((i % 1000) as i32, "request\0", (i % 7) as u32, 0x100);
+        inspect::call_inspect(i);
         i += 1;
         crate::sched::sleep_ticks(1);
     }

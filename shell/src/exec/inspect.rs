@@ -34,6 +34,8 @@ pub struct ExprState {
     /// Registers of the selected frame when it is not frame 0 (DWARF
     /// numbers 0..=16); `None` = frame 0 from the stub.
     pub selected: Option<Registers>,
+    /// `set language c|rust`; `None` = auto (the selected frame's).
+    pub language: Option<bool>,
     /// Last `list` position (file, next line).
     pub list_at: Option<(String, u32)>,
 }
@@ -223,8 +225,13 @@ fn with_eval_shared<T>(
     let mut state = lock(&shared.expr);
     let selected = state.selected.clone();
     let mut frame = ShellFrame::new(shared, selected, running);
-    let frame_ref: Option<&mut dyn Frame> = if connected { Some(&mut frame) } else { None };
+    let mut frame_ref: Option<&mut dyn Frame> = if connected { Some(&mut frame) } else { None };
+    let pc = frame_ref.as_mut().and_then(|f| f.pc());
+    let rust = state
+        .language
+        .unwrap_or_else(|| elf.lang_at(pc) == symbols::Lang::Rust);
     let mut ev = Evaluator::new(&elf, frame_ref, &mut state.env);
+    ev.rust = rust;
     f(&mut ev).map_err(|e| anyhow!("{}", e.render(input)))
 }
 
@@ -260,7 +267,7 @@ fn show(
     let e = ev.parse(text)?;
     let v = ev.eval(&e)?;
     let shown = format_value(ev, &v, fmt, true)?;
-    let type_name = v.ty.name();
+    let type_name = v.ty.display_name(ev.rust);
     let address = v.address();
     let number = if record && v.ty != Ty::Void {
         // History keeps a snapshot of the contents.
@@ -304,10 +311,10 @@ pub fn whatis(s: &mut Session, inv: &Invocation) -> Result<Output> {
         s,
         |ev| {
             if let Ok(t) = Ty::from_name(ev.elf, text.trim()) {
-                return Ok(t.name());
+                return Ok(t.display_name(ev.rust));
             }
             let e = ev.parse(&text)?;
-            Ok(ev.type_of(&e)?.name())
+            Ok(ev.type_of(&e)?.display_name(ev.rust))
         },
         &text,
     )?;
@@ -323,11 +330,71 @@ pub fn ptype_expr(s: &Session, text: &str) -> Result<Output> {
         |ev| {
             let e = ev.parse(text)?;
             let t = ev.type_of(&e)?;
-            Ok(expand_type(ev.elf, &t))
+            Ok(if ev.rust {
+                expand_type_rust(ev.elf, &t)
+            } else {
+                expand_type(ev.elf, &t)
+            })
         },
         text,
     )?;
     Ok(Output::Ptype { text: out })
+}
+
+/// gdb's Rust `ptype`: `type = struct Path {\n  a: u64,\n}`, enums with
+/// their variants.
+fn expand_type_rust(elf: &Elf, t: &Ty) -> String {
+    let Ty::Agg { id, name, .. } = t else {
+        return format!("type = {}", t.rust_name());
+    };
+    let Ok(info) = elf.type_info(*id) else {
+        return format!("type = {name}");
+    };
+    if let Ok(Some(part)) = elf.variant_part(*id) {
+        let mut s = format!("type = enum {name} {{\n");
+        for v in &part.variants {
+            let vn = v.field.name.clone().unwrap_or_default();
+            let fields = v
+                .field
+                .ty
+                .and_then(|t| elf.type_info(t).ok())
+                .map(|t| t.fields().to_vec())
+                .unwrap_or_default();
+            let tuple = fields
+                .iter()
+                .all(|f| f.name.as_deref().is_some_and(|n| n.starts_with("__")));
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|f| {
+                    let ft = Ty::from_dwarf(elf, f.ty).rust_name();
+                    if tuple {
+                        ft
+                    } else {
+                        format!("{}: {ft}", f.name.as_deref().unwrap_or("?"))
+                    }
+                })
+                .collect();
+            match (fields.is_empty(), tuple) {
+                (true, _) => s.push_str(&format!("  {vn},\n")),
+                (false, true) => s.push_str(&format!("  {vn}({}),\n", parts.join(", "))),
+                (false, false) => s.push_str(&format!("  {vn}{{{}}},\n", parts.join(", "))),
+            }
+        }
+        s.push('}');
+        return s;
+    }
+    let kw = if matches!(info.kind, symbols::TypeKind::Union { .. }) {
+        "union"
+    } else {
+        "struct"
+    };
+    let mut s = format!("type = {kw} {name} {{\n");
+    for f in info.fields() {
+        let ft = Ty::from_dwarf(elf, f.ty).rust_name();
+        s.push_str(&format!("  {}: {ft},\n", f.name.as_deref().unwrap_or("?")));
+    }
+    s.push('}');
+    s
 }
 
 /// `type = struct X {\n    u64 a;\n ...} *`.
@@ -403,6 +470,16 @@ fn expand_type(elf: &Elf, t: &Ty) -> String {
 /// `set var LVALUE = EXPR` (and `set $x = EXPR`).
 pub fn set(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let mut args = inv.args.clone();
+    if args.first().is_some_and(|a| a == "language" || a == "lang") {
+        let mut st = lock(&s.shared.expr);
+        st.language = match args.get(1).map(String::as_str) {
+            Some("c") => Some(false),
+            Some("rust") => Some(true),
+            Some("auto") | Some("local") => None,
+            _ => bail!("usage: set language c|rust|auto"),
+        };
+        return Ok(Output::None);
+    }
     if args.first().is_some_and(|a| a == "var" || a == "variable") {
         args.remove(0);
     }
@@ -425,7 +502,7 @@ pub fn set(s: &mut Session, inv: &Invocation) -> Result<Output> {
             Ok(ValueView {
                 number: None,
                 expr: text.clone(),
-                type_name: v.ty.name(),
+                type_name: v.ty.display_name(ev.rust),
                 text: text_v,
                 address: v.address(),
             })
@@ -568,7 +645,7 @@ pub fn info_vars(s: &Session, params: bool) -> Result<Output> {
                 };
                 out.push(VarView {
                     name: v.name.clone(),
-                    type_name: Ty::from_dwarf(ev.elf, v.ty).name(),
+                    type_name: Ty::from_dwarf(ev.elf, v.ty).display_name(ev.rust),
                     value,
                 });
             }

@@ -374,10 +374,13 @@ impl Session {
         let (stopped, stop_thread) = {
             let mut c = self.client()?;
             let r = c.request_str("?")?;
-            (
-                crate::rsp::client::is_stop_reply(r.as_bytes()),
-                StopReply::parse(&r).and_then(|s| s.thread),
-            )
+            let stopped = crate::rsp::client::is_stop_reply(r.as_bytes());
+            // A previous client (gdb) may have left another task selected
+            // for `g`: registers are the stopped frame's again.
+            if stopped {
+                let _ = c.select_thread(0);
+            }
+            (stopped, StopReply::parse(&r).and_then(|s| s.thread))
         };
         // Events as checksummed records; ignore an older stub without it.
         // Only kdbg's stub answers `ok stream=record`: anything else (QEMU's
