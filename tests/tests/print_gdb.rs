@@ -232,7 +232,19 @@ fn print_agrees_with_gdb_at_the_same_stop() {
             }
         }
         k.ok("continue", "running");
-        assert!(k.finish().success());
+        let errors: Vec<String> = k
+            .seen
+            .iter()
+            .filter(|v| {
+                v["ok"] == false
+                    && !v["command"]
+                        .as_str()
+                        .is_some_and(|c| c == "print" || c == "whatis")
+            })
+            .map(|v| v.to_string())
+            .collect();
+        let st = k.finish();
+        assert!(st.success(), "kdbg failed ({st}): {errors:?}");
     }
     assert!(
         failures.is_empty(),
