@@ -274,6 +274,31 @@ impl bytecode::Env for ProbeEnv<'_> {
     }
 }
 
+/// A probe's predicate at a kprobe or entry hit (no stashed arguments):
+/// the one-compare shape inline, the rest through [`predicate`].
+#[inline(always)]
+pub(crate) fn entry_predicate(
+    pf: &Platform,
+    probe: &crate::probe::Probe,
+    prog: &Program,
+    frame: &TrapFrame,
+) -> bool {
+    if let Some((reg, value, cmp)) = prog.one_compare() {
+        if bytecode::compare(cmp, frame_reg(frame, reg, probe.addr), value) {
+            return true;
+        }
+        probe.filtered.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    let env = ProbeEnv {
+        pf,
+        frame,
+        ip: probe.addr,
+        ret: None,
+    };
+    predicate(probe, &env)
+}
+
 /// Runs a probe's predicate; counts a false or faulting outcome on the
 /// probe. `true`: record the hit.
 #[inline]
@@ -281,6 +306,15 @@ pub(crate) fn predicate(probe: &crate::probe::Probe, env: &ProbeEnv<'_>) -> bool
     let Some(p) = probe.pred.as_deref() else {
         return true;
     };
+    if env.ret.is_none()
+        && let Some((reg, value, cmp)) = p.one_compare()
+    {
+        if bytecode::compare(cmp, frame_reg(env.frame, reg, env.ip), value) {
+            return true;
+        }
+        probe.filtered.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
     match p.eval(env) {
         Ok(0) => {
             probe.filtered.fetch_add(1, Ordering::Relaxed);

@@ -344,16 +344,10 @@ impl Core {
         spec: &CaptureSpec,
         frame: &mut TrapFrame,
     ) {
-        if p.pred.is_some() {
-            let env = crate::cond::ProbeEnv {
-                pf,
-                frame,
-                ip: p.addr,
-                ret: None,
-            };
-            if !crate::cond::predicate(p, &env) {
-                return;
-            }
+        if let Some(pr) = p.pred.as_deref()
+            && !crate::cond::entry_predicate(pf, p, pr, frame)
+        {
+            return;
         }
         let cpu = pf.cpu_id();
         if let Some(ring) = self.rings.get(cpu) {

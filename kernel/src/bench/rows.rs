@@ -86,6 +86,16 @@ pub static ROWS: &[Row] = &[
         setup: capture_return,
     },
     Row {
+        name: "pred_true",
+        target: Target::Hot,
+        setup: pred_true,
+    },
+    Row {
+        name: "pred_false",
+        target: Target::Hot,
+        setup: pred_false,
+    },
+    Row {
         name: "cond_false",
         target: Target::Hot,
         setup: cond_false,
@@ -315,4 +325,28 @@ pub fn clear_gdb() {
         let _ = probes::CORE.gdb_remove(addr);
         let _ = probes::CORE.gdb_set_cond(addr, None);
     }
+}
+
+/// A capture kprobe with a one-compare predicate (`rdi != -1`, always true):
+/// the predicate's cost over `capture_kprobe`.
+fn pred_true() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    pred_row(proto::bytecode::op::NE)
+}
+
+/// The same predicate made false (`rdi == -1`): nothing is recorded.
+fn pred_false() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    pred_row(proto::bytecode::op::EQ)
+}
+
+fn pred_row(cmp: u8) -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let mut w = proto::bytecode::Writer::new();
+    w.reg(5).konst(u64::MAX).op(cmp);
+    let prog = w
+        .finish()
+        .map_err(|_| "the predicate program was refused")?;
+    let id = one(
+        commands::kprobe_if(At::Symbol(HOT, 0), Some(prog)),
+        "commands::kprobe_if refused bench_target",
+    )?;
+    Ok([Some(id), None])
 }

@@ -108,6 +108,21 @@ const MEANINGS: &[Meaning] = &[
         goal: Goal::PerHit(525.0),
     },
     Meaning {
+        name: "pred_true",
+        label: "capture kprobe with a one-compare predicate, true (event recorded)",
+        linux: "-",
+        goal: Goal::OverRow {
+            base: "capture_kprobe",
+            max: 60.0,
+        },
+    },
+    Meaning {
+        name: "pred_false",
+        label: "capture kprobe with a one-compare predicate, false (nothing recorded)",
+        linux: "-",
+        goal: Goal::PerHit(300.0),
+    },
+    Meaning {
         name: "cond_false",
         label: "gdb breakpoint, false condition `rdi == -1` evaluated in the kernel (boosted lea)",
         linux: "-",
