@@ -497,6 +497,11 @@ impl Parser<'_> {
                     self.span(),
                     "calling functions in the target is not supported",
                 ));
+            } else if matches!(self.peek(), Tok::Punct("++" | "--")) {
+                return Err(Error::at(
+                    self.span(),
+                    "'++' and '--' are not supported: use 'set var x = x + 1'",
+                ));
             } else {
                 return Ok(e);
             }

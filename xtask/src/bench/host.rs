@@ -96,6 +96,84 @@ pub struct Host {
     pub wire_nagle: Wire,
     /// `dump core` of a kernel that died (`kdbg.crash=pf`), over the wire as wired.
     pub dump_core: Result<DumpCore, String>,
+    /// `print *w` of the 50-member `Wide` at a breakpoint on `wide_checksum`.
+    pub print_wide: Result<PrintWide, String>,
+}
+
+/// Times of `print` through the stub (kdbg --json on a pipe).
+#[derive(Clone, Debug)]
+pub struct PrintWide {
+    /// Wall-clock milliseconds per `print *w`, sorted.
+    pub deref_ms: Vec<f64>,
+    /// The same for `print WIDE.f07 + WIDE.f49` (two scalar reads).
+    pub scalar_ms: Vec<f64>,
+}
+
+/// Evaluations timed per expression.
+const PRINTS: usize = 40;
+
+/// `print *w` (50 members, one 200-byte read) and a two-member sum, each
+/// [`PRINTS`] times, with the kernel stopped at `wide_checksum`.
+fn print_wide(kernel: &Path, kdbg: &Path) -> Result<PrintWide> {
+    use std::io::BufRead;
+    let (mut vm, _addr) = boot(kernel, false)?;
+    let mut child = Command::new(kdbg)
+        .args(["--connect", &vm.stub_connect_arg(), "--symbols"])
+        .arg(kernel)
+        .args(["--json", "--timeout", "20", "--keep-going"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", kdbg.display()))?;
+    let mut stdin = child.stdin.take().context("kdbg stdin")?;
+    let out = child.stdout.take().context("kdbg stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    // One command; its result object (not events or the stop notice).
+    let mut run = |line: &str| -> Result<serde_json::Value> {
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        loop {
+            let l = rx
+                .recv_timeout(Duration::from_secs(60))
+                .with_context(|| format!("no answer to `{line}`"))?;
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
+            if v.get("command").is_some_and(|c| c != "stop") {
+                return Ok(v);
+            }
+        }
+    };
+    run("break wide_checksum")?;
+    run("wait stop timeout 60")?;
+    run("delete break 1")?;
+    let mut time = |expr: &str| -> Result<Vec<f64>> {
+        let mut v = Vec::with_capacity(PRINTS);
+        for _ in 0..PRINTS {
+            let t = Instant::now();
+            let r = run(&format!("print {expr}"))?;
+            v.push(t.elapsed().as_secs_f64() * 1e3);
+            anyhow::ensure!(r["ok"] == true, "`print {expr}` failed: {r}");
+        }
+        v.sort_by(f64::total_cmp);
+        Ok(v)
+    };
+    let deref_ms = time("*w")?;
+    let scalar_ms = time("WIDE.f07 + WIDE.f49")?;
+    let _ = run("continue");
+    drop(stdin);
+    let _ = child.wait();
+    vm.kill();
+    Ok(PrintWide {
+        deref_ms,
+        scalar_ms,
+    })
 }
 
 /// What `dump core` of the reference kernel costs.
@@ -235,7 +313,9 @@ pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
     let wire_nagle = wire(Client::connect(addr, TIMEOUT));
     vm.kill();
     let dump_core = reason(dump_core(kernel, kdbg));
+    let print_wide = reason(print_wide(kernel, kdbg));
     Ok(Host {
+        print_wide,
         dump_core,
         boot_to_stub,
         run_to_prompt,

@@ -424,6 +424,30 @@ fn host_cells(h: &Host) -> Vec<Vec<String>> {
             Err(e) => format!("n/a ({e})"),
         },
     ]);
+    let ms = |v: &[f64]| match v.get(v.len() / 2) {
+        Some(m) => format!(
+            "{m:.2} ms median ({:.2}..{:.2} ms over {})",
+            v.first().copied().unwrap_or(0.0),
+            v.last().copied().unwrap_or(0.0),
+            v.len()
+        ),
+        None => "n/a".into(),
+    };
+    t.push(vec![
+        "`print *w`: the 50-member `Wide` through the stub (kdbg --json, stopped at wide_checksum)"
+            .into(),
+        match &h.print_wide {
+            Ok(p) => ms(&p.deref_ms),
+            Err(e) => format!("n/a ({e})"),
+        },
+    ]);
+    t.push(vec![
+        "`print WIDE.f07 + WIDE.f49` (two scalar reads) through the stub".into(),
+        match &h.print_wide {
+            Ok(p) => ms(&p.scalar_ms),
+            Err(e) => format!("n/a ({e})"),
+        },
+    ]);
     t
 }
 
@@ -547,6 +571,10 @@ fn host_json(h: &Host) -> Value {
         "connect_to_prompt_secs": d(&h.connect_to_prompt),
         "wire": wire_json(&h.wire),
         "wire_nagle": wire_json(&h.wire_nagle),
+        "print_wide": match &h.print_wide {
+            Ok(p) => json!({"deref_ms": p.deref_ms, "scalar_ms": p.scalar_ms}),
+            Err(e) => json!({"na": e}),
+        },
         "dump_core": match &h.dump_core {
             Ok(d) => json!({"secs": d.secs, "memory": d.memory, "read": d.read, "file": d.file}),
             Err(e) => json!({"na": e}),
