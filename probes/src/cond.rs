@@ -278,7 +278,7 @@ impl bytecode::Env for ProbeEnv<'_> {
 /// the one-compare shape inline, the rest through [`predicate`].
 #[inline(always)]
 pub(crate) fn entry_predicate(
-    pf: &Platform,
+    pf: &dyn Host,
     probe: &crate::probe::Probe,
     prog: &Program,
     frame: &TrapFrame,
