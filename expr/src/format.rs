@@ -218,6 +218,28 @@ fn write_value(
         out.push_str("{...}");
         return Ok(());
     }
+    // Aggregates and arrays in memory: one read for the whole value, then
+    // members from those bytes (one round trip instead of one per member).
+    if let Loc::Mem(_) = v.loc
+        && matches!(v.ty, Ty::Agg { .. } | Ty::Array { .. })
+        && v.ty.size() > 0
+        && v.ty.size() <= 1 << 16
+    {
+        match ev.bytes(v, SP) {
+            Ok(b) => {
+                let fetched = Value {
+                    ty: v.ty.clone(),
+                    loc: Loc::Bytes(b),
+                };
+                return write_value(ev, &fetched, fmt, top, depth, out);
+            }
+            Err(e) if !top => {
+                out.push_str(&format!("<error: {}>", e.message));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
     match &v.ty {
         Ty::Void => out.push_str("void"),
         Ty::Int {

@@ -267,7 +267,12 @@ pub fn ptype(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let elf = s.shared.elf()?;
     let fs = elf.functions_named(func).unwrap_or_default();
     let Some(f) = fs.first() else {
-        // Not a function: a type.
+        // Not a function: a variable or expression first, as gdb
+        // (`ptype s` is the local `s`, not a type that happens to be `s`).
+        if let Ok(out) = super::inspect::ptype_expr(s, &name) {
+            return Ok(out);
+        }
+        // Then a type.
         let ids = elf.types_named(&name).unwrap_or_default();
         let Some(id) = ids.first() else {
             drop(elf);
