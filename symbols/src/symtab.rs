@@ -174,6 +174,13 @@ impl SymbolTable {
                 break;
             }
         }
+        // A size-0 label before the address (`entry_SYSCALL_64_after_hwframe`
+        // inside `entry_SYSCALL_64`) does not hide the sized function that
+        // contains the address; a label exactly at the address still names it.
+        let label = best.filter(|b| b.size == 0 && b.address != address);
+        if label.is_some() {
+            best = None;
+        }
         if best.is_none() {
             // Look further back for a sized symbol that still contains it
             // (nested labels inside a function).
@@ -181,8 +188,9 @@ impl SymbolTable {
                 .iter()
                 .rev()
                 .take(64)
-                .find(|s| s.contains(address) && s.kind == SymbolKind::Function)
-                .copied();
+                .find(|s| s.contains(address) && s.kind != SymbolKind::Data)
+                .copied()
+                .or(label);
         }
         let symbol = best?;
         Some(SymbolOffset {

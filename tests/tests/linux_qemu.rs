@@ -8,7 +8,7 @@
 //! - `regs -v` against QEMU's HMP `info registers` (gs_base, cr3, efer:
 //!   the register layout comes from QEMU's target description);
 //! - a breakpoint on `do_sys_openat2`: `info args` shows the filename
-//!   string, `bt` reaches `do_syscall_64`;
+//!   string, `bt` reaches `do_syscall_64` and `entry_SYSCALL_64`;
 //! - kdbg-only features are refused plainly on this stub;
 //! - after a stock gdb session (which turns QEMU's multiprocess thread ids
 //!   on), `quit` still leaves the guest running (`D;1`, checked).
@@ -171,6 +171,12 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
         .filter_map(|f| f["function"].as_str())
         .collect();
     assert!(names.contains(&"do_syscall_64"), "{names:?}");
+    // The assembly entry is named from its sized symbol, not hidden by the
+    // size-0 label `entry_SYSCALL_64_after_hwframe` before the address.
+    assert!(
+        names.iter().any(|n| n.starts_with("entry_SYSCALL_64+")),
+        "{names:?}"
+    );
     k.ok("delete break 1", "message");
     k.ok("quit", "quit");
     // (Its exit status counts the two refusals above.)
