@@ -726,8 +726,18 @@ fn an_interrupted_dump_is_a_valid_partial_core() {
         use std::io::Write;
         writeln!(stdin, "dump core {}", core.display()).expect("write");
     }
-    // Ctrl-C a second into the dump (a full dump takes several seconds).
-    std::thread::sleep(Duration::from_millis(2500));
+    // Ctrl-C a second into the dump (a full dump takes several seconds):
+    // its temporary file exists from the dump's start.
+    let deadline = Instant::now() + BOOT;
+    while Instant::now() < deadline
+        && !std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".partial-"))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
     // SAFETY: sends SIGINT to the kdbg child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     drop(stdin);

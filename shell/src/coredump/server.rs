@@ -243,7 +243,13 @@ fn monitor(s: &Served, cmd: &str) -> String {
             .map(|l| format!("task {l}\n"))
             .collect(),
         "retinst" => String::new(),
-        "stream" => "ok stream=off\n".into(),
+        // kdbg's own stub answers `ok stream=MODE` (the shell tells kdbg's
+        // stub from a foreign one by it); a core has no events to stream.
+        "stream" => format!(
+            "ok stream={}\n",
+            cmd.split_whitespace().nth(1).unwrap_or("off")
+        ),
+        "probes" => String::new(),
         "help" => "  a core file: why, tasks (everything else needs a live kernel)\n".into(),
         _ => format!(
             "error code=unsupported msg=`{word}` needs a live kernel: this is a core file\n"

@@ -407,7 +407,9 @@ impl Session {
         };
         match kept {
             Some(pm) => self.attach_summary = Some(pm),
-            None if self.resume_on_connect && stopped => self.client()?.resume("c")?,
+            None if self.resume_on_connect && stopped && !crate::coredump::offline() => {
+                self.client()?.resume("c")?
+            }
             None => {}
         }
         Ok(())
