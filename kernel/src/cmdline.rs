@@ -8,6 +8,9 @@
 //! kdbg.wait          stop in the stub at boot until a debugger attaches and continues
 //! kdbg.truth         log every workload call (arguments, return value) to debugcon (port 0xe9)
 //! kdbg.quiet         no periodic activity lines on the console (serve mode)
+//! kdbg.idle=SECS     a kernel stopped in the stub with no byte from the host for SECS
+//!                    seconds takes the host as gone (detach) and resumes; default:
+//!                    stays stopped until a host resumes it
 //! kdbg.crash         serve mode dies on purpose (a #UD in `kdbg_crash`) once the workers
 //!                    run: tests the fatal path and what a debugger sees of it
 //! kdbg.crash=stack   serve mode starts a task that tramples its stack canary (as a
@@ -45,6 +48,8 @@ pub struct Cmdline {
     pub crash: Option<Crash>,
     /// `kdbg.ondeath=`; `None`: the mode's default.
     pub ondeath: Option<stub::death::OnDeath>,
+    /// `kdbg.idle=SECS` (0: stay stopped).
+    pub idle_secs: u64,
 }
 
 impl Cmdline {
@@ -115,10 +120,12 @@ pub enum CmdlineError {
     BadCrash(&'static str),
     /// `kdbg.ondeath=` with an unknown policy.
     BadOnDeath(&'static str),
+    /// `kdbg.idle=` without a number of seconds.
+    BadIdle(&'static str),
 }
 
 /// The text shown when the command line is wrong.
-pub const ACCEPTED: &str = "accepted: one mode of `serve` (default), `selftest`, `selftest=SUITE[,SUITE...]`, `bench`; flags `kdbg.wait`, `kdbg.truth`, `kdbg.quiet`, `kdbg.crash[=ud|panic|gp|pf|de|df|stack|overflow|alloc|stub]`, `kdbg.ondeath=wait|exit|reboot`";
+pub const ACCEPTED: &str = "accepted: one mode of `serve` (default), `selftest`, `selftest=SUITE[,SUITE...]`, `bench`; flags `kdbg.wait`, `kdbg.truth`, `kdbg.quiet`, `kdbg.crash[=ud|panic|gp|pf|de|df|stack|overflow|alloc|stub]`, `kdbg.ondeath=wait|exit|reboot`, `kdbg.idle=SECS`";
 
 impl Cmdline {
     /// Parses `text`. A first word containing `/` is the kernel path some
@@ -131,6 +138,7 @@ impl Cmdline {
             quiet: false,
             crash: None,
             ondeath: None,
+            idle_secs: 0,
         };
         let mut mode_seen = false;
         for (i, word) in text.split_ascii_whitespace().enumerate() {
@@ -166,6 +174,11 @@ impl Cmdline {
                     let p = w.trim_start_matches("kdbg.ondeath=");
                     c.ondeath =
                         Some(stub::death::OnDeath::parse(p).ok_or(CmdlineError::BadOnDeath(w))?);
+                    None
+                }
+                w if w.starts_with("kdbg.idle=") => {
+                    let v = w.trim_start_matches("kdbg.idle=");
+                    c.idle_secs = v.parse().map_err(|_| CmdlineError::BadIdle(w))?;
                     None
                 }
                 w => match w.strip_prefix("selftest=") {

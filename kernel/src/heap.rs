@@ -77,6 +77,13 @@ pub unsafe fn init(ram_end: Option<u64>) -> Result<usize, HeapError> {
     Ok(size)
 }
 
+/// The heap's address range (empty before `init`).
+pub fn range() -> core::ops::Range<u64> {
+    let heap = HEAP.0.lock();
+    let start = heap.bottom() as u64;
+    start..start + heap.size() as u64
+}
+
 /// Heap usage in bytes: (used, free).
 pub fn usage() -> (usize, usize) {
     let heap = HEAP.0.lock();

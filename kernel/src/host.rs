@@ -96,6 +96,12 @@ pub fn init() {
     if let Err(e) = stub::init(&HOST) {
         crate::println!("kdbg stub: not started ({e:?}): the machine has no COM2 (use -M pc)");
     }
+    // The heap holds the probe tables and event rings the stub and the
+    // probe core use while they serve: gdb may not watch it.
+    stub::protect::protect_data(
+        crate::heap::range(),
+        "the kernel heap (probe tables, event rings)",
+    );
 }
 
 /// Declares `pub static SUITE` of a probe-core selftest module whose cases

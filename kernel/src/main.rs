@@ -82,6 +82,9 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
                 cmdline::CmdlineError::BadOnDeath(w) => {
                     println!("kdbg: `{w}`: the policy is one of wait, exit, reboot")
                 }
+                cmdline::CmdlineError::BadIdle(w) => {
+                    println!("kdbg: `{w}` needs a number of seconds (kdbg.idle=30)")
+                }
             }
             println!("kdbg: {}", cmdline::ACCEPTED);
             qemu_exit(ExitCode::Failure)
@@ -101,6 +104,7 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
 
     // The probe core and the debugger start here.
     host::init();
+    stub::machine::set_idle_timeout_secs(cmd.idle_secs);
     dispatch::enable_serial_irqs();
     if cmd.wait {
         println!("kdbg: waiting for a debugger on COM2 (kdbg.wait)");

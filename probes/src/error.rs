@@ -44,6 +44,8 @@ pub enum ProbeError {
     DataTooLarge,
     /// maxactive above the supported maximum.
     TooManyInstances,
+    /// The kretprobe instance pools would exceed their memory budget.
+    NoMemory,
 }
 
 impl fmt::Display for ProbeError {
@@ -90,6 +92,9 @@ impl fmt::Display for ProbeError {
                 "kretprobe entry data is limited to 4096 bytes: ask for less"
             }
             ProbeError::TooManyInstances => "maxactive is limited to 4096: ask for fewer instances",
+            ProbeError::NoMemory => {
+                "kretprobe instances would exceed their 4 MiB memory budget (`monitor events` shows it): use a smaller maxactive or delete kretprobes"
+            }
         };
         f.write_str(s)
     }

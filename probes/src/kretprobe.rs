@@ -22,7 +22,9 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::ProbeError;
 
 use arch::TrapFrame;
 
@@ -32,6 +34,26 @@ use crate::probe::{Probe, ProbeId};
 pub const MAX_DATA: usize = 4096;
 /// Largest `maxactive`.
 pub const MAX_ACTIVE: usize = 4096;
+
+/// Most bytes all kretprobe instance pools may hold together (the
+/// reference kernel's heap is 8-32 MiB and also holds everything else).
+/// A registration past it is refused with [`ProbeError::NoMemory`]
+/// instead of an allocation failure (a kernel panic).
+pub const POOL_BUDGET: usize = 4 << 20;
+
+/// Bytes the live instance pools hold.
+static POOL_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// (bytes in use, budget) of kretprobe instance pools (`monitor events`).
+pub fn pool_memory() -> (usize, usize) {
+    (POOL_BYTES.load(Ordering::Relaxed), POOL_BUDGET)
+}
+
+/// What a pool of `n` instances with `data_size` bytes each costs.
+pub(crate) fn pool_cost(n: usize, data_size: usize) -> usize {
+    n.saturating_mul(core::mem::size_of::<Instance>().saturating_add(data_size))
+        .saturating_add(core::mem::size_of::<RetPool>())
+}
 /// Most tasks that can have instances outstanding at once.
 pub const MAX_TASKS: usize = 256;
 
@@ -127,6 +149,14 @@ pub(crate) struct RetPool {
     /// Tagged Treiber stack head: high 32 bits tag, low 32 bits index + 1.
     free: AtomicU64,
     free_count: AtomicU32,
+    /// Bytes counted against [`POOL_BUDGET`] (returned on drop).
+    cost: usize,
+}
+
+impl Drop for RetPool {
+    fn drop(&mut self) {
+        POOL_BYTES.fetch_sub(self.cost, Ordering::AcqRel);
+    }
 }
 
 // SAFETY: instances are handed between CPUs through the atomic free list;
@@ -136,8 +166,32 @@ unsafe impl Send for RetPool {}
 unsafe impl Sync for RetPool {}
 
 impl RetPool {
-    /// A pool of `n` instances with `data_size` bytes each. Registration only.
+    /// A pool of `n` instances with `data_size` bytes each, if it fits the
+    /// global [`POOL_BUDGET`]. Registration only.
+    pub fn try_new(
+        n: usize,
+        data_size: usize,
+        action: ReturnAction,
+    ) -> Result<Box<RetPool>, ProbeError> {
+        let cost = pool_cost(n, data_size);
+        POOL_BYTES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(cost).filter(|&t| t <= POOL_BUDGET)
+            })
+            .map_err(|_| ProbeError::NoMemory)?;
+        Ok(Self::build(n, data_size, action, cost))
+    }
+
+    /// A pool of `n` instances with `data_size` bytes each, counted against
+    /// the budget without checking it (host tests).
+    #[cfg(test)]
     pub fn new(n: usize, data_size: usize, action: ReturnAction) -> Box<RetPool> {
+        let cost = pool_cost(n, data_size);
+        POOL_BYTES.fetch_add(cost, Ordering::AcqRel);
+        Self::build(n, data_size, action, cost)
+    }
+
+    fn build(n: usize, data_size: usize, action: ReturnAction, cost: usize) -> Box<RetPool> {
         let empty = InstState {
             probe: ptr::null(),
             ret_addr: 0,
@@ -154,6 +208,7 @@ impl RetPool {
             data: (0..n * data_size).map(|_| UnsafeCell::new(0)).collect(),
             free: AtomicU64::new(0),
             free_count: AtomicU32::new(0),
+            cost,
         });
         let pool_ptr: *const RetPool = &*pool;
         // The cast is exact: n <= MAX_ACTIVE.

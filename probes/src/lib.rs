@@ -199,7 +199,7 @@ impl Core {
             if n > kretprobe::MAX_ACTIVE {
                 return Err(ProbeError::TooManyInstances);
             }
-            let pool = RetPool::new(n, data_size, action);
+            let pool = RetPool::try_new(n, data_size, action)?;
             let mut p = Probe::new(id, addr, sym.name, 0, data, Action::Kretprobe(pool));
             p.pred = pred.map(alloc::boxed::Box::new);
             Ok(p)
@@ -273,6 +273,11 @@ pub fn register_jprobe(at: At<'_>, entry: usize) -> Result<ProbeId, ProbeError> 
 }
 
 /// Seed API: registers a kretprobe (handler, maxactive, entry_handler, data_size).
+/// (bytes in use, budget) of the kretprobe instance pools.
+pub fn kretprobe_memory() -> (usize, usize) {
+    kretprobe::pool_memory()
+}
+
 pub fn register_kretprobe(at: At<'_>, rp: Kretprobe) -> Result<ProbeId, ProbeError> {
     CORE.register_kretprobe(at, rp)
 }

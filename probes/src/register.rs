@@ -352,6 +352,9 @@ impl Core {
     /// (the probe runs when the debugger resumes without its breakpoint),
     /// and removing either leaves the other's int3 in place.
     pub fn gdb_insert(&self, addr: u64) -> Result<(), ProbeError> {
+        if let Some(e) = self.gdb_refusal(addr) {
+            return Err(e);
+        }
         let (pf, mut reg) = self.lock()?;
         if reg.gdb.contains_key(&addr) || reg.point(addr).is_some_and(|p| p.gdb) {
             return Ok(());
@@ -530,6 +533,23 @@ impl Core {
             f(&c.info(*a));
         }
         Ok(())
+    }
+
+    /// Why a gdb breakpoint (int3 or debug register) at `addr` must be
+    /// refused: not kernel text (an int3 in data corrupts it), or code the
+    /// debugger and the probe core run themselves (a trap there recurses
+    /// or hangs), as Linux's kgdb refuses kprobe-blacklisted addresses.
+    /// `None` when it is fine, or when the core is not initialised (the
+    /// caller cannot know the text then).
+    pub fn gdb_refusal(&self, addr: u64) -> Option<ProbeError> {
+        let pf = self.host()?;
+        if !pf.is_text(addr) {
+            Some(ProbeError::NotText)
+        } else if pf.is_blacklisted(addr) {
+            Some(ProbeError::Blacklisted)
+        } else {
+            None
+        }
     }
 
     /// gdb removes its software breakpoint at `addr`.

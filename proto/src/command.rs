@@ -8,6 +8,7 @@
 //! probe enable|disable|delete ID...
 //! events
 //! tasks
+//! refused
 //! retinst [TASK]
 //! stream on|off|text|record
 //! lookup LOC
@@ -177,6 +178,8 @@ pub enum Command<'a> {
     },
     Events,
     Tasks,
+    /// Breakpoints and watchpoints refused on the debugger's own code and data.
+    Refused,
     /// Outstanding kretprobe instances (of one task, or all).
     RetInst {
         task: Option<u32>,
@@ -364,6 +367,7 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
         }
         "events" => Command::Events,
         "tasks" => Command::Tasks,
+        "refused" => Command::Refused,
         "retinst" => Command::RetInst {
             task: words.next().map(parse_u32).transpose()?,
         },
@@ -459,6 +463,7 @@ impl fmt::Display for Command<'_> {
             }
             Command::Events => f.write_str("events"),
             Command::Tasks => f.write_str("tasks"),
+            Command::Refused => f.write_str("refused"),
             Command::RetInst { task: None } => f.write_str("retinst"),
             Command::RetInst { task: Some(t) } => write!(f, "retinst {t}"),
             Command::Stream(m) => write!(f, "stream {}", m.as_str()),
@@ -533,6 +538,11 @@ pub const COMMANDS: &[CommandHelp] = &[
         name: "tasks",
         usage: "tasks",
         summary: "kernel tasks: id, name, state",
+    },
+    CommandHelp {
+        name: "refused",
+        usage: "refused",
+        summary: "the last breakpoints/watchpoints refused on the debugger's own code and data, and why",
     },
     CommandHelp {
         name: "retinst",
@@ -687,6 +697,7 @@ mod tests {
             "probe disable 3 4",
             "events",
             "tasks",
+            "refused",
             "retinst",
             "retinst 2",
             "stream off",

@@ -46,6 +46,42 @@ pub fn write_packet(uart: &Uart, body: &[u8]) {
     uart.write_bytes(&cs);
 }
 
+/// An `O` packet written as it is rendered (hex-encoded, checksummed on
+/// the fly): no line buffer, so no length limit and nothing lost.
+pub struct ConsoleWriter {
+    uart: Uart,
+    sum: u8,
+}
+
+impl ConsoleWriter {
+    /// Starts the packet (`$O`).
+    pub fn begin(uart: Uart) -> Self {
+        uart.write_byte(b'$');
+        uart.write_byte(b'O');
+        ConsoleWriter { uart, sum: b'O' }
+    }
+
+    /// Ends the packet (`#cs`).
+    pub fn finish(self) {
+        let mut pair = [0u8; 2];
+        self.uart.write_byte(b'#');
+        proto::hex::encode(&[self.sum], &mut pair);
+        self.uart.write_bytes(&pair);
+    }
+}
+
+impl core::fmt::Write for ConsoleWriter {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let mut pair = [0u8; 2];
+        for &b in s.as_bytes() {
+            proto::hex::encode(&[b], &mut pair);
+            self.sum = self.sum.wrapping_add(pair[0]).wrapping_add(pair[1]);
+            self.uart.write_bytes(&pair);
+        }
+        Ok(())
+    }
+}
+
 /// Writes an `O` packet carrying `text` (hex-encoded, as gdb expects).
 pub fn write_console(uart: &Uart, text: &[u8]) {
     let mut sum = b'O';

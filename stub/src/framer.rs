@@ -46,6 +46,7 @@ enum State {
 }
 
 /// The framing state machine with its packet buffer.
+#[derive(Clone)]
 pub struct Framer {
     buf: [u8; MAX_PACKET],
     len: usize,

@@ -35,6 +35,7 @@ pub mod machine;
 pub mod monitor;
 pub mod packet;
 pub mod probecmd;
+pub mod protect;
 pub mod step;
 pub mod target;
 

@@ -18,13 +18,14 @@
 //! and starts a fresh machine, keeping the kernel alive.
 
 use arch::TrapFrame;
+use core::sync::atomic::{AtomicU64, Ordering};
 use gdbstub::common::Signal;
 use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
 use spin::Mutex;
 
-use crate::conn::{Com2, write_console, write_packet};
+use crate::conn::{Com2, ConsoleWriter, write_packet};
 use crate::framer::{Frame, Framer, MAX_PACKET};
 use crate::packet::Action;
 use crate::target::{KdbgTarget, Resume};
@@ -81,12 +82,45 @@ pub static SESSION: Mutex<Session> = Mutex::new(Session {
     attach_stop: false,
 });
 
-/// How long a tentative stop (a `$` while detached) waits for the rest of a
+/// How long a tentative stop (a `$` or a Ctrl-C while detached) waits for a
 /// valid packet, in TSC ticks (about a second or more on any host).
 const TENTATIVE_TICKS: u64 = 2_000_000_000;
 
 /// gdbstub's packet buffer. Only the one live machine borrows it.
 static mut PACKET_BUFFER: [u8; MAX_PACKET] = [0; MAX_PACKET];
+
+/// `kdbg.idle=SECS` (0: never): how long the kernel stays stopped with no
+/// byte from the host before the stub takes the host as gone.
+static IDLE_TIMEOUT_SECS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the idle timeout of a stopped kernel (the kernel passes
+/// `kdbg.idle=SECS` from its command line). 0, the default, waits for
+/// ever: a user may look at a stopped kernel as long as they like, and
+/// a stop that ended by itself would resume code under a breakpoint the
+/// user is still studying.
+pub fn set_idle_timeout_secs(secs: u64) {
+    IDLE_TIMEOUT_SECS.store(secs, Ordering::Relaxed);
+}
+
+fn idle_timeout_ticks(host: &dyn probes::Host) -> u64 {
+    let secs = IDLE_TIMEOUT_SECS.load(Ordering::Relaxed);
+    if secs == 0 {
+        return 0;
+    }
+    // The measured TSC rate; before it is known, 1 GHz (on any host the
+    // real rate is at least that, so the wait is no shorter than asked).
+    let hz = match crate::clock::tsc(host).0 {
+        0 => 1_000_000_000,
+        hz => hz,
+    };
+    secs.saturating_mul(hz)
+}
+
+/// Where gdbstub's packet buffer lives (watchpoints there are refused).
+pub fn packet_buffer_range() -> core::ops::Range<u64> {
+    let start = core::ptr::addr_of!(PACKET_BUFFER) as u64;
+    start..start + MAX_PACKET as u64
+}
 
 /// Signal numbers gdb knows.
 pub const SIGINT: Signal = Signal(2);
@@ -342,7 +376,9 @@ impl Session {
         // let the scheduler switch away under the debugger).
         arch::cpu::disable_interrupts();
         let uart = Com2::new().0;
-        let mut started: Option<u64> = None;
+        let entered = arch::cpu::rdtsc();
+        let mut last_byte = entered;
+        let idle_ticks = idle_timeout_ticks(self.target.host);
         if core::mem::take(&mut self.pending) {
             match self.feed_packet() {
                 Fed::Resumed => return,
@@ -369,22 +405,27 @@ impl Session {
                 }
             }
             let Some(b) = uart.try_read_byte() else {
-                if self.tentative && !self.attached {
-                    let now = arch::cpu::rdtsc();
-                    let since = *started.get_or_insert(now);
-                    if now.wrapping_sub(since) > TENTATIVE_TICKS {
-                        // Noise that looked like a packet start: nobody is
-                        // there. Forget it and let the kernel run.
-                        self.framer.reset();
-                        self.tentative = false;
-                        self.target.resume = Resume::Continue;
-                        break;
-                    }
+                let now = arch::cpu::rdtsc();
+                if self.tentative && !self.attached && now.wrapping_sub(entered) > TENTATIVE_TICKS {
+                    // Noise that looked like a packet start or a Ctrl-C:
+                    // no valid packet followed, nobody is there. Forget it
+                    // and let the kernel run (noise never parks it).
+                    self.framer.reset();
+                    self.tentative = false;
+                    self.target.resume = Resume::Continue;
+                    break;
+                }
+                if idle_ticks != 0 && self.attached && now.wrapping_sub(last_byte) > idle_ticks {
+                    // `kdbg.idle=SECS`: the host said nothing for that long
+                    // while the kernel is stopped; take it as gone (as `D`
+                    // would: its breakpoints go, probes stay) and resume.
+                    self.detach(DisconnectReason::Disconnect);
+                    break;
                 }
                 core::hint::spin_loop();
                 continue;
             };
-            started = None;
+            last_byte = arch::cpu::rdtsc();
             let fed = match self.framer.feed(b) {
                 Frame::None | Frame::Nak => Fed::Stay,
                 Frame::Ack => self.feed(b"+"),
@@ -515,6 +556,11 @@ impl Session {
                     self.feed(&[0x03]);
                     None
                 } else {
+                    // Nobody attached (or the host is gone): the stop is
+                    // tentative, like a packet start's, so a noise byte
+                    // that looks like a Ctrl-C never parks the kernel:
+                    // without a valid packet soon after, it resumes.
+                    self.tentative = !self.attached;
                     Some(StopReason::SignalWithThread {
                         tid: self.target.current_tid(),
                         signal: SIGINT,
@@ -614,7 +660,9 @@ impl Session {
         }
         let uart = Com2::new().0;
         crate::events::drain(self.target.monitor.stream, max, &mut |line| {
-            write_console(&uart, line)
+            let mut w = ConsoleWriter::begin(uart);
+            let _ = line.write_to(&mut w);
+            w.finish();
         })
     }
 

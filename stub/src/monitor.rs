@@ -59,6 +59,9 @@ pub fn run(
                 tsc_src,
             };
             writeln!(out, "{row}")?;
+            // The kretprobe instance pools' share of the heap and its cap.
+            let (used, budget) = probes::kretprobe_memory();
+            writeln!(out, "probe-memory used={used} budget={budget}")?;
             crate::events::for_each_drop(&mut |row| {
                 let _ = writeln!(out, "{row}");
             });
@@ -71,6 +74,7 @@ pub fn run(
         Command::Lookup(loc) => lookup(loc, host, out),
         Command::Why => crate::death::why(out),
         Command::Pages { addr, len } => crate::death::pages(addr, len, out),
+        Command::Refused => crate::protect::report(out),
         Command::Kprobe { loc, pred } => probecmd::kprobe(loc, pred, out),
         Command::Jprobe {
             func,

@@ -37,6 +37,7 @@ pub fn code_of(e: ProbeError) -> ErrorCode {
         ProbeError::NoSlot | ProbeError::TableFull => ErrorCode::TooManyProbes,
         ProbeError::NoSuchProbe => ErrorCode::NoSuchProbe,
         ProbeError::TooManyInstances | ProbeError::DataTooLarge => ErrorCode::BadArguments,
+        ProbeError::NoMemory => ErrorCode::NoMemory,
         ProbeError::InHandler | ProbeError::Busy => ErrorCode::Busy,
     }
 }

@@ -14,6 +14,7 @@
 //! `kdbg` binary is `$KDBG_BIN` or `<target dir>/debug/kdbg` (`cargo xtask
 //! test` sets both after building them).
 
+pub mod fuzz;
 pub mod gdb;
 pub mod kdbg;
 pub mod linux;

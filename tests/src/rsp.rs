@@ -253,3 +253,22 @@ pub fn workload_total(raw: &mut Raw, stats: u64) -> u64 {
         .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
         .sum()
 }
+
+/// A symbol's address from `nm` (demangled names, hash suffix ignored).
+pub fn symbol(kernel: &Path, name: &str) -> Option<u64> {
+    let out = std::process::Command::new("nm")
+        .arg("-C")
+        .arg(kernel)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ' ');
+        let addr = parts.next()?;
+        let _kind = parts.next()?;
+        let sym = parts.next()?;
+        (sym == name || sym.strip_prefix(name)?.starts_with("::h"))
+            .then(|| u64::from_str_radix(addr, 16).ok())
+            .flatten()
+    })
+}

@@ -8,11 +8,13 @@
 //! cargo xtask test                       host tests, kernel selftests, end-to-end tests
 //! cargo xtask clippy                     clippy -D warnings, host and kernel crates
 //! cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]   the cost table (docs/BENCHMARKS.md)
+//! cargo xtask fuzz [--seed S] [--inputs N] [--reconnects R] | --replay FILE   the stub's protocol fuzzer
 //! ```
 
 mod bench;
 mod bench_symbols;
 mod build;
+mod fuzz;
 mod kallsyms;
 mod linux;
 mod qemu;
@@ -23,7 +25,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "\
+pub const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
@@ -44,6 +46,11 @@ commands:
   bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]
                              probe costs in guest instructions, stub and stream figures,
                              symbols vs binutils; writes docs/BENCHMARKS.md, target/kdbg/bench.json
+  fuzz [--seed S] [--inputs N] [--reconnects R]
+                             the stub's protocol fuzzer on the real stub in QEMU (default: the
+                             suite's fixed seed, 3000 inputs, 12 reconnects); a failure is minimized
+                             and saved under target/kdbg/fuzz/
+  fuzz --replay FILE         replay a saved failing input on a fresh kernel
 ";
 
 fn main() -> ExitCode {
@@ -81,6 +88,7 @@ fn real_main(args: &[String]) -> Result<ExitCode> {
             build::clippy()
         }
         "bench" => bench::command(rest),
+        "fuzz" => fuzz::command(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -293,7 +293,9 @@ fn kprobe_event_record() -> TestResult {
         proto::command::StreamMode::Record,
         usize::MAX,
         &mut |line| {
-            let text = core::str::from_utf8(line).unwrap_or("");
+            let mut buf = alloc::string::String::new();
+            let _ = line.write_to(&mut buf);
+            let text = buf.as_str();
             match proto::Record::decode_line(text) {
                 Ok(proto::Record::Event(e)) if e.probe_id == id => {
                     seen += 1;

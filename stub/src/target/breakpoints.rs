@@ -8,7 +8,19 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::{TargetError, TargetResult};
 
-use super::{EFAULT, EINVAL, ENOSPC, KdbgTarget};
+use super::{EACCES, EFAULT, EINVAL, ENOSPC, KdbgTarget};
+use crate::protect;
+
+/// Refuses a code address the debugger depends on (see [`protect`]).
+fn refuse_code(request: u8, addr: u64) -> Result<(), TargetError<crate::target::StubError>> {
+    match protect::code_refusal(addr) {
+        Some(reason) => {
+            protect::record(request, addr, 1, reason);
+            Err(TargetError::Errno(EACCES))
+        }
+        None => Ok(()),
+    }
+}
 
 impl Breakpoints for KdbgTarget {
     #[inline(always)]
@@ -30,6 +42,7 @@ impl SwBreakpoint for KdbgTarget {
         if self.sw.contains(addr) {
             return Ok(true);
         }
+        refuse_code(b'0', addr)?;
         // The probe core's shared int3 layer first.
         match probes::CORE.gdb_insert(addr) {
             Ok(()) => {
@@ -74,6 +87,7 @@ impl SwBreakpoint for KdbgTarget {
 
 impl HwBreakpoint for KdbgTarget {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        refuse_code(b'1', addr)?;
         // `false` makes gdb say it could not insert the breakpoint (the four
         // debug registers are in use).
         Ok(self.hw.add(addr, 1, None).is_ok())
@@ -91,6 +105,15 @@ impl HwWatchpoint for KdbgTarget {
         len: u64,
         kind: WatchKind,
     ) -> TargetResult<bool, Self> {
+        if let Some(reason) = protect::data_refusal(addr, len) {
+            let request = match kind {
+                WatchKind::Write => b'2',
+                WatchKind::Read => b'3',
+                WatchKind::ReadWrite => b'4',
+            };
+            protect::record(request, addr, len, reason);
+            return Err(TargetError::Errno(EACCES));
+        }
         Ok(self.hw.add(addr, len, Some(kind)).is_ok())
     }
 

@@ -31,6 +31,8 @@ mod thread_extra_info;
 
 /// EFAULT: what gdb shows as "Cannot access memory".
 pub(crate) const EFAULT: u8 = 14;
+/// EACCES: an address the debugger depends on (see `crate::protect`).
+pub(crate) const EACCES: u8 = 13;
 /// EINVAL.
 pub(crate) const EINVAL: u8 = 22;
 /// ENOSPC: no free debug register.
