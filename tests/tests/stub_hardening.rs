@@ -43,30 +43,61 @@ fn runs_until_interrupted(s: &mut Raw, stats: u64) {
     assert!(after > before, "workloads did not run: {before} -> {after}");
 }
 
+/// rip of the stopped thread (gdb's x86_64 `g` layout: 16 GPRs, then rip).
+fn rip(s: &mut Raw) -> u64 {
+    let g = s.ask("g");
+    let bytes = tests::rsp::unhex(g.as_bytes().get(256..272).expect("rip in g"));
+    u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+}
+
 #[test]
 fn a_step_interrupted_by_ctrl_c_does_not_stay_armed() {
     let mut vm = boot();
-    let stats = elf_address(&vm.config().kernel, "&kernel::workloads::STATS");
+    let kernel = vm.config().kernel.clone();
+    let stats = elf_address(&kernel, "&kernel::workloads::STATS");
+    // The idle loop is `sti; hlt; jmp idle`. A step of `hlt` runs with
+    // interrupts on (it waits for one), so a Ctrl-C sent with the step is
+    // taken before the step completes: the kernel stops (T02) with the
+    // step's TF armed. Every kind of stop must end the step.
+    let idle = tests::rsp::symbol(&kernel, "kernel::sched::idle").expect("idle");
+    let hlt = idle + 1;
     let mut s = connect(&mut vm);
     s.attach();
-    // A step and a Ctrl-C in one write: the Ctrl-C's interrupt is pending
-    // when the step resumes, so it is taken before the stepped instruction
-    // runs and stops the kernel with the step still armed (T02, not the
-    // step's T05). Every kind of stop must end the step.
     let mut interrupted = 0;
-    for _ in 0..6 {
+    for _ in 0..40 {
+        if interrupted >= 3 {
+            break;
+        }
+        // Stop in the idle loop (where the kernel spends most of its time).
+        let pc = rip(&mut s);
+        if !(idle..idle + 4).contains(&pc) {
+            runs_until_interrupted(&mut s, stats);
+            continue;
+        }
+        // Step to the hlt (jmp -> sti -> hlt).
+        for _ in 0..3 {
+            if rip(&mut s) == hlt {
+                break;
+            }
+            assert!(s.ask("s").starts_with('T'));
+        }
+        if rip(&mut s) != hlt {
+            runs_until_interrupted(&mut s, stats);
+            continue;
+        }
         s.send_raw(&[packet(b"s").as_slice(), b"\x03"].concat());
         let stop = s.reply();
         assert!(stop.starts_with('T'), "stop: {stop}");
         if stop.starts_with("T02") {
             interrupted += 1;
         }
-        // Whatever the step did, `c` runs the kernel until the next Ctrl-C.
+        // Whatever the step did, `c` runs the kernel until the next
+        // Ctrl-C: no leftover step stops it one instruction later.
         runs_until_interrupted(&mut s, stats);
     }
     assert!(
         interrupted > 0,
-        "no step was interrupted by its Ctrl-C: the test did not test the case"
+        "no step of hlt was interrupted by its Ctrl-C: the test did not test the case"
     );
     assert_eq!(s.ask("D"), "OK");
     vm.assert_still_running(SETTLE);
