@@ -847,12 +847,37 @@ fn invariants(
     conn.event_lines = 0;
     // The kernel still runs: counters grow across `c` + Ctrl-C, and no
     // stop arrives by itself.
+    // On a loaded host a short run may see no progress: run longer
+    // before calling it a hang (300 ms, then 1 s, then 4 s).
     let before = workload_total(&mut conn.raw, rig.stats);
+    let mut after = before;
+    for run in [300u64, 1000, 4000] {
+        run_once(conn, Duration::from_millis(run))?;
+        after = workload_total(&mut conn.raw, rig.stats);
+        if after > before {
+            break;
+        }
+    }
+    if after <= before {
+        return Err(format!(
+            "the workloads did not run in 5.3 s of `c`: {before} -> {after}"
+        ));
+    }
+    // The stop drained the events of the run: the next check counts them.
+    conn.drained = true;
+    if rig.vm.try_exit().is_some() {
+        return Err(format!("the kernel died:\n{}", rig.vm.console()));
+    }
+    Ok(())
+}
+
+/// `c`, `run` of running with no stop reply, Ctrl-C, a T02 stop reply.
+fn run_once(conn: &mut Conn, run: Duration) -> Result<(), String> {
     conn.raw.send("c");
     for &b in packet(b"c").iter() {
         conn.framer.feed(b);
     }
-    let quiet = Instant::now() + Duration::from_millis(300);
+    let quiet = Instant::now() + run;
     while let Some(s) = conn.next(quiet.saturating_duration_since(Instant::now())) {
         // An ack is fine: a batch may have restarted the session (a
         // `qSupported` formed by accident, a malformed command), which
@@ -871,15 +896,6 @@ fn invariants(
     };
     if !stop.starts_with("T02") {
         return Err(format!("Ctrl-C stop reply: {stop}"));
-    }
-    let after = workload_total(&mut conn.raw, rig.stats);
-    if after <= before {
-        return Err(format!("the workloads did not run: {before} -> {after}"));
-    }
-    // The stop drained the events of the run: the next check counts them.
-    conn.drained = true;
-    if rig.vm.try_exit().is_some() {
-        return Err(format!("the kernel died:\n{}", rig.vm.console()));
     }
     Ok(())
 }
