@@ -1035,16 +1035,20 @@ pub fn replay(inputs: &[Input]) -> Result<(), String> {
 }
 
 /// Drops inputs while the failure reproduces (halves first, then one by
-/// one), each try on a fresh kernel.
+/// one), each try on a fresh kernel, for at most three minutes.
 fn minimize_failure(inputs: &[Input]) -> Vec<Input> {
+    // Each try boots a kernel: stop after MINIMIZE_BUDGET (the suite must
+    // stay fast even when it fails) with what is minimal so far.
+    const MINIMIZE_BUDGET: Duration = Duration::from_secs(180);
+    let started = Instant::now();
     let mut cur = inputs.to_vec();
     if replay(&cur).is_ok() {
         return cur; // not reproducible alone: keep the batch as it was
     }
     let mut chunk = cur.len() / 2;
-    while chunk >= 1 {
+    while chunk >= 1 && started.elapsed() < MINIMIZE_BUDGET {
         let mut i = 0;
-        while i < cur.len() {
+        while i < cur.len() && started.elapsed() < MINIMIZE_BUDGET {
             let mut cand = cur.clone();
             cand.drain(i..(i + chunk).min(cand.len()));
             if !cand.is_empty() && replay(&cand).is_err() {
