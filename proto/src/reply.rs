@@ -180,6 +180,27 @@ impl fmt::Display for ErrorRow<'_> {
     }
 }
 
+/// `ok id=N`: a probe was created, enabled, disabled or deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OkIdRow {
+    pub id: u32,
+}
+
+impl OkIdRow {
+    pub fn parse(line: &str) -> Result<Self, RowError> {
+        let r = row_of(line, "ok")?;
+        Ok(OkIdRow {
+            id: u32::try_from(need_num(&r, "id")?).map_err(|_| RowError::Field("id"))?,
+        })
+    }
+}
+
+impl fmt::Display for OkIdRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ok id={}", self.id)
+    }
+}
+
 /// Probe type as shown in `probes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeType {
@@ -555,6 +576,21 @@ impl fmt::Display for CondRow {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ok_id_row_round_trips() {
+        let row = OkIdRow { id: 42 };
+        assert_eq!(row.to_string(), "ok id=42");
+        assert_eq!(OkIdRow::parse(&row.to_string()).unwrap(), row);
+        assert!(OkIdRow::parse("ok").is_err());
+        assert!(OkIdRow::parse("ok id=99999999999").is_err());
+        let e = ErrorRow {
+            code: ErrorCode::Busy,
+            msg: "retry",
+        };
+        assert_eq!(ErrorRow::parse(&e.to_string()).unwrap(), e);
+    }
+
     use super::*;
 
     #[test]

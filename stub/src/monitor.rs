@@ -24,7 +24,7 @@ pub fn run(
     let cmd = match proto::command::parse(text) {
         Ok(c) => c,
         Err(e) => {
-            return writeln!(out, "error code={} msg={e}", e.code().as_str());
+            return error(out, e.code(), &e);
         }
     };
     match cmd {

@@ -9,7 +9,7 @@ use probes::{At, ProbeError, ProbeId};
 use proto::bytecode::Program;
 use proto::command::{Loc, ProbeAction};
 use proto::fetch::CaptureSpec;
-use proto::reply::{ErrorCode, ExecPath, InstRow, ProbeRow, ProbeType};
+use proto::reply::{ErrorCode, ExecPath, InstRow, OkIdRow, ProbeRow, ProbeType};
 
 use crate::monitor::error;
 
@@ -44,7 +44,7 @@ pub fn code_of(e: ProbeError) -> ErrorCode {
 
 fn created(out: &mut dyn Write, r: Result<ProbeId, ProbeError>) -> fmt::Result {
     match r {
-        Ok(id) => writeln!(out, "ok id={}", id.0),
+        Ok(id) => writeln!(out, "{}", OkIdRow { id: id.0 }),
         Err(e) => error(out, code_of(e), &e),
     }
 }
@@ -125,7 +125,7 @@ pub fn probe(action: ProbeAction, ids: &[u32], out: &mut dyn Write) -> fmt::Resu
             ProbeAction::Delete => probes::unregister(ProbeId(id)),
         };
         match r {
-            Ok(()) => writeln!(out, "ok id={id}")?,
+            Ok(()) => writeln!(out, "{}", OkIdRow { id })?,
             Err(e) => error(out, code_of(e), &e)?,
         }
     }

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, anyhow, bail};
 use proto::command::{Command as Mon, IdList, Loc, ProbeAction};
-use proto::reply::{ErrorRow, ProbeRow, ProbeType, Row};
+use proto::reply::{ErrorRow, OkIdRow, ProbeRow, ProbeType};
 
 use super::locate::{check_code, resolve};
 use crate::capture::{self, Layout};
@@ -14,13 +14,8 @@ use crate::session::Session;
 
 /// The probe id from an `ok id=N` reply.
 fn new_id(reply: &str) -> Result<u32> {
-    for line in reply.lines() {
-        if let Some(r) = Row::parse(line)
-            && r.kind == "ok"
-            && let Some(id) = r.num("id")
-        {
-            return u32::try_from(id).map_err(|_| anyhow!("the stub answered a bad probe id {id}"));
-        }
+    if let Some(row) = reply.lines().find_map(|l| OkIdRow::parse(l).ok()) {
+        return Ok(row.id);
     }
     bail!(
         "the stub did not answer a probe id (reply: `{}`)",
