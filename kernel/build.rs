@@ -1,4 +1,4 @@
-//! Link arguments for the kernel image (DESIGN.md section 2). Only the `kernel`
+//! Link arguments for the kernel image. Only the `kernel`
 //! binary gets them (`rustc-link-arg-bins`), so build scripts and proc-macros
 //! built for the host are unaffected.
 

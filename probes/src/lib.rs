@@ -8,7 +8,7 @@
 //! - [`hooks`]: what the kernel's trap dispatcher calls.
 //! - [`Host`]: what the kernel implements and installs at boot ([`init`]).
 //!
-//! How a hit runs (DESIGN.md section 4): the address was analysed at
+//! How a hit runs: the address was analysed at
 //! registration (`arch::insn`); instructions that change rip or IF are
 //! emulated in the trap handler, the rest run out of line from a slot
 //! followed by an int3 (post handlers run at that second trap) or, boosted,

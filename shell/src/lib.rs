@@ -1,5 +1,5 @@
 //! The kdbg host shell as a library: the binary `kdbg` is a thin `main`
-//! over [`cli::main`]. See DESIGN.md section 6.
+//! over [`cli::main`].
 
 pub mod addr2line;
 pub mod capture;

@@ -56,7 +56,7 @@ pub enum InitError {
 pub fn init<H: Host>(host: &'static H) -> Result<(), InitError> {
     probes::init(host);
     let uart = arch::uart::Uart::new(arch::uart::COM2);
-    // SAFETY: COM2 belongs to the stub (DESIGN.md section 5); on a PC
+    // SAFETY: COM2 belongs to the stub; on a PC
     // machine a 16550 or nothing lives there, and `init` probes for it.
     let early = unsafe { uart.init_keeping_pending() }.map_err(|_| InitError::NoUart)?;
     {

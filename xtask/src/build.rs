@@ -1,5 +1,5 @@
 //! Building: the kernel with its own target, flags and target directory
-//! (DESIGN.md section 2), kallsyms patched in, copied to `target/kdbg/kernel`;
+//! and kallsyms patched in,, copied to `target/kdbg/kernel`;
 //! the host `kdbg` binary; clippy for both worlds.
 
 use std::path::{Path, PathBuf};
