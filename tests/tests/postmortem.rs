@@ -590,7 +590,13 @@ fn dump_core_then_gdb_and_kdbg_core_agree_with_the_live_session() {
         .as_str()
         .expect("value")
         .to_string();
-    let pid_num: String = pid.chars().filter(char::is_ascii_digit).collect();
+    // The counter's value: the digits after the last `value`.
+    let after = pid.rsplit("value").next().unwrap_or(&pid);
+    let pid_num: String = after
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
     assert!(!pid_num.is_empty(), "{live_pid}");
     assert!(
         g.contains(&format!("value: {pid_num}}}")) || g.contains(&format!("value = {pid_num}}}")),
