@@ -1,7 +1,7 @@
 //! The probe core: kprobes, jprobes and kretprobes, arch-neutral.
 //!
 //! - [`register_kprobe`], [`register_jprobe`], [`register_kretprobe`]: the
-//!   seed-style in-kernel API (seed 003, section 4), with [`unregister`],
+//!   in-kernel API of the 2004-2005 kprobes design, with [`unregister`],
 //!   [`enable`], [`disable`] at any time.
 //! - [`commands`]: what the stub's `monitor` commands use (capture probes
 //!   that write event records, listings, ring statistics, draining).
@@ -261,18 +261,18 @@ pub fn init<H: Host>(host: &'static H) {
     CORE.init(host);
 }
 
-/// Seed API: registers a kprobe at an address or `symbol+offset`.
+/// Classic kprobes API: registers a kprobe at an address or `symbol+offset`.
 pub fn register_kprobe(at: At<'_>, kp: Kprobe) -> Result<ProbeId, ProbeError> {
     CORE.register_kprobe(at, kp)
 }
 
-/// Seed API: registers a jprobe; `entry` is the address of an `extern "C"`
+/// Classic kprobes API: registers a jprobe; `entry` is the address of an `extern "C"`
 /// handler with the probed function's prototype (`handler as usize`).
 pub fn register_jprobe(at: At<'_>, entry: usize) -> Result<ProbeId, ProbeError> {
     CORE.register_jprobe(at, entry, 0)
 }
 
-/// Seed API: registers a kretprobe (handler, maxactive, entry_handler, data_size).
+/// Classic kprobes API: registers a kretprobe (handler, maxactive, entry_handler, data_size).
 /// (bytes in use, budget) of the kretprobe instance pools.
 pub fn kretprobe_memory() -> (usize, usize) {
     kretprobe::pool_memory()
