@@ -32,7 +32,7 @@ pub fn batch(kernel: &Path, addr: SocketAddr, pre: &[&str], cmds: &[&str]) -> St
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("gdb is installed (apt-get install gdb)");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(400);
     loop {
         if child.try_wait().expect("wait for gdb").is_some() {
             break;
