@@ -108,6 +108,54 @@ pub struct DisasLine {
     pub source: Option<String>,
 }
 
+/// Where a source-level step ended.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StepView {
+    pub command: String,
+    pub function: String,
+    /// The step ended in another function than it started in.
+    pub function_changed: bool,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// The source line's text (when the file is readable).
+    pub text: Option<String>,
+    /// The frame's CFA (its identity with `function`).
+    pub frame: Option<u64>,
+    /// `finish`: the frame it ran out of (`#0 sys_open at file:line`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_till: Option<String>,
+    /// `finish`: the returned value and its type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<String>,
+    /// Hits of the step's temporary breakpoints in other tasks or deeper
+    /// (recursive) frames, resumed silently.
+    pub other_task_hits: u64,
+    /// Single steps the stub made, and packets exchanged.
+    pub stub_steps: u64,
+    pub round_trips: u64,
+}
+
+/// A frame as `frame`/`info frame` show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FrameView {
+    pub level: usize,
+    pub pc: u64,
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub text: Option<String>,
+    /// Canonical frame address (the caller's rsp after the return).
+    pub cfa: Option<u64>,
+    pub sp: Option<u64>,
+    pub caller: Option<String>,
+    pub caller_pc: Option<u64>,
+    /// `info frame`: registers saved in this frame, as the caller sees them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved: Option<Vec<(String, u64)>>,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FrameInfo {
     pub level: usize,
@@ -197,6 +245,15 @@ pub enum Output {
     Running,
     Stopped {
         stop: StopInfo,
+    },
+    /// `step`/`next`/`until`/`advance`/`finish`: where the step ended.
+    Stepped {
+        stop: StopInfo,
+        step: StepView,
+    },
+    /// `frame`/`up`/`down`/`info frame`: the selected frame.
+    Frame {
+        frame: FrameView,
     },
     Regs {
         regs: RegisterFile,

@@ -331,6 +331,8 @@ fn text(r: &Render, o: &Output) -> String {
         }
         Output::Running => "running".into(),
         Output::Stopped { stop } => stop_text(r, stop),
+        Output::Stepped { stop, step } => stepped_text(stop, step),
+        Output::Frame { frame } => frame_text(frame),
         Output::Regs {
             regs,
             flags,
@@ -523,6 +525,76 @@ pub fn stop_text(r: &Render, s: &StopInfo) -> String {
     }
     if let Some(i) = &s.insn {
         t.push_str(&format!("\n  => {:#x}: {i}", s.rip));
+    }
+    t
+}
+
+/// A source step's stop as gdb prints it: `LINE\tTEXT`, with the frame
+/// line first when the function changed; `finish` adds where it ran out of
+/// and the value.
+pub fn stepped_text(stop: &StopInfo, step: &crate::output::StepView) -> String {
+    let mut t = String::new();
+    if let Some(from) = &step.run_till {
+        t.push_str(&format!("Run till exit from {from}\n"));
+    }
+    let line_text = match (step.line, &step.text, &step.file) {
+        (Some(l), Some(text), _) => Some(format!("{l}\t{text}")),
+        (Some(l), None, Some(f)) => Some(format!("{f}:{l}")),
+        _ => None,
+    };
+    if step.function_changed || line_text.is_none() {
+        match (&step.file, step.line) {
+            (Some(f), Some(l)) => t.push_str(&format!("{} at {f}:{l}\n", step.function)),
+            _ => t.push_str(&format!("{} ({:#x})\n", stop.location, stop.rip)),
+        }
+    }
+    if let Some(l) = line_text {
+        t.push_str(&l);
+    } else if let Some(i) = &stop.insn {
+        t.push_str(&format!("=> {:#x}: {i}", stop.rip));
+    }
+    if let Some(v) = &step.value {
+        t.push_str(&format!(
+            "\nValue returned: ({}) {v}",
+            step.value_type.as_deref().unwrap_or("?")
+        ));
+    }
+    t.trim_end().to_string()
+}
+
+/// `frame`/`up`/`down` (`#N function at file:line` + the line) and
+/// `info frame` (CFA, caller, saved registers).
+pub fn frame_text(f: &crate::output::FrameView) -> String {
+    let mut t = format!("#{}  {:#x} in {}", f.level, f.pc, f.function);
+    if let (Some(file), Some(line)) = (&f.file, f.line) {
+        t.push_str(&format!(" at {file}:{line}"));
+        if let Some(text) = &f.text {
+            t.push_str(&format!("\n{line}\t{text}"));
+        }
+    }
+    if let Some(saved) = &f.saved {
+        t.push_str(&format!(
+            "\nStack level {}, frame at {}:",
+            f.level,
+            f.cfa.map_or("?".into(), |c| format!("{c:#x}"))
+        ));
+        t.push_str(&format!("\n rip = {:#x}", f.pc));
+        if let Some(c) = &f.caller {
+            t.push_str(&format!(
+                "; saved rip = {}",
+                f.caller_pc.map_or("?".into(), |p| format!("{p:#x}"))
+            ));
+            t.push_str(&format!("\n caller: {c}"));
+        }
+        if let Some(sp) = f.sp {
+            t.push_str(&format!("\n rsp = {sp:#x}"));
+        }
+        if let Some(cfa) = f.cfa {
+            t.push_str(&format!("\n Saved registers:\n  rip at {:#x}", cfa - 8));
+        }
+        for (name, v) in saved.iter().filter(|(n, _)| n != "rip") {
+            t.push_str(&format!("\n  {name} (caller's value) = {v:#x}"));
+        }
     }
     t
 }

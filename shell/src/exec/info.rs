@@ -88,6 +88,8 @@ pub fn info(s: &mut Session, inv: &Invocation) -> Result<Output> {
                 super::inspect::info_vars(s, false)
             }
         }
+        "frame" => super::stepping::info_frame(s),
+        "skip" => super::stepping::info_skip(s),
         "breakpoints" | "break" | "b" => Ok(Output::Breakpoints {
             breakpoints: crate::exec::conditions::with_counts(
                 s,

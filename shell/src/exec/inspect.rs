@@ -470,6 +470,11 @@ fn expand_type(elf: &Elf, t: &Ty) -> String {
 /// `set var LVALUE = EXPR` (and `set $x = EXPR`).
 pub fn set(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let mut args = inv.args.clone();
+    if let [what, value] = args.as_slice()
+        && what == "step-library"
+    {
+        return super::stepping::set_step_library(s, value);
+    }
     if args.first().is_some_and(|a| a == "language" || a == "lang") {
         let mut st = lock(&s.shared.expr);
         st.language = match args.get(1).map(String::as_str) {

@@ -16,6 +16,7 @@ pub mod run;
 pub mod sessioncmds;
 pub mod stack;
 pub mod state;
+pub mod stepping;
 
 use anyhow::{Result, bail};
 

@@ -205,7 +205,7 @@ fn on_breakpoint(s: &Session) -> Result<bool> {
 /// Resuming runs the task that stopped: drop a `thread N` selection so
 /// the breakpoint check and the steps read that task's registers (`Hg0`
 /// selects the stopped task: the stub lists it first).
-fn deselect_thread(s: &mut Session) -> Result<()> {
+pub(crate) fn deselect_thread(s: &mut Session) -> Result<()> {
     if s.selected_thread.take().is_some() {
         s.client()?.select_thread(0)?;
     }
@@ -236,7 +236,7 @@ fn stopped(s: &mut Session, reply: &str, stepped: bool) -> Result<Output> {
 
 /// One `s`, lifting the shell's own software breakpoint at rip for the
 /// step (as gdb does) so the step makes progress.
-fn step_once(s: &mut Session) -> Result<String> {
+pub(crate) fn step_once(s: &mut Session) -> Result<String> {
     let rip = s.registers()?.rip;
     let lifted: Vec<u64> = s
         .breakpoints

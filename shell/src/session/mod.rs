@@ -288,6 +288,15 @@ pub struct Session {
     pub breakpoints: BTreeMap<u32, Breakpoint>,
     pub next_break: u32,
     pub selected_thread: Option<u64>,
+    /// The selected frame's level (`frame`/`up`/`down`; 0 after a stop).
+    pub frame_level: usize,
+    /// `skip function|file` entries.
+    pub skips: Vec<crate::exec::stepping::Skip>,
+    /// `set step-library on`: `step` stops in core/alloc/std.
+    pub step_library: bool,
+    /// The inline level (depth from the outermost frame) the last source
+    /// step presented at that pc: a `next` from there steps that frame.
+    pub step_presented: Option<(u64, usize)>,
     pub syntax: Syntax,
     pub quit: bool,
     pub remove_probes_on_exit: bool,
@@ -336,6 +345,10 @@ impl Session {
             breakpoints: BTreeMap::new(),
             next_break: 1,
             selected_thread: None,
+            frame_level: 0,
+            skips: Vec::new(),
+            step_library: false,
+            step_presented: None,
             syntax: Syntax::Intel,
             quit: false,
             remove_probes_on_exit: false,
