@@ -113,7 +113,13 @@ fn parse(out: &str) -> Vec<Step> {
                     .collect::<Vec<_>>()
                     .join(" ");
             }
-            if line.starts_with("0x") && line.contains(':') {
+            if line.starts_with("0x")
+                && line
+                    .split(':')
+                    .next()
+                    .is_some_and(|head| !head.contains(" in "))
+                && line.contains(':')
+            {
                 let rest = &line[line.find(':').unwrap_or(0) + 1..];
                 s.stack.extend(rest.split_whitespace().map(str::to_string));
                 continue;

@@ -545,7 +545,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: "until",
-        aliases: &["u"],
+        aliases: &[],
         args: &[opt("LOC", K::Location)],
         usage: "",
         summary: "next, but not backwards (leave a loop); until LOC runs to LOC or the frame's return",
