@@ -54,7 +54,9 @@ pub(crate) fn breakpoint(
         bail!("there is already a breakpoint at {loc} (`info breakpoints`)");
     }
     let _pause = crate::session::Pause::new(s)?;
+    let several = fresh.len() > 1;
     let mut set = Vec::new();
+    let mut refused = Vec::new();
     for r in fresh {
         if let Err(e) = s.client()?.set_breakpoint(kind, r.addr, 1) {
             let e = match kind {
@@ -63,17 +65,25 @@ pub(crate) fn breakpoint(
                 ),
                 _ => anyhow::Error::from(e),
             };
-            if set.is_empty() {
-                return Err(e);
+            // One location of several refused (e.g. a copy inlined into the
+            // debugger's own no-probe code): set the others, as gdb does, and
+            // say which one was left out.
+            if several {
+                eprintln!(
+                    "kdbg: location {} at {:#x} of {loc} not set: {e:#}",
+                    r.name, r.addr
+                );
+                refused.push(e);
+                continue;
             }
-            return Err(e.context(format!(
-                "{} at {:#x} not set; {} location(s) of {loc} were set (`info breakpoints`)",
-                r.name,
-                r.addr,
-                set.len()
-            )));
+            return Err(e);
         }
         set.push(add_info(s, kind, r.addr, r.name, temporary, 1));
+    }
+    if set.is_empty()
+        && let Some(e) = refused.into_iter().next()
+    {
+        return Err(e.context(format!("no location of {loc} could be set")));
     }
     Ok(match <[_; 1]>::try_from(set) {
         Ok([breakpoint]) => Output::Breakpoint { breakpoint },
