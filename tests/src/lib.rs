@@ -280,8 +280,14 @@ pub struct QemuConfig {
     pub stub: Wiring,
     /// QEMU's debugcon (port 0xe9): the ground-truth log.
     pub debugcon: Option<PathBuf>,
-    /// `-icount shift=0`: deterministic guest, TSC = instructions.
+    /// `-icount shift=0`: deterministic guest, TSC = instructions. With
+    /// more than one vCPU, icount runs them round-robin in one host thread
+    /// (no real concurrency); without it they run in parallel threads
+    /// (MTTCG, `-accel tcg,thread=multi`).
     pub icount: bool,
+    /// Virtual CPUs (`-smp N`). Default: `KDBG_SMP` from the environment
+    /// (`cargo xtask test --smp N` sets it), else 1.
+    pub smp: u32,
     /// QEMU is killed after this long.
     pub timeout: Duration,
     /// Guest RAM in MiB (`-m`).
@@ -301,6 +307,7 @@ impl QemuConfig {
             stub: Wiring::Null,
             debugcon: None,
             icount: false,
+            smp: smp_from_env(),
             timeout: Duration::from_secs(120),
             memory_mib: 128,
             extra: Vec::new(),
@@ -309,22 +316,34 @@ impl QemuConfig {
 
     /// The full argument list (without the QEMU binary).
     pub fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> = [
-            "-M",
-            "pc",
-            "-accel",
-            "tcg",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut a: Vec<String> = ["-M", "pc", "-accel"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // Several vCPUs run in parallel host threads (MTTCG) unless icount
+        // forces them into one thread.
+        a.push(if self.smp > 1 && !self.icount {
+            "tcg,thread=multi".into()
+        } else {
+            "tcg".into()
+        });
+        if self.smp > 1 {
+            a.push("-smp".into());
+            a.push(self.smp.to_string());
+        }
+        a.extend(
+            [
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-device",
+                "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
         a.push("-m".into());
         a.push(format!("{}M", self.memory_mib));
         a.push("-kernel".into());
@@ -700,9 +719,49 @@ fn read_lossy(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Most vCPUs the reference kernel brings up (its per-CPU tables).
+pub const MAX_SMP: u32 = 16;
+
+/// `KDBG_SMP` (1..=[`MAX_SMP`]) from the environment, else 1.
+pub fn smp_from_env() -> u32 {
+    std::env::var("KDBG_SMP")
+        .ok()
+        .and_then(|v| parse_smp(&v).ok())
+        .unwrap_or(1)
+}
+
+/// A vCPU count as `--smp N` takes it.
+pub fn parse_smp(v: &str) -> Result<u32, String> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_SMP).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "--smp `{v}`: give a number of vCPUs from 1 to {MAX_SMP}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    #[test]
+    fn smp_runs_threads_unless_icount() {
+        let mut cfg = QemuConfig::new();
+        cfg.smp = 4;
+        let a = cfg.args().join(" ");
+        assert!(a.contains("-accel tcg,thread=multi -smp 4"), "{a}");
+        cfg.icount = true;
+        let a = cfg.args().join(" ");
+        assert!(a.contains("-accel tcg -smp 4"), "{a}");
+        cfg.smp = 1;
+        cfg.icount = false;
+        let a = cfg.args().join(" ");
+        assert!(!a.contains("-smp"), "{a}");
+        assert_eq!(parse_smp("4"), Ok(4));
+        assert!(parse_smp("0").is_err());
+        assert!(parse_smp("17").is_err());
+        assert!(parse_smp("x").is_err());
+    }
 
     #[test]
     fn wiring_parses_user_specs() {

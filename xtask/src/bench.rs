@@ -36,14 +36,16 @@ pub const DEFAULT_ITERATIONS: u64 = 20_000;
 const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub const USAGE: &str = "\
-usage: cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH] [--no-docs]
+usage: cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH] [--no-docs] [--smp N]
   guest          probe costs in guest instructions (QEMU -icount shift=0)
   host           stub round trip, memory read throughput, event stream, time to prompt
   symbols        the symbols library on --elf PATH against binutils addr2line
   profile        instructions of one hit per row, function by function (QEMU exec log)
   (none)         guest and host, and symbols when --elf is given
   --iterations N calls per guest row (default 20000)
-  --no-docs      do not rewrite docs/BENCHMARKS.md (bench.json is still written)";
+  --no-docs      do not rewrite docs/BENCHMARKS.md (bench.json is still written)
+  --smp N        boot the kernels with N vCPUs (guest rows: -icount runs them in one host
+                 thread; implies --no-docs: the table in docs is the 1-vCPU one)";
 
 #[derive(Debug, PartialEq, Eq)]
 struct Args {
@@ -55,6 +57,8 @@ struct Args {
     docs: bool,
     /// Arguments handed to `bench_symbols::run` (`--elf PATH` and its own options).
     symbols_args: Vec<String>,
+    /// vCPUs of every kernel the bench boots (`--smp N`).
+    smp: u32,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -67,6 +71,7 @@ fn parse(args: &[String]) -> Result<Args> {
         iterations: DEFAULT_ITERATIONS,
         docs: true,
         symbols_args: Vec::new(),
+        smp: 1,
     };
     let mut elf = false;
     let mut i = 0;
@@ -82,6 +87,7 @@ fn parse(args: &[String]) -> Result<Args> {
                 })?;
             }
             "--no-docs" => a.docs = false,
+            "--smp" => a.smp = crate::smp_value(args, &mut i)?,
             "--elf" | "--count" | "--seed" => {
                 let name = args[i].clone();
                 let v = crate::option_value(args, &mut i, &name)?;
@@ -113,7 +119,17 @@ fn parse(args: &[String]) -> Result<Args> {
 }
 
 pub fn command(args: &[String]) -> Result<ExitCode> {
-    let a = parse(args)?;
+    let mut a = parse(args)?;
+    if a.smp > 1 {
+        a.docs = false;
+        // SAFETY: xtask is single-threaded here (nothing has been spawned
+        // yet); every QemuConfig::new() below reads it.
+        unsafe { std::env::set_var("KDBG_SMP", a.smp.to_string()) };
+        eprintln!(
+            "xtask: bench with {} vCPUs (docs/BENCHMARKS.md left alone)",
+            a.smp
+        );
+    }
     let started = Instant::now();
     if a.profile {
         crate::qemu::ensure()?;

@@ -2,12 +2,12 @@
 //!
 //! ```text
 //! cargo xtask build                      kernel -> target/kdbg/kernel, and the kdbg binary
-//! cargo xtask qemu [--stub CHARDEV] [--append ARGS] [--timeout S] [--icount]
-//! cargo xtask run [--append ARGS] [-- KDBG_ARGS...]
+//! cargo xtask qemu [--stub CHARDEV] [--append ARGS] [--timeout S] [--icount] [--smp N]
+//! cargo xtask run [--append ARGS] [--smp N] [-- KDBG_ARGS...]
 //! cargo xtask linux [--kaslr] [-- KDBG_ARGS...]   Debian's kernel under QEMU's gdbstub, kdbg attached
-//! cargo xtask test                       host tests, kernel selftests, end-to-end tests
+//! cargo xtask test [--smp N]              host tests, kernel selftests, end-to-end tests
 //! cargo xtask clippy                     clippy -D warnings, host and kernel crates
-//! cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]   the cost table (docs/BENCHMARKS.md)
+//! cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH] [--smp N]   the cost table (docs/BENCHMARKS.md)
 //! cargo xtask fuzz [--seed S] [--inputs N] [--reconnects R] | --replay FILE   the stub's protocol fuzzer
 //! ```
 
@@ -35,15 +35,20 @@ commands:
                              unix:PATH, pty, ...
       --append ARGS          kernel command line (default: serve)
       --timeout S            kill QEMU after S seconds (default: 3600)
-      --icount               run with -icount shift=0 (deterministic, TSC = instructions)
-  run [--append ARGS] [-- KDBG_ARGS...]
+      --icount               run with -icount shift=0 (deterministic, TSC = instructions;
+                             with --smp the vCPUs then share one host thread)
+      --smp N                N virtual CPUs (default 1); they run in parallel host threads
+                             (MTTCG) unless --icount is given
+  run [--append ARGS] [--smp N] [-- KDBG_ARGS...]
                              build, boot, and open the kdbg shell on the kernel
   linux [--kaslr] [-- KDBG_ARGS...]
                              Debian's current cloud kernel (+ -dbg vmlinux, busybox initramfs,
                              fetched once into target/linux) under QEMU's gdbstub, kdbg attached
-  test                       every test: kernel selftests in QEMU, host unit tests, end-to-end tests
+  test [--smp N]             every test: kernel selftests in QEMU, host unit tests, end-to-end tests
+                             (--smp N: the selftests and every e2e kernel boot with N vCPUs;
+                             the SMP suites run at 4 vCPUs whatever N is)
   clippy                     cargo clippy -D warnings for the host crates and the kernel crates
-  bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]
+  bench [guest|host|symbols|profile] [--iterations N] [--elf PATH] [--smp N]
                              probe costs in guest instructions, stub and stream figures,
                              symbols vs binutils; writes docs/BENCHMARKS.md, target/kdbg/bench.json
   fuzz [--seed S] [--inputs N] [--reconnects R]
@@ -80,8 +85,16 @@ fn real_main(args: &[String]) -> Result<ExitCode> {
         "run" => run::command(rest),
         "linux" => linux::command(rest),
         "test" => {
-            no_args(rest)?;
-            test::command()
+            let mut smp = 1;
+            let mut i = 0;
+            while i < rest.len() {
+                match rest[i].as_str() {
+                    "--smp" => smp = smp_value(rest, &mut i)?,
+                    other => bail!("unexpected argument `{other}`\n{USAGE}"),
+                }
+                i += 1;
+            }
+            test::command(smp)
         }
         "clippy" => {
             no_args(rest)?;
@@ -102,6 +115,12 @@ fn no_args(rest: &[String]) -> Result<()> {
         bail!("unexpected argument `{a}`\n{USAGE}");
     }
     Ok(())
+}
+
+/// Takes the vCPU count of `--smp N` at `args[*i]`, advancing `i`.
+pub fn smp_value(args: &[String], i: &mut usize) -> Result<u32> {
+    let v = option_value(args, i, "--smp")?;
+    tests::parse_smp(v).map_err(anyhow::Error::msg)
 }
 
 /// Takes the value of option `name` at `args[*i]`, advancing `i`.

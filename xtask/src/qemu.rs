@@ -112,6 +112,7 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     let mut append = "serve".to_string();
     let mut timeout = 3600.0f64;
     let mut icount = false;
+    let mut smp = 1;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -127,6 +128,7 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
                 })?;
             }
             "--icount" => icount = true,
+            "--smp" => smp = crate::smp_value(args, &mut i)?,
             other => bail!(
                 "unknown option `{other}` for `cargo xtask qemu`\n{}",
                 crate::USAGE
@@ -150,10 +152,17 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     cfg.stub = stub.clone();
     cfg.debugcon = Some(crate::build::root().join("target/kdbg/debugcon.log"));
     cfg.icount = icount;
+    cfg.smp = smp;
     cfg.timeout = Duration::from_secs_f64(timeout);
     eprintln!(
-        "xtask: booting {} (stub on {}, ground truth in {})",
+        "xtask: booting {} ({smp} vCPU{}{}, stub on {}, ground truth in {})",
         kernel.display(),
+        if smp == 1 { "" } else { "s" },
+        match (smp > 1, icount) {
+            (true, true) => " in one thread (icount)",
+            (true, false) => " in parallel threads",
+            _ => "",
+        },
         stub.describe(),
         cfg.debugcon
             .as_ref()

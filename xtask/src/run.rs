@@ -10,16 +10,21 @@ use tests::{QemuConfig, Wiring};
 
 use crate::option_value;
 
+/// vCPUs of `cargo xtask run` without `--smp`.
+const DEFAULT_SMP: u32 = 1;
+
 /// QEMU started by `run` lives at most this long.
 const RUN_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
 
 pub fn command(args: &[String]) -> Result<ExitCode> {
     let mut append = "serve".to_string();
     let mut kdbg_args: Vec<String> = Vec::new();
+    let mut smp = DEFAULT_SMP;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
             "--append" => append = option_value(args, &mut i, "--append")?.to_string(),
+            "--smp" => smp = crate::smp_value(args, &mut i)?,
             "--" => {
                 kdbg_args = args[i + 1..].to_vec();
                 break;
@@ -54,6 +59,7 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     cfg.stub = Wiring::Tcp(port);
     cfg.debugcon = Some(crate::build::root().join("target/kdbg/debugcon.log"));
     cfg.timeout = RUN_TIMEOUT;
+    cfg.smp = smp;
 
     if !shell_ready {
         eprintln!(

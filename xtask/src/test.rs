@@ -22,18 +22,23 @@ struct Tally {
     failed: Vec<String>,
 }
 
-pub fn command() -> Result<ExitCode> {
+/// `smp`: vCPUs of the selftest run and (through `KDBG_SMP`) of every
+/// e2e test's kernel that does not choose its own.
+pub fn command(smp: u32) -> Result<ExitCode> {
     let started = Instant::now();
     crate::qemu::ensure()?;
     let kernel = crate::build::kernel()?;
     let kdbg = crate::build::kdbg()?;
     let mut tally = Tally::default();
 
-    eprintln!("xtask: kernel selftests (QEMU, -append selftest)");
-    selftests(&kernel, &mut tally)?;
+    eprintln!(
+        "xtask: kernel selftests (QEMU, -append selftest, {smp} vCPU{}, -icount: one thread)",
+        if smp == 1 { "" } else { "s" }
+    );
+    selftests(&kernel, smp, &mut tally)?;
 
     eprintln!("xtask: host and end-to-end tests (cargo test)");
-    host_tests(&kernel, &kdbg, &mut tally)?;
+    host_tests(&kernel, &kdbg, smp, &mut tally)?;
 
     eprintln!("xtask: lints (cargo fmt --check, clippy -D warnings for host and kernel crates)");
     lints(&mut tally)?;
@@ -93,7 +98,7 @@ fn parse_selftest_line(line: &str) -> Option<(String, bool)> {
     }
 }
 
-fn selftests(kernel: &std::path::Path, tally: &mut Tally) -> Result<()> {
+fn selftests(kernel: &std::path::Path, smp: u32, tally: &mut Tally) -> Result<()> {
     let dir = tests::target_dir().join("e2e/xtask-selftest");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let console = dir.join("console.log");
@@ -104,6 +109,7 @@ fn selftests(kernel: &std::path::Path, tally: &mut Tally) -> Result<()> {
     cfg.console = Wiring::File(console.clone());
     cfg.debugcon = Some(dir.join("debugcon.log"));
     cfg.icount = true;
+    cfg.smp = smp;
     cfg.timeout = SELFTEST_TIMEOUT;
     let mut vm = cfg.spawn()?;
     let mut shown = 0usize;
@@ -175,12 +181,18 @@ fn parse_result_line(line: &str) -> Option<(usize, usize)> {
     Some((num(" passed")?, num(" failed")?))
 }
 
-fn host_tests(kernel: &std::path::Path, kdbg: &std::path::Path, tally: &mut Tally) -> Result<()> {
+fn host_tests(
+    kernel: &std::path::Path,
+    kdbg: &std::path::Path,
+    smp: u32,
+    tally: &mut Tally,
+) -> Result<()> {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(crate::build::root())
         .args(["test", "--no-fail-fast"])
         .env("KDBG_KERNEL", kernel)
         .env("KDBG_BIN", kdbg)
+        .env("KDBG_SMP", smp.to_string())
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("running cargo test")?;
     let stdout = child.stdout.take().context("cargo test stdout")?;
