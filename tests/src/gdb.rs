@@ -7,8 +7,21 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Runs `gdb -batch -nx` on `kernel`, attaches to `addr`, runs `cmds`;
-/// returns stdout + stderr. Panics when gdb itself crashes.
+/// returns stdout + stderr. Panics when gdb itself crashes. gdb is killed
+/// after 400 s.
 pub fn batch(kernel: &Path, addr: SocketAddr, pre: &[&str], cmds: &[&str]) -> String {
+    batch_within(kernel, addr, pre, cmds, Duration::from_secs(400))
+}
+
+/// [`batch`] with gdb killed after `limit` (what it printed until then is
+/// returned).
+pub fn batch_within(
+    kernel: &Path,
+    addr: SocketAddr,
+    pre: &[&str],
+    cmds: &[&str],
+    limit: Duration,
+) -> String {
     let mut c = Command::new("gdb");
     c.args(["-batch", "-nx", "-q"]);
     for p in [
@@ -32,22 +45,35 @@ pub fn batch(kernel: &Path, addr: SocketAddr, pre: &[&str], cmds: &[&str]) -> St
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("gdb is installed (apt-get install gdb)");
-    let deadline = Instant::now() + Duration::from_secs(400);
+    // Drain both pipes while gdb runs: a long session prints more than a
+    // pipe holds, and a gdb blocked on a full pipe never exits.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
     loop {
         if child.try_wait().expect("wait for gdb").is_some() {
             break;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().expect("gdb output");
     let text = format!(
         "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.join().unwrap_or_default()),
+        String::from_utf8_lossy(&err.join().unwrap_or_default())
     );
     assert!(
         !text.contains("internal-error") && !text.contains("Fatal signal"),

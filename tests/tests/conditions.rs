@@ -2,8 +2,7 @@
 //! target-side conditions (agent expressions in `Z0;X`), and kdbg's shell
 //! (`break LOC if EXPR`, `condition`, `ignore`) over its own bytecode.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tests::Qemu;
 
@@ -20,44 +19,7 @@ fn boot_serving(append: &str) -> Qemu {
 fn gdb(vm: &mut Qemu, cmds: &[&str]) -> String {
     let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
     let kernel = vm.config().kernel.clone();
-    let mut c = Command::new("gdb");
-    c.args(["-batch", "-nx", "-q"]);
-    for pre in [
-        "set pagination off",
-        "set confirm off",
-        "set width 0",
-        "set remotetimeout 20",
-    ] {
-        c.args(["-ex", pre]);
-    }
-    c.args(["-ex", &format!("target remote {addr}")]);
-    for cmd in cmds {
-        c.args(["-ex", cmd]);
-    }
-    c.arg(kernel.as_os_str());
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("gdb is installed");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while child.try_wait().expect("wait for gdb").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("gdb output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("internal-error") && !text.contains("Fatal signal"),
-        "gdb itself failed:\n{text}"
-    );
-    text
+    tests::gdb::batch_within(&kernel, addr, &[], cmds, Duration::from_secs(180))
 }
 
 /// The largest `key=N` value of the `cond` rows in `text`.

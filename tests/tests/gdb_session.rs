@@ -6,7 +6,7 @@
 //! growing while the kernel runs, the event stream, detach and re-attach.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tests::Qemu;
 
@@ -18,47 +18,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 fn gdb(vm: &mut Qemu, cmds: &[&str]) -> String {
     let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
     let kernel = vm.config().kernel.clone();
-    let mut c = Command::new("gdb");
-    c.args(["-batch", "-nx", "-q"]);
-    for pre in [
-        "set pagination off",
-        "set confirm off",
-        "set width 0",
-        "set remotetimeout 10",
-    ] {
-        c.args(["-ex", pre]);
-    }
-    c.args(["-ex", &format!("target remote {addr}")]);
-    for cmd in cmds {
-        c.args(["-ex", cmd]);
-    }
-    c.arg(kernel.as_os_str());
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("gdb is installed (apt-get install gdb)");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if child.try_wait().expect("wait for gdb").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("gdb output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("internal-error") && !text.contains("Fatal signal"),
-        "gdb itself failed:\n{text}"
-    );
-    text
+    tests::gdb::batch_within(&kernel, addr, &[], cmds, Duration::from_secs(120))
 }
 
 fn boot_serving(vm_append: &str) -> Qemu {

@@ -443,36 +443,8 @@ fn symbol(name: &str) -> u64 {
 /// `gdb -batch` attached to `vm`'s stub running `cmds`; stdout + stderr.
 fn gdb(vm: &mut Qemu, cmds: &[&str]) -> String {
     let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
-    let mut c = Command::new("gdb");
-    c.args(["-batch", "-nx", "-q"]);
-    for pre in [
-        "set pagination off",
-        "set confirm off",
-        "set width 0",
-        "set remotetimeout 10",
-    ] {
-        c.args(["-ex", pre]);
-    }
-    c.args(["-ex", &format!("target remote {addr}")]);
-    for cmd in cmds {
-        c.args(["-ex", cmd]);
-    }
-    c.arg(tests::kernel_path());
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("gdb is installed");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("gdb output");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let kernel = vm.config().kernel.clone();
+    tests::gdb::batch_within(&kernel, addr, &[], cmds, Duration::from_secs(120))
 }
 
 /// `gdb -batch KERNEL CORE` running `cmds`.
