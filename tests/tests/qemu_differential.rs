@@ -7,7 +7,8 @@
 //! kdbg run before the workers' stacks are made and shift every stack),
 //! then single-steps both through `call_insn_all`'s instruction-class
 //! workloads: RIP-relative loads and stores, pushf/popf, cli/sti, calls and
-//! returns (rel32, through a register), jcc rel8/rel32, jmp. In the kdbg run a kprobe (boosted, relocated jcc), a
+//! returns (rel32, through a register, `ret imm16`), jcc rel8/rel32, jmp
+//! (rel8, through a register), `loop`. In the kdbg run a kprobe (boosted, relocated jcc), a
 //! jprobe and a kretprobe sit on the path, set after the stop (allocations
 //! then no longer move the stacks); a watchpoint is not part of
 //! the path yet (see docs/notes/stepping.md: under TCG a watchpoint hit
@@ -32,7 +33,7 @@ use tests::Qemu;
 const BOOT: Duration = Duration::from_secs(90);
 
 /// Stops compared: each path's first stop and one per step.
-const STOPS: usize = 44;
+const STOPS: usize = 57;
 
 type Regs = BTreeMap<String, String>;
 
@@ -51,13 +52,13 @@ const COMPARED: &[&str] = &[
     "mxcsr", "fctrl", "fstat",
 ];
 
-/// The paths stepped. Each ends at the latest on the first instruction
-/// back in `call_insn_all`: a `stepi` from there (and, after
-/// `insn_call_reg`, even a `continue`) makes gdb itself think it entered a
-/// subroutine and run on with a step-resume breakpoint it never hits,
-/// against either stub; `insn_jmp_reg`, `insn_loop` and
-/// `call_insn_ret_imm16` are therefore not in the list yet. Each function in `call_insn_all` order (reached with
-/// a temporary hardware breakpoint) and how many `stepi` to take from it.
+/// The paths stepped: each function in `call_insn_all` order (reached with
+/// a temporary hardware breakpoint) and how many `stepi` to take from it;
+/// each path ends at the latest on the first instruction back in
+/// `call_insn_all`. Together they cover every instruction class of the
+/// insn workloads: RIP-relative loads and stores, pushf/popf, cli/sti,
+/// call rel32 and through a register, jcc rel8/rel32, jmp rel8 and through
+/// a register (a tail call into a kretprobed function), `ret imm16`, `loop`.
 const PATHS: &[(&str, usize)] = &[
     ("insn_rip_store", 3),
     ("insn_rip_load", 2),
@@ -67,7 +68,10 @@ const PATHS: &[(&str, usize)] = &[
     ("call_insn_jcc_rel8", 5),
     ("call_insn_jcc_rel32", 5),
     ("insn_jmp_rel8", 3),
+    ("call_insn_ret_imm16", 4),
     ("insn_call_reg", 4),
+    ("insn_jmp_reg", 3),
+    ("insn_loop", 3),
 ];
 
 fn dump(cmds: &mut Vec<String>) {
@@ -238,6 +242,7 @@ fn every_single_step_agrees_with_qemus_gdbstub() {
             "insn_jcc_rel8",
             "insn_jcc_rel32",
             "insn_jmp_rel8",
+            "call_insn_ret_imm16",
             "insn_ret_imm16",
             "insn_call_reg",
             "insn_jmp_reg",
@@ -250,7 +255,7 @@ fn every_single_step_agrees_with_qemus_gdbstub() {
         }
     }
     assert!(
-        classes.len() >= 9,
+        classes.len() >= 14,
         "the steps covered the instruction classes: {classes:?}"
     );
 }
