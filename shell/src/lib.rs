@@ -12,6 +12,7 @@ pub mod exec;
 pub mod image;
 pub mod output;
 pub mod qemu;
+pub mod record;
 pub mod regs;
 pub mod render;
 pub mod repl;

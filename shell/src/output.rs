@@ -209,6 +209,9 @@ pub enum Output {
     },
     Events {
         events: Vec<EventView>,
+        /// Events the shell keeps for `events N` (the last
+        /// [`crate::events::KEEP`] of all probes).
+        kept: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         ring: Option<RingCounters>,
         received: u64,
@@ -219,6 +222,10 @@ pub enum Output {
         what: String,
         unit: String,
         buckets: Vec<Bucket>,
+        /// Every event of the probe since it was set.
+        events: u64,
+        /// Values in the buckets.
+        values: u64,
     },
     /// `wait events N`.
     Waited {

@@ -233,12 +233,16 @@ fn text(r: &Render, o: &Output) -> String {
         }
         Output::Events {
             events,
+            kept,
             ring,
             received,
             filter,
         } => {
             let mut lines: Vec<String> = events.iter().map(|e| r.event(e)).collect();
-            let mut summary = format!("{} shown, {received} received", events.len());
+            let mut summary = format!(
+                "{} shown from the last {kept} kept, {received} received",
+                events.len()
+            );
             if !filter.is_empty() {
                 summary.push_str(&format!(
                     " (filter:{}{})",
@@ -266,13 +270,20 @@ fn text(r: &Render, o: &Output) -> String {
             what,
             unit,
             buckets,
+            events,
+            values,
         } => {
             if buckets.is_empty() {
                 format!("no events of probe #{probe} yet")
             } else {
-                events::histogram_text(&format!("@{what}[#{probe}] ({unit}):"), buckets)
-                    .trim_end()
-                    .to_string()
+                events::histogram_text(
+                    &format!(
+                        "@{what}[#{probe}] ({unit}): {values} values of all {events} events since the probe was set"
+                    ),
+                    buckets,
+                )
+                .trim_end()
+                .to_string()
             }
         }
         Output::Waited {

@@ -346,6 +346,8 @@ fn golden_command_results() {
         what: "lat".into(),
         unit: "ns".into(),
         buckets: events::histogram(&[20_000, 25_000, 30_000, 70_000, 300_000]),
+        events: 5,
+        values: 5,
     };
     let bt = Output::Backtrace {
         frames: vec![

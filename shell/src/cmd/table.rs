@@ -323,7 +323,8 @@ pub const COMMANDS: &[Command] = &[
         args: &[opt("N", K::Number)],
         usage: "[N] [probe=ID] [task=ID|NAME]",
         summary: "show the last N events (default 20), optionally of one probe or task",
-        details: "The shell keeps the last 10,000 events (`hist` uses the same window).\n\
+        details: "Shows from the last 10,000 events the shell keeps (of all probes); `hist`\n\
+                  counts every event, and `record FILE` keeps every one.\n\
                   Also shows the kernel's ring counters: produced, delivered, dropped.",
         flags: &[],
         modifier: false,
@@ -366,8 +367,8 @@ pub const COMMANDS: &[Command] = &[
         args: &[req("PROBE", K::ProbeId)],
         usage: "PROBE [lat|ret|ARG]",
         summary: "histogram of a probe's latency (kretprobe default), return values, or a captured argument",
-        details: "Power-of-two buckets, like bpftrace's hist(), over the events the shell\n\
-                  keeps (the last 10,000 of all probes).",
+        details: "Power-of-two buckets, like bpftrace's hist(), over every event of the\n\
+                  probe since it was set (aggregated as events arrive, no window).",
         flags: &[],
         modifier: false,
         group: Group::Events,

@@ -10,28 +10,28 @@ pub struct Bucket {
     pub count: u64,
 }
 
-/// Power-of-two buckets (bpftrace `hist()`): 0, [1,2), [2,4), ...;
-/// negative values mirror.
-pub fn histogram(values: &[i128]) -> Vec<Bucket> {
-    let key = |v: i128| -> i32 {
-        if v == 0 {
-            0
-        } else {
-            let b = 128 - v.unsigned_abs().leading_zeros() as i32;
-            if v < 0 { -b } else { b }
-        }
-    };
-    let bounds = |k: i32| -> (i128, i128) {
-        match k {
-            0 => (0, 1),
-            k if k > 0 => (1i128 << (k - 1), 1i128 << k),
-            k => (-(1i128 << (-k)) + 1, -(1i128 << (-k - 1)) + 1),
-        }
-    };
-    let mut counts: std::collections::BTreeMap<i32, u64> = Default::default();
-    for v in values {
-        *counts.entry(key(*v)).or_default() += 1;
+/// The power-of-two bucket key of a value: 0 for 0, `b` for
+/// `[2^(b-1), 2^b)`, `-b` for the mirrored negative bucket.
+pub fn bucket_key(v: i128) -> i32 {
+    if v == 0 {
+        0
+    } else {
+        let b = 128 - v.unsigned_abs().leading_zeros() as i32;
+        if v < 0 { -b } else { b }
     }
+}
+
+fn bounds(k: i32) -> (i128, i128) {
+    match k {
+        0 => (0, 1),
+        k if k > 0 => (1i128 << (k - 1), 1i128 << k),
+        k => (-(1i128 << (-k)) + 1, -(1i128 << (-k - 1)) + 1),
+    }
+}
+
+/// Buckets from counts per [`bucket_key`] (every bucket between the
+/// lowest and highest one, empty ones included).
+pub fn buckets_from(counts: &std::collections::BTreeMap<i32, u64>) -> Vec<Bucket> {
     let (Some(&lo), Some(&hi)) = (counts.keys().next(), counts.keys().next_back()) else {
         return Vec::new();
     };
@@ -45,6 +45,16 @@ pub fn histogram(values: &[i128]) -> Vec<Bucket> {
             }
         })
         .collect()
+}
+
+/// Power-of-two buckets (bpftrace `hist()`): 0, [1,2), [2,4), ...;
+/// negative values mirror.
+pub fn histogram(values: &[i128]) -> Vec<Bucket> {
+    let mut counts: std::collections::BTreeMap<i32, u64> = Default::default();
+    for v in values {
+        *counts.entry(bucket_key(*v)).or_default() += 1;
+    }
+    buckets_from(&counts)
 }
 
 /// The terminal picture of a histogram.

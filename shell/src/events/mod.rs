@@ -7,7 +7,7 @@ mod hist;
 mod store;
 pub mod text_line;
 
-pub use hist::{Bucket, histogram, histogram_text};
+pub use hist::{Bucket, bucket_key, buckets_from, histogram, histogram_text};
 pub use store::{Drops, Filter, KEEP, Store};
 
 use proto::event::{Event, EventKind, FetchResult, Record};
@@ -91,6 +91,10 @@ pub struct EventView {
     /// Some string was cut at the capture limit.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// The probe's `printf` format applied to this event (the text form
+    /// shows only this line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub printf: Option<String>,
 }
 
 const ERRNOS: [&str; 40] = [
@@ -393,6 +397,7 @@ pub fn view(
         regs,
         insn: def.and_then(|d| d.insn.clone()),
         truncated: ev.truncated,
+        printf: None,
     }
 }
 

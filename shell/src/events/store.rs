@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::EventView;
+use crate::record::agg::{Agg, ProbeAgg};
 
 /// Which events to show.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -36,6 +37,8 @@ pub struct Store {
 
 struct StoreInner {
     recent: VecDeque<EventView>,
+    /// Every event since its probe was set, aggregated (`hist`).
+    agg: Agg,
     total: u64,
     drops: Drops,
     /// Record lines that did not decode (line noise, version skew).
@@ -50,6 +53,7 @@ impl Default for Store {
         Store {
             inner: Mutex::new(StoreInner {
                 recent: VecDeque::new(),
+                agg: Agg::default(),
                 total: 0,
                 drops: Drops::default(),
                 bad: 0,
@@ -75,9 +79,26 @@ impl Store {
         if i.recent.len() == KEEP {
             i.recent.pop_front();
         }
+        i.agg.add(&v);
         i.recent.push_back(v.clone());
         self.cond.notify_all();
         v
+    }
+
+    /// A probe was set under `probe`: its aggregation starts afresh (an
+    /// id the kernel reuses does not inherit the old probe's events).
+    pub fn reset_probe(&self, probe: u32) {
+        lock(&self.inner).agg.reset(probe);
+    }
+
+    /// What every event of `probe` since it was set added up to.
+    pub fn probe_agg(&self, probe: u32) -> Option<ProbeAgg> {
+        lock(&self.inner).agg.probe(probe).cloned()
+    }
+
+    /// How many events are kept for `events N` (at most [`KEEP`]).
+    pub fn kept(&self) -> usize {
+        lock(&self.inner).recent.len()
     }
 
     pub fn record_drops(&self, probe: u32, dropped: u64) {
@@ -167,6 +188,7 @@ mod tests {
             regs: Vec::new(),
             insn: None,
             truncated: false,
+            printf: None,
         }
     }
 

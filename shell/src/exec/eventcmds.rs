@@ -7,7 +7,7 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::cmd::Invocation;
 use crate::cmd::parse::{amount, count, number, split_options};
-use crate::events::{Filter, histogram};
+use crate::events::Filter;
 use crate::output::{Output, RingCounters};
 use crate::session::Session;
 
@@ -63,6 +63,7 @@ pub fn events(s: &mut Session, inv: &Invocation) -> Result<Output> {
     };
     Ok(Output::Events {
         events: s.shared.display.store().last(n, &filter),
+        kept: s.shared.display.store().kept() as u64,
         ring,
         received: s.shared.display.store().total(),
         filter,
@@ -115,6 +116,8 @@ pub fn filter(s: &mut Session, inv: &Invocation) -> Result<Output> {
     })
 }
 
+/// `hist PROBE [lat|ret|ARG]`: over every event of the probe since it was
+/// set (aggregated as they arrive, see `record::agg`).
 pub fn hist(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let args = inv.args.as_slice();
     let (id, what) = match args {
@@ -124,126 +127,20 @@ pub fn hist(s: &mut Session, inv: &Invocation) -> Result<Output> {
     };
     let probe = u32::try_from(number(id.trim_start_matches('#'))?)
         .map_err(|_| anyhow!("bad probe id `{id}`"))?;
-    let evs = s.shared.display.store().of_probe(probe);
+    let agg = s.shared.display.store().probe_agg(probe);
     let def = s.shared.probes.get_any(probe);
-    if def.is_none() && evs.is_empty() {
+    if def.is_none() && agg.is_none() {
         bail!("no probe #{probe} in this session (`probes` lists them)");
     }
     let kind = def.as_ref().map(|d| d.kind).unwrap_or_default();
-    let numeric_args = || {
-        let mut names: Vec<&str> = Vec::new();
-        for e in &evs {
-            for a in &e.args {
-                if a.value.is_number() && !names.contains(&a.name.as_str()) {
-                    names.push(&a.name);
-                }
-            }
-        }
-        if names.is_empty() {
-            "none captured".to_string()
-        } else {
-            names.join(", ")
-        }
-    };
-    let has_dur = evs.iter().any(|e| e.duration_tsc.is_some());
-    let what = match what {
-        Some("ret") => "ret".to_string(),
-        Some("lat") | Some("latency") => "lat".to_string(),
-        // A captured argument by name (`hist 1 stack_size`).
-        Some(w) if evs.iter().any(|e| e.args.iter().any(|a| a.name == w)) => w.to_string(),
-        Some(w) if evs.is_empty() => bail!(
-            "no events of probe #{probe} yet: nothing to plot for `{w}` (`wait events N` waits for some)"
-        ),
-        Some(w) => bail!(
-            "`hist {id} {w}`: use lat (latency), ret (return values) or a captured argument ({})",
-            evs[0]
-                .args
-                .iter()
-                .map(|a| a.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        None if has_dur => "lat".to_string(),
-        None => "ret".to_string(),
-    };
-    let (values, unit): (Vec<i128>, &str) = if what != "lat" && what != "ret" {
-        (
-            evs.iter()
-                .filter_map(|e| e.args.iter().find(|a| a.name == what))
-                .filter_map(|a| {
-                    a.value
-                        .as_i64()
-                        .map(i128::from)
-                        .or_else(|| a.value.as_u64().map(i128::from))
-                })
-                .collect(),
-            "value",
-        )
-    } else if what == "lat" {
-        let ns = evs.iter().any(|e| e.duration_ns.is_some());
-        (
-            evs.iter()
-                .filter_map(|e| {
-                    if ns {
-                        e.duration_ns.map(|d| d as i128)
-                    } else {
-                        e.duration_tsc.map(i128::from)
-                    }
-                })
-                .collect(),
-            if ns { "ns" } else { "cycles" },
-        )
-    } else {
-        (
-            evs.iter()
-                .filter_map(|e| e.ret.as_ref())
-                .map(|r| r.value.as_i64().map(i128::from).unwrap_or(r.raw as i128))
-                .collect(),
-            "value",
-        )
-    };
-    if values.is_empty() && !evs.is_empty() {
-        if what != "lat" && what != "ret" {
-            bail!(
-                "`{what}` of probe #{probe} is not a number (a string or pointer text cannot be plotted): use one of its numeric arguments ({}){}",
-                numeric_args(),
-                if kind == "kretprobe" {
-                    ", lat or ret"
-                } else {
-                    ""
-                }
-            );
-        }
-        if kind != "kretprobe" {
-            bail!(
-                "probe #{probe} is a {}: only kretprobes have {}; plot a numeric argument instead ({})",
-                if kind.is_empty() {
-                    "probe without returns"
-                } else {
-                    kind
-                },
-                if what == "lat" {
-                    "latencies"
-                } else {
-                    "return values"
-                },
-                numeric_args()
-            );
-        }
-        bail!(
-            "probe #{probe} has no {} yet",
-            if what == "lat" {
-                "latencies"
-            } else {
-                "return values"
-            }
-        );
-    }
+    let h = crate::record::agg::hist(agg.as_ref(), probe, kind, what)?;
     Ok(Output::Hist {
         probe,
-        what,
-        unit: unit.into(),
-        buckets: histogram(&values),
+        what: h.what,
+        unit: h.unit,
+        buckets: h.buckets,
+        events: h.events,
+        values: h.values,
     })
 }
 

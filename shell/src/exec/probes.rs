@@ -57,6 +57,10 @@ fn register(s: &Session, def: ProbeDef) -> Output {
         maxactive: None,
         captures: def.layout.items.iter().map(|i| i.label.clone()).collect(),
     };
+    // A new probe's counts start at zero, whatever an earlier probe of
+    // the same id left.
+    s.shared.display.store().reset_probe(def.id);
+    s.shared.display.drops().reset(def.id);
     s.shared.probes.insert(def);
     Output::ProbeSet { probe: info }
 }

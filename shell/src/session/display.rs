@@ -12,6 +12,7 @@ use std::sync::{Mutex, RwLock};
 
 use super::{lock, read, write};
 use crate::events::{Clock, Filter, Store};
+use crate::record::drops::DropNotices;
 use crate::render::Render;
 
 /// Where the event thread's lines go when not straight to stdout: a queue
@@ -22,6 +23,7 @@ pub type Printer = std::sync::mpsc::Sender<String>;
 pub struct Display {
     render: Render,
     store: Store,
+    drops: DropNotices,
     live: AtomicBool,
     filter: RwLock<Filter>,
     clock: RwLock<Clock>,
@@ -34,6 +36,7 @@ impl Display {
         Display {
             render,
             store: Store::default(),
+            drops: DropNotices::default(),
             live: AtomicBool::new(true),
             filter: RwLock::new(Filter::default()),
             clock: RwLock::new(clock),
@@ -50,6 +53,11 @@ impl Display {
     /// The events kept on the host (it has its own lock).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Drop notices waiting for their interval (their own lock).
+    pub fn drops(&self) -> &DropNotices {
+        &self.drops
     }
 
     pub fn live(&self) -> bool {

@@ -3,7 +3,8 @@
 //! lines. It never blocks on the terminal ([`super::Display::print_async`]).
 
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use super::Shared;
 use crate::events;
@@ -23,15 +24,29 @@ impl Shared {
                 }
             }
             proto::event::Record::Drops { probe_id, dropped } => {
-                self.display.store().record_drops(probe_id, dropped);
-                self.print_async(self.display.render().notice(
-                    "drops",
-                    &format!(
-                        "probe #{probe_id}: {dropped} events dropped so far (kernel ring full)"
-                    ),
-                    serde_json::json!({"probe": probe_id, "dropped": dropped}),
-                ));
+                let store = self.display.store();
+                store.record_drops(probe_id, dropped);
+                if let Some(s) =
+                    self.display
+                        .drops()
+                        .report(probe_id, dropped, store.total(), Instant::now())
+                {
+                    self.show_drops(&s);
+                }
             }
+        }
+    }
+
+    /// A drop notice: shown with the live display off too (it says what
+    /// the stored events lack), and always in `--json`.
+    fn show_drops(&self, s: &crate::record::drops::Summary) {
+        self.print_async(self.display.render().notice("drops", &s.text(), s.json()));
+    }
+
+    /// Drop summaries whose interval is over.
+    fn show_due_drops(&self) {
+        for s in self.display.drops().due(Instant::now()) {
+            self.show_drops(&s);
         }
     }
 
@@ -82,7 +97,17 @@ impl Shared {
     /// The event thread: runs until the channel closes.
     pub fn pump(self: Arc<Self>, rx: Receiver<Async>) {
         let mut partial = String::new();
-        for a in rx {
+        loop {
+            // Wake up at least twice a second for drop summaries.
+            let a = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(a) => a,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.show_due_drops();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.show_due_drops();
             match a {
                 Async::Output(bytes) => {
                     partial.push_str(&String::from_utf8_lossy(&bytes));
