@@ -75,7 +75,7 @@ impl Render {
             return o.to_string();
         }
         let line = events::text(v);
-        if self.color {
+        if self.color && v.printf.is_none() {
             // Colour the bracketed prefix dim.
             if let Some(end) = line.find("] ") {
                 return format!("{}{}", self.dim(&line[..=end]), &line[end + 1..]);

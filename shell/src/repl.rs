@@ -107,6 +107,24 @@ pub fn complete_line(h: &KdbgHelper, line: &str, pos: usize) -> (usize, Vec<Stri
                     out.push(format!("{}:string", p.name));
                 }
             }
+            // `printf "FMT" ARGS...`: its arguments may use the built-in
+            // names too.
+            if words.contains(&"printf") {
+                out.extend(
+                    [
+                        "ret",
+                        "$duration",
+                        "$task",
+                        "$comm",
+                        "$cpu",
+                        "$probe",
+                        "$func",
+                    ]
+                    .map(String::from),
+                );
+            } else {
+                out.push("printf".into());
+            }
             out
         }
         ArgKind::Path => {
@@ -320,7 +338,7 @@ mod tests {
         assert_eq!(hint_for("kpro", 4).as_deref(), Some("be"));
         assert_eq!(
             hint_for("jprobe ", 7).as_deref(),
-            Some("[--dry-run] FUNC [ARGS...] [if EXPR]")
+            Some("[--dry-run] FUNC [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]")
         );
         assert_eq!(hint_for("jprobe x", 8), None);
         assert_eq!(hint_for("", 0), None);

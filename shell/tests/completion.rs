@@ -102,6 +102,7 @@ fn probe_ids_complete_to_live_probes_and_flags_to_flags() {
             layout: Default::default(),
             insn: None,
             insn_args: Vec::new(),
+            printf: None,
         });
     }
     s.shared.probes.retire(&[13]);
@@ -112,4 +113,12 @@ fn probe_ids_complete_to_live_probes_and_flags_to_flags() {
     assert_eq!(complete(&h, "jprobe --dr"), vec!["--dry-run"]);
     let f = complete(&h, "jprobe --dry-run complete::workloads::fib_w");
     assert_eq!(f, vec!["complete::workloads::fib_worker"]);
+    // printf after the captures, then its built-in names.
+    let p = complete(&h, "jprobe complete::workloads::fib_worker pri");
+    assert_eq!(p, vec!["printf"]);
+    let b = complete(
+        &h,
+        "jprobe complete::workloads::fib_worker printf \"%d\" $c",
+    );
+    assert_eq!(b, vec!["$comm", "$cpu"]);
 }

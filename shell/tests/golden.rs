@@ -64,6 +64,7 @@ fn probes() -> Vec<ProbeDef> {
             },
             insn: None,
             insn_args: vec![],
+            printf: None,
         },
         ProbeDef {
             id: 4,
@@ -100,6 +101,7 @@ fn probes() -> Vec<ProbeDef> {
             },
             insn: None,
             insn_args: vec![],
+            printf: None,
         },
         ProbeDef {
             id: 5,
@@ -109,6 +111,7 @@ fn probes() -> Vec<ProbeDef> {
             layout: Layout::default(),
             insn: Some("mov     rbx,rdi".into()),
             insn_args: vec![0],
+            printf: None,
         },
         ProbeDef {
             id: 6,
@@ -138,6 +141,7 @@ fn probes() -> Vec<ProbeDef> {
             },
             insn: None,
             insn_args: vec![],
+            printf: None,
         },
     ]
 }

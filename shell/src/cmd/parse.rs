@@ -73,8 +73,13 @@ pub fn words(line: &str) -> Result<Vec<String>, LineError> {
                 quoted = !quoted;
                 in_word = true;
             }
+            // `\"` and `\\` are a quote and a backslash; other escapes
+            // (`\n` in a printf format) reach the command as written.
             '\\' if quoted => {
                 if let Some(n) = chars.next() {
+                    if n != '"' && n != '\\' {
+                        cur.push('\\');
+                    }
                     cur.push(n);
                 }
             }
@@ -225,6 +230,10 @@ mod tests {
             vec!["write", "x", "a b\"c"]
         );
         assert_eq!(words(r#""""#).unwrap(), vec![""]);
+        assert_eq!(
+            words(r#"printf "a\tb %d\n" n"#).unwrap(),
+            vec!["printf", "a\\tb %d\\n", "n"]
+        );
         assert_eq!(words("\"open").unwrap_err(), LineError::Quote);
     }
 

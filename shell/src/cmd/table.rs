@@ -201,11 +201,13 @@ pub const COMMANDS: &[Command] = &[
         name: "kprobe",
         aliases: &["kp"],
         args: &[req("LOC", K::Location), many("if EXPR", K::Expr, true)],
-        usage: "LOC [if EXPR]",
+        usage: "LOC [printf \"FMT\" ARGS...] [if EXPR]",
         summary: "probe an instruction; each hit prints the location, registers and the instruction",
         details: "LOC is a symbol, symbol+offset, an address (0x...) or file:line.\n\
                   The address must start an instruction (`disas FUNC` shows where they\n\
                   start); the kernel refuses blacklisted code.\n\
+                  printf \"FMT\" ARGS... shows each hit as one formatted line (see jprobe;\n\
+                  a kprobe has $arg0..$arg5 / %rdi..%r9, $task, $comm, $cpu, $func).\n\
                   Examples: kprobe spawn_task\n\
                   \x20         kprobe spawn_task+0x10",
         flags: &[],
@@ -219,7 +221,7 @@ pub const COMMANDS: &[Command] = &[
         name: "jprobe",
         aliases: &["jp"],
         args: &[req("FUNC", K::Function), many("ARGS", K::Capture, true)],
-        usage: "[--dry-run] FUNC [ARGS...] [if EXPR]",
+        usage: "[--dry-run] FUNC [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]",
         summary: "probe a function entry and capture its arguments by name (only hits where EXPR is true, decided in the kernel)",
         details: "Without ARGS all parameters known from DWARF are captured. ARGS items:\n\
                   \x20 name        a parameter          name->field  a field through a pointer\n\
@@ -228,9 +230,15 @@ pub const COMMANDS: &[Command] = &[
                   \x20 $arg3       the 4th argument register (0-based)\n\
                   \x20 %rdi        an argument register (rdi rsi rdx rcx r8 r9)\n\
                   --dry-run shows the monitor command and capture layout without setting it.\n\
+                  printf \"FMT\" ARGS... shows each event as one line, formatted by the shell\n\
+                  from the captured values (bpftrace's printf: %d %i %u %x %X %o %c %s %p %%,\n\
+                  flags - 0 + # and width.precision). ARGS are expressions (+ - * / % << >>\n\
+                  & | ^ comparisons) over captured names, ret, $duration, $task, $comm, $cpu,\n\
+                  $probe, $func, $arg0..$arg5; names it uses are captured. JSON keeps all fields.\n\
                   Examples: jprobe spawn_task\n\
                   \x20         jprobe spawn_task clone_flags regs->ip *parent_tid\n\
-                  \x20         jprobe sys_open path:string flags",
+                  \x20         jprobe sys_open path:string flags\n\
+                  \x20         jprobe fib printf \"fib(%d) on %s\" n $comm",
         flags: &["--dry-run"],
         modifier: false,
         group: Group::Probes,
@@ -246,11 +254,12 @@ pub const COMMANDS: &[Command] = &[
             opt("maxactive=N", K::Number),
             many("ARGS", K::Capture, true),
         ],
-        usage: "[--dry-run] FUNC [maxactive=N] [ARGS...] [if EXPR]",
+        usage: "[--dry-run] FUNC [maxactive=N] [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]",
         summary: "probe a function's return: return value, duration and entry arguments (only returns where EXPR is true: ret, $duration, arguments)",
         details: "maxactive=N bounds the calls tracked at once (default max(10, 2*CPUs));\n\
-                  hits beyond it count as nmissed. ARGS as for jprobe.\n\
-                  Example: kretprobe sys_open path:string",
+                  hits beyond it count as nmissed. ARGS and printf as for jprobe.\n\
+                  Examples: kretprobe sys_open path:string\n\
+                  \x20         kretprobe sys_open printf \"open %s -> %d (%d ns)\" path ret $duration",
         flags: &["--dry-run"],
         modifier: false,
         group: Group::Probes,
@@ -1122,9 +1131,12 @@ mod tests {
     fn usage_lines() {
         assert_eq!(
             find("jprobe").unwrap().usage_line(),
-            "jprobe [--dry-run] FUNC [ARGS...] [if EXPR]"
+            "jprobe [--dry-run] FUNC [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]"
         );
-        assert_eq!(find("kprobe").unwrap().usage_line(), "kprobe LOC [if EXPR]");
+        assert_eq!(
+            find("kprobe").unwrap().usage_line(),
+            "kprobe LOC [printf \"FMT\" ARGS...] [if EXPR]"
+        );
         assert_eq!(find("enable").unwrap().usage_line(), "enable ID...");
         assert_eq!(find("x").unwrap().usage_line(), "x [/NFU] ADDR|SYMBOL");
     }

@@ -29,6 +29,10 @@ pub struct ProbeDef {
     /// kprobes: argument registers the instruction uses (indexes 0..6).
     #[serde(skip)]
     pub insn_args: Vec<u8>,
+    /// `printf "FMT" ARGS...`: how each event is shown instead of the
+    /// default line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub printf: Option<crate::record::printf::Format>,
 }
 
 /// Names the renderer needs from the session.
@@ -379,7 +383,7 @@ pub fn view(
     } else {
         Vec::new()
     };
-    EventView {
+    let mut v = EventView {
         seq,
         probe: ev.probe_id,
         kind,
@@ -398,7 +402,11 @@ pub fn view(
         insn: def.and_then(|d| d.insn.clone()),
         truncated: ev.truncated,
         printf: None,
+    };
+    if let Some(f) = def.and_then(|d| d.printf.as_ref()) {
+        v.printf = Some(f.render(&v, &ev.args));
     }
+    v
 }
 
 /// `3.1us`, `12ns`, `1.25ms`, `2.000s`.
@@ -414,8 +422,12 @@ pub fn human_duration(ns: f64) -> String {
     }
 }
 
-/// The one-line text form of an event.
+/// The one-line text form of an event (its probe's printf line when it
+/// has one).
 pub fn text(v: &EventView) -> String {
+    if let Some(p) = &v.printf {
+        return p.clone();
+    }
     let when = match v.time {
         Some(t) => format!("{t:.6}"),
         None => format!("tsc={}", v.tsc),

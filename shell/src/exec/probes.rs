@@ -79,8 +79,15 @@ fn set_probe(s: &Session, cmd: &str, make: impl FnOnce(u32) -> ProbeDef) -> Resu
 
 pub fn kprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let (args, cond) = crate::exec::conditions::split_if(&inv.args);
+    let (args, printf) = crate::record::printf::split(&args)?;
     let [loc] = args.as_slice() else {
-        bail!("usage: kprobe LOC [if EXPR] (a symbol, symbol+offset, 0xADDRESS or file:line)");
+        bail!(
+            "usage: kprobe LOC [printf \"FMT\" ARGS...] [if EXPR] (a symbol, symbol+offset, 0xADDRESS or file:line)"
+        );
+    };
+    let printf = match printf {
+        Some((f, a)) => Some(printf_format(&f, &a, &Layout::default(), false)?),
+        None => None,
     };
     let r = resolve(&s.shared, loc)?;
     check_code(&s.shared, &r)?;
@@ -102,7 +109,53 @@ pub fn kprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
         layout: Layout::default(),
         insn: insn.as_ref().map(|i| i.text.clone()),
         insn_args: insn.map(|i| i.arg_regs).unwrap_or_default(),
+        printf,
     })
+}
+
+/// A probe's `printf "FMT" ARGS...` checked against what it captures.
+fn printf_format(
+    fmt: &str,
+    args: &[String],
+    layout: &Layout,
+    ret: bool,
+) -> Result<crate::record::printf::Format> {
+    use crate::record::printf::{BUILTINS, Format, Kind};
+    let kind_of = |n: &str| -> Option<Kind> {
+        if n == "ret" || n == "$duration" {
+            return ret.then_some(Kind::Number);
+        }
+        let item = layout.items.iter().find(|i| i.label == n)?;
+        Some(match item.shape {
+            capture::Shape::Str { .. } => Kind::Text,
+            _ => Kind::Number,
+        })
+    };
+    let mut names: Vec<String> = layout.items.iter().map(|i| i.label.clone()).collect();
+    names.push(BUILTINS.to_string());
+    Format::parse(fmt, args, &kind_of, &names.join(", ")).map_err(|e| anyhow!(e))
+}
+
+/// The capture items a printf needs that `items` lacks (all of them when
+/// `items` is empty: a printf probe captures what it prints).
+fn printf_items(fmt: &str, args: &[String], items: &[String]) -> Result<Vec<String>> {
+    use crate::record::printf::{Format, Kind, capture_names};
+    let any = |_: &str| Some(Kind::Number);
+    let f = Format::parse(fmt, args, &any, "").map_err(|e| anyhow!(e))?;
+    let label = |i: &String| {
+        i.strip_suffix(":string")
+            .or_else(|| i.strip_suffix(":str"))
+            .unwrap_or(i)
+            .to_string()
+    };
+    let have: Vec<String> = items.iter().map(label).collect();
+    let mut out = items.to_vec();
+    for n in capture_names(&f) {
+        if !have.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 /// `jprobe FUNC [ARGS...]`.
@@ -118,15 +171,19 @@ pub fn kretprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
 /// jprobe and kretprobe: a function entry plus a capture.
 fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
     let usage = if ret {
-        "usage: kretprobe FUNC [maxactive=N] [ARGS...]"
+        "usage: kretprobe FUNC [maxactive=N] [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]"
     } else {
-        "usage: jprobe FUNC [ARGS...]"
+        "usage: jprobe FUNC [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]"
     };
     let dry_run = args.iter().any(|a| a == "--dry-run");
     let args: Vec<String> = args.iter().filter(|a| *a != "--dry-run").cloned().collect();
     let (args, cond) = crate::exec::conditions::split_if(&args);
+    let (args, printf) = crate::record::printf::split(&args)?;
     let (func, rest) = args.split_first().ok_or_else(|| anyhow!(usage))?;
-    let (opts, items) = split_options(rest);
+    let (opts, mut items) = split_options(rest);
+    if let Some((f, a)) = &printf {
+        items = printf_items(f, a, &items)?;
+    }
     let mut maxactive = None;
     for (k, v) in opts {
         match k.as_str() {
@@ -152,6 +209,10 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
         None => None,
     };
     let layout = layout_for(s, r.addr, &r.name, &items, ret)?;
+    let printf = match &printf {
+        Some((f, a)) => Some(printf_format(f, a, &layout, ret)?),
+        None => None,
+    };
     let cmd = if ret {
         Mon::Kretprobe {
             func: Loc::Addr(r.addr),
@@ -193,6 +254,7 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
         layout,
         insn: None,
         insn_args: Vec::new(),
+        printf,
     })?;
     s.refresh_tasks();
     Ok(out)
@@ -250,6 +312,7 @@ fn adopted(s: &Session, p: &ProbeRow) -> ProbeDef {
         layout,
         insn: insn.as_ref().map(|i| i.text.clone()),
         insn_args: insn.map(|i| i.arg_regs).unwrap_or_default(),
+        printf: None,
     }
 }
 
