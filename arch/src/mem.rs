@@ -114,6 +114,12 @@ fn read_cr3() -> u64 {
     cr3
 }
 
+/// This CPU's page-table root (CR3), for a debugger that walks the page
+/// tables itself.
+pub fn cr3() -> u64 {
+    read_cr3()
+}
+
 /// Translates `addr` through the live page tables.
 pub fn translate(addr: u64) -> Result<Translation, MemError> {
     let off = phys_offset();

@@ -53,6 +53,10 @@ impl Host for RefKernel {
             })
         });
     }
+    fn ram_end(&self) -> Option<u64> {
+        let end = crate::death::KDBG_RAM_END.load(core::sync::atomic::Ordering::Relaxed);
+        (end != 0).then_some(end)
+    }
     fn saved_frame(&self, task: u32) -> Option<TrapFrame> {
         crate::sched::saved_frame(task)
     }

@@ -87,6 +87,51 @@ impl Core {
         self.add_kretprobe_pred(at, n, 0, 0, ReturnAction::Record(spec), pred)
     }
 
+    /// Hands the rings to a consumer outside the kernel (`on`, returns its
+    /// epoch, odd, never 0) or back to the stub (`off`, returns 0). Taken under
+    /// the drain lock, so no stub drain is in progress at the switch.
+    /// Either consumer takes a record only by moving `tail` with a
+    /// compare-and-swap, so a record goes to exactly one of them even when
+    /// the switch races a consumer's last batch.
+    pub fn set_direct(&self, on: bool) -> u64 {
+        use core::sync::atomic::Ordering;
+        let _consumer = self.drain_lock.lock();
+        // The word is `epoch << 1 | direct`: each hand-over to a direct
+        // consumer gets a new epoch, so a consumer from an earlier one sees
+        // it is no longer the consumer; a hand-back clears the low bit.
+        let now = self.consumer.load(Ordering::Relaxed);
+        let epoch = if on {
+            (((now >> 1).wrapping_add(1)) << 1) | 1
+        } else {
+            now & !1
+        };
+        self.consumer.store(epoch, Ordering::Release);
+        if on { epoch } else { 0 }
+    }
+
+    /// The direct consumer's epoch (0: the stub drains).
+    pub fn direct_consumer(&self) -> u64 {
+        let w = self.consumer.load(core::sync::atomic::Ordering::Acquire);
+        if w & 1 != 0 { w } else { 0 }
+    }
+
+    /// The direct consumer's heartbeat.
+    pub fn direct_beat(&self) -> u64 {
+        self.beat.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Where the rings and the consumer words are (virtual addresses), for
+    /// a consumer that reads guest memory directly.
+    pub fn shm_layout(&self) -> ShmLayout {
+        ShmLayout {
+            rings: self.rings.as_ptr() as u64,
+            cpus: self.rings.len(),
+            ring: crate::ring::layout(),
+            consumer: core::ptr::from_ref(&self.consumer) as u64,
+            beat: core::ptr::from_ref(&self.beat) as u64,
+        }
+    }
+
     /// The counters of all rings together.
     pub fn ring_stats(&self) -> RingStats {
         self.rings
@@ -106,6 +151,10 @@ impl Core {
     /// many were taken off the rings.
     pub fn drain_at_most(&self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
         let _consumer = self.drain_lock.lock();
+        // A direct consumer reads the rings itself (shared memory).
+        if self.direct_consumer() != 0 {
+            return 0;
+        }
         let mut raw = [0u8; crate::ring::MAX_RECORD];
         let mut out = [0u8; proto::event::MAX_RECORD];
         let mut n = 0;
@@ -126,6 +175,47 @@ impl Core {
         }
         n
     }
+}
+
+/// Where a direct consumer finds the per-CPU rings (see [`Core::shm_layout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShmLayout {
+    /// Virtual address of CPU 0's ring; CPU `i`'s is `rings + i * ring.stride`.
+    pub rings: u64,
+    pub cpus: usize,
+    pub ring: crate::ring::RingLayout,
+    /// Virtual address of the consumer word (u64): the direct consumer's
+    /// epoch when odd; even: the stub drains.
+    pub consumer: u64,
+    /// Virtual address of the consumer's heartbeat word (u64).
+    pub beat: u64,
+}
+
+/// See [`Core::set_direct`].
+pub fn set_direct(on: bool) -> u64 {
+    CORE.set_direct(on)
+}
+
+/// See [`Core::direct_consumer`].
+pub fn direct_consumer() -> u64 {
+    CORE.direct_consumer()
+}
+
+/// See [`Core::direct_beat`].
+pub fn direct_beat() -> u64 {
+    CORE.direct_beat()
+}
+
+/// See [`Core::shm_layout`].
+pub fn shm_layout() -> ShmLayout {
+    CORE.shm_layout()
+}
+
+/// Decodes a raw ring record (the bytes after its 2-byte length) into an
+/// event: what the stub does before sending it, and what a direct consumer
+/// does with the bytes it reads from guest memory.
+pub fn decode_raw(raw: &[u8]) -> Option<proto::event::Event> {
+    crate::recorder::to_event(raw)
 }
 
 /// See [`Core::capture_kprobe`].

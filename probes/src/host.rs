@@ -121,6 +121,12 @@ pub trait Host: Sync {
 
     // --- memory and text ---
 
+    /// End of the RAM that starts at 1 MiB (physical), when the boot
+    /// loader said: the range a debugger mapping guest RAM may read.
+    fn ram_end(&self) -> Option<u64> {
+        None
+    }
+
     /// Fault-safe read of kernel memory: `false` if any byte is unmapped.
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         arch::mem::read(addr, buf).is_ok()

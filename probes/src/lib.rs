@@ -53,7 +53,7 @@ pub use probe::{
     ExecPath, FaultHandler, Kprobe, PostHandler, PreHandler, Probe, ProbeId, ProbeInfo, ProbeKind,
 };
 pub use register::At;
-pub use ring::RingStats;
+pub use ring::{RingLayout, RingStats};
 
 use kcb::{Kcb, MAX_CPUS};
 use kretprobe::{RetPool, ReturnAction, TaskChains};
@@ -79,6 +79,11 @@ pub struct Core {
     chains: TaskChains,
     registry: spin::Mutex<Registry>,
     drain_lock: spin::Mutex<()>,
+    /// The direct consumer's epoch (0: the stub drains the rings). See
+    /// [`Core::set_direct`] and docs/notes/shm.md.
+    consumer: core::sync::atomic::AtomicU64,
+    /// Bumped by the direct consumer while it is alive.
+    beat: core::sync::atomic::AtomicU64,
     slot_base: AtomicU64,
     slot_owners: [AtomicU64; SLOT_COUNT],
     /// `Host::trampoline()`, read once (checked on every breakpoint).
@@ -96,6 +101,8 @@ impl Core {
             chains: TaskChains::new(),
             registry: spin::Mutex::new(Registry::new()),
             drain_lock: spin::Mutex::new(()),
+            consumer: core::sync::atomic::AtomicU64::new(0),
+            beat: core::sync::atomic::AtomicU64::new(0),
             slot_base: AtomicU64::new(0),
             slot_owners: [const { AtomicU64::new(0) }; SLOT_COUNT],
             trampoline: AtomicU64::new(0),

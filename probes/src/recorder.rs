@@ -376,7 +376,7 @@ fn kind_of(code: u8) -> Option<EventKind> {
 }
 
 /// Decodes a raw record into an event.
-pub(crate) fn to_event(raw: &[u8]) -> Option<Event> {
+pub fn to_event(raw: &[u8]) -> Option<Event> {
     let mut r = Reader { buf: raw, pos: 0 };
     let mut id = [0u8; 4];
     id.copy_from_slice(r.bytes(4)?);

@@ -30,16 +30,52 @@ pub struct RingStats {
     pub dropped: u64,
 }
 
-/// One CPU's ring.
+/// One CPU's ring. `repr(C)`: a consumer outside the kernel (the shell
+/// reading guest RAM through a shared mapping, issue 17) finds the fields
+/// at the offsets [`layout`] reports.
+#[repr(C)]
 pub struct CpuRing {
     buf: UnsafeCell<[u8; RING_BYTES]>,
     /// Bytes ever written (producer-owned).
     head: AtomicUsize,
-    /// Bytes ever consumed (consumer-owned).
+    /// Bytes ever consumed (consumer-owned: the stub, or the direct
+    /// consumer while the probe core's consumer word names it).
     tail: AtomicUsize,
     produced: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
+    /// Records the direct consumer took (written only by it, cumulative
+    /// over its sessions; part of `delivered` in [`CpuRing::stats`]).
+    direct_delivered: AtomicU64,
+}
+
+/// Where a consumer outside the kernel finds a ring's fields (byte offsets
+/// from the start of a [`CpuRing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingLayout {
+    /// Size of one ring struct (the stride of the per-CPU array).
+    pub stride: usize,
+    pub size: usize,
+    pub buf: usize,
+    pub head: usize,
+    pub tail: usize,
+    pub produced: usize,
+    pub dropped: usize,
+    pub direct_delivered: usize,
+}
+
+/// The offsets of [`CpuRing`]'s fields.
+pub const fn layout() -> RingLayout {
+    RingLayout {
+        stride: core::mem::size_of::<CpuRing>(),
+        size: RING_BYTES,
+        buf: core::mem::offset_of!(CpuRing, buf),
+        head: core::mem::offset_of!(CpuRing, head),
+        tail: core::mem::offset_of!(CpuRing, tail),
+        produced: core::mem::offset_of!(CpuRing, produced),
+        dropped: core::mem::offset_of!(CpuRing, dropped),
+        direct_delivered: core::mem::offset_of!(CpuRing, direct_delivered),
+    }
 }
 
 // SAFETY: `buf` is written only by the single producer between `tail` and
@@ -57,6 +93,7 @@ impl CpuRing {
             produced: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            direct_delivered: AtomicU64::new(0),
         }
     }
 
@@ -200,22 +237,37 @@ impl CpuRing {
     /// empty. A record longer than `out` is consumed and truncated.
     /// Consumers must be serialised by the caller.
     pub fn pop(&self, out: &mut [u8]) -> Option<usize> {
-        let tail = self.tail.load(Ordering::Relaxed);
-        let head = self.head.load(Ordering::Acquire);
-        if head == tail {
-            return None;
+        loop {
+            let tail = self.tail.load(Ordering::Acquire);
+            let head = self.head.load(Ordering::Acquire);
+            if head == tail {
+                return None;
+            }
+            let mut header = [0u8; HEADER];
+            self.get(tail, &mut header);
+            let len = usize::from(u16::from_le_bytes(header));
+            let n = len.min(out.len());
+            if let Some(dst) = out.get_mut(..n) {
+                self.get(tail.wrapping_add(HEADER), dst);
+            }
+            // A compare-and-swap, not a store: a direct consumer outside
+            // the kernel may have taken this record in a race with the
+            // hand-back (see `Core::set_direct`); then it is theirs (not
+            // delivered twice) and the next one is read.
+            if self
+                .tail
+                .compare_exchange(
+                    tail,
+                    tail.wrapping_add(HEADER + len),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                return Some(n);
+            }
         }
-        let mut header = [0u8; HEADER];
-        self.get(tail, &mut header);
-        let len = usize::from(u16::from_le_bytes(header));
-        let n = len.min(out.len());
-        if let Some(dst) = out.get_mut(..n) {
-            self.get(tail.wrapping_add(HEADER), dst);
-        }
-        self.tail
-            .store(tail.wrapping_add(HEADER + len), Ordering::Release);
-        self.delivered.fetch_add(1, Ordering::Relaxed);
-        Some(n)
     }
 
     /// This ring's counters.
@@ -223,7 +275,10 @@ impl CpuRing {
         RingStats {
             size: RING_BYTES as u64,
             produced: self.produced.load(Ordering::Relaxed),
-            delivered: self.delivered.load(Ordering::Relaxed),
+            delivered: self
+                .delivered
+                .load(Ordering::Relaxed)
+                .wrapping_add(self.direct_delivered.load(Ordering::Acquire)),
             dropped: self.dropped.load(Ordering::Relaxed),
         }
     }

@@ -148,9 +148,34 @@ impl StreamMode {
     }
 }
 
+/// `shm [direct|uart]`: the shared-memory channel (issue 17).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShmAction {
+    /// Where things are: CR3, the RAM range, the rings, the consumer.
+    Info,
+    /// The caller reads the event rings from guest memory itself: the
+    /// stub stops draining them over the UART.
+    Direct,
+    /// The stub drains the rings again (also when the direct consumer
+    /// stops beating, or the debugger detaches).
+    Uart,
+}
+
+impl ShmAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShmAction::Info => "",
+            ShmAction::Direct => "direct",
+            ShmAction::Uart => "uart",
+        }
+    }
+}
+
 /// One monitor command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command<'a> {
+    /// The shared-memory channel: its layout, or who consumes events.
+    Shm(ShmAction),
     Kprobe {
         loc: Loc<'a>,
         /// `if=HEX`: a predicate (verified bytecode); a hit records an event
@@ -409,6 +434,12 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
             Command::Cond { addr, prog, ignore }
         }
         "conds" => Command::Conds,
+        "shm" => Command::Shm(match words.next() {
+            None => ShmAction::Info,
+            Some("direct") => ShmAction::Direct,
+            Some("uart") => ShmAction::Uart,
+            Some(_) => return Err(ParseError::UnexpectedArgument),
+        }),
         "help" => Command::Help {
             topic: words.next(),
         },
@@ -481,6 +512,8 @@ impl fmt::Display for Command<'_> {
                 Ok(())
             }
             Command::Conds => f.write_str("conds"),
+            Command::Shm(ShmAction::Info) => f.write_str("shm"),
+            Command::Shm(a) => write!(f, "shm {}", a.as_str()),
             Command::Help { topic: None } => f.write_str("help"),
             Command::Help { topic: Some(t) } => write!(f, "help {t}"),
         }
@@ -578,6 +611,11 @@ pub const COMMANDS: &[CommandHelp] = &[
         name: "conds",
         usage: "conds",
         summary: "conditional breakpoints: addr hits false faults ignored ignore prog",
+    },
+    CommandHelp {
+        name: "shm",
+        usage: "shm [direct|uart]",
+        summary: "shared-memory channel: cr3, RAM range, event ring layout; direct: the caller consumes the rings from guest RAM, uart: the stub streams them again",
     },
     CommandHelp {
         name: "help",
@@ -709,6 +747,9 @@ mod tests {
             "cond 0x1000",
             "cond 0x1000 if=050501052000 ignore=3",
             "conds",
+            "shm",
+            "shm direct",
+            "shm uart",
         ] {
             let cmd = parse(text).unwrap();
             assert_eq!(cmd.to_string(), text);

@@ -351,6 +351,89 @@ impl fmt::Display for ProbeRow<'_> {
     }
 }
 
+/// The `shm` row (issue 17): what a debugger that maps guest RAM needs to
+/// read memory and consume the event rings without the stub.
+///
+/// `cr3`: the kernel's page-table root. RAM the shell may read from the
+/// mapping: physical `[ram_start, ram_end)`. `tramp`: the kretprobe
+/// trampoline. The rings: CPU `i`'s ring struct at virtual `rings + i *
+/// stride` (`cpus` of them), `size` bytes of buffer at offset `buf`, and
+/// the u64 fields `head`, `tail`, `produced`, `dropped`, `direct` (records
+/// the direct consumer took) at those offsets. `consumer`/`beat`: virtual
+/// addresses of the consumer word (`epoch << 1 | direct`) and the
+/// consumer's heartbeat. `epoch`: the consumer word now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShmRow {
+    pub cr3: u64,
+    pub ram_start: u64,
+    pub ram_end: u64,
+    pub tramp: u64,
+    pub rings: u64,
+    pub stride: u64,
+    pub cpus: u64,
+    pub size: u64,
+    pub buf: u64,
+    pub head: u64,
+    pub tail: u64,
+    pub produced: u64,
+    pub dropped: u64,
+    pub direct: u64,
+    pub consumer: u64,
+    pub beat: u64,
+    pub epoch: u64,
+}
+
+impl ShmRow {
+    pub fn parse(line: &str) -> Result<Self, RowError> {
+        let r = row_of(line, "shm")?;
+        Ok(ShmRow {
+            cr3: need_num(&r, "cr3")?,
+            ram_start: need_num(&r, "ram_start")?,
+            ram_end: need_num(&r, "ram_end")?,
+            tramp: need_num(&r, "tramp")?,
+            rings: need_num(&r, "rings")?,
+            stride: need_num(&r, "stride")?,
+            cpus: need_num(&r, "cpus")?,
+            size: need_num(&r, "size")?,
+            buf: need_num(&r, "buf")?,
+            head: need_num(&r, "head")?,
+            tail: need_num(&r, "tail")?,
+            produced: need_num(&r, "produced")?,
+            dropped: need_num(&r, "dropped")?,
+            direct: need_num(&r, "direct")?,
+            consumer: need_num(&r, "consumer")?,
+            beat: need_num(&r, "beat")?,
+            epoch: need_num(&r, "epoch")?,
+        })
+    }
+}
+
+impl fmt::Display for ShmRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shm cr3={:#x} ram_start={:#x} ram_end={:#x} tramp={:#x} rings={:#x} stride={} cpus={} size={} buf={} head={} tail={} produced={} dropped={} direct={} consumer={:#x} beat={:#x} epoch={:#x}",
+            self.cr3,
+            self.ram_start,
+            self.ram_end,
+            self.tramp,
+            self.rings,
+            self.stride,
+            self.cpus,
+            self.size,
+            self.buf,
+            self.head,
+            self.tail,
+            self.produced,
+            self.dropped,
+            self.direct,
+            self.consumer,
+            self.beat,
+            self.epoch
+        )
+    }
+}
+
 /// The `events` row: the ring's counters. produced = delivered + dropped + queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventsRow {
@@ -655,6 +738,34 @@ mod tests {
         };
         assert_eq!(CondRow::parse(&row.to_string()), Ok(row));
         assert_eq!(CondRow::parse("probe id=1"), Err(RowError::WrongKind));
+    }
+
+    #[test]
+    fn shm_row_round_trips() {
+        let r = ShmRow {
+            cr3: 0x10_3000,
+            ram_start: 0x10_0000,
+            ram_end: 0x800_0000,
+            tramp: 0x10_2345,
+            rings: 0x20_0000,
+            stride: 16_448,
+            cpus: 8,
+            size: 16_384,
+            buf: 0,
+            head: 16_384,
+            tail: 16_392,
+            produced: 16_400,
+            dropped: 16_416,
+            direct: 16_424,
+            consumer: 0x30_0000,
+            beat: 0x30_0008,
+            epoch: 3,
+        };
+        assert_eq!(ShmRow::parse(&r.to_string()).unwrap(), r);
+        assert_eq!(
+            ShmRow::parse("shm cr3=0x1"),
+            Err(RowError::Field("ram_start"))
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ options:
   --remove-probes        remove the probes on exit (default: they stay)
   --kernel-exits-with-kdbg  the kernel's QEMU stops when kdbg leaves (set by
                          `cargo xtask run`; implied by --kernel)
+  --memory FILE          guest RAM shared through a file (QEMU memory-backend-file,
+                         share=on; `cargo xtask run` passes it): memory reads and
+                         events from the mapping instead of the UART
   --console FILE         with --kernel: write the kernel console there
   --append ARGS          with --kernel: the kernel command line
   --color auto|always|never
@@ -54,6 +57,7 @@ pub struct Args {
     pub remove_probes: bool,
     pub kernel_exits_with_kdbg: bool,
     pub console: Option<PathBuf>,
+    pub memory: Option<PathBuf>,
     pub append: Option<String>,
     pub color: Option<String>,
 }
@@ -96,6 +100,7 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
             "--remove-probes" => a.remove_probes = true,
             "--kernel-exits-with-kdbg" => a.kernel_exits_with_kdbg = true,
             "--console" => a.console = Some(value("a file")?.into()),
+            "--memory" | "-m" => a.memory = Some(value("the guest RAM file")?.into()),
             "--append" => a.append = Some(value("a command line")?),
             "--color" => a.color = Some(value("auto|always|never")?),
             _ => bail!("unknown option `{arg}`; see kdbg --help"),
@@ -196,6 +201,7 @@ fn real_main(argv: &[String]) -> Result<i32> {
         timeout: Duration::from_secs_f64(args.timeout.unwrap_or(5.0)),
         tsc_hz: args.tsc_hz,
         resume: !args.stopped,
+        memory: args.memory.clone(),
     })?;
     if progress && session.shared.image.loaded() {
         eprintln!(" done in {:.1} s", started.elapsed().as_secs_f64());

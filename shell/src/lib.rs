@@ -9,6 +9,7 @@ pub mod coredump;
 pub mod disas;
 pub mod events;
 pub mod exec;
+pub mod guestmem;
 pub mod image;
 pub mod output;
 pub mod qemu;

@@ -43,6 +43,7 @@ fn session() -> Session {
         timeout: std::time::Duration::from_secs(1),
         tsc_hz: Some(1_000_000_000),
         resume: false,
+        memory: None,
     })
     .unwrap()
 }

@@ -36,6 +36,7 @@ pub mod monitor;
 pub mod packet;
 pub mod probecmd;
 pub mod protect;
+pub mod shm;
 pub mod step;
 pub mod target;
 
@@ -89,6 +90,7 @@ pub fn poll() {
     if let Some(mut s) = machine::SESSION.try_lock() {
         // No watchpoint of gdb's fires inside the stub (event rings, the
         // UART): DR7 is masked while it streams.
+        shm::watch(s.target.host);
         arch::debugreg::masked(|| s.stream_events(events::TICK_BUDGET));
     }
 }

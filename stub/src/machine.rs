@@ -238,6 +238,8 @@ impl Session {
     /// probes stay, a new machine waits for the next attach.
     fn detach(&mut self, reason: DisconnectReason) {
         self.target.clear_breakpoints();
+        // A direct event consumer leaves with its debugger.
+        crate::shm::detached();
         // A `D` served while the kernel runs has no resume after it.
         self.load_debug_registers();
         self.target.resume = Resume::Continue;

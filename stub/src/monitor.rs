@@ -92,6 +92,7 @@ pub fn run(
         Command::RetInst { task } => probecmd::retinst(task, out),
         Command::Cond { addr, prog, ignore } => crate::conditions::cond(addr, prog, ignore, out),
         Command::Conds => crate::conditions::conds(out),
+        Command::Shm(action) => crate::shm::command(action, host, out),
     }
 }
 

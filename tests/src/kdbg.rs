@@ -27,7 +27,14 @@ impl KdbgJson {
     /// Starts kdbg on `vm` with `--json --timeout 20` and `extra` arguments
     /// (e.g. `--keep-going`).
     pub fn start(vm: &Qemu, extra: &[&str]) -> KdbgJson {
-        KdbgJson::start_on(&vm.stub_connect_arg(), extra)
+        // A kernel booted with shared RAM is read through the mapping.
+        let mem = vm.memory_file().map(|f| f.display().to_string());
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(m) = &mem {
+            args.extend(["--memory", m.as_str()]);
+        }
+        args.extend_from_slice(extra);
+        KdbgJson::start_on(&vm.stub_connect_arg(), &args)
     }
 
     /// Starts kdbg on an endpoint (`tcp:127.0.0.1:PORT`) that may outlive

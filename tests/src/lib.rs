@@ -16,6 +16,7 @@
 
 pub mod fuzz;
 pub mod gdb;
+pub mod guestram;
 pub mod kdbg;
 pub mod linux;
 pub mod rsp;
@@ -294,6 +295,10 @@ pub struct QemuConfig {
     pub memory_mib: u32,
     /// More QEMU arguments.
     pub extra: Vec<String>,
+    /// Back guest RAM with a file in a private directory (created by
+    /// [`QemuConfig::spawn`], removed with the [`Qemu`]) that `kdbg
+    /// --memory FILE` maps: see [`guestram`].
+    pub share_memory: bool,
 }
 
 impl QemuConfig {
@@ -311,6 +316,7 @@ impl QemuConfig {
             timeout: Duration::from_secs(120),
             memory_mib: 128,
             extra: Vec::new(),
+            share_memory: false,
         }
     }
 
@@ -368,6 +374,16 @@ impl QemuConfig {
 
     /// Starts QEMU. Checks the kernel and the ports first.
     pub fn spawn(&self) -> Result<Qemu, HarnessError> {
+        let ram = if self.share_memory {
+            Some(
+                guestram::GuestRam::create(self.memory_mib).map_err(|err| HarnessError::Io {
+                    path: "guest RAM file".into(),
+                    err,
+                })?,
+            )
+        } else {
+            None
+        };
         if !self.kernel.is_file() {
             return Err(HarnessError::KernelMissing(self.kernel.clone()));
         }
@@ -379,6 +395,9 @@ impl QemuConfig {
         let qemu = qemu_binary()?;
         let mut cmd = Command::new(qemu);
         cmd.args(self.args()).stdin(Stdio::null());
+        if let Some(r) = &ram {
+            cmd.args(r.qemu_args(self.memory_mib));
+        }
         if self.console != Wiring::Stdio {
             cmd.stdout(Stdio::null());
         }
@@ -389,6 +408,7 @@ impl QemuConfig {
             config: self.clone(),
             started: Instant::now(),
             workdir: None,
+            ram,
         })
     }
 }
@@ -431,6 +451,8 @@ pub struct Qemu {
     config: QemuConfig,
     started: Instant,
     workdir: Option<PathBuf>,
+    /// The guest RAM file when [`QemuConfig::share_memory`] is set.
+    ram: Option<guestram::GuestRam>,
 }
 
 impl Qemu {
@@ -538,6 +560,11 @@ impl Qemu {
         }
     }
 
+    /// The file backing guest RAM (`kdbg --memory FILE`), when shared.
+    pub fn memory_file(&self) -> Option<&Path> {
+        self.ram.as_ref().map(|r| r.file())
+    }
+
     /// The stub's line as a kdbg `--connect` argument (`tcp:127.0.0.1:PORT` / `unix:PATH`).
     pub fn stub_connect_arg(&self) -> String {
         self.config.stub.describe()
@@ -551,6 +578,9 @@ impl Qemu {
             .arg(self.stub_connect_arg())
             .arg("--symbols")
             .arg(&self.config.kernel);
+        if let Some(f) = self.memory_file() {
+            c.arg("--memory").arg(f);
+        }
         c
     }
 

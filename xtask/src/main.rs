@@ -39,8 +39,10 @@ commands:
                              with --smp the vCPUs then share one host thread)
       --smp N                N virtual CPUs (default 1); they run in parallel host threads
                              (MTTCG) unless --icount is given
-  run [--append ARGS] [--smp N] [-- KDBG_ARGS...]
-                             build, boot, and open the kdbg shell on the kernel
+      --no-shared-memory     plain RAM (default: guest RAM is a private file kdbg --memory maps)
+  run [--append ARGS] [--smp N] [--no-shared-memory] [-- KDBG_ARGS...]
+                             build, boot, and open the kdbg shell on the kernel (guest RAM
+                             shared with kdbg through a private file unless --no-shared-memory)
   linux [--kaslr] [-- KDBG_ARGS...]
                              Debian's current cloud kernel (+ -dbg vmlinux, busybox initramfs,
                              fetched once into target/linux) under QEMU's gdbstub, kdbg attached

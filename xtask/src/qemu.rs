@@ -113,6 +113,7 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     let mut timeout = 3600.0f64;
     let mut icount = false;
     let mut smp = 1;
+    let mut share_memory = true;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -129,6 +130,7 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
             }
             "--icount" => icount = true,
             "--smp" => smp = crate::smp_value(args, &mut i)?,
+            "--no-shared-memory" => share_memory = false,
             other => bail!(
                 "unknown option `{other}` for `cargo xtask qemu`\n{}",
                 crate::USAGE
@@ -153,6 +155,7 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     cfg.debugcon = Some(crate::build::root().join("target/kdbg/debugcon.log"));
     cfg.icount = icount;
     cfg.smp = smp;
+    cfg.share_memory = share_memory;
     cfg.timeout = Duration::from_secs_f64(timeout);
     eprintln!(
         "xtask: booting {} ({smp} vCPU{}{}, stub on {}, ground truth in {})",
@@ -177,6 +180,13 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         eprintln!("xtask: {}", HAND_RUN_HINT);
     }
     let mut vm = cfg.spawn()?;
+    if let Some(f) = vm.memory_file() {
+        eprintln!(
+            "xtask: guest RAM is the file {} (private directory; removed when QEMU stops): add --memory {} to kdbg",
+            f.display(),
+            f.display()
+        );
+    }
     match vm.wait_exit(cfg.timeout) {
         Ok(exit) => Ok(report_exit(exit)),
         Err(tests::HarnessError::Timeout { .. }) => {

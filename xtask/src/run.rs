@@ -20,11 +20,14 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     let mut append = "serve".to_string();
     let mut kdbg_args: Vec<String> = Vec::new();
     let mut smp = DEFAULT_SMP;
+    let mut share_memory = true;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
             "--append" => append = option_value(args, &mut i, "--append")?.to_string(),
             "--smp" => smp = crate::smp_value(args, &mut i)?,
+            // Everything over the UART, as with a plain QEMU line.
+            "--no-shared-memory" => share_memory = false,
             "--" => {
                 kdbg_args = args[i + 1..].to_vec();
                 break;
@@ -60,6 +63,7 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     cfg.debugcon = Some(crate::build::root().join("target/kdbg/debugcon.log"));
     cfg.timeout = RUN_TIMEOUT;
     cfg.smp = smp;
+    cfg.share_memory = share_memory;
 
     if !shell_ready {
         eprintln!(
@@ -86,6 +90,12 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         println!("console: {}", line.trim_end());
     }
     eprintln!("xtask: kernel console continues in {}", console.display());
+    if let Some(f) = vm.memory_file() {
+        eprintln!(
+            "xtask: guest RAM is shared with kdbg through {} (--memory)",
+            f.display()
+        );
+    }
     let mut shell = Command::new(&kdbg);
     shell
         .arg("--connect")
@@ -93,8 +103,11 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         .arg("--symbols")
         .arg(&kernel)
         // QEMU is dropped when the shell exits: nothing stays behind.
-        .arg("--kernel-exits-with-kdbg")
-        .args(&kdbg_args);
+        .arg("--kernel-exits-with-kdbg");
+    if let Some(f) = vm.memory_file() {
+        shell.arg("--memory").arg(f);
+    }
+    shell.args(&kdbg_args);
     let mut child = shell
         .spawn()
         .with_context(|| format!("starting {}", kdbg.display()))?;

@@ -152,6 +152,9 @@ pub struct Client {
     pub initial_stop: Option<String>,
     /// A reply did not fit its request: drain the line before the next one.
     doubt: bool,
+    /// Guest RAM through a shared mapping (`--memory`): reads come from it
+    /// (see [`crate::guestmem`]); `None`: every read goes to the stub.
+    pub guest: Option<Arc<crate::guestmem::GuestMem>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -316,6 +319,7 @@ impl Client {
             layout_error: None,
             initial_stop: None,
             doubt: false,
+            guest: None,
         };
         client.handshake()?;
         Ok(client)

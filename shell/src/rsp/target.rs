@@ -99,8 +99,47 @@ impl Client {
         Ok(r)
     }
 
-    /// Read memory in packet-sized chunks.
+    /// Read memory: from the shared mapping when there is one (pages it
+    /// cannot serve go to the stub), else through the stub.
     pub fn read_memory(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, RspError> {
+        let Some(g) = self.guest.clone() else {
+            return self.read_memory_stub(addr, len);
+        };
+        let mut out = vec![0u8; len];
+        let mut stub_err = None;
+        let r = g.read(
+            addr,
+            &mut out,
+            &mut |a, buf| match self.read_memory_stub(a, buf.len()) {
+                Ok(b) if b.len() == buf.len() => {
+                    buf.copy_from_slice(&b);
+                    Ok(())
+                }
+                Ok(_) => Err(a),
+                Err(e) => {
+                    stub_err = Some(e);
+                    Err(a)
+                }
+            },
+        );
+        if let Some(e) = stub_err {
+            return Err(e);
+        }
+        match r {
+            Ok(()) => Ok(out),
+            // What the stub answers for an unmapped address (EFAULT).
+            Err(a) => Err(RspError::Remote {
+                request: format!(
+                    "read {} bytes at {a:#x}",
+                    len - (a.wrapping_sub(addr) as usize).min(len)
+                ),
+                code: "E0e".into(),
+            }),
+        }
+    }
+
+    /// Read memory through the stub, in packet-sized chunks.
+    pub fn read_memory_stub(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, RspError> {
         let chunk = (self.features.packet_size.saturating_sub(16) / 2).clamp(16, 2048);
         let mut out = Vec::with_capacity(len);
         while out.len() < len {

@@ -278,6 +278,8 @@ pub struct Options {
     pub tsc_hz: Option<u64>,
     /// Resume the kernel after connecting (default) or leave it stopped.
     pub resume: bool,
+    /// `--memory FILE`: guest RAM shared through a file.
+    pub memory: Option<PathBuf>,
 }
 
 pub struct Session {
@@ -309,6 +311,11 @@ pub struct Session {
     /// The post-mortem summary of the last connect, until it is shown
     /// ([`Session::show_attach_summary`]).
     attach_summary: Option<crate::exec::postmortem::PostMortem>,
+    /// `--memory FILE` mapped (issue 17): handed to each connection once
+    /// the stub said where RAM and the rings are.
+    pub mapping: Option<Arc<crate::guestmem::Mapping>>,
+    /// Why the mapping is not used (a foreign stub, a stub without `shm`).
+    pub mapping_note: Option<String>,
 }
 
 impl Session {
@@ -337,7 +344,13 @@ impl Session {
                 .name("events".into())
                 .spawn(move || shared.pump(rx))?;
         }
+        let mapping = match &opts.memory {
+            Some(p) => Some(Arc::new(crate::guestmem::Mapping::open(p)?)),
+            None => None,
+        };
         let mut s = Session {
+            mapping,
+            mapping_note: None,
             shared,
             endpoint: opts.endpoint,
             async_tx: tx,
@@ -410,6 +423,7 @@ impl Session {
             // Probes already in the kernel (gdb's, an earlier session's).
             let _ = crate::exec::probes::sync(self);
         }
+        self.attach_memory(kdbg);
         // A kernel that stopped (or died) before this attach stays stopped,
         // as gdb never resumes on connect; its summary is shown. (A foreign
         // stub such as QEMU's stops the guest on every connect: not that.)
@@ -426,6 +440,47 @@ impl Session {
             None => {}
         }
         Ok(())
+    }
+
+    /// With `--memory`: asks the stub where RAM, CR3 and the rings are
+    /// (`monitor shm`) and hands the mapping to the connection, which then
+    /// reads memory from it.
+    fn attach_memory(&mut self, kdbg: bool) {
+        let Some(map) = self.mapping.clone() else {
+            return;
+        };
+        if !kdbg {
+            self.mapping_note = Some("the stub is not kdbg's: memory is read through it".into());
+            return;
+        }
+        let row = self
+            .client()
+            .ok()
+            .and_then(|mut c| c.monitor("shm").ok())
+            .and_then(|t| t.lines().find_map(|l| proto::reply::ShmRow::parse(l).ok()));
+        let Some(row) = row else {
+            self.mapping_note = Some(
+                "the stub does not describe its memory (`monitor shm`): reading through it".into(),
+            );
+            return;
+        };
+        if row.ram_end == 0 {
+            self.mapping_note =
+                Some("the kernel does not know its RAM size: reading through the stub".into());
+            return;
+        }
+        let machine = crate::guestmem::Machine {
+            cr3: row.cr3,
+            low_end: 0,
+            ram_start: row.ram_start,
+            ram_end: row.ram_end,
+            trampoline: row.tramp,
+        };
+        let g = Arc::new(crate::guestmem::GuestMem::new(map, machine));
+        if let Ok(mut c) = self.client() {
+            c.guest = Some(g);
+        }
+        self.mapping_note = None;
     }
 
     /// Prints the summary of a kernel found stopped or dead at the last
