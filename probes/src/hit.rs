@@ -432,6 +432,20 @@ impl Core {
         true
     }
 
+    /// This CPU is running the probe core's handlers (pre/post handlers,
+    /// captures, return handlers). A data watchpoint that fires now was set
+    /// off by the probe core's own reads (a capture of a watched address),
+    /// not by the program: the stub does not report it (kgdb's rule for the
+    /// debugger's own accesses).
+    pub fn in_handler(&self) -> bool {
+        let Some(pf) = self.host() else {
+            return false;
+        };
+        self.kcbs
+            .get(pf.cpu_id())
+            .is_some_and(|k| matches!(k.state(), State::Active | State::SingleStepDone))
+    }
+
     /// #DB. Ends a debugger's single step through a probed instruction:
     /// after an out-of-line instruction (the #DB comes before the slot's
     /// tail int3) or at the step pad. A debug trap after a slot's

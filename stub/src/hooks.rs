@@ -59,6 +59,18 @@ pub fn debug(frame: &mut TrapFrame) -> bool {
         && let Some((slot, kind)) = s.target.hw.hit(i)
     {
         arch::debugreg::clear_dr6();
+        if kind.is_some()
+            && !dr6.single_step()
+            && probes::CORE.in_handler()
+            && crate::protect::code_refusal(frame.rip).is_some()
+        {
+            // The probe core's own access (a capture reading a watched
+            // address), not the program's: not a stop, counted for
+            // `monitor refused`. A data watchpoint is a trap: the access
+            // has completed and the handler resumes after it.
+            crate::protect::count_own_access();
+            return true;
+        }
         let reason = match kind {
             None => StopReason::HwBreak(tid),
             Some(kind) => StopReason::Watch {

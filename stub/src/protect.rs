@@ -16,10 +16,12 @@
 //! disarm`), so even an allowed watchpoint never fires inside it.
 //!
 //! Refusals answer `E0d` (EACCES) and are listed, with the reason, by
-//! `monitor refused`.
+//! `monitor refused`. An allowed watchpoint that the probe core's own
+//! capture reads set off is not a stop (counted as `own-accesses` there).
 
 use core::fmt::Write;
 use core::ops::Range;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 
@@ -143,5 +145,19 @@ pub fn report(out: &mut dyn Write) -> core::fmt::Result {
             )?;
         }
     }
-    writeln!(out, "refusals total={}", s.total)
+    writeln!(
+        out,
+        "refusals total={} own-accesses={}",
+        s.total,
+        OWN_ACCESSES.load(Ordering::Relaxed)
+    )
+}
+
+/// Data watchpoint hits set off by the probe core's own reads (captures),
+/// not reported as stops.
+static OWN_ACCESSES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one watchpoint hit by the probe core's own access.
+pub fn count_own_access() {
+    OWN_ACCESSES.fetch_add(1, Ordering::Relaxed);
 }

@@ -627,3 +627,58 @@ fn a_watchpoint_set_while_stopped_in_idle_fires_in_the_task_that_writes() {
     );
     vm.assert_still_running(SETTLE);
 }
+
+#[test]
+fn a_watched_address_read_by_a_probe_capture_stops_only_on_the_programs_accesses() {
+    // KDBG_WATCHED is written by the math worker and read by nobody but the
+    // kprobe's capture (kdbg_pass_watched receives its address). With an
+    // access watchpoint on it, every stop must be the worker's write; the
+    // capture's reads (inside the probe handler) are the debugger's own
+    // accesses, counted by `monitor refused`, never a stop inside kdbg.
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let out = gdb(
+        &mut vm,
+        &[
+            "monitor jprobe kdbg_pass_watched fetch=u64@arg0",
+            "awatch kernel::workloads::KDBG_WATCHED",
+            "continue",
+            "continue",
+            "continue",
+            "continue",
+            "delete",
+            "monitor probes",
+            "monitor refused",
+            "detach",
+        ],
+    );
+    let hits = out
+        .matches(" hit Hardware access (read/write) watchpoint 1: kernel::workloads::KDBG_WATCHED")
+        .count();
+    assert_eq!(hits, 4, "four watchpoint stops:\n{out}");
+    // Each stop's frame line names the function the pc is in.
+    let frames: Vec<&str> = out
+        .split(" hit Hardware access (read/write) watchpoint 1: kernel::workloads::KDBG_WATCHED")
+        .skip(1)
+        .map(|stop| {
+            stop.lines()
+                .find(|l| l.contains(" in ") || l.starts_with("kernel::"))
+                .unwrap_or("")
+        })
+        .collect();
+    for f in &frames {
+        assert!(
+            f.contains("math_worker"),
+            "every stop is the math worker's write, never the probe core's read: {frames:?}\n{out}"
+        );
+    }
+    let own: u64 = out
+        .lines()
+        .find_map(|l| l.split("own-accesses=").nth(1)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("monitor refused counts own accesses:\n{out}"));
+    assert!(own >= 3, "the capture's reads were counted ({own}):\n{out}");
+    assert!(
+        out.contains("sym=kdbg_pass_watched+0x0") && !out.contains("hits=0 "),
+        "the probe was hit:\n{out}"
+    );
+    vm.assert_still_running(SETTLE);
+}

@@ -469,9 +469,26 @@ fn open_worker(_: u64) {
     }
 }
 
+/// Written (never read) by the math worker and handed by address to
+/// [`kdbg_pass_watched`], which does not read it either: only a probe's
+/// capture (`monitor jprobe kdbg_pass_watched fetch=u64@arg0`) reads it, so
+/// an access watchpoint on it tells the program's writes from the probe
+/// core's reads.
+#[unsafe(no_mangle)]
+pub static KDBG_WATCHED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Takes the address of [`KDBG_WATCHED`] and does nothing with it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn kdbg_pass_watched(p: *const u64) {
+    core::hint::black_box(p);
+}
+
 fn math_worker(_: u64) {
     let mut i = 0u64;
     loop {
+        KDBG_WATCHED.store(i, core::sync::atomic::Ordering::Relaxed);
+        kdbg_pass_watched(KDBG_WATCHED.as_ptr());
         call_sum8(i, i + 1, i + 2, i + 3, i + 4, i + 5, i + 6, i + 7);
         call_fib(i % 12);
         call_handle_request((i % 1000) as i32, "request\0", (i % 7) as u32, 0x100);
