@@ -5,6 +5,7 @@
 //! #DB happened.
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Number of address slots (DR0-DR3).
 pub const SLOTS: usize = 4;
@@ -162,13 +163,71 @@ impl Slots {
         Dr7::from_slots(&self.slots)
     }
 
-    /// Writes DR0-DR3 and DR7 of this CPU.
+    /// Writes DR0-DR3 and DR7 of this CPU and publishes them for the other
+    /// CPUs, which load them at [`follow`] (their next timer tick, or when
+    /// the debugger releases them from a stop).
     ///
     /// # Safety
     /// Ring 0 only. Breakpoints on code or data the #DB path itself uses
     /// recurse; the caller (the debugger) is responsible for what it arms.
     pub unsafe fn load(&self) {
         let addrs = self.slots.map(|s| s.map_or(0, |s| s.addr));
+        let dr7 = self.dr7().0;
+        publish(addrs, dr7);
+        // SAFETY: as the caller guarantees.
+        unsafe { load_raw(addrs, dr7) };
+    }
+}
+
+/// The debugger's slots as every CPU should have them (DR0-DR3, DR7).
+static SHARED_ADDR: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+static SHARED_DR7: AtomicU64 = AtomicU64::new(0);
+/// Bumped on every publish; odd while a publish is being written.
+static SHARED_GEN: AtomicU64 = AtomicU64::new(0);
+/// The generation each CPU loaded.
+static LOADED_GEN: [AtomicU64; crate::percpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::percpu::MAX_CPUS];
+
+fn publish(addrs: [u64; SLOTS], dr7: u64) {
+    SHARED_GEN.fetch_add(1, Ordering::AcqRel);
+    for (a, v) in SHARED_ADDR.iter().zip(addrs) {
+        a.store(v, Ordering::Relaxed);
+    }
+    SHARED_DR7.store(dr7, Ordering::Relaxed);
+    let g = SHARED_GEN.fetch_add(1, Ordering::AcqRel) + 1;
+    if let Some(l) = LOADED_GEN.get(crate::percpu::cpu_id()) {
+        l.store(g, Ordering::Relaxed);
+    }
+}
+
+/// Loads the debugger's published slots into this CPU's debug registers if
+/// they changed since this CPU last loaded them (DR0-DR7 are per CPU).
+/// Called by each CPU on its timer tick and when a stop releases it.
+pub fn follow() {
+    let Some(loaded) = LOADED_GEN.get(crate::percpu::cpu_id()) else {
+        return;
+    };
+    let g = SHARED_GEN.load(Ordering::Acquire);
+    if g == loaded.load(Ordering::Relaxed) || g % 2 == 1 {
+        return;
+    }
+    let mut addrs = [0u64; SLOTS];
+    for (v, a) in addrs.iter_mut().zip(SHARED_ADDR.iter()) {
+        *v = a.load(Ordering::Relaxed);
+    }
+    let dr7 = SHARED_DR7.load(Ordering::Relaxed);
+    if SHARED_GEN.load(Ordering::Acquire) != g {
+        return;
+    }
+    // SAFETY: the debugger's own slots, as it armed them on its CPU.
+    unsafe { load_raw(addrs, dr7) };
+    loaded.store(g, Ordering::Relaxed);
+}
+
+/// # Safety
+/// As for [`Slots::load`].
+unsafe fn load_raw(addrs: [u64; SLOTS], dr7: u64) {
+    {
         // SAFETY: writing debug registers at CPL 0 has no memory effects; the
         // caller accepts the resulting traps. DR7 last so no slot fires half-set.
         unsafe {
@@ -177,7 +236,7 @@ impl Slots {
             asm!("mov dr1, {}", in(reg) addrs[1], options(nomem, nostack, preserves_flags));
             asm!("mov dr2, {}", in(reg) addrs[2], options(nomem, nostack, preserves_flags));
             asm!("mov dr3, {}", in(reg) addrs[3], options(nomem, nostack, preserves_flags));
-            asm!("mov dr7, {}", in(reg) self.dr7().0, options(nomem, nostack, preserves_flags));
+            asm!("mov dr7, {}", in(reg) dr7, options(nomem, nostack, preserves_flags));
         }
     }
 }

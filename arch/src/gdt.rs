@@ -1,6 +1,10 @@
-//! The GDT and the TSS (with its interrupt stack table).
+//! The GDT and the per-CPU TSSs (with their interrupt stack tables).
 //!
-//! One flat 64-bit code segment, one data segment and the TSS. The TSS's IST
+//! One GDT shared by every CPU: a flat 64-bit code segment, one data segment
+//! and one TSS descriptor per CPU (CPU n's at selector `TSS_SELECTOR + 16 n`).
+//! Each CPU loads its own TSS into TR, so the task register names the CPU:
+//! [`crate::percpu::cpu_id`] and the trap entry derive the CPU index from
+//! `str` (no GS base is taken: gdb may write `gs_base` freely). The TSS's IST
 //! pointers are owned by [`crate::trap`], which shifts them while a handler
 //! runs so that a nested trap on the same vector lands below the frame in use.
 
@@ -11,8 +15,13 @@ use core::cell::UnsafeCell;
 pub const KERNEL_CS: u16 = 0x08;
 /// Kernel data/stack segment selector.
 pub const KERNEL_DS: u16 = 0x10;
-/// TSS selector.
+/// TSS selector of CPU 0 (CPU n: `TSS_SELECTOR + 16 n`).
 pub const TSS_SELECTOR: u16 = 0x18;
+
+use crate::percpu::MAX_CPUS;
+
+/// Bytes of one [`Tss`] (the stride of the per-CPU TSS array).
+pub const TSS_SIZE: usize = 104;
 
 /// The 64-bit task state segment (Intel SDM Vol. 3, 8.7).
 #[derive(Clone, Copy)]
@@ -34,34 +43,50 @@ pub struct Tss {
 /// `TSS + IST1_OFFSET + 8 * (n - 1)`.
 pub const IST1_OFFSET: usize = 36;
 
-const _: () = assert!(core::mem::size_of::<Tss>() == 104);
+const _: () = assert!(core::mem::size_of::<Tss>() == TSS_SIZE);
+const _: () = assert!(core::mem::size_of::<[Tss; 2]>() == 2 * TSS_SIZE);
 const _: () = assert!(core::mem::offset_of!(Tss, ist) == IST1_OFFSET);
 
-/// A static written only during single-threaded init or by the trap entry asm.
-#[repr(transparent)]
-pub(crate) struct TssCell(pub(crate) UnsafeCell<Tss>);
+/// The TSSs, written only by the CPU that owns one (its init, with
+/// interrupts off, and its trap entry/exit asm).
+#[repr(C, align(16))]
+pub(crate) struct TssCell(pub(crate) UnsafeCell<[Tss; MAX_CPUS]>);
 
-// SAFETY: one CPU; the TSS is written at init (interrupts off) and by the trap
-// entry/exit asm of the CPU that owns it.
+// SAFETY: TSS n is written only by CPU n (at its init with interrupts off,
+// and by its trap entry/exit asm); other CPUs never touch it.
 unsafe impl Sync for TssCell {}
 
-pub(crate) static TSS: TssCell = TssCell(UnsafeCell::new(Tss {
+const EMPTY_TSS: Tss = Tss {
     _reserved0: 0,
     rsp: [0; 3],
     _reserved1: 0,
     ist: [0; 7],
     _reserved2: 0,
     _reserved3: 0,
-    iomap_base: 104,
-}));
+    iomap_base: TSS_SIZE as u16,
+};
+
+pub(crate) static TSS: TssCell = TssCell(UnsafeCell::new([EMPTY_TSS; MAX_CPUS]));
+
+/// Descriptor words: null, code, data, then two per CPU's TSS.
+const GDT_WORDS: usize = 3 + 2 * MAX_CPUS;
 
 #[repr(C, align(16))]
-struct Gdt(UnsafeCell<[u64; 5]>);
+struct Gdt(UnsafeCell<[u64; GDT_WORDS]>);
 
-// SAFETY: written once by `load` during single-threaded init.
+// SAFETY: each CPU writes only its own TSS descriptor, once, at its init
+// (before it loads TR from it); the shared words are written by CPU 0's
+// init before any other CPU runs.
 unsafe impl Sync for Gdt {}
 
-static GDT: Gdt = Gdt(UnsafeCell::new([0; 5]));
+static GDT: Gdt = Gdt(UnsafeCell::new([0; GDT_WORDS]));
+
+/// Address of CPU `cpu`'s TSS.
+fn tss_ptr(cpu: usize) -> *mut Tss {
+    let base = TSS.0.get() as *mut Tss;
+    // SAFETY: in bounds of the array (cpu is clamped).
+    unsafe { base.add(cpu.min(MAX_CPUS - 1)) }
+}
 
 const CODE64: u64 = 0x00AF_9A00_0000_FFFF;
 const DATA: u64 = 0x00CF_9200_0000_FFFF;
@@ -82,22 +107,35 @@ struct DescriptorPointer {
     base: u64,
 }
 
-/// Sets the IST pointers, builds and loads the GDT, reloads the segment
-/// registers and loads the task register.
+/// Sets CPU `cpu`'s IST pointers, writes its TSS descriptor, loads the
+/// GDT, reloads the segment registers and loads the task register with the
+/// CPU's TSS (which makes [`crate::percpu::cpu_id`] return `cpu`).
 ///
 /// # Safety
-/// Call once, with interrupts disabled, before the IDT is used.
-pub unsafe fn load(ist_tops: [u64; 7]) {
-    let tss_base = TSS.0.get() as u64;
-    // SAFETY: single-threaded init with interrupts off: nobody else touches the TSS or GDT.
+/// Call once per CPU on that CPU, with interrupts disabled, before its IDT
+/// is used; CPU 0 first (it writes the shared descriptors).
+pub unsafe fn load(cpu: usize, ist_tops: [u64; 7]) {
+    let cpu = cpu.min(MAX_CPUS - 1);
+    let tss = tss_ptr(cpu);
+    // SAFETY: this CPU's own TSS and descriptor, interrupts off; the shared
+    // words are written by CPU 0 before the others start.
     unsafe {
-        (*TSS.0.get()).ist = ist_tops;
-        let [tss_lo, tss_hi] = tss_descriptor(tss_base, 103);
-        *GDT.0.get() = [0, CODE64, DATA, tss_lo, tss_hi];
+        (*tss).ist = ist_tops;
+        let [tss_lo, tss_hi] = tss_descriptor(tss as u64, TSS_SIZE as u64 - 1);
+        let gdt = &mut *GDT.0.get();
+        if cpu == 0 {
+            gdt[0] = 0;
+            gdt[1] = CODE64;
+            gdt[2] = DATA;
+        }
+        if let Some(w) = gdt.get_mut(3 + 2 * cpu..5 + 2 * cpu) {
+            w.copy_from_slice(&[tss_lo, tss_hi]);
+        }
         let ptr = DescriptorPointer {
-            limit: (5 * 8 - 1) as u16,
+            limit: (GDT_WORDS * 8 - 1) as u16,
             base: GDT.0.get() as u64,
         };
+        let selector = TSS_SELECTOR + 16 * cpu as u16;
         asm!(
             "lgdt [{ptr}]",
             "push {cs}",
@@ -114,17 +152,18 @@ pub unsafe fn load(ist_tops: [u64; 7]) {
             ptr = in(reg) &ptr,
             cs = in(reg) u64::from(KERNEL_CS),
             ds = in(reg) u32::from(KERNEL_DS),
-            tss = in(reg) TSS_SELECTOR,
+            tss = in(reg) selector,
             tmp = out(reg) _,
         );
     }
 }
 
-/// The current IST pointers (IST1..IST7).
+/// This CPU's current IST pointers (IST1..IST7).
 pub fn ist_pointers() -> [u64; 7] {
-    // SAFETY: a plain read of the TSS; the entry asm only changes it in a
-    // strictly nested way, so the read sees a consistent value per slot.
-    unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*TSS.0.get()).ist)) }
+    let tss = tss_ptr(crate::percpu::cpu_id());
+    // SAFETY: a plain read of this CPU's TSS; the entry asm only changes it
+    // in a strictly nested way, so the read sees a consistent value per slot.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*tss).ist)) }
 }
 
 #[cfg(test)]

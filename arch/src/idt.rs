@@ -78,3 +78,16 @@ pub unsafe fn load(stub: impl Fn(usize) -> u64, ist: impl Fn(usize) -> u8) {
         asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
     }
 }
+
+/// Loads the (already filled) IDT on this CPU.
+///
+/// # Safety
+/// [`load`] ran before (on CPU 0); interrupts disabled.
+pub unsafe fn load_here() {
+    let ptr = DescriptorPointer {
+        limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
+        base: IDT.0.get() as u64,
+    };
+    // SAFETY: the IDT is filled and never changes after `load`.
+    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+}

@@ -25,9 +25,13 @@ pub mod trap;
 pub mod uart;
 
 pub use frame::TrapFrame;
+pub mod acpi;
+pub mod apic;
 pub mod callout;
 pub mod debugreg;
 pub mod mem;
+pub mod percpu;
 pub mod slots;
+pub mod smpboot;
 pub mod text;
 pub mod trampoline;

@@ -1,21 +1,48 @@
-//! Writing kernel text while the kernel runs.
+//! Writing kernel text while the kernel runs, on every CPU at once: the one
+//! text-patching layer (probes' int3 bytes, gdb's breakpoints, slot code,
+//! and multi-byte live patches such as jump-optimized probes).
 //!
 //! Kernel text may be mapped read-only; writes go through with CR0.WP
 //! cleared for the duration of the copy, interrupts off so nothing else runs
-//! on this CPU with WP clear. Afterwards `cpuid` serialises this CPU's
-//! instruction stream. Other CPUs see single-byte changes (the int3 byte and
-//! its restoration) atomically; multi-byte writes are only made to slots no
-//! CPU can be executing (the probe core's obligation).
+//! on this CPU with WP clear.
+//!
+//! Cross-modifying code (Intel SDM Vol. 3, 8.1.3): after bytes change, every
+//! CPU that may execute them must run a serialising instruction before it
+//! does. [`sync_all`] makes that happen: this CPU runs `cpuid`, every other
+//! online CPU gets an NMI whose handler calls [`ack_sync`] (and CPUs that
+//! wait with NMIs blocked, parked by the debugger or spinning in
+//! [`on_breakpoint`], call it from their loops), and the writer waits for
+//! all acknowledgements. An NMI is used, not a maskable IPI, so a CPU
+//! spinning with interrupts off (a lock, a handler) still answers.
+//!
+//! Single-byte changes (int3 in or out) are atomic for every CPU:
+//! [`write`] stores and syncs. A multi-byte change of live code uses
+//! [`poke_bp`], Linux's `text_poke_bp` protocol:
+//! 1. write an int3 over the first byte (unless one is there), sync;
+//! 2. write every byte but the first, sync;
+//! 3. write the first byte, sync.
+//!
+//! A CPU that reaches the temporary int3 meanwhile spins in
+//! [`on_breakpoint`] (acknowledging syncs) until the patch is complete,
+//! then executes the new instruction from its first byte. When the first
+//! byte was already an int3 (a probe's), that int3's owner handles hits
+//! during the patch as before.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use x86_64::registers::control::{Cr0, Cr0Flags};
 
-/// Copies `bytes` to kernel text at `addr` and serialises this CPU.
+use crate::percpu::{MAX_CPUS, cpu_id, online_count, online_mask};
+
+/// The breakpoint instruction byte (`int3`) a probe writes over the first
+/// byte of the probed instruction.
+pub const BREAKPOINT: u8 = 0xcc;
+
+/// Copies bytes with WP off and interrupts off; no serialisation.
 ///
 /// # Safety
-/// `addr..addr + bytes.len()` must be mapped kernel memory, and no CPU may
-/// be executing the bytes being changed except a single-byte instruction
-/// boundary change (int3 in or out).
-pub unsafe fn write(addr: u64, bytes: &[u8]) {
+/// As for [`write`].
+unsafe fn raw_write(addr: u64, bytes: &[u8]) {
     crate::cpu::without_interrupts(|| {
         let cr0 = Cr0::read();
         // SAFETY: clearing WP only lets ring 0 write read-only pages; it is
@@ -28,8 +55,21 @@ pub unsafe fn write(addr: u64, bytes: &[u8]) {
         }
         // SAFETY: restores the value read above.
         unsafe { Cr0::write(cr0) };
-        serialize();
     });
+}
+
+/// Copies `bytes` to kernel text at `addr` and serialises every CPU
+/// ([`sync_all`]).
+///
+/// # Safety
+/// `addr..addr + bytes.len()` must be mapped kernel memory, and no CPU may
+/// be executing the bytes being changed except a single-byte instruction
+/// boundary change (int3 in or out). Multi-byte changes of code other CPUs
+/// may run go through [`poke_bp`].
+pub unsafe fn write(addr: u64, bytes: &[u8]) {
+    // SAFETY: as the caller guarantees.
+    unsafe { raw_write(addr, bytes) };
+    sync_all();
 }
 
 /// Serialises the instruction stream of this CPU (after modifying code).
@@ -37,6 +77,153 @@ pub fn serialize() {
     let _ = core::arch::x86_64::__cpuid(0);
 }
 
-/// The breakpoint instruction byte (`int3`) a probe writes over the first
-/// byte of the probed instruction.
-pub const BREAKPOINT: u8 = 0xcc;
+/// Generation of the last sync request.
+static SYNC_GEN: AtomicU64 = AtomicU64::new(0);
+/// The last generation each CPU acknowledged (after serialising).
+static SYNC_SEEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Syncs that timed out (a CPU that did not answer its NMI in time).
+static SYNC_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+/// Syncs that needed other CPUs (for tests and statistics).
+static SYNC_IPIS: AtomicU64 = AtomicU64::new(0);
+
+/// How long [`sync_all`] waits for the other CPUs, in TSC ticks.
+const SYNC_TIMEOUT_TSC: u64 = 4_000_000_000;
+
+/// This CPU answers every sync request made so far: it serialises and
+/// records the generation. Called by the NMI handler and by every loop that
+/// waits with NMIs blocked (the debugger's park loop, [`on_breakpoint`]).
+#[inline]
+pub fn ack_sync() {
+    let g = SYNC_GEN.load(Ordering::Acquire);
+    serialize();
+    if let Some(seen) = SYNC_SEEN.get(cpu_id()) {
+        seen.fetch_max(g, Ordering::AcqRel);
+    }
+}
+
+/// A sync request is waiting for this CPU's acknowledgement.
+pub fn sync_pending() -> bool {
+    let g = SYNC_GEN.load(Ordering::Acquire);
+    SYNC_SEEN
+        .get(cpu_id())
+        .is_some_and(|s| s.load(Ordering::Acquire) < g)
+}
+
+/// Serialises this CPU and every other online CPU (NMI to each, then waits
+/// for their [`ack_sync`]). `false` if one did not answer in time (it is
+/// counted in [`sync_stats`]).
+pub fn sync_all() -> bool {
+    serialize();
+    if online_count() <= 1 {
+        return true;
+    }
+    let g = SYNC_GEN.fetch_add(1, Ordering::AcqRel) + 1;
+    SYNC_IPIS.fetch_add(1, Ordering::Relaxed);
+    let me = cpu_id();
+    crate::apic::send_nmi_all_but_self();
+    let start = crate::cpu::rdtsc();
+    loop {
+        // Answer the others' requests while we wait for ours.
+        ack_sync();
+        let mask = online_mask();
+        let done = (0..MAX_CPUS)
+            .filter(|&c| c != me && mask & (1 << c) != 0)
+            .all(|c| SYNC_SEEN[c].load(Ordering::Acquire) >= g);
+        if done {
+            return true;
+        }
+        if crate::cpu::rdtsc().wrapping_sub(start) > SYNC_TIMEOUT_TSC {
+            SYNC_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// (syncs that sent NMIs, syncs that timed out).
+pub fn sync_stats() -> (u64, u64) {
+    (
+        SYNC_IPIS.load(Ordering::Relaxed),
+        SYNC_TIMEOUTS.load(Ordering::Relaxed),
+    )
+}
+
+/// One live patch at a time.
+static POKE_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+/// Address of the patch in progress (0: none).
+static POKE_ADDR: AtomicU64 = AtomicU64::new(0);
+/// The patch wrote the int3 at `POKE_ADDR` itself (hits there are ours).
+static POKE_OWNS_INT3: AtomicBool = AtomicBool::new(false);
+
+/// Replaces the instruction bytes at `addr` with `bytes` while other CPUs
+/// may be executing them (the `text_poke_bp` protocol, see the module doc).
+///
+/// # Safety
+/// `addr..addr + bytes.len()` is mapped kernel text starting at an
+/// instruction boundary; no CPU may be executing (or be interrupted inside)
+/// the bytes after the first, and no jump may land inside them (the
+/// caller's proof, as for Linux's optprobes); the first byte is either the
+/// original instruction's or an int3 whose owner handles hits meanwhile.
+pub unsafe fn poke_bp(addr: u64, bytes: &[u8]) {
+    let Some((&first, tail)) = bytes.split_first() else {
+        return;
+    };
+    if tail.is_empty() {
+        // SAFETY: a single byte at an instruction boundary, as the caller guarantees.
+        unsafe { write(addr, bytes) };
+        return;
+    }
+    let _one = lock_polling_syncs();
+    // SAFETY: the caller guarantees the range is mapped kernel text.
+    let old = unsafe { core::ptr::read_volatile(addr as *const u8) };
+    POKE_OWNS_INT3.store(old != BREAKPOINT, Ordering::Release);
+    POKE_ADDR.store(addr, Ordering::Release);
+    if old != BREAKPOINT {
+        // SAFETY: one byte at an instruction boundary of mapped text.
+        unsafe { raw_write(addr, &[BREAKPOINT]) };
+        sync_all();
+    }
+    // SAFETY: mapped text; while the first byte is an int3 (every CPU has
+    // serialised since), no CPU executes the tail: the caller's proof for
+    // CPUs already past the first byte, the int3 for the rest.
+    unsafe { raw_write(addr + 1, tail) };
+    sync_all();
+    // SAFETY: one byte at an instruction boundary; the tail behind it is
+    // complete on every CPU.
+    unsafe { raw_write(addr, &[first]) };
+    sync_all();
+    POKE_ADDR.store(0, Ordering::Release);
+    POKE_OWNS_INT3.store(false, Ordering::Release);
+}
+
+/// Takes [`POKE_LOCK`], answering sync requests while it waits (the holder
+/// may be waiting for this CPU's acknowledgement).
+fn lock_polling_syncs() -> spin::MutexGuard<'static, ()> {
+    loop {
+        if let Some(g) = POKE_LOCK.try_lock() {
+            return g;
+        }
+        ack_sync();
+        core::hint::spin_loop();
+    }
+}
+
+/// #BP hook, called before anyone else looks at an int3: a hit on the
+/// temporary int3 of a [`poke_bp`] in progress waits (answering syncs)
+/// until the patch is complete and re-executes the new instruction.
+/// `true`: handled, resume the frame.
+pub fn on_breakpoint(frame: &mut crate::TrapFrame) -> bool {
+    let addr = frame.rip.wrapping_sub(1);
+    if addr == 0
+        || POKE_ADDR.load(Ordering::Acquire) != addr
+        || !POKE_OWNS_INT3.load(Ordering::Acquire)
+    {
+        return false;
+    }
+    while POKE_ADDR.load(Ordering::Acquire) == addr {
+        ack_sync();
+        core::hint::spin_loop();
+    }
+    frame.rip = addr;
+    true
+}

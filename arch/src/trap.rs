@@ -19,9 +19,11 @@
 
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::frame::TrapFrame;
 use crate::gdt;
+use crate::percpu::{MAX_CPUS, cpu_id};
 
 /// #DE divide error.
 pub const DIVIDE_ERROR: u64 = 0;
@@ -96,7 +98,14 @@ struct IstStacks(UnsafeCell<[[u8; IST_SIZE]; 7]>);
 // SAFETY: only the CPU (on trap entry) and the handlers running on it use these stacks.
 unsafe impl Sync for IstStacks {}
 
+/// CPU 0's IST stacks (the other CPUs' come from [`init_cpu`]'s caller).
 static IST_STACKS: IstStacks = IstStacks(UnsafeCell::new([[0; IST_SIZE]; 7]));
+
+/// Bytes of one CPU's IST stacks (7 slots).
+pub const CPU_IST_BYTES: usize = 7 * IST_SIZE;
+
+/// Lowest address of each CPU's IST stacks (0: not set up).
+static IST_BASE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// The trap handler: the frame of the interrupted context and the nesting
 /// depth on this vector's IST slot (0 = not nested).
@@ -109,13 +118,21 @@ pub fn set_handler(handler: Handler) {
     HANDLER.call_once(|| handler);
 }
 
-/// Top (highest address, exclusive) of IST slot `n` (1..=7).
-fn ist_top(n: usize) -> u64 {
-    let base = IST_STACKS.0.get() as u64;
-    base + (n as u64) * IST_SIZE as u64
+/// Lowest address of this CPU's IST stacks.
+fn ist_base() -> u64 {
+    match IST_BASE[cpu_id()].load(Ordering::Relaxed) {
+        0 => IST_STACKS.0.get() as u64,
+        b => b,
+    }
 }
 
-/// The address range of all trap stacks (for unwinders and fault-safe checks).
+/// Top (highest address, exclusive) of this CPU's IST slot `n` (1..=7).
+fn ist_top(n: usize) -> u64 {
+    ist_base() + (n as u64) * IST_SIZE as u64
+}
+
+/// The address range of this CPU's trap stacks (for unwinders and
+/// fault-safe checks).
 pub fn trap_stacks() -> core::ops::Range<u64> {
     ist_top(0)..ist_top(7)
 }
@@ -141,21 +158,45 @@ pub fn stub_address(v: usize) -> u64 {
     base + 16 * v as u64
 }
 
-/// Loads the GDT/TSS (with the IST stacks) and the IDT.
+/// Loads the GDT/TSS (with the IST stacks) and the IDT on CPU 0.
 ///
 /// # Safety
 /// Call once during early boot with interrupts disabled, before any trap can
 /// happen and after [`set_handler`] (a trap without a handler halts the CPU).
 pub unsafe fn init() {
-    let mut tops = [0u64; 7];
-    for (i, top) in tops.iter_mut().enumerate() {
-        *top = ist_top(i + 1);
-    }
+    let base = IST_STACKS.0.get() as u64;
+    IST_BASE[0].store(base, Ordering::Relaxed);
     // SAFETY: the caller guarantees early single-threaded init with interrupts off;
     // the stubs are the asm below.
     unsafe {
-        gdt::load(tops);
+        gdt::load(0, ist_tops(base));
         crate::idt::load(stub_address, ist_index);
+    }
+}
+
+fn ist_tops(base: u64) -> [u64; 7] {
+    let mut tops = [0u64; 7];
+    for (i, top) in tops.iter_mut().enumerate() {
+        *top = base + (i as u64 + 1) * IST_SIZE as u64;
+    }
+    tops
+}
+
+/// Sets up another CPU's trap tables on that CPU: its TSS with the IST
+/// stacks at `ist_base` ([`CPU_IST_BYTES`] bytes), the shared GDT and IDT.
+///
+/// # Safety
+/// Call once on CPU `cpu` (not 0) with interrupts disabled, after [`init`]
+/// ran on CPU 0; `ist_base..ist_base + CPU_IST_BYTES` is memory owned by
+/// this CPU for ever, 16-byte aligned.
+pub unsafe fn init_cpu(cpu: usize, ist_base: u64) {
+    if let Some(b) = IST_BASE.get(cpu) {
+        b.store(ist_base, Ordering::Relaxed);
+    }
+    // SAFETY: as the caller guarantees; the IDT was filled by CPU 0.
+    unsafe {
+        gdt::load(cpu, ist_tops(ist_base));
+        crate::idt::load_here();
     }
 }
 
@@ -219,12 +260,18 @@ global_asm!(
     "pushq %r15",
     "subq $512, %rsp",
     "fxsave64 (%rsp)",
-    // r12 = &TSS.ist[slot - 1]; move the slot's IST pointer down one level.
+    // r12 = &TSS[cpu].ist[slot - 1]; move the slot's IST pointer down one
+    // level. The CPU index comes from the task register (its TSS selector).
     "movq 632(%rsp), %rax",
     "andl $0xff, %eax",
     "leaq {ist_of_vector}(%rip), %rcx",
     "movzbl (%rcx,%rax), %eax",
-    "leaq {tss}(%rip), %r12",
+    "str %r12",
+    "subq ${tss_sel}, %r12",
+    "shrq $4, %r12",
+    "imulq ${tss_size}, %r12, %r12",
+    "leaq {tss}(%rip), %rcx",
+    "addq %rcx, %r12",
     "leaq {ist1_minus_8}(%r12,%rax,8), %r12",
     "subq ${level}, (%r12)",
     "movq %rsp, %rdi",
@@ -254,6 +301,8 @@ global_asm!(
     ".popsection",
     ist_of_vector = sym IST_OF_VECTOR,
     tss = sym gdt::TSS,
+    tss_sel = const gdt::TSS_SELECTOR,
+    tss_size = const gdt::TSS_SIZE,
     ist1_minus_8 = const gdt::IST1_OFFSET - 8,
     level = const LEVEL_SIZE,
     rust = sym kdbg_trap_rust,

@@ -119,7 +119,10 @@ fn dispatch(frame: &mut TrapFrame, depth: usize) {
             INT3_COUNT.fetch_add(1, Ordering::Relaxed);
             // The kernel's own expected sites before the stub: with gdb
             // attached the stub would claim any int3 as a SIGTRAP stop.
-            if probes::hooks::breakpoint(frame)
+            // First of all, the temporary int3 of a live multi-byte patch
+            // (arch::text::poke_bp) in progress on another CPU.
+            if arch::text::on_breakpoint(frame)
+                || probes::hooks::breakpoint(frame)
                 || expected(frame, depth)
                 || stub::hooks::breakpoint(frame)
             {
