@@ -4,10 +4,12 @@
 
 use alloc::boxed::Box;
 
+use proto::agg::AggSpec;
 use proto::bytecode::Program;
 use proto::{CaptureSpec, EventKind};
 
 use crate::kretprobe::ReturnAction;
+use crate::map::{Map, MapInfo};
 use crate::probe::{Action, Probe};
 use crate::register::At;
 use crate::ring::RingStats;
@@ -26,13 +28,25 @@ impl Core {
         at: At<'_>,
         pred: Option<Program>,
     ) -> Result<ProbeId, ProbeError> {
-        self.add(at, false, |id, addr, sym, _| {
+        self.capture_kprobe_agg(at, pred, None)
+    }
+
+    /// [`Core::capture_kprobe_if`]; with `agg`, hits update the probe's
+    /// map in the kernel and record nothing.
+    pub fn capture_kprobe_agg(
+        &self,
+        at: At<'_>,
+        pred: Option<Program>,
+        agg: Option<AggSpec>,
+    ) -> Result<ProbeId, ProbeError> {
+        self.add(at, false, |id, addr, sym, pf| {
             let action = Action::Record {
                 kind: EventKind::Kprobe,
                 spec: CaptureSpec::default(),
             };
             let mut p = Probe::new(id, addr, sym.name, addr - sym.start, 0, action);
             p.pred = pred.map(Box::new);
+            p.map = crate::map::make(agg.as_ref(), pf)?;
             Ok(p)
         })
     }
@@ -51,13 +65,25 @@ impl Core {
         spec: CaptureSpec,
         pred: Option<Program>,
     ) -> Result<ProbeId, ProbeError> {
-        self.add(at, true, |id, addr, sym, _| {
+        self.capture_entry_agg(at, spec, pred, None)
+    }
+
+    /// [`Core::capture_entry_if`]; with `agg`, hits update the probe's map.
+    pub fn capture_entry_agg(
+        &self,
+        at: At<'_>,
+        spec: CaptureSpec,
+        pred: Option<Program>,
+        agg: Option<AggSpec>,
+    ) -> Result<ProbeId, ProbeError> {
+        self.add(at, true, |id, addr, sym, pf| {
             let action = Action::Record {
                 kind: EventKind::JprobeEntry,
                 spec,
             };
             let mut p = Probe::new(id, addr, sym.name, 0, 0, action);
             p.pred = pred.map(Box::new);
+            p.map = crate::map::make(agg.as_ref(), pf)?;
             Ok(p)
         })
     }
@@ -83,8 +109,40 @@ impl Core {
         spec: CaptureSpec,
         pred: Option<Program>,
     ) -> Result<ProbeId, ProbeError> {
+        self.capture_return_agg(at, maxactive, spec, pred, None)
+    }
+
+    /// [`Core::capture_return_if`]; with `agg`, returns update the probe's
+    /// map (key and value see `ret`, `$duration` and the stashed arguments).
+    pub fn capture_return_agg(
+        &self,
+        at: At<'_>,
+        maxactive: Option<u32>,
+        spec: CaptureSpec,
+        pred: Option<Program>,
+        agg: Option<AggSpec>,
+    ) -> Result<ProbeId, ProbeError> {
         let n = maxactive.map_or(0, |m| i32::try_from(m).unwrap_or(i32::MAX));
-        self.add_kretprobe_pred(at, n, 0, 0, ReturnAction::Record(spec), pred)
+        self.add_kretprobe_agg(at, n, 0, 0, ReturnAction::Record(spec), pred, agg)
+    }
+
+    /// Calls `f` with the id and counters of every aggregating probe's map.
+    pub fn maps(&self, f: &mut dyn FnMut(ProbeId, &MapInfo)) -> Result<(), ProbeError> {
+        let list = self.map_probes()?;
+        for p in &list {
+            if let Some(m) = p.map.as_deref() {
+                f(p.id, &m.info());
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the map of probe `id` (outside the registry lock; the
+    /// probe stays alive while `f` runs).
+    pub fn with_map<R>(&self, id: ProbeId, f: impl FnOnce(&Map) -> R) -> Result<R, ProbeError> {
+        let p = self.probe_arc(id)?;
+        let m = p.map.as_deref().ok_or(ProbeError::NoMap)?;
+        Ok(f(m))
     }
 
     /// Hands the rings to a consumer outside the kernel (`on`, returns its
@@ -289,4 +347,44 @@ pub fn instances(task: u32, f: &mut dyn FnMut(u64, u64, u64)) {
 /// Tasks that have outstanding kretprobe instances.
 pub fn tasks(f: &mut dyn FnMut(u32)) {
     CORE.tasks_with_instances(f);
+}
+
+/// See [`Core::capture_kprobe_agg`].
+pub fn kprobe_agg(
+    at: At<'_>,
+    pred: Option<Program>,
+    agg: Option<AggSpec>,
+) -> Result<ProbeId, ProbeError> {
+    CORE.capture_kprobe_agg(at, pred, agg)
+}
+
+/// See [`Core::capture_entry_agg`].
+pub fn jprobe_agg(
+    at: At<'_>,
+    spec: CaptureSpec,
+    pred: Option<Program>,
+    agg: Option<AggSpec>,
+) -> Result<ProbeId, ProbeError> {
+    CORE.capture_entry_agg(at, spec, pred, agg)
+}
+
+/// See [`Core::capture_return_agg`].
+pub fn kretprobe_agg(
+    at: At<'_>,
+    maxactive: Option<u32>,
+    spec: CaptureSpec,
+    pred: Option<Program>,
+    agg: Option<AggSpec>,
+) -> Result<ProbeId, ProbeError> {
+    CORE.capture_return_agg(at, maxactive, spec, pred, agg)
+}
+
+/// See [`Core::maps`].
+pub fn maps(f: &mut dyn FnMut(ProbeId, &MapInfo)) -> Result<(), ProbeError> {
+    CORE.maps(f)
+}
+
+/// See [`Core::with_map`].
+pub fn with_map<R>(id: ProbeId, f: impl FnOnce(&Map) -> R) -> Result<R, ProbeError> {
+    CORE.with_map(id, f)
 }

@@ -46,6 +46,14 @@ pub enum ProbeError {
     TooManyInstances,
     /// The kretprobe instance pools would exceed their memory budget.
     NoMemory,
+    /// A map's budget does not hold one entry.
+    MapBudget,
+    /// The aggregation spec is invalid (the wire parser checks it first).
+    MapSpec,
+    /// All maps together would exceed their memory (or the heap is full).
+    MapMemory,
+    /// `map ...` on a probe that has no map.
+    NoMap,
 }
 
 impl fmt::Display for ProbeError {
@@ -95,6 +103,14 @@ impl fmt::Display for ProbeError {
             ProbeError::NoMemory => {
                 "kretprobe instances would exceed their 4 MiB memory budget (`monitor events` shows it): use a smaller maxactive or delete kretprobes"
             }
+            ProbeError::MapBudget => {
+                "the map's budget does not hold one entry: give a larger budget"
+            }
+            ProbeError::MapSpec => "the aggregation is invalid: see `monitor help kprobe`",
+            ProbeError::MapMemory => {
+                "maps would exceed their 16 MiB of kernel memory: use a smaller budget or delete aggregating probes"
+            }
+            ProbeError::NoMap => "that probe has no map: `maps` lists the aggregating probes",
         };
         f.write_str(s)
     }

@@ -350,6 +350,16 @@ impl Core {
             return;
         }
         let cpu = pf.cpu_id();
+        if let Some(m) = p.map.as_deref() {
+            let env = crate::cond::ProbeEnv {
+                pf,
+                frame,
+                ip: p.addr,
+                ret: None,
+            };
+            m.update(&env, cpu);
+            return;
+        }
         if let Some(ring) = self.rings.get(cpu) {
             let hit = Hit {
                 probe: p,
@@ -392,7 +402,7 @@ impl Core {
                 }
                 ReturnAction::Handlers { handler: None, .. } => {}
                 ReturnAction::Record(spec) => {
-                    if probe.pred.is_some() {
+                    if probe.pred.is_some() || probe.map.is_some() {
                         let env = crate::cond::ProbeEnv {
                             pf,
                             frame,
@@ -400,6 +410,10 @@ impl Core {
                             ret: Some((ctx.args, now.wrapping_sub(ctx.entry_tsc))),
                         };
                         if !crate::cond::predicate(probe, &env) {
+                            return;
+                        }
+                        if let Some(m) = probe.map.as_deref() {
+                            m.update(&env, cpu);
                             return;
                         }
                     }

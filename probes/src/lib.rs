@@ -31,6 +31,7 @@ pub mod hooks;
 pub mod host;
 pub mod kcb;
 pub mod kretprobe;
+pub mod map;
 mod point;
 pub mod probe;
 mod recorder;
@@ -195,6 +196,21 @@ impl Core {
         action: ReturnAction,
         pred: Option<proto::bytecode::Program>,
     ) -> Result<ProbeId, ProbeError> {
+        self.add_kretprobe_agg(at, maxactive, data_size, data, action, pred, None)
+    }
+
+    /// [`Core::add_kretprobe_pred`] with a map updated at each return.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_kretprobe_agg(
+        &self,
+        at: At<'_>,
+        maxactive: i32,
+        data_size: usize,
+        data: usize,
+        action: ReturnAction,
+        pred: Option<proto::bytecode::Program>,
+        agg: Option<proto::agg::AggSpec>,
+    ) -> Result<ProbeId, ProbeError> {
         if data_size > kretprobe::MAX_DATA {
             return Err(ProbeError::DataTooLarge);
         }
@@ -206,9 +222,11 @@ impl Core {
             if n > kretprobe::MAX_ACTIVE {
                 return Err(ProbeError::TooManyInstances);
             }
+            let map = map::make(agg.as_ref(), pf)?;
             let pool = RetPool::try_new(n, data_size, action)?;
             let mut p = Probe::new(id, addr, sym.name, 0, data, Action::Kretprobe(pool));
             p.pred = pred.map(alloc::boxed::Box::new);
+            p.map = map;
             Ok(p)
         })
     }

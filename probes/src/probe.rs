@@ -98,6 +98,8 @@ pub struct Probe {
     pub(crate) filtered: AtomicU64,
     /// Hits whose predicate faulted (not recorded).
     pub(crate) pred_faults: AtomicU64,
+    /// Aggregating probes: hits update this map instead of recording.
+    pub(crate) map: Option<alloc::boxed::Box<crate::map::Map>>,
 }
 
 impl Probe {
@@ -125,6 +127,7 @@ impl Probe {
             pred: None,
             filtered: AtomicU64::new(0),
             pred_faults: AtomicU64::new(0),
+            map: None,
         }
     }
 

@@ -605,6 +605,26 @@ impl Core {
         reg.probes.get(&id.0).map(|p| ProbeInfo::of(p))
     }
 
+    /// The probe `id` (kept alive by the returned reference).
+    pub(crate) fn probe_arc(&self, id: ProbeId) -> Result<Arc<Probe>, ProbeError> {
+        let (_, reg) = self.lock()?;
+        reg.probes
+            .get(&id.0)
+            .cloned()
+            .ok_or(ProbeError::NoSuchProbe)
+    }
+
+    /// The aggregating probes, in id order.
+    pub(crate) fn map_probes(&self) -> Result<Vec<Arc<Probe>>, ProbeError> {
+        let (_, reg) = self.lock()?;
+        let mut v = Vec::new();
+        for p in reg.probes.values().filter(|p| p.map.is_some()) {
+            v.try_reserve(1).map_err(|_| ProbeError::MapMemory)?;
+            v.push(p.clone());
+        }
+        Ok(v)
+    }
+
     /// Calls `f` with every probe's row, in id order.
     pub fn list(&self, f: &mut dyn FnMut(&ProbeInfo)) -> Result<(), ProbeError> {
         let (_, reg) = self.lock()?;

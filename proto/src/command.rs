@@ -1,10 +1,12 @@
 //! The monitor command grammar: what `monitor ...` (gdb's `qRcmd`) carries.
 //!
 //! ```text
-//! kprobe LOC
-//! jprobe FUNC [CAPTURE]
-//! kretprobe FUNC [maxactive=N] [CAPTURE]
+//! kprobe LOC [if=HEX] [AGG]
+//! jprobe FUNC [CAPTURE] [if=HEX] [AGG]
+//! kretprobe FUNC [maxactive=N] [CAPTURE] [if=HEX] [AGG]
 //! probes
+//! maps
+//! map print|clear|zero ID
 //! probe enable|disable|delete ID...
 //! events
 //! tasks
@@ -18,12 +20,14 @@
 //!
 //! LOC   = ADDRESS | SYMBOL | SYMBOL+OFFSET      (numbers: decimal or 0x-hex)
 //! CAPTURE = see crate::fetch (stack=N fetch=OP,...)
+//! AGG   = see crate::agg (agg=FN [val=HEX] [key=HEX|key=strN:HEX]... [budget=BYTES])
 //! ```
 //!
 //! [`parse`] turns the text into a [`Command`] borrowing symbol names from the
 //! input; `Display` writes the canonical text back (the shell builds commands
 //! with it), and parse(display(c)) == c.
 
+use crate::agg::{AggError, AggFn, AggSpec};
 use crate::bytecode::{self, HexProgramError, Program};
 use crate::fetch::{CaptureSpec, FetchError};
 use core::fmt;
@@ -181,11 +185,15 @@ pub enum Command<'a> {
         /// `if=HEX`: a predicate (verified bytecode); a hit records an event
         /// only when it is true.
         pred: Option<Program>,
+        /// `agg=...`: the probe updates its map in the kernel instead of
+        /// recording events.
+        agg: Option<AggSpec>,
     },
     Jprobe {
         func: Loc<'a>,
         capture: CaptureSpec,
         pred: Option<Program>,
+        agg: Option<AggSpec>,
     },
     Kretprobe {
         func: Loc<'a>,
@@ -195,8 +203,17 @@ pub enum Command<'a> {
         /// Evaluated at the return: `ret`/`$duration` are context values,
         /// argument registers read the arguments stashed at entry.
         pred: Option<Program>,
+        agg: Option<AggSpec>,
     },
     Probes,
+    /// One `map` row per aggregating probe.
+    Maps,
+    /// Print (the `map` row, then one `entry` row per key), clear (remove
+    /// every key) or zero (keep the keys, zero the values) one map.
+    Map {
+        action: MapAction,
+        id: u32,
+    },
     Probe {
         action: ProbeAction,
         ids: IdList,
@@ -251,6 +268,15 @@ pub enum ParseError {
     Capture(FetchError),
     /// A condition program that is not hex or that the verifier refused.
     Program(HexProgramError),
+    /// An aggregation that cannot be made (see [`crate::agg`]).
+    Agg(AggError),
+    BadMapAction,
+}
+
+impl From<AggError> for ParseError {
+    fn from(e: AggError) -> Self {
+        ParseError::Agg(e)
+    }
 }
 
 impl From<FetchError> for ParseError {
@@ -279,6 +305,8 @@ impl fmt::Display for ParseError {
             ParseError::TooManyIds => f.write_str("too many ids: at most 16 per command"),
             ParseError::Capture(e) => write!(f, "{e}"),
             ParseError::Program(e) => write!(f, "condition {e}"),
+            ParseError::Agg(e) => write!(f, "{e}"),
+            ParseError::BadMapAction => f.write_str("bad action: use map print|clear|zero ID"),
         }
     }
 }
@@ -324,29 +352,36 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
         "kprobe" => {
             let loc = Loc::parse(words.next().ok_or(ParseError::Missing("LOC"))?)?;
             let mut pred = None;
+            let (mut agg, mut pending) = (None, AggSpec::new(AggFn::Count));
             for w in words.by_ref() {
-                match w.strip_prefix("if=") {
-                    Some(h) => pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?),
-                    None => return Err(ParseError::UnexpectedArgument),
+                if let Some(h) = w.strip_prefix("if=") {
+                    pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
+                } else if !AggSpec::apply_token(&mut agg, &mut pending, w)? {
+                    return Err(ParseError::UnexpectedArgument);
                 }
             }
-            Command::Kprobe { loc, pred }
+            let agg = AggSpec::finish(agg, &pending)?;
+            Command::Kprobe { loc, pred, agg }
         }
         "jprobe" => {
             let func = Loc::parse(words.next().ok_or(ParseError::Missing("FUNC"))?)?;
             let mut capture = CaptureSpec::default();
             let mut pred = None;
+            let (mut agg, mut pending) = (None, AggSpec::new(AggFn::Count));
             for w in words.by_ref() {
                 if let Some(h) = w.strip_prefix("if=") {
                     pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
+                } else if AggSpec::apply_token(&mut agg, &mut pending, w)? {
                 } else if !capture.apply_token(w)? {
                     return Err(ParseError::Capture(FetchError::UnknownToken));
                 }
             }
+            let agg = AggSpec::finish(agg, &pending)?;
             Command::Jprobe {
                 func,
                 capture,
                 pred,
+                agg,
             }
         }
         "kretprobe" => {
@@ -354,23 +389,41 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
             let mut capture = CaptureSpec::default();
             let mut maxactive = None;
             let mut pred = None;
+            let (mut agg, mut pending) = (None, AggSpec::new(AggFn::Count));
             for w in words.by_ref() {
                 if let Some(n) = w.strip_prefix("maxactive=") {
                     maxactive = Some(parse_u32(n)?);
                 } else if let Some(h) = w.strip_prefix("if=") {
                     pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
+                } else if AggSpec::apply_token(&mut agg, &mut pending, w)? {
                 } else if !capture.apply_token(w)? {
                     return Err(ParseError::Capture(FetchError::UnknownToken));
                 }
             }
+            let agg = AggSpec::finish(agg, &pending)?;
             Command::Kretprobe {
                 func,
                 maxactive,
                 capture,
                 pred,
+                agg,
             }
         }
         "probes" => Command::Probes,
+        "maps" => Command::Maps,
+        "map" => {
+            let action = match words
+                .next()
+                .ok_or(ParseError::Missing("print|clear|zero"))?
+            {
+                "print" => MapAction::Print,
+                "clear" => MapAction::Clear,
+                "zero" => MapAction::Zero,
+                _ => return Err(ParseError::BadMapAction),
+            };
+            let id = parse_u32(words.next().ok_or(ParseError::Missing("ID"))?)?;
+            Command::Map { action, id }
+        }
         "probe" => {
             let action = match words
                 .next()
@@ -454,26 +507,30 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
 impl fmt::Display for Command<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Kprobe { loc, pred } => {
+            Command::Kprobe { loc, pred, agg } => {
                 write!(f, "kprobe {loc}")?;
-                write_pred(f, pred)
+                write_pred(f, pred)?;
+                write_agg(f, agg)
             }
             Command::Jprobe {
                 func,
                 capture,
                 pred,
+                agg,
             } => {
                 write!(f, "jprobe {func}")?;
                 if !capture.is_empty() {
                     write!(f, " {capture}")?;
                 }
-                write_pred(f, pred)
+                write_pred(f, pred)?;
+                write_agg(f, agg)
             }
             Command::Kretprobe {
                 func,
                 maxactive,
                 capture,
                 pred,
+                agg,
             } => {
                 write!(f, "kretprobe {func}")?;
                 if let Some(n) = maxactive {
@@ -482,9 +539,12 @@ impl fmt::Display for Command<'_> {
                 if !capture.is_empty() {
                     write!(f, " {capture}")?;
                 }
-                write_pred(f, pred)
+                write_pred(f, pred)?;
+                write_agg(f, agg)
             }
             Command::Probes => f.write_str("probes"),
+            Command::Maps => f.write_str("maps"),
+            Command::Map { action, id } => write!(f, "map {} {id}", action.as_str()),
             Command::Probe { action, ids } => {
                 write!(f, "probe {}", action.as_str())?;
                 for id in ids.as_slice() {
@@ -527,6 +587,31 @@ fn write_pred(f: &mut fmt::Formatter<'_>, pred: &Option<Program>) -> fmt::Result
     }
 }
 
+fn write_agg(f: &mut fmt::Formatter<'_>, agg: &Option<AggSpec>) -> fmt::Result {
+    match agg {
+        Some(a) => write!(f, " {a}"),
+        None => Ok(()),
+    }
+}
+
+/// `map print|clear|zero`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapAction {
+    Print,
+    Clear,
+    Zero,
+}
+
+impl MapAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MapAction::Print => "print",
+            MapAction::Clear => "clear",
+            MapAction::Zero => "zero",
+        }
+    }
+}
+
 /// One row of the command reference: name, usage, one-line summary.
 #[derive(Clone, Copy, Debug)]
 pub struct CommandHelp {
@@ -539,17 +624,17 @@ pub struct CommandHelp {
 pub const COMMANDS: &[CommandHelp] = &[
     CommandHelp {
         name: "kprobe",
-        usage: "kprobe LOC [if=HEX]",
+        usage: "kprobe LOC [if=HEX] [agg=FN [val=HEX] [key=HEX|key=strN:HEX]... [budget=BYTES]]",
         summary: "probe any instruction (LOC = 0xADDR | SYMBOL | SYMBOL+OFF); answers the probe id",
     },
     CommandHelp {
         name: "jprobe",
-        usage: "jprobe FUNC [stack=N] [fetch=OP,...] [if=HEX]",
+        usage: "jprobe FUNC [stack=N] [fetch=OP,...] [if=HEX] [agg=FN ...]",
         summary: "entry probe recording arguments rdi..r9 plus an optional capture",
     },
     CommandHelp {
         name: "kretprobe",
-        usage: "kretprobe FUNC [maxactive=N] [stack=N] [fetch=OP,...] [if=HEX]",
+        usage: "kretprobe FUNC [maxactive=N] [stack=N] [fetch=OP,...] [if=HEX] [agg=FN ...]",
         summary: "return probe recording the return value and entry-to-return time",
     },
     CommandHelp {
@@ -561,6 +646,16 @@ pub const COMMANDS: &[CommandHelp] = &[
         name: "probe",
         usage: "probe enable|disable|delete ID...",
         summary: "change or remove probes",
+    },
+    CommandHelp {
+        name: "maps",
+        usage: "maps",
+        summary: "one row per aggregating probe's map: fn keys entries capacity map_full faults bytes",
+    },
+    CommandHelp {
+        name: "map",
+        usage: "map print|clear|zero ID",
+        summary: "a map's entries (one entry row per key), or remove its keys, or zero its values",
     },
     CommandHelp {
         name: "events",
@@ -638,6 +733,7 @@ mod tests {
                     offset: 4
                 },
                 pred: None,
+                agg: None,
             }
         );
         assert_eq!(
@@ -645,6 +741,7 @@ mod tests {
             Command::Kprobe {
                 loc: Loc::Addr(0xffff_ffff_8000_1000),
                 pred: None,
+                agg: None,
             }
         );
         match parse("kretprobe fib maxactive=1 stack=8").unwrap() {
@@ -731,6 +828,13 @@ mod tests {
             "kretprobe sys_open if=060201002200",
             "kprobe fib+0x4 if=050501052000",
             "jprobe sys_open fetch=str64@arg0 if=050501052000",
+            "kretprobe sys_open agg=count key=str64:050500",
+            "kprobe fib agg=lhist:0:20:1 val=050500 budget=4096",
+            "jprobe spawn_task fetch=u64@arg0 if=050501052000 agg=sum val=050300 key=060000",
+            "maps",
+            "map print 3",
+            "map zero 4",
+            "map clear 5",
             "probes",
             "probe disable 3 4",
             "events",

@@ -21,6 +21,7 @@
 )]
 
 pub mod agent;
+pub mod agg;
 pub mod bytecode;
 pub mod command;
 pub mod event;

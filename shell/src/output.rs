@@ -217,6 +217,14 @@ pub enum Output {
         received: u64,
         filter: Filter,
     },
+    /// `maps`.
+    Maps {
+        maps: Vec<crate::exec::maps::MapView>,
+    },
+    /// `print @N`, `interval`, and each map at `quit`.
+    Map {
+        map: crate::exec::maps::MapView,
+    },
     Hist {
         probe: u32,
         what: String,

@@ -265,6 +265,50 @@ fn text(r: &Render, o: &Output) -> String {
             lines.push(r.dim(&summary));
             lines.join("\n")
         }
+        Output::Maps { maps } => {
+            if maps.is_empty() {
+                "no maps: aggregate with e.g. `kretprobe sys_open count by path:string`".into()
+            } else {
+                let rows: Vec<Vec<String>> = maps
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.name.clone(),
+                            m.location
+                                .clone()
+                                .unwrap_or_else(|| format!("#{}", m.probe)),
+                            match &m.value {
+                                Some(v) => format!("{}({v})", m.func),
+                                None => format!("{}()", m.func),
+                            },
+                            if m.keys.is_empty() {
+                                "-".into()
+                            } else {
+                                m.keys.join(", ")
+                            },
+                            format!("{}/{}", m.entries, m.capacity),
+                            m.map_full.to_string(),
+                            m.faults.to_string(),
+                            m.bytes.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "MAP",
+                        "PROBE",
+                        "AGGREGATE",
+                        "BY",
+                        "ENTRIES",
+                        "MAP_FULL",
+                        "FAULTS",
+                        "BYTES",
+                    ],
+                    &rows,
+                )
+            }
+        }
+        Output::Map { map } => crate::exec::maps::map_text(map),
         Output::Hist {
             probe,
             what,

@@ -97,7 +97,12 @@ pub fn complete_line(h: &KdbgHelper, line: &str, pos: usize) -> (usize, Vec<Stri
                 .find(|w| !cmd.flags.contains(w))
                 .copied()
                 .unwrap_or("");
-            let mut out = Vec::new();
+            // The aggregation functions, then `by`, come first.
+            let mut out: Vec<String> = proto::agg::FN_NAMES
+                .iter()
+                .chain(&["by"])
+                .map(|w| w.to_string())
+                .collect();
             if let Ok(elf) = h.shared.image.elf()
                 && let Ok(fs) = elf.functions_named(func)
                 && let Some(f) = fs.first()
@@ -338,7 +343,7 @@ mod tests {
         assert_eq!(hint_for("kpro", 4).as_deref(), Some("be"));
         assert_eq!(
             hint_for("jprobe ", 7).as_deref(),
-            Some("[--dry-run] FUNC [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]")
+            Some("[--dry-run] FUNC [ARGS...|AGG] [printf \"FMT\" ARGS...] [if EXPR]")
         );
         assert_eq!(hint_for("jprobe x", 8), None);
         assert_eq!(hint_for("", 0), None);

@@ -32,6 +32,7 @@ pub mod gdb_arch;
 pub mod hooks;
 pub mod kernel;
 pub mod machine;
+pub mod mapcmd;
 pub mod monitor;
 pub mod packet;
 pub mod probecmd;

@@ -6,6 +6,7 @@
 use core::fmt::{self, Write};
 
 use probes::{At, ProbeError, ProbeId};
+use proto::agg::AggSpec;
 use proto::bytecode::Program;
 use proto::command::{Loc, ProbeAction};
 use proto::fetch::CaptureSpec;
@@ -37,7 +38,9 @@ pub fn code_of(e: ProbeError) -> ErrorCode {
         ProbeError::NoSlot | ProbeError::TableFull => ErrorCode::TooManyProbes,
         ProbeError::NoSuchProbe => ErrorCode::NoSuchProbe,
         ProbeError::TooManyInstances | ProbeError::DataTooLarge => ErrorCode::BadArguments,
-        ProbeError::NoMemory => ErrorCode::NoMemory,
+        ProbeError::NoMemory | ProbeError::MapMemory => ErrorCode::NoMemory,
+        ProbeError::MapBudget | ProbeError::MapSpec => ErrorCode::BadArguments,
+        ProbeError::NoMap => ErrorCode::NoSuchProbe,
         ProbeError::InHandler | ProbeError::Busy => ErrorCode::Busy,
     }
 }
@@ -49,32 +52,42 @@ fn created(out: &mut dyn Write, r: Result<ProbeId, ProbeError>) -> fmt::Result {
     }
 }
 
-/// `kprobe LOC [if=HEX]`.
-pub fn kprobe(loc: Loc<'_>, pred: Option<Program>, out: &mut dyn Write) -> fmt::Result {
-    created(out, probes::commands::kprobe_if(at(loc), pred))
+/// `kprobe LOC [if=HEX] [AGG]`.
+pub fn kprobe(
+    loc: Loc<'_>,
+    pred: Option<Program>,
+    agg: Option<AggSpec>,
+    out: &mut dyn Write,
+) -> fmt::Result {
+    created(out, probes::commands::kprobe_agg(at(loc), pred, agg))
 }
 
-/// `jprobe FUNC [CAPTURE] [if=HEX]`.
+/// `jprobe FUNC [CAPTURE] [if=HEX] [AGG]`.
 pub fn jprobe(
     func: Loc<'_>,
     capture: CaptureSpec,
     pred: Option<Program>,
+    agg: Option<AggSpec>,
     out: &mut dyn Write,
 ) -> fmt::Result {
-    created(out, probes::commands::jprobe_if(at(func), capture, pred))
+    created(
+        out,
+        probes::commands::jprobe_agg(at(func), capture, pred, agg),
+    )
 }
 
-/// `kretprobe FUNC [maxactive=N] [CAPTURE] [if=HEX]`.
+/// `kretprobe FUNC [maxactive=N] [CAPTURE] [if=HEX] [AGG]`.
 pub fn kretprobe(
     func: Loc<'_>,
     maxactive: Option<u32>,
     capture: CaptureSpec,
     pred: Option<Program>,
+    agg: Option<AggSpec>,
     out: &mut dyn Write,
 ) -> fmt::Result {
     created(
         out,
-        probes::commands::kretprobe_if(at(func), maxactive, capture, pred),
+        probes::commands::kretprobe_agg(at(func), maxactive, capture, pred, agg),
     )
 }
 

@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use super::parse::Invocation;
 use crate::exec::{
-    code, conditions, eventcmds, info, inspect, memory, postmortem, probes, run, sessioncmds,
+    code, conditions, eventcmds, info, inspect, maps, memory, postmortem, probes, run, sessioncmds,
     stack, state, stepping,
 };
 use crate::output::Output;
@@ -200,16 +200,21 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "kprobe",
         aliases: &["kp"],
-        args: &[req("LOC", K::Location), many("if EXPR", K::Expr, true)],
-        usage: "LOC [printf \"FMT\" ARGS...] [if EXPR]",
-        summary: "probe an instruction; each hit prints the location, registers and the instruction",
+        args: &[req("LOC", K::Location), many("AGG", K::Capture, true)],
+        usage: "LOC [AGG | printf \"FMT\" ARGS...] [if EXPR]",
+        summary: "probe an instruction; each hit prints the location, registers and the instruction (or updates an in-kernel map: AGG)",
         details: "LOC is a symbol, symbol+offset, an address (0x...) or file:line.\n\
                   The address must start an instruction (`disas FUNC` shows where they\n\
                   start); the kernel refuses blacklisted code.\n\
                   printf \"FMT\" ARGS... shows each hit as one formatted line (see jprobe;\n\
                   a kprobe has $arg0..$arg5 / %rdi..%r9, $task, $comm, $cpu, $func).\n\
+                  AGG aggregates in the kernel instead of sending events (see `help maps`):\n\
+                  \x20 count [by KEY]            sum|min|max|avg|stats|hist EXPR [by KEY]\n\
+                  \x20 lhist EXPR MIN MAX STEP [by KEY]   KEY = EXPR[:string[N]][, ...]\n\
+                  \x20 budget=BYTES              the map's kernel memory (default 256 KiB)\n\
                   Examples: kprobe spawn_task\n\
-                  \x20         kprobe spawn_task+0x10",
+                  \x20         kprobe spawn_task+0x10\n\
+                  \x20         kprobe fib lhist n 0 20 1",
         flags: &[],
         modifier: false,
         group: Group::Probes,
@@ -221,8 +226,8 @@ pub const COMMANDS: &[Command] = &[
         name: "jprobe",
         aliases: &["jp"],
         args: &[req("FUNC", K::Function), many("ARGS", K::Capture, true)],
-        usage: "[--dry-run] FUNC [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]",
-        summary: "probe a function entry and capture its arguments by name (only hits where EXPR is true, decided in the kernel)",
+        usage: "[--dry-run] FUNC [ARGS...|AGG] [printf \"FMT\" ARGS...] [if EXPR]",
+        summary: "probe a function entry and capture its arguments by name (only hits where EXPR is true, decided in the kernel), or aggregate them in the kernel",
         details: "Without ARGS all parameters known from DWARF are captured. ARGS items:\n\
                   \x20 name        a parameter          name->field  a field through a pointer\n\
                   \x20 p->a.b->c   nested members       p->f:string  a string member\n\
@@ -235,10 +240,15 @@ pub const COMMANDS: &[Command] = &[
                   flags - 0 + # and width.precision). ARGS are expressions (+ - * / % << >>\n\
                   & | ^ comparisons) over captured names, ret, $duration, $task, $comm, $cpu,\n\
                   $probe, $func, $arg0..$arg5; names it uses are captured. JSON keeps all fields.\n\
+                  AGG (instead of ARGS and printf) aggregates in the kernel instead of sending events (see `help maps`):\n\
+                  \x20 count [by KEY]            sum|min|max|avg|stats|hist EXPR [by KEY]\n\
+                  \x20 lhist EXPR MIN MAX STEP [by KEY]   KEY = EXPR[:string[N]][, ...]\n\
+                  \x20 budget=BYTES              the map's kernel memory (default 256 KiB)\n\
                   Examples: jprobe spawn_task\n\
                   \x20         jprobe spawn_task clone_flags regs->ip *parent_tid\n\
                   \x20         jprobe sys_open path:string flags\n\
-                  \x20         jprobe fib printf \"fib(%d) on %s\" n $comm",
+                  \x20         jprobe fib printf \"fib(%d) on %s\" n $comm\n\
+                  \x20         jprobe spawn_task sum stack_size by $task",
         flags: &["--dry-run"],
         modifier: false,
         group: Group::Probes,
@@ -254,12 +264,16 @@ pub const COMMANDS: &[Command] = &[
             opt("maxactive=N", K::Number),
             many("ARGS", K::Capture, true),
         ],
-        usage: "[--dry-run] FUNC [maxactive=N] [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]",
-        summary: "probe a function's return: return value, duration and entry arguments (only returns where EXPR is true: ret, $duration, arguments)",
-        details: "maxactive=N bounds the calls tracked at once (default max(10, 2*CPUs));\n\
-                  hits beyond it count as nmissed. ARGS and printf as for jprobe.\n\
+        usage: "[--dry-run] FUNC [maxactive=N] [ARGS...|AGG] [printf \"FMT\" ARGS...] [if EXPR]",
+        summary: "probe a function's return: return value, duration and entry arguments (only returns where EXPR is true: ret, $duration, arguments), or aggregate them in the kernel",
+        details: "maxactive=N bounds the calls tracked at once (default max(10, 2*CPUs);\n\
+                  64 for an aggregating kretprobe); hits beyond it count as nmissed.\n\
+                  ARGS, printf and AGG as for jprobe (with ret and $duration).\n\
                   Examples: kretprobe sys_open path:string\n\
-                  \x20         kretprobe sys_open printf \"open %s -> %d (%d ns)\" path ret $duration",
+                  \x20         kretprobe sys_open printf \"open %s -> %d (%d ns)\" path ret $duration\n\
+                  \x20         kretprobe sys_open count by path:string\n\
+                  \x20         kretprobe sys_open hist $duration\n\
+                  \x20         kretprobe sys_open stats ret if ret < 0",
         flags: &["--dry-run"],
         modifier: false,
         group: Group::Probes,
@@ -280,6 +294,75 @@ pub const COMMANDS: &[Command] = &[
         needs_target: true,
         requires_halted: false,
         run: probes::list,
+    },
+    Command {
+        name: "maps",
+        aliases: &[],
+        args: &[],
+        usage: "",
+        summary: "list the in-kernel maps of aggregating probes: aggregate, key, entries/capacity, map_full, faults, bytes",
+        details: "An aggregating probe (kprobe/jprobe/kretprobe ... AGG) updates its map in\n\
+                  the kernel at every hit and sends no events; its map is named @ID after\n\
+                  the probe. The map's memory is fixed when the probe is set (budget=BYTES,\n\
+                  default 256 KiB, at most 4 MiB; entries follow from it): an insert into a\n\
+                  full map is refused and counted (map_full), a key or value that cannot be\n\
+                  read is counted (faults). Updates go to per-CPU copies.\n\
+                  print @ID shows a map (counts as a table, largest first; hist and lhist\n\
+                  as histograms); clear @ID removes its keys, zero @ID zeroes its values;\n\
+                  interval S print @ID prints it every S seconds; quit prints every map.\n\
+                  delete ID removes the probe and its map.",
+        flags: &[],
+        modifier: false,
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+        run: maps::maps,
+    },
+    Command {
+        name: "clear",
+        aliases: &[],
+        args: &[many("@MAP", K::Text, false)],
+        usage: "",
+        summary: "remove every key of in-kernel maps (`maps` lists them)",
+        details: "",
+        flags: &[],
+        modifier: false,
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+        run: maps::clear,
+    },
+    Command {
+        name: "zero",
+        aliases: &[],
+        args: &[many("@MAP", K::Text, false)],
+        usage: "",
+        summary: "zero the values of in-kernel maps, keeping their keys",
+        details: "",
+        flags: &[],
+        modifier: false,
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+        run: maps::zero,
+    },
+    Command {
+        name: "interval",
+        aliases: &[],
+        args: &[
+            req("SECONDS", K::Number),
+            opt("print", K::Keyword(&["print", "off"])),
+            many("@MAP", K::Text, true),
+        ],
+        usage: "SECONDS print @MAP... | interval off",
+        summary: "print in-kernel maps every SECONDS seconds while the kernel runs",
+        details: "Example: interval 1 print @3",
+        flags: &[],
+        modifier: false,
+        group: Group::Probes,
+        needs_target: true,
+        requires_halted: false,
+        run: maps::interval,
     },
     Command {
         name: "enable",
@@ -402,7 +485,7 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "break",
         aliases: &["b", "br"],
-        args: &[req("LOC", K::Location), many("if EXPR", K::Expr, true)],
+        args: &[req("LOC", K::Location), many("AGG", K::Capture, true)],
         usage: "LOC [if EXPR]",
         summary: "software breakpoint: the kernel stops there (only when EXPR is true, evaluated in the kernel)",
         details: "EXPR is the language of `print`, compiled for the breakpoint's address into the stub's verified bytecode: parameters and locals (their DWARF location there), globals, $registers, $task, $cpu, members, pointers, casts, comparisons, && || !, string equality (p == \"text\"). A false condition resumes inside the kernel without contacting the host; a condition that faults counts and does not stop. Example: break fib if n == 5",
@@ -416,7 +499,7 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "tbreak",
         aliases: &[],
-        args: &[req("LOC", K::Location), many("if EXPR", K::Expr, true)],
+        args: &[req("LOC", K::Location), many("AGG", K::Capture, true)],
         usage: "LOC [if EXPR]",
         summary: "temporary breakpoint: removed at its first stop (with `if EXPR`: its first stop with EXPR true)",
         details: "",
@@ -1131,11 +1214,11 @@ mod tests {
     fn usage_lines() {
         assert_eq!(
             find("jprobe").unwrap().usage_line(),
-            "jprobe [--dry-run] FUNC [ARGS...] [printf \"FMT\" ARGS...] [if EXPR]"
+            "jprobe [--dry-run] FUNC [ARGS...|AGG] [printf \"FMT\" ARGS...] [if EXPR]"
         );
         assert_eq!(
             find("kprobe").unwrap().usage_line(),
-            "kprobe LOC [printf \"FMT\" ARGS...] [if EXPR]"
+            "kprobe LOC [AGG | printf \"FMT\" ARGS...] [if EXPR]"
         );
         assert_eq!(find("enable").unwrap().usage_line(), "enable ID...");
         assert_eq!(find("x").unwrap().usage_line(), "x [/NFU] ADDR|SYMBOL");

@@ -299,6 +299,9 @@ fn show(
 /// `print[/FMT] EXPR`.
 pub fn print(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let text = expr_text(inv, "print[/FMT] EXPR")?;
+    if crate::exec::maps::is_map_name(&text) {
+        return crate::exec::maps::print_map(s, &text);
+    }
     let (fmt, _) = parse_format(inv.modifier.as_deref(), "print")?;
     let value = with_eval(s, |ev| show(ev, &text, fmt, true), &text)?;
     Ok(Output::Value { value })

@@ -9,6 +9,7 @@ pub mod eventcmds;
 pub mod info;
 pub mod inspect;
 pub mod locate;
+pub mod maps;
 pub mod memory;
 pub mod postmortem;
 pub mod probes;

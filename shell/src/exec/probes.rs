@@ -80,11 +80,19 @@ fn set_probe(s: &Session, cmd: &str, make: impl FnOnce(u32) -> ProbeDef) -> Resu
 pub fn kprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let (args, cond) = crate::exec::conditions::split_if(&inv.args);
     let (args, printf) = crate::record::printf::split(&args)?;
-    let [loc] = args.as_slice() else {
-        bail!(
-            "usage: kprobe LOC [printf \"FMT\" ARGS...] [if EXPR] (a symbol, symbol+offset, 0xADDRESS or file:line)"
-        );
+    let usage = "usage: kprobe LOC [AGG | printf \"FMT\" ARGS...] [if EXPR] (a symbol, symbol+offset, 0xADDRESS or file:line; AGG: count, sum, hist, ... see `help kprobe`)";
+    let Some((loc, rest)) = args.split_first() else {
+        bail!("{usage}");
     };
+    let (extra, agg) = crate::exec::maps::split_agg(rest)?;
+    if let Some(w) = extra.first() {
+        bail!(
+            "unknown aggregation function `{w}`: use count, sum, min, max, avg, stats, hist or lhist ({usage})"
+        );
+    }
+    if agg.is_some() && printf.is_some() {
+        bail!("an aggregating probe prints nothing per hit: use AGG or printf, not both");
+    }
     let printf = match printf {
         Some((f, a)) => Some(printf_format(&f, &a, &Layout::default(), false)?),
         None => None,
@@ -95,13 +103,19 @@ pub fn kprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
         Some(text) => Some(crate::exec::conditions::predicate(s, r.addr, text, false)?),
         None => None,
     };
+    let spec = match &agg {
+        Some(a) => Some(crate::exec::maps::compile(s, r.addr, a, false)?),
+        None => None,
+    };
     let insn = s.shared.insn_at(r.addr);
     let cmd = Mon::Kprobe {
         loc: Loc::Addr(r.addr),
         pred,
+        agg: spec,
     }
     .to_string();
-    set_probe(s, &cmd, |id| ProbeDef {
+    let location = r.name.clone();
+    let out = set_probe(s, &cmd, |id| ProbeDef {
         id,
         kind: "kprobe",
         location: r.name,
@@ -110,7 +124,30 @@ pub fn kprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
         insn: insn.as_ref().map(|i| i.text.clone()),
         insn_args: insn.map(|i| i.arg_regs).unwrap_or_default(),
         printf,
-    })
+    })?;
+    remember_map(&out, &location, agg.as_ref());
+    Ok(out)
+}
+
+/// Keeps the text of an aggregating probe's map for rendering it.
+fn remember_map(out: &Output, location: &str, agg: Option<&crate::exec::maps::AggText>) {
+    if let (Output::ProbeSet { probe }, Some(a)) = (out, agg) {
+        crate::exec::maps::remember(
+            probe.id,
+            crate::exec::maps::MapDef {
+                location: location.to_string(),
+                value: a.value.clone(),
+                keys: a
+                    .keys
+                    .iter()
+                    .map(|(k, b)| match b {
+                        Some(n) => format!("{k}:string{n}"),
+                        None => k.clone(),
+                    })
+                    .collect(),
+            },
+        );
+    }
 }
 
 /// A probe's `printf "FMT" ARGS...` checked against what it captures.
@@ -180,7 +217,18 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
     let (args, cond) = crate::exec::conditions::split_if(&args);
     let (args, printf) = crate::record::printf::split(&args)?;
     let (func, rest) = args.split_first().ok_or_else(|| anyhow!(usage))?;
-    let (opts, mut items) = split_options(rest);
+    let (rest, agg) = crate::exec::maps::split_agg(rest)?;
+    let (opts, mut items) = split_options(&rest);
+    if agg.is_some() && (!items.is_empty() || printf.is_some()) {
+        bail!(
+            "an aggregating probe records no events, so it captures and prints nothing: drop `{}` (use it in the aggregation or its key)",
+            if items.is_empty() {
+                "printf".to_string()
+            } else {
+                items.join(" ")
+            }
+        );
+    }
     if let Some((f, a)) = &printf {
         items = printf_items(f, a, &items)?;
     }
@@ -208,7 +256,31 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
         Some(text) => Some(crate::exec::conditions::predicate(s, r.addr, text, ret)?),
         None => None,
     };
-    let layout = layout_for(s, r.addr, &r.name, &items, ret)?;
+    let spec = match &agg {
+        Some(a) => Some(crate::exec::maps::compile(s, r.addr, a, ret)?),
+        None => None,
+    };
+    // Aggregation is for hot and recursive functions: room for 64 calls
+    // in flight unless the user says otherwise.
+    if ret && agg.is_some() && maxactive.is_none() {
+        maxactive = Some(64);
+    }
+    let layout = layout_for(s, r.addr, &r.name, &items, ret).map_err(|e| {
+        // `kretprobe f median ret`: a bare word that is no parameter was
+        // probably meant as an aggregation function.
+        match items.first() {
+            Some(w)
+                if items.len() > 1
+                    && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && e.to_string().contains("is not a parameter") =>
+            {
+                anyhow!(
+                    "{e}; as an aggregation: unknown aggregation function `{w}` (use count, sum, min, max, avg, stats, hist or lhist)"
+                )
+            }
+            _ => e,
+        }
+    })?;
     let printf = match &printf {
         Some((f, a)) => Some(printf_format(f, a, &layout, ret)?),
         None => None,
@@ -219,12 +291,14 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
             maxactive,
             capture: layout.spec,
             pred,
+            agg: spec,
         }
     } else {
         Mon::Jprobe {
             func: Loc::Addr(r.addr),
             capture: layout.spec,
             pred,
+            agg: spec,
         }
     };
     if dry_run {
@@ -246,6 +320,7 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
             ),
         });
     }
+    let location = r.name.clone();
     let out = set_probe(s, &cmd.to_string(), |id| ProbeDef {
         id,
         kind: if ret { "kretprobe" } else { "jprobe" },
@@ -256,6 +331,7 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
         insn_args: Vec::new(),
         printf,
     })?;
+    remember_map(&out, &location, agg.as_ref());
     s.refresh_tasks();
     Ok(out)
 }

@@ -63,6 +63,10 @@ pub fn quit(s: &mut Session, inv: &Invocation) -> Result<Output> {
             _ => bail!("usage: quit [--remove-probes]"),
         }
     }
+    // Maps are printed at quit (bpftrace's habit), before any probe goes.
+    if s.connected() {
+        crate::exec::maps::print_all_async(s);
+    }
     s.quit = true;
     Ok(Output::Quit)
 }
