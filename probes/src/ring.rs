@@ -10,8 +10,10 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Bytes of ring per CPU.
-pub const RING_BYTES: usize = 16 * 1024;
+/// Bytes of ring per CPU: ~600 capture records, enough to absorb a
+/// probe on a hot function between two passes of a consumer reading guest
+/// RAM directly (issue 17) on a loaded host.
+pub const RING_BYTES: usize = 64 * 1024;
 /// Largest record (payload) the ring takes.
 pub const MAX_RECORD: usize = 1024;
 /// Each record is preceded by a 2-byte little-endian length.

@@ -196,7 +196,14 @@ fn setup() -> &'static Core {
     poke(SLOTS, &[0xcc; 16 * arch::slots::SLOT_SIZE]);
     poke(TRAMP, &[0xcc]);
     poke(STACK - 0x1000, &[0u8; 0x2000]);
-    let core: &'static Core = Box::leak(Box::new(Core::new()));
+    // Built on a thread with a large stack: `Box::new` of the per-CPU
+    // rings goes through the stack in debug builds.
+    let core: &'static Core = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(|| -> &'static Core { Box::leak(Box::new(Core::new())) })
+        .expect("spawn")
+        .join()
+        .expect("build the core");
     core.init(&FakeHost);
     CORE_UNDER_TEST.with(|c| *c.borrow_mut() = Some(core));
     take_log();

@@ -17,5 +17,6 @@ pub mod record;
 pub mod regs;
 pub mod render;
 pub mod repl;
+pub mod ringconsumer;
 pub mod rsp;
 pub mod session;

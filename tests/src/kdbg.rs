@@ -167,6 +167,25 @@ impl KdbgJson {
             .collect()
     }
 
+    /// Kills kdbg with SIGKILL (no cleanup of any kind) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Reads objects for `dur` (events, notices) into [`KdbgJson::seen`].
+    pub fn collect_for(&mut self, dur: Duration) {
+        let deadline = Instant::now() + dur;
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                self.seen.push(v);
+            }
+        }
+    }
+
     /// Closes kdbg's stdin (the script ends) and waits for it to exit.
     pub fn finish(mut self) -> ExitStatus {
         drop(self.stdin.take());

@@ -29,6 +29,9 @@ pub enum Async {
     Garbage(Vec<u8>),
     /// The connection is gone.
     Lost(String),
+    /// Events read from the rings in guest RAM (the direct consumer,
+    /// [`crate::ringconsumer`]).
+    Events(Vec<proto::event::Event>),
 }
 
 /// Errors of the RSP client. Each says what to do next.

@@ -316,6 +316,8 @@ pub struct Session {
     pub mapping: Option<Arc<crate::guestmem::Mapping>>,
     /// Why the mapping is not used (a foreign stub, a stub without `shm`).
     pub mapping_note: Option<String>,
+    /// The direct event consumer over the mapping, while it runs.
+    pub consumer: Option<crate::ringconsumer::Consumer>,
 }
 
 impl Session {
@@ -351,6 +353,7 @@ impl Session {
         let mut s = Session {
             mapping,
             mapping_note: None,
+            consumer: None,
             shared,
             endpoint: opts.endpoint,
             async_tx: tx,
@@ -385,6 +388,9 @@ impl Session {
         let ep = self.endpoint.clone().ok_or_else(|| {
             anyhow!("no connection configured: start kdbg with --connect or --kernel")
         })?;
+        // The old connection's consumer ends first (the new stub session
+        // hands the rings over again).
+        self.consumer = None;
         if let Some(mut old) = lock(&self.shared.link).take() {
             old.close();
         }
@@ -478,9 +484,32 @@ impl Session {
         };
         let g = Arc::new(crate::guestmem::GuestMem::new(map, machine));
         if let Ok(mut c) = self.client() {
-            c.guest = Some(g);
+            c.guest = Some(g.clone());
         }
         self.mapping_note = None;
+        // Events: the rings are read from the mapping, the stub stops
+        // streaming them.
+        let direct = self
+            .client()
+            .ok()
+            .and_then(|mut c| c.monitor("shm direct").ok())
+            .and_then(|t| t.lines().find_map(|l| proto::reply::ShmRow::parse(l).ok()))
+            .filter(|r| r.epoch & 1 == 1);
+        let Some(row) = direct else {
+            self.mapping_note = Some(
+                "the stub did not hand over the event rings: events come over the UART".into(),
+            );
+            return;
+        };
+        match crate::ringconsumer::Consumer::start(g, &row, self.async_tx.clone()) {
+            Ok(c) => self.consumer = Some(c),
+            Err(e) => {
+                if let Ok(mut c) = self.client() {
+                    let _ = c.monitor("shm uart");
+                }
+                self.mapping_note = Some(format!("events come over the UART: {e}"));
+            }
+        }
     }
 
     /// Prints the summary of a kernel found stopped or dead at the last
@@ -683,6 +712,8 @@ impl Session {
         for id in ids {
             let _ = self.delete_breakpoint(id);
         }
+        // The direct consumer ends before the detach hands the rings back.
+        self.consumer = None;
         // Detach (the stub resumes the kernel), and say so if the stub
         // refused: a refused detach leaves the kernel stopped.
         let running = self.running();

@@ -148,6 +148,11 @@ impl Shared {
                     self.stops.shown(stop);
                 }
                 Async::Garbage(_) => {}
+                Async::Events(evs) => {
+                    for ev in evs {
+                        self.handle_record(proto::event::Record::Event(ev));
+                    }
+                }
                 Async::Lost(why) => self.print_async(self.display.render().notice(
                     "connection_lost",
                     &format!("connection to the stub lost ({why}); use `reconnect`"),
