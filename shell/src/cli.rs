@@ -21,11 +21,14 @@ usage:
   kdbg --kernel ELF [options]           start QEMU with the kernel and attach
   kdbg --core FILE --symbols ELF        open a core file (`dump core`) offline, read-only
   kdbg addr2line -e ELF [ADDR...]       binutils-compatible addr2line
+  kdbg report FILE [--json] [hist PROBE [lat|ret|ARG] | count [PROBE] [by FIELD]]
+                                        show a recording (`record FILE`, --record)
   kdbg help [CMD] [--markdown]          the command reference
 
 options:
   --json                 one JSON object per command result and per event (NDJSON)
   --batch FILE           run the commands in FILE (stdin is read when it is not a tty)
+  --record FILE          append every delivered event to FILE from the start (`record`)
   --keep-going           in batch mode, carry on after a failing command
   --timeout S            how long to wait for the stub's answers (default 5)
   --tsc-hz N             the kernel's TSC rate, for timestamps (if the stub does not say)
@@ -60,6 +63,7 @@ pub struct Args {
     pub memory: Option<PathBuf>,
     pub append: Option<String>,
     pub color: Option<String>,
+    pub record: Option<PathBuf>,
 }
 
 pub fn parse_args(argv: &[String]) -> Result<Args> {
@@ -103,6 +107,7 @@ pub fn parse_args(argv: &[String]) -> Result<Args> {
             "--memory" | "-m" => a.memory = Some(value("the guest RAM file")?.into()),
             "--append" => a.append = Some(value("a command line")?),
             "--color" => a.color = Some(value("auto|always|never")?),
+            "--record" => a.record = Some(value("a file")?.into()),
             _ => bail!("unknown option `{arg}`; see kdbg --help"),
         }
     }
@@ -129,6 +134,7 @@ pub fn main() -> i32 {
 fn real_main(argv: &[String]) -> Result<i32> {
     match argv.first().map(String::as_str) {
         Some("addr2line") => return crate::addr2line::run(&argv[1..]),
+        Some("report") => return crate::record::report::run(&argv[1..]),
         Some("help") => {
             let out = crate::exec::help(&argv[1..])?;
             if let Output::Help { text } = out {
@@ -208,6 +214,12 @@ fn real_main(argv: &[String]) -> Result<i32> {
     }
     session.remove_probes_on_exit = args.remove_probes;
     session.show_attach_summary();
+    if let Some(path) = &args.record {
+        let info = crate::exec::record::start(&session, path)?;
+        if !args.json {
+            eprintln!("kdbg: {}", crate::exec::record::text(&info));
+        }
+    }
     session.kernel_exits_with_kdbg = args.kernel_exits_with_kdbg || args.kernel.is_some();
     let interactive = args.batch.is_none() && std::io::stdin().is_terminal();
     let code = if interactive {
@@ -225,6 +237,12 @@ fn real_main(argv: &[String]) -> Result<i32> {
         run_script(&mut session, &name, lines, args.keep_going)
     };
     session.leave();
+    // After leaving, so the events of the last moments are in it.
+    match crate::exec::record::stop(&session) {
+        Ok(Some(info)) if !args.json => eprintln!("kdbg: {}", crate::exec::record::text(&info)),
+        Ok(_) => {}
+        Err(e) => eprintln!("kdbg: {e:#}"),
+    }
     Ok(code)
 }
 

@@ -355,5 +355,9 @@ pub enum Output {
     ThreadApply {
         results: Vec<crate::exec::postmortem::ThreadApplied>,
     },
+    /// `record FILE`, `record off`, `record`.
+    Recording {
+        recording: crate::exec::record::RecordingInfo,
+    },
     Quit,
 }

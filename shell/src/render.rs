@@ -160,6 +160,7 @@ fn probe_rows(probes: &[ProbeInfo]) -> String {
 fn text(r: &Render, o: &Output) -> String {
     match o {
         Output::None | Output::Quit => String::new(),
+        Output::Recording { recording } => crate::exec::record::text(recording),
         Output::Message { text } | Output::Help { text } | Output::Ptype { text } => {
             text.trim_end().to_string()
         }

@@ -11,8 +11,8 @@ use anyhow::Result;
 
 use super::parse::Invocation;
 use crate::exec::{
-    code, conditions, eventcmds, info, inspect, maps, memory, postmortem, probes, run, sessioncmds,
-    stack, state, stepping,
+    code, conditions, eventcmds, info, inspect, maps, memory, postmortem, probes, record, run,
+    sessioncmds, stack, state, stepping,
 };
 use crate::output::Output;
 use crate::session::Session;
@@ -467,6 +467,27 @@ pub const COMMANDS: &[Command] = &[
         needs_target: false,
         requires_halted: false,
         run: eventcmds::hist,
+    },
+    Command {
+        name: "record",
+        aliases: &[],
+        args: &[opt("FILE|off", K::Path)],
+        usage: "FILE | record off | record",
+        summary: "append every delivered event to FILE (and the kernel's drops where they happened); `kdbg report FILE` shows it",
+        details: "NDJSON: a header (kdbg version, the kernel ELF's build id and hash, the\n\
+                  TSC rate, every probe's definition), then one line per event exactly as\n\
+                  --json prints it, one per drop report of the kernel at its place in the\n\
+                  stream, one per probe set meanwhile, and an end line (docs/RECORDING.md).\n\
+                  `record` alone says whether a recording runs; `kdbg --record FILE` starts\n\
+                  one at attach. kdbg report FILE [--json] renders it; kdbg report FILE hist\n\
+                  PROBE [lat|ret|ARG] and kdbg report FILE count [PROBE] [by FIELD] add it up.\n\
+                  Example: record /tmp/opens.ndjson",
+        flags: &[],
+        modifier: false,
+        group: Group::Events,
+        needs_target: false,
+        requires_halted: false,
+        run: record::record,
     },
     Command {
         name: "wait",

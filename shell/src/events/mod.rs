@@ -11,7 +11,7 @@ pub use hist::{Bucket, bucket_key, buckets_from, histogram, histogram_text};
 pub use store::{Drops, Filter, KEEP, Store};
 
 use proto::event::{Event, EventKind, FetchResult, Record};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::capture::{Item, Layout, Shape, Source};
 
@@ -45,7 +45,7 @@ pub trait Names {
 }
 
 /// One rendered value.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ValueView {
     pub name: String,
     #[serde(rename = "type")]
@@ -64,7 +64,16 @@ pub struct RetView {
     pub errno: Option<&'static str>,
 }
 
-/// One probe hit, ready for text or JSON.
+/// The kinds an event can have (as `kind` says them).
+pub const KINDS: [&str; 4] = ["kprobe", "jprobe", "capture", "kretprobe"];
+
+/// The errno name `name` as the static the views carry.
+pub fn errno_static(name: &str) -> Option<&'static str> {
+    ERRNOS.iter().skip(1).find(|e| **e == name).copied()
+}
+
+/// One probe hit, ready for text or JSON (the JSON form is complete: a
+/// recording reads it back, `record::file`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EventView {
     /// Host-side sequence number (1, 2, ...).

@@ -13,6 +13,7 @@ pub mod maps;
 pub mod memory;
 pub mod postmortem;
 pub mod probes;
+pub mod record;
 pub mod run;
 pub mod sessioncmds;
 pub mod stack;

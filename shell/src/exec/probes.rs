@@ -61,6 +61,9 @@ fn register(s: &Session, def: ProbeDef) -> Output {
     // the same id left.
     s.shared.display.store().reset_probe(def.id);
     s.shared.display.drops().reset(def.id);
+    if let Some(e) = s.shared.display.record_probe(&def) {
+        s.shared.recording_failed(&e);
+    }
     s.shared.probes.insert(def);
     Output::ProbeSet { probe: info }
 }

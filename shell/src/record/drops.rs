@@ -31,9 +31,10 @@ pub struct Summary {
 
 impl Summary {
     pub fn text(&self) -> String {
+        let events = if self.new == 1 { "event" } else { "events" };
         if self.first {
             format!(
-                "dropped {} events of probe #{} (kernel ring full; {} in total); further drops are summarised every {} s",
+                "dropped {} {events} of probe #{} (kernel ring full; {} in total); further drops are summarised every {} s",
                 self.new,
                 self.probe,
                 self.total,
@@ -41,7 +42,7 @@ impl Summary {
             )
         } else {
             format!(
-                "dropped {} events of probe #{} in the last {:.0} s ({} in total)",
+                "dropped {} {events} of probe #{} in the last {:.0} s ({} in total)",
                 self.new, self.probe, self.seconds, self.total
             )
         }

@@ -5,4 +5,6 @@
 
 pub mod agg;
 pub mod drops;
+pub mod file;
 pub mod printf;
+pub mod report;

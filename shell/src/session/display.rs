@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use super::{lock, read, write};
+use crate::events::EventView;
 use crate::events::{Clock, Filter, Store};
 use crate::record::drops::DropNotices;
+use crate::record::file::Recorder;
 use crate::render::Render;
 
 /// Where the event thread's lines go when not straight to stdout: a queue
@@ -24,6 +26,10 @@ pub struct Display {
     render: Render,
     store: Store,
     drops: DropNotices,
+    /// `record FILE`: every stored event is also written there. Taken
+    /// before the store's lock (never after), so the file's order is the
+    /// store's.
+    recorder: Mutex<Option<Recorder>>,
     live: AtomicBool,
     filter: RwLock<Filter>,
     clock: RwLock<Clock>,
@@ -37,6 +43,7 @@ impl Display {
             render,
             store: Store::default(),
             drops: DropNotices::default(),
+            recorder: Mutex::new(None),
             live: AtomicBool::new(true),
             filter: RwLock::new(Filter::default()),
             clock: RwLock::new(clock),
@@ -58,6 +65,71 @@ impl Display {
     /// Drop notices waiting for their interval (their own lock).
     pub fn drops(&self) -> &DropNotices {
         &self.drops
+    }
+
+    /// Start recording; refused while a recording runs.
+    pub fn start_recording(&self, mut r: Recorder) -> anyhow::Result<()> {
+        let mut g = lock(&self.recorder);
+        if let Some(old) = g.as_ref() {
+            anyhow::bail!(
+                "already recording to {}: `record off` first",
+                old.path().display()
+            );
+        }
+        r.known_drops(self.store.drops().0);
+        *g = Some(r);
+        Ok(())
+    }
+
+    /// Stop recording: the file, its events and drops.
+    pub fn stop_recording(&self) -> Option<std::io::Result<(std::path::PathBuf, u64, u64)>> {
+        lock(&self.recorder).take().map(Recorder::finish)
+    }
+
+    /// The running recording: its file, events and drops so far.
+    pub fn recording(&self) -> Option<(std::path::PathBuf, u64, u64)> {
+        lock(&self.recorder)
+            .as_ref()
+            .map(|r| (r.path().to_path_buf(), r.events(), r.drops()))
+    }
+
+    /// Store an event (and record it when recording). Returns it as
+    /// stored, and a notice if the recording had to stop.
+    pub fn store_event(&self, v: EventView) -> (EventView, Option<String>) {
+        let mut rec = lock(&self.recorder);
+        let v = self.store.push(v);
+        let err = Self::write(&mut rec, |r| r.event(&v));
+        (v, err)
+    }
+
+    /// The stub's drop report, at its place in the recording.
+    pub fn record_drops(&self, probe: u32, total: u64) -> Option<String> {
+        let mut rec = lock(&self.recorder);
+        let after = self.store.total();
+        Self::write(&mut rec, |r| r.drops_at(probe, total, after))
+    }
+
+    /// A probe set while recording.
+    pub fn record_probe(&self, def: &crate::events::ProbeDef) -> Option<String> {
+        let mut rec = lock(&self.recorder);
+        Self::write(&mut rec, |r| {
+            r.reset_drops(def.id);
+            r.probe(def)
+        })
+    }
+
+    fn write(
+        rec: &mut Option<Recorder>,
+        f: impl FnOnce(&mut Recorder) -> std::io::Result<()>,
+    ) -> Option<String> {
+        let r = rec.as_mut()?;
+        let e = f(r).err()?;
+        let r = rec.take()?;
+        Some(format!(
+            "recording to {} stopped: cannot write ({e}); {} events were recorded",
+            r.path().display(),
+            r.events()
+        ))
     }
 
     pub fn live(&self) -> bool {

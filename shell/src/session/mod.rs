@@ -306,6 +306,8 @@ pub struct Session {
     /// xtask run`): nothing stays behind when kdbg leaves.
     pub kernel_exits_with_kdbg: bool,
     pub resume_on_connect: bool,
+    /// The kernel ELF the symbols come from (a recording names it).
+    pub symbols: Option<PathBuf>,
     /// Stops shown before the current connection (its counter starts at 0).
     stops_base: u64,
     /// The post-mortem summary of the last connect, until it is shown
@@ -370,6 +372,7 @@ impl Session {
             remove_probes_on_exit: false,
             kernel_exits_with_kdbg: false,
             resume_on_connect: opts.resume,
+            symbols: opts.symbols.clone(),
             stops_base: 0,
             attach_summary: None,
         };

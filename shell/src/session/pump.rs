@@ -24,6 +24,9 @@ impl Shared {
                 }
             }
             proto::event::Record::Drops { probe_id, dropped } => {
+                if let Some(e) = self.display.record_drops(probe_id, dropped) {
+                    self.recording_failed(&e);
+                }
                 let store = self.display.store();
                 store.record_drops(probe_id, dropped);
                 if let Some(s) =
@@ -50,14 +53,24 @@ impl Shared {
         }
     }
 
-    /// Render, store and (live) print one event.
+    /// A recording stopped on a write error (shown once, always).
+    pub fn recording_failed(&self, text: &str) {
+        self.print_async(
+            self.display
+                .render()
+                .notice("record_error", text, serde_json::json!({})),
+        );
+    }
+
+    /// Render, store (and record) and (live) print one event.
     pub fn show_event(&self, ev: &proto::event::Event) {
         let d = &self.display;
         let clock = d.clock();
         let def = self.probes.get_any(ev.probe_id);
-        let view = d
-            .store()
-            .push(events::view(0, ev, def.as_deref(), self, clock));
+        let (view, err) = d.store_event(events::view(0, ev, def.as_deref(), self, clock));
+        if let Some(e) = err {
+            self.recording_failed(&e);
+        }
         if d.live() && d.filter().matches(&view) {
             self.print_async(d.render().event(&view));
         }
