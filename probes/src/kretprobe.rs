@@ -520,6 +520,9 @@ pub(crate) enum TrampolineError {
     NoInstance,
 }
 
+/// Most bytes a `ret imm16` pops besides the return address.
+const RET_IMM16_MAX: u64 = 0xffff;
+
 /// The return side: pops this frame's instances and calls `run` for each
 /// (unless `handlers` is false), then recycles them. Sets `frame.rip` to
 /// the real return address.
@@ -534,6 +537,26 @@ pub(crate) fn on_return(
         .slot(task, false)
         .ok_or(TrampolineError::NoInstance)?;
     let sp = frame.rsp.wrapping_sub(8);
+    // The returning frame's slot: `sp` after a plain `ret`; after `ret imm16`
+    // the callee also popped up to 64 KiB of arguments, so the slot lies up
+    // to 0xffff bytes below `sp`. Only the caller's pushed arguments lie
+    // between the two (no return slots), so the returning instance is the
+    // one with the highest slot at or below `sp` in that window; deeper
+    // instances are frames that never came back.
+    let mut target = None;
+    let mut p = chains.head(i);
+    while !p.is_null() {
+        // SAFETY: chain members are live instances of live pools.
+        let s = unsafe { &*p }.get();
+        if s.frame <= sp
+            && sp.wrapping_sub(s.frame) <= RET_IMM16_MAX
+            && target.is_none_or(|t| s.frame > t)
+        {
+            target = Some(s.frame);
+        }
+        p = s.next;
+    }
+    let sp = target.ok_or(TrampolineError::NoInstance)?;
     // Instances of deeper frames that never came back (abandoned).
     loop {
         let p = chains.head(i);

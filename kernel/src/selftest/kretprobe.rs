@@ -21,6 +21,7 @@ crate::probe_suite!(
     unregister_in_flight,
     kprobe_and_kretprobe,
     jprobe_and_kretprobe,
+    ret_imm16,
     refused_off_entry
 );
 
@@ -560,6 +561,39 @@ fn jprobe_and_kretprobe() -> Result<(), &'static str> {
     check(
         RETS.len() == 1 && RETS.get(0) == 120,
         "the kretprobe did not see the return value",
+    )
+}
+
+/// A function that returns with `ret 8` (callee pops its stack argument):
+/// the return lands 8 bytes above the slot the trampoline was written to;
+/// the instance is still found, the handler runs once per call and the
+/// caller gets its value and its stack back.
+fn ret_imm16() -> Result<(), &'static str> {
+    RETS.clear();
+    let id = reg(
+        At::Symbol("insn_ret_imm16", 0),
+        Kretprobe {
+            handler: Some(log_ret),
+            ..Kretprobe::default()
+        },
+    )?;
+    let mut ok = true;
+    for x in 0..5u64 {
+        // SAFETY: call_insn_ret_imm16 follows the C ABI (it pushes the
+        // word insn_ret_imm16 pops).
+        let got = unsafe { workloads::insn::call_insn_ret_imm16(x + 100) };
+        ok &= got == x + 100;
+    }
+    let info = probes::info(id).ok_or("probe vanished")?;
+    unreg(id)?;
+    check(
+        ok,
+        "call_insn_ret_imm16 returned a wrong value under the kretprobe",
+    )?;
+    check(info.hits == 5, "not every ret imm16 return was handled")?;
+    check(
+        RETS.len() == 5,
+        "the return handler did not run once per call",
     )
 }
 
