@@ -1171,5 +1171,5 @@ impl fmt::Display for Hex<'_> {
 }
 
 #[cfg(test)]
-#[path = "bytecode_tests.rs"]
+#[path = "bytecode/tests.rs"]
 mod tests;
