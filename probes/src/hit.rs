@@ -349,7 +349,6 @@ impl Core {
         {
             return;
         }
-        let cpu = pf.cpu_id();
         if let Some(m) = p.map.as_deref() {
             let env = crate::cond::ProbeEnv {
                 pf,
@@ -357,9 +356,10 @@ impl Core {
                 ip: p.addr,
                 ret: None,
             };
-            m.update(&env, cpu);
+            m.update(&env);
             return;
         }
+        let cpu = pf.cpu_id();
         if let Some(ring) = self.rings.get(cpu) {
             let hit = Hit {
                 probe: p,
@@ -413,7 +413,7 @@ impl Core {
                             return;
                         }
                         if let Some(m) = probe.map.as_deref() {
-                            m.update(&env, cpu);
+                            m.update(&env);
                             return;
                         }
                     }

@@ -80,6 +80,8 @@ pub struct Map {
     func: AggFn,
     value: Option<Src>,
     parts: [Option<Part>; MAX_KEY_PARTS],
+    /// The only key part, when it is one integer.
+    one_int: Option<Src>,
     /// Key length in words.
     key_words: usize,
     /// Aggregate length in words.
@@ -189,10 +191,23 @@ impl Map {
             AggFn::Lhist { .. } => buckets.saturating_sub(2),
             _ => 0,
         };
+        let one_int = match parts {
+            [
+                Some(Part {
+                    kind: KeyKind::Int,
+                    src,
+                }),
+                None,
+                None,
+                None,
+            ] => Some(src),
+            _ => None,
+        };
         Ok(Map {
             func: spec.func,
             value: spec.value.as_ref().map(Src::of),
             parts,
+            one_int,
             key_words,
             value_words,
             lhist_n,
@@ -230,14 +245,11 @@ impl Map {
     }
 
     /// A hit: computes key and value with `env` and updates this CPU's
-    /// aggregate. Counts `map_full` or `faults` instead when it cannot.
+    /// aggregate (the CPU is `env.ctx(CTX_CPU)`, asked only when the map
+    /// has more than one copy). Counts `map_full` or `faults` instead when
+    /// it cannot.
     #[inline]
-    pub fn update(&self, env: &impl bytecode::Env, cpu: usize) {
-        let mut key = [0u64; KEY_WORDS];
-        if !self.key_of(env, &mut key) {
-            self.faults.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+    pub fn update(&self, env: &impl bytecode::Env) {
         let value = match &self.value {
             Some(src) => match src.eval(env) {
                 Some(v) => v,
@@ -248,10 +260,47 @@ impl Map {
             },
             None => 0,
         };
-        let Some(idx) = self.find_or_insert(key.get(..self.key_words).unwrap_or(&[])) else {
+        let idx = if let Some(src) = &self.one_int {
+            // The common key: one integer (`by n`, `by $task`).
+            let Some(k) = src.eval(env) else {
+                self.faults.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            self.find_or_insert(&[k])
+        } else if self.key_words == 0 {
+            // No key: one entry, inserted by the first hit.
+            if self
+                .live
+                .first()
+                .is_some_and(|l| l.load(Ordering::Acquire) != 0)
+            {
+                Some(0)
+            } else {
+                self.find_or_insert(&[])
+            }
+        } else {
+            self.general_key(env)
+        };
+        let Some(idx) = idx else {
             return;
         };
+        let cpu = if self.ncpus > 1 {
+            env.ctx(bytecode::CTX_CPU) as usize
+        } else {
+            0
+        };
         self.add(idx, cpu, value);
+    }
+
+    /// Keys of several parts or with strings.
+    #[inline(never)]
+    fn general_key(&self, env: &impl bytecode::Env) -> Option<usize> {
+        let mut key = [0u64; KEY_WORDS];
+        if !self.key_of(env, &mut key) {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.find_or_insert(key.get(..self.key_words).unwrap_or(&[]))
     }
 
     /// Computes the key into `key`; `false` when a part faulted.
@@ -685,6 +734,7 @@ mod tests {
     use proto::bytecode::Writer;
 
     struct E {
+        cpu: usize,
         regs: [u64; 20],
         mem: Vec<(u64, Vec<u8>)>,
     }
@@ -694,6 +744,9 @@ mod tests {
             self.regs[usize::from(n)]
         }
         fn ctx(&self, n: u8) -> u64 {
+            if n == bytecode::CTX_CPU {
+                return self.cpu as u64;
+            }
             100 + u64::from(n)
         }
         fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
@@ -718,9 +771,14 @@ mod tests {
         let mut regs = [0; 20];
         regs[5] = rdi;
         E {
+            cpu: 0,
             regs,
             mem: Vec::new(),
         }
+    }
+
+    fn env_on(rdi: u64, cpu: usize) -> E {
+        E { cpu, ..env(rdi) }
     }
 
     type Entry = (String, Stats, Vec<(i32, u64)>);
@@ -750,7 +808,7 @@ mod tests {
         .unwrap();
         let m = Map::new(&spec, 2).unwrap();
         for i in 0..100u64 {
-            m.update(&env(i % 7), (i % 2) as usize);
+            m.update(&env_on(i % 7, (i % 2) as usize));
         }
         let e = entries(&m);
         assert_eq!(e.len(), 7);
@@ -764,7 +822,7 @@ mod tests {
         assert!(e.iter().all(|x| x.1.count == 0));
         m.clear();
         assert!(entries(&m).is_empty());
-        m.update(&env(3), 1);
+        m.update(&env_on(3, 1));
         assert_eq!(entries(&m)[0].1.count, 1);
     }
 
@@ -781,10 +839,10 @@ mod tests {
         let cap = m.info().capacity;
         assert!((1..10).contains(&cap), "{cap}");
         for i in 0..20u64 {
-            m.update(&env(i), 0);
+            m.update(&env(i));
         }
         // Known keys still count when the map is full.
-        m.update(&env(0), 0);
+        m.update(&env(0));
         let info = m.info();
         assert_eq!(info.entries, cap);
         assert_eq!(info.map_full, 20 - cap);
@@ -815,12 +873,12 @@ mod tests {
         let mut e = env(0x1000);
         e.mem.push((0x1000, b"/etc/passwd\0".to_vec()));
         e.mem.push((0x2000, b"/dev\0xxx".to_vec()));
-        m.update(&e, 0);
-        m.update(&e, 0);
+        m.update(&e);
+        m.update(&e);
         e.regs[5] = 0x2000;
-        m.update(&e, 0);
+        m.update(&e);
         e.regs[5] = 0x9000;
-        m.update(&e, 0);
+        m.update(&e);
         let got = entries(&m);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].0, "/dev,100");
@@ -835,7 +893,7 @@ mod tests {
         spec.value = Some(reg(5));
         let m = Map::new(&spec, 2).unwrap();
         for (i, v) in [5i64, -3, 10, 0].iter().enumerate() {
-            m.update(&env(*v as u64), i % 2);
+            m.update(&env_on(*v as u64, i % 2));
         }
         let e = entries(&m);
         assert_eq!(
@@ -851,7 +909,7 @@ mod tests {
         spec.value = Some(reg(5));
         let m = Map::new(&spec, 1).unwrap();
         for v in [0u64, 1, 3, 3, 100, (-2i64) as u64] {
-            m.update(&env(v), 0);
+            m.update(&env(v));
         }
         assert_eq!(
             entries(&m)[0].2,
@@ -865,7 +923,7 @@ mod tests {
         spec.value = Some(reg(5));
         let m = Map::new(&spec, 1).unwrap();
         for v in [0u64, 4, 5, 9, 10, (-1i64) as u64] {
-            m.update(&env(v), 0);
+            m.update(&env(v));
         }
         assert_eq!(entries(&m)[0].2, vec![(0, 1), (1, 2), (2, 2), (3, 1)]);
     }

@@ -304,6 +304,35 @@ fn recursive_kretprobe_fib_count_by_n_loses_nothing() {
     let total: u64 = got.values().sum();
     assert_eq!(total, row["hits"].as_u64().unwrap_or(0), "{row}");
     assert!(total > 10_000, "only {total} fib calls in 10 s");
+
+    // `interval S print @ID` prints the map while the kernel runs; `quit`
+    // prints every map.
     k.ok("continue", "running");
+    k.ok(&format!("interval 0.5 print @{id}"), "message");
+    for _ in 0..2 {
+        let v = k.wait_for("an interval print", |v| {
+            v["type"] == "map" && v["command"] == "interval"
+        });
+        assert_eq!(v["map"]["name"], format!("@{id}"), "{v}");
+        assert!(!rows(&v["map"]).is_empty(), "{v}");
+    }
+    let v = k.run("interval off");
+    if v["type"] != "message" {
+        k.wait_for("interval off", |v| v["type"] == "message");
+    }
+    let mark = k.mark();
+    // The map object comes before the quit result (run returns the first).
+    let v = k.run("quit");
+    if v["type"] != "map" {
+        k.wait_for("the map printed at quit", |v| {
+            v["type"] == "map" && v["command"] == "quit"
+        });
+    }
+    let at_quit: Vec<&Value> = k.seen[mark..]
+        .iter()
+        .filter(|v| v["type"] == "map" && v["command"] == "quit")
+        .collect();
+    assert_eq!(at_quit.len(), 1, "{at_quit:?}");
+    assert!(rows(&at_quit[0]["map"]).len() >= 10, "{}", at_quit[0]);
     k.finish();
 }

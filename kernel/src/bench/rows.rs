@@ -96,6 +96,16 @@ pub static ROWS: &[Row] = &[
         setup: pred_false,
     },
     Row {
+        name: "agg_count",
+        target: Target::Hot,
+        setup: agg_count,
+    },
+    Row {
+        name: "agg_hist",
+        target: Target::Hot,
+        setup: agg_hist,
+    },
+    Row {
         name: "cond_false",
         target: Target::Hot,
         setup: cond_false,
@@ -347,6 +357,41 @@ fn pred_row(cmp: u8) -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
     let id = one(
         commands::kprobe_if(At::Symbol(HOT, 0), Some(prog)),
         "commands::kprobe_if refused bench_target",
+    )?;
+    Ok([Some(id), None])
+}
+
+/// An aggregating kprobe: `count()` by one integer key (`$task`), updated
+/// in the kernel's map; nothing recorded (`kprobe bench_target count by $task`).
+fn agg_count() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    use proto::agg::{AggFn, AggSpec, KeyKind, KeyPart};
+    let mut w = proto::bytecode::Writer::new();
+    w.ctx(proto::bytecode::CTX_TASK);
+    let prog = w.finish().map_err(|_| "the key program was refused")?;
+    let mut spec = AggSpec::new(AggFn::Count);
+    spec.push_key(KeyPart {
+        kind: KeyKind::Int,
+        prog,
+    })
+    .map_err(|_| "the key was refused")?;
+    agg_row(spec)
+}
+
+/// An aggregating kprobe: `hist(rdi)` (power-of-two buckets, no key;
+/// `kprobe bench_target hist $rdi`).
+fn agg_hist() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    use proto::agg::{AggFn, AggSpec};
+    let mut w = proto::bytecode::Writer::new();
+    w.reg(5);
+    let mut spec = AggSpec::new(AggFn::Hist);
+    spec.value = Some(w.finish().map_err(|_| "the value program was refused")?);
+    agg_row(spec)
+}
+
+fn agg_row(spec: proto::agg::AggSpec) -> Result<[Option<ProbeId>; MAX_PROBES], &'static str> {
+    let id = one(
+        commands::kprobe_agg(At::Symbol(HOT, 0), None, Some(spec)),
+        "commands::kprobe_agg refused bench_target",
     )?;
     Ok([Some(id), None])
 }

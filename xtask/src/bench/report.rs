@@ -123,6 +123,18 @@ const MEANINGS: &[Meaning] = &[
         goal: Goal::PerHit(300.0),
     },
     Meaning {
+        name: "agg_count",
+        label: "aggregating kprobe: count() by one integer key ($task), in-kernel map, no event",
+        linux: "-",
+        goal: Goal::PerHit(450.0),
+    },
+    Meaning {
+        name: "agg_hist",
+        label: "aggregating kprobe: hist(rdi), power-of-two buckets in an in-kernel map, no event",
+        linux: "-",
+        goal: Goal::PerHit(450.0),
+    },
+    Meaning {
         name: "cond_false",
         label: "gdb breakpoint, false condition `rdi == -1` evaluated in the kernel (boosted lea)",
         linux: "-",
