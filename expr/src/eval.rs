@@ -18,6 +18,18 @@ pub trait Frame {
     fn pc(&mut self) -> Option<u64> {
         self.register(16)
     }
+    /// The pc that picks blocks and location-list entries: the pc in
+    /// frame 0, `pc - 1` (inside the call) in outer frames, as gdb's
+    /// `get_frame_address_in_block`.
+    fn lookup_pc(&mut self) -> Option<u64> {
+        self.pc()
+    }
+    /// The selected inline frame at the pc: 0 = the concrete function, N =
+    /// the Nth inlined call (`None` = the innermost). Names of deeper
+    /// inlined calls are not in scope.
+    fn inline_level(&mut self) -> Option<u32> {
+        None
+    }
     /// A register by DWARF number (`None` if unknown in this frame).
     fn register(&mut self, dwarf: u16) -> Option<u64>;
     /// The frame's canonical frame address.
@@ -220,13 +232,30 @@ impl<'a> Evaluator<'a> {
     /// The variables in scope at the frame's pc.
     pub fn scope(&mut self) -> &Scope {
         if self.scope.is_none() {
-            let pc = self.frame.as_mut().and_then(|f| f.pc());
-            let s = pc
+            let pc = self.frame.as_mut().and_then(|f| f.lookup_pc());
+            let mut s = pc
                 .and_then(|pc| self.elf.scope_at(pc).ok())
                 .unwrap_or_default();
+            if let Some(l) = self.frame.as_mut().and_then(|f| f.inline_level()) {
+                s.vars.retain(|v| v.inline_level <= l);
+            }
             self.scope = Some(s);
         }
         self.scope.get_or_insert_with(Scope::default)
+    }
+
+    /// The inline level `info args`/`info locals` show: the selected
+    /// frame's, else the innermost at the pc.
+    pub fn frame_inline_level(&mut self) -> u32 {
+        if let Some(l) = self.frame.as_mut().and_then(|f| f.inline_level()) {
+            return l;
+        }
+        self.scope()
+            .vars
+            .iter()
+            .map(|v| v.inline_level)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The value of a parameter or local of the frame (for `info locals`).

@@ -83,7 +83,14 @@ pub fn info(s: &mut Session, inv: &Invocation) -> Result<Output> {
                 );
             }
             if topic == "args" {
-                info_args(s)
+                match super::inspect::info_args_dwarf(s)? {
+                    Some(out) => Ok(out),
+                    None if s.frame_level == 0 => info_args(s),
+                    None => bail!(
+                        "no debug information for frame {}: `info args` there needs DWARF",
+                        s.frame_level
+                    ),
+                }
             } else {
                 super::inspect::info_vars(s, false)
             }
@@ -414,6 +421,7 @@ pub fn thread(s: &mut Session, inv: &Invocation) -> Result<Output> {
         .select_thread(tid)
         .map_err(|e| anyhow!("cannot select thread {id}: {e} (`threads` lists them)"))?;
     s.selected_thread = Some(id);
+    s.reset_frame();
     let r = s.registers()?;
     Ok(Output::Message {
         text: format!(

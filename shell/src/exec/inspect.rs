@@ -34,6 +34,9 @@ pub struct ExprState {
     /// Registers of the selected frame when it is not frame 0 (DWARF
     /// numbers 0..=16); `None` = frame 0 from the stub.
     pub selected: Option<Registers>,
+    /// The selected frame's inline level (0 = the concrete function, N =
+    /// the Nth inlined call at its pc); `None` = the innermost.
+    pub inline_level: Option<u32>,
     /// `set language c|rust`; `None` = auto (the selected frame's).
     pub language: Option<bool>,
     /// Last `list` position (file, next line).
@@ -68,6 +71,7 @@ pub struct ShellFrame<'a> {
     shared: &'a Shared,
     regs: Option<RegisterFile>,
     unwound: Option<Registers>,
+    inline_level: Option<u32>,
     cfa: Option<Option<u64>>,
     running: bool,
 }
@@ -80,6 +84,7 @@ impl<'a> ShellFrame<'a> {
             shared,
             regs: None,
             unwound: selected,
+            inline_level: None,
             cfa: None,
             running,
         }
@@ -119,6 +124,19 @@ fn g_index(dwarf: u16) -> Option<usize> {
 }
 
 impl Frame for ShellFrame<'_> {
+    fn inline_level(&mut self) -> Option<u32> {
+        self.inline_level
+    }
+
+    fn lookup_pc(&mut self) -> Option<u64> {
+        let pc = self.pc()?;
+        Some(if self.unwound.is_some() {
+            pc.saturating_sub(1)
+        } else {
+            pc
+        })
+    }
+
     fn register(&mut self, dwarf: u16) -> Option<u64> {
         match dwarf {
             0..=16 => self.gprs()?.get(Register(dwarf)),
@@ -225,6 +243,7 @@ fn with_eval_shared<T>(
     let mut state = lock(&shared.expr);
     let selected = state.selected.clone();
     let mut frame = ShellFrame::new(shared, selected, running);
+    frame.inline_level = state.inline_level;
     let mut frame_ref: Option<&mut dyn Frame> = if connected { Some(&mut frame) } else { None };
     let pc = frame_ref.as_mut().and_then(|f| f.pc());
     let rust = state
@@ -638,11 +657,12 @@ pub fn info_vars(s: &Session, params: bool) -> Result<Output> {
         s,
         |ev| {
             let scope = ev.scope().clone();
+            let level = ev.frame_inline_level();
             let mut out = Vec::new();
             for v in scope
                 .vars
                 .iter()
-                .filter(|v| v.is_param == params && v.inline_level == 0)
+                .filter(|v| v.is_param == params && v.inline_level == level)
             {
                 let value = match ev.local(v, expr::Span::default()) {
                     Ok(val) => match format_value(ev, &val, Format::Natural, false) {
@@ -666,6 +686,130 @@ pub fn info_vars(s: &Session, params: bool) -> Result<Output> {
         params,
         vars,
     })
+}
+
+/// Where a located value is, for `info args` (`rdi`, `memory 0x...`).
+fn describe_loc(loc: &expr::Loc) -> String {
+    match loc {
+        expr::Loc::Reg(r) => Register(*r).name(),
+        expr::Loc::Mem(a) => format!("memory {a:#x}"),
+        expr::Loc::Bits { addr, .. } => format!("memory {addr:#x}"),
+        expr::Loc::Bytes(_) => "computed".into(),
+        expr::Loc::OptimizedOut => "optimized out".into(),
+    }
+}
+
+/// `info args` in the selected frame from DWARF: each parameter's
+/// location-list entry at that frame's pc, evaluated over its unwound
+/// registers (as `print NAME` there). `None` when the function at the pc
+/// has no DWARF (the caller falls back to the ABI's entry registers).
+pub fn info_args_dwarf(s: &Session) -> Result<Option<Output>> {
+    let r = with_eval(
+        s,
+        |ev| {
+            let scope = ev.scope().clone();
+            let Some(function) = scope.function.clone() else {
+                return Ok(None);
+            };
+            let level = ev.frame_inline_level();
+            let mut args = Vec::new();
+            for v in scope
+                .vars
+                .iter()
+                .filter(|v| v.is_param && v.inline_level == level)
+            {
+                let ty = Ty::from_dwarf(ev.elf, v.ty);
+                let (json, text, location) = match ev.local(v, expr::Span::default()) {
+                    Ok(val) => {
+                        let location = describe_loc(&val.loc);
+                        match format_value(ev, &val, Format::Natural, false) {
+                            Ok(t) => {
+                                let (json, t) = arg_json(ev, &val, t);
+                                (json, t, location)
+                            }
+                            Err(e) => (
+                                serde_json::Value::Null,
+                                format!("<error: {}>", e.message),
+                                location,
+                            ),
+                        }
+                    }
+                    Err(e) => (
+                        serde_json::Value::Null,
+                        format!("<error: {}>", e.message),
+                        "unknown".into(),
+                    ),
+                };
+                args.push(crate::output::ArgInfo {
+                    name: v.name.clone(),
+                    type_name: ty.display_name(ev.rust),
+                    location,
+                    value: json,
+                    text,
+                });
+            }
+            Ok(Some(Output::Args {
+                function,
+                args,
+                note: None,
+            }))
+        },
+        "",
+    )?;
+    Ok(r)
+}
+
+/// The JSON value of an argument (numbers as numbers, strings as strings;
+/// byte pointers read as C strings, their text gaining the string as
+/// gdb's `char *`), and its text.
+fn arg_json(ev: &mut Evaluator<'_>, v: &Value, text: String) -> (serde_json::Value, String) {
+    let sp = expr::Span::default();
+    match &v.ty {
+        Ty::Int {
+            kind: expr::IntKind::Bool,
+            ..
+        } => match ev.scalar(v, sp) {
+            Ok(x) => (serde_json::Value::Bool(x != 0), text),
+            Err(_) => (serde_json::Value::Null, text),
+        },
+        Ty::Int { signed, .. } => match ev.scalar(v, sp) {
+            Ok(x) if *signed => ((x as i64).into(), text),
+            Ok(x) => (x.into(), text),
+            Err(_) => (serde_json::Value::Null, text),
+        },
+        Ty::Ptr { pointee, .. } => {
+            let Ok(a) = ev.scalar(v, sp) else {
+                return (serde_json::Value::Null, text);
+            };
+            let bytes = matches!(**pointee, Ty::Int { size: 1, .. });
+            if bytes && a != 0 && !text.contains('"') {
+                let mut out = Vec::new();
+                for chunk in 0..4u64 {
+                    let Ok(b) = ev.read(a + chunk * 64, 64, sp) else {
+                        break;
+                    };
+                    match b.iter().position(|c| *c == 0) {
+                        Some(z) => {
+                            out.extend_from_slice(&b[..z]);
+                            break;
+                        }
+                        None => out.extend(b),
+                    }
+                }
+                let q = crate::events::quote(&out);
+                return (
+                    String::from_utf8_lossy(&out).into_owned().into(),
+                    format!("{text} {q}"),
+                );
+            }
+            (a.into(), text)
+        }
+        Ty::Float { .. } | Ty::Agg { .. } | Ty::Array { .. } => {
+            let t = text.trim_matches('"').to_string();
+            (t.into(), text)
+        }
+        _ => (serde_json::Value::Null, text),
+    }
 }
 
 /// One line of `list`.

@@ -227,6 +227,7 @@ pub fn cont(s: &mut Session, inv: &Invocation) -> Result<Output> {
     inv.no_args()?;
     crate::exec::postmortem::refuse_if_dead(s)?;
     deselect_thread(s)?;
+    s.reset_frame();
     if on_breakpoint(s)? {
         step_once(s)?;
     }
@@ -274,6 +275,7 @@ pub fn stepi(s: &mut Session, inv: &Invocation) -> Result<Output> {
         _ => bail!("usage: stepi [N]"),
     };
     deselect_thread(s)?;
+    s.reset_frame();
     let mut reply = String::new();
     for _ in 0..n {
         reply = step_once(s)?;
@@ -289,6 +291,7 @@ pub fn nexti(s: &mut Session, inv: &Invocation) -> Result<Output> {
         _ => bail!("usage: nexti [N]"),
     };
     deselect_thread(s)?;
+    s.reset_frame();
     let mut reply = String::new();
     for _ in 0..n {
         let rip = s.registers()?.rip;

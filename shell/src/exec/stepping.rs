@@ -521,8 +521,7 @@ fn stepped(
         (Some(f), Some(l)) => source_text(f, l),
         _ => None,
     };
-    s.shared.expr.lock().map(|mut e| e.selected = None).ok();
-    s.frame_level = 0;
+    s.reset_frame();
     Ok(Output::Stepped {
         stop: info,
         step: StepView {
@@ -643,12 +642,12 @@ pub fn finish(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let regs = s.registers()?;
     // The selected frame (up/down) or frame 0.
     let mut frame = unwind_regs(&regs);
-    for level in 0..s.frame_level {
+    for level in 0..s.frame_physical {
         frame = caller(s, &frame, level == 0)
             .ok_or_else(|| anyhow::anyhow!("frame {level} has no caller"))?;
     }
     let pc = frame.pc().unwrap_or(regs.rip);
-    let Some(up) = caller(s, &frame, s.frame_level == 0) else {
+    let Some(up) = caller(s, &frame, s.frame_physical == 0) else {
         bail!(
             "`finish` not meaningful in the outermost frame ({})",
             s.shared.describe(pc)
@@ -703,34 +702,86 @@ fn render_return(ty: &str, rax: u64) -> Option<String> {
 
 // ---- frames ---------------------------------------------------------------
 
-/// The registers of frame `level` (0 = the stop).
-fn frame_regs(s: &Session, level: usize) -> Result<Registers> {
-    let regs = s.registers()?;
-    let mut f = unwind_regs(&regs);
-    for l in 0..level {
-        f = caller(s, &f, l == 0).ok_or_else(|| {
-            anyhow::anyhow!(
-                "no frame {level}: the stack has {} (`bt` lists them)",
-                l + 1
-            )
-        })?;
-    }
-    Ok(f)
+/// A frame as `bt` (and gdb) number them: a physical (CFI) frame and,
+/// inside it, one function of the inline chain at its pc.
+struct VFrame {
+    regs: Registers,
+    /// The physical frame (0 = the stop).
+    physical: usize,
+    /// 0 = the concrete function, N = the Nth inlined call (as
+    /// `symbols::LocalVar::inline_level`).
+    inline_level: u32,
+    /// The function's name (the inlined one for inline frames).
+    name: Option<String>,
+    /// Where that function is at this pc (the call site for outer levels).
+    location: Option<(String, u32)>,
 }
 
-fn frame_view(s: &Session, level: usize, regs: &Registers, detail: bool) -> FrameView {
+/// Frame `level`, counting inline frames as `bt` does.
+fn vframe(s: &Session, level: usize) -> Result<VFrame> {
+    let regs = s.registers()?;
+    let mut f = unwind_regs(&regs);
+    let mut first = 0usize;
+    let mut physical = 0usize;
+    loop {
+        let pc = f.pc().unwrap_or(0);
+        let lookup = if physical == 0 {
+            pc
+        } else {
+            pc.saturating_sub(1)
+        };
+        let chain = s
+            .shared
+            .elf()
+            .ok()
+            .and_then(|e| e.frames(lookup).ok())
+            .unwrap_or_default();
+        let n = chain.len().max(1);
+        if level < first + n {
+            let k = level - first;
+            let link = chain.get(k);
+            return Ok(VFrame {
+                regs: f,
+                physical,
+                inline_level: (n - 1 - k) as u32,
+                name: link.and_then(|l| l.demangled.clone().or(l.function.clone())),
+                location: link
+                    .and_then(|l| l.location.clone())
+                    .filter(|l| l.line != 0)
+                    .map(|l| (l.file, l.line)),
+            });
+        }
+        first += n;
+        f = caller(s, &f, physical == 0).ok_or_else(|| {
+            anyhow::anyhow!("no frame {level}: the stack has {first} (`bt` lists them)")
+        })?;
+        physical += 1;
+    }
+}
+
+fn frame_view(s: &Session, level: usize, vf: &VFrame, detail: bool) -> FrameView {
+    let regs = &vf.regs;
     let pc = regs.pc().unwrap_or(0);
-    let lookup = if level == 0 { pc } else { pc.saturating_sub(1) };
-    let row = Lines::at(s, lookup).and_then(|l| l.row(lookup).cloned());
-    let (file, line) = match &row {
-        Some(r) if r.line != 0 => (Some(r.file.clone()), Some(r.line)),
-        _ => (None, None),
+    let lookup = if vf.physical == 0 {
+        pc
+    } else {
+        pc.saturating_sub(1)
+    };
+    let (file, line) = match &vf.location {
+        Some((f, l)) => (Some(f.clone()), Some(*l)),
+        None => {
+            let row = Lines::at(s, lookup).and_then(|l| l.row(lookup).cloned());
+            match &row {
+                Some(r) if r.line != 0 => (Some(r.file.clone()), Some(r.line)),
+                _ => (None, None),
+            }
+        }
     };
     let text = match (&file, line) {
         (Some(f), Some(l)) => source_text(f, l),
         _ => None,
     };
-    let up = caller(s, regs, level == 0);
+    let up = caller(s, regs, vf.physical == 0);
     let mut saved = Vec::new();
     if detail && let Some(u) = &up {
         // Registers the caller sees differently (restored from the frame).
@@ -756,7 +807,7 @@ fn frame_view(s: &Session, level: usize, regs: &Registers, detail: bool) -> Fram
     FrameView {
         level,
         pc,
-        function: function_name(s, lookup),
+        function: vf.name.clone().unwrap_or_else(|| function_name(s, lookup)),
         file,
         line,
         text,
@@ -775,13 +826,15 @@ fn select(s: &mut Session, level: usize) -> Result<Output> {
     if s.running() {
         bail!("the kernel is running: frames need a stop (`interrupt` or Ctrl-C first)");
     }
-    let regs = frame_regs(s, level)?;
+    let vf = vframe(s, level)?;
     s.frame_level = level;
+    s.frame_physical = vf.physical;
     if let Ok(mut e) = s.shared.expr.lock() {
-        e.selected = (level > 0).then(|| regs.clone());
+        e.selected = (vf.physical > 0).then(|| vf.regs.clone());
+        e.inline_level = Some(vf.inline_level);
     }
     Ok(Output::Frame {
-        frame: frame_view(s, level, &regs, false),
+        frame: frame_view(s, level, &vf, false),
     })
 }
 
@@ -808,8 +861,7 @@ pub fn frame(s: &mut Session, inv: &Invocation) -> Result<Output> {
 pub fn up(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let n = level_arg(inv, "up [N]")?.unwrap_or(1);
     let level = s.frame_level + n;
-    frame_regs(s, level)
-        .map_err(|_| anyhow::anyhow!("initial frame selected; you cannot go up"))?;
+    vframe(s, level).map_err(|_| anyhow::anyhow!("initial frame selected; you cannot go up"))?;
     select(s, level)
 }
 
@@ -829,9 +881,9 @@ pub fn info_frame(s: &mut Session) -> Result<Output> {
         bail!("`info frame` needs the kernel stopped: use `interrupt` (or Ctrl-C) first");
     }
     let level = s.frame_level;
-    let regs = frame_regs(s, level)?;
+    let vf = vframe(s, level)?;
     Ok(Output::Frame {
-        frame: frame_view(s, level, &regs, true),
+        frame: frame_view(s, level, &vf, true),
     })
 }
 

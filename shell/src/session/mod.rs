@@ -290,8 +290,11 @@ pub struct Session {
     pub breakpoints: BTreeMap<u32, Breakpoint>,
     pub next_break: u32,
     pub selected_thread: Option<u64>,
-    /// The selected frame's level (`frame`/`up`/`down`; 0 after a stop).
+    /// The selected frame's level (`frame`/`up`/`down`; 0 after a stop),
+    /// numbered as `bt` and gdb number frames (inline frames count).
     pub frame_level: usize,
+    /// The physical (CFI) frame that holds the selected frame.
+    pub frame_physical: usize,
     /// `skip function|file` entries.
     pub skips: Vec<crate::exec::stepping::Skip>,
     /// `set step-library on`: `step` stops in core/alloc/std.
@@ -323,6 +326,17 @@ pub struct Session {
 }
 
 impl Session {
+    /// Selects frame 0 again (the kernel resumed or another task was
+    /// selected: outer frames' registers are stale).
+    pub fn reset_frame(&mut self) {
+        self.frame_level = 0;
+        self.frame_physical = 0;
+        if let Ok(mut e) = self.shared.expr.lock() {
+            e.selected = None;
+            e.inline_level = None;
+        }
+    }
+
     pub fn new(opts: Options) -> Result<Session> {
         let image = match &opts.symbols {
             Some(path) => Image::open(path)?,
@@ -364,6 +378,7 @@ impl Session {
             next_break: 1,
             selected_thread: None,
             frame_level: 0,
+            frame_physical: 0,
             skips: Vec::new(),
             step_library: false,
             step_presented: None,
