@@ -20,6 +20,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+pub mod binread;
 pub mod breakpoints;
 pub mod clock;
 pub mod conditions;

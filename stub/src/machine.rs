@@ -182,6 +182,17 @@ impl Session {
         if self.framer.packet().starts_with(b"$?#") && self.answer_question_mark() {
             return Fed::Stay;
         }
+        // Binary memory reads: gdbstub does not know `x`.
+        if let Some((addr, len)) =
+            crate::packet::body(self.framer.packet()).and_then(crate::binread::parse)
+        {
+            let uart = Com2::new().0;
+            if !self.no_ack {
+                uart.write_byte(b'+');
+            }
+            crate::binread::answer(&mut self.target, addr, len, &uart);
+            return Fed::Stay;
+        }
         // Conditions in `Z0;X...` are taken out here (gdbstub 0.7 drops
         // them), and `qSupported`'s reply advertises them.
         let qsupported = self.framer.packet().starts_with(b"$qSupported");

@@ -121,6 +121,12 @@ fn mapping_reads_equal_stub_reads() {
             .expect("a RAM page through the stub");
         truth.insert(p, bytes);
     }
+    // The stub's binary reads (`x`) equal its hex reads (`m`).
+    assert_eq!(c.binary_reads, Some(true), "kdbg's stub answers `x`");
+    for &p in pages.iter().take(24) {
+        let hex = c.read_memory_m(p, 4096).expect("m");
+        assert_eq!(hex, truth[&p], "x vs m at {p:#x}");
+    }
     let mut same_ok = 0;
     for i in 0..10_000u64 {
         let page = pages[(i as usize) % pages.len()];

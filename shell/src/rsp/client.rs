@@ -158,6 +158,9 @@ pub struct Client {
     /// Guest RAM through a shared mapping (`--memory`): reads come from it
     /// (see [`crate::guestmem`]); `None`: every read goes to the stub.
     pub guest: Option<Arc<crate::guestmem::GuestMem>>,
+    /// The stub answers gdb's binary read `x` (learnt at the first read;
+    /// `None`: not tried yet).
+    pub binary_reads: Option<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -232,6 +235,8 @@ pub fn plausible(request: &[u8], reply: &[u8]) -> bool {
                 && reply.len().is_multiple_of(2)
                 && asked.is_none_or(|n| reply.len() <= 2 * n)
         }
+        // A binary read: `b` and the bytes (escaped).
+        Some(b'x') => reply.first() == Some(&b'b'),
         Some(b'M' | b'X' | b'Z' | b'z' | b'H' | b'D' | b'G' | b'P' | b'T' | b'Q') => reply == b"OK",
         _ => true,
     }
@@ -323,6 +328,7 @@ impl Client {
             initial_stop: None,
             doubt: false,
             guest: None,
+            binary_reads: None,
         };
         client.handshake()?;
         Ok(client)

@@ -138,8 +138,67 @@ impl Client {
         }
     }
 
-    /// Read memory through the stub, in packet-sized chunks.
+    /// Read memory through the stub: binary `x` reads when the stub
+    /// answers them (half the bytes of hex on the line), else hex `m`.
     pub fn read_memory_stub(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, RspError> {
+        if self.kdbg && self.binary_reads != Some(false) {
+            match self.read_memory_x(addr, len) {
+                Ok(Some(v)) => {
+                    self.binary_reads = Some(true);
+                    return Ok(v);
+                }
+                Ok(None) => self.binary_reads = Some(false),
+                Err(e) => return Err(e),
+            }
+        }
+        self.read_memory_m(addr, len)
+    }
+
+    /// Binary reads (`x ADDR,LEN`, reply `b` + escaped bytes); `None` when
+    /// the stub does not know `x` (an empty reply).
+    fn read_memory_x(&mut self, addr: u64, len: usize) -> Result<Option<Vec<u8>>, RspError> {
+        let chunk = self
+            .features
+            .packet_size
+            .saturating_sub(64)
+            .clamp(16, 16 * 1024);
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let a = addr.wrapping_add(out.len() as u64);
+            let n = chunk.min(len - out.len());
+            let req = format!("x{a:x},{n:x}");
+            let r = self.request(req.as_bytes())?;
+            if r.is_empty() && out.is_empty() && self.binary_reads.is_none() {
+                return Ok(None);
+            }
+            match r.first() {
+                Some(b'b') => {}
+                _ => {
+                    return Err(RspError::Remote {
+                        request: format!("read {n} bytes at {a:#x}"),
+                        code: if r.is_empty() {
+                            "(empty)".into()
+                        } else {
+                            String::from_utf8_lossy(&r).into_owned()
+                        },
+                    });
+                }
+            }
+            let bytes = packet::unescape(&r[1..]);
+            if bytes.is_empty() || bytes.len() > n {
+                return Err(RspError::Unexpected {
+                    request: req,
+                    reply: String::from_utf8_lossy(&r).into_owned(),
+                });
+            }
+            out.extend_from_slice(&bytes);
+        }
+        out.truncate(len);
+        Ok(Some(out))
+    }
+
+    /// Hex reads (`m ADDR,LEN`) in packet-sized chunks.
+    pub fn read_memory_m(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, RspError> {
         let chunk = (self.features.packet_size.saturating_sub(16) / 2).clamp(16, 2048);
         let mut out = Vec::with_capacity(len);
         while out.len() < len {

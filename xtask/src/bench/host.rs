@@ -98,6 +98,221 @@ pub struct Host {
     pub dump_core: Result<DumpCore, String>,
     /// `print *w` of the 50-member `Wide` at a breakpoint on `wide_checksum`.
     pub print_wide: Result<PrintWide, String>,
+    /// Guest RAM shared with kdbg (`--memory`, issue 17).
+    pub shared: Result<Shared, String>,
+}
+
+/// The shared-memory channel's figures (guest RAM backed by a file).
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// `kdbg --memory --json`, kprobe on `fib`, events read from the rings.
+    pub events: Result<Events, String>,
+    /// 64 MiB of contiguous reads through the mapping (kernel running).
+    pub read_64m: Result<Throughput, String>,
+    /// Pieces of those reads the stub answered (int3 bytes, non-RAM).
+    pub read_64m_stub_pages: u64,
+    /// Random 8-byte reads per second through the mapping.
+    pub random_8: Result<(usize, f64), String>,
+    /// 1 MiB through the stub with kdbg's client: binary `x` reads, and
+    /// hex `m` reads in the same boot.
+    pub uart_x_1m: Result<Throughput, String>,
+    pub uart_m_1m: Result<Throughput, String>,
+}
+
+/// Bytes read contiguously through the mapping.
+const SHARED_READ: usize = 64 << 20;
+/// Random 8-byte reads timed through the mapping.
+const RANDOM_READS: usize = 200_000;
+
+/// Boots with guest RAM shared; measures reads through the mapping with
+/// the shell's client (`shell::rsp::Client` + `shell::guestmem`) while the
+/// kernel runs, then the event rate of `kdbg --memory`.
+fn shared(kernel: &Path, kdbg: &Path) -> Result<Shared> {
+    use shell::guestmem::{GuestMem, Machine, Mapping};
+    let vm = Qemu::boot_with("serve kdbg.quiet", |c| {
+        c.kernel = kernel.to_path_buf();
+        c.timeout = Duration::from_secs(600);
+        c.share_memory = true;
+    });
+    let mut vm = vm?;
+    vm.wait_for_console("serve:", Duration::from_secs(60))?;
+    let file = vm.memory_file().context("no guest RAM file")?.to_path_buf();
+    let (read_64m, read_64m_stub_pages, random_8, uart_x_1m, uart_m_1m) = {
+        let ep: shell::rsp::Endpoint = vm.stub_connect_arg().parse()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || for _ in rx {});
+        let mut c = shell::rsp::Client::connect(&ep, TIMEOUT, tx, shell::events::is_event)?;
+        let q = c.request_str("?")?;
+        if shell::rsp::client::is_stop_reply(q.as_bytes()) {
+            c.resume("c")?;
+        }
+        let text = c.monitor("shm")?;
+        let row = text
+            .lines()
+            .find_map(|l| proto::reply::ShmRow::parse(l).ok())
+            .with_context(|| format!("no shm row: {}", one_line(&text)))?;
+        // The UART first: kdbg's client without the mapping.
+        let timed = |c: &mut shell::rsp::Client, binary: bool| -> Result<Throughput> {
+            let t = Instant::now();
+            let n = 1 << 20;
+            let v = if binary {
+                c.read_memory_stub(READ_BASE, n)?
+            } else {
+                c.read_memory_m(READ_BASE, n)?
+            };
+            anyhow::ensure!(v.len() == n, "short read");
+            Ok(Throughput {
+                bytes: n,
+                secs: t.elapsed().as_secs_f64(),
+                packets: 0,
+            })
+        };
+        let uart_x_1m = reason(timed(&mut c, true));
+        anyhow::ensure!(
+            c.binary_reads == Some(true),
+            "the stub did not answer binary reads"
+        );
+        let uart_m_1m = reason(timed(&mut c, false));
+        let g = std::sync::Arc::new(GuestMem::new(
+            std::sync::Arc::new(Mapping::open(&file)?),
+            Machine {
+                cr3: row.cr3,
+                low_end: 0,
+                ram_start: row.ram_start,
+                ram_end: row.ram_end,
+                trampoline: row.tramp,
+            },
+        ));
+        c.guest = Some(g.clone());
+        // From 16 MiB: heap and free RAM (2 MiB pages), the kernel running.
+        let base = 16u64 << 20;
+        anyhow::ensure!(
+            row.ram_end >= base + SHARED_READ as u64,
+            "RAM ends at {:#x}",
+            row.ram_end
+        );
+        let t = Instant::now();
+        let mut done = 0usize;
+        let chunk = 1 << 20;
+        while done < SHARED_READ {
+            c.read_memory(base + done as u64, chunk)?;
+            done += chunk;
+        }
+        let read = Throughput {
+            bytes: SHARED_READ,
+            secs: t.elapsed().as_secs_f64(),
+            packets: SHARED_READ / chunk,
+        };
+        let stub_pages = g.stub_reads.load(std::sync::atomic::Ordering::Relaxed);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let span = row.ram_end - 0x20_0000 - 8;
+        let t = Instant::now();
+        for _ in 0..RANDOM_READS {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.read_memory(0x20_0000 + x % span, 8)?;
+        }
+        let per_sec = RANDOM_READS as f64 / t.elapsed().as_secs_f64();
+        c.guest = None;
+        let _ = c.detach();
+        (
+            Ok(read),
+            stub_pages,
+            Ok((RANDOM_READS, per_sec)),
+            uart_x_1m,
+            uart_m_1m,
+        )
+    };
+    let events = reason(shared_events(&vm, kernel, kdbg, &file));
+    vm.kill();
+    Ok(Shared {
+        events,
+        read_64m,
+        read_64m_stub_pages,
+        random_8,
+        uart_x_1m,
+        uart_m_1m,
+    })
+}
+
+/// `kdbg --memory --json`: a kprobe on `fib` for [`STREAM_FOR`], events
+/// read from the rings in guest RAM; the kernel's counters around it.
+fn shared_events(vm: &Qemu, kernel: &Path, kdbg: &Path, file: &Path) -> Result<Events> {
+    use std::io::BufRead;
+    let mut child = Command::new(kdbg)
+        .args(["--connect", &vm.stub_connect_arg(), "--symbols"])
+        .arg(kernel)
+        .arg("--memory")
+        .arg(file)
+        .args(["--json", "--timeout", "20"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", kdbg.display()))?;
+    let mut stdin = child.stdin.take().context("kdbg stdin")?;
+    let out = child.stdout.take().context("kdbg stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut run = |line: &str| -> Result<serde_json::Value> {
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        loop {
+            let l = rx
+                .recv_timeout(Duration::from_secs(60))
+                .with_context(|| format!("no answer to `{line}`"))?;
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
+            if v.get("command")
+                .is_some_and(|c| c != "stop" && c != "attach")
+            {
+                anyhow::ensure!(v["ok"] == true, "`{line}` failed: {v}");
+                return Ok(v);
+            }
+        }
+    };
+    let counts = |v: &serde_json::Value| {
+        let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+        (
+            n(&v["received"]),
+            n(&v["ring"]["produced"]),
+            n(&v["ring"]["delivered"]),
+            n(&v["ring"]["dropped"]),
+        )
+    };
+    run("live off")?;
+    let (r0, p0, d0, x0) = counts(&run("events 0")?);
+    let set = run(&format!("kprobe {STREAM_PROBE}"))?;
+    let id = set["probe"]["id"].as_u64().context("probe id")?;
+    let t = Instant::now();
+    run(&format!("sleep {}", STREAM_FOR.as_secs()))?;
+    run(&format!("delete {id}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    // Wait until the ring is empty: produced = delivered + dropped.
+    let mut last = (0, 0, 0, 0);
+    for _ in 0..50 {
+        last = counts(&run("events 0")?);
+        if last.1 == last.2 + last.3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(stdin);
+    let _ = child.wait();
+    let (r1, p1, d1, x1) = last;
+    Ok(Events {
+        secs,
+        received: r1 - r0,
+        produced: p1 - p0,
+        delivered: d1 - d0,
+        dropped: x1 - x0,
+    })
 }
 
 /// Times of `print` through the stub (kdbg --json on a pipe).
@@ -314,7 +529,9 @@ pub fn run(kernel: &Path, kdbg: &Path) -> Result<Host> {
     vm.kill();
     let dump_core = reason(dump_core(kernel, kdbg));
     let print_wide = reason(print_wide(kernel, kdbg));
+    let shared = reason(shared(kernel, kdbg));
     Ok(Host {
+        shared,
         print_wide,
         dump_core,
         boot_to_stub,

@@ -460,7 +460,68 @@ fn host_cells(h: &Host) -> Vec<Vec<String>> {
             Err(e) => format!("n/a ({e})"),
         },
     ]);
+    shared_cells(&mut t, &h.shared);
     t
+}
+
+/// The shared-memory channel's rows (issue 17), beside the UART's above.
+fn shared_cells(t: &mut Vec<Vec<String>>, s: &Result<super::host::Shared, String>) {
+    let s = match s {
+        Ok(s) => s,
+        Err(e) => {
+            t.push(vec![
+                "guest RAM shared with kdbg (--memory)".into(),
+                format!("n/a ({e})"),
+            ]);
+            return;
+        }
+    };
+    for (what, r) in [
+        ("binary `x`", &s.uart_x_1m),
+        ("hex `m`, same boot", &s.uart_m_1m),
+    ] {
+        t.push(vec![
+            format!("memory read 1 MiB through the stub with kdbg's client, {what}"),
+            match r {
+                Ok(tp) => format!("{:.1} KiB/s", tp.bytes_per_sec() / 1024.0),
+                Err(e) => format!("n/a ({e})"),
+            },
+        ]);
+    }
+    t.push(vec![
+        "memory read 64 MiB contiguous through the mapping (kdbg --memory, kernel running)".into(),
+        match &s.read_64m {
+            Ok(tp) => format!(
+                "{:.0} MB/s ({:.2} s; {} pages answered by the stub: int3 bytes, non-RAM)",
+                tp.bytes_per_sec() / 1e6,
+                tp.secs,
+                s.read_64m_stub_pages
+            ),
+            Err(e) => format!("n/a ({e})"),
+        },
+    ]);
+    t.push(vec![
+        "random 8-byte reads through the mapping (page-table walk each)".into(),
+        match &s.random_8 {
+            Ok((n, per_sec)) => format!("{per_sec:.0} reads/s ({n} reads)"),
+            Err(e) => format!("n/a ({e})"),
+        },
+    ]);
+    t.push(vec![
+        "event stream (kprobe on `fib`) read from the rings in guest RAM into kdbg's store".into(),
+        match &s.events {
+            Ok(e) => format!(
+                "{:.0} events/s ({} in {:.1} s; ring: produced {}, delivered {}, dropped {})",
+                e.per_sec(),
+                e.received,
+                e.secs,
+                e.produced,
+                e.delivered,
+                e.dropped
+            ),
+            Err(e) => format!("n/a ({e})"),
+        },
+    ]);
 }
 
 fn plain(t: &[Vec<String>]) -> String {
@@ -589,6 +650,17 @@ fn host_json(h: &Host) -> Value {
         },
         "dump_core": match &h.dump_core {
             Ok(d) => json!({"secs": d.secs, "memory": d.memory, "read": d.read, "file": d.file}),
+            Err(e) => json!({"na": e}),
+        },
+        "shared": match &h.shared {
+            Ok(s) => json!({
+                "read_64m_bytes_per_sec": match &s.read_64m { Ok(t) => json!(t.bytes_per_sec()), Err(e) => json!({"na": e}) },
+                "read_64m_stub_pages": s.read_64m_stub_pages,
+                "uart_x_1m_bytes_per_sec": match &s.uart_x_1m { Ok(t) => json!(t.bytes_per_sec()), Err(e) => json!({"na": e}) },
+                "uart_m_1m_bytes_per_sec": match &s.uart_m_1m { Ok(t) => json!(t.bytes_per_sec()), Err(e) => json!({"na": e}) },
+                "random_8_per_sec": match &s.random_8 { Ok((_, r)) => json!(r), Err(e) => json!({"na": e}) },
+                "events": match &s.events { Ok(e) => json!({"per_sec": e.per_sec(), "received": e.received, "secs": e.secs, "produced": e.produced, "delivered": e.delivered, "dropped": e.dropped}), Err(e) => json!({"na": e}) },
+            }),
             Err(e) => json!({"na": e}),
         },
     })
