@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `gdb -batch -nx` on `kernel`, attaches to `addr`, runs `cmds`;
 /// returns stdout + stderr. Panics when gdb itself crashes. gdb is killed
@@ -44,37 +44,8 @@ pub fn batch_within(
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("gdb is installed (apt-get install gdb)");
-    // Drain both pipes while gdb runs: a long session prints more than a
-    // pipe holds, and a gdb blocked on a full pipe never exits.
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("wait for gdb").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.join().unwrap_or_default()),
-        String::from_utf8_lossy(&err.join().unwrap_or_default())
-    );
+    let child = c.spawn().expect("gdb is installed (apt-get install gdb)");
+    let text = crate::output_within(child, limit);
     assert!(
         !text.contains("internal-error") && !text.contains("Fatal signal"),
         "gdb itself failed:\n{text}"

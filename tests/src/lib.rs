@@ -419,6 +419,40 @@ impl Default for QemuConfig {
     }
 }
 
+/// Waits for `child` at most `limit` (then kills it) and returns its stdout
+/// followed by its stderr. Both pipes are drained while it runs: a child
+/// that prints more than a pipe holds would otherwise block forever.
+pub fn output_within(mut child: std::process::Child, limit: Duration) -> String {
+    fn drain<R: io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.join().unwrap_or_default()),
+        String::from_utf8_lossy(&err.join().unwrap_or_default())
+    )
+}
+
 /// Makes the child get SIGKILL when the spawning thread dies, so no QEMU
 /// outlives the test or xtask process (even when that one is killed), and
 /// puts it in its own process group so a terminal's Ctrl-C reaches only us

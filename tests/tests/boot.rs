@@ -274,34 +274,13 @@ fn boots_through_the_pvh_note_too() {
 
 /// Runs `gdb -batch` with `cmds` against the stub; kills gdb after 60 s.
 fn gdb_batch(vm: &Qemu, cmds: &[&str]) -> String {
-    use std::process::{Command, Stdio};
     let addr = vm.stub_tcp_addr().expect("stub on tcp");
-    let mut c = Command::new("gdb");
-    c.args(["-batch", "-nx"]).arg(&vm.config().kernel);
-    c.args(["-ex", "set pagination off"]);
-    c.arg("-ex").arg(format!("target remote {addr}"));
-    for cmd in cmds {
-        c.args(["-ex", cmd]);
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    tests::kill_with_parent(&mut c);
-    let child = c.spawn().expect("gdb on PATH (.ci/run installs it)");
-    let pid = child.id();
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(60));
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(pid.to_string())
-            .status();
-    });
-    let out = child.wait_with_output().expect("gdb output");
-    drop(watchdog);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    tests::gdb::batch_within(
+        &vm.config().kernel,
+        addr,
+        &[],
+        cmds,
+        Duration::from_secs(60),
     )
 }
 

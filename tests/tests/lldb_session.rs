@@ -6,7 +6,7 @@
 //! that sets a kprobe with a `monitor` command.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tests::Qemu;
 
@@ -28,24 +28,7 @@ fn lldb(vm: &mut Qemu, cmds: &[&str]) -> String {
         .stderr(Stdio::piped());
     tests::kill_with_parent(&mut c);
     let child = c.spawn().expect("lldb on PATH (.ci/run installs it)");
-    let pid = child.id();
-    let started = Instant::now();
-    let watchdog = std::thread::spawn(move || {
-        while started.elapsed() < Duration::from_secs(120) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(pid.to_string())
-            .status();
-    });
-    let out = child.wait_with_output().expect("lldb output");
-    drop(watchdog);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    tests::output_within(child, Duration::from_secs(120))
 }
 
 /// The value lldb printed for register `name` (`  rip = 0x... ...`).
