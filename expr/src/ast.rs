@@ -132,6 +132,9 @@ pub struct Expr {
 pub enum ExprKind {
     /// Integer literal.
     Int(u64),
+    /// Floating-point literal (`double` / `f64`; suffixed literals are a
+    /// cast of this).
+    Float(f64),
     /// Character literal.
     Char(u64),
     /// String literal.
@@ -209,7 +212,8 @@ pub fn parse(input: &str, is_type: &dyn Fn(&str) -> bool) -> Result<Expr, Error>
 
 fn describe(t: &Tok) -> String {
     match t {
-        Tok::Int(v) => format!("number {v}"),
+        Tok::Int(v) | Tok::TypedInt(v, _) => format!("number {v}"),
+        Tok::Float(v, _) => format!("number {v}"),
         Tok::Char(_) => "character literal".into(),
         Tok::Str(_) => "string".into(),
         Tok::Ident(s) => format!("'{s}'"),
@@ -308,7 +312,7 @@ impl Parser<'_> {
     }
 
     fn binary(&mut self, min: u8) -> Result<Expr, Error> {
-        let mut lhs = self.unary()?;
+        let mut lhs = self.cast_as()?;
         while let Tok::Punct(p) = self.peek() {
             let Some((op, prec)) = BinOp::from_punct(p) else {
                 break;
@@ -325,6 +329,60 @@ impl Parser<'_> {
             };
         }
         Ok(lhs)
+    }
+
+    /// A unary expression and Rust `as` casts after it (`x as u32`,
+    /// `-x as u8 as char`, `p as *const u8`): tighter than every binary
+    /// operator, looser than the unary ones, left to right.
+    fn cast_as(&mut self) -> Result<Expr, Error> {
+        let mut e = self.unary()?;
+        while matches!(self.peek(), Tok::Ident(s) if s == "as") {
+            let as_span = self.span();
+            self.bump();
+            let mut ptr = 0;
+            let start = self.span();
+            loop {
+                if matches!(self.peek(), Tok::Punct("*"))
+                    && matches!(self.peek_at(1), Tok::Ident(k) if k == "const" || k == "mut")
+                {
+                    self.bump();
+                    self.bump();
+                    ptr += 1;
+                } else if matches!(self.peek(), Tok::Punct("&")) {
+                    self.bump();
+                    if matches!(self.peek(), Tok::Ident(k) if k == "mut") {
+                        self.bump();
+                    }
+                    ptr += 1;
+                } else {
+                    break;
+                }
+            }
+            // One Rust type name (`u32`, `f64`, `kernel::workloads::Request`):
+            // `x as u32 * 2` multiplies.
+            let Tok::Ident(base) = self.peek().clone() else {
+                let t = self.toks[self.pos].clone();
+                return Err(Error::at(
+                    as_span.to(t.span),
+                    format!(
+                        "expected a type after 'as' (e.g. x as u32), found {}",
+                        describe(&t.tok)
+                    ),
+                ));
+            };
+            self.bump();
+            let t = TypeName {
+                base,
+                ptr,
+                span: start.to(self.prev_span()),
+            };
+            let span = e.span.to(t.span);
+            e = Expr {
+                kind: ExprKind::Cast(t, Box::new(e)),
+                span,
+            };
+        }
+        Ok(e)
     }
 
     /// At `(`: is a type name inside?
@@ -512,6 +570,38 @@ impl Parser<'_> {
         let t = self.bump();
         let kind = match t.tok {
             Tok::Int(v) => ExprKind::Int(v),
+            Tok::TypedInt(v, ty) => {
+                // `1u`, `2u8`: the literal converted to the suffix's type.
+                let lit = Expr {
+                    kind: ExprKind::Int(v),
+                    span: t.span,
+                };
+                ExprKind::Cast(
+                    TypeName {
+                        base: ty.to_string(),
+                        ptr: 0,
+                        span: t.span,
+                    },
+                    Box::new(lit),
+                )
+            }
+            Tok::Float(v, ty) => {
+                let lit = Expr {
+                    kind: ExprKind::Float(v),
+                    span: t.span,
+                };
+                match ty {
+                    None => lit.kind,
+                    Some(ty) => ExprKind::Cast(
+                        TypeName {
+                            base: ty.to_string(),
+                            ptr: 0,
+                            span: t.span,
+                        },
+                        Box::new(lit),
+                    ),
+                }
+            }
             Tok::Char(v) => ExprKind::Char(v),
             Tok::Str(s) => ExprKind::Str(s),
             Tok::Ident(n) if n == "container_of" => {

@@ -176,6 +176,7 @@ impl Compiler<'_> {
         let sp = e.span;
         match &e.kind {
             ExprKind::Int(_)
+            | ExprKind::Float(_)
             | ExprKind::Char(_)
             | ExprKind::SizeofType(_)
             | ExprKind::SizeofExpr(_) => {

@@ -406,10 +406,50 @@ impl<'a> Evaluator<'a> {
             Ty::Array { .. } => v
                 .address()
                 .ok_or_else(|| Error::at(span, "array is not in memory: it has no address")),
-            Ty::Float { .. } => Err(Error::at(
+            Ty::Float { name, .. } => Err(Error::at(
                 span,
-                "floating-point arithmetic is not supported: print the value itself",
+                format!("{name} is not an integer here: cast it first (e.g. (long)x or x as i64)"),
             )),
+            other => Err(Error::at(
+                span,
+                format!("{} is not a number", describe_ty(other)),
+            )),
+        }
+    }
+
+    /// A float type of `size` bytes named for the language (`double`/`f64`).
+    fn float_ty(&self, size: u8) -> Ty {
+        let name = match (size, self.rust) {
+            (4, false) => "float",
+            (4, true) => "f32",
+            (_, false) => "double",
+            (_, true) => "f64",
+        };
+        Ty::Float {
+            size,
+            name: name.into(),
+        }
+    }
+
+    /// A number's value as a double (integers converted as C does).
+    pub fn float_of(&mut self, v: &Value, span: Span) -> Result<f64, Error> {
+        match &v.ty {
+            Ty::Float { size, .. } => {
+                let raw = le(&self.bytes(v, span)?);
+                Ok(if *size == 4 {
+                    f64::from(f32::from_bits(raw as u32))
+                } else {
+                    f64::from_bits(raw)
+                })
+            }
+            Ty::Int { .. } => {
+                let x = self.scalar(v, span)?;
+                Ok(if v.ty.is_signed() {
+                    x as i64 as f64
+                } else {
+                    x as f64
+                })
+            }
             other => Err(Error::at(
                 span,
                 format!("{} is not a number", describe_ty(other)),
@@ -432,6 +472,7 @@ impl<'a> Evaluator<'a> {
                 };
                 Ok(Value::scalar(ty, *v))
             }
+            ExprKind::Float(f) => Ok(float_value(self.float_ty(8), *f)),
             ExprKind::Char(v) => Ok(Value::scalar(Ty::int(1, true), *v)),
             ExprKind::Str(s) => {
                 let mut b = s.clone();
@@ -788,6 +829,9 @@ impl<'a> Evaluator<'a> {
 
     /// Truth value (`!= 0`).
     fn truth(&mut self, v: &Value, sp: Span) -> Result<bool, Error> {
+        if matches!(v.ty, Ty::Float { .. }) {
+            return Ok(self.float_of(v, sp)? != 0.0);
+        }
         Ok(self.scalar(v, sp)? != 0)
     }
 
@@ -1132,6 +1176,25 @@ impl<'a> Evaluator<'a> {
             let a = self.scalar(&v, x.span)?;
             return Ok(Value::scalar(ty.clone(), trunc(!a, ty.size())));
         }
+        if let Ty::Float { name, .. } = &v.ty {
+            match op {
+                UnOp::Neg | UnOp::Plus => {
+                    let f = self.float_of(&v, x.span)?;
+                    let f = if op == UnOp::Neg { -f } else { f };
+                    return Ok(float_value(v.ty.clone(), f));
+                }
+                UnOp::LNot if !self.rust => {}
+                _ => {
+                    return Err(Error::at(
+                        sp,
+                        format!(
+                            "operator '{}' needs an integer, not {name}",
+                            if op == UnOp::Not { "~" } else { "!" }
+                        ),
+                    ));
+                }
+            }
+        }
         if op == UnOp::LNot {
             let t = self.truth(&v, x.span)?;
             if self.rust {
@@ -1191,6 +1254,18 @@ impl<'a> Evaluator<'a> {
         let rp = matches!(rv.ty, Ty::Ptr { .. });
         // Pointer arithmetic.
         if lp || rp {
+            for (v, e) in [(&lv, l), (&rv, r)] {
+                if let Ty::Float { name, .. } = &v.ty {
+                    return Err(Error::at(
+                        e.span,
+                        if matches!(op, BinOp::Add | BinOp::Sub) {
+                            format!("cannot add {name} to a pointer")
+                        } else {
+                            format!("cannot use {name} with a pointer: cast it to an integer")
+                        },
+                    ));
+                }
+            }
             let a = self.scalar(&lv, l.span)?;
             let b = self.scalar(&rv, r.span)?;
             let scale = |t: &Ty| match t {
@@ -1248,6 +1323,14 @@ impl<'a> Evaluator<'a> {
                     ),
                 )),
             };
+        }
+        let lf = matches!(lv.ty, Ty::Float { .. });
+        let rf = matches!(rv.ty, Ty::Float { .. });
+        if (lf || rf)
+            && matches!(lv.ty, Ty::Int { .. } | Ty::Float { .. })
+            && matches!(rv.ty, Ty::Int { .. } | Ty::Float { .. })
+        {
+            return self.float_binary(op, &lv, &rv, l, r, sp);
         }
         for (v, e) in [(&lv, l), (&rv, r)] {
             if !matches!(v.ty, Ty::Int { .. }) {
@@ -1335,9 +1418,80 @@ impl<'a> Evaluator<'a> {
         Ok(Value::scalar(ty.clone(), trunc(v, size)))
     }
 
+    /// `+ - * /` and comparisons with a floating-point operand: the other
+    /// converted, the result in the wider float type (C's conversions).
+    fn float_binary(
+        &mut self,
+        op: BinOp,
+        lv: &Value,
+        rv: &Value,
+        l: &Expr,
+        r: &Expr,
+        sp: Span,
+    ) -> Result<Value, Error> {
+        let ty = match (&lv.ty, &rv.ty) {
+            (Ty::Float { size: a, .. }, Ty::Float { size: b, .. }) => {
+                if b > a {
+                    rv.ty.clone()
+                } else {
+                    lv.ty.clone()
+                }
+            }
+            (Ty::Float { .. }, _) => lv.ty.clone(),
+            _ => rv.ty.clone(),
+        };
+        let a = self.float_of(lv, l.span)?;
+        let b = self.float_of(rv, r.span)?;
+        let v = match op {
+            BinOp::Add => a + b,
+            BinOp::Sub => a - b,
+            BinOp::Mul => a * b,
+            BinOp::Div => a / b,
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne => {
+                let t = match op {
+                    BinOp::Lt => a < b,
+                    BinOp::Le => a <= b,
+                    BinOp::Gt => a > b,
+                    BinOp::Ge => a >= b,
+                    BinOp::Eq => a == b,
+                    _ => a != b,
+                };
+                return Ok(Value::scalar(self.bool_ty(), u64::from(t)));
+            }
+            _ => {
+                return Err(Error::at(
+                    sp,
+                    format!(
+                        "operator '{}' needs integers, but this is {}",
+                        op.symbol(),
+                        ty.display_name(self.rust)
+                    ),
+                ));
+            }
+        };
+        Ok(float_value(ty, v))
+    }
+
     /// Converts `v` to `ty` (C casts).
     pub fn cast(&mut self, v: Value, ty: Ty, sp: Span) -> Result<Value, Error> {
         match (&ty, &v.ty) {
+            (Ty::Float { .. }, Ty::Int { .. } | Ty::Float { .. }) => {
+                let f = self.float_of(&v, sp)?;
+                Ok(float_value(ty, f))
+            }
+            (Ty::Int { kind, .. }, Ty::Float { .. }) => {
+                let f = self.float_of(&v, sp)?;
+                // Toward zero, then wrapped to the type as gdb (and C on
+                // x86) do: (unsigned char)300.5 is 44, -1.0 as u8 is 255.
+                let x = if *kind == IntKind::Bool {
+                    u64::from(f != 0.0)
+                } else if !ty.is_signed() && ty.size() == 8 && f >= 9_223_372_036_854_775_808.0 {
+                    f as u64
+                } else {
+                    f as i64 as u64
+                };
+                Ok(Value::scalar(ty.clone(), trunc(x, ty.size())))
+            }
             (
                 Ty::Int { .. } | Ty::Ptr { .. },
                 Ty::Int { .. } | Ty::Ptr { .. } | Ty::Func { .. } | Ty::Array { .. },
@@ -1380,7 +1534,8 @@ impl<'a> Evaluator<'a> {
             return Ok(v);
         }
         let lv = self.eval_inner(l)?;
-        let rv = if lv.ty.is_scalar() && rv.ty != lv.ty {
+        let numeric = |t: &Ty| t.is_scalar() || matches!(t, Ty::Float { .. });
+        let rv = if numeric(&lv.ty) && numeric(&rv.ty) && rv.ty != lv.ty {
             self.cast(rv, lv.ty.clone(), r.span)?
         } else if lv.ty.size() != rv.ty.size() {
             return Err(Error::at(
@@ -1451,6 +1606,19 @@ impl Evaluator<'_> {
         } else {
             Ty::c_int()
         }
+    }
+}
+
+/// A float of type `ty` (4 or 8 bytes) holding `f` (rounded to `f32`).
+fn float_value(ty: Ty, f: f64) -> Value {
+    let bytes = if ty.size() == 4 {
+        (f as f32).to_bits().to_le_bytes().to_vec()
+    } else {
+        f.to_bits().to_le_bytes().to_vec()
+    };
+    Value {
+        ty,
+        loc: Loc::Bytes(bytes),
     }
 }
 

@@ -103,6 +103,53 @@ pub fn string_repr(bytes: &[u8]) -> String {
     s
 }
 
+/// A float as gdb prints it: `%g` with 9 (`float`) or 17 (`double`)
+/// significant digits (`1.5`, `0.10000000000000001`, `1e+20`), `inf`,
+/// `-nan(0x8000000000000)` with the mantissa bits.
+pub fn float_text(f: f64, bits: u64, single: bool) -> String {
+    if f.is_nan() {
+        let (neg, mant) = if single {
+            (bits >> 31 & 1 == 1, bits & 0x7f_ffff)
+        } else {
+            (bits >> 63 == 1, bits & 0xf_ffff_ffff_ffff)
+        };
+        return format!("{}nan({mant:#x})", if neg { "-" } else { "" });
+    }
+    if f.is_infinite() {
+        return if f < 0.0 { "-inf".into() } else { "inf".into() };
+    }
+    let p: usize = if single { 9 } else { 17 };
+    if f == 0.0 {
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
+    }
+    // `%.{p-1}e` gives the rounded mantissa and the exponent `%g` decides on.
+    let e = format!("{:.*e}", p - 1, f);
+    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let x: i32 = exp.parse().unwrap_or(0);
+    let strip = |t: &str| -> String {
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    if x < -4 || x >= p as i32 {
+        format!(
+            "{}e{}{:02}",
+            strip(mant),
+            if x < 0 { '-' } else { '+' },
+            x.unsigned_abs()
+        )
+    } else {
+        let decimals = (p as i32 - 1 - x).max(0) as usize;
+        strip(&format!("{f:.decimals$}"))
+    }
+}
+
 fn int_text(raw: u64, size: u64, signed: bool, fmt: Format) -> String {
     let bits = size * 8;
     let mask = if bits >= 64 {
@@ -308,7 +355,7 @@ fn write_value(
                 f64::from_bits(bits)
             };
             if fmt == Format::Natural {
-                out.push_str(&format!("{f}"));
+                out.push_str(&float_text(f, bits, *size == 4));
             } else {
                 out.push_str(&int_text(bits, u64::from(*size), true, fmt));
             }

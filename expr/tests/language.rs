@@ -310,3 +310,130 @@ fn char_arrays_print_like_gdb() {
     );
     assert_eq!(expr::format::string_repr(b"a\"\n"), "\"a\\\"\\n\"");
 }
+
+fn p_rust(text: &str) -> Result<String, String> {
+    let elf = elf();
+    let mut frame = FakeFrame::new();
+    let mut env = Env::default();
+    let mut ev = Evaluator::new(&elf, Some(&mut frame), &mut env);
+    ev.rust = true;
+    let e = ev.parse(text).map_err(|e| e.render(text))?;
+    let v = ev.eval(&e).map_err(|e| e.render(text))?;
+    format_value(&mut ev, &v, Format::Natural, true).map_err(|e| e.render(text))
+}
+
+fn whatis(text: &str, rust: bool) -> String {
+    let elf = elf();
+    let mut env = Env::default();
+    let mut ev = Evaluator::new(&elf, None, &mut env);
+    ev.rust = rust;
+    let e = ev.parse(text).unwrap();
+    ev.type_of(&e).unwrap().display_name(rust)
+}
+
+#[test]
+fn integer_suffixes_give_c_and_rust_types() {
+    assert_eq!(p("-1 < 1u").unwrap(), "0");
+    assert_eq!(p("-1 < 1").unwrap(), "1");
+    assert_eq!(p("(short)-1 < (unsigned short)1").unwrap(), "1");
+    assert_eq!(p("5U - 10").unwrap(), "4294967291");
+    assert_eq!(p("-5 / 2U").unwrap(), "2147483645");
+    assert_eq!(p("-1 == 4294967295U").unwrap(), "1");
+    assert_eq!(p("-1L < 1U").unwrap(), "1");
+    assert_eq!(whatis("1u", false), "unsigned int");
+    assert_eq!(whatis("1UL", false), "unsigned long");
+    assert_eq!(whatis("1l", false), "long");
+    assert_eq!(whatis("4294967296u", false), "unsigned long");
+    assert_eq!(whatis("7u8", true), "u8");
+    assert_eq!(p_rust("-1i32 < 1u32").unwrap(), "false");
+    assert!(p("1q").unwrap_err().contains("invalid number '1q'"));
+}
+
+#[test]
+fn rust_as_casts() {
+    assert_eq!(p_rust("300 as u8").unwrap(), "44");
+    assert_eq!(p_rust("-1 as u32").unwrap(), "4294967295");
+    assert_eq!(p_rust("7 as u8 as i64 * 2").unwrap(), "14");
+    assert_eq!(p_rust("65 as char").unwrap(), "65 'A'");
+    assert_eq!(p_rust("2.9 as i32").unwrap(), "2");
+    assert_eq!(p_rust("-1.0 as u8").unwrap(), "255");
+    assert_eq!(p_rust("7 as f64 / 2.0").unwrap(), "3.5");
+    assert_eq!(p_rust("$rdi as *const u32").unwrap(), "(*mut u32) 0x2000");
+    assert_eq!(p_rust("*($rdi as *const u32)").unwrap(), "10");
+    assert_eq!(whatis("1 as f32", true), "f32");
+    assert_eq!(whatis("0 as *mut u8", true), "*mut u8");
+    let e = p_rust("1 as").unwrap_err();
+    assert!(e.contains("expected a type after 'as'"), "{e}");
+    let e = p_rust("1 as nosuchtype").unwrap_err();
+    assert!(e.contains("no type named 'nosuchtype'"), "{e}");
+}
+
+#[test]
+fn floats_compute_and_print_like_gdb() {
+    assert_eq!(p("1.5").unwrap(), "1.5");
+    assert_eq!(p("0.1").unwrap(), "0.10000000000000001");
+    assert_eq!(p("(float)0.1").unwrap(), "0.100000001");
+    assert_eq!(p("0.1f + 0.2f").unwrap(), "0.300000012");
+    assert_eq!(p("10 / 4.0").unwrap(), "2.5");
+    assert_eq!(p("1e20").unwrap(), "1e+20");
+    assert_eq!(p("1.0 / 3").unwrap(), "0.33333333333333331");
+    assert_eq!(p("1e-5").unwrap(), "1.0000000000000001e-05");
+    assert_eq!(p("123456789012345678.0").unwrap(), "1.2345678901234568e+17");
+    assert_eq!(p("0.0001").unwrap(), "0.0001");
+    assert_eq!(p("100000000.0").unwrap(), "100000000");
+    assert_eq!(p("3.").unwrap(), "3");
+    assert_eq!(p(".5").unwrap(), "0.5");
+    assert_eq!(p("-2.5").unwrap(), "-2.5");
+    assert_eq!(p("1.0 / 0").unwrap(), "inf");
+    assert_eq!(p("-(1.0 / 0)").unwrap(), "-inf");
+    assert_eq!(p("0.0 / 0.0").unwrap(), "-nan(0x8000000000000)");
+    assert_eq!(p("(int)2.9").unwrap(), "2");
+    assert_eq!(p("(int)-2.9").unwrap(), "-2");
+    assert_eq!(p("(unsigned char)300.5").unwrap(), "44 ','");
+    assert_eq!(p("2.5 > 2").unwrap(), "1");
+    assert_eq!(p("1.5 == 1.5").unwrap(), "1");
+    assert_eq!(p("!0.0").unwrap(), "1");
+    assert_eq!(p("2.0 && 0").unwrap(), "0");
+    assert_eq!(p("1 ? 2.5 : 3").unwrap(), "2.5");
+    assert_eq!(p_rust("1.0 / 3.0").unwrap(), "0.33333333333333331");
+    assert_eq!(p_rust("2.5 > 2").unwrap(), "true");
+    assert_eq!(whatis("1.5", false), "double");
+    assert_eq!(whatis("1.5f", false), "float");
+    assert_eq!(whatis("1 + 1.5f", false), "float");
+    assert_eq!(whatis("1.5", true), "f64");
+    assert_eq!(whatis("1.5f32", true), "f32");
+    // Tuple fields stay fields.
+    assert!(parse("x.0.1", &|_| false).is_ok());
+    let elf = elf();
+    let mut frame = FakeFrame::new();
+    let mut env = Env::default();
+    assert_eq!(
+        eval_with(&elf, &mut frame, &mut env, "1.5", Format::Hex).unwrap(),
+        "0x3ff8000000000000"
+    );
+    for (text, want) in [
+        ("5.0 % 2", "operator '%' needs integers, but this is double"),
+        (
+            "1.5 << 1",
+            "operator '<<' needs integers, but this is double",
+        ),
+        ("~1.5", "operator '~' needs an integer, not double"),
+        ("(char *)0 + 1.5", "cannot add double to a pointer"),
+        ("1.5e", "invalid number"),
+    ] {
+        let e = p(text).unwrap_err();
+        assert!(e.contains(want), "`{text}`: want `{want}`, got `{e}`");
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn string_literals() {
+    assert_eq!(p("\"a b\"").unwrap(), "\"a b\"");
+    assert_eq!(p("\"a\\tb\\n\"").unwrap(), "\"a\\tb\\n\"");
+    assert_eq!(p("sizeof(\"a b\")").unwrap(), "4");
+    assert_eq!(p("\"xy\"[1]").unwrap(), "121 'y'");
+    assert_eq!(whatis("\"a b\"", false), "char [4]");
+    let e = p("\"abc").unwrap_err();
+    assert!(e.contains("unterminated string literal"), "{e}");
+}

@@ -305,6 +305,27 @@ fn bad_expressions_are_one_clear_error_each_and_the_kernel_runs_on() {
         ("whatis nosuch.member", "no symbol 'nosuch'"),
         ("x/2gx nosuch_symbol + 8", "no symbol 'nosuch_symbol'"),
         ("print/q 1", "bad format /q"),
+        // `as` casts, floats, string literals, suffixes.
+        ("print PRIMES[1] as", "expected a type after 'as'"),
+        ("print PRIMES[1] as nosuch", "no type named 'nosuch'"),
+        ("print SAMPLE as u32", "cannot cast"),
+        (
+            "print SAMPLE.ratio % 2",
+            "operator '%' needs integers, but this is f64",
+        ),
+        (
+            "print ~SAMPLE.ratio",
+            "operator '~' needs an integer, not f64",
+        ),
+        ("print &SAMPLE + 1.5", "cannot add f64 to a pointer"),
+        (
+            "print PRIMES[SAMPLE.ratio]",
+            "array index must be an integer",
+        ),
+        ("print 1.5e", "invalid number '1.5e'"),
+        ("print 12q", "invalid number '12q'"),
+        ("print \"abc", "unterminated quote"),
+        ("print \"a\\qb\"", "unknown escape '\\q'"),
     ];
     for (cmd, want) in cases {
         let v = k.run(cmd);

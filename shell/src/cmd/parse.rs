@@ -9,9 +9,31 @@ pub struct Invocation {
     pub cmd: &'static Command,
     pub modifier: Option<String>,
     pub args: Vec<String>,
+    /// The text after the command (and its `/MOD`) as typed, quotes
+    /// kept: expressions read it (`print "a b"`, `print 'x'`).
+    pub raw: String,
 }
 
 impl Invocation {
+    /// The expression text: the words as typed (quotes and spacing kept),
+    /// else the words joined (invocations built by the shell itself).
+    pub fn text(&self) -> String {
+        if self.raw.trim().is_empty() {
+            self.args.join(" ")
+        } else {
+            self.raw.trim().to_string()
+        }
+    }
+
+    /// The text after the first `n` words, as typed (`condition 1 EXPR`).
+    pub fn text_after(&self, n: usize) -> String {
+        if self.raw.trim().is_empty() {
+            self.args.get(n..).unwrap_or(&[]).join(" ")
+        } else {
+            after_words(&self.raw, n).trim().to_string()
+        }
+    }
+
     /// For commands without arguments: refuse any, naming the usage.
     pub fn no_args(&self) -> anyhow::Result<()> {
         if self.args.is_empty() {
@@ -104,6 +126,39 @@ pub fn words(line: &str) -> Result<Vec<String>, LineError> {
     Ok(out)
 }
 
+/// `line` after its first `n` words (split as [`words`] does).
+fn after_words(line: &str, n: usize) -> &str {
+    let mut quoted = false;
+    let mut in_word = false;
+    let mut done = 0;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        if c.is_whitespace() && !quoted {
+            if in_word {
+                done += 1;
+                in_word = false;
+            }
+            continue;
+        }
+        if !in_word {
+            if done == n {
+                return &line[i..];
+            }
+            in_word = true;
+        }
+        match c {
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+    }
+    ""
+}
+
 /// Parse one line. `Ok(None)` for blank lines and `#` comments.
 pub fn parse_line(line: &str) -> Result<Option<Invocation>, LineError> {
     let trimmed = line.trim();
@@ -111,6 +166,7 @@ pub fn parse_line(line: &str) -> Result<Option<Invocation>, LineError> {
         return Ok(None);
     }
     let mut w = words(trimmed)?;
+    let total = w.len();
     let first = w.remove(0);
     let (name, modifier) = match first.split_once('/') {
         Some((n, m)) if !n.is_empty() => (n.to_string(), Some(m.to_string())),
@@ -149,10 +205,12 @@ pub fn parse_line(line: &str) -> Result<Option<Invocation>, LineError> {
             flags: cmd.flags,
         });
     }
+    let raw = after_words(trimmed, total - w.len()).trim().to_string();
     Ok(Some(Invocation {
         cmd,
         modifier,
         args: w,
+        raw,
     }))
 }
 
@@ -235,6 +293,22 @@ mod tests {
             vec!["printf", "a\\tb %d\\n", "n"]
         );
         assert_eq!(words("\"open").unwrap_err(), LineError::Quote);
+    }
+
+    #[test]
+    fn raw_text_keeps_quotes_and_spacing() {
+        let i = parse_line(r#"print "a  b""#).unwrap().unwrap();
+        assert_eq!(i.args, vec!["a  b"]);
+        assert_eq!(i.text(), r#""a  b""#);
+        let i = parse_line(r#"print/x  "a\"b" == 1"#).unwrap().unwrap();
+        assert_eq!(i.text(), r#""a\"b" == 1"#);
+        let i = parse_line(r#"p /x "x y"[1]"#).unwrap().unwrap();
+        assert_eq!(i.modifier.as_deref(), Some("x"));
+        assert_eq!(i.text(), r#""x y"[1]"#);
+        let i = parse_line("print   'a' +  1").unwrap().unwrap();
+        assert_eq!(i.text(), "'a' +  1");
+        let i = parse_line("continue").unwrap().unwrap();
+        assert_eq!(i.text(), "");
     }
 
     #[test]

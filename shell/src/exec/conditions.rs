@@ -33,6 +33,23 @@ pub fn split_if(args: &[String]) -> (Vec<String>, Option<String>) {
     }
 }
 
+/// [`split_if`] with the condition's text as typed (quotes kept:
+/// `if $str(path) == "/etc/passwd"`).
+pub fn split_if_inv(inv: &Invocation) -> (Vec<String>, Option<String>) {
+    let (loc, cond) = split_if(&inv.args);
+    let cond = cond.map(|c| {
+        let typed = inv.text_after(loc.len());
+        match typed
+            .strip_prefix("if")
+            .filter(|r| r.starts_with(|ch: char| ch.is_whitespace() || ch == '('))
+        {
+            Some(r) => r.trim().to_string(),
+            None => c,
+        }
+    });
+    (loc, cond)
+}
+
 /// Compiles `text` at `addr` to the wire form (hex).
 fn compile_at(s: &Session, addr: u64, text: &str) -> Result<String> {
     let elf = s.shared.elf()?;
@@ -84,7 +101,7 @@ fn send_cond(s: &Session, addr: u64, hex: Option<&str>, ignore: u64) -> Result<(
 }
 
 fn set(s: &mut Session, inv: &Invocation, temporary: bool) -> Result<Output> {
-    let (loc, cond) = split_if(&inv.args);
+    let (loc, cond) = split_if_inv(inv);
     let Some(text) = cond else {
         return crate::exec::run::breakpoint(s, &loc, BreakKind::Software, temporary);
     };
@@ -188,7 +205,8 @@ pub fn condition(s: &mut Session, inv: &Invocation) -> Result<Output> {
         bail!("usage: condition N [EXPR] (no EXPR: the breakpoint stops every time)");
     };
     let (id, info) = software(s, first, "condition")?;
-    let text = rest.join(" ");
+    let _ = rest;
+    let text = inv.text_after(1);
     let _pause = crate::session::Pause::new(s)?;
     let left = ignore_left(s, info.addr);
     if text.trim().is_empty() {

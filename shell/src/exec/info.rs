@@ -268,7 +268,7 @@ pub fn ptype(s: &mut Session, inv: &Invocation) -> Result<Output> {
     if args.is_empty() {
         bail!("usage: ptype FUNC | ptype FUNC:PARAM | ptype TYPE");
     }
-    let name = args.join(" ");
+    let name = inv.text();
     let (func, param) = match name.rsplit_once(':') {
         Some((f, p)) if !p.is_empty() && !f.ends_with(':') && !f.contains(' ') => (f, Some(p)),
         _ => (name.as_str(), None),

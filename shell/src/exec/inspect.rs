@@ -269,7 +269,7 @@ fn parse_format(m: Option<&str>, cmd: &str) -> Result<(Format, Option<char>)> {
 }
 
 fn expr_text(inv: &Invocation, usage: &str) -> Result<String> {
-    let t = inv.args.join(" ");
+    let t = inv.text();
     if t.trim().is_empty() {
         bail!("usage: {usage}");
     }
@@ -507,10 +507,14 @@ pub fn set(s: &mut Session, inv: &Invocation) -> Result<Output> {
         };
         return Ok(Output::None);
     }
+    let mut text = inv.text();
     if args.first().is_some_and(|a| a == "var" || a == "variable") {
         args.remove(0);
+        text = text
+            .split_once(char::is_whitespace)
+            .map(|(_, r)| r.trim().to_string())
+            .unwrap_or_default();
     }
-    let text = args.join(" ");
     if text.trim().is_empty() || !text.contains('=') {
         bail!("usage: set var LVALUE = EXPR (or set $name = EXPR)");
     }
@@ -579,7 +583,7 @@ pub fn displays_text(shared: &Shared) -> Option<String> {
 /// `display[/FMT] [EXPR]`.
 pub fn display(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let (format, letter) = parse_format(inv.modifier.as_deref(), "display")?;
-    let text = inv.args.join(" ");
+    let text = inv.text();
     if !text.trim().is_empty() {
         // Check it parses and evaluates now.
         let t = text.clone();

@@ -61,7 +61,7 @@ pub fn examine(s: &mut Session, inv: &Invocation) -> Result<Output> {
     if args.is_empty() {
         bail!("usage: x[/NFU] ADDR|SYMBOL|EXPR");
     }
-    let joined = args.join(" ");
+    let joined = inv.text();
     let loc = &joined;
     let f = parse_fmt(modifier)?;
     let (addr, _) = address_of(s, loc)?;

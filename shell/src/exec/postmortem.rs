@@ -301,6 +301,7 @@ pub fn on_connect(s: &mut Session, stop_thread: Option<u64>) -> Option<PostMorte
                 cmd,
                 modifier: None,
                 args: vec!["16".into()],
+                raw: String::new(),
             };
             match crate::exec::stack::backtrace(s, &inv) {
                 Ok(Output::Backtrace { frames }) => Some(frames),
@@ -594,6 +595,7 @@ pub fn info_gdb(s: &mut Session, topic: &str, rest: &[String]) -> Option<Result<
         cmd,
         modifier: None,
         args,
+        raw: String::new(),
     };
     Some(crate::exec::run(s, &inv))
 }

@@ -81,7 +81,7 @@ fn set_probe(s: &Session, cmd: &str, make: impl FnOnce(u32) -> ProbeDef) -> Resu
 }
 
 pub fn kprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
-    let (args, cond) = crate::exec::conditions::split_if(&inv.args);
+    let (args, cond) = crate::exec::conditions::split_if_inv(inv);
     let (args, printf) = crate::record::printf::split(&args)?;
     let usage = "usage: kprobe LOC [AGG | printf \"FMT\" ARGS...] [if EXPR] (a symbol, symbol+offset, 0xADDRESS or file:line; AGG: count, sum, hist, ... see `help kprobe`)";
     let Some((loc, rest)) = args.split_first() else {
