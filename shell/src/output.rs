@@ -28,6 +28,9 @@ pub struct ProbeInfo {
     /// What the host captures (names), for jprobes and kretprobes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub captures: Vec<String>,
+    /// Aggregating probes: the map (`@ID: count() by path:string64`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -216,7 +216,12 @@ fn text(r: &Render, o: &Output) -> String {
                 probe.location,
                 probe.addr
             );
-            if !probe.captures.is_empty() {
+            if let Some(m) = &probe.map {
+                s.push_str(&format!(
+                    ", aggregating {m} in the kernel (no events: `print @{}`)",
+                    probe.id
+                ));
+            } else if !probe.captures.is_empty() {
                 s.push_str(&format!(" capturing {}", probe.captures.join(", ")));
             }
             s

@@ -316,6 +316,7 @@ fn golden_command_results() {
                 path: "boosted".into(),
                 maxactive: None,
                 captures: vec!["clone_flags".into(), "regs->ip".into()],
+                map: None,
             },
             ProbeInfo {
                 id: 2,
@@ -330,6 +331,7 @@ fn golden_command_results() {
                 path: "emulated".into(),
                 maxactive: Some(10),
                 captures: vec!["path".into()],
+                map: None,
             },
         ],
     };

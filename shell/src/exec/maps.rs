@@ -42,6 +42,10 @@ pub const DEFAULT_STRING_KEY: u8 = 64;
 #[derive(Debug, Clone, Default)]
 pub struct MapDef {
     pub location: String,
+    /// The function's name (`count`, `lhist`, ...).
+    pub func: String,
+    /// The probe's predicate (`if EXPR`), if any.
+    pub pred: Option<String>,
     pub value: Option<String>,
     pub keys: Vec<String>,
 }
@@ -57,6 +61,27 @@ fn book() -> std::sync::MutexGuard<'static, BTreeMap<u32, MapDef>> {
 /// Remembers the definition of the map of probe `id`.
 pub fn remember(id: u32, def: MapDef) {
     book().insert(id, def);
+}
+
+/// `@ID: count() by path:string64` for a map this shell set.
+pub fn describe(id: u32) -> Option<String> {
+    let b = book();
+    let d = b.get(&id)?;
+    let what = match &d.value {
+        Some(v) => format!("{}({v})", d.func),
+        None => format!("{}()", d.func),
+    };
+    let by = if d.keys.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", d.keys.join(", "))
+    };
+    let cond = d
+        .pred
+        .as_ref()
+        .map(|p| format!(" if {p}"))
+        .unwrap_or_default();
+    Some(format!("@{id}: {what}{by}{cond}"))
 }
 
 /// An aggregation parsed from the words of a probe command, before
@@ -255,6 +280,9 @@ pub struct MapView {
     pub value: Option<String>,
     /// The key expressions (or their kinds for a map set elsewhere).
     pub keys: Vec<String>,
+    /// The probe's predicate (`if EXPR`), when this shell set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pred: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lhist: Option<LhistRange>,
     pub entries: u64,
@@ -306,6 +334,7 @@ fn view_of(row: &MapRow<'_>) -> MapView {
         probe: row.id,
         location: def.as_ref().map(|d| d.location.clone()),
         func: row.func.name().to_string(),
+        pred: def.as_ref().and_then(|d| d.pred.clone()),
         value: def.and_then(|d| d.value),
         keys,
         lhist: match row.func {
@@ -656,7 +685,14 @@ pub fn map_text(m: &MapView) -> String {
         .as_deref()
         .map(|l| format!(" at {l}"))
         .unwrap_or_default();
+    let at = match &m.pred {
+        Some(p) => format!("{at} if {p}"),
+        None => at,
+    };
     let mut out = format!("{}: {what}{by}{at}", m.name);
+    if m.value.as_deref().is_some_and(|v| v.contains("$duration")) {
+        out.push_str(" (TSC ticks)");
+    }
     let mut notes = Vec::new();
     if m.map_full > 0 {
         notes.push(format!(
@@ -680,14 +716,15 @@ pub fn map_text(m: &MapView) -> String {
     match m.func.as_str() {
         "hist" | "lhist" => {
             for e in rows {
-                let title = if m.keys.is_empty() {
-                    format!("{}:", m.name)
+                let b = e.buckets.clone().unwrap_or_default();
+                let mut t = if m.keys.is_empty() {
+                    // The map's line is the title.
+                    let full = crate::events::histogram_text("", &b);
+                    full.trim_start_matches('\n').to_string()
                 } else {
-                    format!("{}[{}]:", m.name, e.key_text)
+                    crate::events::histogram_text(&format!("{}[{}]:", m.name, e.key_text), &b)
                 };
                 out.push('\n');
-                let b = e.buckets.clone().unwrap_or_default();
-                let mut t = crate::events::histogram_text(&title, &b);
                 if m.func == "lhist" {
                     // Open ends read better than the i64 limits.
                     t = t
@@ -719,11 +756,7 @@ pub fn map_text(m: &MapView) -> String {
                     ]
                 })
                 .collect();
-            let key = if m.keys.is_empty() {
-                String::new()
-            } else {
-                m.keys.join(", ").to_uppercase()
-            };
+            let key = key_header(&m.keys);
             out.push('\n');
             out.push_str(&right_table(&[&col, &key], &table));
         }
@@ -743,7 +776,7 @@ pub fn map_text(m: &MapView) -> String {
                     ]
                 })
                 .collect();
-            let key = m.keys.join(", ").to_uppercase();
+            let key = key_header(&m.keys);
             out.push('\n');
             out.push_str(&right_table(
                 &["COUNT", "AVG", "SUM", "MIN", "MAX", &key],
@@ -752,6 +785,18 @@ pub fn map_text(m: &MapView) -> String {
         }
     }
     out
+}
+
+/// The key column's title: the key expressions without `:stringN`.
+fn key_header(keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| match k.rfind(":string") {
+            Some(i) => &k[..i],
+            None => k.as_str(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+        .to_uppercase()
 }
 
 /// Numbers right-aligned, the last column (the key) left-aligned.
@@ -837,6 +882,83 @@ mod tests {
             let e = split_agg(&w(bad)).unwrap_err().to_string();
             assert!(e.contains(want), "`{bad}`: {e}");
         }
+    }
+
+    #[test]
+    fn renders_tables_and_histograms() {
+        let mut m = MapView {
+            name: "@1".into(),
+            probe: 1,
+            location: Some("sys_open".into()),
+            func: "count".into(),
+            value: None,
+            keys: vec!["path:string64".into()],
+            pred: Some("ret < 0".into()),
+            lhist: None,
+            entries: 2,
+            capacity: 10,
+            map_full: 3,
+            faults: 0,
+            bytes: 100,
+            rows: Some(vec![
+                MapEntry {
+                    key: vec![serde_json::json!("/etc/b")],
+                    key_text: "/etc/b".into(),
+                    count: 12,
+                    sum: None,
+                    min: None,
+                    max: None,
+                    avg: None,
+                    buckets: None,
+                },
+                MapEntry {
+                    key: vec![serde_json::json!("/a")],
+                    key_text: "/a".into(),
+                    count: 3,
+                    sum: None,
+                    min: None,
+                    max: None,
+                    avg: None,
+                    buckets: None,
+                },
+            ]),
+        };
+        assert_eq!(
+            map_text(&m),
+            "@1: count() by path:string64 at sys_open if ret < 0 [map full: 3 inserts refused (2 of 10 entries)]\n  COUNT  PATH\n     12  /etc/b\n      3  /a"
+        );
+        m.func = "hist".into();
+        m.keys.clear();
+        m.pred = None;
+        m.map_full = 0;
+        m.value = Some("$duration".into());
+        m.rows = Some(vec![MapEntry {
+            key: vec![],
+            key_text: String::new(),
+            count: 3,
+            sum: None,
+            min: None,
+            max: None,
+            avg: None,
+            buckets: Some(vec![
+                Bucket {
+                    low: 4,
+                    high: 8,
+                    count: 2,
+                },
+                Bucket {
+                    low: 8,
+                    high: 16,
+                    count: 1,
+                },
+            ]),
+        }]);
+        let t = map_text(&m);
+        assert!(
+            t.starts_with("@1: hist($duration) at sys_open (TSC ticks)\n[4, 8)"),
+            "{t}"
+        );
+        assert_eq!(t.lines().count(), 3, "{t}");
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn register(s: &Session, def: ProbeDef) -> Output {
         path: "-".into(),
         maxactive: None,
         captures: def.layout.items.iter().map(|i| i.label.clone()).collect(),
+        map: None,
     };
     // A new probe's counts start at zero, whatever an earlier probe of
     // the same id left.
@@ -128,17 +129,24 @@ pub fn kprobe(s: &mut Session, inv: &Invocation) -> Result<Output> {
         insn_args: insn.map(|i| i.arg_regs).unwrap_or_default(),
         printf,
     })?;
-    remember_map(&out, &location, agg.as_ref());
-    Ok(out)
+    Ok(remember_map(out, &location, agg.as_ref(), cond.as_deref()))
 }
 
-/// Keeps the text of an aggregating probe's map for rendering it.
-fn remember_map(out: &Output, location: &str, agg: Option<&crate::exec::maps::AggText>) {
-    if let (Output::ProbeSet { probe }, Some(a)) = (out, agg) {
+/// Keeps the text of an aggregating probe's map for rendering it, and
+/// names the map in the result.
+fn remember_map(
+    mut out: Output,
+    location: &str,
+    agg: Option<&crate::exec::maps::AggText>,
+    cond: Option<&str>,
+) -> Output {
+    if let (Output::ProbeSet { probe }, Some(a)) = (&mut out, agg) {
         crate::exec::maps::remember(
             probe.id,
             crate::exec::maps::MapDef {
                 location: location.to_string(),
+                func: a.func.name().to_string(),
+                pred: cond.map(str::to_string),
                 value: a.value.clone(),
                 keys: a
                     .keys
@@ -150,7 +158,10 @@ fn remember_map(out: &Output, location: &str, agg: Option<&crate::exec::maps::Ag
                     .collect(),
             },
         );
+        probe.map = crate::exec::maps::describe(probe.id);
+        probe.captures.clear();
     }
+    out
 }
 
 /// A probe's `printf "FMT" ARGS...` checked against what it captures.
@@ -268,7 +279,13 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
     if ret && agg.is_some() && maxactive.is_none() {
         maxactive = Some(64);
     }
-    let layout = layout_for(s, r.addr, &r.name, &items, ret).map_err(|e| {
+    // An aggregating probe captures nothing (its map has what it needs).
+    let layout = if agg.is_some() {
+        Ok(Layout::default())
+    } else {
+        layout_for(s, r.addr, &r.name, &items, ret)
+    }
+    .map_err(|e| {
         // `kretprobe f median ret`: a bare word that is no parameter was
         // probably meant as an aggregation function.
         match items.first() {
@@ -334,7 +351,7 @@ fn entry_probe(s: &mut Session, args: &[String], ret: bool) -> Result<Output> {
         insn_args: Vec::new(),
         printf,
     })?;
-    remember_map(&out, &location, agg.as_ref());
+    let out = remember_map(out, &location, agg.as_ref(), cond.as_deref());
     s.refresh_tasks();
     Ok(out)
 }
@@ -427,6 +444,7 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Result<Output> {
             captures: def
                 .map(|d| d.layout.items.iter().map(|i| i.label.clone()).collect())
                 .unwrap_or_default(),
+            map: crate::exec::maps::describe(p.id),
         });
     }
     Ok(Output::Probes { probes })
