@@ -239,9 +239,13 @@ fn drop_summaries_hist_over_every_event_record_option_and_bad_input() {
     let mut k = Kdbg::start(&vm, &["--keep-going"]);
     k.ok("live off", "message");
     let mark = k.mark();
+    let t0 = std::time::Instant::now();
     let flood = flood(&mut k);
     let fib: u64 = flood[0].parse().unwrap();
     k.ok("sleep 11", "none");
+    // Setting nine probes under a flood of events takes a while on a busy
+    // host: the rate limit is checked against the time that really passed.
+    let elapsed = t0.elapsed().as_secs_f64();
     let seen = k.seen[mark..].to_vec();
     assert!(
         !seen.iter().any(|v| v["type"] == "event"),
@@ -252,9 +256,13 @@ fn drop_summaries_hist_over_every_event_record_option_and_bad_input() {
         .filter(|v| v["type"] == "drops" && v["probe"] == fib)
         .collect();
     assert!(
-        (2..=4).contains(&notices.len()),
-        "a first notice, then one summary per 5 s: {notices:?}"
+        notices.len() >= 2 && notices.len() as f64 <= 2.0 + elapsed / 5.0,
+        "a first notice, then one summary per 5 s ({elapsed:.1} s): {notices:?}"
     );
+    for n in &notices[1..] {
+        let secs = n["seconds"].as_f64().unwrap();
+        assert!((5.0..10.0).contains(&secs), "one summary per 5 s: {n}");
+    }
     assert!(
         notices[0]["text"]
             .as_str()
@@ -268,8 +276,6 @@ fn drop_summaries_hist_over_every_event_record_option_and_bad_input() {
         text.starts_with("dropped ") && text.contains(&format!(" of probe #{fib} in the last ")),
         "{summary}"
     );
-    let secs = summary["seconds"].as_f64().unwrap();
-    assert!((5.0..7.0).contains(&secs), "one summary per 5 s: {summary}");
     assert!(summary["new"].as_u64().unwrap() > 0, "{summary}");
     assert!(
         summary["dropped"].as_u64() >= summary["new"].as_u64(),
@@ -324,12 +330,16 @@ fn drop_summaries_hist_over_every_event_record_option_and_bad_input() {
     assert_eq!(k.finish().code(), Some(1));
 
     // Text mode, live off: the summaries show on their own.
+    let t0 = std::time::Instant::now();
     let out = run_batch(
         &[
             "--connect".into(),
             vm.stub_connect_arg(),
             "--symbols".into(),
             tests::kernel_path().display().to_string(),
+            // Replies share the serial line with the flood of events.
+            "--timeout".into(),
+            "20".into(),
         ],
         &format!(
             "live off\nkretprobe fib\n{}sleep 6\nprobes\nquit --remove-probes\n",
@@ -337,6 +347,7 @@ fn drop_summaries_hist_over_every_event_record_option_and_bad_input() {
         ),
     );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let most = 2 + (t0.elapsed().as_secs() / 5) as usize;
     // Nine probes: a first notice each at once, then at most one summary
     // each per 5 s.
     let dropped: Vec<&str> = out
@@ -350,7 +361,11 @@ fn drop_summaries_hist_over_every_event_record_option_and_bad_input() {
             .iter()
             .filter(|l| l.contains(&format!(" of probe #{p} ")))
             .count();
-        assert!(of <= 3, "probe #{p}: {of} notices in 6 s: {}", out.stdout);
+        assert!(
+            of <= most,
+            "probe #{p}: {of} notices, more than one per 5 s: {}",
+            out.stdout
+        );
     }
     assert!(
         !out.stdout.contains("fib(n="),

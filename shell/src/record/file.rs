@@ -12,6 +12,8 @@
 //!    for a probe set while recording;
 //! 3. `{"type": "end", "events", "drops", "ended_unix"}` when recording
 //!    stops (absent when kdbg was killed: the reader says so).
+//!
+//! Lines are buffered and written out every 100 ms ([`Recorder::flush`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -110,6 +112,7 @@ impl Recorder {
             "clock": clock,
             "probes": probes,
         }))
+        .and_then(|_| r.flush())
         .map_err(|e| anyhow!("cannot record to {}: {e}", path.display()))?;
         Ok(r)
     }
@@ -132,8 +135,14 @@ impl Recorder {
 
     fn text(&mut self, s: &str) -> std::io::Result<()> {
         self.out.write_all(s.as_bytes())?;
-        self.out.write_all(b"\n")?;
-        // A reader (or a kill) sees every entry written so far.
+        self.out.write_all(b"\n")
+    }
+
+    /// Write out what is buffered: the event thread calls it every 100 ms
+    /// while events flow and twice a second otherwise, so a kill loses at
+    /// most the last fraction of a second (the reader takes a cut-short
+    /// last line).
+    pub fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
 
@@ -191,6 +200,7 @@ impl Recorder {
             "drops": drops,
             "ended_unix": unix_now(),
         }))?;
+        self.out.flush()?;
         Ok((self.path, events, drops))
     }
 }
@@ -531,6 +541,7 @@ mod tests {
         let path = d.join("cut.ndjson");
         let mut r = Recorder::create(&path, json!({}), json!({}), &[]).unwrap();
         r.event(&ev(1, "/x", 0)).unwrap();
+        r.flush().unwrap();
         drop(r);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(b"{\"type\":\"event\",\"seq\":2,\"pro");

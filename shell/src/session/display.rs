@@ -109,6 +109,12 @@ impl Display {
         Self::write(&mut rec, |r| r.drops_at(probe, total, after))
     }
 
+    /// Write out the recording's buffer (see `Recorder::flush`).
+    pub fn flush_recording(&self) -> Option<String> {
+        let mut rec = lock(&self.recorder);
+        Self::write(&mut rec, |r| r.flush())
+    }
+
     /// A probe set while recording.
     pub fn record_probe(&self, def: &crate::events::ProbeDef) -> Option<String> {
         let mut rec = lock(&self.recorder);

@@ -46,6 +46,13 @@ impl Shared {
         self.print_async(self.display.render().notice("drops", &s.text(), s.json()));
     }
 
+    /// The recording's buffered lines to its file.
+    fn flush_recording(&self) {
+        if let Some(e) = self.display.flush_recording() {
+            self.recording_failed(&e);
+        }
+    }
+
     /// Drop summaries whose interval is over.
     fn show_due_drops(&self) {
         for s in self.display.drops().due(Instant::now()) {
@@ -110,12 +117,14 @@ impl Shared {
     /// The event thread: runs until the channel closes.
     pub fn pump(self: Arc<Self>, rx: Receiver<Async>) {
         let mut partial = String::new();
+        let mut flushed = Instant::now();
         loop {
             // Wake up at least twice a second for drop summaries.
             let a = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(a) => a,
                 Err(RecvTimeoutError::Timeout) => {
                     self.show_due_drops();
+                    self.flush_recording();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -171,6 +180,12 @@ impl Shared {
                     &format!("connection to the stub lost ({why}); use `reconnect`"),
                     serde_json::json!({}),
                 )),
+            }
+            // The recording reaches its file every 100 ms while events
+            // flow (and at the 500 ms wake-up when they stop).
+            if flushed.elapsed() >= Duration::from_millis(100) {
+                self.flush_recording();
+                flushed = Instant::now();
             }
         }
     }
