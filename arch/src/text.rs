@@ -16,7 +16,8 @@
 //! spinning with interrupts off (a lock, a handler) still answers.
 //!
 //! Single-byte changes (int3 in or out) are atomic for every CPU:
-//! [`write`] stores and syncs. A multi-byte change of live code uses
+//! [`write`] stores, serialises and kicks the others with the sync NMI
+//! without waiting ([`kick_all`] says why that is enough for int3 bytes). A multi-byte change of live code uses
 //! [`poke_bp`], Linux's `text_poke_bp` protocol:
 //! 1. write an int3 over the first byte (unless one is there), sync;
 //! 2. write every byte but the first, sync;
@@ -58,8 +59,13 @@ unsafe fn raw_write(addr: u64, bytes: &[u8]) {
     });
 }
 
-/// Copies `bytes` to kernel text at `addr` and serialises every CPU
-/// ([`sync_all`]).
+/// Copies `bytes` to kernel text at `addr`. A single byte (an int3 in or
+/// out at an instruction boundary, which other CPUs may be executing)
+/// serialises every CPU ([`sync_all`]) before this returns; longer writes
+/// only this CPU: they go to code no CPU can reach yet (an out-of-line
+/// slot before its probe is published: a CPU gets there only through a
+/// trap, whose `iretq` serialises it) or to a stopped machine (gdb's
+/// writes: the parked CPUs serialise when they leave their trap).
 ///
 /// # Safety
 /// `addr..addr + bytes.len()` must be mapped kernel memory, and no CPU may
@@ -69,7 +75,28 @@ unsafe fn raw_write(addr: u64, bytes: &[u8]) {
 pub unsafe fn write(addr: u64, bytes: &[u8]) {
     // SAFETY: as the caller guarantees.
     unsafe { raw_write(addr, bytes) };
-    sync_all();
+    if bytes.len() == 1 {
+        kick_all();
+    } else {
+        serialize();
+    }
+}
+
+/// Serialises this CPU and sends every other online CPU the sync NMI
+/// without waiting for it. For single-byte int3 changes: the byte is
+/// atomic for every CPU; what a wait would add is only "every CPU has seen
+/// it by the time this returns", which the probe core does not rely on: a
+/// CPU that still traps on a removed int3 finds no point and re-executes
+/// the restored byte, and points are freed only after the grace period.
+/// Waiting would cost one host scheduling round of every vCPU per write on
+/// an overloaded TCG host (tens of ms).
+pub fn kick_all() {
+    serialize();
+    if online_count() <= 1 {
+        return;
+    }
+    SYNC_GEN.fetch_add(1, Ordering::AcqRel);
+    crate::apic::send_nmi_all_but_self();
 }
 
 /// Serialises the instruction stream of this CPU (after modifying code).
@@ -173,6 +200,18 @@ pub unsafe fn poke_bp(addr: u64, bytes: &[u8]) {
         unsafe { write(addr, bytes) };
         return;
     }
+    // Interrupts off for the whole patch: CPUs that reach the temporary
+    // int3 wait (interrupts off) for this CPU to finish; being switched
+    // out here would leave them waiting for a task nobody can run.
+    crate::cpu::without_interrupts(|| {
+        // SAFETY: as the caller guarantees.
+        unsafe { poke_bp_locked(addr, first, tail) }
+    });
+}
+
+/// # Safety
+/// As for [`poke_bp`]; interrupts are off.
+unsafe fn poke_bp_locked(addr: u64, first: u8, tail: &[u8]) {
     let _one = lock_polling_syncs();
     // SAFETY: the caller guarantees the range is mapped kernel text.
     let old = unsafe { core::ptr::read_volatile(addr as *const u8) };

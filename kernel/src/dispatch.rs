@@ -136,7 +136,14 @@ fn dispatch(frame: &mut TrapFrame, depth: usize) {
             }
             fatal(frame, "debug exception nobody owns");
         }
-        entry::NMI => fatal(frame, "NMI"),
+        entry::NMI => {
+            // Text-patching syncs and the debugger's stop-the-world; with
+            // one CPU nobody sends NMIs, so one is still fatal there.
+            if stub::hooks::nmi(frame) || arch::percpu::online_count() > 1 {
+                return;
+            }
+            fatal(frame, "NMI");
+        }
         v if v < 32 => {
             if probes::hooks::fault(frame) || expected(frame, depth) {
                 return;
@@ -155,6 +162,11 @@ fn dispatch(frame: &mut TrapFrame, depth: usize) {
         }
         v if (IRQ_BASE..IRQ_BASE + 16).contains(&v) => irq(frame, (v - IRQ_BASE) as u8),
         YIELD_VECTOR => crate::sched::switch(frame),
+        crate::smp::TIMER_VECTOR
+        | crate::smp::RESCHED_VECTOR
+        | crate::smp::CALL_VECTOR
+        | crate::smp::ERROR_VECTOR => crate::smp::interrupt(frame, vector),
+        crate::smp::SPURIOUS_VECTOR => {}
         _ => {
             if expected(frame, depth) {
                 return;
@@ -173,6 +185,7 @@ fn irq(frame: &mut TrapFrame, line: u8) {
         arch::pit::IRQ => {
             crate::timer::on_tick();
             arch::pic::end_of_interrupt(line);
+            arch::debugreg::follow();
             stub::poll();
             crate::sched::switch(frame);
         }

@@ -50,6 +50,7 @@ impl Host for RefKernel {
                 id: t.id,
                 name: t.name,
                 state: t.state.name(),
+                cpu: t.cpu,
             })
         });
     }

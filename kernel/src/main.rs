@@ -27,6 +27,7 @@ mod kallsyms;
 mod sched;
 mod selftest;
 mod serve;
+mod smp;
 mod sync;
 mod timer;
 mod workloads;
@@ -101,6 +102,10 @@ extern "C" fn kernel_main(eax: u32, ebx: u32) -> ! {
     timer::start();
     sched::start();
     arch::cpu::enable_interrupts();
+    let cpus = smp::init();
+    if cpus > 1 {
+        println!("smp: {cpus} CPUs online");
+    }
 
     // The probe core and the debugger start here.
     host::init();

@@ -17,6 +17,14 @@
 //!
 //! Everything taking the scheduler lock keeps interrupts off, so a trap
 //! handler never finds it held by the context it interrupted.
+//!
+//! SMP: one task list for every CPU. Each CPU has its current task
+//! (`current[cpu]`) and its own idle task (task 1 "idle" on CPU 0; the
+//! other CPUs' boot contexts become "idleN", ids [`AP_IDLE_BASE`] + N, so
+//! the other tasks keep their ids whatever the CPU count). A task runs on
+//! at most one CPU (`on_cpu`); any CPU picks any ready task (migration),
+//! idle tasks stay on their CPU. CPU 0 switches on the PIT tick, the others
+//! on their local APIC timer, every CPU on `int 0x81` and the reschedule IPI.
 
 use alloc::vec::Vec;
 use core::arch::global_asm;
@@ -39,6 +47,16 @@ pub const IDLE_TASK: TaskId = 1;
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Most tasks alive at once.
 pub const MAX_TASKS: usize = 64;
+/// Task id of CPU n's idle task is `AP_IDLE_BASE + n` (n >= 1).
+pub const AP_IDLE_BASE: TaskId = 1000;
+
+use arch::percpu::MAX_CPUS;
+
+/// Names of the other CPUs' idle tasks.
+const IDLE_NAMES: [&str; MAX_CPUS] = [
+    "idle", "idle1", "idle2", "idle3", "idle4", "idle5", "idle6", "idle7", "idle8", "idle9",
+    "idle10", "idle11", "idle12", "idle13", "idle14", "idle15",
+];
 
 /// Scheduling state of a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +102,10 @@ struct Task {
     _stack: Option<crate::guard::Stack>,
     /// Lowest address of the stack, holding [`STACK_CANARY`] (0: the boot stack, unchecked).
     stack_bottom: u64,
+    /// The CPU running it (its registers are live there, not in `frame`).
+    on_cpu: Option<usize>,
+    /// Runs only on this CPU (idle tasks).
+    pinned: Option<usize>,
 }
 
 /// Written at the bottom of every spawned task's stack and checked at each
@@ -104,25 +126,46 @@ fn canary_intact(stack_bottom: u64) -> bool {
 
 struct Scheduler {
     tasks: Vec<Task>,
-    current: usize,
+    /// Each CPU's current task (id).
+    current: [TaskId; MAX_CPUS],
     next_id: TaskId,
     started: bool,
 }
 
+impl Scheduler {
+    /// Index of CPU `cpu`'s current task.
+    #[noprobe]
+    fn cur(&self, cpu: usize) -> Option<usize> {
+        let id = *self.current.get(cpu)?;
+        self.tasks.iter().position(|t| t.id == id)
+    }
+
+    #[noprobe]
+    fn cur_task(&self) -> Option<&Task> {
+        self.tasks.get(self.cur(cpu_id())?)
+    }
+
+    #[noprobe]
+    fn cur_task_mut(&mut self) -> Option<&mut Task> {
+        let i = self.cur(cpu_id())?;
+        self.tasks.get_mut(i)
+    }
+}
+
 static SCHED: IrqMutex<Scheduler> = IrqMutex::new(Scheduler {
     tasks: Vec::new(),
-    current: 0,
+    current: [MAIN_TASK; MAX_CPUS],
     next_id: 0,
     started: false,
 });
 
-/// The running task's id, readable without the lock (trap paths).
-static CURRENT: AtomicU32 = AtomicU32::new(MAIN_TASK);
+/// Each CPU's running task id, readable without the lock (trap paths).
+static CURRENT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(MAIN_TASK) }; MAX_CPUS];
 /// Lowest address of the running task's stack (where its canary lives);
 /// `None` for the boot stack.
 pub fn current_stack_bottom() -> Option<u64> {
     let s = SCHED.lock();
-    let t = s.tasks.get(s.current)?;
+    let t = s.cur_task()?;
     (t.stack_bottom != 0).then_some(t.stack_bottom)
 }
 
@@ -148,6 +191,8 @@ pub struct TaskInfo {
     pub state: State,
     /// How often the task was switched in.
     pub switches_in: u64,
+    /// The CPU it runs on (running tasks).
+    pub cpu: Option<usize>,
 }
 
 fn nothing(_: u64) {}
@@ -190,11 +235,50 @@ pub fn init() {
         arg: 0,
         _stack: None,
         stack_bottom: 0,
+        on_cpu: Some(0),
+        pinned: None,
     });
-    s.current = 0;
+    // Other CPUs have no current task until they register their idle task.
+    s.current = [TaskId::MAX; MAX_CPUS];
+    s.current[0] = MAIN_TASK;
+    for c in CURRENT.iter().skip(1) {
+        c.store(TaskId::MAX, Ordering::Relaxed);
+    }
     s.next_id = 1;
     drop(s);
-    let _ = spawn("idle", idle, 0);
+    if let Ok(id) = spawn("idle", idle, 0) {
+        let mut s = SCHED.lock();
+        if let Some(t) = s.tasks.iter_mut().find(|t| t.id == id) {
+            t.pinned = Some(0);
+        }
+    }
+}
+
+/// Makes the running context of CPU `cpu` (an AP at the end of its
+/// bring-up, on its boot stack) that CPU's idle task.
+pub fn register_idle(cpu: usize) {
+    let mut s = SCHED.lock();
+    let id = AP_IDLE_BASE + cpu as TaskId;
+    s.tasks.push(Task {
+        id,
+        name: IDLE_NAMES.get(cpu).copied().unwrap_or("idle?"),
+        state: State::Running,
+        frame: TrapFrame::default(),
+        wake_at: 0,
+        switches_in: 1,
+        entry: nothing,
+        arg: 0,
+        _stack: None,
+        stack_bottom: 0,
+        on_cpu: Some(cpu),
+        pinned: Some(cpu),
+    });
+    if let Some(c) = s.current.get_mut(cpu) {
+        *c = id;
+    }
+    if let Some(c) = CURRENT.get(cpu) {
+        c.store(id, Ordering::Relaxed);
+    }
 }
 
 /// Lets the timer switch tasks from now on.
@@ -229,7 +313,11 @@ pub fn spawn(name: &'static str, entry: fn(u64), arg: u64) -> Result<TaskId, Spa
         arg,
         _stack: Some(stack),
         stack_bottom,
+        on_cpu: None,
+        pinned: None,
     });
+    drop(s);
+    crate::smp::kick_idle_cpu();
     Ok(id)
 }
 
@@ -237,46 +325,42 @@ pub fn spawn(name: &'static str, entry: fn(u64), arg: u64) -> Result<TaskId, Spa
 pub fn reap() {
     let dead: Vec<Task> = {
         let mut s = SCHED.lock();
-        let current_id = s.tasks.get(s.current).map(|t| t.id);
+        let current = s.current;
         let mut dead = Vec::new();
         let mut i = 0;
         while i < s.tasks.len() {
-            let is_dead = s
-                .tasks
-                .get(i)
-                .is_some_and(|t| t.state == State::Dead && Some(t.id) != current_id);
+            let is_dead = s.tasks.get(i).is_some_and(|t| {
+                t.state == State::Dead && t.on_cpu.is_none() && !current.contains(&t.id)
+            });
             if is_dead {
                 dead.push(s.tasks.remove(i));
             } else {
                 i += 1;
             }
         }
-        if let Some(id) = current_id
-            && let Some(pos) = s.tasks.iter().position(|t| t.id == id)
-        {
-            s.current = pos;
-        }
         dead
     };
     drop(dead);
 }
 
-/// The scheduler proper, called from the timer IRQ and `int 0x81` with
-/// interrupts off: saves `frame` into the current task, picks the next
-/// ready task round-robin (idle only when nothing else is ready) and loads
-/// its frame.
+/// The scheduler proper, called from the timer IRQs, the reschedule IPI
+/// and `int 0x81` with interrupts off: saves `frame` into this CPU's
+/// current task, picks the next ready task round-robin that no CPU runs
+/// (this CPU's idle task only when nothing else is ready) and loads its
+/// frame.
 #[noprobe]
 pub fn switch(frame: &mut TrapFrame) {
-    let Some(mut guard) = SCHED.try_lock() else {
+    let Some(mut guard) = SCHED.lock_unless_mine() else {
         return;
     };
     let s = &mut *guard;
     if !s.started || s.tasks.is_empty() {
         return;
     }
+    let me = cpu_id();
     let now = crate::timer::ticks();
-    let cur = s.current;
-    if let Some(t) = s.tasks.get_mut(cur) {
+    let cur = s.cur(me);
+    if let Some(t) = cur.and_then(|c| s.tasks.get_mut(c)) {
         if !canary_intact(t.stack_bottom) {
             let (id, name) = (t.id, t.name);
             drop(guard);
@@ -288,6 +372,7 @@ pub fn switch(frame: &mut TrapFrame) {
             );
         }
         t.frame = *frame;
+        t.on_cpu = None;
         if t.state == State::Running {
             t.state = State::Ready;
         }
@@ -298,48 +383,75 @@ pub fn switch(frame: &mut TrapFrame) {
         }
     }
     let n = s.tasks.len();
+    let from = cur.unwrap_or(0);
     let mut next = None;
     for k in 1..=n {
-        let i = (cur + k) % n;
+        let i = (from + k) % n;
         if let Some(t) = s.tasks.get(i)
             && t.state == State::Ready
-            && t.id != IDLE_TASK
+            && t.pinned.is_none()
+            && t.on_cpu.is_none()
         {
             next = Some(i);
             break;
         }
     }
-    let next = next
-        .or_else(|| s.tasks.iter().position(|t| t.id == IDLE_TASK))
-        .unwrap_or(cur);
+    let next = next.or_else(|| s.tasks.iter().position(|t| t.pinned == Some(me)));
+    let Some(next) = next else {
+        // No idle task for this CPU (cannot happen once it is up): keep
+        // running what was interrupted.
+        if let Some(t) = cur.and_then(|c| s.tasks.get_mut(c)) {
+            t.on_cpu = Some(me);
+            if t.state == State::Ready {
+                t.state = State::Running;
+            }
+        }
+        return;
+    };
     if let Some(t) = s.tasks.get_mut(next) {
         t.state = State::Running;
-        if next != cur {
+        t.on_cpu = Some(me);
+        if Some(next) != cur {
             t.switches_in += 1;
             SWITCHES.fetch_add(1, Ordering::Relaxed);
+            *frame = t.frame;
         }
-        *frame = t.frame;
-        CURRENT.store(t.id, Ordering::Relaxed);
+        let id = t.id;
+        if let Some(c) = CURRENT.get(me) {
+            c.store(id, Ordering::Relaxed);
+        }
+        if let Some(c) = s.current.get_mut(me) {
+            *c = id;
+        }
     }
-    s.current = next;
 }
 
-/// Id of the running task.
+/// Id of the task running on this CPU.
 #[noprobe]
 pub fn current_id() -> TaskId {
-    CURRENT.load(Ordering::Relaxed)
+    CURRENT
+        .get(cpu_id())
+        .map_or(MAIN_TASK, |c| c.load(Ordering::Relaxed))
 }
 
-/// Index of the CPU (one CPU).
+/// Id of the task running on CPU `cpu`.
+#[noprobe]
+pub fn current_on(cpu: usize) -> TaskId {
+    CURRENT
+        .get(cpu)
+        .map_or(MAIN_TASK, |c| c.load(Ordering::Relaxed))
+}
+
+/// Index of this CPU.
 #[noprobe]
 pub fn cpu_id() -> usize {
-    0
+    arch::percpu::cpu_id()
 }
 
-/// Number of CPUs.
+/// Number of CPUs online.
 #[noprobe]
 pub fn cpu_count() -> usize {
-    1
+    arch::percpu::online_count()
 }
 
 /// Task switches since boot.
@@ -358,8 +470,7 @@ pub fn sleep_ticks(ticks: u64) {
     {
         let mut s = SCHED.lock();
         let wake = crate::timer::ticks() + ticks;
-        let cur = s.current;
-        if let Some(t) = s.tasks.get_mut(cur) {
+        if let Some(t) = s.cur_task_mut() {
             t.wake_at = wake;
             t.state = State::Sleeping;
         }
@@ -373,8 +484,7 @@ pub fn exit_current() -> ! {
     probes::hooks::task_exit(id);
     {
         let mut s = SCHED.lock();
-        let cur = s.current;
-        if let Some(t) = s.tasks.get_mut(cur) {
+        if let Some(t) = s.cur_task_mut() {
             t.state = State::Dead;
         }
     }
@@ -397,6 +507,7 @@ pub fn for_each_task(f: &mut dyn FnMut(TaskInfo)) -> bool {
             name: t.name,
             state: t.state,
             switches_in: t.switches_in,
+            cpu: t.on_cpu,
         });
     }
     true
@@ -414,13 +525,19 @@ pub fn task_info(id: TaskId) -> Option<TaskInfo> {
     found
 }
 
-/// Saved registers of a task that is not running (`None` for the running
-/// task: its registers are in the trap frame being handled).
+/// Saved registers of a task that is not running on this CPU (`None` for
+/// this CPU's running task: its registers are in the trap frame being
+/// handled). A task running on another CPU that the debugger has parked
+/// has the registers of that CPU's parked frame.
 #[noprobe]
 pub fn saved_frame(id: TaskId) -> Option<TrapFrame> {
     let s = SCHED.try_lock()?;
     let t = s.tasks.iter().find(|t| t.id == id)?;
-    (t.state != State::Running).then_some(t.frame)
+    match t.on_cpu {
+        None => Some(t.frame),
+        Some(c) if c != cpu_id() => stub::allstop::parked_frame(c),
+        Some(_) => None,
+    }
 }
 
 /// Replaces the saved registers of a task that is not running (a debugger
@@ -432,10 +549,13 @@ pub fn set_saved_frame(id: TaskId, frame: &TrapFrame) -> bool {
         return false;
     };
     match s.tasks.iter_mut().find(|t| t.id == id) {
-        Some(t) if t.state != State::Running && t.state != State::Dead => {
+        Some(t) if t.on_cpu.is_none() && t.state != State::Dead => {
             t.frame = *frame;
             true
         }
+        Some(t) if t.on_cpu.is_some_and(|c| c != cpu_id()) => t
+            .on_cpu
+            .is_some_and(|c| stub::allstop::set_parked_frame(c, frame)),
         _ => false,
     }
 }
@@ -461,7 +581,7 @@ pub fn join(id: TaskId, timeout_ticks: u64) -> bool {
 extern "C" fn task_main() -> ! {
     let (entry, arg) = {
         let s = SCHED.lock();
-        match s.tasks.get(s.current) {
+        match s.cur_task() {
             Some(t) => (t.entry, t.arg),
             None => (nothing as fn(u64), 0),
         }

@@ -1,9 +1,12 @@
 //! An interrupt-safe spin lock: interrupts stay off while it is held, so an
 //! interrupt handler on this CPU can never find it taken by the code it
-//! interrupted (one CPU: the lock is then never contended from a handler).
+//! interrupted. Other CPUs spin for it; trap paths that may run inside the
+//! holder on the same CPU (an NMI, a probe hit) use [`IrqMutex::try_lock`]
+//! or [`IrqMutex::lock_unless_mine`], which never wait for this CPU.
 
 use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use arch::cpu;
 use noprobe::noprobe;
@@ -11,11 +14,14 @@ use noprobe::noprobe;
 /// A spin lock that disables interrupts while held.
 pub struct IrqMutex<T> {
     inner: spin::Mutex<T>,
+    /// CPU holding the lock + 1 (0: free or unknown).
+    owner: AtomicUsize,
 }
 
 /// Holds the lock; restores the interrupt flag when dropped.
 pub struct IrqGuard<'a, T> {
     guard: ManuallyDrop<spin::MutexGuard<'a, T>>,
+    owner: &'a AtomicUsize,
     reenable: bool,
 }
 
@@ -24,6 +30,18 @@ impl<T> IrqMutex<T> {
     pub const fn new(value: T) -> Self {
         IrqMutex {
             inner: spin::Mutex::new(value),
+            owner: AtomicUsize::new(0),
+        }
+    }
+
+    #[noprobe]
+    fn guard<'a>(&'a self, g: spin::MutexGuard<'a, T>, reenable: bool) -> IrqGuard<'a, T> {
+        self.owner
+            .store(arch::percpu::cpu_id() + 1, Ordering::Relaxed);
+        IrqGuard {
+            guard: ManuallyDrop::new(g),
+            owner: &self.owner,
+            reenable,
         }
     }
 
@@ -32,9 +50,24 @@ impl<T> IrqMutex<T> {
     pub fn lock(&self) -> IrqGuard<'_, T> {
         let reenable = cpu::interrupts_enabled();
         cpu::disable_interrupts();
-        IrqGuard {
-            guard: ManuallyDrop::new(self.inner.lock()),
-            reenable,
+        let g = self.inner.lock();
+        self.guard(g, reenable)
+    }
+
+    /// Takes the lock, waiting while another CPU holds it; `None` at once
+    /// when this CPU holds it (a trap inside the holder: waiting would
+    /// never end).
+    #[noprobe]
+    pub fn lock_unless_mine(&self) -> Option<IrqGuard<'_, T>> {
+        let me = arch::percpu::cpu_id() + 1;
+        loop {
+            if let Some(g) = self.try_lock() {
+                return Some(g);
+            }
+            if self.owner.load(Ordering::Relaxed) == me {
+                return None;
+            }
+            core::hint::spin_loop();
         }
     }
 
@@ -44,10 +77,7 @@ impl<T> IrqMutex<T> {
         let reenable = cpu::interrupts_enabled();
         cpu::disable_interrupts();
         match self.inner.try_lock() {
-            Some(guard) => Some(IrqGuard {
-                guard: ManuallyDrop::new(guard),
-                reenable,
-            }),
+            Some(guard) => Some(self.guard(guard, reenable)),
             None => {
                 if reenable {
                     cpu::enable_interrupts();
@@ -76,6 +106,7 @@ impl<T> DerefMut for IrqGuard<'_, T> {
 impl<T> Drop for IrqGuard<'_, T> {
     #[noprobe]
     fn drop(&mut self) {
+        self.owner.store(0, Ordering::Relaxed);
         // SAFETY: the guard is dropped exactly once, here, before interrupts
         // are re-enabled.
         unsafe { ManuallyDrop::drop(&mut self.guard) };

@@ -85,15 +85,30 @@ impl Core {
                 return true;
             }
         }
-        let Some(point) = self.table.get(addr) else {
+        let Some(point) = self.table.get(addr).or_else(|| {
             // Not ours, or removed between the trap and the lookup: if the
-            // byte is no longer an int3, run the restored instruction.
-            let mut b = [0u8; 1];
-            if pf.read(addr, &mut b) && b[0] != arch::text::BREAKPOINT {
-                frame.rip = addr;
-                return true;
+            // byte is no longer an int3, run the restored instruction. On
+            // SMP another CPU may have removed the probe and set a new one
+            // here meanwhile (it publishes the point before it writes the
+            // int3): an int3 read after the miss means look again.
+            for _ in 0..8 {
+                let mut b = [0u8; 1];
+                if !pf.read(addr, &mut b) {
+                    return None;
+                }
+                if b[0] != arch::text::BREAKPOINT {
+                    frame.rip = addr;
+                    return None;
+                }
+                if let Some(p) = self.table.get(addr) {
+                    return Some(p);
+                }
+                core::hint::spin_loop();
             }
-            return false;
+            None
+        }) else {
+            // `rip` was rewound when the int3 is gone: resume there.
+            return frame.rip == addr;
         };
         if point.gdb && state == State::Idle {
             // gdb also has a breakpoint here: the stub reports the stop;

@@ -46,6 +46,8 @@ pub struct TaskInfo<'a> {
     pub name: &'a str,
     /// `running`, `ready`, `blocked`, `dead`, ...
     pub state: &'a str,
+    /// The CPU running it (running tasks; `None` when the kernel does not say).
+    pub cpu: Option<usize>,
 }
 
 /// What kdbg needs from the kernel that hosts it.
@@ -82,6 +84,7 @@ pub trait Host: Sync {
             id: 0,
             name: "kernel",
             state: "running",
+            cpu: Some(0),
         });
     }
 

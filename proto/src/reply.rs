@@ -548,6 +548,9 @@ pub struct TaskRow<'a> {
     pub name: &'a str,
     pub state: &'a str,
     pub current: bool,
+    /// The CPU running the task (`cpu=N`, only for running tasks; older
+    /// stubs never send it).
+    pub cpu: Option<u32>,
 }
 
 impl<'a> TaskRow<'a> {
@@ -558,6 +561,7 @@ impl<'a> TaskRow<'a> {
             name: need(&r, "name")?,
             state: r.get("state").unwrap_or("-"),
             current: r.num("current").unwrap_or(0) != 0,
+            cpu: r.num("cpu").and_then(|c| u32::try_from(c).ok()),
         })
     }
 }
@@ -571,7 +575,11 @@ impl fmt::Display for TaskRow<'_> {
             self.name,
             self.state,
             u8::from(self.current)
-        )
+        )?;
+        match self.cpu {
+            Some(c) => write!(f, " cpu={c}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -792,8 +800,16 @@ mod tests {
             name: "worker-2",
             state: "ready",
             current: true,
+            cpu: None,
         };
         assert_eq!(TaskRow::parse(&t.to_string()).unwrap(), t);
+        let t = TaskRow {
+            cpu: Some(3),
+            state: "running",
+            ..t
+        };
+        assert_eq!(TaskRow::parse(&t.to_string()).unwrap(), t);
+        assert!(t.to_string().ends_with(" cpu=3"));
         let i = InstRow {
             task: 1,
             func: 0x1000,

@@ -190,6 +190,8 @@ pub struct ThreadInfo {
     pub state: String,
     pub current: bool,
     pub selected: bool,
+    /// The CPU running the task (running tasks, from `monitor tasks`).
+    pub cpu: Option<u32>,
 }
 
 /// The result of one command.

@@ -554,10 +554,11 @@ fn text(r: &Render, o: &Output) -> String {
                         t.id.to_string(),
                         t.name.clone(),
                         t.state.clone(),
-                        if t.current {
-                            "running on cpu".into()
-                        } else {
-                            String::new()
+                        match (t.current, t.cpu) {
+                            (true, Some(c)) => format!("running on cpu {c}"),
+                            (true, None) => "running on cpu".into(),
+                            (false, Some(c)) => format!("on cpu {c}"),
+                            (false, None) => String::new(),
                         },
                     ]
                 })

@@ -267,6 +267,10 @@ static SERVING: AtomicBool = AtomicBool::new(false);
 /// Returns only when the policy says the kernel goes away, or when the
 /// stub cannot be entered.
 pub fn serve(frame: &mut TrapFrame) -> Outcome {
+    // The dying CPU takes the debugger (waiting for a stop on another CPU
+    // to end) and parks the others for good.
+    let _ = crate::allstop::acquire(frame);
+    crate::allstop::stop_others();
     let Some(mut s) = SESSION.try_lock() else {
         return Outcome::StubBusy;
     };

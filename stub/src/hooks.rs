@@ -16,10 +16,29 @@ use crate::machine::{SESSION, SIGTRAP, StopReason};
 /// `kdbg.wait` int3) stops with SIGTRAP just after it; otherwise the trap is
 /// not the stub's (`false`).
 pub fn breakpoint(frame: &mut TrapFrame) -> bool {
+    let entry = crate::allstop::acquire(frame);
+    let handled = breakpoint_owned(frame, entry);
+    if !handled {
+        crate::allstop::release_if(entry);
+    }
+    handled
+}
+
+fn breakpoint_owned(frame: &mut TrapFrame, entry: crate::allstop::Entry) -> bool {
+    let addr = frame.rip.wrapping_sub(1);
+    if entry == crate::allstop::Entry::Fresh {
+        // This CPU may have waited for another CPU's stop: a breakpoint gdb
+        // removed meanwhile is gone, the restored instruction runs.
+        let mut b = [0u8; 1];
+        if arch::mem::read(addr, &mut b).is_ok() && b[0] != arch::text::BREAKPOINT {
+            frame.rip = addr;
+            crate::allstop::release_if(entry);
+            return true;
+        }
+    }
     let Some(mut s) = SESSION.try_lock() else {
         return false;
     };
-    let addr = frame.rip.wrapping_sub(1);
     let tid = tid_of_current(&s.target);
     if s.target.sw.contains(addr) {
         frame.rip = addr;
@@ -50,6 +69,13 @@ fn tid_of_current(t: &crate::target::KdbgTarget) -> gdbstub::common::Tid {
 
 /// #DB not claimed by the probe core (single-step, hardware break/watchpoint).
 pub fn debug(frame: &mut TrapFrame) -> bool {
+    let entry = crate::allstop::acquire(frame);
+    let handled = debug_owned(frame);
+    crate::allstop::release_if(entry);
+    handled
+}
+
+fn debug_owned(frame: &mut TrapFrame) -> bool {
     let dr6 = arch::debugreg::read_dr6();
     let Some(mut s) = SESSION.try_lock() else {
         return false;
@@ -136,6 +162,19 @@ pub fn debug(frame: &mut TrapFrame) -> bool {
 /// COM2 receive interrupt: bytes from the host while the kernel runs
 /// (a Ctrl-C 0x03 or the start of a packet stops the kernel in the stub).
 pub fn serial_irq(frame: &mut TrapFrame) {
+    let entry = crate::allstop::acquire(frame);
+    serial_irq_owned(frame);
+    crate::allstop::release_if(entry);
+}
+
+/// The kernel's NMI handler calls this first: a text-patching sync, or a
+/// stop on another CPU parks this one (see [`crate::allstop`]). `true`:
+/// the NMI was kdbg's.
+pub fn nmi(frame: &mut TrapFrame) -> bool {
+    crate::allstop::nmi(frame)
+}
+
+fn serial_irq_owned(frame: &mut TrapFrame) {
     let uart = Uart::new(COM2);
     let Some(mut s) = SESSION.try_lock() else {
         // The stub is busy on this CPU (cannot happen with interrupts off in

@@ -20,6 +20,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+pub mod allstop;
 pub mod binread;
 pub mod breakpoints;
 pub mod clock;
@@ -89,12 +90,17 @@ pub fn wait_for_debugger() {
 /// Streams pending probe events to an attached debugger (call from the
 /// timer tick or the idle loop; never blocks on the lock).
 pub fn poll() {
+    // Another CPU serving a stop owns the session: nothing to stream now.
+    let Some(entry) = allstop::try_acquire() else {
+        return;
+    };
     if let Some(mut s) = machine::SESSION.try_lock() {
         // No watchpoint of gdb's fires inside the stub (event rings, the
         // UART): DR7 is masked while it streams.
         shm::watch(s.target.host);
         arch::debugreg::masked(|| s.stream_events(events::TICK_BUDGET));
     }
+    allstop::release_if(entry);
 }
 
 /// A debugger is attached right now.

@@ -322,6 +322,8 @@ impl Session {
         cause: crate::death::Cause,
     ) {
         self.attach_stop = false;
+        // Every other CPU parks before gdb hears of the stop.
+        crate::allstop::stop_others();
         // Nothing of gdb's fires while the stub serves (its own code and
         // data, the UART, the probe core it calls): resume re-arms.
         arch::debugreg::disarm();
@@ -368,6 +370,11 @@ impl Session {
         loop {
             self.serve_once();
             if !self.resume(frame) {
+                // A step runs this CPU alone: the others stay parked until
+                // a resume that is not a step.
+                if !self.stepping {
+                    crate::allstop::release();
+                }
                 return;
             }
             let tid = self.target.current_tid();
@@ -637,6 +644,7 @@ impl Session {
     /// Stops with `frame` for a Ctrl-C that gdbstub already saw: the stop
     /// loop reports it.
     pub fn stop_interrupted(&mut self, frame: &mut TrapFrame) {
+        crate::allstop::stop_others();
         arch::debugreg::disarm();
         self.end_pending_step(frame);
         self.stream_events_unchecked(usize::MAX);

@@ -39,6 +39,7 @@ pub fn run(
                         name: t.name,
                         state: t.state,
                         current: t.id == current,
+                        cpu: t.cpu.and_then(|c| u32::try_from(c).ok()),
                     };
                     res = writeln!(out, "{row}");
                 }

@@ -36,7 +36,19 @@ pub fn command(smp: u32) -> Result<ExitCode> {
         "xtask: kernel selftests (QEMU, -append selftest, {smp} vCPU{}, -icount: one thread)",
         if smp == 1 { "" } else { "s" }
     );
-    selftests(&kernel, smp, &mut tally)?;
+    selftests(&kernel, "selftest kdbg.truth", smp, true, "", &mut tally)?;
+
+    eprintln!(
+        "xtask: SMP selftests at {SMP_VCPUS} vCPUs (parallel host threads, no -icount): {SMP_SUITES}"
+    );
+    selftests(
+        &kernel,
+        &format!("selftest={SMP_SUITES}"),
+        SMP_VCPUS,
+        false,
+        "smp4",
+        &mut tally,
+    )?;
 
     eprintln!("xtask: host and end-to-end tests (cargo test)");
     host_tests(&kernel, &kdbg, smp, &mut tally)?;
@@ -99,17 +111,35 @@ fn parse_selftest_line(line: &str) -> Option<(String, bool)> {
     }
 }
 
-fn selftests(kernel: &std::path::Path, smp: u32, tally: &mut Tally) -> Result<()> {
-    let dir = tests::target_dir().join("e2e/xtask-selftest");
+/// The suites that run a second time at [`SMP_VCPUS`] vCPUs.
+const SMP_SUITES: &str = "smp,sched,kprobe,kretprobe,jprobe,capture";
+/// vCPUs of the SMP selftest run.
+const SMP_VCPUS: u32 = 4;
+
+/// One selftest boot. `tag` names the run (its console directory and the
+/// prefix of its results: `kernel selftest smp4:kprobe::...`).
+fn selftests(
+    kernel: &std::path::Path,
+    append: &str,
+    smp: u32,
+    icount: bool,
+    tag: &str,
+    tally: &mut Tally,
+) -> Result<()> {
+    let dir = tests::target_dir().join(if tag.is_empty() {
+        "e2e/xtask-selftest".to_string()
+    } else {
+        format!("e2e/xtask-selftest-{tag}")
+    });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let console = dir.join("console.log");
     let _ = std::fs::remove_file(&console);
     let mut cfg = QemuConfig::new();
     cfg.kernel = kernel.to_path_buf();
-    cfg.append = "selftest kdbg.truth".into();
+    cfg.append = append.into();
     cfg.console = Wiring::File(console.clone());
     cfg.debugcon = Some(dir.join("debugcon.log"));
-    cfg.icount = true;
+    cfg.icount = icount;
     cfg.smp = smp;
     cfg.timeout = SELFTEST_TIMEOUT;
     let mut vm = cfg.spawn()?;
@@ -139,8 +169,10 @@ fn selftests(kernel: &std::path::Path, smp: u32, tally: &mut Tally) -> Result<()
             seen += 1;
             if ok {
                 tally.passed += 1;
-            } else {
+            } else if tag.is_empty() {
                 tally.failed.push(format!("kernel selftest {name}"));
+            } else {
+                tally.failed.push(format!("kernel selftest {tag}:{name}"));
             }
         }
     }

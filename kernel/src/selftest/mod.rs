@@ -31,6 +31,7 @@ mod capture;
 mod jprobe;
 mod kprobe;
 mod kretprobe;
+mod smp;
 mod stub;
 
 /// Every suite, in the order `selftest` runs them.
@@ -47,6 +48,7 @@ pub static SUITES: &[&Suite] = &[
     &jprobe::SUITE,
     &capture::SUITE,
     &stub::SUITE,
+    &smp::SUITE,
 ];
 
 /// What a test case returns: `Err` carries the reason shown after `FAILED:`.

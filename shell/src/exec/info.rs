@@ -376,6 +376,7 @@ pub fn threads(s: &mut Session, inv: &Invocation) -> Result<Output> {
                     state: t.state.to_string(),
                     current: t.current,
                     selected: s.selected_thread == Some(u64::from(t.id)),
+                    cpu: t.cpu,
                 });
             }
         }
@@ -391,6 +392,7 @@ pub fn threads(s: &mut Session, inv: &Invocation) -> Result<Output> {
                 state: "-".into(),
                 current: false,
                 selected: s.selected_thread == Some(id),
+                cpu: None,
             });
         }
     }
