@@ -743,6 +743,10 @@ impl<'a> Evaluator<'a> {
                 loc: Loc::Reg(r),
             });
         }
+        if n == "cpu" {
+            let c = self.this_cpu(sp)?;
+            return Ok(Value::scalar(Ty::c_int(), c));
+        }
         if n == "_" || n == "__" || n.starts_with("_") {
             return Ok(Value {
                 ty: Ty::Void,
@@ -818,11 +822,102 @@ impl<'a> Evaluator<'a> {
                     loc: Loc::Bytes(out),
                 })
             }
+            "per_cpu" => {
+                let (var, cpu) = match args {
+                    [v] => (v, None),
+                    [v, c] => (v, Some(c)),
+                    _ => return Err(Error::at(sp, "usage: $per_cpu(VAR [, CPU])")),
+                };
+                let vv = self.eval_inner(var)?;
+                let Ty::Array {
+                    len: Some(len),
+                    elem,
+                } = &vv.ty
+                else {
+                    return Err(Error::at(
+                        var.span,
+                        format!(
+                            "$per_cpu needs a per-CPU array ([T; MAX_CPUS], indexed by CPU), not {}",
+                            describe_ty(&vv.ty)
+                        ),
+                    ));
+                };
+                let (len, elem) = (*len, (**elem).clone());
+                let n = match cpu {
+                    Some(c) => {
+                        let cv = self.eval_inner(c)?;
+                        if !matches!(cv.ty, Ty::Int { .. }) {
+                            return Err(Error::at(c.span, "the CPU must be an integer"));
+                        }
+                        self.scalar(&cv, c.span)?
+                    }
+                    None => self.this_cpu(sp)?,
+                };
+                let csp = cpu.map_or(sp, |c| c.span);
+                if n >= len {
+                    return Err(Error::at(
+                        csp,
+                        format!("cpu {n} is out of range (the array has {len} elements)"),
+                    ));
+                }
+                if !self.types_only
+                    && let Some(mask) = self.online_cpus(csp)?
+                    && mask & (1u64 << n.min(63)) == 0
+                {
+                    return Err(Error::at(
+                        csp,
+                        format!("cpu {n} is not online (online: {})", cpu_list(mask)),
+                    ));
+                }
+                self.index(vv, Value::scalar(Ty::ulong(), n), var.span, csp)
+                    .map(|v| Value {
+                        ty: elem,
+                        loc: v.loc,
+                    })
+            }
             other => Err(Error::at(
                 sp,
                 format!(
-                    "no helper '${other}' (helpers: $str(p, n), container_of(p, type, member))"
+                    "no helper '${other}' (helpers: $str(p, n), $per_cpu(VAR [, CPU]), $cpu, container_of(p, type, member))"
                 ),
+            )),
+        }
+    }
+
+    /// The kernel's online CPUs as a bit mask (`arch::percpu::ONLINE`),
+    /// `None` when the kernel has no such variable.
+    fn online_cpus(&mut self, sp: Span) -> Result<Option<u64>, Error> {
+        let Some(g) = self
+            .elf
+            .globals_named("arch::percpu::ONLINE")
+            .ok()
+            .and_then(|g| g.first().cloned())
+        else {
+            return Ok(None);
+        };
+        let b = self.read(g.address, 4, sp)?;
+        Ok(Some(le(&b)))
+    }
+
+    /// `$cpu`: the CPU that stopped. The stub does not report it, so this
+    /// is known only while one CPU is online.
+    fn this_cpu(&mut self, sp: Span) -> Result<u64, Error> {
+        if self.types_only {
+            return Ok(0);
+        }
+        match self.online_cpus(sp)? {
+            Some(m) if m.count_ones() == 1 => Ok(u64::from(m.trailing_zeros())),
+            Some(m) => Err(Error::at(
+                sp,
+                format!(
+                    "the stub does not say which CPU stopped ({} online: {}): name one, $per_cpu(VAR, N)",
+                    m.count_ones(),
+                    cpu_list(m)
+                ),
+            )),
+            None => Err(Error::at(
+                sp,
+                "this kernel has no per-CPU data kdbg knows (arch::percpu::ONLINE)",
             )),
         }
     }
@@ -1607,6 +1702,15 @@ impl Evaluator<'_> {
             Ty::c_int()
         }
     }
+}
+
+/// CPU numbers of a mask: `0, 1, 3`.
+fn cpu_list(mask: u64) -> String {
+    (0..64)
+        .filter(|i| mask >> i & 1 == 1)
+        .map(|i: u64| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A float of type `ty` (4 or 8 bytes) holding `f` (rounded to `f32`).

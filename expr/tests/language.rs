@@ -437,3 +437,13 @@ fn string_literals() {
     let e = p("\"abc").unwrap_err();
     assert!(e.contains("unterminated string literal"), "{e}");
 }
+
+#[test]
+fn per_cpu_needs_the_kernels_per_cpu_data() {
+    let e = p("$cpu").unwrap_err();
+    assert!(e.contains("no per-CPU data"), "{e}");
+    let e = p("$per_cpu(1, 0)").unwrap_err();
+    assert!(e.contains("$per_cpu needs a per-CPU array"), "{e}");
+    let e = p("$per_cpu()").unwrap_err();
+    assert!(e.contains("usage: $per_cpu(VAR [, CPU])"), "{e}");
+}

@@ -326,6 +326,20 @@ fn bad_expressions_are_one_clear_error_each_and_the_kernel_runs_on() {
         ("print 12q", "invalid number '12q'"),
         ("print \"abc", "unterminated quote"),
         ("print \"a\\qb\"", "unknown escape '\\q'"),
+        // Per-CPU data (arrays indexed by CPU; one CPU online).
+        (
+            "print $per_cpu(arch::trap::IST_BASE, 3)",
+            "cpu 3 is not online (online: 0)",
+        ),
+        (
+            "print $per_cpu(arch::trap::IST_BASE, 16)",
+            "cpu 16 is out of range (the array has 16 elements)",
+        ),
+        (
+            "print $per_cpu(PRIMES[0], 0)",
+            "$per_cpu needs a per-CPU array",
+        ),
+        ("print $per_cpu()", "usage: $per_cpu(VAR [, CPU])"),
     ];
     for (cmd, want) in cases {
         let v = k.run(cmd);
@@ -340,6 +354,22 @@ fn bad_expressions_are_one_clear_error_each_and_the_kernel_runs_on() {
     // Still answering, then the kernel runs on.
     let v = k.ok("print (*s).id + 1", "value");
     assert_eq!(v["value"]["text"], "2", "{v}");
+    // $cpu and $per_cpu: this CPU's element of a per-CPU array.
+    let v = k.ok("print $cpu", "value");
+    assert_eq!(v["value"]["text"], "0", "{v}");
+    let direct = k.ok("print arch::trap::IST_BASE[0]", "value");
+    for cmd in [
+        "print $per_cpu(arch::trap::IST_BASE, 0)",
+        "print $per_cpu(arch::trap::IST_BASE)",
+        "print arch::trap::IST_BASE[$cpu]",
+    ] {
+        let v = k.ok(cmd, "value");
+        assert_eq!(v["value"]["text"], direct["value"]["text"], "{cmd}: {v}");
+        assert_eq!(
+            v["value"]["address"], direct["value"]["address"],
+            "{cmd}: {v}"
+        );
+    }
     k.ok("delete break 1", "message");
     k.ok("continue", "running");
     // The exit status counts the failed commands (--keep-going).

@@ -882,7 +882,7 @@ pub const COMMANDS: &[Command] = &[
         args: &[many("EXPR", K::Expr, false)],
         usage: "[/FMT] EXPR",
         summary: "evaluate an expression (C operators over DWARF types; locals, globals, $registers, $N history) and print it as gdb does",
-        details: "FMT is one of x d u o t c a s z. Operands: parameters and locals of the selected frame, globals (C names or Rust paths like kernel::workloads::NEXT_PID), $rdi $rsp $pc $eflags, $1 $ $$ $$2 (history), $name (set $name = ...), literals. Operators: * & -> . [] casts ((struct Request *)p, (u32)x, x as u32, p as *const u8), + - * / % << >> & | ^ ~ ! && || ?: == != < <= > >= (integers and floats: 1.5, 1e-3, 2.5f), sizeof, pointer arithmetic, string literals (\"a b\"). Helpers: container_of(p, type, member), $str(p, max). Examples: p *req   p/x req->inner   p $rsp+8   p sizeof(struct Request)",
+        details: "FMT is one of x d u o t c a s z. Operands: parameters and locals of the selected frame, globals (C names or Rust paths like kernel::workloads::NEXT_PID), $rdi $rsp $pc $eflags, $1 $ $$ $$2 (history), $name (set $name = ...), literals. Operators: * & -> . [] casts ((struct Request *)p, (u32)x, x as u32, p as *const u8), + - * / % << >> & | ^ ~ ! && || ?: == != < <= > >= (integers and floats: 1.5, 1e-3, 2.5f), sizeof, pointer arithmetic, string literals (\"a b\"). Helpers: container_of(p, type, member), $str(p, max), $per_cpu(VAR [, CPU]) (a per-CPU array's element: this CPU's or CPU's), $cpu. Examples: p *req   p/x req->inner   p $rsp+8   p sizeof(struct Request)",
         flags: &[],
         modifier: true,
         group: Group::State,
