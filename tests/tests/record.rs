@@ -242,7 +242,7 @@ fn drop_summaries_hist_over_every_event_record_option_and_bad_input() {
     let t0 = std::time::Instant::now();
     let flood = flood(&mut k);
     let fib: u64 = flood[0].parse().unwrap();
-    k.ok("sleep 11", "none");
+    k.ok("sleep 7", "none");
     // Setting nine probes under a flood of events takes a while on a busy
     // host: the rate limit is checked against the time that really passed.
     let elapsed = t0.elapsed().as_secs_f64();
@@ -342,7 +342,7 @@ fn drop_summaries_hist_over_every_event_record_option_and_bad_input() {
             "20".into(),
         ],
         &format!(
-            "live off\nkretprobe fib\n{}sleep 6\nprobes\nquit --remove-probes\n",
+            "live off\nkretprobe fib\n{}sleep 3\nprobes\nquit --remove-probes\n",
             "jprobe fib\n".repeat(8)
         ),
     );
