@@ -88,19 +88,23 @@ fn probe_row(k: &mut Kdbg, id: u64) -> Value {
 fn count_by_path_hist_and_lhist_equal_the_truth() {
     let vm = boot();
     let mut k = Kdbg::start(&vm, &["--keep-going"]);
-    stop_quiet(&mut k, &["open-worker", "math-worker"]);
+    let quiet = ["open-worker", "math-worker", "fork-worker"];
+    stop_quiet(&mut k, &quiet);
     let opens0 = truth(&vm, "sys_open").len();
     let fibs0 = truth(&vm, "fib").len();
+    let spawns0 = truth(&vm, "spawn_task").len();
     let by_path =
         tests::kdbg::probe_id(&k.ok("kretprobe sys_open count by path:string", "probe_set"));
     let hist = tests::kdbg::probe_id(&k.ok("kprobe fib hist n", "probe_set"));
     let lhist = tests::kdbg::probe_id(&k.ok("kprobe fib lhist n 0 10 2", "probe_set"));
     let failing =
         tests::kdbg::probe_id(&k.ok("kretprobe sys_open stats ret if ret < 0", "probe_set"));
+    let by_task =
+        tests::kdbg::probe_id(&k.ok("jprobe spawn_task sum stack_size by $task", "probe_set"));
     let events0 = k.seen.iter().filter(|v| v["type"] == "event").count();
     k.ok("continue", "running");
     std::thread::sleep(Duration::from_secs(3));
-    stop_quiet(&mut k, &["open-worker", "math-worker"]);
+    stop_quiet(&mut k, &quiet);
 
     // count by path == the truth's opens per path in the window.
     let opens = truth(&vm, "sys_open");
@@ -143,6 +147,31 @@ fn count_by_path_hist_and_lhist_equal_the_truth() {
     assert_eq!(r["sum"].as_i64(), Some(rets.iter().sum::<i64>()), "{m}");
     assert_eq!(r["min"].as_i64(), rets.iter().min().copied(), "{m}");
     assert_eq!(r["max"].as_i64(), rets.iter().max().copied(), "{m}");
+
+    // sum of spawn_task's stack_size by task: one task (the fork worker)
+    // and the truth's sum.
+    let spawns = &truth(&vm, "spawn_task")[spawns0..];
+    let m = map(&mut k, by_task);
+    let r = &rows(&m)[0];
+    assert_eq!(rows(&m).len(), 1, "{m}");
+    assert!(
+        r["key_text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("fork-worker"),
+        "{m}"
+    );
+    assert_eq!(r["count"].as_u64(), Some(spawns.len() as u64), "{m}");
+    assert_eq!(
+        r["sum"].as_i64(),
+        Some(
+            spawns
+                .iter()
+                .map(|t| hex(&t["stack_size"]) as i64)
+                .sum::<i64>()
+        ),
+        "{m}"
+    );
 
     // hist of fib's n == the truth's distribution of every fib call.
     let fibs = truth(&vm, "fib");
@@ -191,7 +220,7 @@ fn count_by_path_hist_and_lhist_equal_the_truth() {
 
     // maps lists all four; zero keeps keys, clear removes them.
     let maps = k.ok("maps", "maps");
-    assert_eq!(maps["maps"].as_array().map(Vec::len), Some(4), "{maps}");
+    assert_eq!(maps["maps"].as_array().map(Vec::len), Some(5), "{maps}");
     k.ok(&format!("zero @{by_path}"), "message");
     let m = map(&mut k, by_path);
     assert!(

@@ -717,21 +717,12 @@ pub fn map_text(m: &MapView) -> String {
         "hist" | "lhist" => {
             for e in rows {
                 let b = e.buckets.clone().unwrap_or_default();
-                let mut t = if m.keys.is_empty() {
-                    // The map's line is the title.
-                    let full = crate::events::histogram_text("", &b);
-                    full.trim_start_matches('\n').to_string()
-                } else {
-                    crate::events::histogram_text(&format!("{}[{}]:", m.name, e.key_text), &b)
-                };
-                out.push('\n');
-                if m.func == "lhist" {
-                    // Open ends read better than the i64 limits.
-                    t = t
-                        .replace(&format!("[{}, ", i64::MIN), "(..., ")
-                        .replace(&format!(", {})", i64::MAX), ", ...)");
+                if !m.keys.is_empty() {
+                    out.push('\n');
+                    out.push_str(&format!("{}[{}]:", m.name, e.key_text));
                 }
-                out.push_str(t.trim_end());
+                out.push('\n');
+                out.push_str(histogram_rows(&b).trim_end());
             }
         }
         "count" | "sum" | "min" | "max" | "avg" => {
@@ -785,6 +776,23 @@ pub fn map_text(m: &MapView) -> String {
         }
     }
     out
+}
+
+/// Histogram rows as the `hist` command draws them; an `lhist`'s
+/// outside buckets read `(..., MIN)` and `[MAX, ...)`.
+fn histogram_rows(buckets: &[Bucket]) -> String {
+    let max = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1);
+    let mut s = String::new();
+    for b in buckets {
+        let bar = "@".repeat(((b.count * 52).div_ceil(max)) as usize);
+        let range = match (b.low == i64::MIN as i128, b.high == i64::MAX as i128) {
+            (true, _) => format!("(..., {})", b.high),
+            (_, true) => format!("[{}, ...)", b.low),
+            _ => format!("[{}, {})", b.low, b.high),
+        };
+        s.push_str(&format!("{range:<24} {:>8} |{bar:<52}|\n", b.count));
+    }
+    s
 }
 
 /// The key column's title: the key expressions without `:stringN`.
@@ -959,6 +967,26 @@ mod tests {
             "{t}"
         );
         assert_eq!(t.lines().count(), 3, "{t}");
+    }
+
+    #[test]
+    fn lhist_open_ends() {
+        let t = histogram_rows(&[
+            Bucket {
+                low: i64::MIN as i128,
+                high: -20,
+                count: 1,
+            },
+            Bucket {
+                low: 0,
+                high: i64::MAX as i128,
+                count: 2,
+            },
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("(..., -20) "), "{t}");
+        assert!(lines[1].starts_with("[0, ...) "), "{t}");
+        assert_eq!(lines[0].find('|'), lines[1].find('|'), "{t}");
     }
 
     #[test]
