@@ -899,18 +899,31 @@ impl<'a> Evaluator<'a> {
         Ok(Some(le(&b)))
     }
 
-    /// `$cpu`: the CPU that stopped. The stub does not report it, so this
-    /// is known only while one CPU is online.
+    /// `$cpu`: the CPU that stopped: the CPU owning the stub
+    /// (`stub::allstop::OWNER`, the one that trapped while the others are
+    /// parked), else the only online CPU.
     fn this_cpu(&mut self, sp: Span) -> Result<u64, Error> {
         if self.types_only {
             return Ok(0);
         }
-        match self.online_cpus(sp)? {
+        let mask = self.online_cpus(sp)?;
+        if let Some(g) = self
+            .elf
+            .globals_named("stub::allstop::OWNER")
+            .ok()
+            .and_then(|g| g.first().cloned())
+        {
+            let owner = le(&self.read(g.address, 8, sp)?);
+            if owner < 64 && mask.is_none_or(|m| m >> owner & 1 == 1) {
+                return Ok(owner);
+            }
+        }
+        match mask {
             Some(m) if m.count_ones() == 1 => Ok(u64::from(m.trailing_zeros())),
             Some(m) => Err(Error::at(
                 sp,
                 format!(
-                    "the stub does not say which CPU stopped ({} online: {}): name one, $per_cpu(VAR, N)",
+                    "no CPU owns the stub ({} online: {}): name one, $per_cpu(VAR, N)",
                     m.count_ones(),
                     cpu_list(m)
                 ),

@@ -386,3 +386,51 @@ fn normalization_is_what_the_table_documents() {
     assert_eq!(normalize("  [1,   2]  "), "[1, 2]");
     assert_eq!(normalize("x::hello"), "x::hello");
 }
+
+/// Two CPUs: `$cpu` is the CPU that stopped (the one `threads` shows
+/// running the current task), `$per_cpu(VAR)` its element.
+#[test]
+fn per_cpu_helpers_at_two_cpus() {
+    let mut vm = Qemu::boot_with("serve kdbg.quiet", |c| c.smp = 2).expect("boot");
+    vm.wait_for_console("tasks started", BOOT).expect("boot");
+    let mut k = KdbgJson::start(&vm, &["--keep-going"]);
+    k.ok("break fib", "breakpoint");
+    let mark = k.mark();
+    k.wait_stop(mark);
+    let online = k.run("print arch::percpu::ONLINE");
+    let cpu = k.ok("print $cpu", "value");
+    let n: u64 = cpu["value"]["text"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{cpu}"));
+    let threads = k.ok("threads", "threads");
+    let current = threads["threads"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["current"] == true))
+        .unwrap_or_else(|| panic!("no current task: {threads}"));
+    assert_eq!(current["cpu"], n, "{threads} / {online}");
+    let direct = k.ok(&format!("print arch::trap::IST_BASE[{n}]"), "value");
+    let mine = k.ok("print $per_cpu(arch::trap::IST_BASE)", "value");
+    assert_eq!(
+        mine["value"]["address"], direct["value"]["address"],
+        "{mine}"
+    );
+    // Both CPUs' elements exist, a third CPU is not online.
+    for c in 0..2 {
+        k.ok(
+            &format!("print $per_cpu(arch::trap::IST_BASE, {c})"),
+            "value",
+        );
+    }
+    let e = k.run("print $per_cpu(arch::trap::IST_BASE, 2)");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("cpu 2 is not online (online: 0, 1)")),
+        "{e} / {online}"
+    );
+    k.ok("delete break 1", "message");
+    k.ok("continue", "running");
+    let _ = k.finish();
+    vm.assert_still_running(Duration::from_millis(300));
+}
