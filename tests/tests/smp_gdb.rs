@@ -165,3 +165,48 @@ fn shell_events_from_both_cpus_at_2_vcpus() {
     assert_eq!(running, vec![0, 1], "one running task per CPU: {threads}");
     k.kill();
 }
+
+/// At 4 vCPUs, two breakpoints in functions different workers call (they
+/// may hit on two CPUs at once: one is reported, the other at the next
+/// continue) and a watchpoint set on the stopped CPU that fires in whatever
+/// CPU the writer runs on (debug registers are per CPU: every CPU loads
+/// gdb's). Every stop is a breakpoint or watchpoint stop, never a stray
+/// SIGTRAP, and the kernel runs on after detach.
+#[test]
+fn concurrent_breakpoints_and_a_watchpoint_at_4_vcpus() {
+    let mut vm = Qemu::boot_with("serve kdbg.quiet", |c| {
+        c.smp = 4;
+        c.timeout = Duration::from_secs(400);
+    })
+    .expect("boot the reference kernel at 4 vCPUs");
+    vm.wait_for_console("workload tasks started", BOOT)
+        .expect("serve mode starts its workloads");
+    let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
+    let kernel = vm.config().kernel.clone();
+    let mut cmds = vec!["break spawn_task", "break sys_open"];
+    for _ in 0..8 {
+        cmds.push("continue");
+    }
+    cmds.extend(["delete", "watch kernel::workloads::NEXT_PID"]);
+    for _ in 0..3 {
+        cmds.extend(["continue", "info threads"]);
+    }
+    cmds.extend(["delete", "detach"]);
+    let out = tests::gdb::batch_within(&kernel, addr, &[], &cmds, Duration::from_secs(300));
+    let bps = out.matches(" hit Breakpoint ").count() + out.matches("\nBreakpoint ").count();
+    assert!(bps >= 8, "8 breakpoint stops:\n{out}");
+    assert!(
+        !out.contains("SIGTRAP") && !out.contains("SIGSEGV"),
+        "no stray trap:\n{out}"
+    );
+    assert_eq!(
+        out.matches("watchpoint 3: kernel::workloads::NEXT_PID\n\nOld value")
+            .count(),
+        3,
+        "three watchpoint hits:\n{out}"
+    );
+    let cpus = cpus_named(&out.lines().collect::<Vec<_>>());
+    assert_eq!(cpus, vec![0, 1, 2, 3], "{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(vm.try_exit().is_none(), "the kernel is still running");
+}
