@@ -287,3 +287,35 @@ fn kretprobe_predicate_records_only_failing_opens() {
     k.ok("continue", "running");
     k.finish();
 }
+
+/// A condition with a string literal reaches the compiler as typed (the
+/// shell keeps the quotes) and is decided in the kernel by the bounded
+/// string compare: only opens of /etc/passwd stop.
+#[test]
+fn shell_break_if_string_compare_keeps_its_quotes() {
+    let vm = boot_serving("serve kdbg.quiet");
+    let mut k = Kdbg::start(&vm, &["--keep-going"]);
+    let b = k.ok(r#"break sys_open if path == "/etc/passwd""#, "breakpoint");
+    assert_eq!(
+        b["breakpoint"]["condition"], r#"path == "/etc/passwd""#,
+        "{b}"
+    );
+    for i in 0..2 {
+        let mark = k.mark();
+        if i > 0 {
+            k.ok("continue", "running");
+        }
+        let stop = k.wait_stop(mark);
+        assert_eq!(stop["stop"]["location"], "sys_open", "{stop}");
+        let v = k.ok("print $str(path)", "value");
+        assert_eq!(v["value"]["text"], r#""/etc/passwd""#, "{v}");
+    }
+    let c = counts(&mut k);
+    assert!(
+        n(&c, "false_hits") > 0,
+        "other paths were opened in between, decided in the kernel: {c}"
+    );
+    k.ok("delete break 1", "message");
+    k.ok("continue", "running");
+    let _ = k.finish();
+}
