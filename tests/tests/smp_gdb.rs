@@ -184,9 +184,7 @@ fn concurrent_breakpoints_and_a_watchpoint_at_4_vcpus() {
     let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
     let kernel = vm.config().kernel.clone();
     let mut cmds = vec!["break spawn_task", "break sys_open"];
-    for _ in 0..8 {
-        cmds.push("continue");
-    }
+    cmds.extend(std::iter::repeat_n("continue", 8));
     cmds.extend(["delete", "watch kernel::workloads::NEXT_PID"]);
     for _ in 0..3 {
         cmds.extend(["continue", "info threads"]);
