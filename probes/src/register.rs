@@ -142,6 +142,18 @@ impl Core {
         addr: u64,
         sym: &Symbol,
     ) -> Result<Analysis, ProbeError> {
+        Self::analyse_over(pf, reg, addr, sym, None)
+    }
+
+    /// [`Self::analyse`] with `overlay` (bytes about to be written at an
+    /// address) in place of what the text holds there.
+    fn analyse_over(
+        pf: &dyn Host,
+        reg: &Registry,
+        addr: u64,
+        sym: &Symbol,
+        overlay: Option<(u64, &[u8])>,
+    ) -> Result<Analysis, ProbeError> {
         let size = sym.size.min(MAX_FUNCTION);
         let len = usize::try_from(size).map_err(|_| ProbeError::Unreadable)?;
         let mut code = vec![0u8; len];
@@ -163,7 +175,46 @@ impl Core {
                 *b = orig;
             }
         }
+        if let Some((at, bytes)) = overlay {
+            for (i, &v) in bytes.iter().enumerate() {
+                if let Some(b) = (at + i as u64)
+                    .checked_sub(sym.start)
+                    .and_then(|off| usize::try_from(off).ok())
+                    .and_then(|off| code.get_mut(off))
+                {
+                    *b = v;
+                }
+            }
+        }
         Ok(analyze(&code, sym.start, addr)?)
+    }
+
+    /// The out-of-line slot an analysed instruction needs (none when it is
+    /// emulated): allocated, written and owned by `addr`.
+    fn build_slot(
+        &self,
+        pf: &dyn Host,
+        reg: &mut Registry,
+        addr: u64,
+        analysis: &Analysis,
+    ) -> Result<Option<SlotImage>, ProbeError> {
+        match analysis.exec {
+            Execution::Emulate(_) => Ok(None),
+            Execution::OutOfLine { .. } => {
+                let base = reg.slots.alloc().ok_or(ProbeError::NoSlot)?;
+                match SlotImage::build(analysis, base) {
+                    Ok(img) => {
+                        pf.write_text(base, &img.bytes);
+                        self.set_slot_owner(base, addr);
+                        Ok(Some(img))
+                    }
+                    Err(r) => {
+                        reg.slots.free(base);
+                        Err(ProbeError::Refused(r))
+                    }
+                }
+            }
+        }
     }
 
     /// Adds a probe built by `make` at `at`. `entry_only`: function entry only.
@@ -193,23 +244,7 @@ impl Core {
             Some(old) => (old.analysis, old.slot, old.probes.clone(), false),
             None => {
                 let analysis = Self::analyse(pf, &reg, addr, &sym)?;
-                let slot = match analysis.exec {
-                    Execution::Emulate(_) => None,
-                    Execution::OutOfLine { .. } => {
-                        let base = reg.slots.alloc().ok_or(ProbeError::NoSlot)?;
-                        match SlotImage::build(&analysis, base) {
-                            Ok(img) => {
-                                pf.write_text(base, &img.bytes);
-                                self.set_slot_owner(base, addr);
-                                Some(img)
-                            }
-                            Err(r) => {
-                                reg.slots.free(base);
-                                return Err(ProbeError::Refused(r));
-                            }
-                        }
-                    }
-                };
+                let slot = self.build_slot(pf, &mut reg, addr, &analysis)?;
                 (analysis, slot, Vec::new(), true)
             }
         };
@@ -388,23 +423,7 @@ impl Core {
         }
         let (addr, sym) = Self::resolve(pf, self.hit_path(), At::Addr(addr))?;
         let analysis = Self::analyse(pf, reg, addr, &sym)?;
-        let slot = match analysis.exec {
-            Execution::Emulate(_) => None,
-            Execution::OutOfLine { .. } => {
-                let base = reg.slots.alloc().ok_or(ProbeError::NoSlot)?;
-                match SlotImage::build(&analysis, base) {
-                    Ok(img) => {
-                        pf.write_text(base, &img.bytes);
-                        self.set_slot_owner(base, addr);
-                        Some(img)
-                    }
-                    Err(r) => {
-                        reg.slots.free(base);
-                        return Err(ProbeError::Refused(r));
-                    }
-                }
-            }
-        };
+        let slot = self.build_slot(pf, reg, addr, &analysis)?;
         let cond = reg.conds.get(&addr).cloned();
         let point = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(
             analysis,
@@ -569,6 +588,95 @@ impl Core {
         }
         if let Some(orig) = reg.gdb.remove(&addr) {
             pf.write_text(addr, &[orig]);
+        }
+        Ok(())
+    }
+
+    /// A debugger writes `data` to kernel text at `start` (gdb's `M`/`X` on
+    /// code). kdbg's int3 bytes stay where they are and the bytes they
+    /// stand for become the debugger's; every probed instruction the write
+    /// touches is analysed again from its new bytes (with a new out-of-line
+    /// slot), so its probes keep working on the new code. A write that
+    /// would leave a probed instruction unprobeable is refused whole,
+    /// before anything is written.
+    pub fn text_write(&self, start: u64, data: &[u8]) -> Result<(), ProbeError> {
+        let (pf, mut reg) = self.lock()?;
+        let end = start
+            .checked_add(data.len() as u64)
+            .ok_or(ProbeError::NotText)?;
+        let touched: Vec<u64> = reg
+            .points
+            .range(start.saturating_sub(arch::insn::MAX_INSN_LEN as u64)..end)
+            .map(|(&a, _)| a)
+            .filter(|&a| {
+                reg.point(a)
+                    .is_some_and(|p| a + p.analysis.insn().len() as u64 > start)
+            })
+            .collect();
+        let mut analysed = Vec::new();
+        for &a in &touched {
+            let (_, sym) = Self::resolve(pf, self.hit_path(), At::Addr(a))?;
+            analysed.push((
+                a,
+                Self::analyse_over(pf, &reg, a, &sym, Some((start, data)))?,
+            ));
+        }
+        // New slots first: a failure leaves text and probes as they were.
+        let mut redone = Vec::new();
+        for (a, analysis) in analysed {
+            match self.build_slot(pf, &mut reg, a, &analysis) {
+                Ok(slot) => redone.push((a, analysis, slot)),
+                Err(e) => {
+                    for (_, _, slot) in redone {
+                        if let Some(img) = slot {
+                            self.set_slot_owner(img.trap_entry, 0);
+                            reg.slots.free(img.trap_entry);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut bytes = data.to_vec();
+        for (&a, e) in reg.points.range(start..end) {
+            if e.armed
+                && let Some(b) = bytes.get_mut((a - start) as usize)
+            {
+                *b = arch::text::BREAKPOINT;
+            }
+        }
+        for (&a, orig) in reg.gdb.range_mut(start..end) {
+            if let Some(b) = bytes.get_mut((a - start) as usize) {
+                *orig = *b;
+                *b = arch::text::BREAKPOINT;
+            }
+        }
+        pf.write_text(start, &bytes);
+        for (a, analysis, slot) in redone {
+            let Some(old) = reg.point(a) else {
+                continue;
+            };
+            let (probes, gdb, old_slot) = (old.probes.clone(), old.gdb, old.slot);
+            let cond = reg.conds.get(&a).cloned();
+            let point = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Point::new(
+                analysis, slot, probes, gdb, cond,
+            )));
+            match self.table.publish(point) {
+                Ok(Some(old_ptr)) => {
+                    if let Some(e) = reg.points.get_mut(&a) {
+                        e.ptr = point;
+                    }
+                    self.synchronize(pf);
+                    // SAFETY: unpublished and past a grace period.
+                    drop(unsafe { alloc::boxed::Box::from_raw(old_ptr) });
+                    if let Some(img) = old_slot {
+                        self.set_slot_owner(img.trap_entry, 0);
+                        reg.slots.free(img.trap_entry);
+                    }
+                }
+                // SAFETY: never published (cannot happen: the key exists).
+                Ok(None) | Err(_) => drop(unsafe { alloc::boxed::Box::from_raw(point) }),
+            }
         }
         Ok(())
     }

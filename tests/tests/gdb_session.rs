@@ -682,3 +682,80 @@ fn a_watched_address_read_by_a_probe_capture_stops_only_on_the_programs_accesses
     );
     vm.assert_still_running(SETTLE);
 }
+
+/// `(arg0, ret)` of every kretprobe-return event line in `out`.
+fn returns(out: &str) -> Vec<(u64, u64)> {
+    let hex = |v: &str| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok();
+    out.lines()
+        .filter(|l| l.contains("kind=kretprobe-return"))
+        .filter_map(|l| {
+            let arg0 = l.split("args=").nth(1)?.split(',').next().and_then(hex)?;
+            let ret = l
+                .split(" ret=")
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .and_then(hex)?;
+            Some((arg0, ret))
+        })
+        .collect()
+}
+
+#[test]
+fn a_gdb_write_to_probed_text_changes_what_the_probe_runs() {
+    // kdbg_insn_helper is `lea rax, [rdi + 1]; ret` and its first
+    // instruction carries a kretprobe's int3 (executed out of line). gdb
+    // changes the displacement byte to 2: the function must now return
+    // x + 2 (the probe core re-analyses the instruction from the new
+    // bytes), x/4xb shows the new bytes without the int3, and the probe
+    // keeps recording; writing 1 back restores x + 1.
+    let mut vm = boot_serving("serve kdbg.quiet");
+    let run = |vm: &mut Qemu, first: &[&str], byte: u8| {
+        let set = format!("set {{unsigned char}}((char *)kdbg_insn_helper + 3) = {byte}");
+        let mut cmds = vec!["set language c"];
+        cmds.extend_from_slice(first);
+        cmds.extend([
+            set.as_str(),
+            "x/4xb kdbg_insn_helper",
+            "thbreak insn_loop",
+            "continue",
+            "thbreak insn_loop",
+            "continue",
+            "monitor probes",
+            "detach",
+        ]);
+        gdb(vm, &cmds)
+    };
+    let changed = run(&mut vm, &["monitor kretprobe kdbg_insn_helper"], 2);
+    let restored = run(&mut vm, &[], 1);
+    assert!(
+        changed.contains(":\t0x48\t0x8d\t0x47\t0x02"),
+        "gdb reads its own bytes back, without kdbg's int3:\n{changed}"
+    );
+    let before = returns(&changed);
+    let after = returns(&restored);
+    assert!(
+        before.len() >= 3 && after.len() >= 3,
+        "the kretprobe kept recording ({} then {}):\n{changed}\n{restored}",
+        before.len(),
+        after.len()
+    );
+    // The first events may come from a call already under way.
+    for (x, r) in before.iter().skip(1) {
+        assert_eq!(*r, x + 2, "the changed instruction runs:\n{changed}");
+    }
+    // Events queued while no debugger was attached (x + 2) come first;
+    // from the first x + 1 on, every return is x + 1.
+    let first = after
+        .iter()
+        .position(|(x, r)| *r == x + 1)
+        .unwrap_or_else(|| panic!("the restored instruction runs:\n{restored}"));
+    assert!(
+        after.len() - first >= 2,
+        "several returns after the restore:\n{restored}"
+    );
+    for (x, r) in &after[first..] {
+        assert_eq!(*r, x + 1, "the restored instruction runs:\n{restored}");
+    }
+    vm.assert_still_running(SETTLE);
+}

@@ -10,7 +10,7 @@ use gdbstub::target::ext::base::multithread::{MultiThreadBase, MultiThreadResume
 use gdbstub::target::ext::thread_extra_info::ThreadExtraInfoOps;
 use gdbstub::target::{TargetError, TargetResult};
 
-use super::{EFAULT, EINVAL, KdbgTarget};
+use super::{EACCES, EFAULT, EINVAL, KdbgTarget};
 use crate::gdb_arch::KdbgRegs;
 use crate::kernel::{task_of_tid, tid_of_task};
 
@@ -115,11 +115,24 @@ impl MultiThreadBase for KdbgTarget {
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
+        let last = start.wrapping_add(data.len().saturating_sub(1) as u64);
+        if self.host.is_text(start) || self.host.is_text(last) {
+            // Kernel text, writable or not: through the probe core, after
+            // proving every byte is mapped. Its int3 bytes stay; the bytes
+            // they stand for and the probed instructions become the
+            // debugger's (a write that would leave a probe on an
+            // unprobeable instruction is refused, EACCES).
+            arch::mem::check_range(start, data.len(), false)
+                .map_err(|_| TargetError::Errno(EFAULT))?;
+            return probes::CORE
+                .text_write(start, data)
+                .map_err(|_| TargetError::Errno(EACCES));
+        }
         match arch::debugreg::masked(|| arch::mem::write(start, data)) {
             Ok(()) => Ok(()),
             Err(arch::mem::MemError::ReadOnly) => {
-                // Kernel text: through the text-patching layer, after
-                // proving every byte is mapped.
+                // Read-only data outside the kernel's text (e.g. slots):
+                // through the text-patching layer.
                 arch::mem::check_range(start, data.len(), false)
                     .map_err(|_| TargetError::Errno(EFAULT))?;
                 self.host.write_text(start, data);
