@@ -76,7 +76,7 @@ pub use function::{Function, LocationSource, Param, ParamLocation};
 pub use lines::LineMatch;
 pub use names::demangle;
 pub use registers::{Register, Registers};
-pub use steprows::LineRow;
+pub use steprows::{InlineBlock, LineRow, StmtRow};
 pub use symtab::{Symbol, SymbolKind, SymbolOffset};
 pub use types::{BaseEncoding, Field, Lang, Qualifier, Type, TypeId, TypeKind};
 pub use vars::{

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tests::Qemu;
 use tests::kdbg::KdbgJson;
 
@@ -17,6 +16,8 @@ struct Scenario {
     function: String,
     condition: String,
     commands: Vec<String>,
+    /// A monitor command set for the scenario (a probe), deleted after.
+    setup: Option<String>,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -26,11 +27,15 @@ fn scenarios() -> Vec<Scenario> {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {
             let parts: Vec<&str> = l.split('|').map(str::trim).collect();
-            assert_eq!(parts.len(), 3, "bad scenario line `{l}`");
+            assert!(
+                parts.len() == 3 || parts.len() == 4,
+                "bad scenario line `{l}`"
+            );
             Scenario {
                 function: parts[0].into(),
                 condition: parts[1].into(),
                 commands: parts[2].split_whitespace().map(String::from).collect(),
+                setup: parts.get(3).map(|s| s.to_string()),
             }
         })
         .collect()
@@ -43,65 +48,144 @@ fn boot() -> Qemu {
     vm
 }
 
-/// The line kdbg's step result reports.
-fn kdbg_line(v: &Value) -> Option<u64> {
-    v["step"]["line"].as_u64()
+/// What kdbg's result of `command` reports: the line a step stopped at or
+/// the selected frame's line (`up`, `down`), the last `::` part of the
+/// first three frames' names for `bt`.
+fn kdbg_result(k: &mut KdbgJson, command: &str) -> String {
+    if command == "bt" {
+        let v = k.ok("bt", "backtrace");
+        let names: Vec<&str> = tests::kdbg::items(&v, "frames")
+            .iter()
+            .take(3)
+            .map(|f| last_part(f["function"].as_str().unwrap_or("?")))
+            .collect();
+        return format!("bt {}", names.join(","));
+    }
+    if command == "up" || command == "down" {
+        let v = k.ok(command, "frame");
+        return line_text(v["frame"]["line"].as_u64());
+    }
+    let v = k.ok(command, "stepped");
+    line_text(v["step"]["line"].as_u64())
 }
 
-/// kdbg: the line after each command of the scenario.
-fn run_kdbg(vm: &Qemu, sc: &Scenario) -> Vec<Option<u64>> {
+fn line_text(l: Option<u64>) -> String {
+    l.map_or("?".into(), |l| l.to_string())
+}
+
+fn last_part(name: &str) -> &str {
+    name.rsplit("::").next().unwrap_or(name)
+}
+
+/// gdb: prints what [`kdbg_result`] reports, after `command`.
+fn gdb_result(command: &str) -> Vec<String> {
+    if command == "bt" {
+        return vec![
+            "python f = gdb.newest_frame(); n = []".into(),
+            "python exec(\"while f is not None and len(n) < 3:\\n n.append(str(f.name()).split('::')[-1]); f = f.older()\")".into(),
+            "python print('@@LINE bt ' + ','.join(n))".into(),
+        ];
+    }
+    vec![
+        command.to_string(),
+        "python print('@@LINE', gdb.selected_frame().find_sal().line)".into(),
+    ]
+}
+
+/// kdbg, one session for every scenario: the line after each command.
+fn run_kdbg(vm: &Qemu, scs: &[Scenario]) -> Vec<Vec<String>> {
     let mut k = KdbgJson::start(vm, &["--timeout", "60"]);
     k.run("live off");
-    let b = k.ok(
-        &format!("break {} if {}", sc.function, sc.condition),
-        "breakpoint",
-    );
-    let id = b["breakpoint"]["id"].as_u64().expect("breakpoint id");
-    k.ok("wait stop timeout 30", "waited");
-    k.ok(&format!("delete break {id}"), "message");
-    let mut lines = Vec::new();
-    for c in &sc.commands {
-        let v = k.ok(c, "stepped");
-        lines.push(kdbg_line(&v));
+    let mut all = Vec::new();
+    for sc in scs {
+        let probe = sc.setup.as_ref().map(|setup| {
+            let v = k.ok(&format!("monitor {setup}"), "monitor");
+            let text = v["text"].as_str().unwrap_or_default().to_string();
+            text.trim()
+                .strip_prefix("ok id=")
+                .unwrap_or_else(|| panic!("`monitor {setup}`: {text}"))
+                .to_string()
+        });
+        let b = k.ok(
+            &format!("break {} if {}", sc.function, sc.condition),
+            "breakpoint",
+        );
+        let id = b["breakpoint"]["id"].as_u64().expect("breakpoint id");
+        k.ok("wait stop timeout 30", "waited");
+        k.ok(&format!("delete break {id}"), "message");
+        let mut lines = Vec::new();
+        for c in &sc.commands {
+            lines.push(kdbg_result(&mut k, c));
+        }
+        if let Some(id) = probe {
+            k.ok(&format!("monitor probe delete {id}"), "monitor");
+        }
+        k.run("continue");
+        all.push(lines);
     }
-    k.run("continue");
     k.run("quit");
-    lines
+    all
 }
 
-/// gdb: the same sequence, the line after each command.
-fn run_gdb(vm: &mut Qemu, sc: &Scenario) -> (Vec<Option<u64>>, String) {
+/// gdb, one session for every scenario: the same sequences, the line after
+/// each command (`@@SC N` marks where scenario N starts).
+fn run_gdb(vm: &mut Qemu, scs: &[Scenario]) -> (Vec<Vec<String>>, String) {
     let addr = vm.wait_for_stub_port(BOOT).expect("stub port");
     let mut cmds = vec![
         "skip -rfu ^(core|alloc|std)::".to_string(),
         "set breakpoint condition-evaluation host".to_string(),
-        // kdbg's `break FUNCTION` is at the entry (gdb's `*FUNCTION`).
-        format!("break *{} if {}", sc.function, sc.condition),
-        "continue".to_string(),
-        "delete".to_string(),
     ];
-    for c in &sc.commands {
-        cmds.push(c.clone());
-        cmds.push("python print('@@LINE', gdb.selected_frame().find_sal().line)".into());
+    for (i, sc) in scs.iter().enumerate() {
+        cmds.push(format!("python print('@@SC', {i})"));
+        if let Some(setup) = &sc.setup {
+            cmds.push(format!(
+                "python probe = gdb.execute('monitor {setup}', to_string=True)"
+            ));
+        }
+        cmds.extend([
+            // kdbg's `break FUNCTION` is at the entry (gdb's `*FUNCTION`).
+            format!("break *{} if {}", sc.function, sc.condition),
+            "continue".to_string(),
+            "delete".to_string(),
+        ]);
+        for c in &sc.commands {
+            cmds.extend(gdb_result(c));
+        }
+        if sc.setup.is_some() {
+            cmds.push(
+                "python gdb.execute('monitor probe delete ' + probe.split('id=')[1].split()[0])"
+                    .into(),
+            );
+        }
     }
     cmds.push("detach".into());
     let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
     let kernel = vm.config().kernel.clone();
     let out = tests::gdb::batch(&kernel, addr, &["set language c"], &refs);
-    let lines = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@LINE "))
-        .map(|v| v.trim().parse().ok())
-        .collect();
-    (lines, out)
+    let mut all: Vec<Vec<String>> = Vec::new();
+    for l in out.lines() {
+        if l.starts_with("@@SC ") {
+            all.push(Vec::new());
+        } else if let (Some(v), Some(cur)) = (l.strip_prefix("@@LINE "), all.last_mut()) {
+            let v = v.trim();
+            cur.push(if v.starts_with("bt ") || v.parse::<u64>().is_ok() {
+                v.to_string()
+            } else {
+                "?".to_string()
+            });
+        }
+    }
+    (all, out)
 }
 
 #[test]
 fn steps_agree_with_gdb_over_the_scenario_table() {
     let mut vm = boot();
-    for sc in scenarios() {
-        let ours = run_kdbg(&vm, &sc);
-        let (theirs, out) = run_gdb(&mut vm, &sc);
+    let scs = scenarios();
+    let ours = run_kdbg(&vm, &scs);
+    let (theirs, out) = run_gdb(&mut vm, &scs);
+    assert_eq!(theirs.len(), scs.len(), "gdb ran every scenario:\n{out}");
+    for ((sc, ours), theirs) in scs.iter().zip(&ours).zip(&theirs) {
         assert_eq!(
             ours, theirs,
             "{} if {}: {:?}: kdbg's lines differ from gdb's\n{out}",

@@ -102,7 +102,14 @@ pub fn backtrace(s: &mut Session, inv: &Invocation) -> Result<Output> {
             });
         } else {
             let n = inl.len();
-            for (k, f) in inl.into_iter().enumerate() {
+            // At the stop, inlined frames presented at their call site
+            // (gdb's skipped inline frames) are not listed.
+            let skip = if innermost {
+                super::stepping::presented_skip(s).min(n - 1)
+            } else {
+                0
+            };
+            for (k, f) in inl.into_iter().enumerate().skip(skip) {
                 let name = f
                     .demangled
                     .clone()

@@ -4,10 +4,12 @@
 //! temporary breakpoint plus a frame check (task and stack pointer) to run
 //! over calls and out of frames. See docs/notes/stepping.md.
 
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use symbols::{LineRow, Register, Registers};
+use symbols::{InlineBlock, LineRow, Register, Registers, StmtRow};
 
 use crate::cmd::Invocation;
 use crate::cmd::parse::count;
@@ -20,11 +22,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Instructions one source step may single-step before giving up.
 const MAX_STEPS: u64 = 20_000;
 
-/// The line-table view of one function.
+/// The line-table rows of one function (for showing where a frame is).
 struct Lines {
-    /// `[lo, hi)` of the function (symbol table).
-    lo: u64,
-    hi: u64,
     rows: Vec<LineRow>,
 }
 
@@ -33,15 +32,7 @@ impl Lines {
         let elf = s.shared.elf().ok()?;
         let range = elf.function_bounds(pc)?;
         let rows = elf.line_rows_in(range.start, range.end).ok()?;
-        (!rows.is_empty()).then_some(Lines {
-            lo: range.start,
-            hi: range.end,
-            rows,
-        })
-    }
-
-    fn contains(&self, pc: u64) -> bool {
-        (self.lo..self.hi).contains(&pc)
+        (!rows.is_empty()).then_some(Lines { rows })
     }
 
     /// The row containing `pc`.
@@ -51,48 +42,6 @@ impl Lines {
             .rev()
             .find(|r| r.start <= pc && pc < r.start + r.len.max(1))
     }
-
-    /// The row that starts exactly at `pc` with a real line.
-    fn starts_line(&self, pc: u64) -> Option<&LineRow> {
-        self.rows.iter().find(|r| r.start == pc && r.line != 0)
-    }
-
-    /// Where a `step` into this function stops: the first row after the
-    /// entry row whose line differs from the entry's (gdb's prologue skip
-    /// by line table), else the entry.
-    fn after_prologue(&self) -> u64 {
-        let Some(first) = self.rows.iter().find(|r| r.line != 0) else {
-            return self.lo;
-        };
-        self.rows
-            .iter()
-            .find(|r| r.start > first.start && r.line != 0 && r.line != first.line)
-            .map_or(first.start, |r| r.start)
-    }
-}
-
-/// Is this function the standard library's (skipped by `step` unless
-/// `set step-library on`)?
-fn is_library(s: &Session, pc: u64, lines: Option<&Lines>) -> bool {
-    if s.step_library {
-        return false;
-    }
-    let name = s.shared.describe(pc);
-    let name = name.split('+').next().unwrap_or("");
-    if [
-        "core::", "alloc::", "std::", "<core::", "<alloc::", "<std::",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
-    {
-        return true;
-    }
-    if s.skips.iter().any(|k| k.matches(name, lines, pc)) {
-        return true;
-    }
-    lines
-        .and_then(|l| l.row(pc))
-        .is_some_and(|r| r.file.starts_with("/rustc/"))
 }
 
 /// One `skip` entry.
@@ -105,12 +54,10 @@ pub struct Skip {
 }
 
 impl Skip {
-    fn matches(&self, name: &str, lines: Option<&Lines>, pc: u64) -> bool {
+    fn matches_name(&self, name: &str, file: Option<&str>) -> bool {
         match self.kind.as_str() {
             "function" => name == self.pattern || name.starts_with(&format!("{}::", self.pattern)),
-            _ => lines
-                .and_then(|l| l.row(pc))
-                .is_some_and(|r| r.file.ends_with(&self.pattern)),
+            _ => file.is_some_and(|f| f.ends_with(&self.pattern)),
         }
     }
 }
@@ -119,9 +66,12 @@ impl Skip {
 struct Stepper {
     thread: Option<u64>,
     stub_steps: u64,
-    round_trips: u64,
+    /// Packets sent on the connection when the command started.
+    sent0: u64,
     other_hits: u64,
     last: String,
+    /// gdb line tables by function start.
+    tables: HashMap<u64, Option<Rc<Table>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -131,8 +81,26 @@ struct Regs {
 }
 
 impl Stepper {
+    /// gdb's line table of the function containing `pc`.
+    fn table(&mut self, s: &Session, pc: u64) -> Option<Rc<Table>> {
+        let elf = s.shared.elf().ok()?;
+        let range = elf.function_bounds(pc)?;
+        self.tables
+            .entry(range.start)
+            .or_insert_with(|| {
+                let rows = elf.stmt_rows_in(range.start, range.end).ok()?;
+                (!rows.is_empty()).then(|| {
+                    Rc::new(Table {
+                        lo: range.start,
+                        hi: range.end,
+                        rows,
+                    })
+                })
+            })
+            .clone()
+    }
+
     fn regs(&mut self, s: &Session) -> Result<(Regs, crate::regs::RegisterFile)> {
-        self.round_trips += 1;
         let r = s.registers()?;
         Ok((
             Regs {
@@ -147,7 +115,6 @@ impl Stepper {
     /// shell's own breakpoint at pc).
     fn stepi(&mut self, s: &mut Session) -> Result<()> {
         self.stub_steps += 1;
-        self.round_trips += 1;
         self.last = super::run::step_once(s)?;
         Ok(())
     }
@@ -163,12 +130,11 @@ impl Stepper {
                 .values()
                 .any(|b| b.kind == BreakKind::Software && b.info.addr == a)
             {
-                self.round_trips += 1;
                 s.client()?.set_breakpoint(BreakKind::Software, a, 1)?;
                 set.push(a);
             }
         }
-        let result = self.run_loop(s, addrs, min_sp);
+        let result = self.run_loop(s, addrs, min_sp, &set);
         for a in set {
             let _ = s
                 .client()
@@ -177,7 +143,13 @@ impl Stepper {
         result
     }
 
-    fn run_loop(&mut self, s: &mut Session, addrs: &[u64], min_sp: u64) -> Result<Regs> {
+    fn run_loop(
+        &mut self,
+        s: &mut Session,
+        addrs: &[u64],
+        min_sp: u64,
+        set: &[u64],
+    ) -> Result<Regs> {
         loop {
             // Off a breakpoint at pc first (a recursive hit stops there).
             let (r, _) = self.regs(s)?;
@@ -186,13 +158,23 @@ impl Stepper {
                     .values()
                     .any(|b| b.kind == BreakKind::Software && b.info.addr == r.pc)
             {
-                self.stepi(s)?;
+                // Our own temporary breakpoint at pc is lifted for the step
+                // (as gdb steps over a breakpoint), else the step re-traps
+                // on it without executing the instruction.
+                let ours_here = set.contains(&r.pc);
+                if ours_here {
+                    s.client()?.clear_breakpoint(BreakKind::Software, r.pc, 1)?;
+                }
+                let stepped = self.stepi(s);
+                if ours_here {
+                    s.client()?.set_breakpoint(BreakKind::Software, r.pc, 1)?;
+                }
+                stepped?;
                 let (r2, _) = self.regs(s)?;
                 if addrs.contains(&r2.pc) && self.ours(r2) && r2.sp >= min_sp {
                     return Ok(r2);
                 }
             }
-            self.round_trips += 1;
             let t = s.timeout.max(RUN_TIMEOUT);
             self.last = s.client()?.request_stop("c", t)?;
             let stop = StopReply::parse(&self.last).unwrap_or_default();
@@ -289,60 +271,219 @@ pub fn source_text(file: &str, line: u32) -> Option<String> {
         .map(|l| l.to_string())
 }
 
-/// The inline chain at `pc`: its depth (1 = the function itself), the line
-/// of the frame at depth `level` counted from the outermost (the call-site
-/// line when the pc is deeper, inside inlined code), and whether the
-/// innermost frame is the standard library's.
-fn inline_at(s: &Session, pc: u64, level: usize) -> (usize, Option<u32>, bool) {
-    let frames = s
-        .shared
-        .elf()
-        .ok()
-        .and_then(|e| e.frames(pc).ok())
-        .unwrap_or_default();
-    let depth = frames.len().max(1);
-    let line = frames
-        .len()
-        .checked_sub(level)
-        .and_then(|i| frames.get(i))
-        .and_then(|f| f.location.as_ref())
-        .map(|l| l.line)
-        .filter(|l| *l != 0);
-    let lib = frames.first().is_some_and(|f| {
-        let name = f
-            .demangled
-            .clone()
-            .or(f.function.clone())
+/// Is a function of this name the standard library's or on the skip list
+/// (gdb's `skip -rfu ^(core|alloc|std)::` plus `skip function`/`skip
+/// file`)? `file` is the function's source file when known.
+fn name_skipped(s: &Session, name: &str, file: Option<&str>) -> bool {
+    if s.step_library {
+        return s.skips.iter().any(|k| k.matches_name(name, file));
+    }
+    [
+        "core::", "alloc::", "std::", "<core::", "<alloc::", "<std::",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+        || file.is_some_and(|f| f.starts_with("/rustc/"))
+        || s.skips.iter().any(|k| k.matches_name(name, file))
+}
+
+/// gdb's line table of one function (`maint info line-table`).
+struct Table {
+    lo: u64,
+    hi: u64,
+    rows: Vec<StmtRow>,
+}
+
+impl Table {
+    /// The row containing `pc` (gdb's `find_pc_line`); `None`: no line.
+    fn sal(&self, pc: u64) -> Option<&StmtRow> {
+        let i = self.rows.partition_point(|r| r.start <= pc);
+        let r = self.rows.get(i.checked_sub(1)?)?;
+        (pc < r.end).then_some(r)
+    }
+
+    /// Where `step` into this function stops: the first row after the
+    /// entry row whose line differs from the entry's (the prologue by the
+    /// line table), or the entry.
+    fn after_prologue(&self) -> u64 {
+        let Some(first) = self.sal(self.lo) else {
+            return self.lo;
+        };
+        self.rows
+            .iter()
+            .find(|r| r.start > first.start && r.start < self.hi && r.line != first.line)
+            .map_or(self.lo, |r| r.start)
+    }
+}
+
+/// A frame as gdb identifies it: the real frame's CFA, the code address
+/// of its function (an inline block's entry for inline frames) and how
+/// many inline levels it is above the real frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FrameId {
+    cfa: u64,
+    code: u64,
+    depth: usize,
+}
+
+/// What a stop at `pc` looks like to the stepping machine: the inline
+/// chain (innermost first), the blocks of its inlined frames, the real
+/// frame's CFA and function start.
+struct Here {
+    pc: u64,
+    chain: Vec<symbols::Frame>,
+    blocks: Vec<InlineBlock>,
+    cfa: u64,
+    func_lo: u64,
+}
+
+impl Here {
+    fn at(s: &Session, rf: &crate::regs::RegisterFile) -> Here {
+        let pc = rf.rip;
+        let elf = s.shared.elf().ok();
+        let chain = elf
+            .as_ref()
+            .and_then(|e| e.frames(pc).ok())
             .unwrap_or_default();
-        [
-            "core::", "alloc::", "std::", "<core::", "<alloc::", "<std::",
-        ]
-        .iter()
-        .any(|p| name.starts_with(p))
-            || f.location
-                .as_ref()
-                .is_some_and(|l| l.file.starts_with("/rustc/"))
-    });
-    (depth, line, lib && !s.step_library)
+        let blocks = elf
+            .as_ref()
+            .and_then(|e| e.inline_blocks(pc).ok())
+            .unwrap_or_default();
+        let func_lo = elf
+            .as_ref()
+            .and_then(|e| e.function_bounds(pc))
+            .map_or(pc, |r| r.start);
+        let regs = unwind_regs(rf);
+        let cfa = elf
+            .as_ref()
+            .and_then(|e| e.cfa_rule(pc))
+            .and_then(|(r, off)| regs.get(r)?.checked_add_signed(off))
+            .unwrap_or(rf.gpr[7] + 8);
+        Here {
+            pc,
+            chain,
+            blocks,
+            cfa,
+            func_lo,
+        }
+    }
+
+    /// Frames in the chain (at least 1: the real one).
+    fn n(&self) -> usize {
+        self.chain.len().max(1)
+    }
+
+    /// gdb's `skip_inline_frames`: the inlined frames, innermost first,
+    /// whose block starts at pc (the stop is presented at their call site).
+    fn skipped(&self) -> usize {
+        let mut k = 0;
+        for b in self.blocks.iter().take(self.n() - 1) {
+            if b.entry_pc() == Some(self.pc) || !b.contains(self.pc.wrapping_sub(1)) {
+                k += 1;
+            } else {
+                break;
+            }
+        }
+        k
+    }
+
+    fn id(&self, idx: usize) -> FrameId {
+        let n = self.n();
+        if idx + 1 < n {
+            FrameId {
+                cfa: self.cfa,
+                code: self.blocks.get(idx).and_then(|b| b.entry_pc()).unwrap_or(0),
+                depth: n - 1 - idx,
+            }
+        } else {
+            FrameId {
+                cfa: self.cfa,
+                code: self.func_lo,
+                depth: 0,
+            }
+        }
+    }
+
+    fn stack_id(&self) -> FrameId {
+        self.id(self.n() - 1)
+    }
+
+    /// The source position of frame `idx`: the line table's for the
+    /// innermost, the call site of the frame inside it otherwise.
+    fn sal(&self, idx: usize, table: Option<&Table>) -> Option<(String, u32)> {
+        if idx == 0 {
+            return table
+                .and_then(|t| t.sal(self.pc))
+                .map(|r| (r.file.clone(), r.line));
+        }
+        self.chain
+            .get(idx)
+            .and_then(|f| f.location.as_ref())
+            .filter(|l| l.line != 0)
+            .map(|l| (l.file.clone(), l.line))
+    }
+
+    fn name(&self, idx: usize) -> String {
+        self.chain
+            .get(idx)
+            .and_then(|f| f.demangled.clone().or(f.function.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The file of frame `idx`'s own code (where its lines are).
+    fn file(&self, idx: usize) -> Option<String> {
+        let inner = idx.checked_sub(1).and_then(|i| self.chain.get(i));
+        match inner {
+            // The call site of the frame inside is in this frame's file.
+            Some(f) => f.location.as_ref().map(|l| l.file.clone()),
+            None => self
+                .chain
+                .first()
+                .and_then(|f| f.location.as_ref())
+                .map(|l| l.file.clone()),
+        }
+    }
+
+    /// gdb's `stepped_in_from`: is `id` an outer frame of `idx` through
+    /// inline frames only?
+    fn stepped_in_from(&self, idx: usize, id: FrameId) -> bool {
+        for i in idx + 1..self.n() {
+            if self.id(i) == id {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The presented frame index at this stop: what the last step
+    /// presented at this pc, else gdb's default (skipped inline frames).
+    fn presented(&self, s: &Session) -> usize {
+        match s.step_presented {
+            Some((pc, d)) if pc == self.pc && d >= 1 && d <= self.n() => self.n() - d,
+            _ => self.skipped(),
+        }
+    }
+
+    /// `idx` as a depth counted from the outermost frame (1 = the real
+    /// frame), as `stepped` and `step_presented` take it.
+    fn depth(&self, idx: usize) -> usize {
+        self.n() - idx.min(self.n() - 1)
+    }
 }
 
 /// The function the user sees at `pc`: the inline frame a step presented
-/// there, else the innermost frame.
+/// there, else gdb's default frame.
 fn presented_function(s: &Session, pc: u64) -> String {
-    let chain = s
-        .shared
-        .elf()
-        .ok()
-        .and_then(|e| e.frames(pc).ok())
-        .unwrap_or_default();
-    let idx = match s.step_presented {
-        Some((p, d)) if p == pc && d >= 1 && d <= chain.len() => chain.len() - d,
-        _ => 0,
+    let Ok(rf) = s.registers() else {
+        return function_name(s, pc);
     };
-    chain
-        .get(idx)
-        .and_then(|f| f.demangled.clone().or(f.function.clone()))
-        .unwrap_or_else(|| function_name(s, pc))
+    let h = Here::at(s, &rf);
+    let name = h.name(h.presented(s));
+    if name.is_empty() {
+        function_name(s, pc)
+    } else {
+        name
+    }
 }
 
 fn function_name(s: &Session, pc: u64) -> String {
@@ -364,115 +505,170 @@ enum Mode {
     Until,
 }
 
-/// One source line of `step`/`next`/`until`. Returns the reason the step
-/// ended ("step" normally).
+/// What a source step compares against (gdb's step frame, current line
+/// and step range).
+struct Goal {
+    frame: FrameId,
+    stack: FrameId,
+    line: Option<(String, u32)>,
+    range: std::ops::Range<u64>,
+}
+
+/// One source line of `step`/`next`/`until`, as gdb's
+/// `process_event_stop_test` decides (forward execution): keep stepping
+/// inside the step range, run over calls (`next`, or a callee without
+/// lines or skipped), enter callees with lines (`step`), inline frames
+/// parts one and two, stop at the first statement row of another line,
+/// and take a new line entered mid-way as the one being stepped. Returns
+/// the depth of the frame presented at the stop (see [`Here::depth`]).
 fn source_step(s: &mut Session, st: &mut Stepper, mode: Mode) -> Result<usize> {
-    let (start, _) = st.regs(s)?;
-    let Some(lines) = Lines::at(s, start.pc) else {
-        return Err(prologue_refusal(s, start.pc));
-    };
-    let Some(row) = lines.row(start.pc).cloned() else {
-        return Err(prologue_refusal(s, start.pc));
-    };
-    // The frame the user sees: an inline level a previous step presented
-    // at this pc (the call site of inlined code), else the innermost.
-    let (full, _, _) = inline_at(s, start.pc, 1);
-    let depth0 = match s.step_presented {
-        Some((pc, d)) if pc == start.pc && d <= full => d,
-        _ => full,
-    };
-    let mut cur_line = inline_at(s, start.pc, depth0).1.unwrap_or(row.line);
-    // The frame: the stack pointer at the start of the function's frame is
-    // unknown here; the CFA from CFI identifies it.
     let (_, rf) = st.regs(s)?;
-    let cfa = caller(s, &unwind_regs(&rf), true)
-        .and_then(|c| c.sp())
-        .unwrap_or(start.sp + 8);
+    let h = Here::at(s, &rf);
+    let Some(table) = st.table(s, h.pc) else {
+        return Err(prologue_refusal(s, h.pc));
+    };
+    let Some(sal) = table.sal(h.pc).cloned() else {
+        return Err(prologue_refusal(s, h.pc));
+    };
+    let mut idx = h.presented(s);
+    if mode == Mode::Step && idx > 0 {
+        // `step` at the call site of inlined code enters the inline frame
+        // without executing an instruction (gdb's step into an inline frame).
+        idx -= 1;
+        if !name_skipped(s, &h.name(idx), h.file(idx).as_deref()) {
+            return Ok(h.depth(idx));
+        }
+    }
+    let mut range = sal.start..sal.end;
+    if mode == Mode::Until {
+        // gdb's `until`: the step range starts at the function's entry, so
+        // a jump back inside the function does not end it.
+        range.start = if idx + 1 < h.n() {
+            h.blocks
+                .get(idx)
+                .and_then(|b| b.entry_pc())
+                .unwrap_or(h.func_lo)
+        } else {
+            h.func_lo
+        };
+    }
+    let goal = Goal {
+        frame: h.id(idx),
+        stack: h.stack_id(),
+        line: h.sal(idx, Some(&table)),
+        range,
+    };
+    run_goal(s, st, mode, goal, h.pc, rf.gpr[7])
+}
+
+/// Steps until `goal` says stop (gdb's stop test after every instruction
+/// or call run over), starting at `pc`/`sp`.
+fn run_goal(
+    s: &mut Session,
+    st: &mut Stepper,
+    mode: Mode,
+    mut goal: Goal,
+    mut pc: u64,
+    mut sp: u64,
+) -> Result<usize> {
     let mut n = 0u64;
-    let mut r = start;
     loop {
         n += 1;
         if n > MAX_STEPS {
             bail!(
                 "gave up after {MAX_STEPS} instructions without reaching another line (at {}); `finish` or `until` may help",
-                s.shared.describe(st.regs(s)?.0.pc)
+                s.shared.describe(pc)
             );
         }
-        let insn = s.shared.insn_at(r.pc);
-        match insn {
+        match s.shared.insn_at(pc) {
             Some(i) if i.is_call => {
-                let ret = r.pc + i.len as u64;
+                let ret = pc + i.len as u64;
+                let call_sp = sp;
                 st.stepi(s)?;
                 let (inside, _) = st.regs(s)?;
-                if inside.pc == ret {
-                    // A call the stub emulated or that returned at once.
-                } else if mode == Mode::Step {
-                    let callee = Lines::at(s, inside.pc);
-                    if callee.is_some() && !is_library(s, inside.pc, callee.as_ref()) {
-                        if let Some(c) = callee {
-                            let target = c.after_prologue();
-                            if target != inside.pc {
-                                st.run_to(s, &[target], 0)?;
-                            }
+                if inside.pc != ret {
+                    // Stepped into a subroutine.
+                    let callee = st.table(s, inside.pc);
+                    let lines = callee.as_ref().and_then(|t| t.sal(t.lo).cloned());
+                    let name = function_name(s, inside.pc);
+                    let enter = mode == Mode::Step
+                        && lines
+                            .as_ref()
+                            .is_some_and(|l| !name_skipped(s, &name, Some(&l.file)));
+                    if enter && let Some(t) = callee {
+                        let target = t.after_prologue();
+                        if target != inside.pc {
+                            st.run_to(s, &[target], 0)?;
                         }
-                        return Ok(0);
+                        let (_, rf) = st.regs(s)?;
+                        let h = Here::at(s, &rf);
+                        return Ok(h.depth(h.skipped()));
                     }
-                    // No lines or the library: run back out to the call site.
-                    st.run_to(s, &[ret], r.sp)?;
-                } else {
-                    st.run_to(s, &[ret], r.sp)?;
+                    st.run_to(s, &[ret], call_sp)?;
                 }
             }
             _ => st.stepi(s)?,
         }
-        let (now, _) = st.regs(s)?;
-        r = now;
-        if !lines.contains(now.pc) {
-            if now.sp >= cfa {
-                // Returned to the caller (mid-line there): stop, as gdb
-                // does when a step leaves the frame ("caller () at ...").
-                // A library caller is stepped out of too.
-                if mode == Mode::Step {
-                    let l = Lines::at(s, now.pc);
-                    if is_library(s, now.pc, l.as_ref()) {
-                        return source_step(s, st, Mode::Step);
-                    }
-                }
-                return Ok(0);
-            }
-            // A tail jump into another function: a new function.
-            if mode != Mode::Step {
-                let l = Lines::at(s, now.pc);
-                if l.is_none() || is_library(s, now.pc, l.as_ref()) {
-                    // Keep going until we are back in code with lines.
-                    st.run_to(s, &[], cfa)?;
-                    return Ok(0);
-                }
-            }
-            return Ok(0);
+        let (now, rf) = st.regs(s)?;
+        pc = now.pc;
+        sp = now.sp;
+        if goal.range.contains(&pc) {
+            continue;
         }
-        if lines.starts_line(now.pc).is_some() {
-            let (depth, line, lib) = inline_at(s, now.pc, depth0);
-            if depth < depth0 {
-                // Left the inlined function: back in its caller's line.
-                return Ok(depth);
-            }
-            if depth > depth0 && mode == Mode::Step && !lib {
-                // `step` enters inlined code of the user's (gdb's model).
-                return Ok(0);
-            }
-            // The line of the frame the step started in (the call-site
-            // line while inside inlined code): a new line ends the step.
-            if let Some(line) = line
-                && line != cur_line
-            {
-                if mode == Mode::Until && now.pc < start.pc && now.sp == start.sp {
-                    // `until`: a jump back (a loop) does not end it.
-                    cur_line = line;
-                    continue;
+        let h = Here::at(s, &rf);
+        let table = st.table(s, pc);
+        let Some(sal) = table.as_ref().and_then(|t| t.sal(pc)).cloned() else {
+            // No line information here: stop (gdb: "no line number info").
+            return Ok(h.depth(h.skipped()));
+        };
+        let skipped = h.skipped();
+        // Inline frames, part one: the stop is at the call site (in the
+        // step frame itself) of inlined code that starts here.
+        if skipped > 0 && h.id(skipped) == goal.frame {
+            let call = h.sal(skipped, table.as_deref());
+            let same = call.is_some() && call == goal.line;
+            if mode == Mode::Step {
+                if same {
+                    let inner = skipped - 1;
+                    if name_skipped(s, &h.name(inner), h.file(inner).as_deref()) {
+                        continue;
+                    }
+                    return Ok(h.depth(inner));
                 }
-                return Ok(depth0);
+                return Ok(h.depth(skipped));
             }
+            if same {
+                continue;
+            }
+            return Ok(h.depth(skipped));
+        }
+        let idx = skipped;
+        // Part two: deeper inside inlined code called from the step frame.
+        if idx + 1 < h.n() && h.id(idx) != goal.frame && h.stepped_in_from(idx, goal.frame) {
+            if mode != Mode::Step || name_skipped(s, &h.name(idx), h.file(idx).as_deref()) {
+                continue;
+            }
+            return Ok(h.depth(idx));
+        }
+        let mut refresh = true;
+        let mut line = Some((sal.file.clone(), sal.line));
+        if pc == sal.start && goal.line != line {
+            if sal.is_stmt {
+                // The start of another line: done.
+                return Ok(h.depth(idx));
+            }
+            if h.id(idx) == goal.frame {
+                refresh = false;
+            } else {
+                line = None;
+            }
+        }
+        // In the middle of a line (or not a statement): step that line.
+        goal.range = sal.start..sal.end;
+        if refresh {
+            goal.frame = h.id(idx);
+            goal.stack = h.stack_id();
+            goal.line = line;
         }
     }
 }
@@ -522,6 +718,12 @@ fn stepped(
         _ => None,
     };
     s.reset_frame();
+    if idx > 0
+        && let Ok(mut e) = s.shared.expr.lock()
+    {
+        // Variables of the presented frame (an inlined call's caller).
+        e.inline_level = Some((chain.len() - 1 - idx) as u32);
+    }
     Ok(Output::Stepped {
         stop: info,
         step: StepView {
@@ -537,9 +739,19 @@ fn stepped(
             value_type: None,
             other_task_hits: st.other_hits,
             stub_steps: st.stub_steps,
-            round_trips: st.round_trips,
+            round_trips: s
+                .client()
+                .map_or(0, |c| c.packets_sent().saturating_sub(st.sent0)),
         },
     })
+}
+
+/// The frame gdb presents at a stop that is not a step's: the inlined
+/// frames whose code starts at pc are skipped (shown at their call site).
+fn default_depth(s: &Session) -> Result<usize> {
+    let rf = s.registers()?;
+    let h = Here::at(s, &rf);
+    Ok(h.depth(h.skipped()))
 }
 
 fn count_arg(inv: &Invocation, usage: &str) -> Result<u64> {
@@ -561,12 +773,14 @@ fn count_arg(inv: &Invocation, usage: &str) -> Result<u64> {
 fn start(s: &mut Session) -> Result<Stepper> {
     crate::exec::postmortem::refuse_if_dead(s)?;
     super::run::deselect_thread(s)?;
+    let sent0 = s.client()?.packets_sent();
     Ok(Stepper {
         thread: current_thread(s),
         stub_steps: 0,
-        round_trips: 1,
+        sent0,
         other_hits: 0,
         last: String::new(),
+        tables: HashMap::new(),
     })
 }
 
@@ -632,22 +846,53 @@ fn run_to_location(s: &mut Session, inv: &Invocation, name: &str) -> Result<Outp
         let _ = sp;
     }
     st.run_to(s, &addrs, min_sp)?;
-    stepped(s, st, name, before, 0)
+    let depth = default_depth(s)?;
+    stepped(s, st, name, before, depth)
 }
 
-/// `finish`: run until the selected frame returns; show the value.
+/// `finish`: run until the selected frame returns; show the value. Out of
+/// an inlined frame it steps (over calls) until that frame is left, as gdb
+/// does.
 pub fn finish(s: &mut Session, inv: &Invocation) -> Result<Output> {
     inv.no_args()?;
     let mut st = start(s)?;
-    let regs = s.registers()?;
-    // The selected frame (up/down) or frame 0.
-    let mut frame = unwind_regs(&regs);
-    for level in 0..s.frame_physical {
-        frame = caller(s, &frame, level == 0)
-            .ok_or_else(|| anyhow::anyhow!("frame {level} has no caller"))?;
+    let level = s.frame_level;
+    let vfs = vframes(s, level + 2)?;
+    let vf = vfs
+        .get(level)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no frame {level}: `bt` lists the frames"))?;
+    let pc = vf.regs.pc().unwrap_or(0);
+    let from = match (&vf.file, vf.line) {
+        (Some(f), Some(l)) => format!("#{level} {} at {f}:{l}", vf.function),
+        _ => format!("#{level} {}", s.shared.describe(pc)),
+    };
+    let before = Some(vf.function.clone());
+    if vf.inline + 1 < vf.chain_len {
+        if vf.real != 0 {
+            bail!(
+                "`finish` out of an inlined frame above frame 0 is not supported: select frame {} (its real frame) or run `finish` at the inlined frame's own stop",
+                level + 1
+            );
+        }
+        // gdb: step in the calling frame with an empty range and no line;
+        // stop once out of code called (or inlined) from it.
+        let (_, rf) = st.regs(s)?;
+        let h = Here::at(s, &rf);
+        let goal = Goal {
+            frame: h.id(vf.inline + 1),
+            stack: h.stack_id(),
+            line: None,
+            range: h.pc..h.pc,
+        };
+        let depth = run_goal(s, &mut st, Mode::Next, goal, h.pc, rf.gpr[7])?;
+        let mut out = stepped(s, st, "finish", before, depth)?;
+        if let Output::Stepped { step, .. } = &mut out {
+            step.run_till = Some(from);
+        }
+        return Ok(out);
     }
-    let pc = frame.pc().unwrap_or(regs.rip);
-    let Some(up) = caller(s, &frame, s.frame_physical == 0) else {
+    let Some(up) = caller(s, &vf.regs, vf.real == 0) else {
         bail!(
             "`finish` not meaningful in the outermost frame ({})",
             s.shared.describe(pc)
@@ -656,25 +901,24 @@ pub fn finish(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let (Some(ret), Some(cfa)) = (up.pc(), up.sp()) else {
         bail!("cannot find where {} returns", s.shared.describe(pc));
     };
-    let func = function_name(s, pc);
-    let (fentry, rtype) = s
+    let lookup = if vf.real == 0 {
+        pc
+    } else {
+        pc.saturating_sub(1)
+    };
+    let rtype = s
         .shared
         .elf()
         .ok()
-        .and_then(|e| e.function_at(pc).ok())
-        .map(|f| (f.entry, f.return_type_name.clone()))
-        .unwrap_or((pc, "?".into()));
-    let _ = fentry;
-    let from = match Lines::at(s, pc).and_then(|l| l.row(pc).cloned()) {
-        Some(r) if r.line != 0 => format!("#{} {func} at {}:{}", s.frame_level, r.file, r.line),
-        _ => format!("#{} {}", s.frame_level, s.shared.describe(pc)),
-    };
-    let before = Some(func.clone());
+        .and_then(|e| e.function_at(lookup).ok())
+        .map(|f| f.return_type_name.clone())
+        .unwrap_or_else(|| "?".into());
     st.run_to(s, &[ret], cfa)?;
     let after = s.registers()?;
     let rax = after.gpr[0];
     let value = render_return(&rtype, rax);
-    let mut out = stepped(s, st, "finish", before, 0)?;
+    let depth = default_depth(s)?;
+    let mut out = stepped(s, st, "finish", before, depth)?;
     if let Output::Stepped { step, .. } = &mut out {
         step.run_till = Some(from);
         step.value = value;
@@ -702,34 +946,43 @@ fn render_return(ty: &str, rax: u64) -> Option<String> {
 
 // ---- frames ---------------------------------------------------------------
 
-/// A frame as `bt` (and gdb) number them: a physical (CFI) frame and,
-/// inside it, one function of the inline chain at its pc.
-struct VFrame {
-    regs: Registers,
-    /// The physical frame (0 = the stop).
-    physical: usize,
-    /// 0 = the concrete function, N = the Nth inlined call (as
-    /// `symbols::LocalVar::inline_level`).
-    inline_level: u32,
-    /// The function's name (the inlined one for inline frames).
-    name: Option<String>,
-    /// Where that function is at this pc (the call site for outer levels).
-    location: Option<(String, u32)>,
+/// One frame as `bt`, `frame N`, `up`, `down` and `finish` count them
+/// (gdb's frames): the real frames expanded into their inline chains,
+/// without the inlined frames a stop presents at their call site.
+#[derive(Clone)]
+pub struct VFrame {
+    /// Registers of the real frame.
+    pub regs: Registers,
+    /// The real frame's level (0: the stop).
+    pub real: usize,
+    /// Index in the real frame's inline chain (0: innermost).
+    pub inline: usize,
+    pub chain_len: usize,
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
 }
 
-/// Frame `level`, counting inline frames as `bt` does.
-fn vframe(s: &Session, level: usize) -> Result<VFrame> {
-    let regs = s.registers()?;
-    let mut f = unwind_regs(&regs);
-    let mut first = 0usize;
-    let mut physical = 0usize;
-    loop {
-        let pc = f.pc().unwrap_or(0);
-        let lookup = if physical == 0 {
-            pc
-        } else {
-            pc.saturating_sub(1)
-        };
+/// How many inlined frames the stop presents at their call site (gdb's
+/// skipped inline frames, or what the last step presented at this pc).
+pub fn presented_skip(s: &Session) -> usize {
+    match s.registers() {
+        Ok(rf) => Here::at(s, &rf).presented(s),
+        Err(_) => 0,
+    }
+}
+
+/// The frames from the stop outwards, at least `want` of them when the
+/// stack has that many.
+pub fn vframes(s: &Session, want: usize) -> Result<Vec<VFrame>> {
+    let rf = s.registers()?;
+    let skip = Here::at(s, &rf).presented(s);
+    let mut regs = unwind_regs(&rf);
+    let mut out: Vec<VFrame> = Vec::new();
+    let mut real = 0;
+    while out.len() < want {
+        let pc = regs.pc().unwrap_or(0);
+        let lookup = if real == 0 { pc } else { pc.saturating_sub(1) };
         let chain = s
             .shared
             .elf()
@@ -737,51 +990,50 @@ fn vframe(s: &Session, level: usize) -> Result<VFrame> {
             .and_then(|e| e.frames(lookup).ok())
             .unwrap_or_default();
         let n = chain.len().max(1);
-        if level < first + n {
-            let k = level - first;
-            let link = chain.get(k);
-            return Ok(VFrame {
-                regs: f,
-                physical,
-                inline_level: (n - 1 - k) as u32,
-                name: link.and_then(|l| l.demangled.clone().or(l.function.clone())),
-                location: link
-                    .and_then(|l| l.location.clone())
-                    .filter(|l| l.line != 0)
-                    .map(|l| (l.file, l.line)),
+        let first = if real == 0 { skip.min(n - 1) } else { 0 };
+        for idx in first..n {
+            let f = chain.get(idx);
+            let (file, line) = if idx == 0 && real == 0 {
+                match Lines::at(s, pc).and_then(|l| l.row(pc).cloned()) {
+                    Some(r) if r.line != 0 => (Some(r.file), Some(r.line)),
+                    _ => (None, None),
+                }
+            } else {
+                match f.and_then(|f| f.location.clone()) {
+                    Some(l) if l.line != 0 => (Some(l.file), Some(l.line)),
+                    _ => (None, None),
+                }
+            };
+            out.push(VFrame {
+                regs: regs.clone(),
+                real,
+                inline: idx,
+                chain_len: n,
+                function: f
+                    .and_then(|f| f.demangled.clone().or(f.function.clone()))
+                    .unwrap_or_else(|| function_name(s, lookup)),
+                file,
+                line,
             });
         }
-        first += n;
-        f = caller(s, &f, physical == 0).ok_or_else(|| {
-            anyhow::anyhow!("no frame {level}: the stack has {first} (`bt` lists them)")
-        })?;
-        physical += 1;
+        match caller(s, &regs, real == 0) {
+            Some(c) if c.pc().is_some_and(|p| p != 0) => regs = c,
+            _ => break,
+        }
+        real += 1;
     }
+    Ok(out)
 }
 
-fn frame_view(s: &Session, level: usize, vf: &VFrame, detail: bool) -> FrameView {
+fn frame_view(s: &Session, level: usize, vfs: &[VFrame], detail: bool) -> FrameView {
+    let vf = &vfs[level];
     let regs = &vf.regs;
     let pc = regs.pc().unwrap_or(0);
-    let lookup = if vf.physical == 0 {
-        pc
-    } else {
-        pc.saturating_sub(1)
-    };
-    let (file, line) = match &vf.location {
-        Some((f, l)) => (Some(f.clone()), Some(*l)),
-        None => {
-            let row = Lines::at(s, lookup).and_then(|l| l.row(lookup).cloned());
-            match &row {
-                Some(r) if r.line != 0 => (Some(r.file.clone()), Some(r.line)),
-                _ => (None, None),
-            }
-        }
-    };
-    let text = match (&file, line) {
+    let text = match (&vf.file, vf.line) {
         (Some(f), Some(l)) => source_text(f, l),
         _ => None,
     };
-    let up = caller(s, regs, vf.physical == 0);
+    let up = caller(s, regs, vf.real == 0);
     let mut saved = Vec::new();
     if detail && let Some(u) = &up {
         // Registers the caller sees differently (restored from the frame).
@@ -799,25 +1051,20 @@ fn frame_view(s: &Session, level: usize, vf: &VFrame, detail: bool) -> FrameView
                 saved.push((r.name(), b));
             }
         }
-        if let Some(cfa) = u.sp() {
-            saved.push(("rip".into(), u.pc().unwrap_or(0)));
-            let _ = cfa;
-        }
+        saved.push(("rip".into(), u.pc().unwrap_or(0)));
     }
+    let next = vfs.get(level + 1);
     FrameView {
         level,
         pc,
-        function: vf.name.clone().unwrap_or_else(|| function_name(s, lookup)),
-        file,
-        line,
+        function: vf.function.clone(),
+        file: vf.file.clone(),
+        line: vf.line,
         text,
         cfa: up.as_ref().and_then(|u| u.sp()),
         sp: regs.sp(),
-        caller: up
-            .as_ref()
-            .and_then(|u| u.pc())
-            .map(|p| s.shared.describe(p)),
-        caller_pc: up.as_ref().and_then(|u| u.pc()),
+        caller: next.map(|n| n.function.clone()),
+        caller_pc: next.and_then(|n| n.regs.pc()),
         saved: if detail { Some(saved) } else { None },
     }
 }
@@ -826,15 +1073,22 @@ fn select(s: &mut Session, level: usize) -> Result<Output> {
     if s.running() {
         bail!("the kernel is running: frames need a stop (`interrupt` or Ctrl-C first)");
     }
-    let vf = vframe(s, level)?;
+    let vfs = vframes(s, level + 2)?;
+    if level >= vfs.len() {
+        bail!(
+            "no frame {level}: the stack has {} (`bt` lists them)",
+            vfs.len()
+        );
+    }
     s.frame_level = level;
-    s.frame_physical = vf.physical;
+    s.frame_physical = vfs[level].real;
     if let Ok(mut e) = s.shared.expr.lock() {
-        e.selected = (vf.physical > 0).then(|| vf.regs.clone());
-        e.inline_level = Some(vf.inline_level);
+        e.selected = (vfs[level].real > 0).then(|| vfs[level].regs.clone());
+        // 0 = the concrete function, N = the Nth inlined call.
+        e.inline_level = Some((vfs[level].chain_len - 1 - vfs[level].inline) as u32);
     }
     Ok(Output::Frame {
-        frame: frame_view(s, level, &vf, false),
+        frame: frame_view(s, level, &vfs, false),
     })
 }
 
@@ -861,7 +1115,9 @@ pub fn frame(s: &mut Session, inv: &Invocation) -> Result<Output> {
 pub fn up(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let n = level_arg(inv, "up [N]")?.unwrap_or(1);
     let level = s.frame_level + n;
-    vframe(s, level).map_err(|_| anyhow::anyhow!("initial frame selected; you cannot go up"))?;
+    if vframes(s, level + 1)?.len() <= level {
+        bail!("initial frame selected; you cannot go up");
+    }
     select(s, level)
 }
 
@@ -881,9 +1137,12 @@ pub fn info_frame(s: &mut Session) -> Result<Output> {
         bail!("`info frame` needs the kernel stopped: use `interrupt` (or Ctrl-C) first");
     }
     let level = s.frame_level;
-    let vf = vframe(s, level)?;
+    let vfs = vframes(s, level + 2)?;
+    if level >= vfs.len() {
+        bail!("no frame {level} (`bt` lists them)");
+    }
     Ok(Output::Frame {
-        frame: frame_view(s, level, &vf, true),
+        frame: frame_view(s, level, &vfs, true),
     })
 }
 

@@ -66,6 +66,8 @@ struct Shared {
     closed: AtomicBool,
     /// Stop replies handed to the sink so far.
     async_stops: std::sync::atomic::AtomicU64,
+    /// Packets sent so far (each one a round trip to the stub).
+    sent: std::sync::atomic::AtomicU64,
     /// The process id of a multiprocess stub (thread ids `pP.T`), 0 if the
     /// stub uses plain thread ids. Learnt from `qC` and stop replies.
     pid: std::sync::atomic::AtomicU64,
@@ -299,6 +301,7 @@ impl Client {
             route: Mutex::new(Route::default()),
             closed: AtomicBool::new(false),
             async_stops: std::sync::atomic::AtomicU64::new(0),
+            sent: std::sync::atomic::AtomicU64::new(0),
             pid: std::sync::atomic::AtomicU64::new(0),
         });
         let writer = Arc::new(Mutex::new(opened.writer));
@@ -494,7 +497,14 @@ impl Client {
 
     /// Send one packet; in ack mode wait for `+`, retransmitting on `-` or
     /// silence.
+    /// Packets sent on this connection so far (what a command cost in
+    /// round trips, for `step`/`next` and the benchmarks).
+    pub fn packets_sent(&self) -> u64 {
+        self.shared.sent.load(Ordering::SeqCst)
+    }
+
     pub fn send(&mut self, payload: &[u8]) -> Result<(), RspError> {
+        self.shared.sent.fetch_add(1, Ordering::SeqCst);
         let frame = packet::encode(payload);
         let mut naks = 0;
         for _ in 0..SEND_ATTEMPTS {
