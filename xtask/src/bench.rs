@@ -1,4 +1,4 @@
-//! `cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH]`:
+//! `cargo xtask bench [guest|host|symbols|profile|stepping] [--iterations N] [--elf PATH]`:
 //! kdbg's cost table (issue 8).
 //!
 //! - `guest`: boots the kernel in `bench` mode under `-icount shift=0` and
@@ -23,6 +23,7 @@ mod host;
 mod profile;
 mod report;
 mod rsp;
+mod stepping;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -36,11 +37,12 @@ pub const DEFAULT_ITERATIONS: u64 = 20_000;
 const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub const USAGE: &str = "\
-usage: cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH] [--no-docs] [--smp N]
+usage: cargo xtask bench [guest|host|symbols|profile|stepping] [--iterations N] [--elf PATH] [--no-docs] [--smp N]
   guest          probe costs in guest instructions (QEMU -icount shift=0)
   host           stub round trip, memory read throughput, event stream, time to prompt
   symbols        the symbols library on --elf PATH against binutils addr2line
   profile        instructions of one hit per row, function by function (QEMU exec log)
+  stepping       round trips and stub steps of one source `next`, kdbg beside gdb (docs/BENCHMARKS.md)
   (none)         guest and host, and symbols when --elf is given
   --iterations N calls per guest row (default 20000)
   --no-docs      do not rewrite docs/BENCHMARKS.md (bench.json is still written)
@@ -53,6 +55,8 @@ struct Args {
     host: bool,
     symbols: bool,
     profile: bool,
+    /// `stepping`: one `next`, kdbg beside gdb (issue 23).
+    stepping: bool,
     iterations: u64,
     docs: bool,
     /// Arguments handed to `bench_symbols::run` (`--elf PATH` and its own options).
@@ -68,6 +72,7 @@ fn parse(args: &[String]) -> Result<Args> {
         host: false,
         symbols: false,
         profile: false,
+        stepping: false,
         iterations: DEFAULT_ITERATIONS,
         docs: true,
         symbols_args: Vec::new(),
@@ -77,7 +82,7 @@ fn parse(args: &[String]) -> Result<Args> {
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
-            p @ ("guest" | "host" | "symbols" | "profile") if part.is_none() => {
+            p @ ("guest" | "host" | "symbols" | "profile" | "stepping") if part.is_none() => {
                 part = Some(p.to_string())
             }
             "--iterations" => {
@@ -104,6 +109,7 @@ fn parse(args: &[String]) -> Result<Args> {
         Some("host") => a.host = true,
         Some("symbols") => a.symbols = true,
         Some("profile") => a.profile = true,
+        Some("stepping") => a.stepping = true,
         _ => {
             a.guest = true;
             a.host = true;
@@ -136,6 +142,14 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         let kernel = crate::build::kernel()?;
         eprintln!("xtask: bench profile: one call per row, QEMU execution log (about a minute)");
         print!("{}", profile::run(&kernel, &report::qemu_version())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.stepping {
+        crate::qemu::ensure()?;
+        let kernel = crate::build::kernel()?;
+        crate::build::kdbg()?;
+        eprintln!("xtask: bench stepping: one `next` per row, kdbg then gdb at the same stop");
+        print!("{}", stepping::run(&kernel)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut run = report::Run::new(&a_command_line(args));

@@ -7,7 +7,7 @@
 //! cargo xtask linux [--kaslr] [-- KDBG_ARGS...]   Debian's kernel under QEMU's gdbstub, kdbg attached
 //! cargo xtask test [--smp N]              host tests, kernel selftests, end-to-end tests
 //! cargo xtask clippy                     clippy -D warnings, host and kernel crates
-//! cargo xtask bench [guest|host|symbols|profile] [--iterations N] [--elf PATH] [--smp N]   the cost table (docs/BENCHMARKS.md)
+//! cargo xtask bench [guest|host|symbols|profile|stepping] [--iterations N] [--elf PATH] [--smp N]   the cost table (docs/BENCHMARKS.md)
 //! cargo xtask fuzz [--seed S] [--inputs N] [--reconnects R] | --replay FILE   the stub's protocol fuzzer
 //! ```
 
@@ -50,7 +50,7 @@ commands:
                              (--smp N: the selftests and every e2e kernel boot with N vCPUs;
                              the SMP suites run at 4 vCPUs whatever N is)
   clippy                     cargo clippy -D warnings for the host crates and the kernel crates
-  bench [guest|host|symbols|profile] [--iterations N] [--elf PATH] [--smp N]
+  bench [guest|host|symbols|profile|stepping] [--iterations N] [--elf PATH] [--smp N]
                              probe costs in guest instructions, stub and stream figures,
                              symbols vs binutils; writes docs/BENCHMARKS.md, target/kdbg/bench.json
   fuzz [--seed S] [--inputs N] [--reconnects R]

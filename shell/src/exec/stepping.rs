@@ -1053,7 +1053,6 @@ fn frame_view(s: &Session, level: usize, vfs: &[VFrame], detail: bool) -> FrameV
         }
         saved.push(("rip".into(), u.pc().unwrap_or(0)));
     }
-    let next = vfs.get(level + 1);
     FrameView {
         level,
         pc,
@@ -1063,8 +1062,13 @@ fn frame_view(s: &Session, level: usize, vfs: &[VFrame], detail: bool) -> FrameV
         text,
         cfa: up.as_ref().and_then(|u| u.sp()),
         sp: regs.sp(),
-        caller: next.map(|n| n.function.clone()),
-        caller_pc: next.and_then(|n| n.regs.pc()),
+        // As gdb's `info frame`: the real frame's caller (an inline
+        // frame's "saved rip" is its real frame's).
+        caller: up
+            .as_ref()
+            .and_then(|u| u.pc())
+            .map(|p| s.shared.describe(p)),
+        caller_pc: up.as_ref().and_then(|u| u.pc()),
         saved: if detail { Some(saved) } else { None },
     }
 }
