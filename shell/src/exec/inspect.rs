@@ -933,6 +933,13 @@ pub fn complete_expr(shared: &Shared, word: &str) -> Vec<String> {
                 .filter(|r| r.starts_with(reg))
                 .map(|r| format!("${r}")),
         );
+        // Helpers and the per-CPU index.
+        names.extend(
+            ["str(", "per_cpu(", "cpu"]
+                .iter()
+                .filter(|h| h.starts_with(reg))
+                .map(|h| format!("${h}")),
+        );
     } else if let Some(base) = prefix
         .strip_suffix("->")
         .or_else(|| prefix.strip_suffix('.'))
