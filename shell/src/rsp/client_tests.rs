@@ -580,6 +580,8 @@ fn qemu_unsolicited_stop_on_connect_is_a_stop_not_a_reply() {
         },
         no_events,
     );
+    // Hex `m` reads (binary `x` reads have their own tests).
+    c.binary_reads = Some(false);
     // qSupported got its own reply, not the stop.
     assert_eq!(c.features.packet_size, 0x1000);
     assert!(c.features.supports("multiprocess"));
@@ -674,6 +676,8 @@ fn a_late_reply_of_another_shape_is_not_taken() {
         },
         no_events,
     );
+    // Hex `m` reads (binary `x` reads have their own tests).
+    c.binary_reads = Some(false);
     c.set_breakpoint(crate::rsp::BreakKind::Software, 0x1000, 1)
         .unwrap();
     // A memory reply longer than asked is someone else's.
@@ -734,6 +738,8 @@ fn a_stop_right_after_a_reply_is_never_dropped() {
         },
         no_events,
     );
+    // Hex `m` reads (binary `x` reads have their own tests).
+    c.binary_reads = Some(false);
     c.resume("c").unwrap();
     assert_eq!(c.request(b"g").unwrap(), b"00");
     std::thread::sleep(Duration::from_millis(100));
