@@ -580,7 +580,8 @@ fn qemu_unsolicited_stop_on_connect_is_a_stop_not_a_reply() {
         },
         no_events,
     );
-    // Hex `m` reads (binary `x` reads have their own tests).
+    // Hex `m` reads: this test is about reply matching (binary `x` reads
+    // are what every end-to-end read through kdbg's stub uses).
     c.binary_reads = Some(false);
     // qSupported got its own reply, not the stop.
     assert_eq!(c.features.packet_size, 0x1000);
@@ -676,7 +677,8 @@ fn a_late_reply_of_another_shape_is_not_taken() {
         },
         no_events,
     );
-    // Hex `m` reads (binary `x` reads have their own tests).
+    // Hex `m` reads: this test is about reply matching (binary `x` reads
+    // are what every end-to-end read through kdbg's stub uses).
     c.binary_reads = Some(false);
     c.set_breakpoint(crate::rsp::BreakKind::Software, 0x1000, 1)
         .unwrap();
@@ -738,7 +740,8 @@ fn a_stop_right_after_a_reply_is_never_dropped() {
         },
         no_events,
     );
-    // Hex `m` reads (binary `x` reads have their own tests).
+    // Hex `m` reads: this test is about reply matching (binary `x` reads
+    // are what every end-to-end read through kdbg's stub uses).
     c.binary_reads = Some(false);
     c.resume("c").unwrap();
     assert_eq!(c.request(b"g").unwrap(), b"00");
