@@ -114,7 +114,7 @@ fn parse_selftest_line(line: &str) -> Option<(String, bool)> {
 }
 
 /// The suites that run a second time at [`SMP_VCPUS`] vCPUs.
-const SMP_SUITES: &str = "smp,sched,kprobe,kretprobe,jprobe,capture";
+const SMP_SUITES: &str = "smp,sched,kprobe,kretprobe,jprobe,capture,maps";
 /// vCPUs of the SMP selftest run.
 const SMP_VCPUS: u32 = 4;
 

@@ -31,6 +31,7 @@ mod capture;
 mod jprobe;
 mod kprobe;
 mod kretprobe;
+mod maps;
 mod smp;
 mod stub;
 
@@ -47,6 +48,7 @@ pub static SUITES: &[&Suite] = &[
     &kretprobe::SUITE,
     &jprobe::SUITE,
     &capture::SUITE,
+    &maps::SUITE,
     &stub::SUITE,
     &smp::SUITE,
 ];
