@@ -272,12 +272,23 @@ impl GuestMem {
     /// `Err(address)` of its first byte.
     pub fn read(&self, addr: u64, out: &mut [u8], stub: &mut StubRead<'_>) -> Result<(), u64> {
         let mut done = 0usize;
+        // One walk per page of the guest's (a 2 MiB page serves 512
+        // pieces); `(phys, bytes left in that page)` of the current one.
+        let mut at: Option<(u64, u64)> = None;
         while done < out.len() {
             let a = addr.wrapping_add(done as u64);
-            let in_page = (0x1000 - (a & 0xFFF)) as usize;
-            let n = in_page.min(out.len() - done);
+            let in_piece = (0x1000 - (a & 0xFFF)) as usize;
+            let n = in_piece.min(out.len() - done);
             let chunk = &mut out[done..done + n];
-            match self.piece(a, chunk) {
+            let phys = match at {
+                Some((p, left)) if left >= n as u64 => Ok(p),
+                _ => self.phys_of(a).map(|(p, left)| {
+                    at = Some((p, left));
+                    p
+                }),
+            };
+            let piece = phys.and_then(|p| self.piece(a, p, chunk));
+            match piece {
                 Ok(Piece::Mapped) => {
                     self.mapped_reads.fetch_add(1, Ordering::Relaxed);
                 }
@@ -287,36 +298,53 @@ impl GuestMem {
                 }
                 Err(Miss::Unmapped) => return Err(a),
             }
+            if let Some((p, left)) = at {
+                at = Some((p + n as u64, left - (n as u64).min(left)));
+            }
             done += n;
         }
         Ok(())
     }
 
-    /// Reads one piece (inside one 4 KiB page) from the mapping; says
-    /// whether the stub must answer it instead.
-    fn piece(&self, a: u64, chunk: &mut [u8]) -> Result<Piece, Miss> {
-        let (p, _) = self.phys_of(a)?;
-        if !self.map.read_phys(p, chunk) {
+    /// Reads one piece (inside one 4 KiB page, at physical `p`) from the
+    /// mapping; says whether the stub must answer it instead.
+    fn piece(&self, a: u64, p: u64, chunk: &mut [u8]) -> Result<Piece, Miss> {
+        if !self.is_ram(p, chunk.len() as u64) || !self.map.read_phys(p, chunk) {
             return Err(Miss::NotRam);
         }
-        if chunk.contains(&0xcc) {
-            return Ok(Piece::Stub);
-        }
-        let tramp = self.machine.trampoline;
-        if tramp != 0 {
-            let first = ((8 - (a % 8)) % 8) as usize;
-            let mut i = first;
-            while i + 8 <= chunk.len() {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&chunk[i..i + 8]);
-                if u64::from_le_bytes(w) == tramp {
-                    return Ok(Piece::Stub);
-                }
-                i += 8;
-            }
-        }
-        Ok(Piece::Mapped)
+        Ok(if needs_stub(a, chunk, self.machine.trampoline) {
+            Piece::Stub
+        } else {
+            Piece::Mapped
+        })
     }
+}
+
+/// Does `chunk` (read at virtual `a`) hold a byte the stub shows
+/// differently: an 0xcc (a possible int3 of kdbg's), or an aligned word
+/// equal to the kretprobe trampoline `tramp` (0: none)? One pass of 8-byte
+/// words (the bytes that are not whole aligned words one by one).
+pub fn needs_stub(a: u64, chunk: &[u8], tramp: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let head = (((8 - (a % 8)) % 8) as usize).min(chunk.len());
+    let (first, rest) = chunk.split_at(head);
+    let words = rest.chunks_exact(8);
+    let tail = words.remainder();
+    if first.contains(&0xcc) || tail.contains(&0xcc) {
+        return true;
+    }
+    for w in words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let v = u64::from_le_bytes(b);
+        // A zero byte in v ^ 0xcc..cc: some byte is 0xcc.
+        let x = v ^ (ONES * 0xcc);
+        if (x.wrapping_sub(ONES) & !x & HIGHS) != 0 || (tramp != 0 && v == tramp) {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -326,6 +354,33 @@ mod tests {
 
     fn idx(addr: u64, shift: u32) -> u64 {
         (addr >> shift) & 0x1FF
+    }
+
+    #[test]
+    fn stub_bytes_are_found_at_any_alignment() {
+        let tramp = 0x1122_3344_5566_7788u64;
+        for len in [0usize, 1, 7, 8, 9, 64, 4096] {
+            for a in 0..9u64 {
+                let clean = vec![0x5au8; len];
+                assert!(!needs_stub(a, &clean, tramp), "{a} {len}");
+                for at in [0, len / 2, len.saturating_sub(1)] {
+                    if len == 0 {
+                        continue;
+                    }
+                    let mut c = clean.clone();
+                    c[at] = 0xcc;
+                    assert!(needs_stub(a, &c, tramp), "0xcc at {at} of {len} from {a}");
+                }
+                // An aligned trampoline word is found; an unaligned one is not.
+                let first = ((8 - a % 8) % 8) as usize;
+                if first + 8 <= len {
+                    let mut c = clean.clone();
+                    c[first..first + 8].copy_from_slice(&tramp.to_le_bytes());
+                    assert!(needs_stub(a, &c, tramp));
+                    assert!(!needs_stub(a, &c, 0));
+                }
+            }
+        }
     }
 
     #[test]
