@@ -322,29 +322,22 @@ impl GuestMem {
 
 /// Does `chunk` (read at virtual `a`) hold a byte the stub shows
 /// differently: an 0xcc (a possible int3 of kdbg's), or an aligned word
-/// equal to the kretprobe trampoline `tramp` (0: none)? One pass of 8-byte
-/// words (the bytes that are not whole aligned words one by one).
+/// equal to the kretprobe trampoline `tramp` (0: none)? Byte searches go
+/// through the standard library's `memchr` (fast even in a debug build);
+/// words are compared only when the trampoline's low byte occurs.
 pub fn needs_stub(a: u64, chunk: &[u8], tramp: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let head = (((8 - (a % 8)) % 8) as usize).min(chunk.len());
-    let (first, rest) = chunk.split_at(head);
-    let words = rest.chunks_exact(8);
-    let tail = words.remainder();
-    if first.contains(&0xcc) || tail.contains(&0xcc) {
+    if chunk.contains(&0xcc) {
         return true;
     }
-    for w in words {
+    if tramp == 0 || !chunk.contains(&(tramp as u8)) {
+        return false;
+    }
+    let head = (((8 - (a % 8)) % 8) as usize).min(chunk.len());
+    chunk[head..].chunks_exact(8).any(|w| {
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
-        let v = u64::from_le_bytes(b);
-        // A zero byte in v ^ 0xcc..cc: some byte is 0xcc.
-        let x = v ^ (ONES * 0xcc);
-        if (x.wrapping_sub(ONES) & !x & HIGHS) != 0 || (tramp != 0 && v == tramp) {
-            return true;
-        }
-    }
-    false
+        u64::from_le_bytes(b) == tramp
+    })
 }
 
 #[cfg(test)]
