@@ -160,8 +160,9 @@ pub struct Client {
     /// Guest RAM through a shared mapping (`--memory`): reads come from it
     /// (see [`crate::guestmem`]); `None`: every read goes to the stub.
     pub guest: Option<Arc<crate::guestmem::GuestMem>>,
-    /// The stub answers gdb's binary read `x` (learnt at the first read;
-    /// `None`: not tried yet).
+    /// The stub answers gdb's binary read `x`: `None` to try it at the
+    /// next read (the session sets it for kdbg's stub), then learnt.
+    /// Starts `Some(false)`: a plain client reads with `m`.
     pub binary_reads: Option<bool>,
 }
 
@@ -331,7 +332,7 @@ impl Client {
             initial_stop: None,
             doubt: false,
             guest: None,
-            binary_reads: None,
+            binary_reads: Some(false),
         };
         client.handshake()?;
         Ok(client)

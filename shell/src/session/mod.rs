@@ -440,7 +440,12 @@ impl Session {
             .client()?
             .monitor("stream record")
             .is_ok_and(|t| t.contains("ok stream=record"));
-        self.client()?.kdbg = kdbg;
+        {
+            let mut c = self.client()?;
+            c.kdbg = kdbg;
+            // kdbg's stub answers binary reads (`x`); tried at the first read.
+            c.binary_reads = if kdbg { None } else { Some(false) };
+        }
         if kdbg {
             self.refresh_tasks();
             self.refresh_clock();

@@ -167,6 +167,7 @@ fn shared(kernel: &Path, kdbg: &Path) -> Result<Shared> {
                 packets: 0,
             })
         };
+        c.binary_reads = None;
         let uart_x_1m = reason(timed(&mut c, true));
         anyhow::ensure!(
             c.binary_reads == Some(true),
