@@ -221,7 +221,8 @@ fn settled(k: &mut tests::kdbg::KdbgJson) -> (u64, u64, u64, u64) {
 ///   takes the rings back (its `shm` row shows no direct consumer, and a
 ///   client asking for the text stream gets `O` packets); a new shell
 ///   takes over from the ring's tail: no event twice (its timestamps on
-///   the one CPU strictly increase) and the counters exact again.
+///   the one CPU strictly increase) and the counters exact again; when it
+///   leaves normally the rings are the stub's again.
 #[test]
 fn direct_events_are_exact_and_survive_a_killed_shell() {
     let mut vm = boot_shared();
@@ -314,4 +315,8 @@ fn direct_events_are_exact_and_survive_a_killed_shell() {
         );
     }
     k.finish();
+    // A shell that leaves normally hands the rings back at its detach.
+    let mut c = connect(&vm);
+    let row = shm_row(&mut c);
+    assert_eq!(row.epoch & 1, 0, "rings handed back on leave: {row:?}");
 }
