@@ -365,3 +365,55 @@ fn recursive_kretprobe_fib_count_by_n_loses_nothing() {
     assert!(rows(&at_quit[0]["map"]).len() >= 10, "{}", at_quit[0]);
     k.finish();
 }
+
+/// A stock gdb sets an aggregating probe with `monitor` (the compiled form)
+/// and reads its map back: the wire rows, no kdbg in between.
+#[test]
+fn stock_gdb_sets_and_reads_a_map() {
+    let mut vm = boot();
+    let addr = vm
+        .wait_for_stub_port(Duration::from_secs(60))
+        .expect("stub port");
+    let kernel = vm.config().kernel.clone();
+    // count by n at fib's entry: the key program is `reg 5 (rdi); end`.
+    let out = tests::gdb::batch(
+        &kernel,
+        addr,
+        &[],
+        &["monitor kprobe fib agg=count key=050500", "detach"],
+    );
+    let id: u32 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ok id="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no probe id:\n{out}"));
+    std::thread::sleep(Duration::from_secs(2));
+    let out = tests::gdb::batch(
+        &kernel,
+        addr,
+        &[],
+        &[
+            "monitor maps",
+            &format!("monitor map print {id}"),
+            "monitor kprobe fib agg=median",
+            "detach",
+        ],
+    );
+    let row = out
+        .lines()
+        .find_map(proto::agg::MapRow::parse)
+        .unwrap_or_else(|| panic!("no map row:\n{out}"));
+    assert_eq!(row.id, id, "{out}");
+    assert_eq!(row.keys, "int", "{out}");
+    let entries: Vec<proto::agg::EntryRow<'_>> = out
+        .lines()
+        .filter_map(proto::agg::EntryRow::parse)
+        .collect();
+    assert_eq!(entries.len() as u64, row.entries, "{out}");
+    assert!(entries.len() >= 10, "fib(0..12) gives a key per n:\n{out}");
+    assert!(entries.iter().all(|e| e.stats.count > 0), "{out}");
+    assert!(
+        out.contains("error code=bad-arguments msg=unknown aggregation function"),
+        "{out}"
+    );
+}
