@@ -21,6 +21,7 @@ crate::probe_suite!(
     poke_bp_while_every_cpu_runs_it,
     probe_hits_exact_on_every_cpu,
     kretprobe_returns_on_another_cpu,
+    maxactive_exhaustion_counted_exactly,
 );
 
 fn others() -> impl Iterator<Item = usize> {
@@ -366,14 +367,28 @@ fn kretprobe_returns_on_another_cpu() -> Result<(), &'static str> {
     let mut ids = [0; 8];
     let count = (n + 1).min(ids.len());
     let per = if n == 1 { 5 } else { 30u64 };
+    // Busy tasks on every CPU make the round robin move the sleepers
+    // between CPUs (a woken task goes to whichever CPU switches first).
+    SPIN_STOP.store(0, Ordering::Relaxed);
+    let mut spin = [0; 8];
+    let spinners = if n > 1 { n.min(spin.len()) } else { 0 };
+    for t in spin.iter_mut().take(spinners) {
+        *t = sched::spawn("smp-busy", spinner, 0).map_err(|_| "cannot spawn")?;
+    }
     for t in ids.iter_mut().take(count) {
         *t = sched::spawn("smp-sleeper", sleeper_task, per).map_err(|_| "cannot spawn")?;
     }
+    let mut joined = true;
     for t in ids.iter().take(count) {
-        if !sched::join(*t, 3000) {
-            let _ = probes::unregister(id);
-            return Err("a sleeper task did not finish");
-        }
+        joined &= sched::join(*t, 3000);
+    }
+    SPIN_STOP.store(1, Ordering::Relaxed);
+    for t in spin.iter().take(spinners) {
+        joined &= sched::join(*t, 1000);
+    }
+    if !joined {
+        let _ = probes::unregister(id);
+        return Err("a sleeper or busy task did not finish");
     }
     let info = probes::info(id);
     let _ = probes::unregister(id);
@@ -387,6 +402,64 @@ fn kretprobe_returns_on_another_cpu() -> Result<(), &'static str> {
     }
     if n > 1 && RET_CROSS.load(Ordering::Relaxed) == 0 {
         return Err("no call returned on another CPU than its entry");
+    }
+    Ok(())
+}
+
+static MAX_RET: AtomicU64 = AtomicU64::new(0);
+
+fn max_ret(_: &mut probes::RetCtx<'_>, _: &mut arch::TrapFrame) -> i32 {
+    MAX_RET.fetch_add(1, Ordering::Relaxed);
+    0
+}
+
+/// maxactive 2 on a function that sleeps mid-call, called by more tasks
+/// than that on every CPU at once: every call is either a return handled
+/// or an entry counted in nmissed (exactly, none lost, none twice), and
+/// every instance goes back to the pool.
+fn maxactive_exhaustion_counted_exactly() -> Result<(), &'static str> {
+    MAX_RET.store(0, Ordering::Relaxed);
+    POKE_WRONG.store(0, Ordering::Relaxed);
+    let id = probes::register_kretprobe(
+        At::Symbol("st_smp_sleeper", 0),
+        probes::Kretprobe {
+            handler: Some(max_ret),
+            maxactive: 2,
+            ..probes::Kretprobe::default()
+        },
+    )
+    .map_err(|_| "cannot register the kretprobe")?;
+    let n = sched::cpu_count();
+    let mut ids = [0; 8];
+    let count = (2 * n).clamp(4, ids.len());
+    let per = 10u64;
+    for t in ids.iter_mut().take(count) {
+        *t = sched::spawn("smp-maxact", sleeper_task, per).map_err(|_| "cannot spawn")?;
+    }
+    for t in ids.iter().take(count) {
+        if !sched::join(*t, 3000) {
+            let _ = probes::unregister(id);
+            return Err("a sleeper task did not finish");
+        }
+    }
+    let info = probes::info(id);
+    let _ = probes::unregister(id);
+    let info = info.ok_or("no probe info")?;
+    let calls = per * count as u64;
+    if POKE_WRONG.load(Ordering::Relaxed) != 0 {
+        return Err("the kretprobed function returned a wrong value");
+    }
+    if MAX_RET.load(Ordering::Relaxed) + info.nmissed != calls {
+        return Err("returns + nmissed differ from the calls made");
+    }
+    if info.nmissed == 0 {
+        return Err("maxactive 2 was never exhausted");
+    }
+    if MAX_RET.load(Ordering::Relaxed) == 0 {
+        return Err("no return was handled");
+    }
+    if info.free_instances != 2 {
+        return Err("an instance did not go back to the pool");
     }
     Ok(())
 }
