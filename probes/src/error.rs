@@ -54,6 +54,8 @@ pub enum ProbeError {
     MapMemory,
     /// `map ...` on a probe that has no map.
     NoMap,
+    /// A kretprobe on a function that returns with `retf` or `iret`.
+    FarReturn,
 }
 
 impl fmt::Display for ProbeError {
@@ -111,6 +113,9 @@ impl fmt::Display for ProbeError {
                 "maps would exceed their 16 MiB of kernel memory: use a smaller budget or delete aggregating probes"
             }
             ProbeError::NoMap => "that probe has no map: `maps` lists the aggregating probes",
+            ProbeError::FarReturn => {
+                "the function returns with retf or iret: a kretprobe cannot take that return; probe its callers or use a kprobe"
+            }
         };
         f.write_str(s)
     }

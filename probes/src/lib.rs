@@ -222,6 +222,15 @@ impl Core {
             if n > kretprobe::MAX_ACTIVE {
                 return Err(ProbeError::TooManyInstances);
             }
+            let len = usize::try_from(sym.size.min(register::MAX_FUNCTION))
+                .map_err(|_| ProbeError::Unreadable)?;
+            let mut code = alloc::vec![0u8; len];
+            if !pf.read(sym.start, &mut code) {
+                return Err(ProbeError::Unreadable);
+            }
+            if arch::insn::has_far_return(&code, sym.start) {
+                return Err(ProbeError::FarReturn);
+            }
             let map = map::make(agg.as_ref(), pf)?;
             let pool = RetPool::try_new(n, data_size, action)?;
             let mut p = Probe::new(id, addr, sym.name, 0, data, Action::Kretprobe(pool));

@@ -31,7 +31,7 @@ pub enum At<'a> {
 }
 
 /// Largest function the analysis reads (bytes).
-const MAX_FUNCTION: u64 = 1 << 20;
+pub(crate) const MAX_FUNCTION: u64 = 1 << 20;
 
 pub(crate) struct PointEntry {
     ptr: *mut Point,

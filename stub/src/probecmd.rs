@@ -31,7 +31,7 @@ pub fn code_of(e: ProbeError) -> ErrorCode {
         }
         ProbeError::Blacklisted => ErrorCode::Blacklisted,
         ProbeError::NotBoundary => ErrorCode::NotBoundary,
-        ProbeError::Refused(_) => ErrorCode::Unsupported,
+        ProbeError::Refused(_) | ProbeError::FarReturn => ErrorCode::Unsupported,
         ProbeError::NotFunctionEntry => ErrorCode::NotFunctionEntry,
         ProbeError::JprobeExists => ErrorCode::AlreadyProbed,
         ProbeError::Unreadable => ErrorCode::Fault,

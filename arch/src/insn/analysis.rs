@@ -319,6 +319,28 @@ pub fn analyze(code: &[u8], func_start: u64, addr: u64) -> Result<Analysis, Refu
     })
 }
 
+/// The function leaves through a far or interrupt return (`retf`, `iret`)
+/// somewhere in `code` (its whole bytes from `func_start`, decoded
+/// linearly): a kretprobe's trampoline address on its stack would be taken
+/// as part of a far pointer or an interrupt frame, so such functions get no
+/// kretprobe.
+pub fn has_far_return(code: &[u8], func_start: u64) -> bool {
+    let Ok(mut dec) = Decoder::try_with_ip(64, code, func_start, DecoderOptions::NONE) else {
+        return false;
+    };
+    let mut instr = Instruction::default();
+    while dec.can_decode() {
+        dec.decode_out(&mut instr);
+        if matches!(
+            instr.mnemonic(),
+            Mnemonic::Retf | Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq
+        ) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Legacy and REX prefix bytes at the start of an instruction.
 fn prefixes(bytes: &[u8]) -> &[u8] {
     let n = bytes.iter().take_while(|b| is_prefix(**b)).count();

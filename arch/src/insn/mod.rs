@@ -23,7 +23,9 @@ mod emulate;
 mod refusal;
 mod slot;
 
-pub use analysis::{Analysis, Emulation, Execution, LoopKind, MAX_INSN_LEN, Reg, analyze};
+pub use analysis::{
+    Analysis, Emulation, Execution, LoopKind, MAX_INSN_LEN, Reg, analyze, has_far_return,
+};
 pub use cond::Cond;
 pub use emulate::{EmuFault, StackMem, emulate};
 pub use refusal::Refusal;

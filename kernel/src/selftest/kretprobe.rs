@@ -22,6 +22,7 @@ crate::probe_suite!(
     kprobe_and_kretprobe,
     jprobe_and_kretprobe,
     ret_imm16,
+    refused_far_return,
     refused_off_entry
 );
 
@@ -55,6 +56,11 @@ global_asm!(
     "call {exit}",
     "ud2",
     ".size st_kr_noreturn, . - st_kr_noreturn",
+    // Leaves through a far return (never called: only registered on).
+    ".globl st_kr_farret", ".type st_kr_farret, @function", "st_kr_farret:",
+    "mov eax, 1",
+    "retfq",
+    ".size st_kr_farret, . - st_kr_farret",
     ".popsection",
     exit = sym exit_task,
 );
@@ -595,6 +601,19 @@ fn ret_imm16() -> Result<(), &'static str> {
         RETS.len() == 5,
         "the return handler did not run once per call",
     )
+}
+
+/// A function that returns with `retf` gets no kretprobe (the trampoline
+/// address would be taken as half a far pointer): a clear refusal.
+fn refused_far_return() -> Result<(), &'static str> {
+    match probes::register_kretprobe(At::Symbol("st_kr_farret", 0), Kretprobe::default()) {
+        Err(ProbeError::FarReturn) => Ok(()),
+        Ok(id) => {
+            unreg(id)?;
+            Err("a kretprobe on a retf function was accepted")
+        }
+        Err(_) => Err("a kretprobe on a retf function was refused for another reason"),
+    }
 }
 
 fn refused_off_entry() -> Result<(), &'static str> {
