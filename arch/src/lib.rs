@@ -29,6 +29,7 @@ pub mod acpi;
 pub mod apic;
 pub mod callout;
 pub mod debugreg;
+pub mod detour;
 pub mod mem;
 pub mod percpu;
 pub mod slots;

@@ -47,6 +47,7 @@ fn path_name(p: ExecPath) -> &'static str {
         ExecPath::Emulated => "emulated",
         ExecPath::OutOfLine => "out-of-line",
         ExecPath::Boosted => "boosted",
+        ExecPath::Optimized => "optimized",
     }
 }
 
@@ -63,6 +64,7 @@ fn row_path(ids: &[Option<ProbeId>; MAX_PROBES]) -> &'static str {
 /// Measures one row; returns the number of wrong results seen.
 fn run_row(row: &Row, calls: u64) -> u64 {
     let base = measure(row.target, calls);
+    probes::set_optimization(row.optimized);
     let ids = match (row.setup)() {
         Ok(ids) => ids,
         Err(reason) => {
@@ -104,6 +106,7 @@ fn run_row(row: &Row, calls: u64) -> u64 {
         }
     }
     rows::clear_gdb();
+    probes::set_optimization(true);
     s.wrong + base.wrong
 }
 

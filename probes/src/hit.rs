@@ -70,9 +70,6 @@ impl Core {
 
     fn breakpoint_pinned(&self, pf: &dyn Host, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
         let addr = frame.rip.wrapping_sub(1);
-        if addr == self.trampoline.load(core::sync::atomic::Ordering::Relaxed) {
-            return self.trampoline_hit(pf, kcb, frame);
-        }
         let state = kcb.state();
         if matches!(state, State::SingleStep | State::Reenter) {
             let cur = kcb.cur();
@@ -149,6 +146,10 @@ impl Core {
                 return;
             }
         }
+        if Self::to_detour(point, frame) {
+            kcb.set_cur_transient(Level::IDLE);
+            return;
+        }
         // The boosted jump inline (the common case; `execute` has the
         // rest): the same condition and effect as `execute`'s boost arm.
         // The level is `Active` again here: a nested hit inside a handler
@@ -194,6 +195,24 @@ impl Core {
         }
     }
 
+    /// A hit on a point whose region is (being) jump-optimized: the
+    /// region's copy in the detour runs instead of the slot (interrupts
+    /// off; the `sti` copy sets IF again). `false`: not such a point.
+    #[inline(always)]
+    fn to_detour(point: &Point, frame: &mut TrapFrame) -> bool {
+        let d = point.detour.load(core::sync::atomic::Ordering::Acquire);
+        if d == 0 {
+            return false;
+        }
+        if frame.rflags & IF != 0 {
+            frame.rflags &= !IF;
+            frame.rip = d + arch::detour::COPY_STI as u64;
+        } else {
+            frame.rip = d + arch::detour::COPY as u64;
+        }
+        true
+    }
+
     #[cold]
     #[inline(never)]
     fn reenter(&self, pf: &dyn Host, kcb: &Kcb, cur: Level, point: &Point, frame: &mut TrapFrame) {
@@ -201,6 +220,10 @@ impl Core {
             if p.is_enabled() {
                 p.missed();
             }
+        }
+        if Self::to_detour(point, frame) {
+            // The level this hit interrupted stays current.
+            return;
         }
         kcb.set_prev(cur);
         kcb.set_cur(Level::at(State::Reenter, point));
@@ -302,7 +325,7 @@ impl Core {
     /// their stack frames and register spills (the `Host` methods they
     /// use were spilled before the probes loop when they were inline).
     #[inline(always)]
-    fn run_pre(&self, pf: &dyn Host, p: &Probe, frame: &mut TrapFrame) -> bool {
+    pub(crate) fn run_pre(&self, pf: &dyn Host, p: &Probe, frame: &mut TrapFrame) -> bool {
         match &p.action {
             Action::Kprobe(k) => k.pre_handler.is_some_and(|h| h(p, frame)),
             Action::Jprobe { entry } => {
@@ -391,8 +414,8 @@ impl Core {
         }
     }
 
-    #[inline(never)]
-    fn trampoline_hit(&self, pf: &dyn Host, kcb: &Kcb, frame: &mut TrapFrame) -> bool {
+    #[inline(always)]
+    fn trampoline_hit(&self, pf: &dyn Host, kcb: &Kcb, frame: &mut TrapFrame) {
         let task = pf.task_id();
         let cur = kcb.cur();
         let handlers = cur.state == State::Idle;
@@ -402,6 +425,10 @@ impl Core {
         let cpu = pf.cpu_id();
         let now = pf.timestamp();
         let mut run = |r: kretprobe::Returned<'_>, frame: &mut TrapFrame| {
+            // The real return address where the trampoline's frame record
+            // points unwinders (`frame.rip` is already the real one), before
+            // the handler runs.
+            stack_write(pf, frame.rsp.wrapping_sub(8), frame.rip);
             let kretprobe::Returned { probe, mut ctx } = r;
             probe
                 .hits
@@ -458,7 +485,25 @@ impl Core {
                 "kdbg: kretprobe trampoline reached with no instance for this task and frame: the real return address is lost",
             );
         }
-        true
+    }
+
+    /// A hijacked return reached the trampoline (`frame` is the
+    /// trampoline's frame: `rsp` just above the hijacked slot), or a
+    /// debugger's single step landed on its first byte (`frame` is the
+    /// #DB frame, `rip` the trampoline). Runs the return handlers and sets
+    /// `frame.rip` to the real return address; the real address is also
+    /// written into the word below `rsp` before each handler runs, where
+    /// the trampoline's frame record points unwinders.
+    pub fn on_return(&self, frame: &mut TrapFrame) {
+        let Some(pf) = self.host() else {
+            return;
+        };
+        let Some(kcb) = self.kcbs.get(pf.cpu_id()) else {
+            pf.fatal("kdbg: kretprobe trampoline reached on a CPU without a control block");
+        };
+        kcb.pin();
+        self.trampoline_hit(pf, kcb, frame);
+        kcb.unpin();
     }
 
     /// This CPU is running the probe core's handlers (pre/post handlers,

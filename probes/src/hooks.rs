@@ -32,3 +32,16 @@ pub fn fault(frame: &mut TrapFrame) -> bool {
 pub fn task_exit(task_id: u32) {
     CORE.task_exit(task_id);
 }
+
+/// What the kretprobe trampoline (`arch::trampoline`, ordinary code, no
+/// trap) calls with its trap-frame-shaped area: runs the return handlers
+/// and sets `frame.rip` to the real return address.
+pub extern "C" fn return_trampoline(frame: &mut TrapFrame) {
+    CORE.on_return(frame);
+}
+
+/// What a jump-optimized probe's detour (`arch::detour`'s common entry)
+/// calls: runs the pre handlers, returns where to continue.
+pub extern "C" fn detour(frame: &mut TrapFrame, detour: u64) -> u64 {
+    CORE.on_detour(frame, detour)
+}

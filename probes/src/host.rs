@@ -160,12 +160,33 @@ pub trait Host: Sync {
 
     // --- the machine (defaults from `arch`) ---
 
+    /// After a multi-byte change to text other CPUs may run (a probe's
+    /// jump written or removed, int3 first): make every CPU see it
+    /// (serialise them, `arch::text::sync_all`).
+    fn sync_text(&self) {
+        let _ = arch::text::sync_all();
+    }
+
+    /// Runs `f` with nothing else running on this CPU (no interrupt, no
+    /// task switch): the check that no task is inside a region and the
+    /// writing of the jump are one step for this CPU.
+    fn without_preemption(&self, f: &mut dyn FnMut()) {
+        arch::cpu::without_interrupts(f);
+    }
+
+    /// Probes may be jump-optimized (default). A kernel that cannot keep
+    /// the guarantees of `probes::optimize` returns `false`.
+    fn optimize_probes(&self) -> bool {
+        true
+    }
+
     /// Executable memory within +-2 GB of kernel text for out-of-line slots.
     fn slot_area(&self) -> (u64, usize) {
         arch::slots::area()
     }
 
-    /// Address of the kretprobe trampoline (an `int3` the core owns).
+    /// Address of the kretprobe trampoline (ordinary code the core owns:
+    /// `arch::trampoline`).
     fn trampoline(&self) -> u64 {
         arch::trampoline::address()
     }

@@ -32,6 +32,7 @@ pub mod host;
 pub mod kcb;
 pub mod kretprobe;
 pub mod map;
+mod optimize;
 mod point;
 pub mod probe;
 mod recorder;
@@ -87,8 +88,11 @@ pub struct Core {
     beat: core::sync::atomic::AtomicU64,
     slot_base: AtomicU64,
     slot_owners: [AtomicU64; SLOT_COUNT],
-    /// `Host::trampoline()`, read once (checked on every breakpoint).
-    trampoline: AtomicU64,
+    /// The `rip` of the context a debugger holds stopped (0: none): no
+    /// jump may be written over it.
+    stopped_rip: AtomicU64,
+    /// Jump optimization on (Linux's debug.kprobes-optimization).
+    optimizing: core::sync::atomic::AtomicBool,
 }
 
 impl Core {
@@ -106,18 +110,17 @@ impl Core {
             beat: core::sync::atomic::AtomicU64::new(0),
             slot_base: AtomicU64::new(0),
             slot_owners: [const { AtomicU64::new(0) }; SLOT_COUNT],
-            trampoline: AtomicU64::new(0),
+            stopped_rip: AtomicU64::new(0),
+            optimizing: core::sync::atomic::AtomicBool::new(true),
         }
     }
 
     /// Installs the kernel's [`Host`]. Only the first call counts.
     pub fn init<H: Host>(&self, host: &'static H) {
-        let i = self.host.call_once(|| Installed {
+        self.host.call_once(|| Installed {
             host,
             hit_path: host::hit_path_of::<H>(),
         });
-        self.trampoline
-            .store(i.host.trampoline(), core::sync::atomic::Ordering::Release);
     }
 
     /// The installed host, once [`Core::init`] ran.
@@ -293,6 +296,8 @@ pub static CORE: Core = Core::new();
 /// calls this too).
 pub fn init<H: Host>(host: &'static H) {
     CORE.init(host);
+    arch::trampoline::set_return_callback(hooks::return_trampoline);
+    arch::detour::set_detour_callback(hooks::detour);
 }
 
 /// Classic kprobes API: registers a kprobe at an address or `symbol+offset`.
@@ -314,6 +319,13 @@ pub fn kretprobe_memory() -> (usize, usize) {
 
 pub fn register_kretprobe(at: At<'_>, rp: Kretprobe) -> Result<ProbeId, ProbeError> {
     CORE.register_kretprobe(at, rp)
+}
+
+/// Turns jump optimization on (the default) or off, like Linux's
+/// `debug.kprobes-optimization`: off puts every optimized probe back to
+/// its int3; on optimizes every probe that qualifies.
+pub fn set_optimization(on: bool) {
+    CORE.set_optimization(on);
 }
 
 /// Removes any probe.

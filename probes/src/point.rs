@@ -30,6 +30,11 @@ pub(crate) struct Point {
     /// The in-kernel condition of gdb's breakpoint here (used only while
     /// `gdb` is set): a false one resumes like a probe hit.
     pub cond: Option<Arc<StopCond>>,
+    /// The detour buffer while the point's region holds (part of) a jump
+    /// (`probes::optimize`), else 0. An int3 hit then continues in the
+    /// detour's copy of the whole region: the bytes after the first are
+    /// not the original instructions.
+    pub detour: core::sync::atomic::AtomicU64,
 }
 
 impl Keyed for Point {
@@ -56,6 +61,7 @@ impl Point {
             probes,
             gdb,
             cond,
+            detour: core::sync::atomic::AtomicU64::new(0),
         };
         let path = point.path();
         for p in &point.probes {

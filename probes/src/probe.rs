@@ -50,6 +50,8 @@ pub enum ExecPath {
     OutOfLine = 1,
     /// Run from a slot with a jump back: one trap per hit.
     Boosted = 2,
+    /// Jump-optimized: a `jmp` to a detour buffer, no trap.
+    Optimized = 3,
 }
 
 impl ExecPath {
@@ -57,6 +59,7 @@ impl ExecPath {
         match v {
             0 => ExecPath::Emulated,
             2 => ExecPath::Boosted,
+            3 => ExecPath::Optimized,
             _ => ExecPath::OutOfLine,
         }
     }
@@ -92,6 +95,9 @@ pub struct Probe {
     pub(crate) nmissed: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) path: AtomicU8,
+    /// Why the point is not jump-optimized (`optimize::NOT_WHY`: it is,
+    /// or it was never tried).
+    pub(crate) why_not: AtomicU8,
     /// Capture probes: record a hit only when this is true.
     pub(crate) pred: Option<alloc::boxed::Box<proto::bytecode::Program>>,
     /// Hits the predicate rejected.
@@ -124,6 +130,7 @@ impl Probe {
             nmissed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             path: AtomicU8::new(ExecPath::OutOfLine as u8),
+            why_not: AtomicU8::new(crate::optimize::NOT_WHY),
             pred: None,
             filtered: AtomicU64::new(0),
             pred_faults: AtomicU64::new(0),
@@ -195,6 +202,9 @@ pub struct ProbeInfo {
     /// Hits whose predicate faulted.
     pub pred_faults: u64,
     pub path: ExecPath,
+    /// Why the probe is not jump-optimized (`None`: it is, or the
+    /// optimization was not tried).
+    pub not_optimized: Option<&'static str>,
     /// kretprobes: instances; 0 otherwise.
     pub maxactive: u32,
     /// kretprobes: instances free right now; 0 otherwise.
@@ -231,6 +241,7 @@ impl ProbeInfo {
             filtered: p.filtered.load(Ordering::Relaxed),
             pred_faults: p.pred_faults.load(Ordering::Relaxed),
             path: p.exec_path(),
+            not_optimized: crate::optimize::why_name(p.why_not.load(Ordering::Relaxed)),
             maxactive,
             free_instances,
             capture,

@@ -34,24 +34,31 @@ pub enum At<'a> {
 pub(crate) const MAX_FUNCTION: u64 = 1 << 20;
 
 pub(crate) struct PointEntry {
-    ptr: *mut Point,
-    armed: bool,
+    pub(crate) ptr: *mut Point,
+    pub(crate) armed: bool,
 }
 
 pub(crate) struct Registry {
     next_id: u32,
     probes: BTreeMap<u32, Arc<Probe>>,
-    points: BTreeMap<u64, PointEntry>,
-    slots: SlotPool,
+    pub(crate) points: BTreeMap<u64, PointEntry>,
+    pub(crate) slots: SlotPool,
     slots_ready: bool,
     /// Unregistered kretprobes with instances still outstanding.
     zombies: Vec<Arc<Probe>>,
     /// gdb's software breakpoints: address -> the byte under the int3.
-    gdb: BTreeMap<u64, u8>,
+    pub(crate) gdb: BTreeMap<u64, u8>,
     /// Conditions of gdb's breakpoints by address. They outlive a
     /// breakpoint's removal (a debugger lifts it to step over it and puts
     /// it back); `gdb_set_cond` with `None` ends one.
     conds: BTreeMap<u64, Arc<StopCond>>,
+    /// Jump-optimized points by address.
+    pub(crate) opts: BTreeMap<u64, crate::optimize::OptState>,
+    /// Detour buffers of unoptimized points, freed once no task can be
+    /// inside them.
+    pub(crate) quarantine: Vec<u64>,
+    /// Points a debugger's step put back to int3 ([`Core::suspend_at`]).
+    pub(crate) suspended: Vec<u64>,
 }
 
 // SAFETY: the raw point pointers are owned by the registry (boxes it
@@ -69,10 +76,13 @@ impl Registry {
             zombies: Vec::new(),
             gdb: BTreeMap::new(),
             conds: BTreeMap::new(),
+            opts: BTreeMap::new(),
+            quarantine: Vec::new(),
+            suspended: Vec::new(),
         }
     }
 
-    fn point(&self, addr: u64) -> Option<&Point> {
+    pub(crate) fn point(&self, addr: u64) -> Option<&Point> {
         // SAFETY: the registry owns the published point until it retires it.
         self.points
             .get(&addr)
@@ -81,7 +91,9 @@ impl Registry {
 }
 
 impl Core {
-    fn lock(&self) -> Result<(&'static dyn Host, spin::MutexGuard<'_, Registry>), ProbeError> {
+    pub(crate) fn lock(
+        &self,
+    ) -> Result<(&'static dyn Host, spin::MutexGuard<'_, Registry>), ProbeError> {
         let pf = self.host().ok_or(ProbeError::NotInitialised)?;
         if self.kcbs.get(pf.cpu_id()).is_some_and(|k| k.busy()) {
             return Err(ProbeError::InHandler);
@@ -154,6 +166,28 @@ impl Core {
         sym: &Symbol,
         overlay: Option<(u64, &[u8])>,
     ) -> Result<Analysis, ProbeError> {
+        let mut code = Self::function_code(pf, reg, sym)?;
+        if let Some((at, bytes)) = overlay {
+            for (i, &v) in bytes.iter().enumerate() {
+                if let Some(b) = (at + i as u64)
+                    .checked_sub(sym.start)
+                    .and_then(|off| usize::try_from(off).ok())
+                    .and_then(|off| code.get_mut(off))
+                {
+                    *b = v;
+                }
+            }
+        }
+        Ok(analyze(&code, sym.start, addr)?)
+    }
+
+    /// The function's bytes as compiled: every probe's and gdb's int3 and
+    /// every optimized probe's jump replaced by the original bytes.
+    pub(crate) fn function_code(
+        pf: &dyn Host,
+        reg: &Registry,
+        sym: &Symbol,
+    ) -> Result<Vec<u8>, ProbeError> {
         let size = sym.size.min(MAX_FUNCTION);
         let len = usize::try_from(size).map_err(|_| ProbeError::Unreadable)?;
         let mut code = vec![0u8; len];
@@ -175,18 +209,15 @@ impl Core {
                 *b = orig;
             }
         }
-        if let Some((at, bytes)) = overlay {
-            for (i, &v) in bytes.iter().enumerate() {
-                if let Some(b) = (at + i as u64)
-                    .checked_sub(sym.start)
-                    .and_then(|off| usize::try_from(off).ok())
-                    .and_then(|off| code.get_mut(off))
-                {
-                    *b = v;
+        for (&a, o) in reg.opts.range(sym.start..sym.start + size) {
+            if let Ok(off) = usize::try_from(a - sym.start) {
+                let src = o.region.original();
+                if let Some(dst) = code.get_mut(off..off + src.len()) {
+                    dst.copy_from_slice(src);
                 }
             }
         }
-        Ok(analyze(&code, sym.start, addr)?)
+        Ok(code)
     }
 
     /// The out-of-line slot an analysed instruction needs (none when it is
@@ -225,6 +256,34 @@ impl Core {
         make: impl FnOnce(ProbeId, u64, &Symbol, &dyn Host) -> Result<Probe, ProbeError>,
     ) -> Result<ProbeId, ProbeError> {
         let (pf, mut reg) = self.lock()?;
+        let reg = &mut *reg;
+        // A probe inside an optimized region (or at one) needs the int3
+        // form there first; optimization is tried again afterwards.
+        let around = match Self::resolve(pf, self.hit_path(), at) {
+            Ok((a, _)) => self.unoptimize_around(pf, reg, a),
+            Err(_) => Vec::new(),
+        };
+        let r = self.add_locked(pf, reg, at, entry_only, make);
+        let mut retry = around;
+        if let Ok(id) = r
+            && let Some(p) = reg.probes.get(&id.0)
+        {
+            retry.push(p.addr);
+        }
+        for a in retry {
+            self.try_optimize(pf, reg, a);
+        }
+        r
+    }
+
+    fn add_locked(
+        &self,
+        pf: &'static dyn Host,
+        reg: &mut Registry,
+        at: At<'_>,
+        entry_only: bool,
+        make: impl FnOnce(ProbeId, u64, &Symbol, &dyn Host) -> Result<Probe, ProbeError>,
+    ) -> Result<ProbeId, ProbeError> {
         let (addr, sym) = Self::resolve(pf, self.hit_path(), at)?;
         if entry_only && addr != sym.start {
             return Err(ProbeError::NotFunctionEntry);
@@ -243,8 +302,8 @@ impl Core {
         let (analysis, slot, mut probes, fresh) = match reg.point(addr) {
             Some(old) => (old.analysis, old.slot, old.probes.clone(), false),
             None => {
-                let analysis = Self::analyse(pf, &reg, addr, &sym)?;
-                let slot = self.build_slot(pf, &mut reg, addr, &analysis)?;
+                let analysis = Self::analyse(pf, reg, addr, &sym)?;
+                let slot = self.build_slot(pf, reg, addr, &analysis)?;
                 (analysis, slot, Vec::new(), true)
             }
         };
@@ -277,7 +336,7 @@ impl Core {
             // SAFETY: unpublished and past a grace period: no CPU uses it.
             drop(unsafe { alloc::boxed::Box::from_raw(old) });
         }
-        Self::update_arming(pf, &mut reg, addr);
+        Self::update_arming(pf, reg, addr);
         Ok(id)
     }
 
@@ -305,10 +364,11 @@ impl Core {
     /// kretprobe's outstanding instances still return to the right place.
     pub fn unregister(&self, id: ProbeId) -> Result<(), ProbeError> {
         let (pf, mut reg) = self.lock()?;
+        let addr = reg.probes.get(&id.0).ok_or(ProbeError::NoSuchProbe)?.addr;
+        let around = self.unoptimize_around(pf, &mut reg, addr);
         let probe = reg.probes.remove(&id.0).ok_or(ProbeError::NoSuchProbe)?;
         probe.gone.store(true, Ordering::Release);
         probe.enabled.store(false, Ordering::Release);
-        let addr = probe.addr;
         let remaining: Vec<Arc<Probe>> = reg
             .point(addr)
             .map(|p| p.probes.iter().filter(|q| q.id != id).cloned().collect())
@@ -343,6 +403,9 @@ impl Core {
             && !pool.all_free()
         {
             reg.zombies.push(probe);
+        }
+        for a in around {
+            self.try_optimize(pf, &mut reg, a);
         }
         Ok(())
     }
@@ -394,10 +457,26 @@ impl Core {
         if reg.gdb.contains_key(&addr) || reg.point(addr).is_some_and(|p| p.gdb) {
             return Ok(());
         }
+        // gdb's int3 inside an optimized region: the region goes back to
+        // int3 form (and stays so while the breakpoint is there).
+        let around = self.unoptimize_around(pf, &mut reg, addr);
+        let r = self.gdb_insert_locked(pf, &mut reg, addr);
+        for a in around {
+            self.try_optimize(pf, &mut reg, a);
+        }
+        r
+    }
+
+    fn gdb_insert_locked(
+        &self,
+        pf: &'static dyn Host,
+        reg: &mut Registry,
+        addr: u64,
+    ) -> Result<(), ProbeError> {
         if let Some(p) = reg.point(addr) {
             let probes = p.probes.clone();
-            self.republish(pf, &mut reg, addr, probes, true);
-            Self::update_arming(pf, &mut reg, addr);
+            self.republish(pf, reg, addr, probes, true);
+            Self::update_arming(pf, reg, addr);
             return Ok(());
         }
         let mut b = [0u8; 1];
@@ -410,7 +489,7 @@ impl Core {
             // The condition needs a point (slot and analysis) to resume
             // from a false hit. If the address cannot have one, the
             // breakpoint still works, unconditionally.
-            let _ = self.gdb_point(pf, &mut reg, addr);
+            let _ = self.gdb_point(pf, reg, addr);
         }
         Ok(())
     }
@@ -483,11 +562,26 @@ impl Core {
     /// not an instruction) is refused with the reason.
     pub fn gdb_set_cond(&self, addr: u64, cond: Option<StopCond>) -> Result<(), ProbeError> {
         let (pf, mut reg) = self.lock()?;
+        let around = self.unoptimize_around(pf, &mut reg, addr);
+        let r = self.gdb_set_cond_locked(pf, &mut reg, addr, cond);
+        for a in around {
+            self.try_optimize(pf, &mut reg, a);
+        }
+        r
+    }
+
+    fn gdb_set_cond_locked(
+        &self,
+        pf: &'static dyn Host,
+        reg: &mut Registry,
+        addr: u64,
+        cond: Option<StopCond>,
+    ) -> Result<(), ProbeError> {
         match cond {
             Some(c) => {
                 // Refuse what could never be evaluated before keeping it.
                 let (_, sym) = Self::resolve(pf, self.hit_path(), At::Addr(addr))?;
-                Self::analyse(pf, &reg, addr, &sym)?;
+                Self::analyse(pf, reg, addr, &sym)?;
                 if let Some(old) = reg.conds.get(&addr) {
                     // Same breakpoint, new condition: the counters go on.
                     c.carry_counters(old);
@@ -498,8 +592,8 @@ impl Core {
                         .point(addr)
                         .map(|p| (p.probes.clone(), p.gdb))
                         .unwrap_or_default();
-                    self.republish(pf, &mut reg, addr, probes, gdb);
-                } else if let Err(e) = self.gdb_point(pf, &mut reg, addr) {
+                    self.republish(pf, reg, addr, probes, gdb);
+                } else if let Err(e) = self.gdb_point(pf, reg, addr) {
                     reg.conds.remove(&addr);
                     return Err(e);
                 }
@@ -516,12 +610,12 @@ impl Core {
                 };
                 if probes.is_empty() {
                     // gdb's breakpoint alone again: the int3 stays.
-                    self.drop_point(pf, &mut reg, addr, None);
+                    self.drop_point(pf, reg, addr, None);
                     if gdb {
                         reg.gdb.insert(addr, orig);
                     }
                 } else {
-                    self.republish(pf, &mut reg, addr, probes, gdb);
+                    self.republish(pf, reg, addr, probes, gdb);
                 }
             }
         }
@@ -574,22 +668,35 @@ impl Core {
     /// gdb removes its software breakpoint at `addr`.
     pub fn gdb_remove(&self, addr: u64) -> Result<(), ProbeError> {
         let (pf, mut reg) = self.lock()?;
+        let mut retry = self.unoptimize_around(pf, &mut reg, addr);
+        // The region this breakpoint kept in int3 form, and the point here.
+        if let Some((&a, _)) = reg.points.range(..addr).next_back() {
+            retry.push(a);
+        }
+        retry.push(addr);
+        Self::gdb_remove_locked(self, pf, &mut reg, addr);
+        for a in retry {
+            self.try_optimize(pf, &mut reg, a);
+        }
+        Ok(())
+    }
+
+    fn gdb_remove_locked(&self, pf: &'static dyn Host, reg: &mut Registry, addr: u64) {
         if let Some(p) = reg.point(addr) {
             if p.gdb && p.probes.is_empty() {
                 // A point that only carried gdb's condition.
                 let orig = p.original_byte();
-                self.drop_point(pf, &mut reg, addr, Some(orig));
+                self.drop_point(pf, reg, addr, Some(orig));
             } else if p.gdb {
                 let probes = p.probes.clone();
-                self.republish(pf, &mut reg, addr, probes, false);
-                Self::update_arming(pf, &mut reg, addr);
+                self.republish(pf, reg, addr, probes, false);
+                Self::update_arming(pf, reg, addr);
             }
-            return Ok(());
+            return;
         }
         if let Some(orig) = reg.gdb.remove(&addr) {
             pf.write_text(addr, &[orig]);
         }
-        Ok(())
     }
 
     /// A debugger writes `data` to kernel text at `start` (gdb's `M`/`X` on
@@ -604,6 +711,32 @@ impl Core {
         let end = start
             .checked_add(data.len() as u64)
             .ok_or(ProbeError::NotText)?;
+        // Jump-optimized regions the write touches go back to int3 form
+        // first (and are optimized again from the new bytes afterwards).
+        let opts: Vec<u64> = reg
+            .opts
+            .range(..end)
+            .filter(|(a, o)| **a + u64::from(o.region.len) > start)
+            .map(|(&a, _)| a)
+            .collect();
+        for &a in &opts {
+            self.unoptimize(pf, &mut reg, a);
+        }
+        let r = self.text_write_locked(pf, &mut reg, start, end, data);
+        for a in opts {
+            self.try_optimize(pf, &mut reg, a);
+        }
+        r
+    }
+
+    fn text_write_locked(
+        &self,
+        pf: &'static dyn Host,
+        reg: &mut Registry,
+        start: u64,
+        end: u64,
+        data: &[u8],
+    ) -> Result<(), ProbeError> {
         let touched: Vec<u64> = reg
             .points
             .range(start.saturating_sub(arch::insn::MAX_INSN_LEN as u64)..end)
@@ -618,13 +751,13 @@ impl Core {
             let (_, sym) = Self::resolve(pf, self.hit_path(), At::Addr(a))?;
             analysed.push((
                 a,
-                Self::analyse_over(pf, &reg, a, &sym, Some((start, data)))?,
+                Self::analyse_over(pf, reg, a, &sym, Some((start, data)))?,
             ));
         }
         // New slots first: a failure leaves text and probes as they were.
         let mut redone = Vec::new();
         for (a, analysis) in analysed {
-            match self.build_slot(pf, &mut reg, a, &analysis) {
+            match self.build_slot(pf, reg, a, &analysis) {
                 Ok(slot) => redone.push((a, analysis, slot)),
                 Err(e) => {
                     for (_, _, slot) in redone {
@@ -702,8 +835,12 @@ impl Core {
             .get(&id.0)
             .ok_or(ProbeError::NoSuchProbe)?
             .clone();
+        let around = self.unoptimize_around(pf, &mut reg, probe.addr);
         probe.enabled.store(on, Ordering::Release);
         Self::update_arming(pf, &mut reg, probe.addr);
+        for a in around.into_iter().chain(core::iter::once(probe.addr)) {
+            self.try_optimize(pf, &mut reg, a);
+        }
         Ok(())
     }
 
@@ -756,7 +893,7 @@ impl Core {
     /// point: each CPU that is busy must finish (its generation changes).
     /// Then a short pause covers a CPU that has just left its trap for a
     /// boosted slot (at most three instructions, interrupts off).
-    fn synchronize(&self, pf: &dyn Host) {
+    pub(crate) fn synchronize(&self, pf: &dyn Host) {
         let me = pf.cpu_id();
         for (cpu, kcb) in self.kcbs.iter().enumerate() {
             if cpu == me || !kcb.busy() {
@@ -772,7 +909,7 @@ impl Core {
         }
     }
 
-    fn set_slot_owner(&self, slot: u64, addr: u64) {
+    pub(crate) fn set_slot_owner(&self, slot: u64, addr: u64) {
         let base = self.slot_base.load(Ordering::Acquire);
         if let Some(off) = slot.checked_sub(base)
             && let Some(o) = self.slot_owners.get((off / SLOT_SIZE as u64) as usize)

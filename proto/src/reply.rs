@@ -234,6 +234,8 @@ pub enum ExecPath {
     Emulated,
     OutOfLine,
     Boosted,
+    /// Jump-optimized: no trap.
+    Optimized,
     /// Not decided / not applicable.
     Unknown,
 }
@@ -244,6 +246,7 @@ impl ExecPath {
             ExecPath::Emulated => "emulated",
             ExecPath::OutOfLine => "out-of-line",
             ExecPath::Boosted => "boosted",
+            ExecPath::Optimized => "optimized",
             ExecPath::Unknown => "-",
         }
     }
@@ -253,6 +256,7 @@ impl ExecPath {
             "emulated" => ExecPath::Emulated,
             "out-of-line" => ExecPath::OutOfLine,
             "boosted" => ExecPath::Boosted,
+            "optimized" => ExecPath::Optimized,
             _ => ExecPath::Unknown,
         }
     }
@@ -271,6 +275,8 @@ pub struct ProbeRow<'a> {
     pub hits: u64,
     pub nmissed: u64,
     pub path: ExecPath,
+    /// Why the probe is not jump-optimized (`noopt=REASON`), when tried.
+    pub not_optimized: Option<&'a str>,
     /// kretprobes only; 0 otherwise.
     pub maxactive: u32,
     /// Hits its predicate (`if=`) rejected.
@@ -301,6 +307,7 @@ impl<'a> ProbeRow<'a> {
             hits: need_num(&r, "hits")?,
             nmissed: need_num(&r, "nmissed")?,
             path: ExecPath::from_name(r.get("path").unwrap_or("-")),
+            not_optimized: r.get("noopt"),
             maxactive: r
                 .num("maxactive")
                 .and_then(|v| u32::try_from(v).ok())
@@ -343,6 +350,9 @@ impl fmt::Display for ProbeRow<'_> {
         )?;
         if self.filtered != 0 || self.faults != 0 {
             write!(f, " filtered={} faults={}", self.filtered, self.faults)?;
+        }
+        if let Some(why) = self.not_optimized {
+            write!(f, " noopt={why}")?;
         }
         if !self.capture.is_empty() {
             write!(f, " {}", self.capture)?;
@@ -696,6 +706,7 @@ mod tests {
             hits: 12,
             nmissed: 1,
             path: ExecPath::Boosted,
+            not_optimized: None,
             maxactive: 10,
             filtered: 0,
             faults: 0,
@@ -719,6 +730,21 @@ mod tests {
             "{text}"
         );
         assert_eq!(ProbeRow::parse(&text).unwrap(), row);
+        // Not optimized, with the reason.
+        let row = ProbeRow {
+            path: ExecPath::Boosted,
+            not_optimized: Some("jump-into-region"),
+            ..row
+        };
+        let text = row.to_string();
+        assert!(text.contains(" noopt=jump-into-region"), "{text}");
+        assert_eq!(ProbeRow::parse(&text).unwrap(), row);
+        let row = ProbeRow {
+            path: ExecPath::Optimized,
+            not_optimized: None,
+            ..row
+        };
+        assert_eq!(ProbeRow::parse(&row.to_string()).unwrap(), row);
     }
 
     #[test]

@@ -138,14 +138,11 @@ fn debug_owned(frame: &mut TrapFrame) -> bool {
         }
         if frame.rip == probes::trampoline_address() {
             // The step returned into the kretprobe trampoline (a `ret` of a
-            // kretprobed function): run the trampoline's int3 as the CPU
-            // would on the next instruction (the return handlers record
-            // the return), so the step ends at the real return address
-            // with the probe's bookkeeping done, never in kdbg's code.
-            frame.rip = frame.rip.wrapping_add(1);
-            if !probes::CORE.on_breakpoint(frame) {
-                frame.rip = frame.rip.wrapping_sub(1);
-            }
+            // kretprobed function): run the return here as the trampoline
+            // would (the return handlers record the return), so the step
+            // ends at the real return address with the probe's bookkeeping
+            // done, never in kdbg's code.
+            probes::CORE.on_return(frame);
         }
         s.stop(
             frame,

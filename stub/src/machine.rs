@@ -341,6 +341,15 @@ impl Session {
         if self.machine.is_none() {
             self.restart();
         }
+        // A stop inside a jump-optimized probe's detour shows (and later
+        // resumes) the original instruction; no jump is written over the
+        // stopped rip while stopped.
+        if let Some((orig, set_if)) = probes::CORE.debugger_stop(Some(frame.rip)) {
+            frame.rip = orig;
+            if set_if {
+                frame.rflags |= arch::frame::rflags::IF;
+            }
+        }
         self.target.set_frame(frame);
         self.target.current_task = self.target.host.task_id();
         self.target.resume = Resume::Continue;
@@ -477,6 +486,9 @@ impl Session {
     fn resume(&mut self, frame: &mut TrapFrame) -> bool {
         use arch::frame::rflags::{IF, RF, TF};
         self.stepping = self.target.resume == Resume::Step;
+        // A step through a jump-optimized probe's region runs the original
+        // instructions (the point is an int3 again until a plain resume).
+        probes::CORE.debugger_resume(frame.rip, self.stepping);
         if self.stepping {
             let mut bytes = [0u8; 16];
             let n = read_text(frame.rip, &mut bytes);
@@ -648,6 +660,15 @@ impl Session {
         arch::debugreg::disarm();
         self.end_pending_step(frame);
         self.stream_events_unchecked(usize::MAX);
+        // A stop inside a jump-optimized probe's detour shows (and later
+        // resumes) the original instruction; no jump is written over the
+        // stopped rip while stopped.
+        if let Some((orig, set_if)) = probes::CORE.debugger_stop(Some(frame.rip)) {
+            frame.rip = orig;
+            if set_if {
+                frame.rflags |= arch::frame::rflags::IF;
+            }
+        }
         self.target.set_frame(frame);
         self.target.current_task = self.target.host.task_id();
         self.target.resume = Resume::Continue;

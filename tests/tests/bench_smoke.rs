@@ -23,6 +23,10 @@ const ROWS: &[&str] = &[
     "capture_args6",
     "capture_string",
     "capture_return",
+    "kprobe_optimized",
+    "capture_kprobe_optimized",
+    "kretprobe_optimized",
+    "capture_return_optimized",
 ];
 
 fn field(line: &str, key: &str) -> Option<u64> {
@@ -84,13 +88,15 @@ fn bench_mode_measures_every_row_and_exits_cleanly() {
         );
         assert_eq!(field(line, "missed"), Some(0), "{line}");
         // Every call hits every probe of the row, with at least one trap.
-        let probes = if row.contains("kretprobe") && row.contains('_') {
-            2
-        } else {
-            1
-        };
+        let probes = if row.ends_with("_kretprobe") { 2 } else { 1 };
         assert_eq!(field(line, "hits"), Some(CALLS * probes), "{line}");
-        assert!(field(line, "traps").unwrap() >= CALLS, "{line}");
+        if row.ends_with("_optimized") {
+            // Jump-optimized entry, trap-free return: no trap at all.
+            assert!(line.contains(" path=optimized "), "{line}");
+            assert_eq!(field(line, "traps"), Some(0), "{line}");
+        } else {
+            assert!(field(line, "traps").unwrap() >= CALLS, "{line}");
+        }
         assert!(
             field(line, "insns").unwrap() > field(line, "base_insns").unwrap(),
             "{line}"

@@ -7,7 +7,9 @@
 //! indirect calls through a memory word the image initialises (the GOT),
 //! code addresses taken (rip-relative `lea`, immediates), and the code
 //! addresses in a data object it references (vtables, tables of function
-//! pointers). The roots are the trap entry stubs, the trap handler the
+//! pointers). The roots are the trap entry stubs, the kretprobe trampoline
+//! and the optimized probes' common entry with the probe-core callbacks
+//! they call (through words set at boot), the trap handler the
 //! kernel registers (`kernel::dispatch::dispatch`, reached through a
 //! function pointer) and the kernel's `stub::Host` implementation (reached
 //! through the `&'static dyn Host` installed at boot).
@@ -15,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
 use object::{Object, ObjectSection, ObjectSymbol, SectionKind, SymbolKind};
 
 /// One function of the image.
@@ -111,7 +113,15 @@ impl Image {
             for i in 0..insn.op_count() {
                 match insn.op_kind(i) {
                     OpKind::NearBranch64 => out.push(insn.near_branch_target()),
-                    OpKind::Immediate32to64 | OpKind::Immediate32 | OpKind::Immediate64 => {
+                    // A bit mask (`and`/`or`/`xor`/`test` with an
+                    // immediate, e.g. an rflags mask) is never an address,
+                    // even when its value falls inside the text.
+                    OpKind::Immediate32to64 | OpKind::Immediate32 | OpKind::Immediate64
+                        if !matches!(
+                            insn.mnemonic(),
+                            Mnemonic::And | Mnemonic::Or | Mnemonic::Xor | Mnemonic::Test
+                        ) =>
+                    {
                         self.referenced(insn.immediate(i), false, &mut out)
                     }
                     OpKind::Memory => {
@@ -219,6 +229,10 @@ impl Image {
 fn trap_path_roots(image: &Image) -> Vec<u64> {
     let roots = image.roots(|n| {
         n == "kdbg_trap_vectors"
+            || n == "kdbg_kretprobe_trampoline"
+            || n == "probes::hooks::return_trampoline"
+            || n == "kdbg_optprobe_common"
+            || n == "probes::hooks::detour"
             || n == "kernel::dispatch::dispatch"
             || (n.starts_with('<') && n.contains(" as probes::host::Host>::"))
     });

@@ -20,6 +20,9 @@ pub struct Row {
     pub target: Target,
     /// Sets the row's probes; `Err(reason)` makes the row "n/a (reason)".
     pub setup: fn() -> Result<[Option<ProbeId>; MAX_PROBES], &'static str>,
+    /// Jump optimization on while the row's probes are set (the int3 rows
+    /// measure the trap paths with it off).
+    pub optimized: bool,
 }
 
 /// Every row, in table order. (The unprobed call is measured before each
@@ -29,91 +32,133 @@ pub static ROWS: &[Row] = &[
         name: "kprobe_int3",
         target: Target::Hot,
         setup: kprobe_int3,
+        optimized: false,
     },
     Row {
         name: "kprobe_boosted",
         target: Target::Hot,
         setup: kprobe_boosted,
+        optimized: false,
     },
     Row {
         name: "kprobe_emulated",
         target: Target::Hot,
         setup: kprobe_emulated,
+        optimized: false,
     },
     Row {
         name: "jprobe",
         target: Target::Hot,
         setup: jprobe,
+        optimized: false,
     },
     Row {
         name: "kretprobe",
         target: Target::Hot,
         setup: kretprobe,
+        optimized: false,
     },
     Row {
         name: "kprobe_kretprobe",
         target: Target::Hot,
         setup: kprobe_kretprobe,
+        optimized: false,
     },
     Row {
         name: "jprobe_kretprobe",
         target: Target::Hot,
         setup: jprobe_kretprobe,
+        optimized: false,
     },
     Row {
         name: "capture_kprobe",
         target: Target::Hot,
         setup: capture_kprobe,
+        optimized: false,
     },
     Row {
         name: "capture_kprobe_int3",
         target: Target::Unboosted,
         setup: capture_kprobe_int3,
+        optimized: false,
     },
     Row {
         name: "capture_args6",
         target: Target::Hot,
         setup: capture_args6,
+        optimized: false,
     },
     Row {
         name: "capture_string",
         target: Target::Open,
         setup: capture_string,
+        optimized: false,
     },
     Row {
         name: "capture_return",
         target: Target::Hot,
         setup: capture_return,
+        optimized: false,
     },
     Row {
         name: "pred_true",
         target: Target::Hot,
         setup: pred_true,
+        optimized: false,
     },
     Row {
         name: "pred_false",
         target: Target::Hot,
         setup: pred_false,
+        optimized: false,
     },
     Row {
         name: "agg_count",
         target: Target::Hot,
         setup: agg_count,
+        optimized: false,
     },
     Row {
         name: "agg_hist",
         target: Target::Hot,
         setup: agg_hist,
+        optimized: false,
     },
     Row {
         name: "cond_false",
         target: Target::Hot,
         setup: cond_false,
+        optimized: false,
     },
     Row {
         name: "cond_false_load",
         target: Target::Hot,
         setup: cond_false_load,
+        optimized: false,
+    },
+    Row {
+        name: "kprobe_optimized",
+        target: Target::Hot,
+        setup: kprobe_boosted,
+        optimized: true,
+    },
+    Row {
+        name: "capture_kprobe_optimized",
+        target: Target::Hot,
+        setup: capture_kprobe,
+        optimized: true,
+    },
+    Row {
+        name: "kretprobe_optimized",
+        target: Target::Hot,
+        setup: kretprobe,
+        optimized: true,
+    },
+    Row {
+        name: "capture_return_optimized",
+        target: Target::Hot,
+        setup: capture_return,
+        optimized: true,
     },
 ];
 

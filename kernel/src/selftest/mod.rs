@@ -32,6 +32,8 @@ mod jprobe;
 mod kprobe;
 mod kretprobe;
 mod maps;
+mod optprobe;
+mod rethook;
 mod smp;
 mod stub;
 
@@ -46,6 +48,8 @@ pub static SUITES: &[&Suite] = &[
     // Suites of the probe core and the stub (one line each):
     &kprobe::SUITE,
     &kretprobe::SUITE,
+    &optprobe::SUITE,
+    &rethook::SUITE,
     &jprobe::SUITE,
     &capture::SUITE,
     &maps::SUITE,

@@ -90,6 +90,10 @@ impl MultiThreadBase for KdbgTarget {
                 *b = orig;
             }
         }
+        // Jump-optimized probes' jumps read as the original instructions.
+        if let Some(d) = data.get_mut(..done) {
+            probes::CORE.hide_jumps(start, d);
+        }
         // Return addresses a kretprobe redirected to its trampoline read as
         // the real ones (the probed task's instance list), so gdb's `bt`
         // through a probed function stays true.

@@ -144,6 +144,30 @@ const MEANINGS: &[Meaning] = &[
         },
     },
     Meaning {
+        name: "kprobe_optimized",
+        label: "kprobe, jump-optimized: no trap (empty pre)",
+        linux: "324 (optimized, no event)",
+        goal: Goal::None,
+    },
+    Meaning {
+        name: "capture_kprobe_optimized",
+        label: "capture kprobe, jump-optimized: event to the ring, no trap",
+        linux: "753 (optimized)",
+        goal: Goal::PerHit(300.0),
+    },
+    Meaning {
+        name: "kretprobe_optimized",
+        label: "kretprobe (empty handler), optimized entry + trap-free return",
+        linux: "623 (rethook, no event)",
+        goal: Goal::None,
+    },
+    Meaning {
+        name: "capture_return_optimized",
+        label: "return capture, optimized entry + trap-free return",
+        linux: "1055",
+        goal: Goal::PerHit(525.0),
+    },
+    Meaning {
         name: "cond_false_load",
         label: "gdb breakpoint, false condition `*(u64 *)$rsp == 0` (load + compare, interpreter loop)",
         linux: "-",
