@@ -364,5 +364,9 @@ pub enum Output {
     Recording {
         recording: crate::exec::record::RecordingInfo,
     },
+    /// `lx tasks|dmesg|lsmod|current`.
+    Linux {
+        lx: crate::exec::linux::LxView,
+    },
     Quit,
 }

@@ -205,6 +205,7 @@ fn text(r: &Render, o: &Output) -> String {
             crate::exec::postmortem::render_postmortem(r, postmortem)
         }
         Output::Dmesg { dmesg } => crate::exec::postmortem::render_dmesg(dmesg),
+        Output::Linux { lx } => crate::exec::linux::render(lx),
         Output::CoreDumped { core } => crate::coredump::dump::render_dumped(core),
         Output::ThreadApply { results } => crate::exec::postmortem::render_thread_apply(r, results),
         Output::ProbeSet { probe } => {

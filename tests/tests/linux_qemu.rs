@@ -10,6 +10,10 @@
 //! - a breakpoint on `do_sys_openat2`: `info args` shows the filename
 //!   string, `bt` reaches `do_syscall_64` and `entry_SYSCALL_64`;
 //! - kdbg-only features are refused plainly on this stub;
+//! - `lx tasks` lists swapper/0, init (pid 1) and kthreadd (pid 2) with
+//!   the comm gdb reads from the same structures, `lx current` is the
+//!   process that called openat (`$lx_current` set), `lx dmesg` has the
+//!   banner, `lx lsmod` is empty (no modules in this initramfs);
 //! - after a stock gdb session (which turns QEMU's multiprocess thread ids
 //!   on), `quit` still leaves the guest running (`D;1`, checked).
 //!
@@ -72,6 +76,10 @@ fn hmp_reg(text: &str, name: &str) -> u64 {
     }
     panic!("{name} not in HMP info registers:\n{text}")
 }
+
+/// gdb's container_of over `init_task.tasks`: the first and second task.
+const FIRST: &str = "((struct task_struct *)((char *)init_task.tasks.next - (unsigned long)&((struct task_struct *)0)->tasks))";
+const SECOND: &str = "((struct task_struct *)((char *)init_task.tasks.next->next - (unsigned long)&((struct task_struct *)0)->tasks))";
 
 fn status(vm: &LinuxVm) -> String {
     vm.hmp("info status").expect("HMP info status")
@@ -177,6 +185,56 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
         names.iter().any(|n| n.starts_with("entry_SYSCALL_64+")),
         "{names:?}"
     );
+    // Linux awareness from the vmlinux's DWARF, at this stop.
+    let t = k.ok("lx tasks", "linux");
+    let tasks = t["lx"]["tasks"].as_array().expect("tasks").clone();
+    let task = |pid: i64| -> Value {
+        tasks
+            .iter()
+            .find(|t| t["pid"] == pid)
+            .cloned()
+            .unwrap_or_else(|| panic!("no pid {pid} in lx tasks: {t}"))
+    };
+    assert_eq!(task(0)["comm"], "swapper/0", "{t}");
+    assert_eq!(task(1)["kthread"], false, "{t}");
+    assert_eq!(task(2)["comm"], "kthreadd", "{t}");
+    assert_eq!(task(2)["kthread"], true, "{t}");
+    let init_comm = task(1)["comm"].as_str().unwrap().to_string();
+    let c = k.ok("lx current", "linux");
+    let cpu0 = &c["lx"]["cpus"][0];
+    assert_eq!(cpu0["this_cpu"], true, "{c}");
+    // The task that called openat: a user process of the list.
+    let cur = &cpu0["task"];
+    assert!(cur["pid"].as_i64().unwrap() > 0, "{c}");
+    assert_eq!(
+        task(cur["pid"].as_i64().unwrap())["comm"],
+        cur["comm"],
+        "{c}"
+    );
+    let p = k.ok("print $lx_current->pid", "value");
+    assert_eq!(p["value"]["text"], cur["pid"].to_string(), "{p}");
+    let d = k.ok("lx dmesg", "linux");
+    let recs = d["lx"]["records"].as_array().expect("records");
+    assert!(
+        recs.iter().any(|r| r["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Linux version 6."))),
+        "no banner in lx dmesg: {:?}",
+        &recs[..recs.len().min(5)]
+    );
+    // The kernel's own log, as the console printed it.
+    let console = vm.console_text();
+    let shown: Vec<&str> = recs.iter().filter_map(|r| r["text"].as_str()).collect();
+    assert!(
+        shown
+            .iter()
+            .any(|t| t.contains("Run /init as init process")),
+        "{shown:?}"
+    );
+    assert!(console.contains("Run /init as init process"), "{console}");
+    // A cloud kernel with a busybox initramfs loads no modules.
+    let m = k.ok("lx lsmod", "linux");
+    assert_eq!(m["lx"]["modules"], serde_json::json!([]), "{m}");
     k.ok("delete break 1", "message");
     k.ok("quit", "quit");
     // (Its exit status counts the two refusals above.)
@@ -189,10 +247,44 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
         .args(["-batch", "-nx"])
         .arg(&img.vmlinux)
         .args(["-ex", &format!("target remote 127.0.0.1:{}", vm.port)])
-        .args(["-ex", "info threads", "-ex", "detach"])
+        .args(["-ex", "info threads"])
+        // The comm of the first two tasks after init_task, as gdb reads
+        // the same structures (pid 1 init, pid 2 kthreadd).
+        .args([
+            "-ex",
+            &format!("p {FIRST}->pid"),
+            "-ex",
+            &format!("p {FIRST}->comm"),
+        ])
+        .args([
+            "-ex",
+            &format!("p {SECOND}->pid"),
+            "-ex",
+            &format!("p {SECOND}->comm"),
+        ])
+        .args(["-ex", "detach"])
         .output()
         .expect("run gdb");
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let out = String::from_utf8_lossy(&g.stdout);
+    let vals: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix('$').and_then(|l| l.split_once(" = ")))
+        .map(|(_, v)| v)
+        .collect();
+    // `"init", '\\000' <repeats 11 times>` or `"kthreadd\\000\\000..."`.
+    let comm = |v: &str| {
+        let q = v.strip_prefix('"').unwrap_or(v);
+        let q = &q[..q.find('"').unwrap_or(q.len())];
+        q.split("\\000").next().unwrap().to_string()
+    };
+    assert_eq!(vals.len(), 4, "{out}");
+    assert_eq!((vals[0], comm(vals[1])), ("1", init_comm.clone()), "{out}");
+    assert_eq!(
+        (vals[2], comm(vals[3])),
+        ("2", "kthreadd".to_string()),
+        "{out}"
+    );
     let mut k = KdbgJson::start_with(&connect, &img.vmlinux, &["--stopped"]);
     let th = k.ok("threads", "threads");
     assert_eq!(th["threads"].as_array().map(Vec::len), Some(1), "{th}");

@@ -11,8 +11,8 @@ use anyhow::Result;
 
 use super::parse::Invocation;
 use crate::exec::{
-    code, conditions, eventcmds, info, inspect, maps, memory, postmortem, probes, record, run,
-    sessioncmds, stack, state, stepping,
+    code, conditions, eventcmds, info, inspect, linux, maps, memory, postmortem, probes, record,
+    run, sessioncmds, stack, state, stepping,
 };
 use crate::output::Output;
 use crate::session::Session;
@@ -194,6 +194,7 @@ const INFO_TOPICS: &[&str] = &[
     "skip",
 ];
 const DELETE_WHAT: &[&str] = &["break"];
+const LX_TOPICS: &[&str] = &["tasks", "ps", "dmesg", "lsmod", "current"];
 
 /// Every command of the shell, in help order.
 pub const COMMANDS: &[Command] = &[
@@ -1004,6 +1005,27 @@ pub const COMMANDS: &[Command] = &[
         needs_target: true,
         requires_halted: false,
         run: postmortem::dmesg,
+    },
+    Command {
+        name: "lx",
+        aliases: &[],
+        args: &[req("tasks|ps|dmesg|lsmod|current", K::Keyword(LX_TOPICS))],
+        usage: "",
+        summary: "Linux awareness on a vmlinux: lx tasks (ps from init_task), lx dmesg (printk ring buffer), lx lsmod, lx current (per-CPU current_task; sets $lx_current)",
+        details: "Every offset comes from the vmlinux's DWARF (no Python, no hard-coded layout).\n\
+                  lx tasks (or lx ps): pid, tgid, cpu, state letter (R S D T t X Z P I), task address,\n\
+                  comm ([comm] for kernel threads), walked from init_task.tasks.\n\
+                  lx dmesg: the records of the printk ring buffer (prb), oldest first.\n\
+                  lx lsmod: the modules list (name, core size).\n\
+                  lx current: each CPU's current_task through __per_cpu_offset; * marks the CPU\n\
+                  whose per-CPU base is the live gs base; $lx_current is set to its task\n\
+                  (p $lx_current->comm). With kdbg --json each answer is one object (type linux, what tasks|dmesg|lsmod|current).",
+        flags: &[],
+        modifier: false,
+        group: Group::State,
+        needs_target: true,
+        requires_halted: true,
+        run: linux::lx,
     },
     Command {
         name: "threads",

@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod eventcmds;
 pub mod info;
 pub mod inspect;
+pub mod linux;
 pub mod locate;
 pub mod maps;
 pub mod memory;
