@@ -36,6 +36,10 @@ pub(crate) struct State {
     dwarf: OnceCell<Option<std::result::Result<DwarfIndex, gimli::Error>>>,
     pub(crate) cfi: OnceCell<crate::cfi::Cfi>,
     notice_given: Cell<bool>,
+    /// `set substitute-path` rules (FROM, TO), first match wins.
+    pub(crate) paths: RefCell<Vec<(String, String)>>,
+    /// The rules found for a Linux vmlinux (see `Elf::auto_substitute_paths`).
+    pub(crate) auto_path: OnceCell<Vec<(String, String)>>,
 }
 
 // SAFETY-relevant note: `State` holds references into `_map` with a `'static`
@@ -79,6 +83,8 @@ impl Elf {
                 dwarf: OnceCell::new(),
                 cfi: OnceCell::new(),
                 notice_given: Cell::new(false),
+                paths: RefCell::new(Vec::new()),
+                auto_path: OnceCell::new(),
             },
             _map: map,
         })

@@ -27,12 +27,111 @@ pub struct LineMatch {
     pub line: u32,
 }
 
-fn location(l: addr2line::Location<'_>) -> SourceLocation {
+fn location(elf: &Elf, l: addr2line::Location<'_>) -> SourceLocation {
     SourceLocation {
-        file: l.file.unwrap_or("").to_string(),
+        file: elf.display_path(l.file.unwrap_or("")),
         line: l.line.unwrap_or(0),
         column: l.column.unwrap_or(0),
     }
+}
+
+impl Elf {
+    /// gdb's `set substitute-path`: file names this crate hands out
+    /// (locations, frames, line rows, `file:line` matches) have a leading
+    /// FROM (whole path components) replaced by TO; the first rule that
+    /// matches wins. `kdbg addr2line` keeps binutils' names.
+    pub fn set_substitute_paths(&self, rules: Vec<(String, String)>) {
+        *self.state.paths.borrow_mut() = rules;
+    }
+
+    /// The rules in force (the automatic ones last).
+    pub fn substitute_paths(&self) -> Vec<(String, String)> {
+        let mut v = self.state.paths.borrow().clone();
+        v.extend(self.auto_substitute_paths());
+        v
+    }
+
+    /// For a Linux vmlinux, the build directories its DWARF names are
+    /// stripped so paths read as in the source tree (`fs/open.c`, as gdb
+    /// shows them): what precedes `init/main.c` in `start_kernel`'s file
+    /// (`debian/build/build_amd64_none_cloud-amd64/` in Debian's C units)
+    /// and `arch/x86/entry/entry_64.S` in `entry_SYSCALL_64`'s
+    /// (`/build/reproducible-path/linux-6.1.172/` in its assembly units) --
+    /// unless that directory exists here (a local build: its paths open as
+    /// they are).
+    pub fn auto_substitute_paths(&self) -> Vec<(String, String)> {
+        self.state
+            .auto_path
+            .get_or_init(|| {
+                let st = self.state.symtab();
+                if st.lookup("linux_banner").is_empty() {
+                    return Vec::new();
+                }
+                let Ok(dw) = self.state.dwarf() else {
+                    return Vec::new();
+                };
+                let mut out: Vec<(String, String)> = Vec::new();
+                for (sym, file) in [
+                    ("start_kernel", "init/main.c"),
+                    ("entry_SYSCALL_64", "arch/x86/entry/entry_64.S"),
+                ] {
+                    let Some(a) = st.lookup(sym).first().map(|s| s.address) else {
+                        continue;
+                    };
+                    let Ok(Some(l)) = dw.ctx.find_location(a) else {
+                        continue;
+                    };
+                    let Some(prefix) = l.file.and_then(|f| f.strip_suffix(file)) else {
+                        continue;
+                    };
+                    if prefix.is_empty()
+                        || !prefix.ends_with('/')
+                        || std::path::Path::new(prefix).is_dir()
+                    {
+                        continue;
+                    }
+                    let rule = (prefix.trim_end_matches('/').to_string(), String::new());
+                    if !out.contains(&rule) {
+                        out.push(rule);
+                    }
+                }
+                out
+            })
+            .clone()
+    }
+
+    /// `raw` with the substitute-path rules applied: a rule set by the
+    /// user matches the recorded name or the name an automatic rule
+    /// shows (`fs/open.c`), whichever it prefixes; else the automatic rule.
+    pub fn display_path(&self, raw: &str) -> String {
+        let auto = self
+            .auto_substitute_paths()
+            .iter()
+            .find_map(|(f, t)| substitute(raw, f, t));
+        let rules = self.state.paths.borrow();
+        for (from, to) in rules.iter() {
+            if let Some(p) = substitute(raw, from, to)
+                .or_else(|| auto.as_deref().and_then(|a| substitute(a, from, to)))
+            {
+                return p;
+            }
+        }
+        auto.unwrap_or_else(|| raw.to_string())
+    }
+}
+
+/// `path` with a leading `from` (whole components) replaced by `to`.
+fn substitute(path: &str, from: &str, to: &str) -> Option<String> {
+    let from = from.trim_end_matches('/');
+    let rest = path.strip_prefix(from)?;
+    if from.is_empty() || !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    Some(if to.is_empty() {
+        rest.trim_start_matches('/').to_string()
+    } else {
+        format!("{}{rest}", to.trim_end_matches('/'))
+    })
 }
 
 /// True if `path` ends with `suffix` at a path component boundary.
@@ -110,7 +209,7 @@ impl Elf {
                 frame: Frame {
                     function,
                     demangled,
-                    location: f.location.map(location),
+                    location: f.location.map(|l| location(self, l)),
                     inlined: true,
                 },
                 die: f.dw_die_offset.map(|o| o.0),
@@ -131,7 +230,7 @@ impl Elf {
             .ctx
             .find_location(address)
             .map_err(|e| Error::dwarf(&self.state.path, e))?;
-        Ok(loc.map(location))
+        Ok(loc.map(|l| location(self, l)))
     }
 
     /// The locations of code for `file:line`, `file` matched as a path
@@ -259,7 +358,7 @@ impl Elf {
                 if let Some((_, fname)) = names.iter().find(|(i, _)| *i == row.file_index()) {
                     out.push(LineMatch {
                         address: row.address(),
-                        file: fname.clone(),
+                        file: self.display_path(fname),
                         line: l,
                     });
                 }
@@ -269,5 +368,30 @@ impl Elf {
             return Err(Error::NoSuchFile(file.to_string()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod substitute_tests {
+    use super::substitute;
+
+    #[test]
+    fn whole_leading_components_only() {
+        let raw = "debian/build/b/fs/open.c";
+        assert_eq!(
+            substitute(raw, "debian/build/b", "").as_deref(),
+            Some("fs/open.c")
+        );
+        assert_eq!(
+            substitute(raw, "debian/build/b/", "/src").as_deref(),
+            Some("/src/fs/open.c")
+        );
+        assert_eq!(
+            substitute("fs/open.c", "fs", "/l/fs").as_deref(),
+            Some("/l/fs/open.c")
+        );
+        assert_eq!(substitute("fsx/open.c", "fs", "/l"), None);
+        assert_eq!(substitute("fs/open.c", "", "/l"), None);
+        assert_eq!(substitute("fs", "fs", "/l/fs").as_deref(), Some("/l/fs"));
     }
 }

@@ -29,7 +29,7 @@ impl Elf {
             .map(|(start, len, l)| LineRow {
                 start,
                 len,
-                file: l.file.unwrap_or("").to_string(),
+                file: self.display_path(l.file.unwrap_or("")),
                 line: l.line.unwrap_or(0),
             })
             .collect();

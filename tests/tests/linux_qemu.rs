@@ -8,7 +8,8 @@
 //! - `regs -v` against QEMU's HMP `info registers` (gs_base, cr3, efer:
 //!   the register layout comes from QEMU's target description);
 //! - a breakpoint on `do_sys_openat2`: `info args` shows the filename
-//!   string, `bt` reaches `do_syscall_64` and `entry_SYSCALL_64`;
+//!   string, `bt` reaches `do_syscall_64` and `entry_SYSCALL_64`, its
+//!   paths are `fs/open.c` (build directory stripped; `set substitute-path`);
 //! - kdbg-only features are refused plainly on this stub;
 //! - `lx tasks` lists swapper/0, init (pid 1) and kthreadd (pid 2) with
 //!   the comm gdb reads from the same structures, `lx current` is the
@@ -222,19 +223,62 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
         "no banner in lx dmesg: {:?}",
         &recs[..recs.len().min(5)]
     );
-    // The kernel's own log, as the console printed it.
+    // The kernel's own log: a line the console printed, and one of
+    // KERN_INFO that loglevel=6 kept off the console.
     let console = vm.console_text();
     let shown: Vec<&str> = recs.iter().filter_map(|r| r["text"].as_str()).collect();
+    let cmdline = console
+        .lines()
+        .find_map(|l| {
+            l.split_once("] Kernel command line: ")
+                .map(|(_, c)| c.trim())
+        })
+        .expect("command line on the console");
+    assert!(
+        shown.contains(&format!("Kernel command line: {cmdline}").as_str()),
+        "{shown:?}"
+    );
     assert!(
         shown
             .iter()
             .any(|t| t.contains("Run /init as init process")),
         "{shown:?}"
     );
-    assert!(console.contains("Run /init as init process"), "{console}");
     // A cloud kernel with a busybox initramfs loads no modules.
     let m = k.ok("lx lsmod", "linux");
     assert_eq!(m["lx"]["modules"], serde_json::json!([]), "{m}");
+    // Source paths read as in the source tree: the Debian build directory
+    // is stripped automatically; `set substitute-path` maps them further.
+    let src: Vec<&str> = bt["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["source"].as_str())
+        .collect();
+    assert!(src.iter().any(|s| s.starts_with("fs/open.c:")), "{bt}");
+    assert!(
+        !src.iter()
+            .any(|s| s.contains("debian/build") || s.starts_with("/build/")),
+        "{bt}"
+    );
+    assert!(
+        src.iter()
+            .any(|s| s.starts_with("arch/x86/entry/entry_64.S:")),
+        "{bt}"
+    );
+    k.ok("set substitute-path fs /src/linux/fs", "message");
+    let l = k.ok("info line do_sys_openat2", "lines");
+    assert!(
+        l.to_string().contains("/src/linux/fs/open.c"),
+        "substitute-path not applied: {l}"
+    );
+    let rules = k.ok("set substitute-path fs", "message");
+    assert!(
+        rules["text"].as_str().unwrap().contains("(automatic"),
+        "{rules}"
+    );
+    let l = k.ok("info line do_sys_openat2", "lines");
+    assert!(l.to_string().contains("\"fs/open.c"), "{l}");
     k.ok("delete break 1", "message");
     k.ok("quit", "quit");
     // (Its exit status counts the two refusals above.)

@@ -194,7 +194,7 @@ const INFO_TOPICS: &[&str] = &[
     "skip",
 ];
 const DELETE_WHAT: &[&str] = &["break"];
-const LX_TOPICS: &[&str] = &["tasks", "ps", "dmesg", "lsmod", "current"];
+const LX_TOPICS: &[&str] = &["tasks", "ps", "dmesg", "lsmod", "current", "kaslr"];
 
 /// Every command of the shell, in help order.
 pub const COMMANDS: &[Command] = &[
@@ -909,9 +909,9 @@ pub const COMMANDS: &[Command] = &[
         name: "set",
         aliases: &[],
         args: &[many("var LVALUE = EXPR", K::Expr, false)],
-        usage: "var LVALUE = EXPR | $NAME = EXPR | language c|rust|auto",
+        usage: "var LVALUE = EXPR | $NAME = EXPR | language c|rust|auto | substitute-path [FROM [TO]]",
         summary: "write a variable, member, element, *pointer or register through its type's size; or set a convenience variable",
-        details: "Examples: set var req->id = 7   set var $rax = 0   set $p = &STATS. `set language c|rust|auto` picks how values print (gdb's C or Rust syntax; auto = the selected frame's language).",
+        details: "Examples: set var req->id = 7   set var $rax = 0   set $p = &STATS. `set language c|rust|auto` picks how values print (gdb's C or Rust syntax; auto = the selected frame's language). `set substitute-path FROM TO` shows (and opens) source files under FROM as under TO (gdb's rule: whole leading path components); `set substitute-path FROM` removes the rule; `set substitute-path` lists the rules. On a Linux vmlinux the build directory before init/main.c is stripped automatically (paths read fs/open.c) unless it exists on this host.",
         flags: &[],
         modifier: false,
         group: Group::State,
@@ -1009,7 +1009,10 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "lx",
         aliases: &[],
-        args: &[req("tasks|ps|dmesg|lsmod|current", K::Keyword(LX_TOPICS))],
+        args: &[req(
+            "tasks|ps|dmesg|lsmod|current|kaslr",
+            K::Keyword(LX_TOPICS),
+        )],
         usage: "",
         summary: "Linux awareness on a vmlinux: lx tasks (ps from init_task), lx dmesg (printk ring buffer), lx lsmod, lx current (per-CPU current_task; sets $lx_current)",
         details: "Every offset comes from the vmlinux's DWARF (no Python, no hard-coded layout).\n\
@@ -1019,7 +1022,9 @@ pub const COMMANDS: &[Command] = &[
                   lx lsmod: the modules list (name, core size).\n\
                   lx current: each CPU's current_task through __per_cpu_offset; * marks the CPU\n\
                   whose per-CPU base is the live gs base; $lx_current is set to its task\n\
-                  (p $lx_current->comm). With kdbg --json each answer is one object (type linux, what tasks|dmesg|lsmod|current).",
+                  (p $lx_current->comm).\n\
+                  lx kaslr: the KASLR slide found at connect (linux_banner's runtime address\n\
+                  minus the vmlinux's); lx applies it, other commands do not yet. With kdbg --json each answer is one object (type linux, what tasks|dmesg|lsmod|current).",
         flags: &[],
         modifier: false,
         group: Group::State,

@@ -497,6 +497,9 @@ pub fn set(s: &mut Session, inv: &Invocation) -> Result<Output> {
     {
         return super::stepping::set_step_library(s, value);
     }
+    if args.first().is_some_and(|a| a == "substitute-path") {
+        return crate::exec::linux::substitute_path(s, &args[1..]);
+    }
     if args.first().is_some_and(|a| a == "language" || a == "lang") {
         let mut st = lock(&s.shared.expr);
         st.language = match args.get(1).map(String::as_str) {

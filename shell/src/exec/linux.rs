@@ -75,13 +75,108 @@ pub enum LxView {
     Dmesg { records: Vec<LxLog> },
     Lsmod { modules: Vec<LxModule> },
     Current { cpus: Vec<LxCpu> },
+    Kaslr { slide: u64 },
+}
+
+/// Alignment of the kernel's virtual KASLR slide (CONFIG_PHYSICAL_ALIGN's
+/// smallest value on x86_64) and the range it is chosen in (the 1 GiB
+/// kernel image area).
+const SLIDE_ALIGN: u64 = 0x20_0000;
+const SLIDE_MAX: u64 = 1 << 30;
+
+/// The KASLR slide of a Linux kernel: where `linux_banner`'s bytes (as the
+/// vmlinux holds them) are at runtime. Slide 0 is tried first, then the
+/// slides that put `pc` inside the vmlinux's text, then every aligned slide
+/// of the kernel image area (an unmapped candidate costs one refused read).
+/// `None`: not a vmlinux, or the banner is nowhere (or not at slide 0 when
+/// `only_zero`).
+pub fn find_slide(
+    elf: &symbols::Elf,
+    pc: Option<u64>,
+    read: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>,
+    only_zero: bool,
+) -> Option<u64> {
+    let banner = elf.lookup("linux_banner").into_iter().next()?.address;
+    let want = elf.read_at(banner, 32)?.to_vec();
+    if !want.starts_with(b"Linux version ") {
+        return None;
+    }
+    let mut check =
+        |slide: u64| read(banner.wrapping_add(slide), want.len()).is_some_and(|b| b == want);
+    if check(0) {
+        return Some(0);
+    }
+    if only_zero {
+        return None;
+    }
+    let text = elf.lookup("_text").into_iter().next().map(|s| s.address);
+    let etext = elf.lookup("_etext").into_iter().next().map(|s| s.address);
+    let steps = SLIDE_MAX / SLIDE_ALIGN;
+    if let (Some(pc), Some(t), Some(e)) = (pc, text, etext) {
+        for k in 1..steps {
+            let s = k * SLIDE_ALIGN;
+            let link = pc.wrapping_sub(s);
+            if link >= t && link < e && check(s) {
+                return Some(s);
+            }
+        }
+    }
+    (1..steps).map(|k| k * SLIDE_ALIGN).find(|&s| check(s))
+}
+
+/// At connect to a foreign stub (the guest stopped): finds the KASLR slide
+/// of a Linux kernel and keeps it (`lx` applies it); a non-zero slide is
+/// reported, since other symbolic addresses are not relocated yet.
+pub fn on_connect(s: &mut Session) {
+    use std::sync::atomic::Ordering;
+    s.shared.kaslr_slide.store(0, Ordering::Relaxed);
+    let pc = {
+        let Ok(elf) = s.shared.elf() else {
+            return;
+        };
+        if elf.lookup("linux_banner").is_empty() {
+            return;
+        }
+        let Ok(mut c) = s.client() else {
+            return;
+        };
+        let mut read = |a: u64, n: usize| c.read_memory(a, n).ok();
+        // Slide 0 (nokaslr, or not relocated): one read, no registers.
+        if find_slide(&elf, None, &mut |a, n| read(a, n), true) == Some(0) {
+            return;
+        }
+        None::<u64>
+    };
+    let pc = pc.or_else(|| s.registers().ok().map(|r| r.rip));
+    let Ok(elf) = s.shared.elf() else {
+        return;
+    };
+    let Ok(mut c) = s.client() else {
+        return;
+    };
+    let mut read = |a: u64, n: usize| c.read_memory(a, n).ok();
+    match find_slide(&elf, pc, &mut read, false) {
+        Some(0) => {}
+        Some(slide) => {
+            s.shared.kaslr_slide.store(slide, Ordering::Relaxed);
+            eprintln!(
+                "kdbg: KASLR: this kernel runs {slide:#x} above the vmlinux's addresses \
+                 (linux_banner found there); `lx` applies it, other symbolic addresses \
+                 (break, bt, x SYMBOL) do not yet: boot with nokaslr for those"
+            );
+        }
+        None => eprintln!(
+            "kdbg: warning: linux_banner is not where the vmlinux puts it, nor at any KASLR \
+             slide: are these the running kernel's symbols?"
+        ),
+    }
 }
 
 /// `lx tasks|ps|dmesg|lsmod|current`.
 pub fn lx(s: &mut Session, inv: &Invocation) -> Result<Output> {
     let what = inv.args.first().map(String::as_str).unwrap_or("");
     if inv.args.len() > 1 {
-        bail!("usage: lx tasks|dmesg|lsmod|current");
+        bail!("usage: lx tasks|dmesg|lsmod|current|kaslr");
     }
     let elf = s.shared.elf()?;
     if elf.lookup("linux_banner").is_empty() || elf.lookup("init_task").is_empty() {
@@ -109,7 +204,13 @@ pub fn lx(s: &mut Session, inv: &Invocation) -> Result<Output> {
             let cpus = eval(s, "lx current", |ev| current(ev, &gs))?;
             LxView::Current { cpus }
         }
-        other => bail!("lx: unknown '{other}': lx tasks|ps|dmesg|lsmod|current"),
+        "kaslr" => LxView::Kaslr {
+            slide: s
+                .shared
+                .kaslr_slide
+                .load(std::sync::atomic::Ordering::Relaxed),
+        },
+        other => bail!("lx: unknown '{other}': lx tasks|ps|dmesg|lsmod|current|kaslr"),
     };
     Ok(Output::Linux { lx })
 }
@@ -119,7 +220,19 @@ fn eval<T>(
     input: &str,
     f: impl FnOnce(&mut Evaluator<'_>) -> Result<T, Error>,
 ) -> Result<T> {
+    SLIDE.with(|c| {
+        c.set(
+            s.shared
+                .kaslr_slide
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
     crate::exec::inspect::with_eval(s, f, input)
+}
+
+thread_local! {
+    /// The slide `sym` applies, set for each `lx` command.
+    static SLIDE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The runtime address of a symbol of the vmlinux (the KASLR slide applied
@@ -131,11 +244,53 @@ fn sym(ev: &Evaluator<'_>, name: &str) -> Result<u64, Error> {
         .into_iter()
         .next()
         .ok_or_else(|| Error::msg(format!("no symbol {name} in the vmlinux")))?;
-    Ok(s.address)
+    // Per-CPU symbols are offsets (section .data..percpu at 0): not slid.
+    let text = ev.elf.lookup("_text").into_iter().next().map(|t| t.address);
+    let slide = if text.is_some_and(|t| s.address >= t) {
+        SLIDE.with(|c| c.get())
+    } else {
+        0
+    };
+    Ok(s.address.wrapping_add(slide))
 }
 
+/// A struct type by name. First through a parameter `struct NAME *` of a
+/// known function (its unit alone is read: milliseconds), then the
+/// name index of every type (seconds on a vmlinux).
 fn ty(ev: &Evaluator<'_>, name: &str) -> Result<Ty, Error> {
+    let via: &[(&str, &str)] = match name {
+        "struct task_struct" => &[("wake_up_process", "p"), ("sched_fork", "p")],
+        "struct module" => &[("module_put", "module"), ("__module_get", "module")],
+        "struct printk_ringbuffer" => &[("prb_read_valid", "rb"), ("prb_first_valid_seq", "rb")],
+        _ => &[],
+    };
+    for (func, param) in via {
+        let Some(s) = ev.elf.lookup(func).into_iter().next() else {
+            continue;
+        };
+        let Ok(f) = ev.elf.function_at(s.address) else {
+            continue;
+        };
+        let Some(p) = f.params.iter().find(|p| p.name == *param) else {
+            continue;
+        };
+        if let Ty::Ptr { pointee, .. } = Ty::from_dwarf(ev.elf, p.ty)
+            && let Ty::Agg { size, name: n, .. } = pointee.as_ref()
+            && *size > 0
+            && n == name
+        {
+            return Ok(*pointee);
+        }
+    }
     Ty::from_name(ev.elf, name)
+}
+
+/// The pointee type of member `path` of `t` (a pointer).
+fn pointee(ev: &mut Evaluator<'_>, t: &Ty, path: &str, name: &str) -> Result<Ty, Error> {
+    match field(ev, t, path) {
+        Ok((_, Ty::Ptr { pointee, .. })) if pointee.size() > 0 => Ok(*pointee),
+        _ => ty(ev, name),
+    }
 }
 
 /// Offset and type of `path` (`a.b.c`) in `t`.
@@ -392,8 +547,8 @@ fn lsmod(ev: &mut Evaluator<'_>) -> Result<Vec<LxModule>, Error> {
 /// 6.1's `printk_ringbuffer` (kernel/printk/printk_ringbuffer.c).
 fn dmesg(ev: &mut Evaluator<'_>) -> Result<Vec<LxLog>, Error> {
     let rb_t = ty(ev, "struct printk_ringbuffer")?;
-    let desc_t = ty(ev, "struct prb_desc")?;
-    let info_t = ty(ev, "struct printk_info")?;
+    let desc_t = pointee(ev, &rb_t, "desc_ring.descs", "struct prb_desc")?;
+    let info_t = pointee(ev, &rb_t, "desc_ring.infos", "struct printk_info")?;
     let f = |ev: &mut Evaluator<'_>, t: &Ty, p: &str| F::of(ev, t, &[p]);
     let count_bits = f(ev, &rb_t, "desc_ring.count_bits")?;
     let descs = f(ev, &rb_t, "desc_ring.descs")?;
@@ -533,6 +688,7 @@ pub fn render(lx: &LxView) -> String {
             }
             s
         }
+        LxView::Kaslr { slide } => format!("KASLR slide {slide:#x}"),
         LxView::Current { cpus } => cpus
             .iter()
             .map(|c| {
@@ -548,4 +704,50 @@ pub fn render(lx: &LxView) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
     }
+}
+
+/// `set substitute-path [FROM [TO]]`: with FROM and TO, file names starting
+/// with FROM show (and open) as TO instead (a rule for the same FROM is
+/// replaced); with FROM alone, that rule is removed; alone, the rules are
+/// listed (with the automatic ones of a Linux vmlinux, which strip its build
+/// directories).
+pub fn substitute_path(s: &mut Session, args: &[String]) -> Result<Output> {
+    let elf = s.shared.elf()?;
+    let mut rules: Vec<(String, String)> = elf.substitute_paths();
+    let auto = elf.auto_substitute_paths();
+    rules.retain(|r| !auto.contains(r));
+    match args {
+        [] => {}
+        [from] => {
+            let n = rules.len();
+            rules.retain(|(f, _)| f != from);
+            if rules.len() == n {
+                bail!("no substitute-path rule for '{from}'");
+            }
+        }
+        [from, to] => {
+            rules.retain(|(f, _)| f != from);
+            rules.push((from.clone(), to.clone()));
+        }
+        _ => bail!("usage: set substitute-path [FROM [TO]]"),
+    }
+    elf.set_substitute_paths(rules);
+    let mut text: Vec<String> = elf
+        .substitute_paths()
+        .iter()
+        .map(|(f, t)| {
+            let note = if auto.contains(&(f.clone(), t.clone())) {
+                " (automatic: the vmlinux's build directory)"
+            } else {
+                ""
+            };
+            format!("'{f}' -> '{t}'{note}")
+        })
+        .collect();
+    if text.is_empty() {
+        text.push("no substitute-path rules".into());
+    }
+    Ok(Output::Message {
+        text: text.join("\n"),
+    })
 }
