@@ -286,10 +286,12 @@ pub const COMMANDS: &[Command] = &[
         name: "probes",
         aliases: &["lp"],
         args: &[],
-        usage: "",
+        usage: "[-v]",
         summary: "list probes: id, type, location, enabled, hits, nmissed, execution path",
-        details: "",
-        flags: &[],
+        details: "PATH is emulated, out-of-line, boosted or optimized (a jump to a detour, no trap). \
+                  With -v a probe that stays an int3 says why it is not optimized, e.g. \
+                  `boosted (not optimized: jump-into-region)`.",
+        flags: &["-v"],
         modifier: false,
         group: Group::Probes,
         needs_target: true,

@@ -414,7 +414,10 @@ fn adopted(s: &Session, p: &ProbeRow) -> ProbeDef {
 
 /// `probes`.
 pub fn list(s: &mut Session, inv: &Invocation) -> Result<Output> {
-    inv.no_args()?;
+    let verbose = inv.args.iter().any(|a| a == "-v");
+    if let Some(a) = inv.args.iter().find(|a| *a != "-v") {
+        bail!("`probes` takes no argument `{a}` (only -v)");
+    }
     let text = sync(s)?;
     let mut probes = Vec::new();
     for line in text.lines() {
@@ -439,7 +442,10 @@ pub fn list(s: &mut Session, inv: &Invocation) -> Result<Output> {
             nmissed: p.nmissed,
             filtered: p.filtered,
             faults: p.faults,
-            path: p.path.as_str().to_string(),
+            path: match p.not_optimized {
+                Some(why) if verbose => format!("{} (not optimized: {why})", p.path.as_str()),
+                _ => p.path.as_str().to_string(),
+            },
             maxactive: (p.maxactive > 0).then_some(p.maxactive),
             captures: def
                 .map(|d| d.layout.items.iter().map(|i| i.label.clone()).collect())
