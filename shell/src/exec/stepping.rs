@@ -72,6 +72,9 @@ struct Stepper {
     last: String,
     /// gdb line tables by function start.
     tables: HashMap<u64, Option<Rc<Table>>>,
+    /// The registers at the current stop, once read (cleared when the
+    /// kernel executes).
+    cur: Option<crate::regs::RegisterFile>,
 }
 
 #[derive(Clone, Copy)]
@@ -101,7 +104,11 @@ impl Stepper {
     }
 
     fn regs(&mut self, s: &Session) -> Result<(Regs, crate::regs::RegisterFile)> {
-        let r = s.registers()?;
+        let r = match &self.cur {
+            Some(r) => r.clone(),
+            None => s.registers()?,
+        };
+        self.cur = Some(r.clone());
         Ok((
             Regs {
                 pc: r.rip,
@@ -113,9 +120,27 @@ impl Stepper {
 
     /// One machine instruction (the stub's exact `stepi`, lifting the
     /// shell's own breakpoint at pc).
-    fn stepi(&mut self, s: &mut Session) -> Result<()> {
+    fn stepi(&mut self, s: &mut Session, pc: u64) -> Result<()> {
         self.stub_steps += 1;
-        self.last = super::run::step_once(s)?;
+        self.cur = None;
+        // The pc is known: no register read before the step (one round
+        // trip per instruction, as gdb's `vCont;s`, plus the `g` after).
+        let lifted: Vec<u64> = s
+            .breakpoints
+            .values()
+            .filter(|b| b.kind == BreakKind::Software && b.info.addr == pc)
+            .map(|b| b.info.addr)
+            .collect();
+        let t = s.timeout;
+        let mut c = s.client()?;
+        for a in &lifted {
+            c.clear_breakpoint(BreakKind::Software, *a, 1)?;
+        }
+        let r = c.request_stop("s", t);
+        for a in &lifted {
+            c.set_breakpoint(BreakKind::Software, *a, 1)?;
+        }
+        self.last = r?;
         Ok(())
     }
 
@@ -150,9 +175,9 @@ impl Stepper {
         min_sp: u64,
         set: &[u64],
     ) -> Result<Regs> {
+        let (mut r, _) = self.regs(s)?;
         loop {
             // Off a breakpoint at pc first (a recursive hit stops there).
-            let (r, _) = self.regs(s)?;
             if addrs.contains(&r.pc)
                 || s.breakpoints
                     .values()
@@ -165,7 +190,7 @@ impl Stepper {
                 if ours_here {
                     s.client()?.clear_breakpoint(BreakKind::Software, r.pc, 1)?;
                 }
-                let stepped = self.stepi(s);
+                let stepped = self.stepi(s, r.pc);
                 if ours_here {
                     s.client()?.set_breakpoint(BreakKind::Software, r.pc, 1)?;
                 }
@@ -176,9 +201,10 @@ impl Stepper {
                 }
             }
             let t = s.timeout.max(RUN_TIMEOUT);
+            self.cur = None;
             self.last = s.client()?.request_stop("c", t)?;
             let stop = StopReply::parse(&self.last).unwrap_or_default();
-            let (r, _) = self.regs(s)?;
+            r = self.regs(s)?.0;
             let ours = stop.thread.is_none() || stop.thread == self.thread;
             if stop.signal != 5 || stop.watch.is_some() {
                 bail!(
@@ -473,14 +499,11 @@ impl Here {
 
 /// The function the user sees at `pc`: the inline frame a step presented
 /// there, else gdb's default frame.
-fn presented_function(s: &Session, pc: u64) -> String {
-    let Ok(rf) = s.registers() else {
-        return function_name(s, pc);
-    };
-    let h = Here::at(s, &rf);
+fn presented_function(s: &Session, rf: &crate::regs::RegisterFile) -> String {
+    let h = Here::at(s, rf);
     let name = h.name(h.presented(s));
     if name.is_empty() {
-        function_name(s, pc)
+        function_name(s, rf.rip)
     } else {
         name
     }
@@ -584,7 +607,7 @@ fn run_goal(
             Some(i) if i.is_call => {
                 let ret = pc + i.len as u64;
                 let call_sp = sp;
-                st.stepi(s)?;
+                st.stepi(s, pc)?;
                 let (inside, _) = st.regs(s)?;
                 if inside.pc != ret {
                     // Stepped into a subroutine.
@@ -607,7 +630,7 @@ fn run_goal(
                     st.run_to(s, &[ret], call_sp)?;
                 }
             }
-            _ => st.stepi(s)?,
+            _ => st.stepi(s, pc)?,
         }
         let (now, rf) = st.regs(s)?;
         pc = now.pc;
@@ -681,7 +704,10 @@ fn stepped(
     depth: usize,
 ) -> Result<Output> {
     let stop = StopReply::parse(&st.last).unwrap_or_default();
-    let regs = s.registers()?;
+    let regs = match &st.cur {
+        Some(r) => r.clone(),
+        None => s.registers()?,
+    };
     let pc = regs.rip;
     let mut info: StopInfo = s.shared.stop_info(&stop, Some(pc));
     info.reason = command.to_string();
@@ -705,7 +731,7 @@ fn stepped(
     let function = presented
         .and_then(|f| f.demangled.clone().or(f.function.clone()))
         .unwrap_or_else(|| function_name(s, pc));
-    let cfa = caller(s, &unwind_regs(&regs), true).and_then(|c| c.sp());
+    let cfa = Some(Here::at(s, &regs).cfa);
     let (file, line) = match presented.and_then(|f| f.location.clone()) {
         Some(l) if l.line != 0 => (Some(l.file), Some(l.line)),
         _ => match &row {
@@ -781,13 +807,15 @@ fn start(s: &mut Session) -> Result<Stepper> {
         other_hits: 0,
         last: String::new(),
         tables: HashMap::new(),
+        cur: None,
     })
 }
 
 fn steps(s: &mut Session, inv: &Invocation, mode: Mode, name: &str) -> Result<Output> {
     let n = count_arg(inv, name)?;
     let mut st = start(s)?;
-    let before = Some(presented_function(s, s.registers()?.rip));
+    let rf = st.regs(s)?.1;
+    let before = Some(presented_function(s, &rf));
     let mut depth = 0;
     for _ in 0..n {
         depth = source_step(s, &mut st, mode)?;
@@ -809,7 +837,8 @@ pub fn next(s: &mut Session, inv: &Invocation) -> Result<Output> {
 pub fn until(s: &mut Session, inv: &Invocation) -> Result<Output> {
     if inv.args.is_empty() {
         let mut st = start(s)?;
-        let before = Some(presented_function(s, s.registers()?.rip));
+        let rf = st.regs(s)?.1;
+        let before = Some(presented_function(s, &rf));
         let depth = source_step(s, &mut st, Mode::Until)?;
         return stepped(s, st, "until", before, depth);
     }
