@@ -18,6 +18,8 @@
 //! - after a stock gdb session (which turns QEMU's multiprocess thread ids
 //!   on), `quit` still leaves the guest running (`D;1`, checked).
 //!
+//! - a second boot with KASLR: `lx kaslr` finds a 2 MiB-aligned slide, `lx tasks` starts at init_task + slide and has kthreadd.
+//!
 //! The first run downloads ~310 MB of Debian packages into target/linux.
 
 use std::process::Command;
@@ -349,4 +351,38 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    drop(vm);
+
+    // KASLR on (a second, short boot): the slide is found at connect from
+    // linux_banner's runtime address and `lx` applies it.
+    let t = std::time::Instant::now();
+    let vm = LinuxVm::boot(&img, true).expect("boot Linux with KASLR");
+    vm.wait_console("kdbg-linux: init up", Duration::from_secs(240))
+        .expect("init (kaslr)");
+    let connect = format!("tcp:127.0.0.1:{}", vm.port);
+    let mut k = KdbgJson::start_with(&connect, &img.vmlinux, &["--stopped"]);
+    let sl = k.ok("lx kaslr", "linux");
+    let slide = sl["lx"]["slide"].as_u64().expect("slide");
+    // (A slide of 0 is KASLR's own choice about once in 500 boots.)
+    assert!(slide % 0x20_0000 == 0 && slide < 1 << 30, "{sl}");
+    if slide == 0 {
+        eprintln!("linux: KASLR chose slide 0 this time");
+    }
+    let t0 = k.ok("lx tasks", "linux");
+    let tasks = t0["lx"]["tasks"].as_array().expect("tasks");
+    let (init_task, _) = elf_bytes(&img.vmlinux, "init_task", 1);
+    assert_eq!(tasks[0]["task"].as_u64(), Some(init_task + slide), "{t0}");
+    assert_eq!(tasks[0]["comm"], "swapper/0", "{t0}");
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t["pid"] == 2 && t["comm"] == "kthreadd"),
+        "{t0}"
+    );
+    k.ok("quit", "quit");
+    assert!(k.finish().success());
+    eprintln!(
+        "linux: kaslr boot and checks in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
 }
