@@ -19,6 +19,9 @@ struct Case {
     lang_c: bool,
     /// The kdbg/gdb command (`print EXPR`, `print/x EXPR`, `whatis EXPR`).
     command: String,
+    /// gdb's command when it spells the question differently (a kdbg
+    /// helper such as `container_of` against gdb's arithmetic).
+    gdb_command: Option<String>,
     recorded: Option<String>,
 }
 
@@ -50,13 +53,19 @@ fn table() -> Vec<Stop> {
             Some(rest) => (true, rest.trim()),
             None => (false, case.trim()),
         };
-        let command = if case.starts_with("whatis ") {
-            case.to_string()
-        } else if let Some(rest) = case.strip_prefix('/') {
-            let (f, e) = rest.split_once(' ').expect("/F EXPR");
-            format!("print/{f} {e}")
-        } else {
-            format!("print {case}")
+        let command_of = |case: &str| {
+            if case.starts_with("whatis ") {
+                case.to_string()
+            } else if let Some(rest) = case.strip_prefix('/') {
+                let (f, e) = rest.split_once(' ').expect("/F EXPR");
+                format!("print/{f} {e}")
+            } else {
+                format!("print {case}")
+            }
+        };
+        let (command, gdb_command) = match case.split_once(" ~~ ") {
+            Some((mine, gdbs)) => (command_of(mine.trim()), Some(command_of(gdbs.trim()))),
+            None => (command_of(case), None),
         };
         let stop = stops
             .last_mut()
@@ -65,6 +74,7 @@ fn table() -> Vec<Stop> {
             line: i + 1,
             lang_c,
             command,
+            gdb_command,
             recorded: (answer.trim() != "*").then(|| answer.trim().to_string()),
         });
     }
@@ -143,7 +153,10 @@ fn gdb_answers(vm: &mut Qemu, func: &str, cases: &[Case]) -> Vec<Option<String>>
             "set language auto".into()
         });
         ex(format!("echo @@{i}\\n"));
-        ex(case.command.clone());
+        ex(case
+            .gdb_command
+            .clone()
+            .unwrap_or_else(|| case.command.clone()));
     }
     ex("set language auto".into());
     ex("echo @@end\\n".into());
