@@ -85,6 +85,9 @@ pub enum NotOptimized {
     NoBuffer,
     /// Not tried: no enabled probe.
     Disabled,
+    /// More than one CPU is online: a task running on another CPU could be
+    /// inside the region (no RCU-tasks style wait yet).
+    OtherCpus,
 }
 
 impl NotOptimized {
@@ -103,6 +106,7 @@ impl NotOptimized {
             NotOptimized::TaskInRegion => "task-in-region",
             NotOptimized::NoBuffer => "no-detour-buffer",
             NotOptimized::Disabled => "disabled",
+            NotOptimized::OtherCpus => "other-cpus-online",
         }
     }
 }

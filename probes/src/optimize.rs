@@ -195,6 +195,11 @@ impl Core {
         if point.probes.iter().any(|p| p.has_post_or_fault()) {
             return Err(NotOptimized::PostHandler);
         }
+        // Only this CPU's tasks can be checked for being inside the region
+        // (the others may be running in it right now).
+        if pf.cpu_count() > 1 {
+            return Err(NotOptimized::OtherCpus);
+        }
         let sym = pf.symbol_at(addr).ok_or(NotOptimized::Undecodable)?;
         let code = Self::function_code(pf, reg, &sym).map_err(|_| NotOptimized::Undecodable)?;
         let region = jump_region(&code, sym.start, addr)?;
@@ -491,7 +496,7 @@ pub(crate) const NOT_WHY: u8 = u8::MAX;
 
 /// The reason stored in a probe's `why_not`.
 pub(crate) fn why_name(v: u8) -> Option<&'static str> {
-    const ALL: [NotOptimized; 12] = [
+    const ALL: [NotOptimized; 13] = [
         NotOptimized::Undecodable,
         NotOptimized::CrossesEnd,
         NotOptimized::JumpIntoRegion,
@@ -504,6 +509,7 @@ pub(crate) fn why_name(v: u8) -> Option<&'static str> {
         NotOptimized::TaskInRegion,
         NotOptimized::NoBuffer,
         NotOptimized::Disabled,
+        NotOptimized::OtherCpus,
     ];
     ALL.iter().find(|w| **w as u8 == v).map(|w| w.name())
 }
