@@ -334,7 +334,23 @@ impl DwarfIndex {
                 let name = entry
                     .attr_value(c::DW_AT_name)
                     .and_then(|v| self.dwarf.attr_string(&unit, v).ok())
-                    .map(|n| n.to_string_lossy().into_owned());
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .or_else(|| {
+                        // A C definition of a variable declared `extern`
+                        // (`init_task`): its name is on the declaration.
+                        if tag != c::DW_TAG_variable {
+                            return None;
+                        }
+                        let Some(AttributeValue::UnitRef(r)) =
+                            entry.attr_value(c::DW_AT_specification)
+                        else {
+                            return None;
+                        };
+                        let d = unit.entry(r).ok()?;
+                        d.attr_value(c::DW_AT_name)
+                            .and_then(|v| self.dwarf.attr_string(&unit, v).ok())
+                            .map(|n| n.to_string_lossy().into_owned())
+                    });
                 let outer = scopes.last().map(|(_, s)| s.clone());
                 let qualified = match (&outer, &name) {
                     (Some(Some(o)), Some(n)) => Some(format!("{o}::{n}")),
@@ -406,10 +422,17 @@ impl Elf {
             if out.iter().any(|g| g.address == address) {
                 continue;
             }
+            // A C definition of a variable declared `extern` elsewhere
+            // (`init_task`) has its type on the declaration it specifies.
+            let ty = ref_attr(&unit, &entry, constants::DW_AT_type).or_else(|| {
+                let (su, so) = self.origin(dw, &unit, &entry)?;
+                let se = su.entry(so).ok()?;
+                ref_attr(&su, &se, constants::DW_AT_type)
+            });
             out.push(Global {
                 name: name.trim().to_string(),
                 address,
-                ty: ref_attr(&unit, &entry, constants::DW_AT_type),
+                ty,
             });
         }
         Ok(out)

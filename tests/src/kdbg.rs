@@ -91,10 +91,16 @@ impl KdbgJson {
     /// notice (`"command": "stop"`) and the summary shown at attach
     /// (`"command": "attach"`) are not results.
     pub fn run(&mut self, line: &str) -> Value {
+        self.run_within(line, REPLY)
+    }
+
+    /// [`KdbgJson::run`] with its own limit (a first query that indexes
+    /// a large ELF, such as a vmlinux's globals, in a debug build).
+    pub fn run_within(&mut self, line: &str, limit: Duration) -> Value {
         let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{line}").expect("write to kdbg");
         stdin.flush().expect("flush");
-        let deadline = Instant::now() + REPLY;
+        let deadline = Instant::now() + limit;
         loop {
             let v = self.read(deadline, &format!("no answer to `{line}`"));
             if v.get("command").is_some() && v["command"] != "stop" && v["command"] != "attach" {

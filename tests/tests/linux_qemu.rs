@@ -246,6 +246,18 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
             .any(|t| t.contains("Run /init as init process")),
         "{shown:?}"
     );
+    // A C global declared `extern` in a header (its definition DIE names
+    // the declaration by DW_AT_specification) has its name and type.
+    // (The first global lookup indexes the vmlinux: ~20 s CPU in a debug
+    // build.)
+    let p = k.run_within("print init_task.comm", Duration::from_secs(400));
+    assert_eq!(p["ok"], true, "{p}");
+    assert!(
+        p["value"]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("\"swapper/0")),
+        "{p}"
+    );
     // A cloud kernel with a busybox initramfs loads no modules.
     let m = k.ok("lx lsmod", "linux");
     assert_eq!(m["lx"]["modules"], serde_json::json!([]), "{m}");
@@ -364,7 +376,7 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
     let sl = k.ok("lx kaslr", "linux");
     let slide = sl["lx"]["slide"].as_u64().expect("slide");
     // (A slide of 0 is KASLR's own choice about once in 500 boots.)
-    assert!(slide % 0x20_0000 == 0 && slide < 1 << 30, "{sl}");
+    assert!(slide.is_multiple_of(0x20_0000) && slide < 1 << 30, "{sl}");
     if slide == 0 {
         eprintln!("linux: KASLR chose slide 0 this time");
     }
