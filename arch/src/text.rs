@@ -177,7 +177,12 @@ pub fn sync_stats() -> (u64, u64) {
 
 /// One live patch at a time.
 static POKE_LOCK: spin::Mutex<()> = spin::Mutex::new(());
-/// Address of the patch in progress (0: none).
+/// Sequence count of live patches: odd while one is in progress. Read
+/// around [`POKE_ADDR`] and [`POKE_OWNS_INT3`] like a seqlock.
+static POKE_SEQ: AtomicU64 = AtomicU64::new(0);
+/// Address of the patch in progress, or of the last one (0: none yet).
+/// Kept after the patch: a CPU that trapped on its temporary int3 may look
+/// only after the patch is complete (see [`on_breakpoint`]).
 static POKE_ADDR: AtomicU64 = AtomicU64::new(0);
 /// The patch wrote the int3 at `POKE_ADDR` itself (hits there are ours).
 static POKE_OWNS_INT3: AtomicBool = AtomicBool::new(false);
@@ -215,8 +220,11 @@ unsafe fn poke_bp_locked(addr: u64, first: u8, tail: &[u8]) {
     let _one = lock_polling_syncs();
     // SAFETY: the caller guarantees the range is mapped kernel text.
     let old = unsafe { core::ptr::read_volatile(addr as *const u8) };
-    POKE_OWNS_INT3.store(old != BREAKPOINT, Ordering::Release);
-    POKE_ADDR.store(addr, Ordering::Release);
+    // Odd first, then the fields: a reader that sees the old fields under
+    // an odd count waits for the count to move (see `on_breakpoint`).
+    POKE_SEQ.fetch_add(1, Ordering::SeqCst);
+    POKE_OWNS_INT3.store(old != BREAKPOINT, Ordering::SeqCst);
+    POKE_ADDR.store(addr, Ordering::SeqCst);
     if old != BREAKPOINT {
         // SAFETY: one byte at an instruction boundary of mapped text.
         unsafe { raw_write(addr, &[BREAKPOINT]) };
@@ -231,8 +239,7 @@ unsafe fn poke_bp_locked(addr: u64, first: u8, tail: &[u8]) {
     // complete on every CPU.
     unsafe { raw_write(addr, &[first]) };
     sync_all();
-    POKE_ADDR.store(0, Ordering::Release);
-    POKE_OWNS_INT3.store(false, Ordering::Release);
+    POKE_SEQ.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Takes [`POKE_LOCK`], answering sync requests while it waits (the holder
@@ -248,21 +255,55 @@ fn lock_polling_syncs() -> spin::MutexGuard<'static, ()> {
 }
 
 /// #BP hook, called before anyone else looks at an int3: a hit on the
-/// temporary int3 of a [`poke_bp`] in progress waits (answering syncs)
-/// until the patch is complete and re-executes the new instruction.
-/// `true`: handled, resume the frame.
+/// temporary int3 of a [`poke_bp`] waits (answering syncs) until the patch
+/// is complete and re-executes the new instruction. `true`: handled,
+/// resume the frame.
+///
+/// The hit may be looked at only after the patch is complete: the sync
+/// NMI reaches a CPU between the trap and this hook, so the last
+/// [`sync_all`] does not wait for CPUs already in their #BP entry (Linux's
+/// maskable sync IPI does, which this NMI cannot). So the last patch's
+/// address is kept, and a hit there whose int3 is gone re-executes the
+/// instruction now in place. [`POKE_SEQ`] tells a consistent view of the
+/// patch fields and the byte from one torn by a patch starting meanwhile.
 pub fn on_breakpoint(frame: &mut crate::TrapFrame) -> bool {
     let addr = frame.rip.wrapping_sub(1);
-    if addr == 0
-        || POKE_ADDR.load(Ordering::Acquire) != addr
-        || !POKE_OWNS_INT3.load(Ordering::Acquire)
-    {
+    if addr == 0 {
         return false;
     }
-    while POKE_ADDR.load(Ordering::Acquire) == addr {
-        ack_sync();
-        core::hint::spin_loop();
+    loop {
+        let seq = POKE_SEQ.load(Ordering::SeqCst);
+        let poked = POKE_ADDR.load(Ordering::SeqCst);
+        let owns = POKE_OWNS_INT3.load(Ordering::SeqCst);
+        if seq % 2 == 1 {
+            if poked == addr && !owns {
+                // A probe's int3 under the patch: its owner handles hits.
+                return false;
+            }
+            // A patch is in progress (maybe here, maybe with its fields
+            // not yet stored): wait for it to finish, then look again.
+            while POKE_SEQ.load(Ordering::SeqCst) == seq {
+                ack_sync();
+                core::hint::spin_loop();
+            }
+            continue;
+        }
+        if poked != addr {
+            if POKE_SEQ.load(Ordering::SeqCst) == seq {
+                return false;
+            }
+            continue;
+        }
+        // SAFETY: `addr` is the start of a completed patch of mapped text.
+        let byte = unsafe { core::ptr::read_volatile(addr as *const u8) };
+        if POKE_SEQ.load(Ordering::SeqCst) != seq {
+            continue;
+        }
+        if byte == BREAKPOINT {
+            // An int3 placed since (a probe's, a debugger's): its owner's.
+            return false;
+        }
+        frame.rip = addr;
+        return true;
     }
-    frame.rip = addr;
-    true
 }

@@ -45,7 +45,7 @@ impl Host for RefKernel {
         crate::sched::current_id()
     }
     fn for_each_task(&self, f: &mut dyn FnMut(TaskInfo<'_>)) {
-        crate::sched::for_each_task(&mut |t| {
+        crate::sched::try_for_each_task(&mut |t| {
             f(TaskInfo {
                 id: t.id,
                 name: t.name,

@@ -495,12 +495,28 @@ pub fn exit_current() -> ! {
 
 /// Calls `f` for every task (interrupts off meanwhile: keep `f` short, no
 /// allocation). Returns `false` without calling `f` when the scheduler lock
-/// is held (a trap inside the scheduler).
+/// is held: for trap paths and the stub (a trap inside the scheduler, or
+/// another CPU parked by the debugger while it holds the lock). Task code
+/// uses [`for_each_task`], which waits for the lock.
 #[noprobe]
-pub fn for_each_task(f: &mut dyn FnMut(TaskInfo)) -> bool {
+pub fn try_for_each_task(f: &mut dyn FnMut(TaskInfo)) -> bool {
     let Some(s) = SCHED.try_lock() else {
         return false;
     };
+    visit_tasks(&s, f);
+    true
+}
+
+/// Calls `f` for every task, waiting for the scheduler lock (task context
+/// only: on SMP another CPU holds the lock often, and a snapshot that
+/// skipped the tasks then would say a live task is gone).
+pub fn for_each_task(f: &mut dyn FnMut(TaskInfo)) {
+    let s = SCHED.lock();
+    visit_tasks(&s, f);
+}
+
+#[noprobe]
+fn visit_tasks(s: &Scheduler, f: &mut dyn FnMut(TaskInfo)) {
     for t in s.tasks.iter() {
         f(TaskInfo {
             id: t.id,
@@ -510,10 +526,9 @@ pub fn for_each_task(f: &mut dyn FnMut(TaskInfo)) -> bool {
             cpu: t.on_cpu,
         });
     }
-    true
 }
 
-/// One task's snapshot.
+/// One task's snapshot (task context: waits for the scheduler lock).
 #[noprobe]
 pub fn task_info(id: TaskId) -> Option<TaskInfo> {
     let mut found = None;

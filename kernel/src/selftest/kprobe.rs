@@ -926,7 +926,10 @@ fn start_load() -> Result<[crate::sched::TaskId; 2], &'static str> {
 fn stop_load(ids: [crate::sched::TaskId; 2]) -> Result<(), &'static str> {
     LOAD_STOP.store(1, Ordering::Relaxed);
     for id in ids {
-        check(crate::sched::join(id, 1000), "load task did not finish")?;
+        check(
+            crate::sched::join(id, crate::selftest::JOIN_TICKS),
+            "load task did not finish",
+        )?;
     }
     check(
         LOAD_ERRORS.load(Ordering::Relaxed) == 0,

@@ -229,7 +229,8 @@ fn entry_data_across_tasks() -> Result<(), &'static str> {
         crate::sched::yield_now();
     }
     STOP.store(1, Ordering::Relaxed);
-    let joined = crate::sched::join(a, 1000) && crate::sched::join(b, 1000);
+    let joined = crate::sched::join(a, crate::selftest::JOIN_TICKS)
+        && crate::sched::join(b, crate::selftest::JOIN_TICKS);
     let info = probes::info(id).ok_or("probe vanished")?;
     unreg(id)?;
     check(joined, "a task did not finish")?;
@@ -433,7 +434,7 @@ fn task_exit_reclaims() -> Result<(), &'static str> {
     }
     let mut joined = true;
     for t in tasks {
-        joined &= crate::sched::join(t, 1000);
+        joined &= crate::sched::join(t, crate::selftest::JOIN_TICKS);
     }
     let info = probes::info(id).ok_or("probe vanished")?;
     unreg(id)?;
@@ -479,7 +480,8 @@ fn unregister_in_flight() -> Result<(), &'static str> {
     crate::sched::yield_now();
     let before = probes::info(id).ok_or("probe vanished")?;
     unreg(id)?;
-    let joined = crate::sched::join(a, 1000) && crate::sched::join(b, 1000);
+    let joined = crate::sched::join(a, crate::selftest::JOIN_TICKS)
+        && crate::sched::join(b, crate::selftest::JOIN_TICKS);
     check(
         joined,
         "a task did not come back from the unregistered kretprobe",

@@ -93,6 +93,13 @@ fn suite_names() -> String {
     s
 }
 
+/// How long a selftest waits for a task it started to end (timer ticks:
+/// 60 s). Generous on purpose: without -icount the guest clock runs with
+/// the host's, and on an overloaded host (MTTCG, more vCPU threads than
+/// cores) a vCPU can starve for seconds; the deadline only catches a task
+/// that never ends.
+pub const JOIN_TICKS: u64 = 6000;
+
 /// Runs the selected suites and exits QEMU with the verdict.
 pub fn run(filter: Option<&str>) -> ! {
     if let Some(list) = filter {

@@ -502,7 +502,7 @@ fn unoptimise_on_unregister_while_running() -> Result<(), &'static str> {
         crate::sched::yield_now();
     }
     STOP.store(true, Ordering::Relaxed);
-    let joined = crate::sched::join(t, 1000);
+    let joined = crate::sched::join(t, crate::selftest::JOIN_TICKS);
     check(joined, "the worker did not finish")?;
     check(
         WRONG.load(Ordering::Relaxed) == 0,

@@ -275,7 +275,8 @@ fn return_after_sleep_per_task() -> Result<(), &'static str> {
     )?;
     let a = crate::sched::spawn("rh-nap-0", sleeper_task, 0).map_err(|_| "cannot spawn")?;
     let b = crate::sched::spawn("rh-nap-1", sleeper_task, 1).map_err(|_| "cannot spawn")?;
-    let joined = crate::sched::join(a, 1000) && crate::sched::join(b, 1000);
+    let joined = crate::sched::join(a, crate::selftest::JOIN_TICKS)
+        && crate::sched::join(b, crate::selftest::JOIN_TICKS);
     let info = probes::info(id).ok_or("probe vanished")?;
     unreg(id)?;
     check(joined, "a sleeping task did not come back")?;

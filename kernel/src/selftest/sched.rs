@@ -74,7 +74,10 @@ fn busy_tasks_all_progress() -> TestResult {
         core::array::from_fn(|i| COUNTERS.get(i).map_or(0, |c| c.load(Ordering::SeqCst)));
     STOP.store(true, Ordering::SeqCst);
     for id in ids {
-        check!(sched::join(id, 200), "task {id} did not exit after STOP");
+        check!(
+            sched::join(id, crate::selftest::JOIN_TICKS),
+            "task {id} did not exit after STOP"
+        );
     }
     sched::reap();
     for (i, n) in snapshot.iter().enumerate() {
@@ -132,7 +135,10 @@ fn task_list() -> TestResult {
         "the running task must have no saved frame"
     );
     SLEEPER_GO.store(true, Ordering::SeqCst);
-    check!(sched::join(id, 200), "sleeper did not exit");
+    check!(
+        sched::join(id, crate::selftest::JOIN_TICKS),
+        "sleeper did not exit"
+    );
     Ok(())
 }
 
@@ -141,7 +147,10 @@ fn quick(_: u64) {}
 fn exit_reaped() -> TestResult {
     let id =
         sched::spawn("selftest-quick", quick, 0).map_err(|e| alloc::format!("spawn: {e:?}"))?;
-    check!(sched::join(id, 200), "task did not exit");
+    check!(
+        sched::join(id, crate::selftest::JOIN_TICKS),
+        "task did not exit"
+    );
     sched::reap();
     check!(
         sched::task_info(id).is_none(),

@@ -90,7 +90,7 @@ fn tasks_run_on_every_cpu_and_migrate() -> Result<(), &'static str> {
     }
     SPIN_STOP.store(1, Ordering::Relaxed);
     for id in ids.iter().take(count) {
-        if !sched::join(*id, 1000) {
+        if !sched::join(*id, crate::selftest::JOIN_TICKS) {
             return Err("a spinning task did not finish");
         }
     }
@@ -227,7 +227,7 @@ fn poke_bp_while_every_cpu_runs_it() -> Result<(), &'static str> {
     unsafe { arch::text::poke_bp(addr, &NOP5) };
     SPIN_STOP.store(1, Ordering::Relaxed);
     for id in ids.iter().take(count) {
-        if !sched::join(*id, 1000) {
+        if !sched::join(*id, crate::selftest::JOIN_TICKS) {
             return Err("a caller task did not finish");
         }
     }
@@ -284,7 +284,7 @@ fn probe_hits_exact_on_every_cpu() -> Result<(), &'static str> {
     sched::sleep_ticks(20);
     SPIN_STOP.store(1, Ordering::Relaxed);
     for t in ids.iter().take(count) {
-        if !sched::join(*t, 1000) {
+        if !sched::join(*t, crate::selftest::JOIN_TICKS) {
             return Err("a caller task did not finish");
         }
     }
@@ -308,7 +308,11 @@ static RET_SEEN: AtomicU64 = AtomicU64::new(0);
 static RET_CROSS: AtomicU64 = AtomicU64::new(0);
 static ENTRY_CPU: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
+static RET_ENTRIES: AtomicU64 = AtomicU64::new(0);
+static SLEEPER_CALLS: AtomicU64 = AtomicU64::new(0);
+
 fn ret_entry(ri: &mut probes::RetCtx<'_>, _: &mut arch::TrapFrame) -> i32 {
+    RET_ENTRIES.fetch_add(1, Ordering::Relaxed);
     if let Some(slot) = ENTRY_CPU.get(ri.task as usize % 64) {
         slot.store(sched::cpu_id() as u64, Ordering::Relaxed);
     }
@@ -340,6 +344,7 @@ extern "C" fn st_smp_sleeper(ticks: u64) -> u64 {
 
 fn sleeper_task(arg: u64) {
     for _ in 0..arg {
+        SLEEPER_CALLS.fetch_add(1, Ordering::Relaxed);
         if core::hint::black_box(st_smp_sleeper)(1) != 2 {
             POKE_WRONG.fetch_add(1, Ordering::Relaxed);
         }
@@ -351,6 +356,8 @@ fn sleeper_task(arg: u64) {
 /// real return address, with the right value.
 fn kretprobe_returns_on_another_cpu() -> Result<(), &'static str> {
     RET_SEEN.store(0, Ordering::Relaxed);
+    SLEEPER_CALLS.store(0, Ordering::Relaxed);
+    RET_ENTRIES.store(0, Ordering::Relaxed);
     RET_CROSS.store(0, Ordering::Relaxed);
     POKE_WRONG.store(0, Ordering::Relaxed);
     let id = probes::register_kretprobe(
@@ -380,11 +387,11 @@ fn kretprobe_returns_on_another_cpu() -> Result<(), &'static str> {
     }
     let mut joined = true;
     for t in ids.iter().take(count) {
-        joined &= sched::join(*t, 3000);
+        joined &= sched::join(*t, crate::selftest::JOIN_TICKS);
     }
     SPIN_STOP.store(1, Ordering::Relaxed);
     for t in spin.iter().take(spinners) {
-        joined &= sched::join(*t, 1000);
+        joined &= sched::join(*t, crate::selftest::JOIN_TICKS);
     }
     if !joined {
         let _ = probes::unregister(id);
@@ -398,6 +405,14 @@ fn kretprobe_returns_on_another_cpu() -> Result<(), &'static str> {
         return Err("the kretprobed function returned a wrong value");
     }
     if RET_SEEN.load(Ordering::Relaxed) != want || info.nmissed != 0 {
+        crate::println!(
+            "  returns seen {} of {want}, calls {} entries {}, hits {}, nmissed {}",
+            RET_SEEN.load(Ordering::Relaxed),
+            SLEEPER_CALLS.load(Ordering::Relaxed),
+            RET_ENTRIES.load(Ordering::Relaxed),
+            info.hits,
+            info.nmissed
+        );
         return Err("returns lost or reported at a wrong address");
     }
     if n > 1 && RET_CROSS.load(Ordering::Relaxed) == 0 {
@@ -437,7 +452,7 @@ fn maxactive_exhaustion_counted_exactly() -> Result<(), &'static str> {
         *t = sched::spawn("smp-maxact", sleeper_task, per).map_err(|_| "cannot spawn")?;
     }
     for t in ids.iter().take(count) {
-        if !sched::join(*t, 3000) {
+        if !sched::join(*t, crate::selftest::JOIN_TICKS) {
             let _ = probes::unregister(id);
             return Err("a sleeper task did not finish");
         }
@@ -450,6 +465,12 @@ fn maxactive_exhaustion_counted_exactly() -> Result<(), &'static str> {
         return Err("the kretprobed function returned a wrong value");
     }
     if MAX_RET.load(Ordering::Relaxed) + info.nmissed != calls {
+        crate::println!(
+            "  returns handled {} + nmissed {} of {calls} calls, hits {}",
+            MAX_RET.load(Ordering::Relaxed),
+            info.nmissed,
+            info.hits
+        );
         return Err("returns + nmissed differ from the calls made");
     }
     if info.nmissed == 0 {
