@@ -150,6 +150,14 @@ impl StreamMode {
             StreamMode::Record => "record",
         }
     }
+
+    /// The mode `as_str` names (`on`, accepted by the command, is not a
+    /// name the stub answers with).
+    pub fn from_name(s: &str) -> Option<StreamMode> {
+        [StreamMode::Off, StreamMode::Text, StreamMode::Record]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
 }
 
 /// `shm [direct|uart]`: the shared-memory channel (issue 17).
@@ -454,10 +462,8 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
                 .next()
                 .ok_or(ParseError::Missing("on|off|text|record"))?
             {
-                "on" | "text" => StreamMode::Text,
-                "off" => StreamMode::Off,
-                "record" => StreamMode::Record,
-                _ => return Err(ParseError::BadStreamMode),
+                "on" => StreamMode::Text,
+                m => StreamMode::from_name(m).ok_or(ParseError::BadStreamMode)?,
             },
         ),
         "lookup" => Command::Lookup(Loc::parse(words.next().ok_or(ParseError::Missing("LOC"))?)?),

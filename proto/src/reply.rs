@@ -6,13 +6,15 @@
 //!
 //! ```text
 //! ok [id=N]
+//! ok stream=off|text|record
 //! error code=CODE msg=TEXT...
 //! probe id=N type=kprobe|jprobe|kretprobe addr=0x.. sym=NAME+0xOFF enabled=0|1 hits=N nmissed=N path=emulated|out-of-line|boosted|- maxactive=N [stack=N] [fetch=OP,...]
 //! events size=N produced=N delivered=N dropped=N stream=off|text|record tsc_hz=N boot_tsc=N tsc_src=pit|ticks|-
 //! drops id=N dropped=N
 //! task id=N name=NAME state=STATE current=0|1
 //! inst task=N func=0x.. sp=0x.. ret=0x..
-//! sym addr=0x.. name=NAME+0xOFF
+//! sym addr=0x.. name=NAME+0xOFF|-
+//! probe-memory used=N budget=N
 //! cond addr=0x.. hits=N false=N faults=N ignored=N ignore=N len=N
 //! ```
 //!
@@ -174,9 +176,17 @@ impl<'a> ErrorRow<'a> {
     }
 }
 
+impl ErrorRow<'_> {
+    /// Writes the row (no newline) with a message formatted in place, for
+    /// writers that have no buffer to format the message into first.
+    pub fn write(out: &mut dyn fmt::Write, code: ErrorCode, msg: &dyn fmt::Display) -> fmt::Result {
+        write!(out, "error code={} msg={msg}", code.as_str())
+    }
+}
+
 impl fmt::Display for ErrorRow<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error code={} msg={}", self.code.as_str(), self.msg)
+        ErrorRow::write(f, self.code, &self.msg)
     }
 }
 
@@ -198,6 +208,105 @@ impl OkIdRow {
 impl fmt::Display for OkIdRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ok id={}", self.id)
+    }
+}
+
+/// `ok`: a command that names nothing new succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OkRow;
+
+impl OkRow {
+    /// Any `ok` row (extra keys are ignored).
+    pub fn parse(line: &str) -> Result<Self, RowError> {
+        row_of(line, "ok").map(|_| OkRow)
+    }
+}
+
+impl fmt::Display for OkRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ok")
+    }
+}
+
+/// `ok stream=MODE`: the answer to `stream`. Only kdbg's stub gives it, so
+/// the shell tells kdbg's stub from a foreign one (QEMU's gdbstub) by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamRow {
+    pub stream: crate::command::StreamMode,
+}
+
+impl StreamRow {
+    pub fn parse(line: &str) -> Result<Self, RowError> {
+        let r = row_of(line, "ok")?;
+        Ok(StreamRow {
+            stream: crate::command::StreamMode::from_name(need(&r, "stream")?)
+                .ok_or(RowError::Field("stream"))?,
+        })
+    }
+}
+
+impl fmt::Display for StreamRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ok stream={}", self.stream.as_str())
+    }
+}
+
+/// `sym addr=0x.. name=NAME+0xOFF`, or `name=-` when no symbol covers the
+/// address: the answer to `lookup`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SymRow<'a> {
+    pub addr: u64,
+    /// The covering symbol and the offset into it.
+    pub sym: Option<(&'a str, u64)>,
+}
+
+impl<'a> SymRow<'a> {
+    pub fn parse(line: &'a str) -> Result<Self, RowError> {
+        let r = row_of(line, "sym")?;
+        let name = need(&r, "name")?;
+        let sym = if name == "-" {
+            None
+        } else {
+            let (s, o) = name.rsplit_once('+').ok_or(RowError::Field("name"))?;
+            Some((s, parse_u64(o).ok_or(RowError::Field("name"))?))
+        };
+        Ok(SymRow {
+            addr: need_num(&r, "addr")?,
+            sym,
+        })
+    }
+}
+
+impl fmt::Display for SymRow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sym {
+            Some((name, off)) => write!(f, "sym addr={:#x} name={name}+{off:#x}", self.addr),
+            None => write!(f, "sym addr={:#x} name=-", self.addr),
+        }
+    }
+}
+
+/// `probe-memory used=N budget=N`: the kretprobe instance pools' share of
+/// the heap and its cap (part of the `events` answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeMemoryRow {
+    pub used: u64,
+    pub budget: u64,
+}
+
+impl ProbeMemoryRow {
+    pub fn parse(line: &str) -> Result<Self, RowError> {
+        let r = row_of(line, "probe-memory")?;
+        Ok(ProbeMemoryRow {
+            used: need_num(&r, "used")?,
+            budget: need_num(&r, "budget")?,
+        })
+    }
+}
+
+impl fmt::Display for ProbeMemoryRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "probe-memory used={} budget={}", self.used, self.budget)
     }
 }
 
@@ -499,11 +608,10 @@ impl EventsRow {
             produced: need_num(&r, "produced")?,
             delivered: need_num(&r, "delivered")?,
             dropped: need_num(&r, "dropped")?,
-            stream: match r.get("stream") {
-                Some("off") => StreamMode::Off,
-                Some("record") => StreamMode::Record,
-                _ => StreamMode::Text,
-            },
+            stream: r
+                .get("stream")
+                .and_then(StreamMode::from_name)
+                .unwrap_or(StreamMode::Text),
             tsc_hz: r.num("tsc_hz").unwrap_or(0),
             boot_tsc: r.num("boot_tsc").unwrap_or(0),
             tsc_src: TscSource::from_name(r.get("tsc_src").unwrap_or("-")),
@@ -690,6 +798,54 @@ mod tests {
             msg: "retry",
         };
         assert_eq!(ErrorRow::parse(&e.to_string()).unwrap(), e);
+    }
+
+    #[test]
+    fn small_rows_round_trip() {
+        use crate::command::StreamMode;
+        assert_eq!(OkRow.to_string(), "ok");
+        assert_eq!(OkRow::parse("ok"), Ok(OkRow));
+        assert_eq!(
+            OkRow::parse("error code=busy msg=x"),
+            Err(RowError::WrongKind)
+        );
+        for stream in [StreamMode::Off, StreamMode::Text, StreamMode::Record] {
+            let row = StreamRow { stream };
+            assert_eq!(StreamRow::parse(&row.to_string()), Ok(row));
+        }
+        assert_eq!(
+            StreamRow {
+                stream: StreamMode::Record
+            }
+            .to_string(),
+            "ok stream=record"
+        );
+        assert_eq!(StreamRow::parse("ok"), Err(RowError::Field("stream")));
+        assert_eq!(
+            StreamRow::parse("ok stream=on"),
+            Err(RowError::Field("stream"))
+        );
+        let sym = SymRow {
+            addr: 0xffff_8000_0010_0040,
+            sym: Some(("kmain", 0x40)),
+        };
+        assert_eq!(
+            sym.to_string(),
+            "sym addr=0xffff800000100040 name=kmain+0x40"
+        );
+        assert_eq!(SymRow::parse(&sym.to_string()), Ok(sym));
+        let none = SymRow {
+            addr: 0x10,
+            sym: None,
+        };
+        assert_eq!(none.to_string(), "sym addr=0x10 name=-");
+        assert_eq!(SymRow::parse(&none.to_string()), Ok(none));
+        let mem = ProbeMemoryRow {
+            used: 4096,
+            budget: 1 << 20,
+        };
+        assert_eq!(mem.to_string(), "probe-memory used=4096 budget=1048576");
+        assert_eq!(ProbeMemoryRow::parse(&mem.to_string()), Ok(mem));
     }
 
     use super::*;

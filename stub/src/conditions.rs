@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use probes::cond::{MAX_PROGRAMS, StopCond};
 use proto::bytecode::Program;
-use proto::reply::{CondRow, ErrorCode};
+use proto::reply::{CondRow, ErrorCode, OkRow};
 
 use crate::monitor::error;
 use crate::probecmd::code_of;
@@ -31,7 +31,7 @@ pub fn cond(addr: u64, prog: Option<Program>, ignore: u64, out: &mut dyn Write) 
         Some(StopCond::new(prog, ignore, false))
     };
     match probes::CORE.gdb_set_cond(addr, c) {
-        Ok(()) => writeln!(out, "ok"),
+        Ok(()) => writeln!(out, "{OkRow}"),
         Err(e) => error(out, code_of(e), &e),
     }
 }

@@ -8,6 +8,7 @@ use core::fmt::{self, Write};
 use probes::ProbeId;
 use proto::agg::{KeyKinds, MapRow, write_entry};
 use proto::command::MapAction;
+use proto::reply::OkIdRow;
 
 use crate::monitor::error;
 use crate::probecmd::code_of;
@@ -80,11 +81,11 @@ pub fn map(action: MapAction, id: u32, out: &mut dyn Write) -> fmt::Result {
         }
         MapAction::Clear => {
             m.clear();
-            writeln!(out, "ok id={id}")
+            writeln!(out, "{}", OkIdRow { id })
         }
         MapAction::Zero => {
             m.zero();
-            writeln!(out, "ok id={id}")
+            writeln!(out, "{}", OkIdRow { id })
         }
     });
     match r {

@@ -4,7 +4,7 @@
 use core::fmt::{self, Write};
 
 use proto::command::{COMMANDS, Command, Loc, StreamMode};
-use proto::reply::{ErrorCode, EventsRow, TaskRow};
+use proto::reply::{ErrorCode, ErrorRow, EventsRow, ProbeMemoryRow, StreamRow, SymRow, TaskRow};
 
 use crate::probecmd;
 use probes::Host;
@@ -62,7 +62,11 @@ pub fn run(
             writeln!(out, "{row}")?;
             // The kretprobe instance pools' share of the heap and its cap.
             let (used, budget) = probes::kretprobe_memory();
-            writeln!(out, "probe-memory used={used} budget={budget}")?;
+            let row = ProbeMemoryRow {
+                used: used as u64,
+                budget: budget as u64,
+            };
+            writeln!(out, "{row}")?;
             crate::events::for_each_drop(&mut |row| {
                 let _ = writeln!(out, "{row}");
             });
@@ -70,7 +74,7 @@ pub fn run(
         }
         Command::Stream(mode) => {
             state.stream = mode;
-            writeln!(out, "ok stream={}", mode.as_str())
+            writeln!(out, "{}", StreamRow { stream: mode })
         }
         Command::Lookup(loc) => lookup(loc, host, out),
         Command::Why => crate::death::why(out),
@@ -103,7 +107,8 @@ pub fn run(
 
 /// Writes an `error` row.
 pub fn error(out: &mut dyn Write, code: ErrorCode, msg: &dyn fmt::Display) -> fmt::Result {
-    writeln!(out, "error code={} msg={msg}", code.as_str())
+    ErrorRow::write(out, code, msg)?;
+    writeln!(out)
 }
 
 fn help(topic: Option<&str>, out: &mut dyn Write) -> fmt::Result {
@@ -135,15 +140,12 @@ fn lookup(loc: Loc<'_>, host: &dyn Host, out: &mut dyn Write) -> fmt::Result {
             );
         }
     };
-    match host.symbol_at(addr) {
-        Some(s) => writeln!(
-            out,
-            "sym addr={addr:#x} name={}+{:#x}",
-            s.name,
-            addr - s.start
-        ),
-        None => writeln!(out, "sym addr={addr:#x} name=-"),
-    }
+    let sym = host.symbol_at(addr);
+    let row = SymRow {
+        addr,
+        sym: sym.as_ref().map(|s| (s.name, addr - s.start)),
+    };
+    writeln!(out, "{row}")
 }
 
 /// kallsyms has no symbol by that name.

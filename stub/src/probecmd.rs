@@ -10,7 +10,7 @@ use proto::agg::AggSpec;
 use proto::bytecode::Program;
 use proto::command::{Loc, ProbeAction};
 use proto::fetch::CaptureSpec;
-use proto::reply::{ErrorCode, ExecPath, InstRow, OkIdRow, ProbeRow, ProbeType};
+use proto::reply::{ErrorCode, ExecPath, InstRow, OkIdRow, OkRow, ProbeRow, ProbeType};
 
 use crate::monitor::error;
 
@@ -183,5 +183,5 @@ pub fn retinst(task: Option<u32>, out: &mut dyn Write) -> fmt::Result {
         }
     }
     res?;
-    writeln!(out, "ok")
+    writeln!(out, "{OkRow}")
 }

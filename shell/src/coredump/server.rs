@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 
 use super::elf::CoreFile;
 use crate::rsp::packet::{from_hex, to_hex};
+use proto::reply::{ErrorCode, ErrorRow, StreamRow};
 
 /// The core and the kernel ELF's loadable bytes.
 struct Served {
@@ -245,14 +246,25 @@ fn monitor(s: &Served, cmd: &str) -> String {
         "retinst" => String::new(),
         // kdbg's own stub answers `ok stream=MODE` (the shell tells kdbg's
         // stub from a foreign one by it); a core has no events to stream.
-        "stream" => format!(
-            "ok stream={}\n",
-            cmd.split_whitespace().nth(1).unwrap_or("off")
-        ),
+        "stream" => match proto::command::parse(cmd) {
+            Ok(proto::Command::Stream(stream)) => format!("{}\n", StreamRow { stream }),
+            Ok(_) => String::new(),
+            Err(e) => format!(
+                "{}\n",
+                ErrorRow {
+                    code: e.code(),
+                    msg: &e.to_string()
+                }
+            ),
+        },
         "probes" => String::new(),
         "help" => "  a core file: why, tasks (everything else needs a live kernel)\n".into(),
         _ => format!(
-            "error code=unsupported msg=`{word}` needs a live kernel: this is a core file\n"
+            "{}\n",
+            ErrorRow {
+                code: ErrorCode::Unsupported,
+                msg: &format!("`{word}` needs a live kernel: this is a core file"),
+            }
         ),
     }
 }

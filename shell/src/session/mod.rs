@@ -440,10 +440,12 @@ impl Session {
         // Only kdbg's stub answers `ok stream=record`: anything else (QEMU's
         // gdbstub passes it to its monitor, which does not know it) is a
         // foreign stub, decided once here.
-        let kdbg = self
-            .client()?
-            .monitor("stream record")
-            .is_ok_and(|t| t.contains("ok stream=record"));
+        let kdbg = self.client()?.monitor("stream record").is_ok_and(|t| {
+            t.lines().any(|l| {
+                proto::reply::StreamRow::parse(l)
+                    .is_ok_and(|r| r.stream == proto::StreamMode::Record)
+            })
+        });
         {
             let mut c = self.client()?;
             c.kdbg = kdbg;
