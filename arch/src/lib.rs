@@ -13,11 +13,13 @@
 
 extern crate alloc;
 
+pub mod boot;
 pub mod cpu;
 pub mod frame;
 pub mod gdt;
 pub mod idt;
 pub mod insn;
+pub mod intrinsics;
 pub mod pic;
 pub mod pit;
 pub mod port;

@@ -28,14 +28,3 @@ pub fn qemu_exit(code: ExitCode) -> ! {
         arch::cpu::halt();
     }
 }
-
-/// Prints `msg` on the console (bypassing its lock) and exits with [`ExitCode::Fatal`].
-#[cold]
-#[noprobe]
-pub fn fatal_message(msg: &str) -> ! {
-    arch::cpu::disable_interrupts();
-    crate::console::emergency_write("\nFATAL: ");
-    crate::console::emergency_write(msg);
-    crate::console::emergency_write("\n");
-    qemu_exit(ExitCode::Fatal)
-}

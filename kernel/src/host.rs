@@ -9,7 +9,6 @@
 //! range); what they call is marked `#[noprobe]`.
 
 use arch::TrapFrame;
-use noprobe::noprobe;
 use stub::{Host, Symbol, TaskInfo};
 
 /// The reference kernel.
@@ -17,15 +16,6 @@ pub struct RefKernel;
 
 /// The one instance, installed at boot.
 pub static HOST: RefKernel = RefKernel;
-
-#[noprobe]
-fn symbol(s: crate::kallsyms::Symbol<'static>) -> Symbol {
-    Symbol {
-        start: s.start,
-        size: s.size,
-        name: s.name,
-    }
-}
 
 impl Host for RefKernel {
     fn is_text(&self, addr: u64) -> bool {
@@ -68,10 +58,10 @@ impl Host for RefKernel {
         (crate::timer::ticks(), crate::timer::HZ)
     }
     fn symbol_at(&self, addr: u64) -> Option<Symbol> {
-        crate::kallsyms::lookup(addr).map(symbol)
+        crate::kallsyms::lookup(addr).map(crate::kallsyms::Symbol::host)
     }
     fn symbol_named(&self, name: &str) -> Option<Symbol> {
-        crate::kallsyms::find(name).map(symbol)
+        crate::kallsyms::find(name).map(crate::kallsyms::Symbol::host)
     }
     fn fatal(&self, msg: &'static str) -> ! {
         arch::cpu::disable_interrupts();

@@ -1,15 +1,12 @@
 //! kallsyms: the kernel's own symbol table (every function's name, start and
-//! size), patched into the `.kallsyms` section by xtask after linking (no
-//! relink: addresses do not move). Turns addresses into `function+0xoff`.
-
-// Shared with xtask (which encodes): not every item is used on both sides.
-#[allow(dead_code)]
-pub mod format;
+//! size; the format is `probes::kallsyms`), patched into the `.kallsyms`
+//! section by xtask after linking (no relink: addresses do not move). Turns
+//! addresses into `function+0xoff`.
 
 use core::fmt;
 use noprobe::noprobe;
 
-pub use format::{Symbol, Table};
+pub use probes::kallsyms::{Symbol, Table};
 
 /// Capacity of the `.kallsyms` section. xtask refuses to build when the table does not fit.
 pub const AREA_SIZE: usize = 1024 * 1024;

@@ -29,6 +29,7 @@ pub mod error;
 mod hit;
 pub mod hooks;
 pub mod host;
+pub mod kallsyms;
 pub mod kcb;
 pub mod kretprobe;
 pub mod map;

@@ -38,7 +38,10 @@ struct Image {
 
 impl Image {
     fn load() -> Image {
-        let path = tests::kernel_path();
+        Image::load_from(tests::kernel_path())
+    }
+
+    fn load_from(path: std::path::PathBuf) -> Image {
         let bytes = std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
                 "{}: {e}; build the kernel first with `cargo xtask build` (or run `cargo xtask test`)",
@@ -226,14 +229,15 @@ impl Image {
     }
 }
 
-fn trap_path_roots(image: &Image) -> Vec<u64> {
+/// `dispatcher`: the trap handler the kernel registers.
+fn trap_path_roots(image: &Image, dispatcher: &str) -> Vec<u64> {
     let roots = image.roots(|n| {
         n == "kdbg_trap_vectors"
             || n == "kdbg_kretprobe_trampoline"
             || n == "probes::hooks::return_trampoline"
             || n == "kdbg_optprobe_common"
             || n == "probes::hooks::detour"
-            || n == "kernel::dispatch::dispatch"
+            || n == dispatcher
             || (n.starts_with('<') && n.contains(" as probes::host::Host>::"))
     });
     assert!(
@@ -246,7 +250,7 @@ fn trap_path_roots(image: &Image) -> Vec<u64> {
 #[test]
 fn every_function_the_trap_path_reaches_is_in_the_noprobe_range() {
     let image = Image::load();
-    let reached = image.reach(&trap_path_roots(&image));
+    let reached = image.reach(&trap_path_roots(&image, "kernel::dispatch::dispatch"));
     // The analysis sees the path: the probe core's and the stub's hooks,
     // the stop loop, the host's methods.
     let names: Vec<&str> = reached
@@ -270,6 +274,32 @@ fn every_function_the_trap_path_reaches_is_in_the_noprobe_range() {
         bad.is_empty(),
         "{} function(s) the trap path reaches can be probed (mark them #[noprobe], or match them in kernel/linker.ld):\n    {}",
         bad.len(),
+        bad.join("\n    ")
+    );
+}
+
+/// docs/EMBEDDING.md's example kernel (its own linker script and
+/// `#[noprobe]` marks): the same closure from its trap handler.
+#[test]
+fn the_example_kernels_trap_path_is_in_its_noprobe_range() {
+    let image = Image::load_from(tests::workspace_root().join("target/kdbg/embed-kernel"));
+    let reached = image.reach(&trap_path_roots(&image, "embed_kernel::trap"));
+    let names: Vec<&str> = reached
+        .keys()
+        .filter_map(|a| image.funcs.get(a))
+        .map(|f| f.name.as_str())
+        .collect();
+    for expected in ["probes::hooks::breakpoint", "stub::hooks::serial_irq"] {
+        assert!(
+            names.iter().any(|n| n.starts_with(expected)),
+            "{expected} not reached from the example's trap entry ({} functions reached)",
+            names.len()
+        );
+    }
+    let bad = image.outside(&reached);
+    assert!(
+        bad.is_empty(),
+        "the example kernel's trap path reaches probeable code (examples/embed-kernel/linker.ld, #[noprobe]):\n    {}",
         bad.join("\n    ")
     );
 }

@@ -14,7 +14,10 @@ pub const KERNEL_TARGET: &str = "x86_64-unknown-linux-gnu";
 pub const KERNEL_RUSTFLAGS: &str =
     "-C relocation-model=static -C no-redzone=yes -C code-model=small";
 /// Crates built into the kernel (checked by `clippy` with the kernel flags).
-pub const KERNEL_CRATES: &[&str] = &["kernel", "arch", "probes", "stub", "proto"];
+pub const KERNEL_CRATES: &[&str] = &["kernel", EMBED_KERNEL, "arch", "probes", "stub", "proto"];
+/// docs/EMBEDDING.md's example kernel, built (and installed at
+/// `target/kdbg/embed-kernel`) with the reference kernel.
+pub const EMBED_KERNEL: &str = "embed-kernel";
 
 pub fn root() -> PathBuf {
     tests::workspace_root()
@@ -53,15 +56,17 @@ fn run(mut cmd: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds the kernel and installs it at `target/kdbg/kernel` with kallsyms filled in.
+/// Builds the kernel and installs it at `target/kdbg/kernel` with kallsyms
+/// filled in (and the example kernel at `target/kdbg/embed-kernel`).
 pub fn kernel() -> Result<PathBuf> {
     eprintln!("xtask: building the kernel ({KERNEL_TARGET}, release, {KERNEL_RUSTFLAGS})");
-    run(kernel_cargo(&["build", "-p", "kernel"]), "the kernel build")?;
-    let built = kernel_target_dir()
-        .join(KERNEL_TARGET)
-        .join("release/kernel");
+    let build = ["build", "-p", "kernel", "-p", EMBED_KERNEL];
+    run(kernel_cargo(&build), "the kernel build")?;
+    let built = kernel_target_dir().join(KERNEL_TARGET).join("release");
     let out = root().join("target/kdbg/kernel");
-    install_kernel(&built, &out)?;
+    install_kernel(&built.join("kernel"), &out)?;
+    let example = root().join("target/kdbg").join(EMBED_KERNEL);
+    install_kernel(&built.join(EMBED_KERNEL), &example)?;
     Ok(out)
 }
 

@@ -6,9 +6,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, bail};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
-#[allow(dead_code)]
-#[path = "../../kernel/src/kallsyms/format.rs"]
-pub mod format;
+use probes::kallsyms as format;
 
 /// One function for the table.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

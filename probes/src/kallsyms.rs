@@ -1,6 +1,9 @@
-//! The kallsyms blob: the in-image symbol table, laid out by xtask after
-//! linking and read by the kernel. This file is shared: the kernel includes it
-//! as `kallsyms::format`, xtask includes it by path to encode and to test.
+//! kallsyms: a symbol table inside the kernel image (every function's
+//! name, start and size), laid out after linking by a build step
+//! (`xtask/src/kallsyms.rs` fills the `.kallsyms` section in place: no
+//! relink, no address moves) and read here. A kernel that has no symbol
+//! table of its own answers [`crate::Host::symbol_at`] and
+//! [`crate::Host::symbol_named`] with an [`Area`] (docs/EMBEDDING.md).
 //!
 //! Layout (little-endian):
 //! ```text
@@ -20,9 +23,9 @@
 //!  20  reserved u32
 //! name pool: UTF-8 names (demangled Rust without hash, or plain C names)
 //! ```
-//! An all-zero area (nothing patched in) parses as "no table".
+//! An area without the magic (nothing patched in) parses as "no table".
 
-use noprobe::noprobe;
+use core::cell::UnsafeCell;
 
 /// First bytes of a valid blob.
 pub const MAGIC: [u8; 8] = *b"KDBGSYMS";
@@ -43,7 +46,6 @@ pub struct Symbol<'a> {
 
 impl Symbol<'_> {
     /// `addr` lies inside the function (a zero-sized symbol contains only its start).
-    #[noprobe]
     pub fn contains(&self, addr: u64) -> bool {
         addr == self.start || (addr > self.start && addr - self.start < self.size)
     }
@@ -57,13 +59,11 @@ pub struct Table<'a> {
     count: usize,
 }
 
-#[noprobe]
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     let s = b.get(off..off.checked_add(4)?)?;
     Some(u32::from_le_bytes(s.try_into().ok()?))
 }
 
-#[noprobe]
 fn u64_at(b: &[u8], off: usize) -> Option<u64> {
     let lo = u32_at(b, off)?;
     let hi = u32_at(b, off.checked_add(4)?)?;
@@ -72,7 +72,6 @@ fn u64_at(b: &[u8], off: usize) -> Option<u64> {
 
 impl<'a> Table<'a> {
     /// Parses `blob`; `None` when it holds no valid table.
-    #[noprobe]
     pub fn parse(blob: &'a [u8]) -> Option<Table<'a>> {
         if blob.get(..8)? != MAGIC || u32_at(blob, 8)? != VERSION {
             return None;
@@ -91,7 +90,6 @@ impl<'a> Table<'a> {
     }
 
     /// Number of symbols.
-    #[noprobe]
     pub fn len(&self) -> usize {
         self.count
     }
@@ -102,7 +100,6 @@ impl<'a> Table<'a> {
     }
 
     /// Symbol `i` in address order.
-    #[noprobe]
     pub fn get(&self, i: usize) -> Option<Symbol<'a>> {
         let off = i.checked_mul(ENTRY_LEN)?;
         let start = u64_at(self.entries, off)?;
@@ -124,7 +121,6 @@ impl<'a> Table<'a> {
     }
 
     /// The function containing `addr`.
-    #[noprobe]
     pub fn lookup(&self, addr: u64) -> Option<Symbol<'a>> {
         // Index of the first entry with start > addr.
         let (mut lo, mut hi) = (0usize, self.count);
@@ -152,8 +148,80 @@ impl<'a> Table<'a> {
     }
 
     /// The first function named exactly `name`.
-    #[noprobe]
     pub fn find(&self, name: &str) -> Option<Symbol<'a>> {
         self.iter().find(|s| s.name == name)
+    }
+}
+
+/// Room for the table in the kernel image: a `static` in the `.kallsyms`
+/// section (`#[unsafe(link_section = ".kallsyms")]`), which the build step
+/// fills after linking. Until then it holds no table (and is not all
+/// zeros, so it occupies file bytes the build step can patch).
+#[repr(transparent)]
+pub struct Area<const N: usize>(UnsafeCell<[u8; N]>);
+
+// SAFETY: the area is written only in the image file, before the kernel
+// runs; at run time it is only read.
+unsafe impl<const N: usize> Sync for Area<N> {}
+
+impl<const N: usize> Area<N> {
+    /// An unfilled area of `N` bytes.
+    pub const fn new() -> Self {
+        let mut bytes = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            // Not the magic: no table until the build step writes one.
+            bytes[i] = 0xFF;
+            i += 1;
+        }
+        Area(UnsafeCell::new(bytes))
+    }
+
+    /// The table the build step wrote (`None` when it did not).
+    pub fn table(&'static self) -> Option<Table<'static>> {
+        // SAFETY: nobody writes the area at run time (see the Sync impl);
+        // the UnsafeCell keeps the compiler from assuming its initial bytes.
+        Table::parse(unsafe { &*self.0.get() })
+    }
+
+    /// The function containing `addr`, as the probe core wants it.
+    pub fn symbol_at(&'static self, addr: u64) -> Option<crate::Symbol> {
+        self.table()?.lookup(addr).map(Symbol::host)
+    }
+
+    /// The function named exactly `name`, as the probe core wants it.
+    pub fn symbol_named(&'static self, name: &str) -> Option<crate::Symbol> {
+        self.table()?.find(name).map(Symbol::host)
+    }
+}
+
+impl<const N: usize> Default for Area<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Symbol<'static> {
+    /// As [`crate::Symbol`] (what [`crate::Host`] returns).
+    pub fn host(self) -> crate::Symbol {
+        crate::Symbol {
+            start: self.start,
+            size: self.size,
+            name: self.name,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static UNFILLED: Area<64> = Area::new();
+
+    #[test]
+    fn an_unfilled_area_holds_no_table() {
+        assert!(UNFILLED.table().is_none());
+        assert!(UNFILLED.symbol_at(0x1000).is_none());
+        assert!(UNFILLED.symbol_named("tick").is_none());
     }
 }
