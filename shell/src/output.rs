@@ -138,6 +138,24 @@ pub struct StepView {
     /// Single steps the stub made, and packets exchanged.
     pub stub_steps: u64,
     pub round_trips: u64,
+    /// The user interrupted the command (Ctrl-C) before it finished: the
+    /// step's task and where it was; the stop is where the CPU stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<StepInterrupted>,
+}
+
+/// A step the user interrupted: its task (which may be asleep or waiting
+/// for a CPU while another task ran) and the line it was stepping.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StepInterrupted {
+    pub task: Option<u64>,
+    pub task_name: Option<String>,
+    /// `sleeping`, `ready` or `running` (the stub's `tasks`), when known.
+    pub task_state: Option<String>,
+    /// The frame and line the step was in when it was interrupted.
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
 }
 
 /// A frame as `frame`/`info frame` show it.

@@ -597,6 +597,9 @@ pub fn stop_text(r: &Render, s: &StopInfo) -> String {
 /// and the value.
 pub fn stepped_text(stop: &StopInfo, step: &crate::output::StepView) -> String {
     let mut t = String::new();
+    if let Some(i) = &step.interrupted {
+        t.push_str(&interrupted_text(stop, &step.command, i));
+    }
     if let Some(from) = &step.run_till {
         t.push_str(&format!("Run till exit from {from}\n"));
     }
@@ -623,6 +626,39 @@ pub fn stepped_text(stop: &StopInfo, step: &crate::output::StepView) -> String {
         ));
     }
     t.trim_end().to_string()
+}
+
+/// What an interrupted `step`/`next`/`finish` says before the stop: its
+/// task, that task's state, the line it was stepping, and the task the CPU
+/// stopped in.
+fn interrupted_text(stop: &StopInfo, command: &str, i: &crate::output::StepInterrupted) -> String {
+    let task = |id: Option<u64>, name: &Option<String>| match (id, name) {
+        (Some(id), Some(n)) => format!("task {id} ({n})"),
+        (Some(id), None) => format!("task {id}"),
+        _ => "its task".to_string(),
+    };
+    let state = match i.task_state.as_deref() {
+        Some("sleeping") => " is sleeping (blocked)",
+        Some("ready") => " is waiting for a CPU",
+        Some("running") if i.task == stop.task => " is stopped here",
+        Some("running") => " is running on another CPU",
+        _ => "",
+    };
+    let at = match (&i.file, i.line) {
+        (Some(f), Some(l)) => format!("{f}:{l} in {}", i.function),
+        _ => i.function.clone(),
+    };
+    let mut t = format!(
+        "interrupted: the `{command}` did not finish; the step's {}{state}; it was at {at}\n",
+        task(i.task, &i.task_name)
+    );
+    if i.task != stop.task {
+        t.push_str(&format!(
+            "the CPU stopped in {}:\n",
+            task(stop.task, &stop.task_name)
+        ));
+    }
+    t
 }
 
 /// `frame`/`up`/`down` (`#N function at file:line` + the line) and
@@ -660,4 +696,54 @@ pub fn frame_text(f: &crate::output::FrameView) -> String {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{StepInterrupted, StepView};
+
+    #[test]
+    fn an_interrupted_step_names_its_sleeping_task_and_where_the_cpu_stopped() {
+        let stop = StopInfo {
+            reason: "interrupted".into(),
+            task: Some(3),
+            task_name: Some("idle".into()),
+            rip: 0x1234,
+            location: "kernel::sched::idle+0x12".into(),
+            source: None,
+            insn: Some("hlt".into()),
+            stop: Default::default(),
+        };
+        let step = StepView {
+            command: "next".into(),
+            function: "kernel::sched::idle".into(),
+            function_changed: true,
+            file: None,
+            line: None,
+            text: None,
+            frame: None,
+            run_till: None,
+            value: None,
+            value_type: None,
+            other_task_hits: 0,
+            stub_steps: 3,
+            round_trips: 9,
+            interrupted: Some(StepInterrupted {
+                task: Some(0),
+                task_name: Some("main".into()),
+                task_state: Some("sleeping".into()),
+                function: "kernel::serve::run".into(),
+                file: Some("kernel/src/serve.rs".into()),
+                line: Some(30),
+            }),
+        };
+        assert_eq!(
+            stepped_text(&stop, &step),
+            "interrupted: the `next` did not finish; the step's task 0 (main) is sleeping (blocked); it was at kernel/src/serve.rs:30 in kernel::serve::run\n\
+             the CPU stopped in task 3 (idle):\n\
+             kernel::sched::idle+0x12 (0x1234)\n\
+             => 0x1234: hlt"
+        );
+    }
 }

@@ -109,6 +109,26 @@ impl KdbgJson {
         }
     }
 
+    /// Sends `line`, then after `after` a SIGINT to kdbg (what Ctrl-C sends
+    /// it), and returns the command's result.
+    pub fn interrupt_during(&mut self, line: &str, after: Duration) -> Value {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to kdbg");
+        stdin.flush().expect("flush");
+        std::thread::sleep(after);
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: a signal to our own child process (not yet reaped).
+        let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+        assert_eq!(sent, 0, "SIGINT to kdbg");
+        let deadline = Instant::now() + REPLY;
+        loop {
+            let v = self.read(deadline, &format!("no answer to the interrupted `{line}`"));
+            if v.get("command").is_some() && v["command"] != "stop" && v["command"] != "attach" {
+                return v;
+            }
+        }
+    }
+
     /// Runs a command that must succeed with a result of type `kind`.
     pub fn ok(&mut self, line: &str, kind: &str) -> Value {
         let v = self.run(line);

@@ -73,7 +73,10 @@ fn line_text(l: Option<u64>) -> String {
     l.map_or("?".into(), |l| l.to_string())
 }
 
+/// A frame's name as gdb's `Frame.name()` ends: the last `::` part, and
+/// no `+offset` (kdbg names a frame without DWARF by symbol and offset).
 fn last_part(name: &str) -> &str {
+    let name = name.split('+').next().unwrap_or(name);
     name.rsplit("::").next().unwrap_or(name)
 }
 

@@ -76,7 +76,7 @@ pub fn dump(s: &mut Session, inv: &Invocation) -> Result<Output> {
         )
     })?;
     // Ctrl-C ends the reading (in batch mode too) and keeps what was read.
-    let _sigint = SigintGuard::install();
+    let _sigint = crate::session::SigintGuard::install();
     let result = collect(s).and_then(|(core, mut info)| {
         let bytes = core.to_bytes();
         file.write_all(&bytes)
@@ -95,30 +95,6 @@ pub fn dump(s: &mut Session, inv: &Invocation) -> Result<Output> {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
         }
-    }
-}
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    crate::session::CANCEL.store(true, Ordering::SeqCst);
-}
-
-/// SIGINT sets [`crate::session::CANCEL`] while the dump runs; the
-/// previous handler comes back after.
-struct SigintGuard(libc::sighandler_t);
-
-impl SigintGuard {
-    fn install() -> SigintGuard {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe).
-        SigintGuard(unsafe {
-            libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t)
-        })
-    }
-}
-
-impl Drop for SigintGuard {
-    fn drop(&mut self) {
-        // SAFETY: puts back the handler that was installed before.
-        unsafe { libc::signal(libc::SIGINT, self.0) };
     }
 }
 

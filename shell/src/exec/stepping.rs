@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -13,9 +14,9 @@ use symbols::{InlineBlock, LineRow, Register, Registers, StmtRow};
 
 use crate::cmd::Invocation;
 use crate::cmd::parse::count;
-use crate::output::{FrameView, Output, StepView, StopInfo};
+use crate::output::{FrameView, Output, StepInterrupted, StepView, StopInfo};
 use crate::rsp::{BreakKind, StopReply};
-use crate::session::Session;
+use crate::session::{CANCEL, Session, SigintGuard};
 
 /// How long one run over a call (or out of a frame) may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,9 +63,34 @@ impl Skip {
     }
 }
 
+/// The user interrupted a step (Ctrl-C): the kernel is stopped where the
+/// interrupt found it; the command reports that instead of a step's end.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Where a step is: the presented frame's function and line.
+#[derive(Clone, Default)]
+struct Origin {
+    function: String,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
 /// The state a source step carries: where it started and what it counted.
 struct Stepper {
     thread: Option<u64>,
+    /// Ctrl-C sets [`CANCEL`] while the step runs (in every mode).
+    _sigint: SigintGuard,
+    /// The line being stepped (what an interrupt reports).
+    origin: Origin,
     stub_steps: u64,
     /// Packets sent on the connection when the command started.
     sent0: u64,
@@ -121,6 +147,10 @@ impl Stepper {
     /// One machine instruction (the stub's exact `stepi`, lifting the
     /// shell's own breakpoint at pc).
     fn stepi(&mut self, s: &mut Session, pc: u64) -> Result<()> {
+        if CANCEL.swap(false, Ordering::SeqCst) {
+            // Ctrl-C between two instructions: the kernel is stopped here.
+            return Err(Interrupted.into());
+        }
         self.stub_steps += 1;
         self.cur = None;
         // The pc is known: no register read before the step (one round
@@ -202,7 +232,13 @@ impl Stepper {
             }
             let t = s.timeout.max(RUN_TIMEOUT);
             self.cur = None;
-            self.last = s.client()?.request_stop("c", t)?;
+            // Ctrl-C while the kernel runs (the step's task asleep, or
+            // running to the end of a call) interrupts it.
+            let (reply, interrupted) = s.client()?.request_stop_or_cancel("c", t, &CANCEL)?;
+            self.last = reply;
+            if interrupted {
+                return Err(Interrupted.into());
+            }
             let stop = StopReply::parse(&self.last).unwrap_or_default();
             r = self.regs(s)?.0;
             let ours = stop.thread.is_none() || stop.thread == self.thread;
@@ -581,11 +617,17 @@ fn source_step(s: &mut Session, st: &mut Stepper, mode: Mode) -> Result<usize> {
         line: h.sal(idx, Some(&table)),
         range,
     };
-    run_goal(s, st, mode, goal, h.pc, rf.gpr[7])
+    st.origin = Origin {
+        function: h.name(idx),
+        file: goal.line.as_ref().map(|l| l.0.clone()),
+        line: goal.line.as_ref().map(|l| l.1),
+    };
+    run_goal(s, st, mode, goal, h.pc, rf.gpr[7], false)
 }
 
 /// Steps until `goal` says stop (gdb's stop test after every instruction
-/// or call run over), starting at `pc`/`sp`.
+/// or call run over), starting at `pc`/`sp`; `arrived`: the test runs at
+/// `pc` first (a return just run to, as at gdb's step-resume breakpoint).
 fn run_goal(
     s: &mut Session,
     st: &mut Stepper,
@@ -593,107 +635,151 @@ fn run_goal(
     mut goal: Goal,
     mut pc: u64,
     mut sp: u64,
+    arrived: bool,
 ) -> Result<usize> {
     let mut n = 0u64;
+    let mut execute = !arrived;
     loop {
-        n += 1;
-        if n > MAX_STEPS {
-            bail!(
-                "gave up after {MAX_STEPS} instructions without reaching another line (at {}); `finish` or `until` may help",
-                s.shared.describe(pc)
-            );
-        }
-        match s.shared.insn_at(pc) {
-            Some(i) if i.is_call => {
-                let ret = pc + i.len as u64;
-                let call_sp = sp;
-                st.stepi(s, pc)?;
-                let (inside, _) = st.regs(s)?;
-                if inside.pc != ret {
-                    // Stepped into a subroutine.
-                    let callee = st.table(s, inside.pc);
-                    let lines = callee.as_ref().and_then(|t| t.sal(t.lo).cloned());
-                    let name = function_name(s, inside.pc);
-                    let enter = mode == Mode::Step
-                        && lines
-                            .as_ref()
-                            .is_some_and(|l| !name_skipped(s, &name, Some(&l.file)));
-                    if enter && let Some(t) = callee {
-                        let target = t.after_prologue();
-                        if target != inside.pc {
-                            st.run_to(s, &[target], 0)?;
-                        }
-                        let (_, rf) = st.regs(s)?;
-                        let h = Here::at(s, &rf);
-                        return Ok(h.depth(h.skipped()));
-                    }
-                    st.run_to(s, &[ret], call_sp)?;
-                }
+        if std::mem::replace(&mut execute, true) {
+            n += 1;
+            if n > MAX_STEPS {
+                bail!(
+                    "gave up after {MAX_STEPS} instructions without reaching another line (at {}); `finish` or `until` may help",
+                    s.shared.describe(pc)
+                );
             }
-            _ => st.stepi(s, pc)?,
+            if let Some(depth) = execute_one(s, st, mode, pc, sp)? {
+                return Ok(depth);
+            }
         }
         let (now, rf) = st.regs(s)?;
         pc = now.pc;
         sp = now.sp;
-        if goal.range.contains(&pc) {
-            continue;
-        }
-        let h = Here::at(s, &rf);
-        let table = st.table(s, pc);
-        let Some(sal) = table.as_ref().and_then(|t| t.sal(pc)).cloned() else {
-            // No line information here: stop (gdb: "no line number info").
-            return Ok(h.depth(h.skipped()));
-        };
-        let skipped = h.skipped();
-        // Inline frames, part one: the stop is at the call site (in the
-        // step frame itself) of inlined code that starts here.
-        if skipped > 0 && h.id(skipped) == goal.frame {
-            let call = h.sal(skipped, table.as_deref());
-            let same = call.is_some() && call == goal.line;
-            if mode == Mode::Step {
-                if same {
-                    let inner = skipped - 1;
-                    if name_skipped(s, &h.name(inner), h.file(inner).as_deref()) {
-                        continue;
-                    }
-                    return Ok(h.depth(inner));
-                }
-                return Ok(h.depth(skipped));
-            }
-            if same {
-                continue;
-            }
-            return Ok(h.depth(skipped));
-        }
-        let idx = skipped;
-        // Part two: deeper inside inlined code called from the step frame.
-        if idx + 1 < h.n() && h.id(idx) != goal.frame && h.stepped_in_from(idx, goal.frame) {
-            if mode != Mode::Step || name_skipped(s, &h.name(idx), h.file(idx).as_deref()) {
-                continue;
-            }
-            return Ok(h.depth(idx));
-        }
-        let mut refresh = true;
-        let mut line = Some((sal.file.clone(), sal.line));
-        if pc == sal.start && goal.line != line {
-            if sal.is_stmt {
-                // The start of another line: done.
-                return Ok(h.depth(idx));
-            }
-            if h.id(idx) == goal.frame {
-                refresh = false;
-            } else {
-                line = None;
-            }
-        }
-        // In the middle of a line (or not a statement): step that line.
-        goal.range = sal.start..sal.end;
-        if refresh {
-            goal.frame = h.id(idx);
-            goal.stack = h.stack_id();
-            goal.line = line;
+        if let Some(depth) = stop_test(s, st, mode, &mut goal, &rf)? {
+            return Ok(depth);
         }
     }
+}
+
+/// Executes the instruction at `pc`: one stub step, or a call run over
+/// (`next`, or a callee without lines or skipped). `Some(depth)`: `step`
+/// entered a callee with lines and stopped after its prologue.
+fn execute_one(
+    s: &mut Session,
+    st: &mut Stepper,
+    mode: Mode,
+    pc: u64,
+    sp: u64,
+) -> Result<Option<usize>> {
+    match s.shared.insn_at(pc) {
+        Some(i) if i.is_call => {
+            let ret = pc + i.len as u64;
+            let call_sp = sp;
+            st.stepi(s, pc)?;
+            let (inside, _) = st.regs(s)?;
+            if inside.pc != ret {
+                // Stepped into a subroutine.
+                let callee = st.table(s, inside.pc);
+                let lines = callee.as_ref().and_then(|t| t.sal(t.lo).cloned());
+                let name = function_name(s, inside.pc);
+                let enter = mode == Mode::Step
+                    && lines
+                        .as_ref()
+                        .is_some_and(|l| !name_skipped(s, &name, Some(&l.file)));
+                if enter && let Some(t) = callee {
+                    let target = t.after_prologue();
+                    if target != inside.pc {
+                        st.run_to(s, &[target], 0)?;
+                    }
+                    let (_, rf) = st.regs(s)?;
+                    let h = Here::at(s, &rf);
+                    return Ok(Some(h.depth(h.skipped())));
+                }
+                st.run_to(s, &[ret], call_sp)?;
+            }
+        }
+        _ => st.stepi(s, pc)?,
+    }
+    Ok(None)
+}
+
+/// gdb's stop test at the stop `rf`: `Some(depth)` ends the step there
+/// (the depth of the frame presented), `None` goes on (with `goal`
+/// updated when a new line is being stepped).
+fn stop_test(
+    s: &mut Session,
+    st: &mut Stepper,
+    mode: Mode,
+    goal: &mut Goal,
+    rf: &crate::regs::RegisterFile,
+) -> Result<Option<usize>> {
+    let pc = rf.rip;
+    if goal.range.contains(&pc) {
+        return Ok(None);
+    }
+    let h = Here::at(s, rf);
+    let table = st.table(s, pc);
+    let Some(sal) = table.as_ref().and_then(|t| t.sal(pc)).cloned() else {
+        // No line information here: stop (gdb: "no line number info").
+        return Ok(Some(h.depth(h.skipped())));
+    };
+    let skipped = h.skipped();
+    // Inline frames, part one: the stop is at the call site (in the
+    // step frame itself) of inlined code that starts here.
+    if skipped > 0 && h.id(skipped) == goal.frame {
+        let call = h.sal(skipped, table.as_deref());
+        let same = call.is_some() && call == goal.line;
+        if mode == Mode::Step {
+            if same {
+                let inner = skipped - 1;
+                if name_skipped(s, &h.name(inner), h.file(inner).as_deref()) {
+                    return Ok(None);
+                }
+                return Ok(Some(h.depth(inner)));
+            }
+            return Ok(Some(h.depth(skipped)));
+        }
+        if same {
+            return Ok(None);
+        }
+        return Ok(Some(h.depth(skipped)));
+    }
+    let idx = skipped;
+    // Part two: deeper inside inlined code called from the step frame.
+    if idx + 1 < h.n() && h.id(idx) != goal.frame && h.stepped_in_from(idx, goal.frame) {
+        if mode != Mode::Step || name_skipped(s, &h.name(idx), h.file(idx).as_deref()) {
+            return Ok(None);
+        }
+        return Ok(Some(h.depth(idx)));
+    }
+    let mut refresh = true;
+    let mut line = Some((sal.file.clone(), sal.line));
+    if pc == sal.start && goal.line != line {
+        if sal.is_stmt {
+            // The start of another line: done.
+            return Ok(Some(h.depth(idx)));
+        }
+        if h.id(idx) == goal.frame {
+            refresh = false;
+        } else {
+            line = None;
+        }
+    }
+    // In the middle of a line (or not a statement): step that line.
+    goal.range = sal.start..sal.end;
+    if refresh {
+        goal.frame = h.id(idx);
+        goal.stack = h.stack_id();
+        goal.line = line;
+        if let Some((file, line)) = &goal.line {
+            st.origin = Origin {
+                function: h.name(idx),
+                file: Some(file.clone()),
+                line: Some(*line),
+            };
+        }
+    }
+    Ok(None)
 }
 
 fn stepped(
@@ -768,8 +854,62 @@ fn stepped(
             round_trips: s
                 .client()
                 .map_or(0, |c| c.packets_sent().saturating_sub(st.sent0)),
+            interrupted: None,
         },
     })
+}
+
+/// The result of a step command: where it ended, or, when the user
+/// interrupted it, where the CPU stopped and what became of the step's
+/// task (asleep, waiting for a CPU) and line.
+fn conclude(
+    s: &mut Session,
+    st: Stepper,
+    command: &str,
+    before: Option<String>,
+    r: Result<usize>,
+) -> Result<Output> {
+    match r {
+        Ok(depth) => stepped(s, st, command, before, depth),
+        Err(e) if e.is::<Interrupted>() => interrupted(s, st, command, before),
+        Err(e) => Err(e),
+    }
+}
+
+fn interrupted(
+    s: &mut Session,
+    st: Stepper,
+    command: &str,
+    before: Option<String>,
+) -> Result<Output> {
+    let task = st.thread.and_then(crate::session::task_of_tid);
+    let origin = st.origin.clone();
+    let depth = default_depth(s)?;
+    let mut out = stepped(s, st, command, before, depth)?;
+    let (mut task_name, mut task_state) = (None, None);
+    if let (Some(id), Ok(text)) = (task, s.monitor("tasks")) {
+        for l in text.lines() {
+            if let Ok(t) = proto::reply::TaskRow::parse(l)
+                && u64::from(t.id) == id
+            {
+                task_name = Some(t.name.to_string());
+                task_state = Some(t.state.to_string());
+            }
+        }
+    }
+    if let Output::Stepped { stop, step } = &mut out {
+        stop.reason = "interrupted".into();
+        step.function_changed = true;
+        step.interrupted = Some(StepInterrupted {
+            task,
+            task_name,
+            task_state,
+            function: origin.function,
+            file: origin.file,
+            line: origin.line,
+        });
+    }
+    Ok(out)
 }
 
 /// The frame gdb presents at a stop that is not a step's: the inlined
@@ -800,8 +940,12 @@ fn start(s: &mut Session) -> Result<Stepper> {
     crate::exec::postmortem::refuse_if_dead(s)?;
     super::run::deselect_thread(s)?;
     let sent0 = s.client()?.packets_sent();
+    let sigint = SigintGuard::install();
+    CANCEL.store(false, Ordering::SeqCst);
     Ok(Stepper {
         thread: current_thread(s),
+        _sigint: sigint,
+        origin: Origin::default(),
         stub_steps: 0,
         sent0,
         other_hits: 0,
@@ -816,11 +960,14 @@ fn steps(s: &mut Session, inv: &Invocation, mode: Mode, name: &str) -> Result<Ou
     let mut st = start(s)?;
     let rf = st.regs(s)?.1;
     let before = Some(presented_function(s, &rf));
-    let mut depth = 0;
+    let mut r = Ok(0);
     for _ in 0..n {
-        depth = source_step(s, &mut st, mode)?;
+        r = source_step(s, &mut st, mode);
+        if r.is_err() {
+            break;
+        }
     }
-    stepped(s, st, name, before, depth)
+    conclude(s, st, name, before, r)
 }
 
 /// `step [N]`.
@@ -839,8 +986,8 @@ pub fn until(s: &mut Session, inv: &Invocation) -> Result<Output> {
         let mut st = start(s)?;
         let rf = st.regs(s)?.1;
         let before = Some(presented_function(s, &rf));
-        let depth = source_step(s, &mut st, Mode::Until)?;
-        return stepped(s, st, "until", before, depth);
+        let r = source_step(s, &mut st, Mode::Until);
+        return conclude(s, st, "until", before, r);
     }
     run_to_location(s, inv, "until")
 }
@@ -874,9 +1021,37 @@ fn run_to_location(s: &mut Session, inv: &Invocation, name: &str) -> Result<Outp
         min_sp = if name == "until" { regs.gpr[7] } else { 0 };
         let _ = sp;
     }
-    st.run_to(s, &addrs, min_sp)?;
-    let depth = default_depth(s)?;
-    stepped(s, st, name, before, depth)
+    st.origin = origin_of(s, &regs);
+    let r = st.run_to(s, &addrs, min_sp).and_then(|_| default_depth(s));
+    conclude(s, st, name, before, r)
+}
+
+/// The presented frame and line at the stop `rf` (what an interrupted
+/// command says it was at).
+fn origin_of(s: &Session, rf: &crate::regs::RegisterFile) -> Origin {
+    let h = Here::at(s, rf);
+    let idx = h.presented(s);
+    let elf = s.shared.elf().ok();
+    let table = elf.as_ref().and_then(|e| {
+        let r = e.function_bounds(rf.rip)?;
+        let rows = e.stmt_rows_in(r.start, r.end).ok()?;
+        Some(Table {
+            lo: r.start,
+            hi: r.end,
+            rows,
+        })
+    });
+    let sal = h.sal(idx, table.as_ref());
+    let name = h.name(idx);
+    Origin {
+        function: if name.is_empty() {
+            function_name(s, rf.rip)
+        } else {
+            name
+        },
+        file: sal.as_ref().map(|l| l.0.clone()),
+        line: sal.map(|l| l.1),
+    }
 }
 
 /// `finish`: run until the selected frame returns; show the value. Out of
@@ -897,25 +1072,16 @@ pub fn finish(s: &mut Session, inv: &Invocation) -> Result<Output> {
         _ => format!("#{level} {}", s.shared.describe(pc)),
     };
     let before = Some(vf.function.clone());
+    st.origin = Origin {
+        function: vf.function.clone(),
+        file: vf.file.clone(),
+        line: vf.line,
+    };
     if vf.inline + 1 < vf.chain_len {
-        if vf.real != 0 {
-            bail!(
-                "`finish` out of an inlined frame above frame 0 is not supported: select frame {} (its real frame) or run `finish` at the inlined frame's own stop",
-                level + 1
-            );
-        }
         // gdb: step in the calling frame with an empty range and no line;
         // stop once out of code called (or inlined) from it.
-        let (_, rf) = st.regs(s)?;
-        let h = Here::at(s, &rf);
-        let goal = Goal {
-            frame: h.id(vf.inline + 1),
-            stack: h.stack_id(),
-            line: None,
-            range: h.pc..h.pc,
-        };
-        let depth = run_goal(s, &mut st, Mode::Next, goal, h.pc, rf.gpr[7])?;
-        let mut out = stepped(s, st, "finish", before, depth)?;
+        let r = finish_inline(s, &mut st, &vf);
+        let mut out = conclude(s, st, "finish", before, r)?;
         if let Output::Stepped { step, .. } = &mut out {
             step.run_till = Some(from);
         }
@@ -942,18 +1108,68 @@ pub fn finish(s: &mut Session, inv: &Invocation) -> Result<Output> {
         .and_then(|e| e.function_at(lookup).ok())
         .map(|f| f.return_type_name.clone())
         .unwrap_or_else(|| "?".into());
-    st.run_to(s, &[ret], cfa)?;
-    let after = s.registers()?;
-    let rax = after.gpr[0];
-    let value = render_return(&rtype, rax);
-    let depth = default_depth(s)?;
-    let mut out = stepped(s, st, "finish", before, depth)?;
+    let r = st.run_to(s, &[ret], cfa).and_then(|_| default_depth(s));
+    let done = r.is_ok();
+    let mut out = conclude(s, st, "finish", before, r)?;
     if let Output::Stepped { step, .. } = &mut out {
         step.run_till = Some(from);
-        step.value = value;
-        step.value_type = (rtype != "()" && rtype != "?" && !rtype.is_empty()).then_some(rtype);
+        if done {
+            let rax = s.registers()?.gpr[0];
+            step.value = render_return(&rtype, rax);
+            step.value_type = (rtype != "()" && rtype != "?" && !rtype.is_empty()).then_some(rtype);
+        }
     }
     Ok(out)
+}
+
+/// `finish` out of the inlined frame `vf` (gdb's inline `finish`): the
+/// step frame is its caller, with an empty range and no line, stepping
+/// over calls. When `vf` is in an outer real frame, the frames below it
+/// return first (gdb's step-resume breakpoint at the return address into
+/// it), and the stop test runs there.
+fn finish_inline(s: &mut Session, st: &mut Stepper, vf: &VFrame) -> Result<usize> {
+    let outer = vf.real != 0;
+    if outer {
+        let (Some(ret), Some(sp)) = (vf.regs.pc(), vf.regs.sp()) else {
+            bail!("cannot find where frame {} returns to", vf.real - 1);
+        };
+        st.run_to(s, &[ret], sp)?;
+    }
+    let (_, rf) = st.regs(s)?;
+    let h = Here::at(s, &rf);
+    // The caller of `vf` by its inline chain where `vf` was (the return
+    // address may already be past the end of the inlined block).
+    let gi = vf.inline + 1;
+    let frame = if outer {
+        let blocks = s
+            .shared
+            .elf()
+            .ok()
+            .and_then(|e| e.inline_blocks(rf.rip.saturating_sub(1)).ok())
+            .unwrap_or_default();
+        if gi + 1 < vf.chain_len {
+            FrameId {
+                cfa: h.cfa,
+                code: blocks.get(gi).and_then(|b| b.entry_pc()).unwrap_or(0),
+                depth: vf.chain_len - 1 - gi,
+            }
+        } else {
+            FrameId {
+                cfa: h.cfa,
+                code: h.func_lo,
+                depth: 0,
+            }
+        }
+    } else {
+        h.id(gi)
+    };
+    let goal = Goal {
+        frame,
+        stack: h.stack_id(),
+        line: None,
+        range: h.pc..h.pc,
+    };
+    run_goal(s, st, Mode::Next, goal, h.pc, rf.gpr[7], outer)
 }
 
 /// rax as a value of `ty` (integers, bool, char, pointers).

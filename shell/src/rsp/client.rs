@@ -765,6 +765,65 @@ impl Client {
         r
     }
 
+    /// [`Client::request_stop`] that interrupts the kernel (0x03) when
+    /// `cancel` is set while it waits (Ctrl-C during a `next` over a call):
+    /// the stop reply, and whether it interrupted.
+    pub fn request_stop_or_cancel(
+        &mut self,
+        payload: &str,
+        timeout: Duration,
+        cancel: &AtomicBool,
+    ) -> Result<(String, bool), RspError> {
+        self.drain_stale();
+        self.set_route(Some(true), true);
+        let r = self
+            .send(payload.as_bytes())
+            .and_then(|_| self.wait_stop_or_cancel(payload.as_bytes(), timeout, cancel));
+        self.set_route(None, false);
+        r
+    }
+
+    fn wait_stop_or_cancel(
+        &mut self,
+        request: &[u8],
+        timeout: Duration,
+        cancel: &AtomicBool,
+    ) -> Result<(String, bool), RspError> {
+        const POLL: Duration = Duration::from_millis(50);
+        let mut deadline = Instant::now() + timeout;
+        let mut interrupted = false;
+        loop {
+            if !interrupted && cancel.swap(false, Ordering::SeqCst) {
+                self.write_raw(&[0x03])?;
+                interrupted = true;
+                deadline = Instant::now() + timeout.min(Duration::from_secs(10));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RspError::Timeout {
+                    request: printable(request),
+                    secs: timeout.as_secs_f64(),
+                });
+            }
+            let p = match self.recv(request, left.min(POLL)) {
+                Ok(p) => p,
+                Err(RspError::Timeout { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if is_stop_reply(&p) {
+                self.set_route(Some(false), true);
+                return Ok((String::from_utf8_lossy(&p).into_owned(), interrupted));
+            }
+            if p.first() == Some(&b'E') {
+                self.set_route(Some(false), true);
+                return Err(RspError::Remote {
+                    request: printable(request),
+                    code: String::from_utf8_lossy(&p).into_owned(),
+                });
+            }
+        }
+    }
+
     fn wait_stop(&mut self, request: &[u8], timeout: Duration) -> Result<String, RspError> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -42,6 +42,31 @@ use crate::rsp::{Async, BreakKind, Client, Endpoint, StopReply};
 /// Set by Ctrl-C (SIGINT) while a command waits (`wait`, `sleep`).
 pub static CANCEL: AtomicBool = AtomicBool::new(false);
 
+extern "C" fn on_sigint(_: libc::c_int) {
+    CANCEL.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// SIGINT sets [`CANCEL`] while a command that can be interrupted runs
+/// (`dump core`, `step`/`next`/`finish` in every mode, batch and `--json`
+/// included); the previous handler comes back after.
+pub struct SigintGuard(libc::sighandler_t);
+
+impl SigintGuard {
+    pub fn install() -> SigintGuard {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        SigintGuard(unsafe {
+            libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t)
+        })
+    }
+}
+
+impl Drop for SigintGuard {
+    fn drop(&mut self) {
+        // SAFETY: puts back the handler that was installed before.
+        unsafe { libc::signal(libc::SIGINT, self.0) };
+    }
+}
+
 /// State shared with the event thread (see the module doc).
 pub struct Shared {
     /// The stub connection; `None` before connecting and after leaving.
