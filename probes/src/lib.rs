@@ -83,7 +83,7 @@ pub struct Core {
     registry: spin::Mutex<Registry>,
     drain_lock: spin::Mutex<()>,
     /// The direct consumer's epoch (0: the stub drains the rings). See
-    /// [`Core::set_direct`] and docs/notes/shm.md.
+    /// [`Core::set_direct`] and docs/design/shm.md.
     consumer: core::sync::atomic::AtomicU64,
     /// Bumped by the direct consumer while it is alive.
     beat: core::sync::atomic::AtomicU64,

@@ -1,4 +1,4 @@
-//! The direct event consumer (issue 17, docs/notes/shm.md): reads the
+//! The direct event consumer (issue 17, docs/design/shm.md): reads the
 //! probe core's per-CPU rings from guest RAM through the shared mapping,
 //! hands the records to the event thread, and publishes its consumer
 //! position, while the stub no longer streams them over the UART

@@ -1,4 +1,4 @@
-//! The shared-memory channel (issue 17, docs/notes/shm.md): `monitor shm`
+//! The shared-memory channel (issue 17, docs/design/shm.md): `monitor shm`
 //! tells a debugger that maps guest RAM where to read (CR3, the RAM range,
 //! the event rings), `monitor shm direct` hands the rings to it (the stub
 //! stops draining them over the UART), `monitor shm uart` hands them back.

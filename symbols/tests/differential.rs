@@ -2,7 +2,7 @@
 //! on the same addresses, in the same order, with the same flags.
 //!
 //! Known, explained differences (none occur on the inputs below, but they
-//! exist on a full vmlinux; see docs/notes/symbols.md):
+//! exist on a full vmlinux; see docs/design/symbols.md):
 //! - binutils caches per-function decisions across queries, so a few of its
 //!   answers depend on the order of the addresses (seen: 1 line in 20,000
 //!   vmlinux addresses, `??:?` when asked alone, `common.c:319` after other

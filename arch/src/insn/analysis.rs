@@ -209,7 +209,7 @@ pub enum Execution {
     Emulate(Emulation),
     /// Executed from a slot.
     OutOfLine {
-        /// Safe to run with `jmp back` and no second trap (see `docs/notes/insn.md`):
+        /// Safe to run with `jmp back` and no second trap (see `docs/design/insn.md`):
         /// not a privileged (CPL0-only) instruction. The probe core must also
         /// check that the probe has no post/fault handler and that the address
         /// has no exception-table entry.
