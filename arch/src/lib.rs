@@ -13,6 +13,9 @@
 
 extern crate alloc;
 
+#[macro_use]
+mod frame_asm;
+
 pub mod boot;
 pub mod cpu;
 pub mod frame;

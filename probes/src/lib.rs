@@ -176,36 +176,14 @@ impl Core {
             handler: rp.handler,
             entry_handler: rp.entry_handler,
         };
-        self.add_kretprobe(at, rp.maxactive, rp.data_size, rp.data, action)
+        self.add_kretprobe(at, rp.maxactive, rp.data_size, rp.data, action, None, None)
     }
 
-    pub(crate) fn add_kretprobe(
-        &self,
-        at: At<'_>,
-        maxactive: i32,
-        data_size: usize,
-        data: usize,
-        action: ReturnAction,
-    ) -> Result<ProbeId, ProbeError> {
-        self.add_kretprobe_pred(at, maxactive, data_size, data, action, None)
-    }
-
-    /// [`Core::add_kretprobe`] with a predicate for recording returns.
-    pub(crate) fn add_kretprobe_pred(
-        &self,
-        at: At<'_>,
-        maxactive: i32,
-        data_size: usize,
-        data: usize,
-        action: ReturnAction,
-        pred: Option<proto::bytecode::Program>,
-    ) -> Result<ProbeId, ProbeError> {
-        self.add_kretprobe_agg(at, maxactive, data_size, data, action, pred, None)
-    }
-
-    /// [`Core::add_kretprobe_pred`] with a map updated at each return.
+    /// A kretprobe whose returns run `action`, recorded only where the
+    /// predicate `pred` holds (none: always), updating the map `agg` (none:
+    /// no map) at each return.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn add_kretprobe_agg(
+    pub(crate) fn add_kretprobe(
         &self,
         at: At<'_>,
         maxactive: i32,

@@ -276,6 +276,39 @@ pub fn run_batch(args: &[String], script: &str) -> Output {
     }
 }
 
+/// Writes `script` to `name` in `vm`'s work directory and runs `kdbg
+/// --connect VM --symbols KERNEL --batch FILE` to the end; returns the file
+/// (error lines name it) and what kdbg printed.
+pub fn run_batch_file(vm: &Qemu, name: &str, script: &str) -> (std::path::PathBuf, Output) {
+    let file = vm.workdir().expect("workdir").join(name);
+    std::fs::write(&file, script).expect("write the script");
+    let out = Command::new(crate::kdbg_path())
+        .arg("--connect")
+        .arg(vm.stub_connect_arg())
+        .arg("--symbols")
+        .arg(crate::kernel_path())
+        .arg("--batch")
+        .arg(&file)
+        .output()
+        .expect("run kdbg");
+    let out = Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (file, out)
+}
+
+/// The value of argument `name` of an event object; panics naming the event
+/// when it has none.
+pub fn arg<'a>(ev: &'a Value, name: &str) -> &'a Value {
+    ev["args"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name))
+        .map(|x| &x["value"])
+        .unwrap_or_else(|| panic!("event has no argument `{name}`: {ev}"))
+}
+
 /// The array under `key` of a result (`frames` of a backtrace, `probes`,
 /// `lines` of a disassembly); panics naming the result when it is not one.
 pub fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {

@@ -639,6 +639,21 @@ impl Qemu {
         log
     }
 
+    /// The ground-truth lines (`kdbg.truth`) of calls to `func`, in order:
+    /// `truth seq=N task=ID fn=NAME k=v ...` as key -> value maps.
+    pub fn truth(&self, func: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+        self.debugcon()
+            .lines()
+            .filter(|l| l.starts_with("truth ") && l.contains(&format!(" fn={func} ")))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Time left before the configured timeout.
     fn remaining(&self) -> Duration {
         self.config.timeout.saturating_sub(self.started.elapsed())

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tests::Qemu;
+use tests::kdbg::arg;
 
 const BOOT: Duration = Duration::from_secs(60);
 
@@ -193,28 +194,6 @@ fn shell_break_if_condition_and_ignore_run_in_the_kernel() {
     vm.assert_still_running(Duration::from_millis(300));
 }
 
-/// `truth ... fn=NAME k=v ...` lines as maps, in order.
-fn truth(vm: &Qemu, func: &str) -> Vec<std::collections::HashMap<String, String>> {
-    vm.debugcon()
-        .lines()
-        .filter(|l| l.starts_with("truth ") && l.contains(&format!(" fn={func} ")))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
-fn arg<'a>(ev: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    ev["args"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == name))
-        .map(|x| &x["value"])
-        .unwrap_or_else(|| panic!("event has no argument `{name}`: {ev}"))
-}
-
 #[test]
 fn kretprobe_predicate_records_only_failing_opens() {
     let vm = boot_serving("serve kdbg.quiet kdbg.truth");
@@ -238,7 +217,7 @@ fn kretprobe_predicate_records_only_failing_opens() {
     let events: Vec<serde_json::Value> = k.events(id).into_iter().cloned().collect();
     assert_eq!(ring["ring"]["dropped"], 0, "{ring}");
     // Only failing opens, each one a real call of the ground truth.
-    let all = truth(&vm, "sys_open");
+    let all = vm.truth("sys_open");
     for ev in &events {
         let ret = ev["ret"]["value"].as_i64().expect("signed ret");
         assert!(ret < 0, "the predicate let a successful open through: {ev}");

@@ -275,30 +275,9 @@ fn a_dangling_packet_start_while_detached_does_not_hang_the_kernel() {
     vm.assert_still_running(SETTLE);
 }
 
-/// The address of `expr` in the kernel ELF, from a stock gdb without a
-/// target (`p/x &kernel::workloads::NEXT_PID`, `p/x &fib`).
+/// The address of `expr` in `vm`'s kernel ELF (`tests::rsp::elf_address`).
 fn elf_address(vm: &Qemu, expr: &str) -> u64 {
-    let out = std::process::Command::new("gdb")
-        .args(["-batch", "-nx", "-q", "-ex", "set language rust"])
-        .args(["-ex", &format!("p/x {expr}")])
-        .arg(vm.config().kernel.as_os_str())
-        .output()
-        .expect("gdb is installed (apt-get install gdb)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let hex = text
-        .rsplit("0x")
-        .next()
-        .map(|h| {
-            h.chars()
-                .take_while(|c| c.is_ascii_hexdigit())
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    u64::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("no address for {expr}: {text}"))
+    tests::rsp::elf_address(&vm.config().kernel, expr)
 }
 
 /// Attaches in no-ack mode (as the kdbg shell does) and lets the kernel run.

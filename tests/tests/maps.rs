@@ -19,20 +19,6 @@ fn boot() -> Qemu {
     Qemu::boot_serving("kdbg.truth")
 }
 
-/// `truth ... fn=NAME k=v ...` lines as maps, in order.
-fn truth(vm: &Qemu, func: &str) -> Vec<BTreeMap<String, String>> {
-    vm.debugcon()
-        .lines()
-        .filter(|l| l.starts_with("truth ") && l.contains(&format!(" fn={func} ")))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
 /// Stops the kernel where none of `workers` is inside a call (all of them
 /// sleep between calls): retries a few times.
 fn stop_quiet(k: &mut Kdbg, workers: &[&str]) {
@@ -90,9 +76,9 @@ fn count_by_path_hist_and_lhist_equal_the_truth() {
     let mut k = Kdbg::start(&vm, &["--keep-going"]);
     let quiet = ["open-worker", "math-worker", "fork-worker"];
     stop_quiet(&mut k, &quiet);
-    let opens0 = truth(&vm, "sys_open").len();
-    let fibs0 = truth(&vm, "fib").len();
-    let spawns0 = truth(&vm, "spawn_task").len();
+    let opens0 = vm.truth("sys_open").len();
+    let fibs0 = vm.truth("fib").len();
+    let spawns0 = vm.truth("spawn_task").len();
     let by_path =
         tests::kdbg::probe_id(&k.ok("kretprobe sys_open count by path:string", "probe_set"));
     let hist = tests::kdbg::probe_id(&k.ok("kprobe fib hist n", "probe_set"));
@@ -107,7 +93,7 @@ fn count_by_path_hist_and_lhist_equal_the_truth() {
     stop_quiet(&mut k, &quiet);
 
     // count by path == the truth's opens per path in the window.
-    let opens = truth(&vm, "sys_open");
+    let opens = vm.truth("sys_open");
     let window = &opens[opens0..];
     assert!(window.len() > 20, "{} opens in 3 s", window.len());
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
@@ -150,7 +136,7 @@ fn count_by_path_hist_and_lhist_equal_the_truth() {
 
     // sum of spawn_task's stack_size by task: one task (the fork worker)
     // and the truth's sum.
-    let spawns = &truth(&vm, "spawn_task")[spawns0..];
+    let spawns = &vm.truth("spawn_task")[spawns0..];
     let m = map(&mut k, by_task);
     let r = &rows(&m)[0];
     assert_eq!(rows(&m).len(), 1, "{m}");
@@ -174,7 +160,7 @@ fn count_by_path_hist_and_lhist_equal_the_truth() {
     );
 
     // hist of fib's n == the truth's distribution of every fib call.
-    let fibs = truth(&vm, "fib");
+    let fibs = vm.truth("fib");
     let mut calls = BTreeMap::new();
     for t in &fibs[fibs0..] {
         fib_calls(hex(&t["n"]), &mut calls);
@@ -301,7 +287,7 @@ fn recursive_kretprobe_fib_count_by_n_loses_nothing() {
     let vm = boot();
     let mut k = Kdbg::start(&vm, &["--keep-going"]);
     stop_quiet(&mut k, &["math-worker"]);
-    let fibs0 = truth(&vm, "fib").len();
+    let fibs0 = vm.truth("fib").len();
     let id = tests::kdbg::probe_id(&k.ok("kretprobe fib count by n", "probe_set"));
     k.ok("continue", "running");
     std::thread::sleep(Duration::from_secs(10));
@@ -314,7 +300,7 @@ fn recursive_kretprobe_fib_count_by_n_loses_nothing() {
         ring["ring"]["produced"], 0,
         "an aggregating probe produced events: {ring}"
     );
-    let fibs = truth(&vm, "fib");
+    let fibs = vm.truth("fib");
     let mut want = BTreeMap::new();
     for t in &fibs[fibs0..] {
         fib_calls(hex(&t["n"]), &mut want);

@@ -2,30 +2,13 @@
 //! batch script on a pipe against the reference kernel in QEMU; events
 //! checked against the kernel's ground-truth log (debugcon).
 
-use std::process::Command;
-
-use serde_json::Value;
 use tests::Qemu;
-use tests::kdbg::{items, probe_id};
+use tests::kdbg::{arg, items, probe_id, run_batch_file};
 
 type Kdbg = tests::kdbg::KdbgJson;
 
 fn boot() -> Qemu {
     Qemu::boot_serving("kdbg.truth")
-}
-
-/// `truth ... fn=NAME k=v ...` lines as maps.
-fn truth(vm: &Qemu, func: &str) -> Vec<std::collections::HashMap<String, String>> {
-    vm.debugcon()
-        .lines()
-        .filter(|l| l.starts_with("truth ") && l.contains(&format!(" fn={func} ")))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
 }
 
 fn num(s: &str) -> i128 {
@@ -35,14 +18,6 @@ fn num(s: &str) -> i128 {
     } else {
         s.parse().unwrap()
     }
-}
-
-fn arg<'a>(ev: &'a Value, name: &str) -> &'a Value {
-    ev["args"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == name))
-        .map(|x| &x["value"])
-        .unwrap_or_else(|| panic!("event has no argument `{name}`: {ev}"))
 }
 
 #[test]
@@ -61,7 +36,7 @@ fn jprobe_and_kretprobe_events_match_the_ground_truth() {
     }
 
     // Every spawn_task event equals some ground-truth call.
-    let spawn_truth = truth(&vm, "spawn_task");
+    let spawn_truth = vm.truth("spawn_task");
     let spawns = k.events(jid);
     assert!(!spawns.is_empty(), "no spawn_task events");
     for ev in &spawns {
@@ -80,7 +55,7 @@ fn jprobe_and_kretprobe_events_match_the_ground_truth() {
         assert!(found, "spawn_task event not in the ground truth: {ev}");
     }
     // Every sys_open return: path, flags, mode and return value.
-    let open_truth = truth(&vm, "sys_open");
+    let open_truth = vm.truth("sys_open");
     let opens = k.events(rid);
     assert!(!opens.is_empty(), "no sys_open events");
     for ev in &opens {
@@ -122,29 +97,13 @@ fn jprobe_and_kretprobe_events_match_the_ground_truth() {
 #[test]
 fn batch_file_text_output_and_first_error_stops() {
     let vm = boot();
-    let dir = vm.workdir().expect("workdir").to_path_buf();
-    let script = dir.join("script.kdbg");
-    std::fs::write(
-        &script,
+    let (script, out) = run_batch_file(
+        &vm,
+        "script.kdbg",
         "# a comment\nkretprobe sys_open\nwait events 2 timeout 60\nprobes\nkprobe no_such_function_xyz\nprobes\n",
-    )
-    .unwrap();
-    let out = Command::new(tests::kdbg_path())
-        .arg("--connect")
-        .arg(vm.stub_connect_arg())
-        .arg("--symbols")
-        .arg(tests::kernel_path())
-        .arg("--batch")
-        .arg(&script)
-        .output()
-        .expect("run kdbg");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert_eq!(out.code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("sys_open(path=\""), "{stdout}");
     assert!(stdout.contains("= "), "{stdout}");
     assert!(stdout.contains("NMISSED"), "{stdout}");

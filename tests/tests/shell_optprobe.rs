@@ -5,31 +5,16 @@
 //!
 //! Needs the kernel (`cargo xtask build`) and QEMU.
 
-use std::process::Command;
-
 use tests::Qemu;
 
 fn run(vm: &Qemu, script_text: &str) -> String {
-    let dir = vm.workdir().expect("workdir").to_path_buf();
-    let script = dir.join("optprobe.kdbg");
-    std::fs::write(&script, script_text).unwrap();
-    let out = Command::new(tests::kdbg_path())
-        .arg("--connect")
-        .arg(vm.stub_connect_arg())
-        .arg("--symbols")
-        .arg(tests::kernel_path())
-        .arg("--batch")
-        .arg(&script)
-        .output()
-        .expect("run kdbg");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, out) = tests::kdbg::run_batch_file(vm, "optprobe.kdbg", script_text);
     assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
     );
-    stdout
+    out.stdout
 }
 
 #[test]

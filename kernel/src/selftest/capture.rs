@@ -6,6 +6,7 @@ use proto::{CaptureSpec, Event, EventKind, FetchResult, Record};
 
 use probes::{At, ProbeId, commands};
 
+use super::probe_util::{check, unreg};
 use crate::workloads;
 
 crate::probe_suite!(
@@ -16,14 +17,6 @@ crate::probe_suite!(
     sum8_stack_arguments,
     flood_counts_drops_exactly,
 );
-
-fn check(ok: bool, msg: &'static str) -> Result<(), &'static str> {
-    if ok { Ok(()) } else { Err(msg) }
-}
-
-fn unreg(id: ProbeId) -> Result<(), &'static str> {
-    probes::unregister(id).map_err(|_| "unregister failed")
-}
 
 /// Drains the ring, calling `f` for each event of probe `id`.
 fn events_of(id: ProbeId, f: &mut dyn FnMut(&Event)) -> usize {

@@ -5,6 +5,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use probes::{At, ProbeError, ProbeId};
 
+use super::probe_util::{check, unreg};
 use crate::workloads::{self, TaskRegs};
 
 crate::probe_suite!(
@@ -16,17 +17,9 @@ crate::probe_suite!(
     function_entry_only,
 );
 
-fn check(ok: bool, msg: &'static str) -> Result<(), &'static str> {
-    if ok { Ok(()) } else { Err(msg) }
-}
-
 fn reg(func: &str, handler: usize) -> Result<ProbeId, &'static str> {
     probes::register_jprobe(At::Symbol(func, 0), handler)
         .map_err(|_| "register_jprobe refused a function entry")
-}
-
-fn unreg(id: ProbeId) -> Result<(), &'static str> {
-    probes::unregister(id).map_err(|_| "unregister failed")
 }
 
 static ARGS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];

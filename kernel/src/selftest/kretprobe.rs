@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use arch::TrapFrame;
 use probes::{At, Kprobe, Kretprobe, Probe, ProbeError, ProbeId, RetCtx};
 
+use super::probe_util::{check, function_of, reg_kretprobe as reg, unreg};
 use crate::workloads;
 
 crate::probe_suite!(
@@ -75,18 +76,6 @@ extern "C" fn exit_task() -> ! {
     crate::sched::exit_current()
 }
 
-fn check(ok: bool, msg: &'static str) -> Result<(), &'static str> {
-    if ok { Ok(()) } else { Err(msg) }
-}
-
-fn reg(at: At<'_>, rp: Kretprobe) -> Result<ProbeId, &'static str> {
-    probes::register_kretprobe(at, rp).map_err(|_| "register_kretprobe refused a function entry")
-}
-
-fn unreg(id: ProbeId) -> Result<(), &'static str> {
-    probes::unregister(id).map_err(|_| "unregister failed")
-}
-
 /// A small fixed log of u64s written by handlers.
 struct Log {
     v: [AtomicU64; 64],
@@ -130,6 +119,19 @@ fn log_negative(_: &mut RetCtx<'_>, f: &mut TrapFrame) -> i32 {
 fn log_ret(_: &mut RetCtx<'_>, f: &mut TrapFrame) -> i32 {
     RETS.push(f.rax);
     0
+}
+
+/// A kretprobe on `func`'s entry whose handler logs every return value
+/// (`maxactive` 0: the default).
+fn log_ret_probe(func: &str, maxactive: i32) -> Result<ProbeId, &'static str> {
+    reg(
+        At::Symbol(func, 0),
+        Kretprobe {
+            handler: Some(log_ret),
+            maxactive,
+            ..Kretprobe::default()
+        },
+    )
 }
 
 fn sys_open_failures() -> Result<(), &'static str> {
@@ -244,14 +246,7 @@ fn entry_data_across_tasks() -> Result<(), &'static str> {
 
 fn nested_order() -> Result<(), &'static str> {
     RETS.clear();
-    let id = reg(
-        At::Symbol("nest", 0),
-        Kretprobe {
-            handler: Some(log_ret),
-            maxactive: 16,
-            ..Kretprobe::default()
-        },
-    )?;
+    let id = log_ret_probe("nest", 16)?;
     let r = workloads::call_nest(5);
     unreg(id)?;
     check(r == 5, "nest computed a different result")?;
@@ -264,14 +259,7 @@ fn nested_order() -> Result<(), &'static str> {
     }
     // fib: the handlers see the values of a post-order walk of the call tree.
     RETS.clear();
-    let id = reg(
-        At::Symbol("fib", 0),
-        Kretprobe {
-            handler: Some(log_ret),
-            maxactive: 16,
-            ..Kretprobe::default()
-        },
-    )?;
+    let id = log_ret_probe("fib", 16)?;
     let r = workloads::call_fib(5);
     unreg(id)?;
     let mut want = [0u64; 64];
@@ -300,14 +288,7 @@ fn post_order_fib(n: u64, out: &mut [u64; 64], len: &mut usize) -> u64 {
 
 fn maxactive_1_depth_5() -> Result<(), &'static str> {
     RETS.clear();
-    let id = reg(
-        At::Symbol("nest", 0),
-        Kretprobe {
-            handler: Some(log_ret),
-            maxactive: 1,
-            ..Kretprobe::default()
-        },
-    )?;
+    let id = log_ret_probe("nest", 1)?;
     let mut result = Ok(());
     for round in 1..=3u64 {
         let r = workloads::nest(4);
@@ -340,10 +321,6 @@ fn trace_handler(_: &mut RetCtx<'_>, f: &mut TrapFrame) -> i32 {
     0
 }
 
-fn function_of(addr: u64) -> &'static str {
-    crate::kallsyms::lookup(addr).map_or("?", |s| s.name)
-}
-
 #[inline(never)]
 fn call_outer() -> u64 {
     // SAFETY: plain asm function.
@@ -373,13 +350,7 @@ fn stacktrace_real_caller() -> Result<(), &'static str> {
 }
 
 fn stacktrace_nested() -> Result<(), &'static str> {
-    let outer = reg(
-        At::Symbol("st_kr_outer", 0),
-        Kretprobe {
-            handler: Some(log_ret),
-            ..Kretprobe::default()
-        },
-    )?;
+    let outer = log_ret_probe("st_kr_outer", 0)?;
     let inner = reg(
         At::Symbol("st_kr_inner", 0),
         Kretprobe {
@@ -420,14 +391,7 @@ fn noreturn_task(_: u64) {
 }
 
 fn task_exit_reclaims() -> Result<(), &'static str> {
-    let id = reg(
-        At::Symbol("st_kr_noreturn", 0),
-        Kretprobe {
-            handler: Some(log_ret),
-            maxactive: 4,
-            ..Kretprobe::default()
-        },
-    )?;
+    let id = log_ret_probe("st_kr_noreturn", 4)?;
     let mut tasks = [0; 3];
     for t in tasks.iter_mut() {
         *t = crate::sched::spawn("kr-noreturn", noreturn_task, 0).map_err(|_| "cannot spawn")?;
@@ -466,13 +430,7 @@ fn sleeper_task(i: u64) {
 }
 
 fn unregister_in_flight() -> Result<(), &'static str> {
-    let id = reg(
-        At::Symbol("st_kr_sleeper", 0),
-        Kretprobe {
-            handler: Some(log_ret),
-            ..Kretprobe::default()
-        },
-    )?;
+    let id = log_ret_probe("st_kr_sleeper", 0)?;
     let a = crate::sched::spawn("kr-sleep-0", sleeper_task, 0).map_err(|_| "cannot spawn")?;
     let b = crate::sched::spawn("kr-sleep-1", sleeper_task, 1).map_err(|_| "cannot spawn")?;
     // Let both enter and go to sleep with their returns hijacked.
@@ -515,13 +473,7 @@ fn kprobe_and_kretprobe() -> Result<(), &'static str> {
         },
     )
     .map_err(|_| "register_kprobe failed")?;
-    let r = reg(
-        At::Symbol("sum8", 0),
-        Kretprobe {
-            handler: Some(log_ret),
-            ..Kretprobe::default()
-        },
-    )?;
+    let r = log_ret_probe("sum8", 0)?;
     let v = workloads::call_sum8(1, 2, 3, 4, 5, 6, 7, 8);
     unreg(r)?;
     unreg(k)?;
@@ -549,13 +501,7 @@ fn jprobe_and_kretprobe() -> Result<(), &'static str> {
     RETS.clear();
     let j = probes::register_jprobe(At::Symbol("sum8", 0), jsum8 as *const () as usize)
         .map_err(|_| "register_jprobe failed")?;
-    let r = reg(
-        At::Symbol("sum8", 0),
-        Kretprobe {
-            handler: Some(log_ret),
-            ..Kretprobe::default()
-        },
-    )?;
+    let r = log_ret_probe("sum8", 0)?;
     let v = workloads::call_sum8(8, 7, 6, 5, 4, 3, 2, 1);
     unreg(r)?;
     unreg(j)?;
@@ -578,13 +524,7 @@ fn jprobe_and_kretprobe() -> Result<(), &'static str> {
 /// caller gets its value and its stack back.
 fn ret_imm16() -> Result<(), &'static str> {
     RETS.clear();
-    let id = reg(
-        At::Symbol("insn_ret_imm16", 0),
-        Kretprobe {
-            handler: Some(log_ret),
-            ..Kretprobe::default()
-        },
-    )?;
+    let id = log_ret_probe("insn_ret_imm16", 0)?;
     let mut ok = true;
     for x in 0..5u64 {
         // SAFETY: call_insn_ret_imm16 follows the C ABI (it pushes the

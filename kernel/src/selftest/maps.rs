@@ -9,6 +9,7 @@ use proto::CaptureSpec;
 use proto::agg::{AggFn, AggSpec, KeyKind, KeyPart, KeyValue};
 use proto::bytecode::{CTX_RET, Program, Writer};
 
+use super::probe_util::check;
 use crate::workloads;
 
 crate::probe_suite!(
@@ -17,10 +18,6 @@ crate::probe_suite!(
     kretprobe_stats_and_lhist_of_ret,
     full_map_counts_refused_inserts,
 );
-
-fn check(ok: bool, msg: &'static str) -> Result<(), &'static str> {
-    if ok { Ok(()) } else { Err(msg) }
-}
 
 fn reg(n: u8) -> Result<Program, &'static str> {
     let mut w = Writer::new();

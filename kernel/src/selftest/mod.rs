@@ -33,6 +33,7 @@ mod kprobe;
 mod kretprobe;
 mod maps;
 mod optprobe;
+mod probe_util;
 mod rethook;
 mod smp;
 mod stub;

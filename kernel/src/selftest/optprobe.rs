@@ -11,6 +11,7 @@ use core::arch::global_asm;
 use core::hint::black_box;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::probe_util::{check, unreg};
 use arch::TrapFrame;
 use probes::{At, ExecPath, Kprobe, Probe, ProbeId};
 
@@ -71,10 +72,6 @@ unsafe extern "C" {
     static st_op_regs_at: u8;
 }
 
-fn check(ok: bool, msg: &'static str) -> Result<(), &'static str> {
-    if ok { Ok(()) } else { Err(msg) }
-}
-
 fn leak(s: alloc::string::String) -> &'static str {
     alloc::boxed::Box::leak(s.into_boxed_str())
 }
@@ -97,10 +94,6 @@ fn more_than_one_cpu() -> Option<Result<(), &'static str>> {
         )
     })();
     Some(r)
-}
-
-fn unreg(id: ProbeId) -> Result<(), &'static str> {
-    probes::unregister(id).map_err(|_| "unregister failed")
 }
 
 fn path_of(id: ProbeId) -> Option<ExecPath> {

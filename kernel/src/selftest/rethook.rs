@@ -8,8 +8,9 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use super::probe_util::{check, function_of, reg_kretprobe as reg, unreg};
 use arch::TrapFrame;
-use probes::{At, Kretprobe, ProbeId, RetCtx};
+use probes::{At, Kretprobe, RetCtx};
 
 crate::probe_suite!(
     "rethook",
@@ -87,22 +88,6 @@ global_asm!(
 unsafe extern "C" {
     fn st_rh_outer() -> u64;
     fn st_rh_regs() -> u64;
-}
-
-fn check(ok: bool, msg: &'static str) -> Result<(), &'static str> {
-    if ok { Ok(()) } else { Err(msg) }
-}
-
-fn reg(at: At<'_>, rp: Kretprobe) -> Result<ProbeId, &'static str> {
-    probes::register_kretprobe(at, rp).map_err(|_| "register_kretprobe refused a function entry")
-}
-
-fn unreg(id: ProbeId) -> Result<(), &'static str> {
-    probes::unregister(id).map_err(|_| "unregister failed")
-}
-
-fn function_of(addr: u64) -> &'static str {
-    crate::kallsyms::lookup(addr).map_or("?", |s| s.name)
 }
 
 static RETURNS: AtomicU64 = AtomicU64::new(0);
