@@ -179,6 +179,56 @@ impl Slots {
     }
 }
 
+impl Slots {
+    /// Some slot is a data watchpoint.
+    pub fn any_watch(&self) -> bool {
+        self.slots
+            .iter()
+            .flatten()
+            .any(|s| s.cond != Condition::Execute)
+    }
+
+    /// The data slots (write or read/write watchpoints) an access of
+    /// `len` bytes at `addr` sets off: bit i for slot i.
+    pub fn watch_hits(&self, addr: u64, len: u64, read: bool, write: bool) -> u8 {
+        let mut hits = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            let fires = match s.cond {
+                Condition::Execute => false,
+                Condition::Write => write,
+                Condition::ReadWrite => read || write,
+            };
+            let end = s.addr.wrapping_add(u64::from(s.len));
+            if fires && addr < end && s.addr < addr.wrapping_add(len) {
+                hits |= 1 << i;
+            }
+        }
+        hits
+    }
+
+    /// As [`Slots::load`], but this CPU runs with the slots in `off` (bit
+    /// i: slot i) disabled; the other CPUs follow the full setting. For the
+    /// debugger's single step over an instruction that hits them (see
+    /// `insn::access`): the next load puts them back.
+    ///
+    /// # Safety
+    /// As for [`Slots::load`].
+    pub unsafe fn load_except(&self, off: u8) {
+        let addrs = self.slots.map(|s| s.map_or(0, |s| s.addr));
+        let dr7 = self.dr7().0;
+        publish(addrs, dr7);
+        let mut local = self.slots;
+        for (i, s) in local.iter_mut().enumerate() {
+            if off & (1 << i) != 0 {
+                *s = None;
+            }
+        }
+        // SAFETY: as the caller guarantees.
+        unsafe { load_raw(addrs, Dr7::from_slots(&local).0) };
+    }
+}
+
 /// The debugger's slots as every CPU should have them (DR0-DR3, DR7).
 static SHARED_ADDR: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 static SHARED_DR7: AtomicU64 = AtomicU64::new(0);
@@ -344,5 +394,23 @@ mod tests {
         assert_eq!(Dr6(0xFFFF_0FF0 | 0b0100).hit_slot(), Some(2));
         assert_eq!(Dr6(0xFFFF_0FF0).hit_slot(), None);
         assert!(Dr6(0xFFFF_4FF0).single_step());
+    }
+
+    #[test]
+    fn watch_hits_match_condition_and_range() {
+        let mut s = Slots::new();
+        let slot = |addr, cond, len| Slot { addr, cond, len };
+        s.add(slot(0x1000, Condition::Execute, 1)).unwrap();
+        s.add(slot(0x2000, Condition::Write, 8)).unwrap();
+        s.add(slot(0x2004, Condition::ReadWrite, 4)).unwrap();
+        // An execute slot never fires on data.
+        assert_eq!(s.watch_hits(0x1000, 8, true, true), 0);
+        // A read of the whole word: only the read/write slot.
+        assert_eq!(s.watch_hits(0x2000, 8, true, false), 0b100);
+        // A write of its first half: only the write slot.
+        assert_eq!(s.watch_hits(0x2000, 4, false, true), 0b010);
+        assert_eq!(s.watch_hits(0x2000, 8, true, true), 0b110);
+        assert_eq!(s.watch_hits(0x2008, 8, true, true), 0);
+        assert_eq!(s.watch_hits(0x1ff8, 8, true, true), 0);
     }
 }

@@ -144,13 +144,20 @@ fn debug_owned(frame: &mut TrapFrame) -> bool {
             // done, never in kdbg's code.
             probes::CORE.on_return(frame);
         }
-        s.stop(
-            frame,
-            StopReason::SignalWithThread {
+        // The stepped instruction set off a watchpoint the step ran without
+        // (see `crate::step::watch_hits`): report the watchpoint.
+        let reason = match s.take_step_watch().and_then(|i| s.target.hw.hit(i)) {
+            Some((slot, Some(kind))) => StopReason::Watch {
+                tid,
+                kind,
+                addr: slot.addr,
+            },
+            _ => StopReason::SignalWithThread {
                 tid,
                 signal: SIGTRAP,
             },
-        );
+        };
+        s.stop(frame, reason);
         return true;
     }
     false

@@ -59,6 +59,7 @@ pub enum InitError {
 /// the kernel must route COM2's IRQ (PIC line 3) to [`hooks::serial_irq`].
 pub fn init<H: Host>(host: &'static H) -> Result<(), InitError> {
     probes::init(host);
+    step::init();
     let uart = arch::uart::Uart::new(arch::uart::COM2);
     // SAFETY: COM2 belongs to the stub; on a PC
     // machine a 16550 or nothing lives there, and `init` probes for it.

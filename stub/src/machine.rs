@@ -54,6 +54,9 @@ pub struct Session {
     /// The step runs with IF masked (the code's IF was set): the step's
     /// stop sets it again (see [`crate::step`]).
     step_masked_if: bool,
+    /// Watch slots the stepped instruction sets off (bit i: slot i): off
+    /// for the step, reported at its end (see `crate::step::watch_hits`).
+    step_watch: u8,
     /// A complete packet in the framer waits for the stop loop.
     pending: bool,
     /// The kernel stopped only because a packet started while nobody was
@@ -77,6 +80,7 @@ pub static SESSION: Mutex<Session> = Mutex::new(Session {
     no_ack: false,
     step_saved_tf: 0,
     step_masked_if: false,
+    step_watch: 0,
     pending: false,
     tentative: false,
     attach_stop: false,
@@ -486,6 +490,7 @@ impl Session {
     fn resume(&mut self, frame: &mut TrapFrame) -> bool {
         use arch::frame::rflags::{IF, RF, TF};
         self.stepping = self.target.resume == Resume::Step;
+        self.step_watch = 0;
         // A step through a jump-optimized probe's region runs the original
         // instructions (the point is an int3 again until a plain resume).
         probes::CORE.debugger_resume(frame.rip, self.stepping);
@@ -506,6 +511,11 @@ impl Session {
                     // restores them.
                     self.step_saved_tf = frame.rflags & TF;
                     self.step_masked_if = mask_if && frame.rflags & IF != 0;
+                    self.step_watch = crate::step::watch_hits(
+                        frame,
+                        bytes.get(..n).unwrap_or(&[]),
+                        &self.target.hw.slots,
+                    );
                     if self.step_masked_if {
                         frame.rflags &= !IF;
                     }
@@ -515,7 +525,12 @@ impl Session {
         }
         // Resume over an instruction breakpoint at rip without re-hitting it.
         frame.rflags |= RF;
-        self.load_debug_registers();
+        if self.stepping && self.step_watch != 0 {
+            // SAFETY: as in `load_debug_registers`, with fewer slots armed.
+            unsafe { self.target.hw.slots.load_except(self.step_watch) };
+        } else {
+            self.load_debug_registers();
+        }
         arch::debugreg::clear_dr6();
         self.target.set_frame(core::ptr::null_mut());
         crate::death::set_last_stop(None);
@@ -566,6 +581,13 @@ impl Session {
     /// leftover of a step a stop already ended).
     pub fn step_is_current(&self) -> bool {
         self.stepping && self.target.host.task_id() == self.step_task
+    }
+
+    /// The watch slot the ended step's instruction set off (the lowest, as
+    /// DR6 would name it), taken: the stop reports it instead of the step.
+    pub fn take_step_watch(&mut self) -> Option<usize> {
+        let w = core::mem::take(&mut self.step_watch);
+        (w != 0).then(|| w.trailing_zeros() as usize)
     }
 
     /// The last resume was a step (a #DB with BS is ours).

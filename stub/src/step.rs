@@ -16,12 +16,57 @@
 //!   Instructions that touch IF (popf, iret, int, hlt, syscall...) are
 //!   stepped as they are.
 //!
+//! - A data watchpoint the stepped instruction sets off: under TCG its #DB
+//!   and the step's trap arrive as two traps, the second at the first
+//!   instruction of the first's handler on the same IST stack, which
+//!   overwrites the stepped context. [`watch_hits`] decodes the
+//!   instruction's memory accesses; the stub steps it with those slots off
+//!   and reports the watchpoint at the step's end (what hardware reports in
+//!   one #DB with DR6.BS and DR6.Bn).
+//!
 //! The decoder only needs the opcode after legacy and REX prefixes; a
 //! byte under an int3 (a probe or a gdb breakpoint) is left to the probe
 //! core, which handles stepping contexts itself.
 
 use arch::TrapFrame;
+use arch::debugreg::Slots;
 use arch::frame::rflags::{IF, RF, TF};
+use arch::insn::{AccessDecoder, SegBase};
+use spin::Mutex;
+
+/// iced's analysis buffers for [`watch_hits`], allocated by [`init`] in
+/// task context so the trap path never allocates.
+static ACCESS: Mutex<Option<AccessDecoder>> = Mutex::new(None);
+
+/// Allocates what [`watch_hits`] needs (at stub init).
+pub fn init() {
+    *ACCESS.lock() = Some(AccessDecoder::new());
+}
+
+/// The watch slots (bit i: slot i) the instruction in `bytes` at
+/// `frame.rip` sets off when it runs with `frame`'s registers. 0 when it
+/// touches none, or when its accesses cannot be told (the step then runs
+/// with the slots armed, as before).
+pub fn watch_hits(frame: &TrapFrame, bytes: &[u8], slots: &Slots) -> u8 {
+    if !slots.any_watch() {
+        return 0;
+    }
+    let Some(mut guard) = ACCESS.try_lock() else {
+        return 0;
+    };
+    let Some(decoder) = guard.as_mut() else {
+        return 0;
+    };
+    let seg = |s: SegBase| match s {
+        SegBase::Fs => arch::cpu::fs_base(),
+        SegBase::Gs => arch::cpu::gs_base(),
+    };
+    let mut hits = 0;
+    let r = decoder.accesses(bytes, frame, &seg, &mut |a| {
+        hits |= slots.watch_hits(a.addr, a.len, a.read, a.write);
+    });
+    if r.is_err() { 0 } else { hits }
+}
 
 /// What the stub does for one `stepi`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,10 +10,13 @@
 //! returns (rel32, through a register, `ret imm16`), jcc rel8/rel32, jmp
 //! (rel8, through a register), `loop`. In the kdbg run a kprobe (boosted, relocated jcc), a
 //! jprobe and a kretprobe sit on the path, set after the stop (allocations
-//! then no longer move the stacks); a watchpoint is not part of
-//! the path yet (see docs/notes/stepping.md: under TCG a watchpoint hit
-//! during a step is delivered as two traps). At every step every register both
-//! stubs report and the 8 stack words above rsp must agree.
+//! then no longer move the stacks). A write and a read watchpoint on the
+//! data word the first two paths store and load are set off by stepped
+//! instructions (under TCG the watchpoint's #DB and the step's trap would
+//! arrive as two traps; kdbg's stub steps such an instruction with the
+//! slot off and reports the watchpoint, see `stub::step::watch_hits`). At
+//! every step every register both stubs report and the 8 stack words above
+//! rsp must agree, and both stubs report the watchpoint triggers.
 //!
 //! Legitimate differences, not compared:
 //! - registers only QEMU reports (k_gs_base, cr0-cr8, efer, fs/gs base are
@@ -43,6 +46,8 @@ struct Step {
     regs: Regs,
     stack: Vec<String>,
     pc: String,
+    /// gdb reported a watchpoint trigger with this stop.
+    watch: bool,
 }
 
 /// Registers compared (present in both target descriptions).
@@ -83,7 +88,15 @@ fn dump(cmds: &mut Vec<String>) {
     cmds.push("x/8gx $rsp".to_string());
 }
 
-fn script() -> Vec<String> {
+/// Paths whose first stepped instruction sets off a watchpoint.
+const WATCH_PATHS: usize = 2;
+
+/// The gdb commands of one run. Under QEMU's gdbstub the watchpoint paths
+/// take one `stepi` more: its gdbstub answers the `stepi` after a step that
+/// set off a watchpoint with a stop in place (nothing executed, the same
+/// registers again; on hardware and under kdbg each `stepi` runs one
+/// instruction), and [`drop_qemu_watch_repeats`] removes that stop.
+fn script(under_qemu_gdbstub: bool) -> Vec<String> {
     let mut cmds = vec![
         "set breakpoint condition-evaluation host".to_string(),
         "hbreak *insn_rip_store if $rdi == 3".to_string(),
@@ -91,13 +104,21 @@ fn script() -> Vec<String> {
         "delete".to_string(),
     ];
     cmds.push("__PROBES__".to_string());
+    // Set off by the stepped store (insn_rip_store) and load
+    // (insn_rip_load), then removed.
+    cmds.push("watch *(long *)&kdbg_insn_data".to_string());
+    cmds.push("rwatch *(long *)&kdbg_insn_data".to_string());
     for (i, (f, steps)) in PATHS.iter().enumerate() {
+        if i == 2 {
+            cmds.push("delete".to_string());
+        }
         if i > 0 {
             cmds.push(format!("thbreak *{f}"));
             cmds.push("continue".to_string());
         }
         dump(&mut cmds);
-        for _ in 0..*steps {
+        let extra = usize::from(under_qemu_gdbstub && i < WATCH_PATHS);
+        for _ in 0..*steps + extra {
             cmds.push("stepi".to_string());
             dump(&mut cmds);
         }
@@ -107,8 +128,16 @@ fn script() -> Vec<String> {
 
 fn parse(out: &str) -> Vec<Step> {
     let mut steps = Vec::new();
-    for block in out.split("@@STEP\n").skip(1) {
-        let mut s = Step::default();
+    let mut blocks = out.split("@@STEP\n");
+    // A stepi's report (the watchpoint's values) ends the block before
+    // the stop's own dump.
+    let mut watch = blocks.next().is_some_and(reports_watch);
+    for block in blocks {
+        let mut s = Step {
+            watch,
+            ..Step::default()
+        };
+        watch = reports_watch(block);
         for line in block.lines() {
             if line.starts_with("rip ") {
                 s.pc = line
@@ -125,7 +154,12 @@ fn parse(out: &str) -> Vec<Step> {
                 && line.contains(':')
             {
                 let rest = &line[line.find(':').unwrap_or(0) + 1..];
-                s.stack.extend(rest.split_whitespace().map(str::to_string));
+                // Only `x/8gx` rows (a source line gdb prints at a stop
+                // may also start with an address and hold a colon).
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                if !words.is_empty() && words.iter().all(|w| w.starts_with("0x")) {
+                    s.stack.extend(words.iter().map(|w| w.to_string()));
+                }
                 continue;
             }
             let mut w = line.split_whitespace();
@@ -139,6 +173,29 @@ fn parse(out: &str) -> Vec<Step> {
         steps.push(s);
     }
     steps
+}
+
+fn reports_watch(text: &str) -> bool {
+    text.contains("\nOld value = ") || text.contains("\nValue = ")
+}
+
+/// QEMU's gdbstub stops in place on the `stepi` after a watchpoint trigger
+/// (see [`script`]): those stops, equal to the watchpoint's stop, go.
+fn drop_qemu_watch_repeats(steps: Vec<Step>) -> (Vec<Step>, usize) {
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    let mut dropped = 0;
+    for s in steps {
+        if let Some(prev) = out.last()
+            && prev.watch
+            && prev.regs == s.regs
+            && prev.stack == s.stack
+        {
+            dropped += 1;
+            continue;
+        }
+        out.push(s);
+    }
+    (out, dropped)
 }
 
 fn run(under_qemu_gdbstub: bool) -> (Vec<Step>, String) {
@@ -176,7 +233,7 @@ fn run(under_qemu_gdbstub: bool) -> (Vec<Step>, String) {
         "monitor kprobe insn_jcc_rel8\nmonitor jprobe insn_call_rel32\nmonitor kretprobe kdbg_insn_helper"
             .to_string()
     };
-    let mut cmds = script();
+    let mut cmds = script(under_qemu_gdbstub);
     let mut expanded = Vec::new();
     for c in cmds.drain(..) {
         if c == "__PROBES__" {
@@ -201,6 +258,17 @@ fn every_single_step_agrees_with_qemus_gdbstub() {
     let truth = std::thread::spawn(|| run(true));
     let (kdbg, kdbg_out) = run(false);
     let (qemu, qemu_out) = truth.join().expect("the QEMU gdbstub run");
+    let (qemu, repeats) = drop_qemu_watch_repeats(qemu);
+    assert_eq!(
+        repeats, WATCH_PATHS,
+        "QEMU's gdbstub stopped in place once after each watchpoint trigger"
+    );
+    let triggered = |steps: &[Step]| steps.iter().filter(|s| s.watch).count();
+    assert_eq!(
+        (triggered(&qemu), triggered(&kdbg)),
+        (WATCH_PATHS, WATCH_PATHS),
+        "each watchpoint path's first stepi reported its watchpoint in both runs"
+    );
     assert!(
         qemu.len() == STOPS && kdbg.len() == STOPS,
         "both runs made {STOPS} stops (qemu {}, kdbg {}):\n--- qemu:\n{}\n--- kdbg:\n{}",
@@ -213,6 +281,20 @@ fn every_single_step_agrees_with_qemus_gdbstub() {
         "qemu differential: {STOPS} stops each in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    // The watchpoints triggered in both runs, the same way: gdb prints the
+    // write watchpoint's old and new value and the read watchpoint's value.
+    for mark in ["\nOld value = ", "\nValue = "] {
+        let (q, k) = (
+            qemu_out.matches(mark).count(),
+            kdbg_out.matches(mark).count(),
+        );
+        assert!(
+            q >= 1 && q == k,
+            "watchpoint reports `{}`: qemu {q}, kdbg {k}\n--- kdbg:\n{}",
+            mark.trim(),
+            &kdbg_out[..kdbg_out.len().min(6000)]
+        );
+    }
     let mut classes = std::collections::BTreeSet::new();
     for (i, (q, k)) in qemu.iter().zip(&kdbg).enumerate() {
         for name in COMPARED {

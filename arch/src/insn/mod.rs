@@ -17,12 +17,14 @@
 //! The probe core's obligations for each path are documented on
 //! [`Execution`] and in `docs/notes/insn.md`.
 
+mod access;
 mod analysis;
 mod cond;
 mod emulate;
 mod refusal;
 mod slot;
 
+pub use access::{Access, AccessDecoder, AccessError, SegBase};
 pub use analysis::{
     Analysis, Emulation, Execution, LoopKind, MAX_INSN_LEN, Reg, analyze, has_far_return,
 };

@@ -904,10 +904,13 @@ fn refusals() -> Result<(), &'static str> {
 
 static LOAD_STOP: AtomicU64 = AtomicU64::new(0);
 static LOAD_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Workload rounds the load tasks completed (shown when one does not end).
+static LOAD_ROUNDS: AtomicU64 = AtomicU64::new(0);
 
 fn load_task(seed: u64) {
     let native = run_all_workloads();
     while LOAD_STOP.load(Ordering::Relaxed) == 0 {
+        LOAD_ROUNDS.fetch_add(1, Ordering::Relaxed);
         if run_all_workloads() != native || add(seed, 1) != seed + 1 {
             LOAD_ERRORS.fetch_add(1, Ordering::Relaxed);
         }
@@ -926,10 +929,18 @@ fn start_load() -> Result<[crate::sched::TaskId; 2], &'static str> {
 fn stop_load(ids: [crate::sched::TaskId; 2]) -> Result<(), &'static str> {
     LOAD_STOP.store(1, Ordering::Relaxed);
     for id in ids {
-        check(
-            crate::sched::join(id, crate::selftest::JOIN_TICKS),
-            "load task did not finish",
-        )?;
+        if !crate::sched::join(id, crate::selftest::JOIN_TICKS) {
+            if let Some(t) = crate::sched::task_info(id) {
+                crate::println!(
+                    "  load task {id}: {:?} on cpu {:?}, switched in {} times; {} rounds in all",
+                    t.state,
+                    t.cpu,
+                    t.switches_in,
+                    LOAD_ROUNDS.load(Ordering::Relaxed)
+                );
+            }
+            return Err("load task did not finish");
+        }
     }
     check(
         LOAD_ERRORS.load(Ordering::Relaxed) == 0,
