@@ -211,13 +211,39 @@ fn bad_input_is_one_clear_error_and_finish_shows_the_kretprobe_value() {
         "60".to_string(),
     ]
     .to_vec();
-    let script = "live off\nstep\nkretprobe sys_open\nbreak sys_open\nwait stop timeout 30\ndelete break 1\nnext 0\nnext -1\nfinish\nlive on\nevents\ncontinue\n";
+    let script = "live off\nstep\n\
+        break fib if $rdi == 5 && *(unsigned long*)$rsp - (unsigned long)fib > 100\nwait stop timeout 30\ndelete break 1\n\
+        next\nnext\nstep\nup\nup\nfinish\ncontinue\n\
+        kretprobe sys_open\nbreak sys_open\nwait stop timeout 30\ndelete break 2\nnext 0\nnext -1\nfinish\nlive on\nevents\ncontinue\n";
     let out = tests::kdbg::run_batch(&args, script);
     let text = format!("{}{}", out.stdout, out.stderr);
     // One clear error each.
     assert!(text.contains("`step` needs the kernel stopped"), "{text}");
     assert!(text.contains("`next 0` does nothing"), "{text}");
     assert!(text.contains("`-1` is not a count"), "{text}");
+    // finish out of an inlined frame two real frames up (fib(4) called by
+    // fib(5), called by call_fib inlined into math_worker): the frames
+    // below return, then the rest of call_fib runs; the stop is the
+    // worker's next line. (gdb's stop test does not see the call here: it
+    // stops at fib(4)'s next line, 180, as if `next` in frame 0.)
+    let inl = text
+        .split("Run till exit from #2 kernel::workloads::call_fib at ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("finish out of call_fib:\n{text}"));
+    let mut after = inl.lines();
+    assert!(
+        after
+            .next()
+            .is_some_and(|l| l.ends_with("workloads/mod.rs:325")),
+        "{text}"
+    );
+    assert!(
+        after
+            .next()
+            .is_some_and(|l| l.starts_with("kernel::workloads::math_worker at ")
+                && l.ends_with("workloads/mod.rs:494")),
+        "{text}"
+    );
     // finish: where it ran out of, the caller's line, the value and type.
     assert!(
         text.contains("Run till exit from #0 sys_open at "),
