@@ -15,6 +15,7 @@
 //! inst task=N func=0x.. sp=0x.. ret=0x..
 //! sym addr=0x.. name=NAME+0xOFF|-
 //! probe-memory used=N budget=N
+//! why state=running|stopped|dead [cause=C] [kind=K] [signal=N] [task=N] [vector=N] [error_code=0x..] [cr2=0x..] [rip=0x..] [policy=P] [where=FILE:L:C] [resumable=no] [msg=TEXT]
 //! cond addr=0x.. hits=N false=N faults=N ignored=N ignore=N len=N
 //! ```
 //!
@@ -307,6 +308,99 @@ impl ProbeMemoryRow {
 impl fmt::Display for ProbeMemoryRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "probe-memory used={} budget={}", self.used, self.budget)
+    }
+}
+
+/// `why ...`: why the kernel is stopped (or that it runs). Keys that do
+/// not apply to the state are absent: a running kernel has only `policy`, a
+/// stop `cause signal task rip policy`, a death all of them (`where` only
+/// for a panic with a location).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WhyRow<'a> {
+    /// `running`, `stopped` or `dead`.
+    pub state: &'a str,
+    pub cause: Option<&'a str>,
+    /// For a death: `panic`, `trap`, `double-fault`, `stack-overflow`.
+    pub kind: Option<&'a str>,
+    pub signal: Option<u64>,
+    pub task: Option<u64>,
+    pub vector: Option<u64>,
+    pub error_code: Option<u64>,
+    pub cr2: Option<u64>,
+    pub rip: Option<u64>,
+    /// What the stub does when the kernel dies.
+    pub policy: Option<&'a str>,
+    /// `file:line:col` of a panic.
+    pub location: Option<&'a str>,
+    /// `Some(false)` for a death (`resumable=no`).
+    pub resumable: Option<bool>,
+    pub msg: Option<&'a str>,
+}
+
+impl<'a> WhyRow<'a> {
+    pub fn parse(line: &'a str) -> Result<Self, RowError> {
+        let r = row_of(line, "why")?;
+        Ok(WhyRow {
+            state: need(&r, "state")?,
+            cause: r.get("cause"),
+            kind: r.get("kind"),
+            signal: r.num("signal"),
+            task: r.num("task"),
+            vector: r.num("vector"),
+            error_code: r.num("error_code"),
+            cr2: r.num("cr2"),
+            rip: r.num("rip"),
+            policy: r.get("policy"),
+            location: r.get("where"),
+            resumable: match r.get("resumable") {
+                Some("no") => Some(false),
+                Some("yes") => Some(true),
+                _ => None,
+            },
+            msg: r.get("msg"),
+        })
+    }
+}
+
+impl fmt::Display for WhyRow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "why state={}", self.state)?;
+        let words = [("cause", self.cause), ("kind", self.kind)];
+        for (k, v) in words {
+            if let Some(v) = v {
+                write!(f, " {k}={v}")?;
+            }
+        }
+        for (k, v) in [
+            ("signal", self.signal),
+            ("task", self.task),
+            ("vector", self.vector),
+        ] {
+            if let Some(v) = v {
+                write!(f, " {k}={v}")?;
+            }
+        }
+        for (k, v) in [
+            ("error_code", self.error_code),
+            ("cr2", self.cr2),
+            ("rip", self.rip),
+        ] {
+            if let Some(v) = v {
+                write!(f, " {k}={v:#x}")?;
+            }
+        }
+        for (k, v) in [("policy", self.policy), ("where", self.location)] {
+            if let Some(v) = v {
+                write!(f, " {k}={v}")?;
+            }
+        }
+        if let Some(r) = self.resumable {
+            write!(f, " resumable={}", if r { "yes" } else { "no" })?;
+        }
+        if let Some(m) = self.msg {
+            write!(f, " msg={m}")?;
+        }
+        Ok(())
     }
 }
 
@@ -798,6 +892,53 @@ mod tests {
             msg: "retry",
         };
         assert_eq!(ErrorRow::parse(&e.to_string()).unwrap(), e);
+    }
+
+    #[test]
+    fn why_rows_print_as_the_stub_always_did_and_parse_back() {
+        let running = WhyRow {
+            state: "running",
+            policy: Some("stop"),
+            ..WhyRow::default()
+        };
+        assert_eq!(running.to_string(), "why state=running policy=stop");
+        let stopped = WhyRow {
+            state: "stopped",
+            cause: Some("breakpoint"),
+            signal: Some(5),
+            task: Some(4),
+            rip: Some(0x1761c0),
+            policy: Some("stop"),
+            ..WhyRow::default()
+        };
+        assert_eq!(
+            stopped.to_string(),
+            "why state=stopped cause=breakpoint signal=5 task=4 rip=0x1761c0 policy=stop"
+        );
+        let dead = WhyRow {
+            state: "dead",
+            cause: Some("death"),
+            kind: Some("panic"),
+            signal: Some(6),
+            task: Some(6),
+            vector: Some(3),
+            error_code: Some(0),
+            cr2: Some(0),
+            rip: Some(0x1000),
+            policy: Some("stop"),
+            location: Some("kernel/src/x.rs:12:5"),
+            resumable: Some(false),
+            msg: Some("attempt to divide by zero"),
+        };
+        assert_eq!(
+            dead.to_string(),
+            "why state=dead cause=death kind=panic signal=6 task=6 vector=3 error_code=0x0 cr2=0x0 rip=0x1000 policy=stop where=kernel/src/x.rs:12:5 resumable=no msg=attempt to divide by zero"
+        );
+        for row in [running, stopped, dead] {
+            assert_eq!(WhyRow::parse(&row.to_string()), Ok(row));
+        }
+        assert_eq!(WhyRow::parse("why"), Err(RowError::Field("state")));
+        assert_eq!(WhyRow::parse("ok"), Err(RowError::WrongKind));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use arch::TrapFrame;
 use gdbstub::common::Signal;
+use proto::reply::WhyRow;
 use spin::Mutex;
 
 use crate::machine::{SESSION, SIGSEGV, SIGTRAP, StopReason};
@@ -403,39 +404,43 @@ pub(crate) fn signal_and_tid(r: &StopReason) -> (u8, Option<usize>) {
 /// ```
 pub fn why(out: &mut dyn Write) -> fmt::Result {
     let stop = last_stop();
+    let policy = Some(policy().as_str());
     if let Some(d) = death() {
-        write!(
-            out,
-            "why state=dead cause=death kind={} signal={} task={} vector={} error_code={:#x} cr2={:#x} rip={:#x} policy={}",
-            d.kind.as_str(),
-            d.signal().0,
-            d.task,
-            d.vector,
-            d.error_code,
-            d.cr2,
-            d.rip,
-            policy().as_str()
-        )?;
-        if !d.location.as_str().is_empty() {
-            write!(out, " where={}", d.location.as_str())?;
-        }
-        return writeln!(out, " resumable=no msg={}", d.msg.as_str());
+        let location = d.location.as_str();
+        let row = WhyRow {
+            state: "dead",
+            cause: Some("death"),
+            kind: Some(d.kind.as_str()),
+            signal: Some(u64::from(d.signal().0)),
+            task: Some(u64::from(d.task)),
+            vector: Some(d.vector),
+            error_code: Some(d.error_code),
+            cr2: Some(d.cr2),
+            rip: Some(d.rip),
+            policy,
+            location: (!location.is_empty()).then_some(location),
+            resumable: Some(false),
+            msg: Some(d.msg.as_str()),
+        };
+        return writeln!(out, "{row}");
     }
-    match stop {
-        None => writeln!(out, "why state=running policy={}", policy().as_str()),
-        Some(l) => {
-            let (sig, _) = signal_and_tid(&l.reason);
-            writeln!(
-                out,
-                "why state=stopped cause={} signal={} task={} rip={:#x} policy={}",
-                l.cause.as_str(),
-                sig,
-                l.task,
-                l.rip,
-                policy().as_str()
-            )
-        }
-    }
+    let row = match stop {
+        None => WhyRow {
+            state: "running",
+            policy,
+            ..WhyRow::default()
+        },
+        Some(ref l) => WhyRow {
+            state: "stopped",
+            cause: Some(l.cause.as_str()),
+            signal: Some(u64::from(signal_and_tid(&l.reason).0)),
+            task: Some(u64::from(l.task)),
+            rip: Some(l.rip),
+            policy,
+            ..WhyRow::default()
+        },
+    };
+    writeln!(out, "{row}")
 }
 
 /// `monitor pages ADDR LEN`: which 4 KiB pages hold a non-zero byte

@@ -69,22 +69,21 @@ impl WhyInfo {
     pub fn parse(text: &str) -> Option<WhyInfo> {
         let row = text
             .lines()
-            .filter_map(proto::reply::Row::parse)
-            .find(|r| r.kind == "why")?;
+            .find_map(|l| proto::reply::WhyRow::parse(l).ok())?;
         Some(WhyInfo {
-            state: row.get("state")?.to_string(),
-            cause: row.get("cause").map(str::to_string),
-            kind: row.get("kind").map(str::to_string),
-            signal: row.num("signal"),
-            task: row.num("task"),
-            rip: row.num("rip"),
-            vector: row.num("vector"),
-            error_code: row.num("error_code"),
-            cr2: row.num("cr2"),
-            panic_location: row.get("where").map(str::to_string),
-            message: row.get("msg").map(str::to_string),
-            policy: row.get("policy").map(str::to_string),
-            resumable: row.get("resumable") != Some("no"),
+            state: row.state.to_string(),
+            cause: row.cause.map(str::to_string),
+            kind: row.kind.map(str::to_string),
+            signal: row.signal,
+            task: row.task,
+            rip: row.rip,
+            vector: row.vector,
+            error_code: row.error_code,
+            cr2: row.cr2,
+            panic_location: row.location.map(str::to_string),
+            message: row.msg.map(str::to_string),
+            policy: row.policy.map(str::to_string),
+            resumable: row.resumable != Some(false),
             ..WhyInfo::default()
         })
     }
