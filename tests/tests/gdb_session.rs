@@ -701,6 +701,17 @@ fn returns(out: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The address of `name` in the kernel's ELF symbol table.
+fn elf_symbol(kernel: &std::path::Path, name: &str) -> u64 {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(kernel).expect("read the kernel");
+    let file = object::File::parse(&*data).expect("the kernel is an ELF file");
+    file.symbols()
+        .find(|s| s.name() == Ok(name))
+        .map(|s| s.address())
+        .unwrap_or_else(|| panic!("{name} is in the symbol table"))
+}
+
 #[test]
 fn a_gdb_write_to_probed_text_changes_what_the_probe_runs() {
     // kdbg_insn_helper is `lea rax, [rdi + 1]; ret` and its first
@@ -710,13 +721,18 @@ fn a_gdb_write_to_probed_text_changes_what_the_probe_runs() {
     // bytes), x/4xb shows the new bytes without the int3, and the probe
     // keeps recording; writing 1 back restores x + 1.
     let mut vm = boot_serving("serve kdbg.quiet");
+    // Numeric addresses: how gdb types the asm symbol in an expression
+    // depends on the compilation unit of the frame it attached in (it once
+    // scaled `(char *)kdbg_insn_helper + 3` by 4).
+    let helper = elf_symbol(&vm.config().kernel, "kdbg_insn_helper");
+    let show = format!("x/4xb {helper:#x}");
     let run = |vm: &mut Qemu, first: &[&str], byte: u8| {
-        let set = format!("set {{unsigned char}}((char *)kdbg_insn_helper + 3) = {byte}");
+        let set = format!("set {{unsigned char}}{:#x} = {byte}", helper + 3);
         let mut cmds = vec!["set language c"];
         cmds.extend_from_slice(first);
         cmds.extend([
             set.as_str(),
-            "x/4xb kdbg_insn_helper",
+            show.as_str(),
             "thbreak insn_loop",
             "continue",
             "thbreak insn_loop",
