@@ -331,14 +331,14 @@ fn breakpoints_watchpoints_stepping_and_state() {
 fn event_filters_and_kprobe_on_a_source_line() {
     let vm = boot();
     let mut k = Kdbg::start(&vm, &["--keep-going"]);
-    let line = line_of("kernel/src/workloads/mod.rs", "NEXT_FD.fetch_add(1");
+    let line = line_of("kernel/src/workloads/mod.rs", "next_id!(NEXT_FD)");
     let kp = k.ok(
         &format!("kprobe kernel/src/workloads/mod.rs:{line}"),
         "probe_set",
     );
     let kid = kp["probe"]["id"].as_u64().unwrap();
-    // The line may have no code of its own (the atomic is inlined from
-    // core): the probe goes where `info line` says, and names that line.
+    // The line may have no code of its own (the atomics are inlined from core): the
+    // probe goes where `info line` says, and names that line.
     let il = k.ok(
         &format!("info line kernel/src/workloads/mod.rs:{line}"),
         "lines",

@@ -41,8 +41,9 @@ commands:
                              (MTTCG) unless --icount is given
       --no-shared-memory     plain RAM (default: guest RAM is a private file kdbg --memory maps)
   run [--append ARGS] [--smp N] [--no-shared-memory] [-- KDBG_ARGS...]
-                             build, boot, and open the kdbg shell on the kernel (guest RAM
-                             shared with kdbg through a private file unless --no-shared-memory)
+                             build, boot, and open the kdbg shell on the kernel (--smp N:
+                             N vCPUs, default 2, in parallel host threads; guest RAM shared
+                             with kdbg through a private file unless --no-shared-memory)
   linux [--kaslr] [-- KDBG_ARGS...]
                              Debian's current cloud kernel (+ -dbg vmlinux, busybox initramfs,
                              fetched once into target/linux) under QEMU's gdbstub, kdbg attached

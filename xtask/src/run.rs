@@ -10,8 +10,9 @@ use tests::{QemuConfig, Wiring};
 
 use crate::option_value;
 
-/// vCPUs of `cargo xtask run` without `--smp`.
-const DEFAULT_SMP: u32 = 1;
+/// vCPUs of `cargo xtask run` without `--smp`: two, in parallel host
+/// threads (MTTCG), so a session sees the kernel as SMP (docs/SMP.md).
+const DEFAULT_SMP: u32 = 2;
 
 /// QEMU started by `run` lives at most this long.
 const RUN_TIMEOUT: Duration = Duration::from_secs(8 * 3600);

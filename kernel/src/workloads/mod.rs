@@ -81,7 +81,7 @@ pub unsafe extern "C" fn spawn_task(
     }
     // SAFETY: the caller guarantees regs is null or readable.
     let ip = unsafe { regs.as_ref() }.map_or(0, |r| r.ip);
-    let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+    let pid = self::next_id!(NEXT_PID);
     black_box((ip, stack_start));
     if clone_flags & CLONE_PARENT_SETTID != 0 && !parent_tid.is_null() {
         // SAFETY: the caller guarantees parent_tid is null or writable.
@@ -138,7 +138,7 @@ pub unsafe extern "C" fn sys_open(path: *const u8, flags: u32, mode: u32) -> i64
     if name == "/etc/passwd" && flags & O_ACCMODE != 0 {
         return -EACCES;
     }
-    NEXT_FD.fetch_add(1, Ordering::Relaxed)
+    self::next_id!(NEXT_FD)
 }
 
 /// Reads a NUL-terminated string of at most `max` bytes.
@@ -526,3 +526,47 @@ pub fn start_workers() -> usize {
         .filter(|(name, entry)| crate::sched::spawn(name, *entry, 0).is_ok())
         .count()
 }
+
+/// Hands out the next value of an id counter ([`NEXT_PID`], [`NEXT_FD`]):
+/// a plain `mov` load, then a `lock cmpxchg` that stores one more unless
+/// another CPU got there first. Not a `fetch_add`: its `lock xadd` is one
+/// locked read-modify-write, and QEMU 7.2 under MTTCG (several vCPUs in
+/// parallel threads) never reports an access watchpoint (DR7 RW=11, which is
+/// how x86 watches reads: `watch -r`, gdb's `rwatch`/`awatch`) on a locked
+/// read-modify-write (docs/SMP.md, "Watchpoints and locked instructions").
+/// The plain load is seen by read and access watchpoints on any CPU count,
+/// the `cmpxchg`'s store by write watchpoints. The load is written in asm:
+/// LLVM turns a load + `cmpxchg` loop back into `lock xadd`. A macro, not a
+/// function, so that the loop keeps the caller's source line (line probes,
+/// `info line`) and a watchpoint stop names the caller.
+#[collapse_debuginfo(yes)]
+macro_rules! next_id {
+    ($counter:expr) => {{
+        let counter: &AtomicI64 = &$counter;
+        loop {
+            let current: i64;
+            // SAFETY: an 8-byte `mov` from an aligned `AtomicI64` (an atomic
+            // load on x86_64); it only reads the counter.
+            unsafe {
+                core::arch::asm!(
+                    "mov {}, qword ptr [{}]",
+                    out(reg) current,
+                    in(reg) counter.as_ptr(),
+                    options(nostack, readonly, preserves_flags),
+                );
+            }
+            if counter
+                .compare_exchange_weak(
+                    current,
+                    current.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                break current;
+            }
+        }
+    }};
+}
+pub(crate) use next_id;
