@@ -262,11 +262,15 @@ impl<'a> Session<'a> {
                 dw.dwarf
                     .attr_string(u, v)
                     .ok()?
+                    .inner()
                     .to_string_lossy()
                     .into_owned(),
             )
         };
-        let comp_dir = u.comp_dir.map(|d| d.to_string_lossy().into_owned());
+        let comp_dir = u
+            .comp_dir
+            .as_ref()
+            .map(|d| d.inner().to_string_lossy().into_owned());
         let name = text(f.path_name())?;
         if name.starts_with('/') {
             return Some(name);

@@ -6,6 +6,7 @@ use gimli::{BaseAddresses, CfaRule, RegisterRule, UnwindSection};
 
 use crate::elf::{Elf, Reader, State};
 use crate::registers::{Register, Registers};
+use crate::slide::Slide;
 
 /// One FDE's address range and where it is.
 struct FdeRef {
@@ -45,11 +46,18 @@ fn index<S: UnwindSection<Reader>>(
 }
 
 impl Cfi {
-    fn build(state: &State) -> Cfi {
-        let mut debug_frame =
-            gimli::DebugFrame::new(state.section_data(".debug_frame"), gimli::LittleEndian);
+    pub(crate) fn build(state: &State, slide: Slide) -> Cfi {
+        let reader = |name: &str| {
+            gimli::RelocateReader::new(
+                gimli::EndianSlice::new(state.section_data(name), gimli::LittleEndian),
+                slide,
+            )
+        };
+        let mut debug_frame = gimli::DebugFrame::from(reader(".debug_frame"));
         debug_frame.set_address_size(8);
-        let eh_frame = gimli::EhFrame::new(state.section_data(".eh_frame"), gimli::LittleEndian);
+        let eh_frame = gimli::EhFrame::from(reader(".eh_frame"));
+        let section_addr =
+            |state: &State, name: &str| section_addr(state, name).map(|a| slide.to_runtime(a));
         let mut bases = BaseAddresses::default();
         if let Some(r) = section_addr(state, ".eh_frame") {
             bases = bases.set_eh_frame(r);
@@ -99,18 +107,14 @@ struct Row {
 impl Elf {
     /// True if CFI covers `pc`.
     pub fn has_cfi(&self, pc: u64) -> bool {
-        self.state
-            .cfi
-            .get_or_init(|| Cfi::build(&self.state))
-            .find(pc)
-            .is_some()
+        self.state.cfi().find(pc).is_some()
     }
 
     /// The CFA rule at `pc` in the innermost frame: the CFA is the value of
     /// the register plus the offset (`None`: no CFI, or an expression rule).
     /// For compiling conditions that address the frame at a breakpoint.
     pub fn cfa_rule(&self, pc: u64) -> Option<(Register, i64)> {
-        let cfi = self.state.cfi.get_or_init(|| Cfi::build(&self.state));
+        let cfi = self.state.cfi();
         let fde = cfi.find(pc)?;
         row_for(cfi, fde, pc).map(|r| r.cfa)
     }
@@ -133,7 +137,7 @@ impl Elf {
         innermost: bool,
         read_u64: &mut dyn FnMut(u64) -> Option<u64>,
     ) -> Option<Registers> {
-        let cfi = self.state.cfi.get_or_init(|| Cfi::build(&self.state));
+        let cfi = self.state.cfi();
         let pc = regs.pc()?;
         let lookup = if innermost { pc } else { pc.checked_sub(1)? };
         let fde = cfi.find(lookup)?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use gimli::{DebugInfoOffset, UnitOffset};
 
 use crate::elf::{Reader, State};
+use crate::slide::Slide;
 
 pub(crate) type Unit = gimli::Unit<Reader>;
 
@@ -33,11 +34,11 @@ pub(crate) struct DwarfIndex {
 }
 
 impl DwarfIndex {
-    pub(crate) fn load(state: &State) -> Result<DwarfIndex, gimli::Error> {
+    pub(crate) fn load(state: &State, slide: Slide) -> Result<DwarfIndex, gimli::Error> {
         let dwarf = gimli::Dwarf::load(|id| {
-            Ok::<_, gimli::Error>(gimli::EndianSlice::new(
-                state.section_data(id.name()),
-                gimli::LittleEndian,
+            Ok::<_, gimli::Error>(gimli::RelocateReader::new(
+                gimli::EndianSlice::new(state.section_data(id.name()), gimli::LittleEndian),
+                slide,
             ))
         })?;
         let dwarf = Arc::new(dwarf);
@@ -122,7 +123,7 @@ impl DwarfIndex {
                 let Some(name) = entry
                     .attr_value(c::DW_AT_name)
                     .and_then(|v| self.dwarf.attr_string(&unit, v).ok())
-                    .map(|n| n.to_string_lossy().into_owned())
+                    .map(|n| n.inner().to_string_lossy().into_owned())
                 else {
                     continue;
                 };

@@ -9,11 +9,14 @@ use object::{Object, ObjectSection};
 
 use crate::dwarf::DwarfIndex;
 use crate::error::{Error, Result};
+use crate::slide::Slide;
 use crate::symtab::SymbolTable;
 
 /// The gimli reader used everywhere: slices of the mapped file (or of a
-/// decompressed copy), little-endian (x86_64 only).
-pub(crate) type Reader = gimli::EndianSlice<'static, gimli::LittleEndian>;
+/// decompressed copy), little-endian (x86_64 only), with the image's slide
+/// added to every address read (see `slide.rs`).
+pub(crate) type Reader =
+    gimli::RelocateReader<gimli::EndianSlice<'static, gimli::LittleEndian>, Slide>;
 
 /// An opened ELF file. Nothing is parsed until a query needs it; each index is
 /// built once and kept.
@@ -32,14 +35,25 @@ pub(crate) struct State {
     /// Decompressed sections. Boxed slices never move, so `&'static [u8]`
     /// handed out from them stay valid until `State` drops.
     arena: RefCell<Vec<Box<[u8]>>>,
-    symtab: OnceCell<SymbolTable>,
-    dwarf: OnceCell<Option<std::result::Result<DwarfIndex, gimli::Error>>>,
-    pub(crate) cfi: OnceCell<crate::cfi::Cfi>,
+    /// The slide in force (`Elf::set_slide`).
+    pub(crate) slide: Cell<Slide>,
+    /// The indexes built for each slide used so far (usually one or two:
+    /// the link addresses, then a KASLR kernel's). Entries are boxed and
+    /// never removed, so references into them live as long as `State`.
+    slid: RefCell<Vec<Box<Slid>>>,
     notice_given: Cell<bool>,
     /// `set substitute-path` rules (FROM, TO), first match wins.
     pub(crate) paths: RefCell<Vec<(String, String)>>,
     /// The rules found for a Linux vmlinux (see `Elf::auto_substitute_paths`).
     pub(crate) auto_path: OnceCell<Vec<(String, String)>>,
+}
+
+/// What depends on the slide: built lazily, per slide.
+struct Slid {
+    slide: Slide,
+    symtab: OnceCell<SymbolTable>,
+    dwarf: OnceCell<Option<std::result::Result<DwarfIndex, gimli::Error>>>,
+    cfi: OnceCell<crate::cfi::Cfi>,
 }
 
 // SAFETY-relevant note: `State` holds references into `_map` with a `'static`
@@ -79,9 +93,8 @@ impl Elf {
                 path,
                 object,
                 arena: RefCell::new(Vec::new()),
-                symtab: OnceCell::new(),
-                dwarf: OnceCell::new(),
-                cfi: OnceCell::new(),
+                slide: Cell::new(Slide::default()),
+                slid: RefCell::new(Vec::new()),
                 notice_given: Cell::new(false),
                 paths: RefCell::new(Vec::new()),
                 auto_path: OnceCell::new(),
@@ -116,10 +129,46 @@ impl Elf {
         ))
     }
 
-    /// The start address and end (exclusive) of the section named `name`.
+    /// The start address and end (exclusive) of the section named `name`
+    /// (runtime addresses: the slide applied).
     pub fn section_range(&self, name: &str) -> Option<std::ops::Range<u64>> {
         let s = self.state.object.section_by_name(name)?;
-        Some(s.address()..s.address() + s.size())
+        let slide = self.state.slide.get();
+        Some(slide.to_runtime(s.address())..slide.to_runtime(s.address() + s.size()))
+    }
+
+    /// Moves the image by `delta` bytes: from now on every address this
+    /// file hands out or takes is a runtime address of an image loaded
+    /// `delta` above its link addresses (a KASLR kernel's slide; 0 undoes
+    /// it). Only addresses inside the image move (the allocated sections
+    /// at non-zero addresses): offsets such as Linux's per-CPU variables
+    /// (`.data..percpu`, linked at 0) stay. The symbol table, DWARF and CFI
+    /// are indexed again for a new slide, lazily (each slide's indexes are
+    /// kept: going back to one is free).
+    pub fn set_slide(&self, delta: u64) {
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for s in self.state.object.sections() {
+            use object::read::elf::SectionHeader;
+            // SHF_ALLOC: the section occupies memory at run time.
+            let alloc = s.elf_section_header().sh_flags(object::LittleEndian)
+                & object::elf::SHF_ALLOC
+                != object::elf::SectionFlags(0);
+            if alloc && s.address() != 0 {
+                lo = lo.min(s.address());
+                hi = hi.max(s.address() + s.size());
+            }
+        }
+        let slide = if delta == 0 || lo > hi {
+            Slide::default()
+        } else {
+            Slide { lo, hi, delta }
+        };
+        self.state.slide.set(slide);
+    }
+
+    /// The slide in force (0 unless [`Elf::set_slide`] moved the image).
+    pub fn slide(&self) -> u64 {
+        self.state.slide.get().delta
     }
 }
 
@@ -183,19 +232,51 @@ impl State {
         }
     }
 
+    /// The indexes of the slide in force.
+    fn slid(&self) -> &Slid {
+        let slide = self.slide.get();
+        let mut all = self.slid.borrow_mut();
+        let i = match all.iter().position(|s| s.slide == slide) {
+            Some(i) => i,
+            None => {
+                all.push(Box::new(Slid {
+                    slide,
+                    symtab: OnceCell::new(),
+                    dwarf: OnceCell::new(),
+                    cfi: OnceCell::new(),
+                }));
+                all.len() - 1
+            }
+        };
+        let entry: *const Slid = &*all[i];
+        // SAFETY: the entry is boxed and kept in `slid` until `State` drops:
+        // it is never removed or replaced (only new boxes are pushed), so
+        // its heap address is stable and valid for as long as `&self`.
+        unsafe { &*entry }
+    }
+
     pub(crate) fn symtab(&self) -> &SymbolTable {
-        self.symtab.get_or_init(|| SymbolTable::build(&self.object))
+        let slid = self.slid();
+        slid.symtab
+            .get_or_init(|| SymbolTable::build(&self.object, slid.slide))
+    }
+
+    pub(crate) fn cfi(&self) -> &crate::cfi::Cfi {
+        let slid = self.slid();
+        slid.cfi
+            .get_or_init(|| crate::cfi::Cfi::build(self, slid.slide))
     }
 
     /// The DWARF index, or `NoDwarf`.
     pub(crate) fn dwarf(&self) -> Result<&DwarfIndex> {
-        let d = self.dwarf.get_or_init(|| {
+        let slid = self.slid();
+        let d = slid.dwarf.get_or_init(|| {
             let has = self
                 .object
                 .section_by_name(".debug_info")
                 .is_some_and(|s| s.size() > 0);
             if has {
-                Some(DwarfIndex::load(self))
+                Some(DwarfIndex::load(self, slid.slide))
             } else {
                 None
             }

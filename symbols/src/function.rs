@@ -382,9 +382,9 @@ impl Elf {
                 concrete
                     .iter()
                     .find(|c| c.0.is_some() && c.0 == d.key)
-                    .and_then(|c| c.1)
+                    .and_then(|c| c.1.clone())
             } else {
-                d.location
+                d.location.clone()
             };
             let (class, size) = self.abi_class(d.ty);
             let abi_loc = abi.place(class, size);

@@ -64,6 +64,7 @@ mod image;
 mod lines;
 mod names;
 mod registers;
+mod slide;
 mod steprows;
 mod symtab;
 mod types;

@@ -280,12 +280,13 @@ impl Elf {
     fn line_rows(&self, file: &str) -> Result<Vec<LineMatch>> {
         let dw = self.state.dwarf()?;
         let path = &self.state.path;
+        let slide = self.state.slide.get();
         let exec: Vec<std::ops::Range<u64>> = self
             .state
             .object
             .sections()
             .filter(|s| s.kind() == object::SectionKind::Text && s.size() > 0)
-            .map(|s| s.address()..s.address() + s.size())
+            .map(|s| slide.to_runtime(s.address())..slide.to_runtime(s.address() + s.size()))
             .collect();
         let live = |a: u64| exec.iter().any(|r| r.contains(&a));
         let last = file.rsplit('/').next().unwrap_or(file);
@@ -301,7 +302,8 @@ impl Elf {
             let header = program.header().clone();
             let comp_dir = unit
                 .comp_dir
-                .map(|d| d.to_string_lossy().into_owned())
+                .as_ref()
+                .map(|d| d.inner().to_string_lossy().into_owned())
                 .unwrap_or_default();
             let mut names: Vec<(u64, String)> = Vec::new();
             let base = if header.version() >= 5 { 0 } else { 1 };
@@ -310,7 +312,7 @@ impl Elf {
                 let Ok(bare) = dw.dwarf.attr_string(&unit, f.path_name()) else {
                     continue;
                 };
-                if !bare.slice().ends_with(last.as_bytes()) {
+                if !bare.inner().slice().ends_with(last.as_bytes()) {
                     continue;
                 }
                 // As addr2line renders it: comp_dir / dir / name, where an
@@ -328,9 +330,9 @@ impl Elf {
                     && let Some(dir) = f.directory(&header)
                     && let Ok(d) = dw.dwarf.attr_string(&unit, dir)
                 {
-                    push(&d.to_string_lossy());
+                    push(&d.inner().to_string_lossy());
                 }
-                push(&bare.to_string_lossy());
+                push(&bare.inner().to_string_lossy());
                 if path_matches(&p, file) {
                     names.push((i as u64 + base, p));
                 }

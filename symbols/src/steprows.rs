@@ -211,6 +211,7 @@ fn render_file(
             dwarf
                 .attr_string(unit, v)
                 .ok()?
+                .inner()
                 .to_string_lossy()
                 .into_owned(),
         )
@@ -227,7 +228,8 @@ fn render_file(
     };
     let mut path = unit
         .comp_dir
-        .map(|d| d.to_string_lossy().into_owned())
+        .as_ref()
+        .map(|d| d.inner().to_string_lossy().into_owned())
         .unwrap_or_default();
     if f.directory_index() != 0
         && let Some(d) = f.directory(header)

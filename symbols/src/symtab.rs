@@ -79,8 +79,10 @@ fn preference(s: &Symbol<'_>) -> (u8, u8, u8) {
 }
 
 impl SymbolTable {
+    /// The table of `object`, its image addresses moved by `slide`.
     pub(crate) fn build(
         object: &object::read::elf::ElfFile64<'static, object::LittleEndian>,
+        slide: crate::slide::Slide,
     ) -> Self {
         let mut by_addr: Vec<Symbol<'static>> = object
             .symbols()
@@ -101,7 +103,7 @@ impl SymbolTable {
                 }
                 Some(Symbol {
                     name,
-                    address: s.address(),
+                    address: slide.to_runtime(s.address()),
                     size: s.size(),
                     kind,
                     is_global: s.is_global(),

@@ -212,7 +212,7 @@ pub(crate) fn string_attr(
 ) -> Option<String> {
     let v = entry.attr_value(at)?;
     let s = dw.dwarf.attr_string(unit, v).ok()?;
-    Some(s.to_string_lossy().into_owned())
+    Some(s.inner().to_string_lossy().into_owned())
 }
 
 pub(crate) fn unit_lang(unit: &Unit) -> Lang {

@@ -14,6 +14,7 @@ use crate::dwarf::{DwarfIndex, Unit};
 use crate::elf::{Elf, Reader};
 use crate::error::{Error, Result};
 use crate::registers::Register;
+use crate::slide::Slide;
 use crate::types::{Field, Lang, TypeId, ref_attr, string_attr, udata};
 
 /// A global or static variable.
@@ -33,6 +34,9 @@ pub struct LocExpr {
     bytes: Vec<u8>,
     frame_base: Option<Vec<u8>>,
     encoding: gimli::Encoding,
+    /// The image's slide when the bytes were read: `DW_OP_addr` operands
+    /// in `bytes` are link addresses.
+    slide: Slide,
 }
 
 /// Where a variable is at a pc.
@@ -155,14 +159,14 @@ impl LocExpr {
     /// The operations of the location (`Err`: an operation outside
     /// [`LocOp`], named).
     pub fn ops(&self) -> std::result::Result<Vec<LocOp>, String> {
-        decode_ops(&self.bytes, self.encoding)
+        decode_ops(&self.bytes, self.encoding, self.slide)
     }
 
     /// The operations of the function's frame base, if it has one.
     pub fn frame_base_ops(&self) -> Option<std::result::Result<Vec<LocOp>, String>> {
         self.frame_base
             .as_deref()
-            .map(|b| decode_ops(b, self.encoding))
+            .map(|b| decode_ops(b, self.encoding, self.slide))
     }
 
     /// Evaluates the location against `ctx`.
@@ -171,13 +175,18 @@ impl LocExpr {
             &self.bytes,
             self.frame_base.as_deref(),
             self.encoding,
+            self.slide,
             ctx,
             0,
         )
     }
 }
 
-fn decode_ops(bytes: &[u8], encoding: gimli::Encoding) -> std::result::Result<Vec<LocOp>, String> {
+fn decode_ops(
+    bytes: &[u8],
+    encoding: gimli::Encoding,
+    slide: Slide,
+) -> std::result::Result<Vec<LocOp>, String> {
     use gimli::Operation as O;
     let mut r = gimli::EndianSlice::new(bytes, gimli::LittleEndian);
     let mut out = Vec::new();
@@ -192,7 +201,7 @@ fn decode_ops(bytes: &[u8], encoding: gimli::Encoding) -> std::result::Result<Ve
             } if base_type.0 == 0 => LocOp::Breg(Register(register.0), offset),
             O::FrameOffset { offset } => LocOp::Fbreg(offset),
             O::CallFrameCFA => LocOp::CallFrameCfa,
-            O::Address { address } => LocOp::Const(address),
+            O::Address { address } => LocOp::Const(slide.to_runtime(address)),
             O::UnsignedConstant { value } => LocOp::Const(value),
             O::SignedConstant { value } => LocOp::Const(value as u64),
             O::PlusConstant { value } => LocOp::PlusConst(value),
@@ -216,6 +225,7 @@ fn eval_expr(
     bytes: &[u8],
     frame_base: Option<&[u8]>,
     encoding: gimli::Encoding,
+    slide: Slide,
     ctx: &mut dyn LocContext,
     depth: u32,
 ) -> std::result::Result<Place, String> {
@@ -247,7 +257,7 @@ fn eval_expr(
             }
             R::RequiresFrameBase => {
                 let fb = frame_base.ok_or("the function has no frame base")?;
-                let base = match eval_expr(fb, None, encoding, ctx, depth + 1)? {
+                let base = match eval_expr(fb, None, encoding, slide, ctx, depth + 1)? {
                     Place::Memory(a) | Place::Value(a) => a,
                     Place::Register(r) => ctx
                         .register(r)
@@ -260,7 +270,9 @@ fn eval_expr(
                 let cfa = ctx.cfa().ok_or("the frame's CFA is not known")?;
                 eval.resume_with_call_frame_cfa(cfa).map_err(err)?
             }
-            R::RequiresRelocatedAddress(a) => eval.resume_with_relocated_address(a).map_err(err)?,
+            R::RequiresRelocatedAddress(a) => eval
+                .resume_with_relocated_address(slide.to_runtime(a))
+                .map_err(err)?,
             R::RequiresEntryValue(_) => return Ok(Place::OptimizedOut),
             other => return Err(format!("unsupported DWARF location operation ({other:?})")),
         };
@@ -334,7 +346,7 @@ impl DwarfIndex {
                 let name = entry
                     .attr_value(c::DW_AT_name)
                     .and_then(|v| self.dwarf.attr_string(&unit, v).ok())
-                    .map(|n| n.to_string_lossy().into_owned())
+                    .map(|n| n.inner().to_string_lossy().into_owned())
                     .or_else(|| {
                         // A C definition of a variable declared `extern`
                         // (`init_task`): its name is on the declaration.
@@ -349,7 +361,7 @@ impl DwarfIndex {
                         let d = unit.entry(r).ok()?;
                         d.attr_value(c::DW_AT_name)
                             .and_then(|v| self.dwarf.attr_string(&unit, v).ok())
-                            .map(|n| n.to_string_lossy().into_owned())
+                            .map(|n| n.inner().to_string_lossy().into_owned())
                     });
                 let outer = scopes.last().map(|(_, s)| s.clone());
                 let qualified = match (&outer, &name) {
@@ -496,7 +508,7 @@ impl Elf {
         };
         let die = unit.entry(sub).map_err(|e| Error::dwarf(path, e))?;
         let frame_base = match die.attr_value(constants::DW_AT_frame_base) {
-            Some(AttributeValue::Exprloc(e)) => Some(e.0.slice().to_vec()),
+            Some(AttributeValue::Exprloc(e)) => Some(e.0.inner().slice().to_vec()),
             _ => None,
         };
         let mut scope = Scope::default();
@@ -605,9 +617,10 @@ impl Elf {
         let encoding = unit.encoding();
         let expr = |ex: gimli::Expression<Reader>| {
             VarLocation::Expr(LocExpr {
-                bytes: ex.0.slice().to_vec(),
+                bytes: ex.0.inner().slice().to_vec(),
                 frame_base: frame_base.map(<[u8]>::to_vec),
                 encoding,
+                slide: self.state.slide.get(),
             })
         };
         let location = match e.attr_value(constants::DW_AT_location) {
@@ -625,7 +638,7 @@ impl Elf {
                 found
             }
             None => match e.attr_value(constants::DW_AT_const_value) {
-                Some(AttributeValue::Block(b)) => VarLocation::Const(b.slice().to_vec()),
+                Some(AttributeValue::Block(b)) => VarLocation::Const(b.inner().slice().to_vec()),
                 Some(AttributeValue::Sdata(v)) => VarLocation::Const(v.to_le_bytes().to_vec()),
                 Some(v) => match udata(&v) {
                     Some(x) => VarLocation::Const(x.to_le_bytes().to_vec()),

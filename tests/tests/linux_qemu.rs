@@ -18,7 +18,11 @@
 //! - after a stock gdb session (which turns QEMU's multiprocess thread ids
 //!   on), `quit` still leaves the guest running (`D;1`, checked).
 //!
-//! - a second boot with KASLR: `lx kaslr` finds a 2 MiB-aligned slide, `lx tasks` starts at init_task + slide and has kthreadd.
+//! - a second boot with KASLR: `lx kaslr` finds a 2 MiB-aligned slide,
+//!   `lx tasks` starts at init_task + slide and has kthreadd; the symbols
+//!   move by the slide: `info symbol`, `break do_sys_openat2` (stops there,
+//!   `fs/open.c`), `info args`, `bt`, `print` of globals (a per-CPU one
+//!   not slid), each checked against gdb with `symbol-file -o SLIDE`.
 //!
 //! The first run downloads ~310 MB of Debian packages into target/linux.
 
@@ -391,8 +395,131 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
             .any(|t| t["pid"] == 2 && t["comm"] == "kthreadd"),
         "{t0}"
     );
+    // Every symbolic address is the running kernel's: the symbols moved
+    // by the slide (names -> addresses and back, DWARF, CFI, the file's
+    // bytes); per-CPU offsets did not.
+    let (banner_link, _) = elf_bytes(&img.vmlinux, "linux_banner", 1);
+    let sym = k.ok(&format!("info symbol {:#x}", banner_link + slide), "symbol");
+    assert_eq!(sym["symbol"], "linux_banner", "{sym}");
+    let (openat_link, _) = elf_bytes(&img.vmlinux, "do_sys_openat2", 1);
+    let b = k.ok("break do_sys_openat2", "breakpoint");
+    assert_eq!(hex(&b["breakpoint"]["addr"]), openat_link + slide, "{b}");
+    let m = k.mark();
+    k.ok("continue", "running");
+    let st = k.wait_stop(m);
+    assert_eq!(hex(&st["stop"]["rip"]), openat_link + slide, "{st}");
+    assert!(
+        st["stop"]["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("do_sys_openat2")),
+        "{st}"
+    );
+    assert!(
+        st["stop"]["source"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("fs/open.c:")),
+        "{st}"
+    );
+    let a = k.ok("info args", "args");
+    assert!(a.to_string().contains("\\\"/"), "no filename string: {a}");
+    let bt = k.ok("bt", "backtrace");
+    let frames = bt["frames"].as_array().expect("frames").clone();
+    let names: Vec<&str> = frames
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(names.contains(&"do_syscall_64"), "{bt}");
+    assert!(
+        names.iter().any(|n| n.starts_with("entry_SYSCALL_64+")),
+        "{bt}"
+    );
+    let c = k.run_within("print init_task.comm", Duration::from_secs(400));
+    assert!(
+        c["value"]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("\"swapper/0")),
+        "{c}"
+    );
+    let (jiffies_link, _) = elf_bytes(&img.vmlinux, "jiffies_64", 1);
+    let j = k.ok("print &jiffies_64", "value");
+    let jtext = j["value"]["text"].as_str().expect("text").to_string();
+    assert!(
+        jtext.contains(&format!("{:#x}", jiffies_link + slide)),
+        "{j}"
+    );
+    // A per-CPU variable is an offset into .data..percpu: not slid.
+    let (cur_link, _) = elf_bytes(&img.vmlinux, "current_task", 1);
+    let pc = k.ok("print &current_task", "value");
+    assert!(
+        pc["value"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("{cur_link:#x}"))),
+        "{pc}"
+    );
+    let stop_line = st["stop"]["source"].as_str().unwrap().to_string();
+    k.ok("delete break 1", "message");
     k.ok("quit", "quit");
     assert!(k.finish().success());
+    // gdb with the same symbols moved by the same slide (`symbol-file -o`)
+    // reads the same kernel the same way.
+    let callers: Vec<(u64, String)> = frames
+        .iter()
+        .filter(|f| f["inlined"] == false && f["level"] != 0)
+        .filter_map(|f| Some((hex(&f["pc"]), f["function"].as_str()?.to_string())))
+        .collect();
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-batch", "-nx"])
+        .args([
+            "-ex",
+            &format!("symbol-file -o {slide:#x} {}", img.vmlinux.display()),
+        ])
+        .args(["-ex", &format!("target remote 127.0.0.1:{}", vm.port)])
+        .args(["-ex", "p init_task.comm", "-ex", "p &jiffies_64"])
+        .args(["-ex", &format!("info line *{:#x}", openat_link + slide)]);
+    for (pc, _) in &callers {
+        gdb.args(["-ex", &format!("info symbol {pc:#x}")]);
+    }
+    let g = gdb.args(["-ex", "detach"]).output().expect("run gdb");
+    let out = String::from_utf8_lossy(&g.stdout).to_string();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let gcomm = out
+        .lines()
+        .find_map(|l| l.strip_prefix("$1 = "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let kcomm = c["value"]["text"].as_str().unwrap();
+    assert_eq!(
+        gcomm.split("\\000").next(),
+        kcomm.split("\\000").next(),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("$2 = ") && l.contains(&format!("{:#x}", jiffies_link + slide))),
+        "{out}"
+    );
+    // `Line 1306 of "fs/open.c" starts at address ... <do_sys_openat2>`
+    let line: &str = stop_line.rsplit(':').next().unwrap();
+    assert!(
+        out.contains(&format!("Line {line} of ")) && out.contains("<do_sys_openat2>"),
+        "kdbg stopped at {stop_line}; gdb: {out}"
+    );
+    // `__x64_sys_openat + 26 in section .text`: the functions bt named.
+    for (pc, name) in &callers {
+        // (An assembly frame is named from its sized symbol by kdbg, from
+        // the label before the pc by gdb: `entry_SYSCALL_64_after_hwframe`.)
+        let (base, want) = match name.split_once('+') {
+            Some((b, _)) => (b, b.to_string()),
+            None => (name.as_str(), format!("{name} + ")),
+        };
+        assert!(
+            !base.is_empty() && out.lines().any(|l| l.starts_with(&want)),
+            "frame at {pc:#x} is {name} for kdbg; gdb: {out}"
+        );
+    }
+    eprintln!(
+        "linux: kaslr boot: gdb agrees on {} caller frames",
+        callers.len()
+    );
     eprintln!(
         "linux: kaslr boot and checks in {:.1}s",
         t.elapsed().as_secs_f64()

@@ -125,15 +125,16 @@ pub fn find_slide(
 }
 
 /// At connect to a foreign stub (the guest stopped): finds the KASLR slide
-/// of a Linux kernel and keeps it (`lx` applies it); a non-zero slide is
-/// reported, since other symbolic addresses are not relocated yet.
+/// of a Linux kernel and moves the symbols by it (`Elf::set_slide`: from
+/// then on every symbolic address, `break`, `print`, `bt`, `list`, `x/i`,
+/// is the running kernel's).
 pub fn on_connect(s: &mut Session) {
-    use std::sync::atomic::Ordering;
-    s.shared.kaslr_slide.store(0, Ordering::Relaxed);
     let pc = {
         let Ok(elf) = s.shared.elf() else {
             return;
         };
+        // Detection compares link addresses with the guest's memory.
+        elf.set_slide(0);
         if elf.lookup("linux_banner").is_empty() {
             return;
         }
@@ -158,11 +159,10 @@ pub fn on_connect(s: &mut Session) {
     match find_slide(&elf, pc, &mut read, false) {
         Some(0) => {}
         Some(slide) => {
-            s.shared.kaslr_slide.store(slide, Ordering::Relaxed);
+            elf.set_slide(slide);
             eprintln!(
                 "kdbg: KASLR: this kernel runs {slide:#x} above the vmlinux's addresses \
-                 (linux_banner found there); `lx` applies it, other symbolic addresses \
-                 (break, bt, x SYMBOL) do not yet: boot with nokaslr for those"
+                 (linux_banner found there); symbols are relocated by it"
             );
         }
         None => eprintln!(
@@ -205,10 +205,7 @@ pub fn lx(s: &mut Session, inv: &Invocation) -> Result<Output> {
             LxView::Current { cpus }
         }
         "kaslr" => LxView::Kaslr {
-            slide: s
-                .shared
-                .kaslr_slide
-                .load(std::sync::atomic::Ordering::Relaxed),
+            slide: s.shared.elf()?.slide(),
         },
         other => bail!("lx: unknown '{other}': lx tasks|ps|dmesg|lsmod|current|kaslr"),
     };
@@ -220,38 +217,18 @@ fn eval<T>(
     input: &str,
     f: impl FnOnce(&mut Evaluator<'_>) -> Result<T, Error>,
 ) -> Result<T> {
-    SLIDE.with(|c| {
-        c.set(
-            s.shared
-                .kaslr_slide
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
-    });
     crate::exec::inspect::with_eval(s, f, input)
 }
 
-thread_local! {
-    /// The slide `sym` applies, set for each `lx` command.
-    static SLIDE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// The runtime address of a symbol of the vmlinux (the KASLR slide applied
-/// to kernel image symbols; per-CPU symbols are offsets, never slid).
+/// The runtime address of a symbol of the vmlinux (the symbols carry the
+/// KASLR slide; per-CPU symbols are offsets and never slid).
 fn sym(ev: &Evaluator<'_>, name: &str) -> Result<u64, Error> {
-    let s = ev
-        .elf
+    ev.elf
         .lookup(name)
         .into_iter()
         .next()
-        .ok_or_else(|| Error::msg(format!("no symbol {name} in the vmlinux")))?;
-    // Per-CPU symbols are offsets (section .data..percpu at 0): not slid.
-    let text = ev.elf.lookup("_text").into_iter().next().map(|t| t.address);
-    let slide = if text.is_some_and(|t| s.address >= t) {
-        SLIDE.with(|c| c.get())
-    } else {
-        0
-    };
-    Ok(s.address.wrapping_add(slide))
+        .map(|s| s.address)
+        .ok_or_else(|| Error::msg(format!("no symbol {name} in the vmlinux")))
 }
 
 /// A struct type by name. First through a parameter `struct NAME *` of a

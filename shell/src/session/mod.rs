@@ -79,9 +79,6 @@ pub struct Shared {
     /// the selected frame (`exec::inspect`). Taken after the client lock
     /// and the image lock, never while calling into other parts.
     pub expr: Mutex<crate::exec::inspect::ExprState>,
-    /// A Linux kernel's KASLR slide found at connect (runtime minus link
-    /// address of the kernel image; 0 without KASLR or not Linux).
-    pub kaslr_slide: std::sync::atomic::AtomicU64,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -378,7 +375,6 @@ impl Session {
         let shared = Arc::new(Shared {
             link: Mutex::new(None),
             expr: Mutex::new(Default::default()),
-            kaslr_slide: std::sync::atomic::AtomicU64::new(0),
             image: Arc::new(image),
             probes: ProbeBook::default(),
             display: Display::new(opts.render, clock),
@@ -486,6 +482,9 @@ impl Session {
         self.attach_memory(kdbg);
         if stopped && !kdbg {
             crate::exec::linux::on_connect(self);
+        } else if let Ok(elf) = self.shared.elf() {
+            // kdbg's reference kernel is not relocated.
+            elf.set_slide(0);
         }
         // A kernel that stopped (or died) before this attach stays stopped,
         // as gdb never resumes on connect; its summary is shown. (A foreign
