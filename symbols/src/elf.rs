@@ -40,6 +40,9 @@ pub(crate) struct State {
     /// The indexes built for each slide used so far (usually one or two:
     /// the link addresses, then a KASLR kernel's). Entries are boxed and
     /// never removed, so references into them live as long as `State`.
+    // The boxes are the point: a push may move the vector's storage, never
+    // a box's contents.
+    #[allow(clippy::vec_box)]
     slid: RefCell<Vec<Box<Slid>>>,
     notice_given: Cell<bool>,
     /// `set substitute-path` rules (FROM, TO), first match wins.

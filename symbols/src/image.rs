@@ -10,7 +10,7 @@ impl Elf {
     /// Up to `len` bytes the file places at `address` (sections with file
     /// data; `.bss` has none), or `None` if no section holds `address`.
     pub fn read_at(&self, address: u64, len: usize) -> Option<&[u8]> {
-        let address = self.state.slide.get().to_link(address);
+        let address = self.state.slide.get().to_link(address)?;
         let (start, size, data) = self.state.object.sections().find_map(|s| {
             let (_, size) = s.file_range()?;
             let start = s.address();
@@ -25,7 +25,9 @@ impl Elf {
 
     /// True if `address` is in an executable section with file data.
     pub fn is_text(&self, address: u64) -> bool {
-        let address = self.state.slide.get().to_link(address);
+        let Some(address) = self.state.slide.get().to_link(address) else {
+            return false;
+        };
         self.state.object.sections().any(|s| {
             s.kind() == SectionKind::Text
                 && s.file_range().is_some()

@@ -32,17 +32,21 @@ impl Slide {
         }
     }
 
-    /// The link address of a runtime address (unchanged if it is not a
-    /// slid image address).
+    /// The link address of a runtime address: `None` for an address of the
+    /// image's link range that the slide moved away (nothing is there at
+    /// run time); an address outside the image is its own.
     #[inline]
-    pub(crate) fn to_link(self, runtime: u64) -> u64 {
+    pub(crate) fn to_link(self, runtime: u64) -> Option<u64> {
         if self.delta != 0 {
             let link = runtime.wrapping_sub(self.delta);
             if link >= self.lo && link <= self.hi {
-                return link;
+                return Some(link);
+            }
+            if runtime >= self.lo && runtime <= self.hi {
+                return None;
             }
         }
-        runtime
+        Some(runtime)
     }
 }
 
@@ -70,11 +74,19 @@ mod tests {
             delta: 0x2380_0000,
         };
         assert_eq!(s.to_runtime(0xffff_ffff_8100_0010), 0xffff_ffff_a480_0010);
-        assert_eq!(s.to_link(0xffff_ffff_a480_0010), 0xffff_ffff_8100_0010);
+        assert_eq!(
+            s.to_link(0xffff_ffff_a480_0010),
+            Some(0xffff_ffff_8100_0010)
+        );
+        // The link address itself holds nothing once the image moved.
+        assert_eq!(s.to_link(0xffff_ffff_8100_0010), None);
         // Per-CPU offsets and addresses outside the image stay.
         assert_eq!(s.to_runtime(0x1fbc0), 0x1fbc0);
-        assert_eq!(s.to_link(0x1fbc0), 0x1fbc0);
-        assert_eq!(s.to_link(0xffff_8880_0000_0000), 0xffff_8880_0000_0000);
+        assert_eq!(s.to_link(0x1fbc0), Some(0x1fbc0));
+        assert_eq!(
+            s.to_link(0xffff_8880_0000_0000),
+            Some(0xffff_8880_0000_0000)
+        );
         // The image's end moves with it (an exclusive range end).
         assert_eq!(s.to_runtime(s.hi), s.hi + s.delta);
         assert_eq!(Slide::default().to_runtime(5), 5);

@@ -244,3 +244,77 @@ fn rust_types_by_name_and_path() {
     assert_eq!(t.size, Some(24));
     assert_eq!(t.fields().len(), 3);
 }
+
+/// `Elf::set_slide` (a KASLR kernel): every address handed out or taken
+/// moves by the slide, names, lines, DWARF and CFI answer the same, and
+/// going back to 0 restores the link addresses.
+#[test]
+fn a_slide_moves_every_symbolic_address() {
+    const D: u64 = 0x4a0_0000;
+    let elf = kernel();
+    let s0 = elf.lookup("spawn_task")[0];
+    let pc0 = s0.address + 4;
+    let frames0 = elf.frames(pc0).expect("frames");
+    let loc0 = elf.location(pc0).expect("location").expect("a line");
+    let f0 = elf.function_at(s0.address).expect("function");
+    let hits0 = elf
+        .line_addresses("workloads/mod.rs", loc0.line)
+        .expect("line");
+    let bytes0 = elf.read_at(s0.address, 16).expect("bytes").to_vec();
+    let g0 = elf.globals_named("NEXT_PID").expect("global");
+    let rows0 = elf
+        .line_rows_in(s0.address, s0.address + s0.size)
+        .expect("rows");
+    let cfa0 = elf.cfa_rule(pc0);
+    let text0 = elf.section_range(".text").expect(".text");
+    assert!(!g0.is_empty() && !rows0.is_empty() && !hits0.is_empty());
+
+    elf.set_slide(D);
+    assert_eq!(elf.slide(), D);
+    let s1 = elf.lookup("spawn_task")[0];
+    assert_eq!(s1.address, s0.address + D);
+    let pc1 = pc0 + D;
+    let back = elf.symbolize(pc1).expect("symbolize");
+    assert_eq!((back.symbol.name, back.offset), (s0.name, 4));
+    assert_eq!(
+        elf.function_bounds(pc1),
+        Some(s1.address..s1.address + s0.size)
+    );
+    assert_eq!(elf.frames(pc1).expect("frames"), frames0);
+    assert_eq!(elf.location(pc1).expect("location"), Some(loc0.clone()));
+    let f1 = elf.function_at(s1.address).expect("function");
+    assert_eq!(f1.entry, f0.entry + D);
+    assert_eq!(f1.params, f0.params);
+    let hits1: Vec<u64> = elf
+        .line_addresses("workloads/mod.rs", loc0.line)
+        .expect("line")
+        .iter()
+        .map(|h| h.address)
+        .collect();
+    let want: Vec<u64> = hits0.iter().map(|h| h.address + D).collect();
+    assert_eq!(hits1, want);
+    assert_eq!(elf.read_at(s1.address, 16), Some(&bytes0[..]));
+    assert!(elf.is_text(s1.address));
+    // Nothing is at the link address any more (unless the slid image
+    // covers it).
+    assert!(elf.read_at(text0.start, 1).is_none());
+    let g1 = elf.globals_named("NEXT_PID").expect("global");
+    assert_eq!(g1[0].address, g0[0].address + D);
+    let rows1 = elf
+        .line_rows_in(s1.address, s1.address + s1.size)
+        .expect("rows");
+    assert_eq!(rows1.len(), rows0.len());
+    for (a, b) in rows0.iter().zip(&rows1) {
+        assert_eq!((a.start + D, a.len, a.line), (b.start, b.len, b.line));
+    }
+    assert_eq!(elf.cfa_rule(pc1), cfa0);
+    assert!(cfa0.is_some() || !elf.has_cfi(pc0));
+    assert_eq!(
+        elf.section_range(".text"),
+        Some(text0.start + D..text0.end + D)
+    );
+
+    elf.set_slide(0);
+    assert_eq!(elf.lookup("spawn_task")[0].address, s0.address);
+    assert_eq!(elf.frames(pc0).expect("frames"), frames0);
+}
