@@ -1026,7 +1026,7 @@ pub const COMMANDS: &[Command] = &[
                   whose per-CPU base is the live gs base; $lx_current is set to its task\n\
                   (p $lx_current->comm).\n\
                   lx kaslr: the KASLR slide found at connect (linux_banner's runtime address\n\
-                  minus the vmlinux's); lx applies it, other commands do not yet. With kdbg --json each answer is one object (type linux, what tasks|dmesg|lsmod|current).",
+                  minus the vmlinux's); every symbol is relocated by it (break, print, bt, list, x/i). With kdbg --json each answer is one object (type linux, what tasks|dmesg|lsmod|current).",
         flags: &[],
         modifier: false,
         group: Group::State,
