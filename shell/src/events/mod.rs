@@ -73,8 +73,9 @@ pub fn errno_static(name: &str) -> Option<&'static str> {
 }
 
 /// One probe hit, ready for text or JSON (the JSON form is complete: a
-/// recording reads it back, `record::file`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// recording reads it back, `record::file`). `Default` is an empty event
+/// (tests build theirs from it).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct EventView {
     /// Host-side sequence number (1, 2, ...).
     pub seq: u64,
@@ -108,6 +109,33 @@ pub struct EventView {
     /// shows only this line).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub printf: Option<String>,
+}
+
+/// Test events: the `path` argument of a `sys_open` event and a plain
+/// return value, as the shell renders them.
+#[cfg(test)]
+pub(crate) mod sample {
+    use super::{RetView, ValueView};
+
+    /// `path` of type `*const u8`, shown quoted.
+    pub fn path_arg(path: &str) -> ValueView {
+        ValueView {
+            name: "path".into(),
+            type_name: "*const u8".into(),
+            value: path.into(),
+            text: super::quote(path.as_bytes()),
+        }
+    }
+
+    /// A return value `ret` with no errno name.
+    pub fn ret(ret: i64) -> RetView {
+        RetView {
+            raw: ret as u64,
+            value: ret.into(),
+            text: ret.to_string(),
+            errno: None,
+        }
+    }
 }
 
 const ERRNOS: [&str; 40] = [

@@ -171,24 +171,10 @@ mod tests {
 
     fn ev(probe: u32) -> EventView {
         EventView {
-            seq: 0,
             probe,
             kind: "jprobe",
-            time: None,
-            tsc: 0,
-            cpu: 0,
-            task: 0,
-            task_name: None,
             function: "f".into(),
-            addr: 0,
-            args: Vec::new(),
-            ret: None,
-            duration_ns: None,
-            duration_tsc: None,
-            regs: Vec::new(),
-            insn: None,
-            truncated: false,
-            printf: None,
+            ..EventView::default()
         }
     }
 

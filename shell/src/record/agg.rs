@@ -196,18 +196,13 @@ pub fn hist(p: Option<&ProbeAgg>, probe: u32, kind: &str, what: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{RetView, ValueView};
+    use crate::events::{ValueView, sample};
 
     pub(crate) fn ev(probe: u32, n: u64, ret: Option<i64>) -> EventView {
         EventView {
-            seq: 0,
             probe,
             kind: if ret.is_some() { "kretprobe" } else { "jprobe" },
-            time: None,
-            tsc: 0,
-            cpu: 0,
             task: 1,
-            task_name: None,
             function: "fib".into(),
             addr: 0x1000,
             args: vec![
@@ -217,25 +212,12 @@ mod tests {
                     value: n.into(),
                     text: n.to_string(),
                 },
-                ValueView {
-                    name: "path".into(),
-                    type_name: "*const u8".into(),
-                    value: "/x".into(),
-                    text: "\"/x\"".into(),
-                },
+                sample::path_arg("/x"),
             ],
-            ret: ret.map(|r| RetView {
-                raw: r as u64,
-                value: r.into(),
-                text: r.to_string(),
-                errno: None,
-            }),
+            ret: ret.map(sample::ret),
             duration_ns: ret.map(|_| 1500.0),
             duration_tsc: ret.map(|_| 3000),
-            regs: Vec::new(),
-            insn: None,
-            truncated: false,
-            printf: None,
+            ..EventView::default()
         }
     }
 

@@ -409,7 +409,7 @@ pub fn read(path: &Path) -> Result<Recording> {
 mod tests {
     use super::*;
     use crate::capture::Layout;
-    use crate::events::{RetView, ValueView};
+    use crate::events::{RetView, sample};
 
     fn dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!(
@@ -428,29 +428,21 @@ mod tests {
             kind: "kretprobe",
             time: Some(1.25 + seq as f64 / 3.0),
             tsc: 1000 + seq,
-            cpu: 0,
             task: 3,
             task_name: Some("opener".into()),
             function: "sys_open".into(),
             addr: 0x18d050,
-            args: vec![ValueView {
-                name: "path".into(),
-                type_name: "*const u8".into(),
-                value: path.into(),
-                text: crate::events::quote(path.as_bytes()),
-            }],
+            args: vec![sample::path_arg(path)],
             ret: Some(RetView {
-                raw: ret as u64,
-                value: ret.into(),
                 text: format!("{ret}{}", if ret == -2 { " [ENOENT]" } else { "" }),
                 errno: (ret == -2).then_some("ENOENT"),
+                ..sample::ret(ret)
             }),
             duration_ns: Some(1234.5),
             duration_tsc: Some(2469),
-            regs: Vec::new(),
-            insn: None,
             truncated: seq == 3,
             printf: (seq == 2).then(|| format!("open {path} -> {ret}")),
+            ..EventView::default()
         }
     }
 

@@ -798,7 +798,7 @@ fn convert(spec: &Spec, v: &Val) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{RetView, ValueView};
+    use crate::events::{ValueView, sample};
 
     fn kinds(n: &str) -> Option<Kind> {
         match n {
@@ -829,9 +829,7 @@ mod tests {
             seq: 1,
             probe: 2,
             kind: "kretprobe",
-            time: None,
             tsc: 99,
-            cpu: 0,
             task: 3,
             task_name: Some("opener".into()),
             function: "sys_open".into(),
@@ -842,18 +840,10 @@ mod tests {
                 arg("mode", 0o644.into(), "420"),
                 arg("regs->ip", serde_json::Value::Null, "<fault@0x10>"),
             ],
-            ret: Some(RetView {
-                raw: ret as u64,
-                value: ret.into(),
-                text: ret.to_string(),
-                errno: None,
-            }),
+            ret: Some(sample::ret(ret)),
             duration_ns: Some(1234.4),
             duration_tsc: Some(2468),
-            regs: Vec::new(),
-            insn: None,
-            truncated: false,
-            printf: None,
+            ..EventView::default()
         }
     }
 

@@ -295,7 +295,7 @@ pub fn count(rec: &Recording, args: &[&str], json: bool) -> Result<String> {
 mod tests {
     use super::*;
     use crate::capture::Layout;
-    use crate::events::{ProbeDef, RetView, ValueView};
+    use crate::events::{ProbeDef, sample};
     use crate::record::file::Recorder;
 
     fn ev(seq: u64, path: &str, ret: i64) -> EventView {
@@ -305,29 +305,16 @@ mod tests {
             kind: "kretprobe",
             time: Some(seq as f64),
             tsc: seq,
-            cpu: 0,
             task: 4,
             task_name: Some("opener".into()),
             function: "sys_open".into(),
             addr: 0x100,
-            args: vec![ValueView {
-                name: "path".into(),
-                type_name: "*const u8".into(),
-                value: path.into(),
-                text: crate::events::quote(path.as_bytes()),
-            }],
-            ret: Some(RetView {
-                raw: ret as u64,
-                value: ret.into(),
-                text: ret.to_string(),
-                errno: None,
-            }),
+            args: vec![sample::path_arg(path)],
+            ret: Some(sample::ret(ret)),
             duration_ns: Some(1000.0 * seq as f64),
             duration_tsc: Some(2000 * seq),
-            regs: Vec::new(),
-            insn: None,
-            truncated: false,
             printf: (seq == 2).then(|| format!("open {path} -> {ret}")),
+            ..EventView::default()
         }
     }
 
