@@ -15,7 +15,7 @@
 //!   "boosted", only when [`Execution::OutOfLine::boostable`]).
 //!
 //! The probe core's obligations for each path are documented on
-//! [`Execution`] and in `docs/notes/insn.md`.
+//! [`Execution`] and in `docs/design/insn.md`.
 
 mod access;
 mod analysis;

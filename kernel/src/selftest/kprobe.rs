@@ -6,6 +6,7 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use super::probe_util::{check, unreg};
 use arch::TrapFrame;
 use probes::{At, ExecPath, Kprobe, Probe, ProbeError, ProbeId, Refusal};
 
@@ -202,16 +203,8 @@ fn addr_of(name: &str) -> Result<u64, &'static str> {
         .ok_or("selftest function missing from kallsyms")
 }
 
-fn check(ok: bool, msg: &'static str) -> Result<(), &'static str> {
-    if ok { Ok(()) } else { Err(msg) }
-}
-
 fn reg(at: At<'_>, kp: Kprobe) -> Result<ProbeId, &'static str> {
     probes::register_kprobe(at, kp).map_err(|_| "register_kprobe refused a valid address")
-}
-
-fn unreg(id: ProbeId) -> Result<(), &'static str> {
-    probes::unregister(id).map_err(|_| "unregister failed")
 }
 
 static PRE: AtomicU64 = AtomicU64::new(0);
