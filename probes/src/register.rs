@@ -459,10 +459,24 @@ impl Core {
         }
         // gdb's int3 inside an optimized region: the region goes back to
         // int3 form (and stays so while the breakpoint is there).
-        let around = self.unoptimize_around(pf, &mut reg, addr);
-        let r = self.gdb_insert_locked(pf, &mut reg, addr);
+        self.with_int3_around(pf, &mut reg, addr, |core, reg| {
+            core.gdb_insert_locked(pf, reg, addr)
+        })
+    }
+
+    /// Runs `f` with every optimized region around `addr` back in int3
+    /// form, then tries to optimize those points again.
+    fn with_int3_around<R>(
+        &self,
+        pf: &'static dyn Host,
+        reg: &mut Registry,
+        addr: u64,
+        f: impl FnOnce(&Self, &mut Registry) -> R,
+    ) -> R {
+        let around = self.unoptimize_around(pf, reg, addr);
+        let r = f(self, reg);
         for a in around {
-            self.try_optimize(pf, &mut reg, a);
+            self.try_optimize(pf, reg, a);
         }
         r
     }
@@ -562,12 +576,9 @@ impl Core {
     /// not an instruction) is refused with the reason.
     pub fn gdb_set_cond(&self, addr: u64, cond: Option<StopCond>) -> Result<(), ProbeError> {
         let (pf, mut reg) = self.lock()?;
-        let around = self.unoptimize_around(pf, &mut reg, addr);
-        let r = self.gdb_set_cond_locked(pf, &mut reg, addr, cond);
-        for a in around {
-            self.try_optimize(pf, &mut reg, a);
-        }
-        r
+        self.with_int3_around(pf, &mut reg, addr, |core, reg| {
+            core.gdb_set_cond_locked(pf, reg, addr, cond)
+        })
     }
 
     fn gdb_set_cond_locked(

@@ -352,6 +352,44 @@ fn parse_u32(s: &str) -> Result<u32, ParseError> {
         .ok_or(ParseError::BadNumber)
 }
 
+/// The words after a probe's location: `if=HEX`, aggregation tokens and,
+/// for probes that capture, capture tokens.
+struct ProbeOptions {
+    capture: CaptureSpec,
+    pred: Option<Program>,
+    agg: Option<AggSpec>,
+}
+
+impl ProbeOptions {
+    /// `extra` sees each word first and says whether it took it (the probe
+    /// type's own options, `maxactive=N`).
+    fn parse<'a>(
+        words: impl Iterator<Item = &'a str>,
+        captures: bool,
+        mut extra: impl FnMut(&'a str) -> Result<bool, ParseError>,
+    ) -> Result<ProbeOptions, ParseError> {
+        let mut capture = CaptureSpec::default();
+        let mut pred = None;
+        let (mut agg, mut pending) = (None, AggSpec::new(AggFn::Count));
+        for w in words {
+            if extra(w)? {
+            } else if let Some(h) = w.strip_prefix("if=") {
+                pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
+            } else if AggSpec::apply_token(&mut agg, &mut pending, w)? {
+            } else if !captures {
+                return Err(ParseError::UnexpectedArgument);
+            } else if !capture.apply_token(w)? {
+                return Err(ParseError::Capture(FetchError::UnknownToken));
+            }
+        }
+        Ok(ProbeOptions {
+            capture,
+            pred,
+            agg: AggSpec::finish(agg, &pending)?,
+        })
+    }
+}
+
 /// Parses one monitor command line.
 pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
     let mut words = text.split_ascii_whitespace();
@@ -359,62 +397,39 @@ pub fn parse(text: &str) -> Result<Command<'_>, ParseError> {
     let cmd = match name {
         "kprobe" => {
             let loc = Loc::parse(words.next().ok_or(ParseError::Missing("LOC"))?)?;
-            let mut pred = None;
-            let (mut agg, mut pending) = (None, AggSpec::new(AggFn::Count));
-            for w in words.by_ref() {
-                if let Some(h) = w.strip_prefix("if=") {
-                    pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
-                } else if !AggSpec::apply_token(&mut agg, &mut pending, w)? {
-                    return Err(ParseError::UnexpectedArgument);
-                }
+            let o = ProbeOptions::parse(words.by_ref(), false, |_| Ok(false))?;
+            Command::Kprobe {
+                loc,
+                pred: o.pred,
+                agg: o.agg,
             }
-            let agg = AggSpec::finish(agg, &pending)?;
-            Command::Kprobe { loc, pred, agg }
         }
         "jprobe" => {
             let func = Loc::parse(words.next().ok_or(ParseError::Missing("FUNC"))?)?;
-            let mut capture = CaptureSpec::default();
-            let mut pred = None;
-            let (mut agg, mut pending) = (None, AggSpec::new(AggFn::Count));
-            for w in words.by_ref() {
-                if let Some(h) = w.strip_prefix("if=") {
-                    pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
-                } else if AggSpec::apply_token(&mut agg, &mut pending, w)? {
-                } else if !capture.apply_token(w)? {
-                    return Err(ParseError::Capture(FetchError::UnknownToken));
-                }
-            }
-            let agg = AggSpec::finish(agg, &pending)?;
+            let o = ProbeOptions::parse(words.by_ref(), true, |_| Ok(false))?;
             Command::Jprobe {
                 func,
-                capture,
-                pred,
-                agg,
+                capture: o.capture,
+                pred: o.pred,
+                agg: o.agg,
             }
         }
         "kretprobe" => {
             let func = Loc::parse(words.next().ok_or(ParseError::Missing("FUNC"))?)?;
-            let mut capture = CaptureSpec::default();
             let mut maxactive = None;
-            let mut pred = None;
-            let (mut agg, mut pending) = (None, AggSpec::new(AggFn::Count));
-            for w in words.by_ref() {
-                if let Some(n) = w.strip_prefix("maxactive=") {
-                    maxactive = Some(parse_u32(n)?);
-                } else if let Some(h) = w.strip_prefix("if=") {
-                    pred = Some(bytecode::from_hex(h).map_err(ParseError::Program)?);
-                } else if AggSpec::apply_token(&mut agg, &mut pending, w)? {
-                } else if !capture.apply_token(w)? {
-                    return Err(ParseError::Capture(FetchError::UnknownToken));
-                }
-            }
-            let agg = AggSpec::finish(agg, &pending)?;
+            let o = ProbeOptions::parse(words.by_ref(), true, |w| {
+                let Some(n) = w.strip_prefix("maxactive=") else {
+                    return Ok(false);
+                };
+                maxactive = Some(parse_u32(n)?);
+                Ok(true)
+            })?;
             Command::Kretprobe {
                 func,
                 maxactive,
-                capture,
-                pred,
-                agg,
+                capture: o.capture,
+                pred: o.pred,
+                agg: o.agg,
             }
         }
         "probes" => Command::Probes,
