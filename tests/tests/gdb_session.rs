@@ -68,11 +68,14 @@ fn decimal_after(out: &str, marker: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number after `{marker}` in:\n{out}"))
 }
 
-/// `hits=` of the `probe id=ID` row in a `monitor probes` listing.
-fn probe_hits(line: &str) -> Option<u64> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix("hits="))
-        .and_then(|v| v.parse().ok())
+/// `hits` of each `probe` row of probe `id` (`None`: of every probe) in
+/// gdb's output of `monitor probes` listings, in order.
+fn probe_hits(out: &str, id: Option<u32>) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| proto::reply::ProbeRow::parse(l).ok())
+        .filter(|p| id.is_none_or(|i| p.id == i))
+        .map(|p| p.hits)
+        .collect()
 }
 
 #[test]
@@ -296,11 +299,7 @@ fn threads_backtraces_monitor_probes_and_events() {
         out.contains("error code=unknown-symbol"),
         "unknown symbol refused:\n{out}"
     );
-    let hits: Vec<u64> = out
-        .lines()
-        .filter(|l| l.starts_with("probe id=1 "))
-        .filter_map(probe_hits)
-        .collect();
+    let hits = probe_hits(&out, Some(1));
     assert_eq!(hits.len(), 2, "two probes listings:\n{out}");
     std::thread::sleep(Duration::from_secs(1));
 
@@ -314,10 +313,8 @@ fn threads_backtraces_monitor_probes_and_events() {
             "detach",
         ],
     );
-    let later = out2
-        .lines()
-        .find(|l| l.starts_with("probe id=1 "))
-        .and_then(probe_hits)
+    let later = *probe_hits(&out2, Some(1))
+        .first()
         .unwrap_or_else(|| panic!("probes after re-attach:\n{out2}"));
     assert!(
         later > hits[1],
@@ -382,10 +379,8 @@ fn stepi_over_a_probed_instruction_ends_at_the_next_instruction() {
         !out.contains("kdbg_slot_area"),
         "stepped into a slot:\n{out}"
     );
-    let hits = out
-        .lines()
-        .find(|l| l.starts_with("probe id=1 "))
-        .and_then(probe_hits)
+    let hits = *probe_hits(&out, Some(1))
+        .first()
         .unwrap_or_else(|| panic!("probes:\n{out}"));
     assert_eq!(
         hits, 1,
@@ -431,11 +426,7 @@ fn breakpoint_and_kprobe_share_an_address() {
         out.contains("hit Breakpoint 2, kernel::workloads::sys_open"),
         "{out}"
     );
-    let rows: Vec<u64> = out
-        .lines()
-        .filter(|l| l.starts_with("probe id="))
-        .filter_map(probe_hits)
-        .collect();
+    let rows = probe_hits(&out, None);
     assert_eq!(rows.len(), 2, "two probes listings:\n{out}");
     assert!(
         rows[0] >= 1,
