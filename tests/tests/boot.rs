@@ -12,6 +12,22 @@ use tests::{KernelExit, Qemu};
 
 const BOOT: Duration = Duration::from_secs(30);
 
+/// Boots with `append`, waits for the kernel to exit, checks it exited with
+/// `want` and that the console has every text of `has`; returns the console.
+fn exits_with(append: &str, want: KernelExit, has: &[&str]) -> String {
+    let mut vm = Qemu::boot(append).expect("boot");
+    let exit = vm.wait_exit(BOOT).expect("kernel exits");
+    let console = vm.console();
+    assert_eq!(exit, want, "console:\n{console}");
+    for text in has {
+        assert!(
+            console.contains(text),
+            "no `{text}` in the console:\n{console}"
+        );
+    }
+    console
+}
+
 #[test]
 fn banner_and_live_workload_activity() {
     let mut vm = Qemu::boot("serve").expect("boot");
@@ -35,13 +51,10 @@ fn banner_and_live_workload_activity() {
 
 #[test]
 fn wrong_mode_prints_what_is_accepted_and_fails() {
-    let mut vm = Qemu::boot("fly-to-the-moon").expect("boot");
-    let exit = vm.wait_exit(BOOT).expect("kernel exits");
-    let console = vm.console();
-    assert_eq!(exit, KernelExit::Failure, "console:\n{console}");
-    assert!(
-        console.contains("unknown command-line word `fly-to-the-moon`"),
-        "{console}"
+    let console = exits_with(
+        "fly-to-the-moon",
+        KernelExit::Failure,
+        &["unknown command-line word `fly-to-the-moon`"],
     );
     for word in ["serve", "selftest", "bench", "kdbg.wait", "kdbg.truth"] {
         assert!(
@@ -63,71 +76,44 @@ fn too_little_ram_is_a_clear_failure() {
 
 #[test]
 fn fatal_trap_dumps_registers_with_symbols_and_exits_37() {
-    let mut vm = Qemu::boot("serve kdbg.crash kdbg.quiet kdbg.ondeath=exit").expect("boot");
-    assert_eq!(
-        vm.wait_exit(BOOT).expect("kernel exits"),
+    // `kernel::serve::`: a caller among the stack words.
+    exits_with(
+        "serve kdbg.crash kdbg.quiet kdbg.ondeath=exit",
         KernelExit::Fatal,
-        "{}",
-        vm.console()
-    );
-    let console = vm.console();
-    assert!(
-        console.contains("FATAL: #UD invalid opcode (vector 6"),
-        "{console}"
-    );
-    assert!(console.contains("at kdbg_crash+0x"), "{console}");
-    assert!(
-        console.contains("  rip 0x") && console.contains(" r15 0x"),
-        "{console}"
-    );
-    assert!(
-        console.contains("kernel::serve::"),
-        "no caller among the stack words: {console}"
+        &[
+            "FATAL: #UD invalid opcode (vector 6",
+            "at kdbg_crash+0x",
+            "  rip 0x",
+            " r15 0x",
+            "kernel::serve::",
+        ],
     );
 }
 
 #[test]
 fn task_stack_overflow_is_caught_at_the_next_switch() {
-    let mut vm = Qemu::boot("serve kdbg.crash=stack kdbg.quiet kdbg.ondeath=exit").expect("boot");
-    assert_eq!(
-        vm.wait_exit(BOOT).expect("kernel exits"),
+    exits_with(
+        "serve kdbg.crash=stack kdbg.quiet kdbg.ondeath=exit",
         KernelExit::Fatal,
-        "{}",
-        vm.console()
+        &[
+            "(stack-smasher) overflowed its 65536-byte stack",
+            "FATAL: task stack overflow",
+        ],
     );
-    let console = vm.console();
-    assert!(
-        console.contains("(stack-smasher) overflowed its 65536-byte stack"),
-        "{console}"
-    );
-    assert!(console.contains("FATAL: task stack overflow"), "{console}");
 }
 
 #[test]
 fn two_modes_are_refused() {
-    let mut vm = Qemu::boot("serve bench").expect("boot");
-    assert_eq!(
-        vm.wait_exit(BOOT).expect("kernel exits"),
-        KernelExit::Failure
-    );
-    assert!(vm.console().contains("second mode"), "{}", vm.console());
+    exits_with("serve bench", KernelExit::Failure, &["second mode"]);
 }
 
 #[test]
 fn unknown_selftest_suite_lists_the_suites() {
-    let mut vm = Qemu::boot("selftest=nope").expect("boot");
-    assert_eq!(
-        vm.wait_exit(BOOT).expect("kernel exits"),
-        KernelExit::Failure
+    exits_with(
+        "selftest=nope",
+        KernelExit::Failure,
+        &["unknown suite `nope`", "trap", "sched", "heap", "kallsyms"],
     );
-    let console = vm.console();
-    assert!(console.contains("unknown suite `nope`"), "{console}");
-    for suite in ["trap", "sched", "heap", "kallsyms"] {
-        assert!(
-            console.contains(suite),
-            "suite list misses {suite}: {console}"
-        );
-    }
 }
 
 #[test]
