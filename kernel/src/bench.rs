@@ -20,6 +20,7 @@
 //! bench ROW row=NAME target=FN path=P calls=N base_insns=N insns=N traps=N ticks=N wrong=N hits=N missed=N produced=N dropped=N
 //! bench NA row=NAME reason=TEXT...
 //! bench PHASE row=NAME calls=N base=N whole=N to_first=N first_to_second=N after_last=N
+//! bench SMP row=NAME cpus=N ...          (more than one CPU online: see bench/smp.rs)
 //! bench DONE wrong=N
 //! ```
 
@@ -27,6 +28,7 @@ mod fw_cfg;
 mod measure;
 mod phases;
 mod rows;
+mod smp;
 
 use probes::{ExecPath, ProbeId};
 
@@ -126,6 +128,7 @@ pub fn run() -> ! {
         wrong += run_row(row, calls);
     }
     phases::run(calls.min(PHASE_CALLS));
+    wrong += smp::run(calls);
     println!("bench DONE wrong={wrong}");
     qemu_exit(if wrong == 0 {
         ExitCode::Success

@@ -117,3 +117,43 @@ fn bench_mode_measures_every_row_and_exits_cleanly() {
         );
     }
 }
+
+/// The rows kernel/src/bench/smp.rs measures on every CPU at once.
+const SMP_ROWS: &[&str] = &["kprobe_int3", "kprobe_boosted", "jprobe", "kretprobe"];
+
+#[test]
+fn bench_mode_at_two_vcpus_measures_every_cpu_at_once() {
+    let mut vm = Qemu::boot_with("bench", |c| {
+        c.icount = true;
+        c.smp = 2;
+        c.extra = vec![
+            "-fw_cfg".into(),
+            format!("name=opt/kdbg/bench-iterations,string={CALLS}"),
+        ];
+    })
+    .expect("boot the kernel in bench mode at 2 vCPUs");
+    let exit = vm
+        .wait_exit(Duration::from_secs(120))
+        .expect("bench mode finishes");
+    let console = vm.console();
+    assert_eq!(exit, KernelExit::Success, "console:\n{console}");
+    assert!(console.contains("bench DONE wrong=0"), "{console}");
+    for row in SMP_ROWS {
+        let line = console
+            .lines()
+            .find(|l| l.starts_with(&format!("bench SMP row={row} ")))
+            .unwrap_or_else(|| panic!("no SMP line for {row}:\n{console}"));
+        assert_eq!(field(line, "cpus"), Some(2), "{line}");
+        assert_eq!(field(line, "calls"), Some(CALLS), "{line}");
+        // CALLS on CPU 0 alone, then CALLS on each of the two CPUs.
+        assert_eq!(field(line, "hits"), Some(CALLS * 3), "{line}");
+        assert_eq!(field(line, "missed"), Some(0), "{line}");
+        assert_eq!(field(line, "wrong"), Some(0), "{line}");
+        assert!(field(line, "interleaved").is_some(), "{line}");
+        assert!(
+            field(line, "one").unwrap() > field(line, "one_base").unwrap()
+                && field(line, "all").unwrap() > field(line, "all_base").unwrap(),
+            "probed windows must cost more than unprobed ones: {line}"
+        );
+    }
+}

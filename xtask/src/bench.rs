@@ -47,7 +47,8 @@ usage: cargo xtask bench [guest|host|symbols|profile|stepping] [--iterations N] 
   --iterations N calls per guest row (default 20000)
   --no-docs      do not rewrite docs/BENCHMARKS.md (bench.json is still written)
   --smp N        boot the kernels with N vCPUs (guest rows: -icount runs them in one host
-                 thread; implies --no-docs: the table in docs is the 1-vCPU one)";
+                 thread; adds the rows of a hit on every CPU at once against one CPU;
+                 implies --no-docs: the table in docs is the 1-vCPU one)";
 
 #[derive(Debug, PartialEq, Eq)]
 struct Args {

@@ -76,12 +76,54 @@ pub struct Phase {
     pub after_last: u64,
 }
 
+/// A `bench SMP` line (a boot with several vCPUs, kernel/src/bench/smp.rs):
+/// one row's probe hit on CPU 0 alone and on every CPU at once, as
+/// instructions of all vCPUs in each window (-icount's one clock).
+#[derive(Clone, Debug, Default)]
+pub struct SmpRow {
+    pub name: String,
+    pub cpus: u64,
+    pub calls: u64,
+    pub one_base: u64,
+    pub one: u64,
+    pub all_base: u64,
+    pub all: u64,
+    pub hits: u64,
+    pub missed: u64,
+    pub wrong: u64,
+    /// Every CPU was inside its share at one moment (the shares overlapped).
+    pub interleaved: bool,
+}
+
+impl SmpRow {
+    /// Instructions per hit with one CPU hitting.
+    pub fn one_per_hit(&self) -> f64 {
+        self.one.saturating_sub(self.one_base) as f64 / self.calls.max(1) as f64
+    }
+
+    /// Instructions per hit with every CPU hitting.
+    pub fn all_per_hit(&self) -> f64 {
+        self.all.saturating_sub(self.all_base) as f64 / (self.cpus * self.calls).max(1) as f64
+    }
+
+    /// All CPUs' per-hit cost over one CPU's, minus one (0.05 = 5 % more).
+    pub fn growth(&self) -> f64 {
+        self.all_per_hit() / self.one_per_hit().max(f64::MIN_POSITIVE) - 1.0
+    }
+
+    /// Every call was a hit: `calls` on one CPU plus `cpus x calls`.
+    pub fn hits_exact(&self) -> bool {
+        self.hits == self.calls * (1 + self.cpus) && self.missed == 0
+    }
+}
+
 /// Everything one bench boot produced.
 #[derive(Clone, Debug, Default)]
 pub struct Guest {
     pub calls: u64,
     pub rows: Vec<Row>,
     pub phases: Vec<Phase>,
+    pub smp: Vec<SmpRow>,
     pub wall: Duration,
 }
 
@@ -153,6 +195,19 @@ pub fn parse(lines: &[(Instant, String)]) -> Result<Guest> {
                 to_first: num(&f, "to_first", line)?,
                 first_to_second: num(&f, "first_to_second", line)?,
                 after_last: num(&f, "after_last", line)?,
+            }),
+            "SMP" => g.smp.push(SmpRow {
+                name,
+                cpus: num(&f, "cpus", line)?,
+                calls: num(&f, "calls", line)?,
+                one_base: num(&f, "one_base", line)?,
+                one: num(&f, "one", line)?,
+                all_base: num(&f, "all_base", line)?,
+                all: num(&f, "all", line)?,
+                hits: num(&f, "hits", line)?,
+                missed: num(&f, "missed", line)?,
+                wrong: num(&f, "wrong", line)?,
+                interleaved: num(&f, "interleaved", line)? == 1,
             }),
             "DONE" => done = true,
             _ => {}
@@ -270,6 +325,29 @@ mod tests {
             Some("register_jprobe refused bench_target")
         );
         assert_eq!(g.phases[0].first_to_second, 6400);
+    }
+
+    #[test]
+    fn parses_smp_rows_per_hit_and_growth() {
+        // The kprobe_boosted figures of a real `--smp 4` boot.
+        let g = parse(&at(&[
+            "bench START calls=20000 batch=16",
+            "bench SMP row=kprobe_boosted cpus=4 calls=20000 one_base=245062 one=6028980 all_base=981297 all=23984714 hits=100000 missed=0 wrong=0 interleaved=1",
+            "bench SMP row=kretprobe cpus=4 calls=10 one_base=0 one=1000 all_base=0 all=4800 hits=49 missed=1 wrong=0 interleaved=0",
+            "bench DONE wrong=0",
+        ]))
+        .unwrap();
+        let r = &g.smp[0];
+        assert_eq!(r.name, "kprobe_boosted");
+        assert_eq!(format!("{:.2}", r.one_per_hit()), "289.20");
+        assert_eq!(format!("{:.2}", r.all_per_hit()), "287.54");
+        assert!(r.growth() < 0.0 && r.growth() > -0.01, "{}", r.growth());
+        assert!(r.hits_exact() && r.interleaved);
+        let k = &g.smp[1];
+        assert_eq!(k.one_per_hit(), 100.0);
+        assert_eq!(k.all_per_hit(), 120.0);
+        assert!((k.growth() - 0.2).abs() < 1e-9);
+        assert!(!k.hits_exact() && !k.interleaved);
     }
 
     #[test]

@@ -353,6 +353,37 @@ fn guest_cells(g: &Guest) -> Vec<Vec<String>> {
     t
 }
 
+/// The `--smp N` rows: per hit on one CPU, per hit on every CPU at once,
+/// the growth (the goal: at most 10 %), and whether the counts and the
+/// overlap check held.
+fn smp_cells(g: &Guest) -> Vec<Vec<String>> {
+    let mut t = vec![vec![
+        "row".to_string(),
+        "CPUs".into(),
+        "1 CPU insns/hit".into(),
+        "all CPUs insns/hit".into(),
+        "growth".into(),
+        "hits exact".into(),
+        "interleaved".into(),
+    ]];
+    for r in &g.smp {
+        t.push(vec![
+            r.name.clone(),
+            r.cpus.to_string(),
+            format!("{:.1}", r.one_per_hit()),
+            format!("{:.1}", r.all_per_hit()),
+            format!(
+                "{:+.1}%{}",
+                r.growth() * 100.0,
+                if r.growth() > 0.10 { " (over 10%)" } else { "" }
+            ),
+            if r.hits_exact() { "yes" } else { "NO" }.into(),
+            if r.interleaved { "yes" } else { "no" }.into(),
+        ]);
+    }
+    t
+}
+
 fn phase_cells(g: &Guest) -> Vec<Vec<String>> {
     let mut t = vec![vec![
         "path".to_string(),
@@ -612,6 +643,13 @@ pub fn text(run: &Run) -> String {
             "\nWhere a hit's instructions go (handlers stamp the TSC; per call):\n"
         );
         s.push_str(&plain(&phase_cells(g)));
+        if !g.smp.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nEvery CPU at once (instructions of all vCPUs per hit; -icount runs them round robin in one thread):\n"
+            );
+            s.push_str(&plain(&smp_cells(g)));
+        }
     }
     if let Some(h) = &run.host {
         let _ = writeln!(s, "\nHost (wall clock, QEMU TCG without -icount):\n");
@@ -644,7 +682,19 @@ fn guest_json(g: &Guest) -> Value {
             "to_first": p.to_first, "first_to_second": p.first_to_second, "after_last": p.after_last,
         }))
         .collect();
-    json!({"calls_per_row": g.calls, "wall_secs": g.wall.as_secs_f64(), "rows": rows, "phases": phases})
+    let smp: Vec<Value> = g
+        .smp
+        .iter()
+        .map(|r| {
+            json!({
+                "row": r.name, "cpus": r.cpus, "calls": r.calls,
+                "one_cpu_insns_per_hit": r.one_per_hit(), "all_cpus_insns_per_hit": r.all_per_hit(),
+                "growth": r.growth(), "hits": r.hits, "missed": r.missed, "hits_exact": r.hits_exact(),
+                "wrong_results": r.wrong, "interleaved": r.interleaved,
+            })
+        })
+        .collect();
+    json!({"calls_per_row": g.calls, "wall_secs": g.wall.as_secs_f64(), "rows": rows, "phases": phases, "smp": smp})
 }
 
 fn wire_json(w: &Wire) -> Value {
