@@ -17,23 +17,10 @@ use crate::{CORE, Core, ProbeError, ProbeId};
 
 impl Core {
     /// A kprobe at `at` that records an event (probe, CPU, task, time, ip,
-    /// argument registers) per hit.
-    pub fn capture_kprobe(&self, at: At<'_>) -> Result<ProbeId, ProbeError> {
-        self.capture_kprobe_if(at, None)
-    }
-
-    /// [`Core::capture_kprobe`] recording only the hits where `pred` is true.
-    pub fn capture_kprobe_if(
-        &self,
-        at: At<'_>,
-        pred: Option<Program>,
-    ) -> Result<ProbeId, ProbeError> {
-        self.capture_kprobe_agg(at, pred, None)
-    }
-
-    /// [`Core::capture_kprobe_if`]; with `agg`, hits update the probe's
-    /// map in the kernel and record nothing.
-    pub fn capture_kprobe_agg(
+    /// argument registers) per hit where the predicate `pred` holds (none:
+    /// every hit); with `agg`, hits update the probe's map in the kernel and
+    /// record nothing.
+    pub fn capture_kprobe(
         &self,
         at: At<'_>,
         pred: Option<Program>,
@@ -53,23 +40,9 @@ impl Core {
 
     /// An entry capture at a function's first byte: argument registers,
     /// `spec.stack_bytes` of stack above the return address, and the
-    /// results of `spec.program`.
-    pub fn capture_entry(&self, at: At<'_>, spec: CaptureSpec) -> Result<ProbeId, ProbeError> {
-        self.capture_entry_if(at, spec, None)
-    }
-
-    /// [`Core::capture_entry`] recording only the hits where `pred` is true.
-    pub fn capture_entry_if(
-        &self,
-        at: At<'_>,
-        spec: CaptureSpec,
-        pred: Option<Program>,
-    ) -> Result<ProbeId, ProbeError> {
-        self.capture_entry_agg(at, spec, pred, None)
-    }
-
-    /// [`Core::capture_entry_if`]; with `agg`, hits update the probe's map.
-    pub fn capture_entry_agg(
+    /// results of `spec.program`, recorded where `pred` holds (none: every
+    /// hit); with `agg`, hits update the probe's map.
+    pub fn capture_entry(
         &self,
         at: At<'_>,
         spec: CaptureSpec,
@@ -90,31 +63,11 @@ impl Core {
 
     /// A return capture: the return value, the arguments stashed at entry,
     /// the entry-to-return time, and `spec` evaluated at the return (argI
-    /// bases are the stashed arguments). `maxactive` `None`: the default.
+    /// bases are the stashed arguments), recorded where `pred` (evaluated at
+    /// the return) holds; with `agg`, returns update the probe's map (key
+    /// and value see `ret`, `$duration` and the stashed arguments).
+    /// `maxactive` `None`: the default.
     pub fn capture_return(
-        &self,
-        at: At<'_>,
-        maxactive: Option<u32>,
-        spec: CaptureSpec,
-    ) -> Result<ProbeId, ProbeError> {
-        self.capture_return_if(at, maxactive, spec, None)
-    }
-
-    /// [`Core::capture_return`] recording only the returns where `pred`
-    /// (evaluated at the return) is true.
-    pub fn capture_return_if(
-        &self,
-        at: At<'_>,
-        maxactive: Option<u32>,
-        spec: CaptureSpec,
-        pred: Option<Program>,
-    ) -> Result<ProbeId, ProbeError> {
-        self.capture_return_agg(at, maxactive, spec, pred, None)
-    }
-
-    /// [`Core::capture_return_if`]; with `agg`, returns update the probe's
-    /// map (key and value see `ret`, `$duration` and the stashed arguments).
-    pub fn capture_return_agg(
         &self,
         at: At<'_>,
         maxactive: Option<u32>,
@@ -278,36 +231,36 @@ pub fn decode_raw(raw: &[u8]) -> Option<proto::event::Event> {
 
 /// See [`Core::capture_kprobe`].
 pub fn kprobe(at: At<'_>) -> Result<ProbeId, ProbeError> {
-    CORE.capture_kprobe(at)
+    CORE.capture_kprobe(at, None, None)
 }
 
-/// See [`Core::capture_kprobe_if`].
+/// See [`Core::capture_kprobe`].
 pub fn kprobe_if(at: At<'_>, pred: Option<Program>) -> Result<ProbeId, ProbeError> {
-    CORE.capture_kprobe_if(at, pred)
+    CORE.capture_kprobe(at, pred, None)
 }
 
-/// See [`Core::capture_entry_if`].
+/// See [`Core::capture_entry`].
 pub fn jprobe_if(
     at: At<'_>,
     spec: CaptureSpec,
     pred: Option<Program>,
 ) -> Result<ProbeId, ProbeError> {
-    CORE.capture_entry_if(at, spec, pred)
+    CORE.capture_entry(at, spec, pred, None)
 }
 
-/// See [`Core::capture_return_if`].
+/// See [`Core::capture_return`].
 pub fn kretprobe_if(
     at: At<'_>,
     maxactive: Option<u32>,
     spec: CaptureSpec,
     pred: Option<Program>,
 ) -> Result<ProbeId, ProbeError> {
-    CORE.capture_return_if(at, maxactive, spec, pred)
+    CORE.capture_return(at, maxactive, spec, pred, None)
 }
 
 /// See [`Core::capture_entry`].
 pub fn jprobe(at: At<'_>, spec: CaptureSpec) -> Result<ProbeId, ProbeError> {
-    CORE.capture_entry(at, spec)
+    CORE.capture_entry(at, spec, None, None)
 }
 
 /// See [`Core::capture_return`].
@@ -316,7 +269,7 @@ pub fn kretprobe(
     maxactive: Option<u32>,
     spec: CaptureSpec,
 ) -> Result<ProbeId, ProbeError> {
-    CORE.capture_return(at, maxactive, spec)
+    CORE.capture_return(at, maxactive, spec, None, None)
 }
 
 /// Calls `f` with every probe's row.
@@ -349,26 +302,26 @@ pub fn tasks(f: &mut dyn FnMut(u32)) {
     CORE.tasks_with_instances(f);
 }
 
-/// See [`Core::capture_kprobe_agg`].
+/// See [`Core::capture_kprobe`].
 pub fn kprobe_agg(
     at: At<'_>,
     pred: Option<Program>,
     agg: Option<AggSpec>,
 ) -> Result<ProbeId, ProbeError> {
-    CORE.capture_kprobe_agg(at, pred, agg)
+    CORE.capture_kprobe(at, pred, agg)
 }
 
-/// See [`Core::capture_entry_agg`].
+/// See [`Core::capture_entry`].
 pub fn jprobe_agg(
     at: At<'_>,
     spec: CaptureSpec,
     pred: Option<Program>,
     agg: Option<AggSpec>,
 ) -> Result<ProbeId, ProbeError> {
-    CORE.capture_entry_agg(at, spec, pred, agg)
+    CORE.capture_entry(at, spec, pred, agg)
 }
 
-/// See [`Core::capture_return_agg`].
+/// See [`Core::capture_return`].
 pub fn kretprobe_agg(
     at: At<'_>,
     maxactive: Option<u32>,
@@ -376,7 +329,7 @@ pub fn kretprobe_agg(
     pred: Option<Program>,
     agg: Option<AggSpec>,
 ) -> Result<ProbeId, ProbeError> {
-    CORE.capture_return_agg(at, maxactive, spec, pred, agg)
+    CORE.capture_return(at, maxactive, spec, pred, agg)
 }
 
 /// See [`Core::maps`].

@@ -37,18 +37,9 @@ pub struct StopCond {
     pub from_agent: bool,
 }
 
-/// A snapshot of a condition's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CondInfo {
-    pub addr: u64,
-    pub hits: u64,
-    pub false_hits: u64,
-    pub faults: u64,
-    pub ignored: u64,
-    pub ignore: u64,
-    /// Bytes of the programs (0: no program, only an ignore count).
-    pub prog_len: u64,
-}
+/// A snapshot of a condition's counters: the wire's `cond` row itself
+/// (`prog_len`: bytes of the programs, 0 for an ignore count alone).
+pub type CondInfo = proto::reply::CondRow;
 
 impl StopCond {
     /// At most [`MAX_PROGRAMS`] programs are kept (the rest are ignored).

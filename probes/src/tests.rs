@@ -798,7 +798,9 @@ fn capture_records_fetches_faults_and_counts_drops() {
     let c = setup();
     poke(0x50_0000, b"/etc/motd\0");
     let spec = proto::CaptureSpec::parse("stack=16 fetch=str32@arg0,u32@arg1+4,u64@arg2").unwrap();
-    let id = c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    let id = c
+        .capture_entry(At::Symbol("work", 0), spec, None, None)
+        .unwrap();
     poke(0x50_0100, &[1, 2, 3, 4, 0x78, 0x56, 0x34, 0x12]);
     poke(STACK + 8, &[9u8; 16]);
     let mut f = trap_at(FUNC);
@@ -836,7 +838,13 @@ fn capture_records_fetches_faults_and_counts_drops() {
 fn return_capture_records_return_value_args_and_duration() {
     let c = setup();
     let id = c
-        .capture_return(At::Symbol("work", 0), None, proto::CaptureSpec::default())
+        .capture_return(
+            At::Symbol("work", 0),
+            None,
+            proto::CaptureSpec::default(),
+            None,
+            None,
+        )
         .unwrap();
     assert_eq!(c.info(id).unwrap().maxactive, 10);
     enter(c, STACK - 0x100, 0xcafe, 42);
@@ -1120,7 +1128,9 @@ fn string_fetches_stop_at_unreadable_bytes_and_share_the_string_budget() {
     poke(0x61_0040, &[0]);
     let spec =
         proto::CaptureSpec::parse("fetch=str64@arg0,str64@arg1,str64@arg1,str64@arg1").unwrap();
-    let id = c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    let id = c
+        .capture_entry(At::Symbol("work", 0), spec, None, None)
+        .unwrap();
     let mut f = trap_at(FUNC);
     (f.rdi, f.rsi) = (0x60_0000, 0x61_0000);
     assert!(c.on_breakpoint(&mut f));
@@ -1144,7 +1154,8 @@ fn string_fetches_stop_at_unreadable_bytes_and_share_the_string_budget() {
 fn drain_at_most_takes_a_bounded_batch_and_keeps_the_counts_exact() {
     let c = setup();
     let spec = proto::CaptureSpec::parse("stack=16").unwrap();
-    c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    c.capture_entry(At::Symbol("work", 0), spec, None, None)
+        .unwrap();
     for _ in 0..10 {
         let mut f = trap_at(FUNC);
         assert!(c.on_breakpoint(&mut f));
@@ -1177,7 +1188,8 @@ fn stack_capture_with_a_fetch_records_both_and_an_unreadable_stack_records_none(
     poke(STACK + 8, &words);
     poke(0x60_0000, b"hi\0");
     let spec = proto::CaptureSpec::parse("fetch=str16@arg0 stack=16").unwrap();
-    c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    c.capture_entry(At::Symbol("work", 0), spec, None, None)
+        .unwrap();
     let mut f = trap_at(FUNC);
     f.rdi = 0x60_0000;
     assert!(c.on_breakpoint(&mut f));

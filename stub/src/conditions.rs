@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use probes::cond::{MAX_PROGRAMS, StopCond};
 use proto::bytecode::Program;
-use proto::reply::{CondRow, ErrorCode, OkRow};
+use proto::reply::{ErrorCode, OkRow};
 
 use crate::monitor::error;
 use crate::probecmd::code_of;
@@ -41,16 +41,7 @@ pub fn conds(out: &mut dyn Write) -> fmt::Result {
     let mut res = Ok(());
     let listed = probes::CORE.gdb_conds(&mut |c| {
         if res.is_ok() {
-            let row = CondRow {
-                addr: c.addr,
-                hits: c.hits,
-                false_hits: c.false_hits,
-                faults: c.faults,
-                ignored: c.ignored,
-                ignore: c.ignore,
-                prog_len: c.prog_len,
-            };
-            res = writeln!(out, "{row}");
+            res = writeln!(out, "{c}");
         }
     });
     match listed {
