@@ -19,8 +19,10 @@ pub fn cpu_id() -> usize {
     let sel: u64;
     // SAFETY: `str` reads the task register; no memory, no side effects.
     unsafe { core::arch::asm!("str {0}", out(reg) sel, options(nomem, nostack, preserves_flags)) };
-    let idx = (sel & 0xFFFF).saturating_sub(u64::from(crate::gdt::TSS_SELECTOR)) as usize / 16;
-    idx.min(MAX_CPUS - 1)
+    // `str` into a 64-bit register zero-extends the selector. Before the
+    // GDT is loaded the selector is 0: the subtraction wraps, index 0.
+    let idx = (sel.wrapping_sub(u64::from(crate::gdt::TSS_SELECTOR)) >> 4) as usize;
+    if idx < MAX_CPUS { idx } else { 0 }
 }
 
 /// Host tests run as one CPU (`str` may be refused in user mode, UMIP).

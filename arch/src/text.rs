@@ -266,11 +266,23 @@ fn lock_polling_syncs() -> spin::MutexGuard<'static, ()> {
 /// address is kept, and a hit there whose int3 is gone re-executes the
 /// instruction now in place. [`POKE_SEQ`] tells a consistent view of the
 /// patch fields and the byte from one torn by a patch starting meanwhile.
+#[inline]
 pub fn on_breakpoint(frame: &mut crate::TrapFrame) -> bool {
     let addr = frame.rip.wrapping_sub(1);
-    if addr == 0 {
+    // Every int3 comes here first (probe hits included): one load decides
+    // for all but hits at the current or last patch's address. A patch in
+    // progress stores its address before it writes its int3, so a hit on
+    // that int3 sees the address.
+    if POKE_ADDR.load(Ordering::Acquire) != addr || addr == 0 {
         return false;
     }
+    on_patched_breakpoint(frame, addr)
+}
+
+/// [`on_breakpoint`] at the current or last patch's address.
+#[cold]
+#[inline(never)]
+fn on_patched_breakpoint(frame: &mut crate::TrapFrame, addr: u64) -> bool {
     loop {
         let seq = POKE_SEQ.load(Ordering::SeqCst);
         let poked = POKE_ADDR.load(Ordering::SeqCst);

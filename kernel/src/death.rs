@@ -62,10 +62,18 @@ pub fn set_crash(c: Option<Crash>) {
 /// `kdbg.crash=stub`: called from the stub's kernel operations; panics
 /// (index out of bounds) once the kernel is dying, i.e. inside the stub's
 /// death path.
+#[inline(always)]
+pub fn stub_crash_hook() {
+    if CRASH.load(Ordering::Relaxed) == CRASH_STUB {
+        stub_crash();
+    }
+}
+
+#[cold]
 #[inline(never)]
 #[noprobe]
-pub fn stub_crash_hook() {
-    if CRASH.load(Ordering::Relaxed) == CRASH_STUB && stub::death::dead() {
+fn stub_crash() {
+    if stub::death::dead() {
         let table = [0u8; 4];
         let i = core::hint::black_box(table.len() + 1);
         core::hint::black_box(table[i]);

@@ -25,7 +25,8 @@ impl Host for RefKernel {
         crate::blacklist::is_blacklisted(addr)
     }
     fn cpu_id(&self) -> usize {
-        crate::sched::cpu_id()
+        // Inline (one `str`): the probe hit path asks for it.
+        arch::percpu::cpu_id()
     }
     fn cpu_count(&self) -> usize {
         crate::sched::cpu_count()
