@@ -228,8 +228,12 @@ fn timestamps_use_the_kernels_pit_calibrated_rate_across_reconnect() {
     assert!(first.contains("tsc_src=pit"), "not PIT-calibrated: {first}");
     let hz = rate(&first);
     let host = host_tsc_hz();
+    // Within 15%: the kernel calibrates against the PIT over a short
+    // window, and on a loaded host (TCG, vCPU threads descheduled) the
+    // window stretches (a 6.7% error was seen with 6 builds running). A
+    // fixed or uncalibrated rate is off by far more.
     assert!(
-        (hz / host - 1.0).abs() < 0.05,
+        (hz / host - 1.0).abs() < 0.15,
         "kernel says {hz} Hz, the host's TSC runs at {host} Hz"
     );
     // The rate is calibrated once: it does not drift while the kernel runs.
