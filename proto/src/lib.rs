@@ -28,6 +28,7 @@ pub mod event;
 pub mod fetch;
 pub mod hex;
 pub mod reply;
+pub mod thread;
 
 pub use command::{Command, Loc, ParseError, ProbeAction, StreamMode, parse};
 pub use event::{Event, EventKind, FetchResult, Record, RecordError};

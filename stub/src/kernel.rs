@@ -1,11 +1,11 @@
 //! Kernel tasks as gdb threads.
 
-/// gdb thread ids are task ids + 1 (gdb's thread ids start at 1).
+/// The gdb thread id of a task (`proto::thread`: task id + 1).
 pub fn tid_of_task(task: u32) -> usize {
-    task as usize + 1
+    proto::thread::tid_of_task(task) as usize
 }
 
-/// The task of a gdb thread id.
+/// The task of a gdb thread id (`proto::thread`).
 pub fn task_of_tid(tid: usize) -> Option<u32> {
-    u32::try_from(tid.checked_sub(1)?).ok()
+    proto::thread::task_of_tid(tid as u64)
 }

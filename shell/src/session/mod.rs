@@ -229,14 +229,15 @@ impl Shared {
     }
 }
 
-/// gdb thread ids are kernel task ids plus one (thread 0 means "any" in
-/// the protocol); see stub/src/kernel.rs.
+/// The kernel task of a gdb thread id (`proto::thread`: task id + 1;
+/// thread 0 means "any").
 pub fn task_of_tid(tid: u64) -> Option<u64> {
-    tid.checked_sub(1)
+    proto::thread::task_of_tid(tid).map(u64::from)
 }
 
+/// The gdb thread id of a kernel task (`proto::thread`).
 pub fn tid_of_task(task: u64) -> u64 {
-    task + 1
+    u32::try_from(task).map_or(task.wrapping_add(1), proto::thread::tid_of_task)
 }
 
 /// The locked client (present: [`Session::client`] checked).
