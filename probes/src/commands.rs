@@ -150,8 +150,9 @@ impl Core {
             .fold(RingStats::default(), |acc, r| acc.plus(r.stats()))
     }
 
-    /// Moves every queued record to `f` as an encoded `proto::Record`, oldest
-    /// first per CPU. Returns how many were delivered.
+    /// Moves every queued record to `f` as an encoded `proto::Record`, the
+    /// CPUs' rings merged by timestamp (each CPU's records in order; equal
+    /// stamps: the lower CPU first). Returns how many were delivered.
     pub fn drain(&self, f: &mut dyn FnMut(&[u8])) -> usize {
         self.drain_at_most(usize::MAX, f)
     }
@@ -169,20 +170,30 @@ impl Core {
         let mut raw = [0u8; crate::ring::MAX_RECORD];
         let mut out = [0u8; proto::event::MAX_RECORD];
         let mut n = 0;
-        for ring in &self.rings {
-            while n < max
-                && let Some(len) = ring.pop(&mut raw)
+        while n < max {
+            // The ring whose oldest record is the oldest of all (the first
+            // such ring on a tie): a merge of the per-CPU rings by TSC.
+            let Some((_, ring)) = self
+                .rings
+                .iter()
+                .filter_map(|r| r.peek_tsc().map(|t| (t, r)))
+                .min_by_key(|(t, _)| *t)
+            else {
+                break;
+            };
+            let Some(len) = ring.pop(&mut raw) else {
+                // Emptied meanwhile (a direct consumer took it): look again.
+                continue;
+            };
+            // Raw records become checksummed proto records here, off the
+            // hit path.
+            if let Some(m) = raw
+                .get(..len)
+                .and_then(|r| crate::recorder::to_record(r, &mut out))
             {
-                // Raw records become checksummed proto records here, off
-                // the hit path.
-                if let Some(m) = raw
-                    .get(..len)
-                    .and_then(|r| crate::recorder::to_record(r, &mut out))
-                {
-                    f(out.get(..m).unwrap_or(&[]));
-                }
-                n += 1;
+                f(out.get(..m).unwrap_or(&[]));
             }
+            n += 1;
         }
         n
     }

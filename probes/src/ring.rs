@@ -235,6 +235,28 @@ impl CpuRing {
         }
     }
 
+    /// The timestamp of the oldest record (a raw event record's bytes
+    /// 16..24, see `recorder.rs`) without taking it; `None` when empty, 0
+    /// for a record too short to hold one. For merging the CPUs' rings in
+    /// timestamp order; consumers must be serialised by the caller.
+    pub fn peek_tsc(&self) -> Option<u64> {
+        let tail = self.tail.load(Ordering::Acquire);
+        let head = self.head.load(Ordering::Acquire);
+        if head == tail {
+            return None;
+        }
+        let mut header = [0u8; HEADER];
+        self.get(tail, &mut header);
+        if usize::from(u16::from_le_bytes(header)) < 24 {
+            return Some(0);
+        }
+        let mut first = [0u8; 24];
+        self.get(tail.wrapping_add(HEADER), &mut first);
+        let mut tsc = [0u8; 8];
+        tsc.copy_from_slice(first.get(16..24).unwrap_or(&[0; 8]));
+        Some(u64::from_le_bytes(tsc))
+    }
+
     /// Pops the oldest record into `out`, returning its length; `None` when
     /// empty. A record longer than `out` is consumed and truncated.
     /// Consumers must be serialised by the caller.

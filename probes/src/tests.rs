@@ -1182,6 +1182,34 @@ fn drain_at_most_takes_a_bounded_batch_and_keeps_the_counts_exact() {
 }
 
 #[test]
+fn drain_merges_the_cpus_rings_by_timestamp() {
+    let c = setup();
+    let spec = proto::CaptureSpec::parse("").unwrap();
+    c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    // Hits on CPU 1, 0, 0, 1, 0: each takes the next timestamp.
+    for cpu in [1, 0, 0, 1, 0] {
+        FAKE.with(|f| f.borrow_mut().cpu = cpu);
+        let mut f = trap_at(FUNC);
+        assert!(c.on_breakpoint(&mut f));
+    }
+    FAKE.with(|f| f.borrow_mut().cpu = 0);
+    let mut evs = Vec::new();
+    assert_eq!(
+        c.drain(&mut |r| {
+            if let proto::Record::Event(ev) = proto::Record::decode(r).unwrap() {
+                evs.push((ev.cpu, ev.tsc));
+            }
+        }),
+        5
+    );
+    let cpus: Vec<u8> = evs.iter().map(|e| e.0).collect();
+    assert_eq!(cpus, vec![1, 0, 0, 1, 0], "{evs:?}");
+    assert!(evs.windows(2).all(|w| w[0].1 < w[1].1), "{evs:?}");
+    let s = c.ring_stats();
+    assert_eq!((s.produced, s.delivered, s.dropped), (5, 5, 0));
+}
+
+#[test]
 fn stack_capture_with_a_fetch_records_both_and_an_unreadable_stack_records_none() {
     let c = setup();
     let words: Vec<u8> = (1u8..=24).collect();
