@@ -28,7 +28,7 @@ pub(crate) struct DwarfIndex {
     /// Type name (plain and namespace-qualified) -> type DIE offsets.
     pub(crate) type_names: OnceCell<HashMap<String, Vec<u64>>>,
     /// Global variable name (plain and namespace-qualified) -> DIE offsets.
-    pub(crate) var_names: OnceCell<HashMap<String, Vec<u64>>>,
+    pub(crate) var_names: OnceCell<crate::vars::VarIndex>,
     /// Type DIE offset -> its longest (qualified) name.
     pub(crate) type_qualified: OnceCell<HashMap<u64, String>>,
 }

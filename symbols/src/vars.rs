@@ -322,12 +322,24 @@ fn children_of(
     Ok(out)
 }
 
+/// The index of global variables, built in one pass over every unit.
+pub(crate) struct VarIndex {
+    /// Name (plain and namespace-qualified) -> DIE offsets of variables
+    /// with a static address.
+    names: HashMap<String, Vec<u64>>,
+    /// Name -> DIE offset of a top-level declaration (`extern`) without
+    /// any definition in DWARF: a C variable the linker script defines
+    /// (Linux's `jiffies`, an alias of `jiffies_64`). Its address is the
+    /// symbol table's.
+    decls: HashMap<String, u64>,
+}
+
 impl DwarfIndex {
-    /// Variable name (plain and namespace-qualified) -> DIE offsets of
-    /// variables with a static address.
-    pub(crate) fn build_var_names(&self) -> HashMap<String, Vec<u64>> {
+    /// Builds the [`VarIndex`].
+    pub(crate) fn build_var_names(&self) -> VarIndex {
         use gimli::constants as c;
         let mut map: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut decls: HashMap<String, u64> = HashMap::new();
         let mut headers = self.dwarf.units();
         while let Ok(Some(header)) = headers.next() {
             let Ok(unit) = self.dwarf.unit(header) else {
@@ -387,6 +399,13 @@ impl DwarfIndex {
                     if let Some(n) = name.clone() {
                         map.entry(n).or_default().push(off);
                     }
+                } else if tag == c::DW_TAG_variable
+                    && scopes.is_empty()
+                    && entry.attr(c::DW_AT_declaration).is_some()
+                    && let Some(n) = &name
+                    && let Some(off) = entry.offset().to_debug_info_offset(&unit.header)
+                {
+                    decls.entry(n.clone()).or_insert(off.0 as u64);
                 }
                 if entry.has_children() {
                     let scope = match tag {
@@ -404,7 +423,8 @@ impl DwarfIndex {
                 }
             }
         }
-        map
+        decls.retain(|n, _| !map.contains_key(n));
+        VarIndex { names: map, decls }
     }
 }
 
@@ -415,7 +435,7 @@ impl Elf {
         let dw = self.state.dwarf()?;
         let index = dw.var_names.get_or_init(|| dw.build_var_names());
         let mut out: Vec<Global> = Vec::new();
-        for off in index.get(name.trim()).into_iter().flatten() {
+        for off in index.names.get(name.trim()).into_iter().flatten() {
             let Some((unit, uoff)) = dw.unit_for(*off as usize) else {
                 continue;
             };
@@ -447,6 +467,25 @@ impl Elf {
                 ty,
             });
         }
+        // Declared in DWARF, defined by the linker (`jiffies`): the symbol
+        // table's address, the declaration's type (as gdb types it).
+        if out.is_empty()
+            && let Some(off) = index.decls.get(name.trim())
+            && let Some((unit, uoff)) = dw.unit_for(*off as usize)
+            && let Ok(entry) = unit.entry(uoff)
+            && let Some(sym) = self
+                .state
+                .symtab()
+                .lookup(name.trim())
+                .into_iter()
+                .find(|s| s.kind != crate::SymbolKind::Function)
+        {
+            out.push(Global {
+                name: name.trim().to_string(),
+                address: sym.address,
+                ty: ref_attr(&unit, &entry, constants::DW_AT_type),
+            });
+        }
         Ok(out)
     }
 
@@ -476,7 +515,9 @@ impl Elf {
         };
         let index = dw.var_names.get_or_init(|| dw.build_var_names());
         let mut v: Vec<String> = index
+            .names
             .keys()
+            .chain(index.decls.keys())
             .filter(|k| k.starts_with(prefix))
             .cloned()
             .collect();

@@ -447,6 +447,19 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
         jtext.contains(&format!("{:#x}", jiffies_link + slide)),
         "{j}"
     );
+    // `jiffies` is only declared in DWARF; the linker script makes it an
+    // alias of jiffies_64: the symbol table's address, the declaration's
+    // type (as gdb).
+    let jv = k.ok("print jiffies", "value");
+    let j64 = k.ok("print jiffies_64", "value");
+    assert_eq!(jv["value"]["text"], j64["value"]["text"], "{jv}\n{j64}");
+    let ja = k.ok("print &jiffies", "value");
+    assert!(
+        ja["value"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("{:#x}", jiffies_link + slide))),
+        "{ja}"
+    );
     // A per-CPU variable is an offset into .data..percpu: not slid.
     let (cur_link, _) = elf_bytes(&img.vmlinux, "current_task", 1);
     let pc = k.ok("print &current_task", "value");
@@ -475,6 +488,7 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
         ])
         .args(["-ex", &format!("target remote 127.0.0.1:{}", vm.port)])
         .args(["-ex", "p init_task.comm", "-ex", "p &jiffies_64"])
+        .args(["-ex", "p &jiffies"])
         .args(["-ex", &format!("info line *{:#x}", openat_link + slide)]);
     for (pc, _) in &callers {
         gdb.args(["-ex", &format!("info symbol {pc:#x}")]);
@@ -495,6 +509,11 @@ fn kdbg_on_linux_under_qemus_gdbstub() {
     assert!(
         out.lines()
             .any(|l| l.starts_with("$2 = ") && l.contains(&format!("{:#x}", jiffies_link + slide))),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("$3 = ") && l.contains(&format!("{:#x}", jiffies_link + slide))),
         "{out}"
     );
     // `Line 1306 of "fs/open.c" starts at address ... <do_sys_openat2>`
