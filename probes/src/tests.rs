@@ -1185,7 +1185,8 @@ fn drain_at_most_takes_a_bounded_batch_and_keeps_the_counts_exact() {
 fn drain_merges_the_cpus_rings_by_timestamp() {
     let c = setup();
     let spec = proto::CaptureSpec::parse("").unwrap();
-    c.capture_entry(At::Symbol("work", 0), spec).unwrap();
+    c.capture_entry(At::Symbol("work", 0), spec, None, None)
+        .unwrap();
     // Hits on CPU 1, 0, 0, 1, 0: each takes the next timestamp.
     for cpu in [1, 0, 0, 1, 0] {
         FAKE.with(|f| f.borrow_mut().cpu = cpu);
