@@ -21,6 +21,7 @@
 use core::sync::atomic::Ordering;
 
 use arch::TrapFrame;
+use proto::event::{FLAG_DURATION, FLAG_RET, FLAG_TRUNCATED, TAG_FAULT, TAG_STRING, TAG_VALUE};
 use proto::fetch::{MAX_OPS, MAX_STACK, MAX_STRING};
 use proto::{Base, CaptureSpec, Event, EventKind, FetchKind, FetchResult, Record, Reg};
 
@@ -44,12 +45,6 @@ pub(crate) struct Hit<'a> {
 
 const HEADER: usize = 96;
 const PAGE: u64 = 4096;
-const TAG_VALUE: u8 = 0;
-const TAG_STRING: u8 = 1;
-const TAG_FAULT: u8 = 2;
-const FLAG_RET: u8 = 1;
-const FLAG_DURATION: u8 = 2;
-const FLAG_TRUNCATED: u8 = 4;
 /// Most bytes of fetch results in one raw record.
 const RESULTS_MAX: usize = MAX_OPS * (1 + 8 + 1) + proto::event::MAX_STRING_BYTES;
 
@@ -364,23 +359,12 @@ impl Reader<'_> {
     }
 }
 
-fn kind_of(code: u8) -> Option<EventKind> {
-    [
-        EventKind::Kprobe,
-        EventKind::JprobeEntry,
-        EventKind::Capture,
-        EventKind::KretprobeReturn,
-    ]
-    .into_iter()
-    .find(|k| *k as u8 == code)
-}
-
 /// Decodes a raw record into an event.
 pub fn to_event(raw: &[u8]) -> Option<Event> {
     let mut r = Reader { buf: raw, pos: 0 };
     let mut id = [0u8; 4];
     id.copy_from_slice(r.bytes(4)?);
-    let kind = kind_of(r.u8()?)?;
+    let kind = EventKind::from_code(r.u8()?)?;
     let mut ev = Event::new(u32::from_le_bytes(id), kind);
     ev.cpu = r.u8()?;
     let flags = r.u8()?;

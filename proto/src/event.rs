@@ -47,6 +47,17 @@ use crate::hex;
 
 /// First byte of every record.
 pub const MAGIC: u8 = 0xD6;
+
+/// Result tags (in records, and in the probe core's raw ring records).
+pub const TAG_VALUE: u8 = 0;
+pub const TAG_STRING: u8 = 1;
+pub const TAG_FAULT: u8 = 2;
+
+/// Event flags (a u16 in records, a u8 in the probe core's raw ring
+/// records): `ret` valid, `duration` valid, a string stopped at its limit.
+pub const FLAG_RET: u8 = 1;
+pub const FLAG_DURATION: u8 = 2;
+pub const FLAG_TRUNCATED: u8 = 4;
 /// Record format version this crate writes and reads.
 pub const VERSION: u8 = 1;
 /// Prefix of a record line in `stream record` mode.
@@ -94,14 +105,16 @@ impl EventKind {
         }
     }
 
-    fn from_code(c: u8) -> Option<Self> {
-        match c {
-            0 => Some(EventKind::Kprobe),
-            1 => Some(EventKind::JprobeEntry),
-            2 => Some(EventKind::Capture),
-            3 => Some(EventKind::KretprobeReturn),
-            _ => None,
-        }
+    /// The kind whose `as u8` code is `c` (in records and raw ring records).
+    pub fn from_code(c: u8) -> Option<Self> {
+        [
+            EventKind::Kprobe,
+            EventKind::JprobeEntry,
+            EventKind::Capture,
+            EventKind::KretprobeReturn,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == c)
     }
 }
 
@@ -478,9 +491,10 @@ impl Record {
 }
 
 fn encode_event(e: &Event, w: &mut Writer<'_>) -> Result<(), RecordError> {
-    let flags = u16::from(e.ret.is_some())
-        | (u16::from(e.duration.is_some()) << 1)
-        | (u16::from(e.truncated) << 2);
+    let flag = |on: bool, f: u8| if on { u16::from(f) } else { 0 };
+    let flags = flag(e.ret.is_some(), FLAG_RET)
+        | flag(e.duration.is_some(), FLAG_DURATION)
+        | flag(e.truncated, FLAG_TRUNCATED);
     w.u32(e.probe_id)?;
     w.u8(e.kind as u8)?;
     w.u8(e.cpu)?;
@@ -498,18 +512,18 @@ fn encode_event(e: &Event, w: &mut Writer<'_>) -> Result<(), RecordError> {
     for r in e.results() {
         match *r {
             FetchResult::Value(v) => {
-                w.u8(0)?;
+                w.u8(TAG_VALUE)?;
                 w.u64(v)?;
             }
             FetchResult::Str { addr, .. } => {
                 let bytes = e.string_bytes(r);
-                w.u8(1)?;
+                w.u8(TAG_STRING)?;
                 w.u64(addr)?;
                 w.u8(bytes.len() as u8)?;
                 w.bytes(bytes)?;
             }
             FetchResult::Fault { addr } => {
-                w.u8(2)?;
+                w.u8(TAG_FAULT)?;
                 w.u64(addr)?;
             }
         }
@@ -531,9 +545,10 @@ fn decode_event(r: &mut Reader<'_>) -> Result<Event, RecordError> {
     }
     let ret = r.u64()?;
     let dur = r.u64()?;
-    e.ret = (flags & 1 != 0).then_some(ret);
-    e.duration = (flags & 2 != 0).then_some(dur);
-    e.truncated = flags & 4 != 0;
+    let has = |f: u8| flags & u16::from(f) != 0;
+    e.ret = has(FLAG_RET).then_some(ret);
+    e.duration = has(FLAG_DURATION).then_some(dur);
+    e.truncated = has(FLAG_TRUNCATED);
     let nresults = r.u8()?;
     let nstack = usize::from(r.u8()?);
     if usize::from(nresults) > MAX_OPS || nstack > MAX_STACK {
@@ -541,8 +556,8 @@ fn decode_event(r: &mut Reader<'_>) -> Result<Event, RecordError> {
     }
     for _ in 0..nresults {
         match r.u8()? {
-            0 => e.push_result(FetchResult::Value(r.u64()?))?,
-            1 => {
+            TAG_VALUE => e.push_result(FetchResult::Value(r.u64()?))?,
+            TAG_STRING => {
                 let addr = r.u64()?;
                 let len = usize::from(r.u8()?);
                 if len > MAX_STRING {
@@ -552,7 +567,7 @@ fn decode_event(r: &mut Reader<'_>) -> Result<Event, RecordError> {
                 e.push_string(addr, bytes)
                     .map_err(|_| RecordError::Malformed)?;
             }
-            2 => e.push_result(FetchResult::Fault { addr: r.u64()? })?,
+            TAG_FAULT => e.push_result(FetchResult::Fault { addr: r.u64()? })?,
             _ => return Err(RecordError::Malformed),
         }
     }
