@@ -21,14 +21,8 @@ use crate::host::{Host, Symbol};
 use crate::point::Point;
 use crate::probe::{Action, Probe, ProbeId, ProbeInfo};
 
-/// Where to put a probe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum At<'a> {
-    /// An absolute address.
-    Addr(u64),
-    /// A function name and a byte offset into it.
-    Symbol(&'a str, u64),
-}
+/// Where to put a probe: the wire's location type.
+pub use proto::command::Loc as At;
 
 /// Largest function the analysis reads (bytes).
 pub(crate) const MAX_FUNCTION: u64 = 1 << 20;

@@ -35,11 +35,14 @@ use core::fmt;
 /// Most probe ids one `probe enable|disable|delete` takes.
 pub const MAX_IDS: usize = 16;
 
-/// A code location: an absolute address or a symbol plus offset.
+/// A code location: an absolute address or a symbol plus offset (also
+/// where the probe core puts a probe: `probes::At` is this type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loc<'a> {
+    /// An absolute address.
     Addr(u64),
-    Sym { name: &'a str, offset: u64 },
+    /// A function name and a byte offset into it.
+    Symbol(&'a str, u64),
 }
 
 impl<'a> Loc<'a> {
@@ -58,7 +61,7 @@ impl<'a> Loc<'a> {
         if name.is_empty() || !name.bytes().all(is_symbol_byte) {
             return Err(ParseError::BadLocation);
         }
-        Ok(Loc::Sym { name, offset })
+        Ok(Loc::Symbol(name, offset))
     }
 }
 
@@ -70,8 +73,8 @@ impl fmt::Display for Loc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Loc::Addr(a) => write!(f, "{a:#x}"),
-            Loc::Sym { name, offset: 0 } => f.write_str(name),
-            Loc::Sym { name, offset } => write!(f, "{name}+{offset:#x}"),
+            Loc::Symbol(name, 0) => f.write_str(name),
+            Loc::Symbol(name, offset) => write!(f, "{name}+{offset:#x}"),
         }
     }
 }
@@ -749,10 +752,7 @@ mod tests {
         assert_eq!(
             parse("kprobe sys_open+0x4").unwrap(),
             Command::Kprobe {
-                loc: Loc::Sym {
-                    name: "sys_open",
-                    offset: 4
-                },
+                loc: Loc::Symbol("sys_open", 4),
                 pred: None,
                 agg: None,
             }

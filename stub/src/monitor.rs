@@ -156,7 +156,7 @@ pub struct UnknownSymbol;
 pub fn resolve(loc: Loc<'_>, host: &dyn Host) -> Result<u64, UnknownSymbol> {
     match loc {
         Loc::Addr(a) => Ok(a),
-        Loc::Sym { name, offset } => host
+        Loc::Symbol(name, offset) => host
             .symbol_named(name)
             .map(|s| s.start.wrapping_add(offset))
             .ok_or(UnknownSymbol),

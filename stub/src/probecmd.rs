@@ -5,7 +5,7 @@
 
 use core::fmt::{self, Write};
 
-use probes::{At, ProbeError, ProbeId};
+use probes::{ProbeError, ProbeId};
 use proto::agg::AggSpec;
 use proto::bytecode::Program;
 use proto::command::{Loc, ProbeAction};
@@ -13,13 +13,6 @@ use proto::fetch::CaptureSpec;
 use proto::reply::{ErrorCode, ExecPath, InstRow, OkIdRow, OkRow, ProbeRow, ProbeType};
 
 use crate::monitor::error;
-
-fn at(loc: Loc<'_>) -> At<'_> {
-    match loc {
-        Loc::Addr(a) => At::Addr(a),
-        Loc::Sym { name, offset } => At::Symbol(name, offset),
-    }
-}
 
 /// The stable code of a probe-core refusal.
 pub fn code_of(e: ProbeError) -> ErrorCode {
@@ -59,7 +52,7 @@ pub fn kprobe(
     agg: Option<AggSpec>,
     out: &mut dyn Write,
 ) -> fmt::Result {
-    created(out, probes::commands::kprobe_agg(at(loc), pred, agg))
+    created(out, probes::commands::kprobe_agg(loc, pred, agg))
 }
 
 /// `jprobe FUNC [CAPTURE] [if=HEX] [AGG]`.
@@ -70,10 +63,7 @@ pub fn jprobe(
     agg: Option<AggSpec>,
     out: &mut dyn Write,
 ) -> fmt::Result {
-    created(
-        out,
-        probes::commands::jprobe_agg(at(func), capture, pred, agg),
-    )
+    created(out, probes::commands::jprobe_agg(func, capture, pred, agg))
 }
 
 /// `kretprobe FUNC [maxactive=N] [CAPTURE] [if=HEX] [AGG]`.
@@ -87,7 +77,7 @@ pub fn kretprobe(
 ) -> fmt::Result {
     created(
         out,
-        probes::commands::kretprobe_agg(at(func), maxactive, capture, pred, agg),
+        probes::commands::kretprobe_agg(func, maxactive, capture, pred, agg),
     )
 }
 
