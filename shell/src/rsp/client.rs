@@ -657,8 +657,20 @@ impl Client {
     /// Send a request and return its reply (not a stop reply: one that
     /// arrives while waiting is handed to the asynchronous path).
     pub fn request(&mut self, payload: &[u8]) -> Result<Vec<u8>, RspError> {
-        // A foreign stub cannot serve requests while the target runs (QEMU
-        // stops the guest on any byte and then answers slowly).
+        self.exchange(|c| {
+            c.send(payload)
+                .and_then(|_| c.recv_reply(payload, c.timeout, false))
+        })
+    }
+
+    /// Runs one request/reply exchange `f` with replies routed to this
+    /// thread: refused while a foreign stub's target runs (QEMU stops the
+    /// guest on any byte and then answers slowly), after a resync when the
+    /// line is in doubt and with stale replies drained.
+    fn exchange<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, RspError>,
+    ) -> Result<R, RspError> {
         if !self.kdbg && self.is_running() {
             return Err(RspError::Running);
         }
@@ -667,9 +679,7 @@ impl Client {
         }
         self.drain_stale();
         self.set_route(None, true);
-        let r = self
-            .send(payload)
-            .and_then(|_| self.recv_reply(payload, self.timeout, false));
+        let r = f(self);
         self.set_route(None, false);
         r
     }
@@ -689,17 +699,7 @@ impl Client {
     /// `OK`, or as one hex reply.
     pub fn monitor(&mut self, command: &str) -> Result<String, RspError> {
         let payload = format!("qRcmd,{}", packet::to_hex(command.as_bytes()));
-        if !self.kdbg && self.is_running() {
-            return Err(RspError::Running);
-        }
-        if self.doubt {
-            self.resync();
-        }
-        self.drain_stale();
-        self.set_route(None, true);
-        let r = self.monitor_inner(&payload, command);
-        self.set_route(None, false);
-        r
+        self.exchange(|c| c.monitor_inner(&payload, command))
     }
 
     fn monitor_inner(&mut self, payload: &str, command: &str) -> Result<String, RspError> {

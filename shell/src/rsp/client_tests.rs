@@ -51,6 +51,12 @@ impl Peer {
         let p = self.packet();
         assert_eq!(String::from_utf8_lossy(&p), want);
     }
+    /// Expects `want`, acknowledges it and replies `reply` (ack mode).
+    fn answer(&mut self, want: &str, reply: &str) {
+        self.expect(want);
+        self.raw(b"+");
+        self.send(reply);
+    }
     fn send(&mut self, payload: &str) {
         self.s.write_all(&encode(payload.as_bytes())).unwrap();
     }
@@ -68,9 +74,7 @@ impl Peer {
         self.raw(b"+");
         if no_ack {
             self.send("PacketSize=1000;QStartNoAckMode+;vContSupported+");
-            self.expect("QStartNoAckMode");
-            self.raw(b"+");
-            self.send("OK");
+            self.answer("QStartNoAckMode", "OK");
         } else {
             self.send("PacketSize=1000");
         }
@@ -140,9 +144,7 @@ fn retransmits_on_nak() {
             p.handshake(false);
             p.expect("m1000,4");
             p.raw(b"-");
-            p.expect("m1000,4");
-            p.raw(b"+");
-            p.send("deadbeef");
+            p.answer("m1000,4", "deadbeef");
             // The client acks our reply.
             assert_eq!(p.next(), Frame::Ack);
         },
@@ -552,12 +554,8 @@ fn qemu_handshake(p: &mut Peer, multiprocess: bool) {
     );
     p.raw(b"+");
     p.send(QEMU_SUPPORTED);
-    p.expect("qC");
-    p.raw(b"+");
-    p.send(if multiprocess { "QCp01.01" } else { "QC01" });
-    p.expect("qXfer:features:read:target.xml:0,ff0");
-    p.raw(b"+");
-    p.send(QEMU_TARGET);
+    p.answer("qC", if multiprocess { "QCp01.01" } else { "QC01" });
+    p.answer("qXfer:features:read:target.xml:0,ff0", QEMU_TARGET);
     p.expect("qXfer:features:read:i386-64bit.xml:0,ff0");
     p.raw(b"+");
     p.send(&format!(
@@ -571,12 +569,8 @@ fn qemu_unsolicited_stop_on_connect_is_a_stop_not_a_reply() {
     let (mut c, _rx, h) = setup(
         |mut p| {
             qemu_handshake(&mut p, false);
-            p.expect("?");
-            p.raw(b"+");
-            p.send("T05thread:01;");
-            p.expect("m1000,2");
-            p.raw(b"+");
-            p.send("abcd");
+            p.answer("?", "T05thread:01;");
+            p.answer("m1000,2", "abcd");
         },
         no_events,
     );
@@ -600,18 +594,10 @@ fn qemu_multiprocess_ids_and_detach_with_pid() {
     let (mut c, _rx, h) = setup(
         |mut p| {
             qemu_handshake(&mut p, true);
-            p.expect("qfThreadInfo");
-            p.raw(b"+");
-            p.send("mp01.01,p01.02");
-            p.expect("qsThreadInfo");
-            p.raw(b"+");
-            p.send("l");
-            p.expect("Hgp1.2");
-            p.raw(b"+");
-            p.send("OK");
-            p.expect("D;1");
-            p.raw(b"+");
-            p.send("OK");
+            p.answer("qfThreadInfo", "mp01.01,p01.02");
+            p.answer("qsThreadInfo", "l");
+            p.answer("Hgp1.2", "OK");
+            p.answer("D;1", "OK");
         },
         no_events,
     );
@@ -629,12 +615,8 @@ fn plain_detach_refused_with_e22_is_retried_with_the_pid() {
     let (mut c, _rx, h) = setup(
         |mut p| {
             p.handshake(false);
-            p.expect("D");
-            p.raw(b"+");
-            p.send("E22");
-            p.expect("D;1");
-            p.raw(b"+");
-            p.send("OK");
+            p.answer("D", "E22");
+            p.answer("D;1", "OK");
         },
         no_events,
     );
@@ -647,12 +629,8 @@ fn refused_detach_is_an_error() {
     let (mut c, _rx, h) = setup(
         |mut p| {
             p.handshake(false);
-            p.expect("D");
-            p.raw(b"+");
-            p.send("E22");
-            p.expect("D;1");
-            p.raw(b"+");
-            p.send("E01");
+            p.answer("D", "E22");
+            p.answer("D;1", "E01");
         },
         no_events,
     );
