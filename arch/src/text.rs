@@ -273,7 +273,7 @@ pub fn on_breakpoint(frame: &mut crate::TrapFrame) -> bool {
     // for all but hits at the current or last patch's address. A patch in
     // progress stores its address before it writes its int3, so a hit on
     // that int3 sees the address.
-    if POKE_ADDR.load(Ordering::Acquire) != addr || addr == 0 {
+    if POKE_ADDR.load(Ordering::Acquire) != addr {
         return false;
     }
     on_patched_breakpoint(frame, addr)
@@ -283,6 +283,10 @@ pub fn on_breakpoint(frame: &mut crate::TrapFrame) -> bool {
 #[cold]
 #[inline(never)]
 fn on_patched_breakpoint(frame: &mut crate::TrapFrame, addr: u64) -> bool {
+    if addr == 0 {
+        // No patch yet (the address starts at 0).
+        return false;
+    }
     loop {
         let seq = POKE_SEQ.load(Ordering::SeqCst);
         let poked = POKE_ADDR.load(Ordering::SeqCst);

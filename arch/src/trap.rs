@@ -111,11 +111,32 @@ static IST_BASE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS]
 /// depth on this vector's IST slot (0 = not nested).
 pub type Handler = fn(&mut TrapFrame, usize);
 
-static HANDLER: spin::Once<Handler> = spin::Once::new();
+/// The registered [`Handler`] (null: none yet). A plain pointer, one load
+/// on every trap.
+static HANDLER: core::sync::atomic::AtomicPtr<()> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// Registers the one handler every vector dispatches to. Only the first call counts.
 pub fn set_handler(handler: Handler) {
-    HANDLER.call_once(|| handler);
+    let _ = HANDLER.compare_exchange(
+        core::ptr::null_mut(),
+        handler as *mut (),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+}
+
+/// The registered handler, if any.
+#[inline(always)]
+fn handler() -> Option<Handler> {
+    let p = HANDLER.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the only non-null value ever stored is a `Handler` cast to a
+    // pointer by `set_handler`; fn pointers and data pointers have the same
+    // size on x86_64.
+    Some(unsafe { core::mem::transmute::<*mut (), Handler>(p) })
 }
 
 /// Lowest address of this CPU's IST stacks.
@@ -208,7 +229,7 @@ extern "C" fn kdbg_trap_rust(frame: &mut TrapFrame) {
         .copied()
         .unwrap_or(7) as usize;
     let depth = depth_of(addr, slot).unwrap_or(MAX_DEPTH);
-    match HANDLER.get() {
+    match handler() {
         Some(handler) => handler(frame, depth),
         None => loop {
             crate::cpu::disable_interrupts();

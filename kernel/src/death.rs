@@ -118,8 +118,10 @@ pub fn panic(info: &PanicInfo) -> ! {
 
 /// The #BP dispatcher's first question: is this the panic's `int3`?
 #[noprobe]
+#[inline]
 pub fn take_panic() -> Option<Death> {
-    if !PANIC_PENDING.swap(false, Ordering::AcqRel) {
+    // A plain load first: every int3 asks.
+    if !PANIC_PENDING.load(Ordering::Relaxed) || !PANIC_PENDING.swap(false, Ordering::AcqRel) {
         return None;
     }
     PANIC_DEATH.try_lock().and_then(|d| *d)

@@ -337,6 +337,21 @@ impl Core {
                 false
             }
             Action::Record { kind, spec } => {
+                // A false one-compare predicate ends the hit here, before
+                // the recording path's frame is set up (the bench's
+                // `pred_false` row); a true one is checked again there.
+                if let Some(pr) = p.pred.as_deref()
+                    && let Some((reg, value, cmp)) = pr.one_compare()
+                    && !proto::bytecode::compare(
+                        cmp,
+                        crate::cond::frame_reg(frame, reg, p.addr),
+                        value,
+                    )
+                {
+                    p.filtered
+                        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                    return false;
+                }
                 self.run_record(pf, p, *kind, spec, frame);
                 false
             }

@@ -9,6 +9,7 @@ use crate::CORE;
 /// #BP (vector 3). `frame.rip` points just past the int3 byte. An int3 that
 /// is not a probe's (nor the kretprobe trampoline, nor a slot's tail)
 /// returns `false`: it is never silently resumed.
+#[inline]
 pub fn breakpoint(frame: &mut TrapFrame) -> bool {
     CORE.on_breakpoint(frame)
 }

@@ -259,7 +259,7 @@ fn every_function_the_trap_path_reaches_is_in_the_noprobe_range() {
         .map(|f| f.name.as_str())
         .collect();
     for expected in [
-        "probes::hooks::breakpoint",
+        "probes::hit::<impl probes::Core>::on_breakpoint",
         "stub::hooks::breakpoint",
         "kernel::sched::switch",
     ] {
@@ -289,7 +289,10 @@ fn the_example_kernels_trap_path_is_in_its_noprobe_range() {
         .filter_map(|a| image.funcs.get(a))
         .map(|f| f.name.as_str())
         .collect();
-    for expected in ["probes::hooks::breakpoint", "stub::hooks::serial_irq"] {
+    for expected in [
+        "probes::hit::<impl probes::Core>::on_breakpoint",
+        "stub::hooks::serial_irq",
+    ] {
         assert!(
             names.iter().any(|n| n.starts_with(expected)),
             "{expected} not reached from the example's trap entry ({} functions reached)",
