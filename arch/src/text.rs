@@ -99,6 +99,35 @@ pub fn kick_all() {
     crate::apic::send_nmi_all_but_self();
 }
 
+/// Makes this CPU's view of the code byte at `addr` current, for a CPU
+/// that trapped on an int3 memory no longer holds: it rewrites the byte
+/// with its own value (an atomic `lock or 0`: a concurrent writer's byte
+/// survives) and serialises. On hardware the serialisation is what counts;
+/// under QEMU's MTTCG a block translated from the int3 while another vCPU
+/// restored the byte can outlive the store that restored it (the store
+/// raced with the page being marked as holding code), and the trapping
+/// vCPU would run the stale int3 forever; its own store to the page drops
+/// every block translated from it.
+///
+/// # Safety
+/// `addr` is mapped kernel text.
+pub unsafe fn refetch(addr: u64) {
+    crate::cpu::without_interrupts(|| {
+        let cr0 = Cr0::read();
+        // SAFETY: clearing WP only lets ring 0 write read-only pages; it is
+        // restored below before interrupts come back on.
+        unsafe { Cr0::write(cr0 - Cr0Flags::WRITE_PROTECT) };
+        // SAFETY: the caller guarantees `addr` is mapped; `lock or` with 0
+        // stores the byte's own value atomically.
+        unsafe {
+            core::arch::asm!("lock or byte ptr [{0}], 0", in(reg) addr, options(nostack, preserves_flags))
+        };
+        // SAFETY: restores the value read above.
+        unsafe { Cr0::write(cr0) };
+    });
+    serialize();
+}
+
 /// Serialises the instruction stream of this CPU (after modifying code).
 pub fn serialize() {
     let _ = core::arch::x86_64::__cpuid(0);
@@ -320,6 +349,8 @@ fn on_patched_breakpoint(frame: &mut crate::TrapFrame, addr: u64) -> bool {
             return false;
         }
         frame.rip = addr;
+        // SAFETY: `addr` is the start of a completed patch of mapped text.
+        unsafe { refetch(addr) };
         return true;
     }
 }

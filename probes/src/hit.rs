@@ -95,6 +95,10 @@ impl Core {
                 }
                 if b[0] != arch::text::BREAKPOINT {
                     frame.rip = addr;
+                    // This CPU executed an int3 memory no longer holds: make
+                    // its view current before it runs the byte again.
+                    // SAFETY: `addr` held an int3 this CPU executed: text.
+                    unsafe { arch::text::refetch(addr) };
                     return None;
                 }
                 if let Some(p) = self.table.get(addr) {

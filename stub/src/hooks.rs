@@ -32,6 +32,8 @@ fn breakpoint_owned(frame: &mut TrapFrame, entry: crate::allstop::Entry) -> bool
         let mut b = [0u8; 1];
         if arch::mem::read(addr, &mut b).is_ok() && b[0] != arch::text::BREAKPOINT {
             frame.rip = addr;
+            // SAFETY: `addr` held the int3 this CPU executed: mapped text.
+            unsafe { arch::text::refetch(addr) };
             crate::allstop::release_if(entry);
             return true;
         }
