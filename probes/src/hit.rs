@@ -97,8 +97,7 @@ impl Core {
                     frame.rip = addr;
                     // This CPU executed an int3 memory no longer holds: make
                     // its view current before it runs the byte again.
-                    // SAFETY: `addr` held an int3 this CPU executed: text.
-                    unsafe { arch::text::refetch(addr) };
+                    pf.refetch_text(addr);
                     return None;
                 }
                 if let Some(p) = self.table.get(addr) {

@@ -158,6 +158,14 @@ pub trait Host: Sync {
         unsafe { arch::text::write(addr, bytes) }
     }
 
+    /// Makes this CPU's view of the code byte at `addr` current: it
+    /// trapped on an int3 there that memory no longer holds
+    /// ([`arch::text::refetch`]).
+    fn refetch_text(&self, addr: u64) {
+        // SAFETY: `addr` held an int3 this CPU executed: mapped text.
+        unsafe { arch::text::refetch(addr) }
+    }
+
     // --- the machine (defaults from `arch`) ---
 
     /// After a multi-byte change to text other CPUs may run (a probe's

@@ -165,6 +165,7 @@ impl Host for FakeHost {
     fn write_text(&self, addr: u64, bytes: &[u8]) {
         fake_write_text(addr, bytes)
     }
+    fn refetch_text(&self, _addr: u64) {}
     fn slot_area(&self) -> (u64, usize) {
         (SLOTS, 16 * arch::slots::SLOT_SIZE)
     }
