@@ -115,15 +115,23 @@ fn record_cpu(slot: u64) {
 fn call_function_ipi_waits() -> Result<(), &'static str> {
     for c in others() {
         CALLED_ON[c].store(u64::MAX, Ordering::Relaxed);
-        if !smp::call_on(c, record_cpu, c as u64, true) {
-            return Err("call_on did not complete");
+        // Interrupts off: the task must not migrate to `c` between the
+        // choice of `c` and the call (a call to its own CPU is refused).
+        let called = arch::cpu::without_interrupts(|| {
+            // Migrated onto `c` since `others()`: nothing to check on it.
+            (c != sched::cpu_id()).then(|| smp::call_on(c, record_cpu, c as u64, true))
+        });
+        match called {
+            None => continue,
+            Some(false) => return Err("call_on did not complete"),
+            Some(true) => {}
         }
         // `wait`: the function has run when call_on returns.
         if CALLED_ON[c].load(Ordering::Relaxed) != c as u64 {
             return Err("the function did not run on the CPU asked for");
         }
     }
-    if smp::call_on(sched::cpu_id(), record_cpu, 0, true) {
+    if arch::cpu::without_interrupts(|| smp::call_on(sched::cpu_id(), record_cpu, 0, true)) {
         return Err("call_on to this CPU must be refused");
     }
     Ok(())
