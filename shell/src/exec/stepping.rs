@@ -2,7 +2,7 @@
 //! `finish`, `frame`, `up`, `down`, `info frame`. One machine for all of
 //! them: the stub's exact `stepi` for instructions inside the line, and a
 //! temporary breakpoint plus a frame check (task and stack pointer) to run
-//! over calls and out of frames. See docs/notes/stepping.md.
+//! over calls and out of frames. See docs/design/stepping.md.
 
 use std::collections::HashMap;
 use std::rc::Rc;
