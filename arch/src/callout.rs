@@ -5,7 +5,7 @@
 //! arguments are a *copy* of the words above the probed function's return
 //! address, placed where the callee expects its stack arguments. The callee
 //! may write its arguments freely: it only ever sees copies, so the probed
-//! function's registers and stack are untouched (the seed's 64-byte
+//! function's registers and stack are untouched (the 2004 jprobe design's 64-byte
 //! `jprobe_return` stack-mirroring problem does not arise).
 
 use core::arch::global_asm;
@@ -49,7 +49,7 @@ unsafe extern "C" {
     fn kdbg_callout(entry: u64, regs: *const u64, stack: *const u64, words: usize) -> u64;
 }
 
-/// Most stack words passed (64 bytes, as the seed's `MAX_STACK_SIZE`).
+/// Most stack words passed (64 bytes, as the 2004 jprobe design's `MAX_STACK_SIZE`).
 pub const MAX_STACK_WORDS: usize = 8;
 
 /// Calls the function at `entry` with `regs` as rdi, rsi, rdx, rcx, r8, r9

@@ -75,8 +75,15 @@ impl Core {
         pred: Option<Program>,
         agg: Option<AggSpec>,
     ) -> Result<ProbeId, ProbeError> {
-        let n = maxactive.map_or(0, |m| i32::try_from(m).unwrap_or(i32::MAX));
-        self.add_kretprobe(at, n, 0, 0, ReturnAction::Record(spec), pred, agg)
+        self.add_kretprobe(
+            at,
+            maxactive.unwrap_or(0),
+            0,
+            0,
+            ReturnAction::Record(spec),
+            pred,
+            agg,
+        )
     }
 
     /// Calls `f` with the id and counters of every aggregating probe's map.

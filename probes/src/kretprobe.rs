@@ -83,13 +83,15 @@ pub type RetHandler = fn(&mut RetCtx<'_>, &mut TrapFrame) -> i32;
 /// Entry handler: returning non-zero skips this call's return handler.
 pub type EntryHandler = fn(&mut RetCtx<'_>, &mut TrapFrame) -> i32;
 
-/// The seed's `struct kretprobe`.
+/// A kretprobe's handlers and sizes (Linux's `struct kretprobe`).
 #[derive(Clone, Copy, Default)]
 pub struct Kretprobe {
     pub handler: Option<RetHandler>,
     pub entry_handler: Option<EntryHandler>,
-    /// Instances; `<= 0` means max(10, 2 x CPUs).
-    pub maxactive: i32,
+    /// Instances; 0 means max(10, 2 x CPUs) (the wire's `maxactive=`
+    /// absent). Unsigned, as everywhere else: Linux's `int` took negative
+    /// values only to mean the default.
+    pub maxactive: u32,
     /// Bytes of per-instance data (<= 4096).
     pub data_size: usize,
     /// A cookie the handlers get back in [`RetCtx::cookie`].
@@ -99,7 +101,7 @@ pub struct Kretprobe {
 /// What the return side does besides calling the handler.
 #[derive(Clone, Copy)]
 pub(crate) enum ReturnAction {
-    /// Call the seed-style handlers.
+    /// Call the handlers (Linux's `handler`/`entry_handler`).
     Handlers {
         handler: Option<RetHandler>,
         entry_handler: Option<EntryHandler>,

@@ -186,7 +186,7 @@ impl Core {
     pub(crate) fn add_kretprobe(
         &self,
         at: At<'_>,
-        maxactive: i32,
+        maxactive: u32,
         data_size: usize,
         data: usize,
         action: ReturnAction,
@@ -199,7 +199,8 @@ impl Core {
         self.add(at, true, |id, addr, sym, pf| {
             let n = match usize::try_from(maxactive) {
                 Ok(n) if n > 0 => n,
-                _ => 10.max(2 * pf.cpu_count()),
+                Ok(_) => 10.max(2 * pf.cpu_count()),
+                Err(_) => usize::MAX,
             };
             if n > kretprobe::MAX_ACTIVE {
                 return Err(ProbeError::TooManyInstances);

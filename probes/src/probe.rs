@@ -12,7 +12,7 @@ use crate::kretprobe::RetPool;
 pub struct ProbeId(pub u32);
 
 /// Runs before the probed instruction. Returning `true` means "I changed
-/// `frame.rip`: skip the instruction and resume there" (the seed's
+/// `frame.rip`: skip the instruction and resume there" (Linux's
 /// convention); post handlers then do not run.
 pub type PreHandler = fn(&Probe, &mut TrapFrame) -> bool;
 /// Runs after the probed instruction, with the frame as it left it.
@@ -21,7 +21,7 @@ pub type PostHandler = fn(&Probe, &mut TrapFrame);
 /// the vector. `true` = handled (resume with the frame as the handler left it).
 pub type FaultHandler = fn(&Probe, &mut TrapFrame, u64) -> bool;
 
-/// The seed's `struct kprobe`: the handlers of a kprobe and a cookie the
+/// Linux's `struct kprobe`: the handlers of a kprobe and a cookie the
 /// handlers can read back with [`Probe::data`].
 #[derive(Clone, Copy, Default)]
 pub struct Kprobe {
@@ -67,7 +67,7 @@ impl ExecPath {
 
 /// What a hit does.
 pub(crate) enum Action {
-    /// Seed-style kprobe handlers.
+    /// Kprobe handlers as Linux's (pre, post, fault).
     Kprobe(Kprobe),
     /// Call a C-ABI function with the probed function's arguments.
     Jprobe { entry: u64 },

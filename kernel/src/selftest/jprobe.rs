@@ -33,7 +33,7 @@ fn seen() -> [u64; 8] {
     a
 }
 
-/// The seed's `jdo_fork`: same prototype as `spawn_task`.
+/// The 2004 jprobe example's `jdo_fork`: same prototype as `spawn_task`.
 extern "C" fn jspawn_task(
     clone_flags: u64,
     stack_start: u64,

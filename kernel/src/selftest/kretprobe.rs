@@ -123,7 +123,7 @@ fn log_ret(_: &mut RetCtx<'_>, f: &mut TrapFrame) -> i32 {
 
 /// A kretprobe on `func`'s entry whose handler logs every return value
 /// (`maxactive` 0: the default).
-fn log_ret_probe(func: &str, maxactive: i32) -> Result<ProbeId, &'static str> {
+fn log_ret_probe(func: &str, maxactive: u32) -> Result<ProbeId, &'static str> {
     reg(
         At::Symbol(func, 0),
         Kretprobe {

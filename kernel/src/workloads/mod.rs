@@ -1,5 +1,5 @@
 //! Workloads: what the kernel's tasks call continuously (serve mode) and what
-//! tests and users probe, modelled on the seeds' examples (do_fork, sys_open).
+//! tests and users probe, modelled on the 2004-2005 kprobes example modules (do_fork, sys_open).
 //! Every function is `#[unsafe(no_mangle)] extern "C"`, `#[inline(never)]`,
 //! with full DWARF (the release profile keeps debug info).
 //!
