@@ -12,7 +12,8 @@ use crate::output::*;
 use crate::regs::RegisterFile;
 use crate::session::Session;
 
-fn to_unwind_regs(r: &RegisterFile) -> Registers {
+/// The unwinder's registers from a stop's register file.
+pub(super) fn to_unwind_regs(r: &RegisterFile) -> Registers {
     // gdb order: rax rbx rcx rdx rsi rdi rbp rsp r8..r15.
     let map = [
         Register::RAX,

@@ -268,32 +268,7 @@ impl Stepper {
     }
 }
 
-fn unwind_regs(r: &crate::regs::RegisterFile) -> Registers {
-    let map = [
-        Register::RAX,
-        Register::RBX,
-        Register::RCX,
-        Register::RDX,
-        Register::RSI,
-        Register::RDI,
-        Register::RBP,
-        Register::RSP,
-        Register::R8,
-        Register::R9,
-        Register::R10,
-        Register::R11,
-        Register::R12,
-        Register::R13,
-        Register::R14,
-        Register::R15,
-    ];
-    let mut out = Registers::new();
-    for (i, reg) in map.iter().enumerate() {
-        out.set(*reg, Some(r.gpr[i]));
-    }
-    out.set(Register::RIP, Some(r.rip));
-    out
-}
+use super::stack::to_unwind_regs as unwind_regs;
 
 /// The caller's registers of the frame `regs` (CFI; memory read through
 /// the stub, which shows kretprobe-hijacked return addresses as the real
