@@ -311,6 +311,65 @@ impl fmt::Display for ProbeMemoryRow {
     }
 }
 
+/// `pages addr=A len=L map=HEX holes=HEX`: of the 4 KiB pages from `addr`
+/// (`len` bytes), which hold a non-zero byte (`map`) and which are not
+/// mapped (`holes`), as bitmaps (page `i` is bit `i % 8` of byte `i / 8`)
+/// written in hex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagesRow<'a> {
+    pub addr: u64,
+    pub len: u64,
+    pub map: &'a [u8],
+    pub holes: &'a [u8],
+}
+
+impl fmt::Display for PagesRow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pages addr={:#x} len={:#x} map=", self.addr, self.len)?;
+        for b in self.map {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str(" holes=")?;
+        for b in self.holes {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A `pages` row as read, its bitmaps still in hex ([`PagesHex::bitmap`]
+/// decodes one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagesHex<'a> {
+    pub addr: u64,
+    pub len: u64,
+    pub map: &'a str,
+    pub holes: &'a str,
+}
+
+impl<'a> PagesHex<'a> {
+    pub fn parse(line: &'a str) -> Result<Self, RowError> {
+        let r = row_of(line, "pages")?;
+        Ok(PagesHex {
+            addr: need_num(&r, "addr")?,
+            len: need_num(&r, "len")?,
+            map: need(&r, "map")?,
+            holes: need(&r, "holes")?,
+        })
+    }
+
+    /// The bytes of a hex bitmap; `None` when it is not hex.
+    pub fn bitmap(hex: &str) -> Option<impl Iterator<Item = u8> + '_> {
+        let ok = hex.len().is_multiple_of(2) && hex.bytes().all(|c| c.is_ascii_hexdigit());
+        ok.then(|| {
+            hex.as_bytes().chunks(2).map(|p| {
+                let d = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                (d(p.first().copied().unwrap_or(b'0')) << 4) | d(p.get(1).copied().unwrap_or(b'0'))
+            })
+        })
+    }
+}
+
 /// `why ...`: why the kernel is stopped (or that it runs). Keys that do
 /// not apply to the state are absent: a running kernel has only `policy`, a
 /// stop `cause signal task rip policy`, a death all of them (`where` only
@@ -1167,5 +1226,33 @@ mod tests {
             let _ = ErrorRow::parse(line);
             let _ = Row::parse(line).map(|r| r.get("msg"));
         }
+    }
+
+    #[test]
+    fn pages_rows_round_trip() {
+        let row = PagesRow {
+            addr: 0x20_0000,
+            len: 0x4000,
+            map: &[0x05],
+            holes: &[0x08],
+        };
+        let mut text = String::new();
+        fmt::write(&mut text, format_args!("{row}")).unwrap();
+        assert_eq!(text, "pages addr=0x200000 len=0x4000 map=05 holes=08");
+        let back = PagesHex::parse(&text).unwrap();
+        assert_eq!(
+            (back.addr, back.len, back.map, back.holes),
+            (0x20_0000, 0x4000, "05", "08")
+        );
+        assert_eq!(
+            PagesHex::bitmap("05ff").unwrap().collect::<Vec<_>>(),
+            [5, 255]
+        );
+        assert!(PagesHex::bitmap("0g").is_none());
+        assert!(PagesHex::bitmap("050").is_none());
+        assert_eq!(
+            PagesHex::parse("pages addr=0x0"),
+            Err(RowError::Field("len"))
+        );
     }
 }

@@ -449,36 +449,35 @@ pub fn why(out: &mut dyn Write) -> fmt::Result {
 /// bytes per call; `addr` is rounded down to a page.
 pub fn pages(addr: u64, len: u64, out: &mut dyn Write) -> fmt::Result {
     const PAGE: u64 = 4096;
+    const BYTES: usize = (MAX_PAGES_SPAN / PAGE / 8) as usize;
     let start = addr & !(PAGE - 1);
     let len = len.min(MAX_PAGES_SPAN);
     let count = len.div_ceil(PAGE) as usize;
-    write!(
-        out,
-        "pages addr={start:#x} len={:#x} map=",
-        count as u64 * PAGE
-    )?;
-    let mut holes = [0u8; (MAX_PAGES_SPAN / PAGE / 8) as usize];
-    let mut byte = 0u8;
+    let mut map = [0u8; BYTES];
+    let mut holes = [0u8; BYTES];
     for i in 0..count {
         let page = start.wrapping_add(i as u64 * PAGE);
         let bit = 1u8 << (i % 8);
-        if arch::mem::check_range(page, PAGE as usize, false).is_ok() {
-            if page_nonzero(page) {
-                byte |= bit;
+        let which = if arch::mem::check_range(page, PAGE as usize, false).is_ok() {
+            if !page_nonzero(page) {
+                continue;
             }
-        } else if let Some(h) = holes.get_mut(i / 8) {
-            *h |= bit;
-        }
-        if i % 8 == 7 || i + 1 == count {
-            write!(out, "{byte:02x}")?;
-            byte = 0;
+            &mut map
+        } else {
+            &mut holes
+        };
+        if let Some(b) = which.get_mut(i / 8) {
+            *b |= bit;
         }
     }
-    out.write_str(" holes=")?;
-    for h in holes.iter().take(count.div_ceil(8)) {
-        write!(out, "{h:02x}")?;
-    }
-    writeln!(out)
+    let used = count.div_ceil(8);
+    let row = proto::reply::PagesRow {
+        addr: start,
+        len: count as u64 * PAGE,
+        map: map.get(..used).unwrap_or(&[]),
+        holes: holes.get(..used).unwrap_or(&[]),
+    };
+    writeln!(out, "{row}")
 }
 
 /// Largest range one `pages` call covers (8 MiB: a 512-character map).

@@ -264,16 +264,17 @@ fn page_map(s: &Session, base: u64, len: u64) -> Result<(Vec<u8>, Vec<u8>)> {
     let text = s
         .monitor(&format!("pages {base:#x} {len:#x}"))
         .map_err(|e| anyhow!("the stub cannot list non-zero pages (`monitor pages`): {e}"))?;
+    use proto::reply::PagesHex;
     let row = text
         .lines()
-        .filter_map(proto::reply::Row::parse)
-        .find(|r| r.kind == "pages")
+        .find_map(|l| PagesHex::parse(l).ok())
         .ok_or_else(|| anyhow!("the stub's `pages` reply has no `pages` row: {text}"))?;
-    let hex = |k: &str| -> Result<Vec<u8>> {
-        crate::rsp::packet::from_hex(row.get(k).unwrap_or("").as_bytes())
+    let bits = |hex: &str| -> Result<Vec<u8>> {
+        PagesHex::bitmap(hex)
+            .map(Iterator::collect)
             .ok_or_else(|| anyhow!("malformed `pages` row: {text}"))
     };
-    Ok((hex("map")?, hex("holes")?))
+    Ok((bits(row.map)?, bits(row.holes)?))
 }
 
 /// Joins adjacent ranges with the same reason.
