@@ -148,6 +148,12 @@ impl Uart {
         }
     }
 
+    /// A received byte is waiting (without taking it).
+    pub fn data_ready(&self) -> bool {
+        // SAFETY: reading LSR of this UART has no memory effects.
+        unsafe { inb(self.base + LSR) & LSR_DATA_READY != 0 }
+    }
+
     /// A received byte, if one is waiting.
     pub fn try_read_byte(&self) -> Option<u8> {
         // SAFETY: reading LSR/RBR of this UART has no memory effects (it pops the FIFO).

@@ -202,6 +202,9 @@ fn irq(frame: &mut TrapFrame, line: u8) {
             arch::pic::end_of_interrupt(line);
             arch::debugreg::follow();
             stub::poll();
+            if stub::hooks::rx_pending() {
+                stub::hooks::serial_irq(frame);
+            }
             crate::sched::switch(frame);
         }
         COM2_IRQ => {

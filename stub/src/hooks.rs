@@ -173,6 +173,15 @@ pub fn serial_irq(frame: &mut TrapFrame) {
     crate::allstop::release_if(entry);
 }
 
+/// Bytes wait in COM2's receive FIFO. The timer tick asks, and hands them
+/// to [`serial_irq`]: a receive interrupt that found the session busy
+/// (another CPU streaming events in its tick) leaves its bytes in the
+/// FIFO, and the UART raises no new edge while the FIFO stays non-empty,
+/// so without the tick a packet could wait for the host's next byte.
+pub fn rx_pending() -> bool {
+    crate::ready() && Uart::new(COM2).data_ready()
+}
+
 /// The kernel's NMI handler calls this first: a text-patching sync, or a
 /// stop on another CPU parks this one (see [`crate::allstop`]). `true`:
 /// the NMI was kdbg's.

@@ -77,7 +77,15 @@ pub fn init<H: Host>(host: &'static H) -> Result<(), InitError> {
     }
     clock::start(host);
     uart.enable_rx_interrupt();
+    READY.store(true, Ordering::Release);
     Ok(())
+}
+
+/// [`init`] has run: COM2 is the stub's (see `hooks::rx_pending`).
+static READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn ready() -> bool {
+    READY.load(Ordering::Acquire)
 }
 
 /// Stops the kernel here until gdb attaches and continues (`kdbg.wait`).
