@@ -249,10 +249,16 @@ fn stopped(s: &mut Session, reply: &str, stepped: bool) -> Result<Output> {
 /// step (as gdb does) so the step makes progress.
 pub(crate) fn step_once(s: &mut Session) -> Result<String> {
     let rip = s.registers()?.rip;
+    step_at(s, rip)
+}
+
+/// One `s` from `pc` (known to the caller: no register read), lifting the
+/// shell's software breakpoint there for the step. Returns the stop reply.
+pub(crate) fn step_at(s: &mut Session, pc: u64) -> Result<String> {
     let lifted: Vec<u64> = s
         .breakpoints
         .values()
-        .filter(|b| b.kind == BreakKind::Software && b.info.addr == rip)
+        .filter(|b| b.kind == BreakKind::Software && b.info.addr == pc)
         .map(|b| b.info.addr)
         .collect();
     let t = s.timeout;

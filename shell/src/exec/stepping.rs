@@ -155,22 +155,7 @@ impl Stepper {
         self.cur = None;
         // The pc is known: no register read before the step (one round
         // trip per instruction, as gdb's `vCont;s`, plus the `g` after).
-        let lifted: Vec<u64> = s
-            .breakpoints
-            .values()
-            .filter(|b| b.kind == BreakKind::Software && b.info.addr == pc)
-            .map(|b| b.info.addr)
-            .collect();
-        let t = s.timeout;
-        let mut c = s.client()?;
-        for a in &lifted {
-            c.clear_breakpoint(BreakKind::Software, *a, 1)?;
-        }
-        let r = c.request_stop("s", t);
-        for a in &lifted {
-            c.set_breakpoint(BreakKind::Software, *a, 1)?;
-        }
-        self.last = r?;
+        self.last = super::run::step_at(s, pc)?;
         Ok(())
     }
 
